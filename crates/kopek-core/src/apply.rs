@@ -1,0 +1,1243 @@
+//! `apply`: the ledger's only decision function. It takes the state a batch needs, the batch
+//! and the commit time, and returns every verdict and every effect as data.
+//!
+//! # Order of checks
+//!
+//! For a transfer that moves money (`Movement::Move`), first failure wins:
+//! 1. details within bounds, else `INVALID_ARGUMENT` (not recorded: bad input loses nothing);
+//! 2. idempotency: a known key with the same fingerprint replays the original transfer, with
+//!    another fingerprint it is `IDEMPOTENCY_KEY_REUSED` (not recorded);
+//! 3. deposits must be debited from, withdrawals credited to, `world:<CUR>` (`INVALID_ARGUMENT`);
+//! 4. `SAME_ACCOUNT`;
+//! 5. `ACCOUNT_NOT_FOUND`, debit account first, then credit account;
+//! 6. `CURRENCY_MISMATCH`, when the transfer's currency differs from either account's;
+//! 7. `ACCOUNT_CLOSED` then `ACCOUNT_FROZEN`, debit account first, then credit account;
+//! 8. `INSUFFICIENT_FUNDS`, when the debit account's available balance (posted - held +
+//!    overdraft limit) is below the amount;
+//! 9. `BALANCE_OVERFLOW`, when a balance would leave the 64-bit range.
+//!
+//! A capture or void checks 1 and 2, then `PENDING_NOT_FOUND`, `PENDING_ALREADY_RESOLVED`,
+//! `PENDING_EXPIRED`; a capture then checks `INVALID_AMOUNT` (more than held), 7 and 9.
+//! Every rejection from step 3 on is recorded as a declined transfer, so a retry replays it.
+//! A linked request commits all its transfers or none: the first failure is recorded with its
+//! code and every other member with `LINKED_EVENT_FAILED`.
+
+use crate::account::{
+    Account, AccountKind, AccountStatus, AccountUpdate, Balance, NewAccount, Overdraft,
+};
+use crate::error::{ErrorCode, Rejection};
+use crate::event::{BalanceSnapshot, Event, EventKind, Subject};
+use crate::ids::{AccountId, EventId, IdSource, IdempotencyKey, Tenant, TransferId};
+use crate::limits;
+use crate::money::{Amount, Currency, format_minor};
+use crate::time::Timestamp;
+use crate::transfer::{
+    Action, Direction, Entry, Fingerprint, Hold, Movement, Transfer, TransferKind, TransferRequest,
+    TransferStatus,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Everything `apply` needs to know about the world: the accounts and transfers a batch
+/// touches, as loaded by the store (see [`Batch::keys`]).
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    pub accounts: BTreeMap<AccountId, Account>,
+    pub transfers: BTreeMap<TransferId, Transfer>,
+}
+
+impl State {
+    pub fn new(
+        accounts: impl IntoIterator<Item = Account>,
+        transfers: impl IntoIterator<Item = Transfer>,
+    ) -> State {
+        State {
+            accounts: accounts.into_iter().map(|account| (account.id.clone(), account)).collect(),
+            transfers: transfers.into_iter().map(|transfer| (transfer.id, transfer)).collect(),
+        }
+    }
+}
+
+/// What the store must load for a batch: these accounts, the transfers recorded under these
+/// idempotency keys, these transfers by id, and the accounts of every transfer it loads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub accounts: BTreeSet<AccountId>,
+    pub idempotency_keys: BTreeSet<(Tenant, IdempotencyKey)>,
+    pub transfer_ids: BTreeSet<TransferId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Linking {
+    /// Each transfer succeeds or fails on its own.
+    Independent,
+    /// All transfers commit, or none does.
+    Linked,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandBody {
+    CreateAccounts(Vec<NewAccount>),
+    UpdateAccount(AccountUpdate),
+    CreateTransfers {
+        transfers: Vec<TransferRequest>,
+        linking: Linking,
+    },
+    /// Expire these holds if they are still pending and their time has come.
+    ExpireHolds(Vec<TransferId>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    pub tenant: Tenant,
+    pub body: CommandBody,
+}
+
+/// The commands the writer drained from its queue, applied in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub commands: Vec<Command>,
+}
+
+impl Batch {
+    pub fn keys(&self) -> Keys {
+        let mut keys = Keys::default();
+        for command in &self.commands {
+            match &command.body {
+                CommandBody::CreateAccounts(accounts) => {
+                    keys.accounts.extend(accounts.iter().map(|account| account.id.clone()));
+                }
+                CommandBody::UpdateAccount(update) => {
+                    keys.accounts.insert(update.id.clone());
+                }
+                CommandBody::CreateTransfers { transfers, .. } => {
+                    for request in transfers {
+                        keys.idempotency_keys
+                            .insert((command.tenant.clone(), request.idempotency_key.clone()));
+                        match &request.movement {
+                            Movement::Move { debit_account, credit_account, .. } => {
+                                keys.accounts.insert(debit_account.clone());
+                                keys.accounts.insert(credit_account.clone());
+                            }
+                            Movement::Capture { pending_id, .. }
+                            | Movement::Void { pending_id } => {
+                                keys.transfer_ids.insert(*pending_id);
+                            }
+                        }
+                    }
+                }
+                CommandBody::ExpireHolds(ids) => keys.transfer_ids.extend(ids.iter().copied()),
+            }
+        }
+        keys
+    }
+
+    pub fn transfer_count(&self) -> usize {
+        self.commands
+            .iter()
+            .map(|command| match &command.body {
+                CommandBody::CreateTransfers { transfers, .. } => transfers.len(),
+                CommandBody::CreateAccounts(accounts) => accounts.len(),
+                CommandBody::UpdateAccount(_) => 1,
+                CommandBody::ExpireHolds(ids) => ids.len(),
+            })
+            .sum()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountResult {
+    Created(Account),
+    /// The account already existed with exactly these fields: a replay.
+    Existed(Account),
+    /// The account after an update (unchanged when the update asked for nothing new).
+    Updated(Account),
+    Rejected(Rejection),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransferResult {
+    /// Recorded in this batch: posted, pending, or declined with its error.
+    Committed(Transfer),
+    /// The key was known with the same fingerprint: the transfer as it is now.
+    Replayed(Transfer),
+    /// Refused and not recorded (malformed input, or a reused idempotency key).
+    Rejected(Rejection),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandResult {
+    Accounts(Vec<AccountResult>),
+    Account(AccountResult),
+    Transfers(Vec<TransferResult>),
+    Expired(Vec<TransferId>),
+}
+
+/// Every effect of a batch, for the store to write in one database transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// One per command, in batch order.
+    pub results: Vec<CommandResult>,
+    /// Accounts that did not exist before, in their final state.
+    pub accounts_opened: Vec<Account>,
+    /// Accounts that existed and changed, in their final state.
+    pub accounts_changed: Vec<Account>,
+    /// New transfer records, in order.
+    pub transfers_inserted: Vec<Transfer>,
+    /// Existing transfer records (holds) whose status changed, in their final state.
+    pub transfers_updated: Vec<Transfer>,
+    pub entries: Vec<Entry>,
+    pub events: Vec<Event>,
+}
+
+/// Applies a batch. Pure: the same state, batch, time and ids give the same outcome.
+pub fn apply(state: State, batch: &Batch, now: Timestamp, ids: &mut dyn IdSource) -> Outcome {
+    assert!(batch.commands.len() <= limits::COMMANDS_PER_BATCH_MAX);
+    let initial_posted: BTreeMap<AccountId, i64> =
+        state.accounts.iter().map(|(id, account)| (id.clone(), account.balance.posted)).collect();
+    let mut ledger = Ledger::new(state, now, ids);
+    let results = batch.commands.iter().map(|command| ledger.run(command)).collect();
+    let outcome = ledger.finish(results);
+    check_outcome(&outcome, &initial_posted);
+    outcome
+}
+
+/// Postconditions: entries balance per currency, every balance moved by exactly its entries,
+/// every change has one event.
+fn check_outcome(outcome: &Outcome, initial_posted: &BTreeMap<AccountId, i64>) {
+    let mut net_by_currency: BTreeMap<Currency, i128> = BTreeMap::new();
+    let mut net_by_account: BTreeMap<&AccountId, i128> = BTreeMap::new();
+    for entry in &outcome.entries {
+        assert!(entry.amount > 0);
+        *net_by_currency.entry(entry.currency).or_default() += i128::from(entry.signed_amount());
+        *net_by_account.entry(&entry.account_id).or_default() += i128::from(entry.signed_amount());
+    }
+    for net in net_by_currency.values() {
+        assert_eq!(*net, 0, "debits must equal credits in every currency");
+    }
+    for account in outcome.accounts_opened.iter().chain(&outcome.accounts_changed) {
+        let before = initial_posted.get(&account.id).copied().unwrap_or(0);
+        let moved = net_by_account.get(&account.id).copied().unwrap_or(0);
+        assert_eq!(
+            i128::from(account.balance.posted),
+            i128::from(before) + moved,
+            "posted balance must equal its entries"
+        );
+        assert!(account.balance.pending_out >= 0 && account.balance.pending_in >= 0);
+    }
+    let transfer_events =
+        outcome.events.iter().filter(|event| event.kind.creates_transfer()).count();
+    assert_eq!(transfer_events, outcome.transfers_inserted.len(), "one event per new transfer");
+    let opened_events =
+        outcome.events.iter().filter(|event| event.kind == EventKind::AccountOpened).count();
+    assert_eq!(opened_events, outcome.accounts_opened.len(), "one event per opened account");
+}
+
+/// Undo records for a linked request, restored in reverse on failure.
+enum Undo {
+    Account(AccountId, Option<Account>),
+    Transfer(TransferId, Option<Transfer>),
+    Key((Tenant, IdempotencyKey)),
+}
+
+struct Marks {
+    opened: usize,
+    changed: usize,
+    inserted: usize,
+    updated: usize,
+    entries: usize,
+    events: usize,
+}
+
+struct Ledger<'a> {
+    now: Timestamp,
+    ids: &'a mut dyn IdSource,
+    accounts: BTreeMap<AccountId, Account>,
+    transfers: BTreeMap<TransferId, Transfer>,
+    keys: BTreeMap<(Tenant, IdempotencyKey), TransferId>,
+    opened: Vec<AccountId>,
+    changed: Vec<AccountId>,
+    inserted: Vec<TransferId>,
+    updated: Vec<TransferId>,
+    entries: Vec<Entry>,
+    events: Vec<Event>,
+    undo: Option<Vec<Undo>>,
+}
+
+/// A pure check's verdict before anything changes.
+type Check<T> = Result<T, Rejection>;
+
+impl<'a> Ledger<'a> {
+    fn new(state: State, now: Timestamp, ids: &'a mut dyn IdSource) -> Ledger<'a> {
+        let keys = state
+            .transfers
+            .values()
+            .map(|transfer| {
+                ((transfer.tenant.clone(), transfer.idempotency_key.clone()), transfer.id)
+            })
+            .collect();
+        Ledger {
+            now,
+            ids,
+            accounts: state.accounts,
+            transfers: state.transfers,
+            keys,
+            opened: Vec::new(),
+            changed: Vec::new(),
+            inserted: Vec::new(),
+            updated: Vec::new(),
+            entries: Vec::new(),
+            events: Vec::new(),
+            undo: None,
+        }
+    }
+
+    fn run(&mut self, command: &Command) -> CommandResult {
+        let tenant = &command.tenant;
+        match &command.body {
+            CommandBody::CreateAccounts(accounts) => CommandResult::Accounts(
+                accounts.iter().map(|account| self.create_account(tenant, account)).collect(),
+            ),
+            CommandBody::UpdateAccount(update) => {
+                CommandResult::Account(self.update_account(tenant, update))
+            }
+            CommandBody::CreateTransfers { transfers, linking } => {
+                CommandResult::Transfers(self.create_transfers(tenant, transfers, *linking))
+            }
+            CommandBody::ExpireHolds(ids) => {
+                CommandResult::Expired(ids.iter().filter_map(|id| self.expire(*id)).collect())
+            }
+        }
+    }
+
+    fn finish(self, results: Vec<CommandResult>) -> Outcome {
+        let opened: BTreeSet<&AccountId> = self.opened.iter().collect();
+        let inserted: BTreeSet<&TransferId> = self.inserted.iter().collect();
+        let account =
+            |id: &AccountId| self.accounts.get(id).cloned().expect("journaled account exists");
+        let transfer =
+            |id: &TransferId| self.transfers.get(id).cloned().expect("journaled transfer exists");
+        let mut changed_seen = BTreeSet::new();
+        let accounts_changed = self
+            .changed
+            .iter()
+            .filter(|id| !opened.contains(id) && changed_seen.insert(*id))
+            .map(account)
+            .collect();
+        let mut updated_seen = BTreeSet::new();
+        let transfers_updated = self
+            .updated
+            .iter()
+            .filter(|id| !inserted.contains(id) && updated_seen.insert(**id))
+            .map(transfer)
+            .collect();
+        Outcome {
+            results,
+            accounts_opened: self.opened.iter().map(account).collect(),
+            accounts_changed,
+            transfers_inserted: self.inserted.iter().map(transfer).collect(),
+            transfers_updated,
+            entries: self.entries,
+            events: self.events,
+        }
+    }
+
+    // ---- journaled mutations: the only places that change state ----
+
+    fn put_account(&mut self, account: Account, is_new: bool) {
+        let old = self.accounts.insert(account.id.clone(), account.clone());
+        assert_eq!(old.is_none(), is_new);
+        if is_new {
+            self.opened.push(account.id.clone());
+        } else {
+            self.changed.push(account.id.clone());
+        }
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo::Account(account.id, old));
+        }
+    }
+
+    fn put_transfer(&mut self, transfer: Transfer) {
+        let id = transfer.id;
+        let key = (transfer.tenant.clone(), transfer.idempotency_key.clone());
+        let old = self.transfers.insert(id, transfer);
+        if old.is_none() {
+            self.inserted.push(id);
+            let previous_key = self.keys.insert(key.clone(), id);
+            assert!(previous_key.is_none(), "a key names one transfer");
+            if let Some(undo) = &mut self.undo {
+                undo.push(Undo::Key(key));
+            }
+        } else {
+            self.updated.push(id);
+        }
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo::Transfer(id, old));
+        }
+    }
+
+    fn emit(
+        &mut self,
+        tenant: &Tenant,
+        kind: EventKind,
+        subject: Subject,
+        accounts: &[&AccountId],
+    ) {
+        let balances = accounts
+            .iter()
+            .filter_map(|id| self.accounts.get(*id))
+            .map(BalanceSnapshot::of)
+            .collect();
+        let id = EventId(self.ids.next_ulid());
+        self.events.push(Event {
+            id,
+            tenant: tenant.clone(),
+            kind,
+            at: self.now,
+            subject,
+            balances,
+        });
+    }
+
+    fn marks(&self) -> Marks {
+        Marks {
+            opened: self.opened.len(),
+            changed: self.changed.len(),
+            inserted: self.inserted.len(),
+            updated: self.updated.len(),
+            entries: self.entries.len(),
+            events: self.events.len(),
+        }
+    }
+
+    fn rollback(&mut self, undo: Vec<Undo>, marks: Marks) {
+        for record in undo.into_iter().rev() {
+            match record {
+                Undo::Account(id, Some(old)) => {
+                    self.accounts.insert(id, old);
+                }
+                Undo::Account(id, None) => {
+                    self.accounts.remove(&id);
+                }
+                Undo::Transfer(id, Some(old)) => {
+                    self.transfers.insert(id, old);
+                }
+                Undo::Transfer(id, None) => {
+                    self.transfers.remove(&id);
+                }
+                Undo::Key(key) => {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+        self.opened.truncate(marks.opened);
+        self.changed.truncate(marks.changed);
+        self.inserted.truncate(marks.inserted);
+        self.updated.truncate(marks.updated);
+        self.entries.truncate(marks.entries);
+        self.events.truncate(marks.events);
+    }
+
+    // ---- accounts ----
+
+    fn create_account(&mut self, tenant: &Tenant, request: &NewAccount) -> AccountResult {
+        if let Err(rejection) = request.validate().and_then(|()| check_reserved_id(request)) {
+            return AccountResult::Rejected(rejection);
+        }
+        if let Some(existing) = self.accounts.get(&request.id) {
+            return if request.matches(existing) {
+                AccountResult::Existed(existing.clone())
+            } else {
+                AccountResult::Rejected(Rejection::new(
+                    ErrorCode::AccountExists,
+                    format!("account {} already exists with other fields", request.id),
+                ))
+            };
+        }
+        let account = Account {
+            id: request.id.clone(),
+            currency: request.currency,
+            owner: request.owner.clone(),
+            kind: request.kind,
+            overdraft: request.overdraft,
+            status: AccountStatus::Active,
+            metadata: request.metadata.clone(),
+            balance: Balance::default(),
+            created_at: self.now,
+            updated_at: self.now,
+        };
+        self.open(tenant, account.clone());
+        AccountResult::Created(account)
+    }
+
+    fn open(&mut self, tenant: &Tenant, account: Account) {
+        let id = account.id.clone();
+        self.put_account(account.clone(), true);
+        self.emit(tenant, EventKind::AccountOpened, Subject::Account(account), &[&id]);
+    }
+
+    fn update_account(&mut self, tenant: &Tenant, update: &AccountUpdate) -> AccountResult {
+        match self.check_update(update) {
+            Err(rejection) => AccountResult::Rejected(rejection),
+            Ok(None) => AccountResult::Updated(self.accounts[&update.id].clone()),
+            Ok(Some(account)) => {
+                self.put_account(account.clone(), false);
+                self.emit(
+                    tenant,
+                    EventKind::AccountUpdated,
+                    Subject::Account(account.clone()),
+                    &[&update.id],
+                );
+                AccountResult::Updated(account)
+            }
+        }
+    }
+
+    /// The updated account, or `None` when the update changes nothing.
+    fn check_update(&self, update: &AccountUpdate) -> Check<Option<Account>> {
+        let account = self.accounts.get(&update.id).ok_or_else(|| not_found(&update.id))?;
+        let overdraft = update.overdraft.unwrap_or(account.overdraft);
+        let status = update.status.unwrap_or(account.status);
+        if overdraft == account.overdraft && status == account.status {
+            return Ok(None);
+        }
+        if account.status == AccountStatus::Closed {
+            return Err(Rejection::new(
+                ErrorCode::AccountClosed,
+                format!("account {} is closed", account.id),
+            ));
+        }
+        if account.kind == AccountKind::User && overdraft == Overdraft::Unbounded {
+            return Err(Rejection::invalid("only system accounts may have an unbounded overdraft"));
+        }
+        if status == AccountStatus::Closed && account.balance != Balance::default() {
+            return Err(Rejection::new(
+                ErrorCode::AccountNotEmpty,
+                format!(
+                    "account {} can be closed only with a zero balance and no holds",
+                    account.id
+                ),
+            ));
+        }
+        let mut updated = account.clone();
+        updated.overdraft = overdraft;
+        updated.status = status;
+        updated.updated_at = self.now;
+        Ok(Some(updated))
+    }
+
+    // ---- transfers ----
+
+    fn create_transfers(
+        &mut self,
+        tenant: &Tenant,
+        requests: &[TransferRequest],
+        linking: Linking,
+    ) -> Vec<TransferResult> {
+        if requests.len() > limits::TRANSFERS_PER_REQUEST_MAX {
+            let rejection = Rejection::invalid(format!(
+                "a request holds at most {} transfers",
+                limits::TRANSFERS_PER_REQUEST_MAX
+            ));
+            return requests.iter().map(|_| TransferResult::Rejected(rejection.clone())).collect();
+        }
+        match linking {
+            Linking::Independent => {
+                requests.iter().map(|request| self.transfer_once(tenant, request)).collect()
+            }
+            Linking::Linked => self.transfer_linked(tenant, requests),
+        }
+    }
+
+    fn known(&self, tenant: &Tenant, key: &IdempotencyKey) -> Option<&Transfer> {
+        let id = self.keys.get(&(tenant.clone(), key.clone()))?;
+        self.transfers.get(id)
+    }
+
+    fn transfer_once(&mut self, tenant: &Tenant, request: &TransferRequest) -> TransferResult {
+        if let Err(rejection) = request.details.validate() {
+            return TransferResult::Rejected(rejection);
+        }
+        let fingerprint = request.fingerprint();
+        if let Some(existing) = self.known(tenant, &request.idempotency_key) {
+            return if existing.fingerprint == fingerprint {
+                TransferResult::Replayed(existing.clone())
+            } else {
+                TransferResult::Rejected(key_reused(&request.idempotency_key))
+            };
+        }
+        match self.execute(tenant, request, &fingerprint) {
+            Ok(transfer) => TransferResult::Committed(transfer),
+            Err(rejection) => {
+                TransferResult::Committed(self.decline(tenant, request, fingerprint, rejection))
+            }
+        }
+    }
+
+    fn transfer_linked(
+        &mut self,
+        tenant: &Tenant,
+        requests: &[TransferRequest],
+    ) -> Vec<TransferResult> {
+        if let Some(results) = self.linked_precheck(tenant, requests) {
+            return results;
+        }
+        let marks = self.marks();
+        self.undo = Some(Vec::new());
+        let mut committed = Vec::with_capacity(requests.len());
+        let mut failure = None;
+        for (index, request) in requests.iter().enumerate() {
+            match self.execute(tenant, request, &request.fingerprint()) {
+                Ok(transfer) => committed.push(TransferResult::Committed(transfer)),
+                Err(rejection) => {
+                    failure = Some((index, rejection));
+                    break;
+                }
+            }
+        }
+        let undo = self.undo.take().expect("undo log is active");
+        let Some((failed_index, rejection)) = failure else {
+            return committed;
+        };
+        self.rollback(undo, marks);
+        requests
+            .iter()
+            .enumerate()
+            .map(|(index, request)| {
+                let reason = if index == failed_index {
+                    rejection.clone()
+                } else {
+                    linked_failed(failed_index, &rejection)
+                };
+                TransferResult::Committed(self.decline(
+                    tenant,
+                    request,
+                    request.fingerprint(),
+                    reason,
+                ))
+            })
+            .collect()
+    }
+
+    /// Answers a linked request that must not execute: bad details, repeated keys, or keys
+    /// already known (a full replay, or a reuse). `None` means: execute it.
+    fn linked_precheck(
+        &self,
+        tenant: &Tenant,
+        requests: &[TransferRequest],
+    ) -> Option<Vec<TransferResult>> {
+        let fail_all = |culprit: usize, rejection: Rejection| -> Vec<TransferResult> {
+            (0..requests.len())
+                .map(|index| {
+                    TransferResult::Rejected(if index == culprit {
+                        rejection.clone()
+                    } else {
+                        linked_failed(culprit, &rejection)
+                    })
+                })
+                .collect()
+        };
+        let mut seen = BTreeSet::new();
+        for (index, request) in requests.iter().enumerate() {
+            if let Err(rejection) = request.details.validate() {
+                return Some(fail_all(index, rejection));
+            }
+            if !seen.insert(&request.idempotency_key) {
+                return Some(fail_all(
+                    index,
+                    Rejection::invalid("an idempotency key appears twice in one linked request"),
+                ));
+            }
+        }
+        let known: Vec<Option<&Transfer>> =
+            requests.iter().map(|request| self.known(tenant, &request.idempotency_key)).collect();
+        if known.iter().all(Option::is_none) {
+            return None;
+        }
+        let mismatch = requests.iter().zip(&known).position(|(request, existing)| match existing {
+            Some(existing) => existing.fingerprint != request.fingerprint(),
+            None => true,
+        });
+        Some(match mismatch {
+            None => known
+                .into_iter()
+                .flatten()
+                .map(|transfer| TransferResult::Replayed(transfer.clone()))
+                .collect(),
+            Some(index) => {
+                let rejection = match known[index] {
+                    Some(_) => key_reused(&requests[index].idempotency_key),
+                    None => Rejection::new(
+                        ErrorCode::IdempotencyKeyReused,
+                        "other keys of this linked request were already used by another request",
+                    ),
+                };
+                fail_all(index, rejection)
+            }
+        })
+    }
+
+    fn execute(
+        &mut self,
+        tenant: &Tenant,
+        request: &TransferRequest,
+        fingerprint: &Fingerprint,
+    ) -> Check<Transfer> {
+        match &request.movement {
+            Movement::Move { debit_account, credit_account, amount, currency, hold } => {
+                let plan = self.check_move(
+                    request.kind,
+                    debit_account,
+                    credit_account,
+                    *amount,
+                    *currency,
+                    *hold,
+                )?;
+                Ok(self.commit_move(tenant, request, fingerprint, plan))
+            }
+            Movement::Capture { pending_id, amount } => {
+                let plan = self.check_capture(tenant, *pending_id, *amount)?;
+                Ok(self.commit_capture(tenant, request, fingerprint, plan))
+            }
+            Movement::Void { pending_id } => {
+                let hold = self.check_pending(tenant, *pending_id)?.clone();
+                Ok(self.commit_void(tenant, request, fingerprint, hold))
+            }
+        }
+    }
+
+    fn check_move(
+        &self,
+        kind: TransferKind,
+        debit_id: &AccountId,
+        credit_id: &AccountId,
+        amount: Amount,
+        currency: Currency,
+        hold: Option<Hold>,
+    ) -> Check<MovePlan> {
+        let world = AccountId::world(currency);
+        match kind {
+            TransferKind::Deposit if *debit_id != world => {
+                return Err(Rejection::invalid(format!("a deposit is debited from {world}")));
+            }
+            TransferKind::Withdrawal if *credit_id != world => {
+                return Err(Rejection::invalid(format!("a withdrawal is credited to {world}")));
+            }
+            _ => {}
+        }
+        if let Some(Hold { timeout_seconds: Some(seconds) }) = hold
+            && (seconds == 0 || seconds > limits::HOLD_TIMEOUT_SECONDS_MAX)
+        {
+            return Err(Rejection::invalid(format!(
+                "hold timeout must be 1 to {} seconds",
+                limits::HOLD_TIMEOUT_SECONDS_MAX
+            )));
+        }
+        if debit_id == credit_id {
+            return Err(Rejection::new(
+                ErrorCode::SameAccount,
+                format!("debit and credit account are both {debit_id}"),
+            ));
+        }
+        // Deposits and withdrawals open the currency's world account on first use.
+        let opens_world = matches!(kind, TransferKind::Deposit | TransferKind::Withdrawal)
+            && !self.accounts.contains_key(&world);
+        let world_account = opens_world.then(|| world_account(currency, self.now));
+        let lookup = |id: &AccountId| -> Check<Account> {
+            match (self.accounts.get(id), &world_account) {
+                (Some(account), _) => Ok(account.clone()),
+                (None, Some(world)) if world.id == *id => Ok(world.clone()),
+                _ => Err(not_found(id)),
+            }
+        };
+        let mut debit = lookup(debit_id)?;
+        let mut credit = lookup(credit_id)?;
+        for account in [&debit, &credit] {
+            if account.currency != currency {
+                return Err(Rejection::new(
+                    ErrorCode::CurrencyMismatch,
+                    format!("account {} holds {}, not {currency}", account.id, account.currency),
+                ));
+            }
+        }
+        check_status(&debit)?;
+        check_status(&credit)?;
+        if !debit.can_spend(amount.minor()) {
+            let available = debit.available().unwrap_or_default();
+            let available =
+                i64::try_from(available).unwrap_or(if available < 0 { i64::MIN } else { i64::MAX });
+            return Err(Rejection::new(
+                ErrorCode::InsufficientFunds,
+                format!(
+                    "balance {} {currency} is less than {} {currency}",
+                    format_minor(available, currency),
+                    format_minor(amount.minor(), currency)
+                ),
+            ));
+        }
+        let minor = amount.minor();
+        match hold {
+            None => {
+                debit.balance.posted = checked(debit.balance.posted.checked_sub(minor), &debit.id)?;
+                credit.balance.posted =
+                    checked(credit.balance.posted.checked_add(minor), &credit.id)?;
+            }
+            Some(_) => {
+                debit.balance.pending_out =
+                    checked(debit.balance.pending_out.checked_add(minor), &debit.id)?;
+                credit.balance.pending_in =
+                    checked(credit.balance.pending_in.checked_add(minor), &credit.id)?;
+            }
+        }
+        debit.updated_at = self.now;
+        credit.updated_at = self.now;
+        Ok(MovePlan { debit, credit, amount, currency, hold, world_account })
+    }
+
+    fn commit_move(
+        &mut self,
+        tenant: &Tenant,
+        request: &TransferRequest,
+        fingerprint: &Fingerprint,
+        plan: MovePlan,
+    ) -> Transfer {
+        let MovePlan { debit, credit, amount, currency, hold, world_account } = plan;
+        if let Some(world) = world_account {
+            self.open(tenant, world);
+        }
+        let (action, status, expires_at) = match hold {
+            None => (Action::Post, TransferStatus::Posted, None),
+            Some(Hold { timeout_seconds }) => (
+                Action::Hold,
+                TransferStatus::Pending,
+                timeout_seconds.map(|seconds| self.now.add_seconds(seconds)),
+            ),
+        };
+        let transfer = self.new_transfer(
+            tenant,
+            request,
+            fingerprint,
+            action,
+            status,
+            &debit.id,
+            &credit.id,
+            amount.minor(),
+            currency,
+            None,
+            expires_at,
+        );
+        if action == Action::Post {
+            self.post_entries(&transfer, &debit, &credit, amount.minor(), currency);
+        }
+        if hold.is_none() {
+            assert!(debit.can_spend(0), "a posted debit never passes the overdraft limit");
+        }
+        let (debit_id, credit_id) = (debit.id.clone(), credit.id.clone());
+        self.put_account(debit, false);
+        self.put_account(credit, false);
+        self.put_transfer(transfer.clone());
+        let kind =
+            if action == Action::Post { EventKind::TransferPosted } else { EventKind::HoldPlaced };
+        self.emit(tenant, kind, Subject::Transfer(transfer.clone()), &[&debit_id, &credit_id]);
+        transfer
+    }
+
+    /// The hold a capture or void names, if it can still be resolved.
+    fn check_pending(&self, tenant: &Tenant, pending_id: TransferId) -> Check<&Transfer> {
+        let hold = self
+            .transfers
+            .get(&pending_id)
+            .filter(|transfer| {
+                transfer.action == Action::Hold
+                    && transfer.tenant == *tenant
+                    && transfer.status != TransferStatus::Declined
+            })
+            .ok_or_else(|| {
+                Rejection::new(ErrorCode::PendingNotFound, format!("no hold with id {pending_id}"))
+            })?;
+        if hold.status != TransferStatus::Pending {
+            return Err(Rejection::new(
+                ErrorCode::PendingAlreadyResolved,
+                format!("hold {pending_id} is already {}", hold.status.as_str()),
+            ));
+        }
+        if hold.expires_at.is_some_and(|expires_at| expires_at <= self.now) {
+            return Err(Rejection::new(
+                ErrorCode::PendingExpired,
+                format!("hold {pending_id} has expired"),
+            ));
+        }
+        Ok(hold)
+    }
+
+    fn hold_accounts(&self, hold: &Transfer) -> Check<(Account, Account)> {
+        let debit_id = hold.debit_account.as_ref().expect("a pending hold has accounts");
+        let credit_id = hold.credit_account.as_ref().expect("a pending hold has accounts");
+        let debit = self.accounts.get(debit_id).ok_or_else(|| not_found(debit_id))?;
+        let credit = self.accounts.get(credit_id).ok_or_else(|| not_found(credit_id))?;
+        Ok((debit.clone(), credit.clone()))
+    }
+
+    fn check_capture(
+        &self,
+        tenant: &Tenant,
+        pending_id: TransferId,
+        amount: Option<Amount>,
+    ) -> Check<CapturePlan> {
+        let hold = self.check_pending(tenant, pending_id)?;
+        let captured = amount.map_or(hold.amount, Amount::minor);
+        let currency = hold.currency.expect("a pending hold has a currency");
+        if captured > hold.amount {
+            return Err(Rejection::new(
+                ErrorCode::InvalidAmount,
+                format!(
+                    "capture of {} {currency} exceeds the held {} {currency}",
+                    format_minor(captured, currency),
+                    format_minor(hold.amount, currency)
+                ),
+            ));
+        }
+        let (mut debit, mut credit) = self.hold_accounts(hold)?;
+        check_status(&debit)?;
+        check_status(&credit)?;
+        debit.balance.pending_out =
+            checked(debit.balance.pending_out.checked_sub(hold.amount), &debit.id)?;
+        credit.balance.pending_in =
+            checked(credit.balance.pending_in.checked_sub(hold.amount), &credit.id)?;
+        debit.balance.posted = checked(debit.balance.posted.checked_sub(captured), &debit.id)?;
+        credit.balance.posted = checked(credit.balance.posted.checked_add(captured), &credit.id)?;
+        debit.updated_at = self.now;
+        credit.updated_at = self.now;
+        Ok(CapturePlan { hold: hold.clone(), debit, credit, captured })
+    }
+
+    fn commit_capture(
+        &mut self,
+        tenant: &Tenant,
+        request: &TransferRequest,
+        fingerprint: &Fingerprint,
+        plan: CapturePlan,
+    ) -> Transfer {
+        let CapturePlan { mut hold, debit, credit, captured } = plan;
+        let currency = hold.currency.expect("a pending hold has a currency");
+        let capture = self.new_transfer(
+            tenant,
+            request,
+            fingerprint,
+            Action::Capture,
+            TransferStatus::Posted,
+            &debit.id,
+            &credit.id,
+            captured,
+            currency,
+            Some(hold.id),
+            None,
+        );
+        self.post_entries(&capture, &debit, &credit, captured, currency);
+        hold.status = TransferStatus::Captured;
+        hold.captured_amount = captured;
+        hold.updated_at = self.now;
+        let (debit_id, credit_id) = (debit.id.clone(), credit.id.clone());
+        self.put_account(debit, false);
+        self.put_account(credit, false);
+        self.put_transfer(hold);
+        self.put_transfer(capture.clone());
+        self.emit(
+            tenant,
+            EventKind::HoldCaptured,
+            Subject::Transfer(capture.clone()),
+            &[&debit_id, &credit_id],
+        );
+        capture
+    }
+
+    fn commit_void(
+        &mut self,
+        tenant: &Tenant,
+        request: &TransferRequest,
+        fingerprint: &Fingerprint,
+        hold: Transfer,
+    ) -> Transfer {
+        let currency = hold.currency.expect("a pending hold has a currency");
+        let (debit, credit) = self.release(&hold);
+        let void = self.new_transfer(
+            tenant,
+            request,
+            fingerprint,
+            Action::Void,
+            TransferStatus::Voided,
+            &debit,
+            &credit,
+            hold.amount,
+            currency,
+            Some(hold.id),
+            None,
+        );
+        let mut hold = hold;
+        hold.status = TransferStatus::Voided;
+        hold.updated_at = self.now;
+        self.put_transfer(hold);
+        self.put_transfer(void.clone());
+        self.emit(
+            tenant,
+            EventKind::HoldVoided,
+            Subject::Transfer(void.clone()),
+            &[&debit, &credit],
+        );
+        void
+    }
+
+    /// Frees what a hold reserved on both accounts; returns their ids.
+    fn release(&mut self, hold: &Transfer) -> (AccountId, AccountId) {
+        let (mut debit, mut credit) =
+            self.hold_accounts(hold).expect("a pending hold's accounts are loaded");
+        // A pending hold's amount is inside both pending balances, so these cannot underflow.
+        debit.balance.pending_out -= hold.amount;
+        credit.balance.pending_in -= hold.amount;
+        assert!(debit.balance.pending_out >= 0 && credit.balance.pending_in >= 0);
+        debit.updated_at = self.now;
+        credit.updated_at = self.now;
+        let ids = (debit.id.clone(), credit.id.clone());
+        self.put_account(debit, false);
+        self.put_account(credit, false);
+        ids
+    }
+
+    fn expire(&mut self, pending_id: TransferId) -> Option<TransferId> {
+        let hold = self.transfers.get(&pending_id)?;
+        let due = hold.action == Action::Hold
+            && hold.status == TransferStatus::Pending
+            && hold.expires_at.is_some_and(|expires_at| expires_at <= self.now);
+        if !due {
+            return None;
+        }
+        let mut hold = hold.clone();
+        let (debit, credit) = self.release(&hold);
+        hold.status = TransferStatus::Expired;
+        hold.updated_at = self.now;
+        let tenant = hold.tenant.clone();
+        self.put_transfer(hold.clone());
+        self.emit(&tenant, EventKind::HoldExpired, Subject::Transfer(hold), &[&debit, &credit]);
+        Some(pending_id)
+    }
+
+    fn decline(
+        &mut self,
+        tenant: &Tenant,
+        request: &TransferRequest,
+        fingerprint: Fingerprint,
+        rejection: Rejection,
+    ) -> Transfer {
+        let (action, debit, credit, amount, currency, pending_id) = match &request.movement {
+            Movement::Move { debit_account, credit_account, amount, currency, hold } => {
+                let action = if hold.is_some() { Action::Hold } else { Action::Post };
+                (
+                    action,
+                    Some(debit_account.clone()),
+                    Some(credit_account.clone()),
+                    amount.minor(),
+                    Some(*currency),
+                    None,
+                )
+            }
+            Movement::Capture { pending_id, amount } => {
+                let hold = self.transfers.get(pending_id).filter(|hold| hold.tenant == *tenant);
+                let amount =
+                    amount.map(Amount::minor).or(hold.map(|hold| hold.amount)).unwrap_or(0);
+                let (debit, credit, currency) = hold_sides(hold);
+                (Action::Capture, debit, credit, amount, currency, Some(*pending_id))
+            }
+            Movement::Void { pending_id } => {
+                let hold = self.transfers.get(pending_id).filter(|hold| hold.tenant == *tenant);
+                let (debit, credit, currency) = hold_sides(hold);
+                (
+                    Action::Void,
+                    debit,
+                    credit,
+                    hold.map_or(0, |hold| hold.amount),
+                    currency,
+                    Some(*pending_id),
+                )
+            }
+        };
+        let transfer = Transfer {
+            id: TransferId(self.ids.next_ulid()),
+            tenant: tenant.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            fingerprint,
+            kind: request.kind,
+            action,
+            debit_account: debit,
+            credit_account: credit,
+            amount,
+            currency,
+            pending_id,
+            status: TransferStatus::Declined,
+            error: Some(rejection),
+            expires_at: None,
+            captured_amount: 0,
+            details: request.details.clone(),
+            effective_at: request.effective_at.unwrap_or(self.now),
+            committed_at: self.now,
+            updated_at: self.now,
+        };
+        self.put_transfer(transfer.clone());
+        self.emit(tenant, EventKind::TransferDeclined, Subject::Transfer(transfer.clone()), &[]);
+        transfer
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_transfer(
+        &mut self,
+        tenant: &Tenant,
+        request: &TransferRequest,
+        fingerprint: &Fingerprint,
+        action: Action,
+        status: TransferStatus,
+        debit: &AccountId,
+        credit: &AccountId,
+        amount: i64,
+        currency: Currency,
+        pending_id: Option<TransferId>,
+        expires_at: Option<Timestamp>,
+    ) -> Transfer {
+        Transfer {
+            id: TransferId(self.ids.next_ulid()),
+            tenant: tenant.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            fingerprint: fingerprint.clone(),
+            kind: request.kind,
+            action,
+            debit_account: Some(debit.clone()),
+            credit_account: Some(credit.clone()),
+            amount,
+            currency: Some(currency),
+            pending_id,
+            status,
+            error: None,
+            expires_at,
+            captured_amount: 0,
+            details: request.details.clone(),
+            effective_at: request.effective_at.unwrap_or(self.now),
+            committed_at: self.now,
+            updated_at: self.now,
+        }
+    }
+
+    /// Writes the two entries of a posted movement; `debit` and `credit` already carry the
+    /// balances after it.
+    fn post_entries(
+        &mut self,
+        transfer: &Transfer,
+        debit: &Account,
+        credit: &Account,
+        amount: i64,
+        currency: Currency,
+    ) {
+        for (account, direction) in [(debit, Direction::Debit), (credit, Direction::Credit)] {
+            self.entries.push(Entry {
+                transfer_id: transfer.id,
+                account_id: account.id.clone(),
+                direction,
+                amount,
+                currency,
+                balance_after: account.balance.posted,
+                effective_at: transfer.effective_at,
+                committed_at: self.now,
+            });
+        }
+    }
+}
+
+struct MovePlan {
+    debit: Account,
+    credit: Account,
+    amount: Amount,
+    currency: Currency,
+    hold: Option<Hold>,
+    world_account: Option<Account>,
+}
+
+struct CapturePlan {
+    hold: Transfer,
+    debit: Account,
+    credit: Account,
+    captured: i64,
+}
+
+fn world_account(currency: Currency, now: Timestamp) -> Account {
+    Account {
+        id: AccountId::world(currency),
+        currency,
+        owner: None,
+        kind: AccountKind::System,
+        overdraft: Overdraft::Unbounded,
+        status: AccountStatus::Active,
+        metadata: Default::default(),
+        balance: Balance::default(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// `world:` ids are reserved for the system account of their own currency.
+fn check_reserved_id(request: &NewAccount) -> Check<()> {
+    if request.id.as_str().starts_with("world:")
+        && (request.id != AccountId::world(request.currency) || request.kind != AccountKind::System)
+    {
+        return Err(Rejection::invalid(
+            "ids starting with 'world:' are reserved for world:<CUR> system accounts",
+        ));
+    }
+    Ok(())
+}
+
+fn check_status(account: &Account) -> Check<()> {
+    match account.status {
+        AccountStatus::Active => Ok(()),
+        AccountStatus::Closed => Err(Rejection::new(
+            ErrorCode::AccountClosed,
+            format!("account {} is closed", account.id),
+        )),
+        AccountStatus::Frozen => Err(Rejection::new(
+            ErrorCode::AccountFrozen,
+            format!("account {} is frozen", account.id),
+        )),
+    }
+}
+
+fn checked(value: Option<i64>, account: &AccountId) -> Check<i64> {
+    value.ok_or_else(|| {
+        Rejection::new(
+            ErrorCode::BalanceOverflow,
+            format!("a balance of account {account} would overflow"),
+        )
+    })
+}
+
+fn not_found(id: &AccountId) -> Rejection {
+    Rejection::new(ErrorCode::AccountNotFound, format!("account {id} not found"))
+}
+
+fn key_reused(key: &IdempotencyKey) -> Rejection {
+    Rejection::new(
+        ErrorCode::IdempotencyKeyReused,
+        format!("idempotency key '{key}' was already used with other parameters"),
+    )
+}
+
+fn linked_failed(culprit: usize, rejection: &Rejection) -> Rejection {
+    Rejection::new(
+        ErrorCode::LinkedEventFailed,
+        format!(
+            "the transfer at index {culprit} of this linked request failed with {}",
+            rejection.code
+        ),
+    )
+}
+
+fn hold_sides(hold: Option<&Transfer>) -> (Option<AccountId>, Option<AccountId>, Option<Currency>) {
+    match hold {
+        Some(hold) => (hold.debit_account.clone(), hold.credit_account.clone(), hold.currency),
+        None => (None, None, None),
+    }
+}

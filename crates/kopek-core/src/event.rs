@@ -1,0 +1,113 @@
+//! Outbox events: one per committed change, produced by `apply` as data.
+
+use crate::account::Account;
+use crate::ids::{AccountId, EventId, Tenant};
+use crate::money::Currency;
+use crate::time::Timestamp;
+use crate::transfer::Transfer;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    AccountOpened,
+    AccountUpdated,
+    TransferPosted,
+    TransferDeclined,
+    HoldPlaced,
+    HoldCaptured,
+    HoldVoided,
+    HoldExpired,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 8] = [
+        EventKind::AccountOpened,
+        EventKind::AccountUpdated,
+        EventKind::TransferPosted,
+        EventKind::TransferDeclined,
+        EventKind::HoldPlaced,
+        EventKind::HoldCaptured,
+        EventKind::HoldVoided,
+        EventKind::HoldExpired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AccountOpened => "AccountOpened",
+            EventKind::AccountUpdated => "AccountUpdated",
+            EventKind::TransferPosted => "TransferPosted",
+            EventKind::TransferDeclined => "TransferDeclined",
+            EventKind::HoldPlaced => "HoldPlaced",
+            EventKind::HoldCaptured => "HoldCaptured",
+            EventKind::HoldVoided => "HoldVoided",
+            EventKind::HoldExpired => "HoldExpired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    /// True for the event that records a transfer row's creation (every row has exactly one).
+    pub fn creates_transfer(self) -> bool {
+        matches!(
+            self,
+            EventKind::TransferPosted
+                | EventKind::TransferDeclined
+                | EventKind::HoldPlaced
+                | EventKind::HoldCaptured
+                | EventKind::HoldVoided
+        )
+    }
+}
+
+/// What the event is about, as it was right after the change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Account(Account),
+    Transfer(Transfer),
+}
+
+/// An account's balances right after the change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BalanceSnapshot {
+    pub account_id: AccountId,
+    pub currency: Currency,
+    pub posted: i64,
+    pub pending_out: i64,
+    pub pending_in: i64,
+    /// `None` for an unbounded overdraft.
+    pub available: Option<i128>,
+}
+
+impl BalanceSnapshot {
+    pub fn of(account: &Account) -> BalanceSnapshot {
+        BalanceSnapshot {
+            account_id: account.id.clone(),
+            currency: account.currency,
+            posted: account.balance.posted,
+            pending_out: account.balance.pending_out,
+            pending_in: account.balance.pending_in,
+            available: account.available(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub id: EventId,
+    pub tenant: Tenant,
+    pub kind: EventKind,
+    pub at: Timestamp,
+    pub subject: Subject,
+    pub balances: Vec<BalanceSnapshot>,
+}
+
+impl Event {
+    /// The id of the account or transfer the event is about.
+    pub fn subject_id(&self) -> String {
+        match &self.subject {
+            Subject::Account(account) => account.id.to_string(),
+            Subject::Transfer(transfer) => transfer.id.to_string(),
+        }
+    }
+}

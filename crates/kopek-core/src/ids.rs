@@ -1,0 +1,249 @@
+//! Identifiers, each parsed once at the edge: `AccountId`, `IdempotencyKey`, `Tenant`, and
+//! ULID-based `TransferId` and `EventId`.
+
+use crate::error::Rejection;
+use crate::limits;
+use std::fmt;
+
+/// A client-chosen or server-made account id: `[A-Za-z0-9_.:-]{1,128}`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn parse(text: &str) -> Result<AccountId, Rejection> {
+        let allowed =
+            |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b':' | b'-');
+        if text.is_empty()
+            || text.len() > limits::ACCOUNT_ID_BYTES_MAX
+            || !text.bytes().all(allowed)
+        {
+            return Err(Rejection::invalid(format!(
+                "account id '{}' must be 1 to {} characters of A-Z a-z 0-9 _ . : -",
+                printable(text),
+                limits::ACCOUNT_ID_BYTES_MAX
+            )));
+        }
+        Ok(AccountId(text.to_owned()))
+    }
+
+    /// The system account that stands for money outside the ledger in one currency.
+    pub fn world(currency: crate::Currency) -> AccountId {
+        AccountId(format!("world:{currency}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client's idempotency key: 1 to 255 bytes of printable text.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(text: &str) -> Result<IdempotencyKey, Rejection> {
+        if text.is_empty()
+            || text.len() > limits::IDEMPOTENCY_KEY_BYTES_MAX
+            || text.chars().any(char::is_control)
+        {
+            return Err(Rejection::invalid(format!(
+                "idempotency key must be 1 to {} bytes of printable text",
+                limits::IDEMPOTENCY_KEY_BYTES_MAX
+            )));
+        }
+        Ok(IdempotencyKey(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The caller's scope: idempotency keys and events belong to one tenant.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Tenant(String);
+
+impl Tenant {
+    pub const DEFAULT_NAME: &'static str = "default";
+
+    pub fn parse(text: &str) -> Result<Tenant, Rejection> {
+        let allowed = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-');
+        if text.is_empty() || text.len() > limits::TENANT_BYTES_MAX || !text.bytes().all(allowed) {
+            return Err(Rejection::invalid("tenant must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
+        }
+        Ok(Tenant(text.to_owned()))
+    }
+
+    pub fn default_tenant() -> Tenant {
+        Tenant(Tenant::DEFAULT_NAME.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A ULID: 48 bits of milliseconds then 80 random bits, written as 26 Crockford base32
+/// characters so ids sort by creation time. The core only formats and parses them; the
+/// engine makes them from its clock and random source.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ulid(u128);
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+impl Ulid {
+    pub fn from_parts(unix_millis: u64, random: u128) -> Ulid {
+        let time = u128::from(unix_millis & ((1 << 48) - 1)) << 80;
+        Ulid(time | (random & ((1 << 80) - 1)))
+    }
+
+    pub fn from_u128(value: u128) -> Ulid {
+        Ulid(value)
+    }
+
+    pub fn as_u128(self) -> u128 {
+        self.0
+    }
+
+    pub fn unix_millis(self) -> u64 {
+        (self.0 >> 80) as u64
+    }
+
+    pub fn parse(text: &str) -> Result<Ulid, Rejection> {
+        let error =
+            || Rejection::invalid(format!("'{}' is not a 26-character ULID", printable(text)));
+        if text.len() != 26 {
+            return Err(error());
+        }
+        let mut value: u128 = 0;
+        for (index, byte) in text.bytes().enumerate() {
+            let digit = match byte.to_ascii_uppercase() {
+                b'O' => 0,
+                b'I' | b'L' => 1,
+                upper => CROCKFORD.iter().position(|&c| c == upper).ok_or_else(error)? as u128,
+            };
+            // The first character carries only 3 bits: 26 * 5 = 130 = 128 + 2.
+            if index == 0 && digit > 7 {
+                return Err(error());
+            }
+            value = (value << 5) | digit;
+        }
+        Ok(Ulid(value))
+    }
+}
+
+impl fmt::Display for Ulid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0u8; 26];
+        for (index, slot) in out.iter_mut().enumerate() {
+            let shift = 5 * (25 - index);
+            *slot = CROCKFORD[((self.0 >> shift) & 0x1f) as usize];
+        }
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Ulid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+macro_rules! ulid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+        pub struct $name(pub Ulid);
+
+        impl $name {
+            pub fn parse(text: &str) -> Result<$name, Rejection> {
+                Ulid::parse(text).map($name)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+
+ulid_id!(
+    /// The server's id of a transfer (also of a declined one).
+    TransferId
+);
+ulid_id!(
+    /// The id of an outbox event; consumers deduplicate on it.
+    EventId
+);
+
+/// Where the core needs fresh ids it asks this source, so `apply` stays deterministic.
+pub trait IdSource {
+    fn next_ulid(&mut self) -> Ulid;
+}
+
+/// Clips untrusted text for an error message.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn account_ids_follow_the_alphabet() {
+        assert!(AccountId::parse("user:42:USD").is_ok());
+        assert!(AccountId::parse("a.b-c_d").is_ok());
+        for bad in ["", "has space", "naïve", &"x".repeat(129)] {
+            assert!(AccountId::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ulid_text_is_26_crockford_characters() {
+        let ulid = Ulid::from_parts(1_700_000_000_000, 42);
+        let text = ulid.to_string();
+        assert_eq!(text.len(), 26);
+        assert_eq!(Ulid::parse(&text), Ok(ulid));
+        assert_eq!(Ulid::parse(&text.to_lowercase()), Ok(ulid));
+        assert_eq!(ulid.unix_millis(), 1_700_000_000_000);
+        assert!(Ulid::parse("8ZZZZZZZZZZZZZZZZZZZZZZZZZ").is_err());
+        assert!(Ulid::parse("01ARZ3NDEKTSV4RRFFQ69G5FA").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn ulids_round_trip_and_sort_like_text(a: u128, b: u128) {
+            let (x, y) = (Ulid::from_u128(a), Ulid::from_u128(b));
+            prop_assert_eq!(Ulid::parse(&x.to_string()), Ok(x));
+            prop_assert_eq!(x.cmp(&y), x.to_string().cmp(&y.to_string()));
+        }
+    }
+}

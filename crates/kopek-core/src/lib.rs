@@ -1,0 +1,33 @@
+//! kopek-core: the double-entry state machine. Money, accounts, transfers, entries, events,
+//! error codes, and `apply`, the one function that decides every verdict.
+//!
+//! No async, no I/O, no clock, no randomness: time and fresh ids arrive as arguments, so the
+//! simulator, property tests and every store backend run exactly the same rules.
+
+pub mod account;
+pub mod apply;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod limits;
+pub mod memory;
+pub mod money;
+pub mod time;
+pub mod transfer;
+
+pub use account::{
+    Account, AccountKind, AccountStatus, AccountUpdate, Balance, Metadata, NewAccount, Overdraft,
+};
+pub use apply::{
+    AccountResult, Batch, Command, CommandBody, CommandResult, Keys, Linking, Outcome, State,
+    TransferResult, apply,
+};
+pub use error::{ErrorCode, Rejection};
+pub use event::{BalanceSnapshot, Event, EventKind, Subject};
+pub use ids::{AccountId, EventId, IdSource, IdempotencyKey, Tenant, TransferId, Ulid};
+pub use money::{Amount, Currency, format_minor};
+pub use time::Timestamp;
+pub use transfer::{
+    Action, Details, Direction, Entry, Fingerprint, Hold, Movement, Transfer, TransferKind,
+    TransferRequest, TransferStatus,
+};

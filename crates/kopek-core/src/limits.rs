@@ -1,0 +1,29 @@
+//! Named maximums for every quantity the ledger accepts; relations are checked at compile time.
+
+/// Commands the writer takes from the queue into one database transaction.
+pub const COMMANDS_PER_BATCH_MAX: usize = 4_096;
+/// Transfers in one request (one command); a linked request commits all or none of them.
+pub const TRANSFERS_PER_REQUEST_MAX: usize = 1_024;
+/// Accounts created by one request.
+pub const ACCOUNTS_PER_REQUEST_MAX: usize = 1_024;
+/// Transfers a whole writer batch may hold, whatever the commands.
+pub const TRANSFERS_PER_BATCH_MAX: usize = 65_536;
+pub const ACCOUNT_ID_BYTES_MAX: usize = 128;
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+pub const TENANT_BYTES_MAX: usize = 64;
+pub const OWNER_BYTES_MAX: usize = 128;
+pub const CATEGORY_BYTES_MAX: usize = 128;
+pub const DESCRIPTION_BYTES_MAX: usize = 1_024;
+pub const METADATA_ENTRIES_MAX: usize = 32;
+pub const METADATA_KEY_BYTES_MAX: usize = 64;
+pub const METADATA_VALUE_BYTES_MAX: usize = 512;
+/// Longest hold: 30 days. A longer reservation is a business process, not a hold.
+pub const HOLD_TIMEOUT_SECONDS_MAX: u32 = 30 * 24 * 3_600;
+/// Largest page a list query returns.
+pub const PAGE_SIZE_MAX: usize = 1_000;
+/// Largest amount in minor units: balances are signed 64-bit integers in every store.
+pub const AMOUNT_MINOR_MAX: i64 = i64::MAX;
+
+const _: () = assert!(TRANSFERS_PER_REQUEST_MAX <= TRANSFERS_PER_BATCH_MAX);
+const _: () = assert!(ACCOUNTS_PER_REQUEST_MAX <= TRANSFERS_PER_BATCH_MAX);
+const _: () = assert!(ACCOUNT_ID_BYTES_MAX + 4 <= IDEMPOTENCY_KEY_BYTES_MAX);

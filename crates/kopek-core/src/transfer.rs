@@ -1,0 +1,293 @@
+//! Transfers (requests to move money), their stored records, entries and fingerprints.
+
+use crate::account::{Metadata, validate_metadata};
+use crate::error::{ErrorCode, Rejection};
+use crate::ids::{AccountId, IdempotencyKey, Tenant, TransferId};
+use crate::limits;
+use crate::money::{Amount, Currency};
+use crate::time::Timestamp;
+
+/// What a transfer is for. It never changes the rules of a movement except that deposits
+/// and withdrawals must go through `world:<CUR>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TransferKind {
+    Transfer,
+    Deposit,
+    Withdrawal,
+    Payment,
+    Purchase,
+    Fee,
+    Reversal,
+    FxLeg,
+}
+
+impl TransferKind {
+    pub const ALL: [TransferKind; 8] = [
+        TransferKind::Transfer,
+        TransferKind::Deposit,
+        TransferKind::Withdrawal,
+        TransferKind::Payment,
+        TransferKind::Purchase,
+        TransferKind::Fee,
+        TransferKind::Reversal,
+        TransferKind::FxLeg,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Transfer => "transfer",
+            TransferKind::Deposit => "deposit",
+            TransferKind::Withdrawal => "withdrawal",
+            TransferKind::Payment => "payment",
+            TransferKind::Purchase => "purchase",
+            TransferKind::Fee => "fee",
+            TransferKind::Reversal => "reversal",
+            TransferKind::FxLeg => "fx_leg",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TransferKind> {
+        TransferKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+/// The money movement a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Movement {
+    /// Move `amount` from the debit account to the credit account; with `hold`, only reserve
+    /// it until captured, voided or expired.
+    Move {
+        debit_account: AccountId,
+        credit_account: AccountId,
+        amount: Amount,
+        currency: Currency,
+        hold: Option<Hold>,
+    },
+    /// Post a held transfer, fully (`amount: None`) or partially; the rest is released.
+    Capture { pending_id: TransferId, amount: Option<Amount> },
+    /// Release a held transfer without moving money.
+    Void { pending_id: TransferId },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// Seconds until the hold expires; `None` holds until captured or voided.
+    pub timeout_seconds: Option<u32>,
+}
+
+/// Free text that travels with a transfer but does not decide the movement.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Details {
+    pub category: String,
+    pub description: String,
+    pub metadata: Metadata,
+}
+
+impl Details {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        if self.category.len() > limits::CATEGORY_BYTES_MAX {
+            return Err(Rejection::invalid(format!(
+                "category must be at most {} bytes",
+                limits::CATEGORY_BYTES_MAX
+            )));
+        }
+        if self.description.len() > limits::DESCRIPTION_BYTES_MAX {
+            return Err(Rejection::invalid(format!(
+                "description must be at most {} bytes",
+                limits::DESCRIPTION_BYTES_MAX
+            )));
+        }
+        validate_metadata(&self.metadata)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferRequest {
+    pub idempotency_key: IdempotencyKey,
+    pub kind: TransferKind,
+    pub movement: Movement,
+    pub details: Details,
+    /// When the movement happened for the client; `None` is the commit time.
+    pub effective_at: Option<Timestamp>,
+}
+
+impl TransferRequest {
+    /// The canonical text of the fields that decide the money movement. Two requests with one
+    /// idempotency key are the same request exactly when their fingerprints are equal. Free
+    /// text, metadata and the effective time are left out, as Stripe and the contracts do.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let kind = self.kind.as_str();
+        Fingerprint(match &self.movement {
+            Movement::Move { debit_account, credit_account, amount, currency, hold } => {
+                let hold = match hold {
+                    None => "post".to_owned(),
+                    Some(Hold { timeout_seconds: None }) => "hold".to_owned(),
+                    Some(Hold { timeout_seconds: Some(seconds) }) => format!("hold:{seconds}"),
+                };
+                format!(
+                    "v1|{kind}|{hold}|{debit_account}|{credit_account}|{}|{currency}",
+                    amount.minor()
+                )
+            }
+            Movement::Capture { pending_id, amount } => {
+                let amount =
+                    amount.map_or_else(|| "full".to_owned(), |amount| amount.minor().to_string());
+                format!("v1|{kind}|capture|{pending_id}|{amount}")
+            }
+            Movement::Void { pending_id } => format!("v1|{kind}|void|{pending_id}"),
+        })
+    }
+}
+
+/// See [`TransferRequest::fingerprint`]. Stored verbatim, so equality is exact.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fingerprint(pub String);
+
+/// What a stored transfer record did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    Post,
+    Hold,
+    Capture,
+    Void,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Post => "post",
+            Action::Hold => "hold",
+            Action::Capture => "capture",
+            Action::Void => "void",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        [Action::Post, Action::Hold, Action::Capture, Action::Void]
+            .into_iter()
+            .find(|action| action.as_str() == text)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TransferStatus {
+    /// Money moved (a post, or a capture).
+    Posted,
+    /// A hold that still reserves funds.
+    Pending,
+    /// A hold that a capture resolved.
+    Captured,
+    /// A hold that a void resolved (also the status of the void record itself).
+    Voided,
+    /// A hold whose timeout passed before it was resolved.
+    Expired,
+    /// Rejected; kept so that a retry answers the same verdict.
+    Declined,
+}
+
+impl TransferStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferStatus::Posted => "posted",
+            TransferStatus::Pending => "pending",
+            TransferStatus::Captured => "captured",
+            TransferStatus::Voided => "voided",
+            TransferStatus::Expired => "expired",
+            TransferStatus::Declined => "declined",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TransferStatus> {
+        [
+            TransferStatus::Posted,
+            TransferStatus::Pending,
+            TransferStatus::Captured,
+            TransferStatus::Voided,
+            TransferStatus::Expired,
+            TransferStatus::Declined,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+}
+
+/// A transfer as the ledger keeps it, declined ones included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub id: TransferId,
+    pub tenant: Tenant,
+    pub idempotency_key: IdempotencyKey,
+    pub fingerprint: Fingerprint,
+    pub kind: TransferKind,
+    pub action: Action,
+    /// `None` only for a declined capture or void whose hold was not found.
+    pub debit_account: Option<AccountId>,
+    pub credit_account: Option<AccountId>,
+    /// Minor units: moved (post, capture), reserved (hold), released (void) or asked (declined).
+    pub amount: i64,
+    pub currency: Option<Currency>,
+    /// The hold a capture or void resolves.
+    pub pending_id: Option<TransferId>,
+    pub status: TransferStatus,
+    pub error: Option<Rejection>,
+    /// For holds: when the hold lapses.
+    pub expires_at: Option<Timestamp>,
+    /// For holds: the amount a capture posted (0 until captured).
+    pub captured_amount: i64,
+    pub details: Details,
+    pub effective_at: Timestamp,
+    pub committed_at: Timestamp,
+    /// Last change of `status`.
+    pub updated_at: Timestamp,
+}
+
+impl Transfer {
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.error.as_ref().map(|rejection| rejection.code)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    Debit,
+    Credit,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Debit => "debit",
+            Direction::Credit => "credit",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Direction> {
+        [Direction::Debit, Direction::Credit]
+            .into_iter()
+            .find(|direction| direction.as_str() == text)
+    }
+}
+
+/// One line of an account's statement: a posted debit or credit with the balance after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub transfer_id: TransferId,
+    pub account_id: AccountId,
+    pub direction: Direction,
+    pub amount: i64,
+    pub currency: Currency,
+    /// The account's posted balance right after this entry, in commit order.
+    pub balance_after: i64,
+    pub effective_at: Timestamp,
+    pub committed_at: Timestamp,
+}
+
+impl Entry {
+    /// The entry's effect on the posted balance: credits add, debits subtract.
+    pub fn signed_amount(&self) -> i64 {
+        match self.direction {
+            Direction::Credit => self.amount,
+            Direction::Debit => -self.amount,
+        }
+    }
+}

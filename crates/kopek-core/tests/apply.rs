@@ -1,0 +1,698 @@
+//! Table tests of `apply`: each case is a small script, run through one `check` helper whose
+//! output is a snapshot (`UPDATE_EXPECT=1 cargo test -p kopek-core` refreshes them).
+//!
+//! Script lines, one batch each, one second apart:
+//! - `account ID CUR [limit=MINOR] [system] [unbounded] [owner=O]`
+//! - `deposit KEY ACCOUNT AMOUNT` / `withdraw KEY ACCOUNT AMOUNT`
+//! - `transfer KEY DEBIT->CREDIT AMOUNT [CUR] [kind=K] [hold] [timeout=S]`
+//! - `capture KEY HOLD_KEY [AMOUNT]` / `void KEY HOLD_KEY`
+//! - `linked KEY DEBIT->CREDIT AMOUNT; KEY DEBIT->CREDIT AMOUNT; ...`
+//! - `freeze|unfreeze|close ID`, `limit ID MINOR`, `wait SECONDS`, `expire`
+
+use expect_test::{Expect, expect};
+use kopek_core::memory::{MemoryLedger, SequentialIds};
+use kopek_core::*;
+use std::fmt::Write;
+
+struct Script {
+    ledger: MemoryLedger,
+    ids: SequentialIds,
+    now: Timestamp,
+    tenant: Tenant,
+    out: String,
+}
+
+fn usd() -> Currency {
+    Currency::parse("USD").expect("USD")
+}
+
+impl Script {
+    fn new() -> Script {
+        Script {
+            ledger: MemoryLedger::default(),
+            ids: SequentialIds::default(),
+            now: Timestamp::from_unix_micros(1_700_000_000_000_000),
+            tenant: Tenant::default_tenant(),
+            out: String::new(),
+        }
+    }
+
+    fn run_line(&mut self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let body = match words[0] {
+            "account" => CommandBody::CreateAccounts(vec![self.new_account(&words[1..])]),
+            "deposit" | "withdraw" => {
+                let account = id(words[2]);
+                let (currency, amount) = self.money(words[3], &account, words.get(4).copied());
+                let world = AccountId::world(currency);
+                let (kind, debit, credit) = if words[0] == "deposit" {
+                    (TransferKind::Deposit, world, account)
+                } else {
+                    (TransferKind::Withdrawal, account, world)
+                };
+                transfers(
+                    vec![request(words[1], kind, debit, credit, amount, currency, None)],
+                    Linking::Independent,
+                )
+            }
+            "transfer" => transfers(vec![self.transfer(&words[1..])], Linking::Independent),
+            "linked" => {
+                let parts = line["linked".len()..].split(';');
+                let requests = parts
+                    .map(|part| self.transfer(&part.split_whitespace().collect::<Vec<_>>()))
+                    .collect();
+                transfers(requests, Linking::Linked)
+            }
+            "capture" | "void" => {
+                let pending_id = self.hold_id(words[2]);
+                let movement = if words[0] == "void" {
+                    Movement::Void { pending_id }
+                } else {
+                    let amount =
+                        words.get(3).map(|text| Amount::parse_major(text, usd()).expect("amount"));
+                    Movement::Capture { pending_id, amount }
+                };
+                let key = IdempotencyKey::parse(words[1]).expect("key");
+                let request = TransferRequest {
+                    idempotency_key: key,
+                    kind: TransferKind::Transfer,
+                    movement,
+                    details: Details::default(),
+                    effective_at: None,
+                };
+                transfers(vec![request], Linking::Independent)
+            }
+            "freeze" | "unfreeze" | "close" => {
+                let status = match words[0] {
+                    "freeze" => AccountStatus::Frozen,
+                    "unfreeze" => AccountStatus::Active,
+                    _ => AccountStatus::Closed,
+                };
+                CommandBody::UpdateAccount(AccountUpdate {
+                    id: id(words[1]),
+                    overdraft: None,
+                    status: Some(status),
+                })
+            }
+            "limit" => {
+                let limit = Overdraft::limited(words[2].parse().expect("limit")).expect("limit");
+                CommandBody::UpdateAccount(AccountUpdate {
+                    id: id(words[1]),
+                    overdraft: Some(limit),
+                    status: None,
+                })
+            }
+            "wait" => {
+                let seconds: i64 = words[1].parse().expect("seconds");
+                self.now =
+                    Timestamp::from_unix_micros(self.now.as_unix_micros() + seconds * 1_000_000);
+                return;
+            }
+            "expire" => {
+                let due =
+                    self.ledger.transfers.values().filter(|t| t.status == TransferStatus::Pending);
+                CommandBody::ExpireHolds(due.map(|t| t.id).collect())
+            }
+            other => panic!("unknown script word {other}"),
+        };
+        self.now = Timestamp::from_unix_micros(self.now.as_unix_micros() + 1_000_000);
+        let batch = Batch { commands: vec![Command { tenant: self.tenant.clone(), body }] };
+        let outcome = self.ledger.execute(&batch, self.now, &mut self.ids);
+        writeln!(self.out, "{line}").expect("write");
+        for result in &outcome.results {
+            self.describe(result);
+        }
+    }
+
+    fn new_account(&self, words: &[&str]) -> NewAccount {
+        let mut account =
+            NewAccount::user(id(words[0]), Currency::parse(words[1]).expect("currency"));
+        for word in &words[2..] {
+            match word.split_once('=') {
+                Some(("limit", minor)) => {
+                    account.overdraft =
+                        Overdraft::limited(minor.parse().expect("minor")).expect("limit")
+                }
+                Some(("owner", owner)) => account.owner = Some(owner.to_string()),
+                None if *word == "system" => account.kind = AccountKind::System,
+                None if *word == "unbounded" => account.overdraft = Overdraft::Unbounded,
+                _ => panic!("unknown account option {word}"),
+            }
+        }
+        account
+    }
+
+    /// `KEY DEBIT->CREDIT AMOUNT [CUR] [kind=K] [hold] [timeout=S]`
+    fn transfer(&self, words: &[&str]) -> TransferRequest {
+        let (debit, credit) = words[1].split_once("->").expect("DEBIT->CREDIT");
+        let currency_word = words
+            .get(3)
+            .copied()
+            .filter(|word| word.len() == 3 && word.chars().all(|c| c.is_ascii_uppercase()));
+        let (currency, amount) = self.money(words[2], &id(debit), currency_word);
+        let mut kind = TransferKind::Transfer;
+        let mut hold = None;
+        for word in &words[3..] {
+            match word.split_once('=') {
+                Some(("kind", name)) => kind = TransferKind::parse(name).expect("kind"),
+                Some(("timeout", seconds)) => {
+                    hold = Some(Hold { timeout_seconds: Some(seconds.parse().expect("seconds")) })
+                }
+                None if *word == "hold" => hold = Some(Hold { timeout_seconds: None }),
+                _ if Some(*word) == currency_word => {}
+                _ => panic!("unknown transfer option {word}"),
+            }
+        }
+        request(words[0], kind, id(debit), id(credit), amount, currency, hold)
+    }
+
+    /// The amount in the given currency, else in the account's, else in USD.
+    fn money(&self, text: &str, account: &AccountId, currency: Option<&str>) -> (Currency, Amount) {
+        let currency = match currency {
+            Some(code) => Currency::parse(code).expect("currency"),
+            None => self.ledger.accounts.get(account).map_or(usd(), |account| account.currency),
+        };
+        (currency, Amount::parse_major(text, currency).expect("amount"))
+    }
+
+    fn hold_id(&self, key: &str) -> TransferId {
+        let key = IdempotencyKey::parse(key).expect("key");
+        match self.ledger.transfer_by_key(&self.tenant, &key) {
+            Some(transfer) => transfer.id,
+            None => TransferId(Ulid::from_u128(999_999)),
+        }
+    }
+
+    fn describe(&mut self, result: &CommandResult) {
+        match result {
+            CommandResult::Accounts(results) => {
+                results.iter().for_each(|result| self.describe_account(result))
+            }
+            CommandResult::Account(result) => self.describe_account(result),
+            CommandResult::Transfers(results) => {
+                for result in results {
+                    let line = match result {
+                        TransferResult::Committed(t) => format!("  {}", transfer_line(t)),
+                        TransferResult::Replayed(t) => format!("  replayed {}", transfer_line(t)),
+                        TransferResult::Rejected(rejection) => format!("  rejected {rejection}"),
+                    };
+                    writeln!(self.out, "{line}").expect("write");
+                }
+            }
+            CommandResult::Expired(ids) => {
+                writeln!(self.out, "  expired {}", ids.len()).expect("write")
+            }
+        }
+    }
+
+    fn describe_account(&mut self, result: &AccountResult) {
+        let line = match result {
+            AccountResult::Created(account) => format!("  created {}", account.id),
+            AccountResult::Existed(account) => format!("  existed {}", account.id),
+            AccountResult::Updated(account) => {
+                format!("  updated {} {}", account.id, account.status.as_str())
+            }
+            AccountResult::Rejected(rejection) => format!("  rejected {rejection}"),
+        };
+        writeln!(self.out, "{line}").expect("write");
+    }
+
+    fn summary(&mut self) -> String {
+        let mut out = std::mem::take(&mut self.out);
+        out.push_str("--\n");
+        for account in self.ledger.accounts.values() {
+            let b = account.balance;
+            let pending = if b.pending_out != 0 || b.pending_in != 0 {
+                format!(" held_out={} held_in={}", b.pending_out, b.pending_in)
+            } else {
+                String::new()
+            };
+            writeln!(out, "{} {} posted={}{pending}", account.id, account.currency, b.posted)
+                .expect("write");
+        }
+        let events: Vec<&str> =
+            self.ledger.events.iter().map(|event| event.kind.as_str()).collect();
+        writeln!(out, "events: {}", events.join(" ")).expect("write");
+        out
+    }
+}
+
+fn transfer_line(t: &Transfer) -> String {
+    let error = t.error.as_ref().map(|rejection| format!(" {rejection}")).unwrap_or_default();
+    format!("{} {} {}{error}", t.action.as_str(), t.status.as_str(), t.amount)
+}
+
+fn id(text: &str) -> AccountId {
+    AccountId::parse(text).expect("account id")
+}
+
+fn request(
+    key: &str,
+    kind: TransferKind,
+    debit: AccountId,
+    credit: AccountId,
+    amount: Amount,
+    currency: Currency,
+    hold: Option<Hold>,
+) -> TransferRequest {
+    TransferRequest {
+        idempotency_key: IdempotencyKey::parse(key).expect("key"),
+        kind,
+        movement: Movement::Move {
+            debit_account: debit,
+            credit_account: credit,
+            amount,
+            currency,
+            hold,
+        },
+        details: Details::default(),
+        effective_at: None,
+    }
+}
+
+fn transfers(transfers: Vec<TransferRequest>, linking: Linking) -> CommandBody {
+    CommandBody::CreateTransfers { transfers, linking }
+}
+
+fn check(script: &str, expect: Expect) {
+    let mut runner = Script::new();
+    for line in script.lines().map(str::trim).filter(|line| !line.is_empty()) {
+        runner.run_line(line);
+    }
+    expect.assert_eq(&runner.summary());
+}
+
+#[test]
+fn deposit_transfer_withdraw() {
+    check(
+        "
+        account a USD
+        account b USD
+        deposit d1 a 100.00
+        transfer t1 a->b 30.00 kind=payment
+        withdraw w1 b 10.00
+        ",
+        expect![[r#"
+            account a USD
+              created a
+            account b USD
+              created b
+            deposit d1 a 100.00
+              post posted 10000
+            transfer t1 a->b 30.00 kind=payment
+              post posted 3000
+            withdraw w1 b 10.00
+              post posted 1000
+            --
+            a USD posted=7000
+            b USD posted=2000
+            world:USD USD posted=-9000
+            events: AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted TransferPosted
+        "#]],
+    );
+}
+
+#[test]
+fn every_transfer_kind_posts() {
+    check(
+        "
+        account a USD
+        account b USD
+        deposit d1 a 100
+        transfer t1 a->b 1 kind=transfer
+        transfer t2 a->b 1 kind=payment
+        transfer t3 a->b 1 kind=purchase
+        transfer t4 a->b 1 kind=fee
+        transfer t5 b->a 1 kind=reversal
+        transfer t6 a->b 1 kind=fx_leg
+        withdraw w1 a 1
+        ",
+        expect![[r#"
+            account a USD
+              created a
+            account b USD
+              created b
+            deposit d1 a 100
+              post posted 10000
+            transfer t1 a->b 1 kind=transfer
+              post posted 100
+            transfer t2 a->b 1 kind=payment
+              post posted 100
+            transfer t3 a->b 1 kind=purchase
+              post posted 100
+            transfer t4 a->b 1 kind=fee
+              post posted 100
+            transfer t5 b->a 1 kind=reversal
+              post posted 100
+            transfer t6 a->b 1 kind=fx_leg
+              post posted 100
+            withdraw w1 a 1
+              post posted 100
+            --
+            a USD posted=9500
+            b USD posted=400
+            world:USD USD posted=-9900
+            events: AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted TransferPosted TransferPosted TransferPosted TransferPosted TransferPosted TransferPosted
+        "#]],
+    );
+}
+
+#[test]
+fn declines_in_documented_order() {
+    check(
+        "
+        account a USD
+        account b USD
+        account e EUR
+        deposit d1 a 10.00
+        transfer same a->a 1.00
+        transfer nf1 ghost->ghost2 1.00
+        transfer nf2 a->ghost 1.00
+        transfer cm1 a->e 1.00
+        transfer cm2 a->b 1.00 EUR
+        transfer poor a->b 50.00
+        transfer poor a->b 50.00
+        transfer poor a->b 51.00
+        transfer bad a->b 1.00 kind=deposit
+        ",
+        expect![[r#"
+            account a USD
+              created a
+            account b USD
+              created b
+            account e EUR
+              created e
+            deposit d1 a 10.00
+              post posted 1000
+            transfer same a->a 1.00
+              post declined 100 SAME_ACCOUNT: debit and credit account are both a
+            transfer nf1 ghost->ghost2 1.00
+              post declined 100 ACCOUNT_NOT_FOUND: account ghost not found
+            transfer nf2 a->ghost 1.00
+              post declined 100 ACCOUNT_NOT_FOUND: account ghost not found
+            transfer cm1 a->e 1.00
+              post declined 100 CURRENCY_MISMATCH: account e holds EUR, not USD
+            transfer cm2 a->b 1.00 EUR
+              post declined 100 CURRENCY_MISMATCH: account a holds USD, not EUR
+            transfer poor a->b 50.00
+              post declined 5000 INSUFFICIENT_FUNDS: balance 10.00 USD is less than 50.00 USD
+            transfer poor a->b 50.00
+              replayed post declined 5000 INSUFFICIENT_FUNDS: balance 10.00 USD is less than 50.00 USD
+            transfer poor a->b 51.00
+              rejected IDEMPOTENCY_KEY_REUSED: idempotency key 'poor' was already used with other parameters
+            transfer bad a->b 1.00 kind=deposit
+              post declined 100 INVALID_ARGUMENT: a deposit is debited from world:USD
+            --
+            a USD posted=1000
+            b USD posted=0
+            e EUR posted=0
+            world:USD USD posted=-1000
+            events: AccountOpened AccountOpened AccountOpened AccountOpened TransferPosted TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined
+        "#]],
+    );
+}
+
+#[test]
+fn overdraft_limit_and_status_changes() {
+    check(
+        "
+        account a USD limit=500
+        account b USD
+        transfer t1 a->b 5.00
+        transfer t2 a->b 0.01
+        limit a 1000
+        transfer t3 a->b 5.00
+        freeze b
+        transfer t4 a->b 1.00
+        unfreeze b
+        close a
+        transfer t5 b->a 10.00
+        close a
+        account z USD
+        close z
+        transfer t6 b->z 1.00
+        unfreeze z
+        ",
+        expect![[r#"
+            account a USD limit=500
+              created a
+            account b USD
+              created b
+            transfer t1 a->b 5.00
+              post posted 500
+            transfer t2 a->b 0.01
+              post declined 1 INSUFFICIENT_FUNDS: balance 0.00 USD is less than 0.01 USD
+            limit a 1000
+              updated a active
+            transfer t3 a->b 5.00
+              post posted 500
+            freeze b
+              updated b frozen
+            transfer t4 a->b 1.00
+              post declined 100 ACCOUNT_FROZEN: account b is frozen
+            unfreeze b
+              updated b active
+            close a
+              rejected ACCOUNT_NOT_EMPTY: account a can be closed only with a zero balance and no holds
+            transfer t5 b->a 10.00
+              post posted 1000
+            close a
+              updated a closed
+            account z USD
+              created z
+            close z
+              updated z closed
+            transfer t6 b->z 1.00
+              post declined 100 ACCOUNT_CLOSED: account z is closed
+            unfreeze z
+              rejected ACCOUNT_CLOSED: account z is closed
+            --
+            a USD posted=0
+            b USD posted=0
+            z USD posted=0
+            events: AccountOpened AccountOpened TransferPosted TransferDeclined AccountUpdated TransferPosted AccountUpdated TransferDeclined AccountUpdated TransferPosted AccountUpdated AccountOpened AccountUpdated TransferDeclined
+        "#]],
+    );
+}
+
+#[test]
+fn accounts_are_idempotent_on_their_id() {
+    check(
+        "
+        account a USD
+        account a USD
+        account a EUR
+        account world:USD USD
+        account world:USD USD system unbounded
+        account u USD unbounded
+        account s USD system unbounded owner=ops
+        ",
+        expect![[r#"
+            account a USD
+              created a
+            account a USD
+              existed a
+            account a EUR
+              rejected ACCOUNT_EXISTS: account a already exists with other fields
+            account world:USD USD
+              rejected INVALID_ARGUMENT: ids starting with 'world:' are reserved for world:<CUR> system accounts
+            account world:USD USD system unbounded
+              created world:USD
+            account u USD unbounded
+              rejected INVALID_ARGUMENT: only system accounts may have an unbounded overdraft
+            account s USD system unbounded owner=ops
+              created s
+            --
+            a USD posted=0
+            s USD posted=0
+            world:USD USD posted=0
+            events: AccountOpened AccountOpened AccountOpened
+        "#]],
+    );
+}
+
+#[test]
+fn holds_capture_void_and_expire() {
+    check(
+        "
+        account a USD
+        account b USD
+        deposit d1 a 100
+        transfer h1 a->b 60 hold
+        transfer t1 a->b 50
+        capture c1 h1 20
+        capture c2 h1
+        void v1 h1
+        transfer h2 a->b 10 timeout=5
+        void v2 h2
+        void v2 h2
+        transfer h3 a->b 10 timeout=5
+        capture c3 h3 11
+        wait 10
+        capture c4 h3
+        expire
+        capture c5 nothing
+        ",
+        expect![[r#"
+            account a USD
+              created a
+            account b USD
+              created b
+            deposit d1 a 100
+              post posted 10000
+            transfer h1 a->b 60 hold
+              hold pending 6000
+            transfer t1 a->b 50
+              post declined 5000 INSUFFICIENT_FUNDS: balance 40.00 USD is less than 50.00 USD
+            capture c1 h1 20
+              capture posted 2000
+            capture c2 h1
+              capture declined 6000 PENDING_ALREADY_RESOLVED: hold 00000000000000000000000006 is already captured
+            void v1 h1
+              void declined 6000 PENDING_ALREADY_RESOLVED: hold 00000000000000000000000006 is already captured
+            transfer h2 a->b 10 timeout=5
+              hold pending 1000
+            void v2 h2
+              void voided 1000
+            void v2 h2
+              replayed void voided 1000
+            transfer h3 a->b 10 timeout=5
+              hold pending 1000
+            capture c3 h3 11
+              capture declined 1100 INVALID_AMOUNT: capture of 11.00 USD exceeds the held 10.00 USD
+            capture c4 h3
+              capture declined 1000 PENDING_EXPIRED: hold 0000000000000000000000000M has expired
+            expire
+              expired 1
+            capture c5 nothing
+              capture declined 0 PENDING_NOT_FOUND: no hold with id 0000000000000000000000YGHZ
+            --
+            a USD posted=8000
+            b USD posted=2000
+            world:USD USD posted=-10000
+            events: AccountOpened AccountOpened AccountOpened TransferPosted HoldPlaced TransferDeclined HoldCaptured TransferDeclined TransferDeclined HoldPlaced HoldVoided HoldPlaced TransferDeclined TransferDeclined HoldExpired TransferDeclined
+        "#]],
+    );
+}
+
+#[test]
+fn idempotency_replays_and_rejects_reuse() {
+    check(
+        "
+        account a USD
+        account b USD
+        deposit d1 a 10
+        transfer k1 a->b 1
+        transfer k1 a->b 1
+        transfer k1 a->b 2
+        transfer k2 a->b 100
+        deposit d2 a 1000
+        transfer k2 a->b 100
+        ",
+        expect![[r#"
+            account a USD
+              created a
+            account b USD
+              created b
+            deposit d1 a 10
+              post posted 1000
+            transfer k1 a->b 1
+              post posted 100
+            transfer k1 a->b 1
+              replayed post posted 100
+            transfer k1 a->b 2
+              rejected IDEMPOTENCY_KEY_REUSED: idempotency key 'k1' was already used with other parameters
+            transfer k2 a->b 100
+              post declined 10000 INSUFFICIENT_FUNDS: balance 9.00 USD is less than 100.00 USD
+            deposit d2 a 1000
+              post posted 100000
+            transfer k2 a->b 100
+              replayed post declined 10000 INSUFFICIENT_FUNDS: balance 9.00 USD is less than 100.00 USD
+            --
+            a USD posted=100900
+            b USD posted=100
+            world:USD USD posted=-101000
+            events: AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted TransferDeclined TransferPosted
+        "#]],
+    );
+}
+
+#[test]
+fn linked_requests_are_all_or_nothing() {
+    check(
+        "
+        account a USD
+        account b USD
+        account c USD
+        deposit d1 a 10
+        linked l1 a->b 5; l2 b->c 5
+        linked l3 a->b 1; l4 b->c 100; l5 a->c 1
+        linked l3 a->b 1; l4 b->c 100; l5 a->c 1
+        linked l1 a->b 5; l2 b->c 5
+        linked l1 a->b 5; l6 b->c 5
+        linked l7 a->b 1; l7 a->b 1
+        ",
+        expect![[r#"
+            account a USD
+              created a
+            account b USD
+              created b
+            account c USD
+              created c
+            deposit d1 a 10
+              post posted 1000
+            linked l1 a->b 5; l2 b->c 5
+              post posted 500
+              post posted 500
+            linked l3 a->b 1; l4 b->c 100; l5 a->c 1
+              post declined 100 LINKED_EVENT_FAILED: the transfer at index 1 of this linked request failed with INSUFFICIENT_FUNDS
+              post declined 10000 INSUFFICIENT_FUNDS: balance 1.00 USD is less than 100.00 USD
+              post declined 100 LINKED_EVENT_FAILED: the transfer at index 1 of this linked request failed with INSUFFICIENT_FUNDS
+            linked l3 a->b 1; l4 b->c 100; l5 a->c 1
+              replayed post declined 100 LINKED_EVENT_FAILED: the transfer at index 1 of this linked request failed with INSUFFICIENT_FUNDS
+              replayed post declined 10000 INSUFFICIENT_FUNDS: balance 1.00 USD is less than 100.00 USD
+              replayed post declined 100 LINKED_EVENT_FAILED: the transfer at index 1 of this linked request failed with INSUFFICIENT_FUNDS
+            linked l1 a->b 5; l2 b->c 5
+              replayed post posted 500
+              replayed post posted 500
+            linked l1 a->b 5; l6 b->c 5
+              rejected LINKED_EVENT_FAILED: the transfer at index 1 of this linked request failed with IDEMPOTENCY_KEY_REUSED
+              rejected IDEMPOTENCY_KEY_REUSED: other keys of this linked request were already used by another request
+            linked l7 a->b 1; l7 a->b 1
+              rejected LINKED_EVENT_FAILED: the transfer at index 1 of this linked request failed with INVALID_ARGUMENT
+              rejected INVALID_ARGUMENT: an idempotency key appears twice in one linked request
+            --
+            a USD posted=500
+            b USD posted=0
+            c USD posted=500
+            world:USD USD posted=-1000
+            events: AccountOpened AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted TransferPosted TransferDeclined TransferDeclined TransferDeclined
+        "#]],
+    );
+}
+
+#[test]
+fn balances_never_overflow() {
+    check(
+        "
+        account a USD system unbounded
+        account b USD
+        transfer t1 a->b 92233720368547758.07
+        transfer t2 a->b 0.01
+        ",
+        expect![[r#"
+            account a USD system unbounded
+              created a
+            account b USD
+              created b
+            transfer t1 a->b 92233720368547758.07
+              post posted 9223372036854775807
+            transfer t2 a->b 0.01
+              post declined 1 BALANCE_OVERFLOW: a balance of account b would overflow
+            --
+            a USD posted=-9223372036854775807
+            b USD posted=9223372036854775807
+            events: AccountOpened AccountOpened TransferPosted TransferDeclined
+        "#]],
+    );
+}
