@@ -509,6 +509,18 @@ impl<'a> Ledger<'a> {
         if account.kind == AccountKind::User && overdraft == Overdraft::Unbounded {
             return Err(Rejection::invalid("only system accounts may have an unbounded overdraft"));
         }
+        // Lowering the limit below what the account already owes would break the invariant
+        // that no available balance is below zero.
+        if let Overdraft::Limited(limit) = overdraft
+            && account.available_without_overdraft() + i128::from(limit) < 0
+        {
+            return Err(Rejection::invalid(format!(
+                "overdraft limit {} {} is below what account {} already owes",
+                format_minor(limit, account.currency),
+                account.currency,
+                account.id
+            )));
+        }
         if status == AccountStatus::Closed && account.balance != Balance::default() {
             return Err(Rejection::new(
                 ErrorCode::AccountNotEmpty,

@@ -420,6 +420,7 @@ fn overdraft_limit_and_status_changes() {
         account b USD
         transfer t1 a->b 5.00
         transfer t2 a->b 0.01
+        limit a 100
         limit a 1000
         transfer t3 a->b 5.00
         freeze b
@@ -442,6 +443,8 @@ fn overdraft_limit_and_status_changes() {
               post posted 500
             transfer t2 a->b 0.01
               post declined 1 INSUFFICIENT_FUNDS: balance 0.00 USD is less than 0.01 USD
+            limit a 100
+              rejected INVALID_ARGUMENT: overdraft limit 1.00 USD is below what account a already owes
             limit a 1000
               updated a active
             transfer t3 a->b 5.00

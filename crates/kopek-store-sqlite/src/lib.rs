@@ -1,1 +1,765 @@
-//! placeholder
+//! kopek-store-sqlite: the embedded default backend. One SQLite file in WAL mode with
+//! `synchronous=FULL`: a commit returns only after its WAL frames are on disk.
+//!
+//! One dedicated thread owns the only write connection, so batches never contend for the
+//! write lock; reads run on a small pool of read-only connections in blocking tasks and, in
+//! WAL mode, never wait for the writer.
+
+mod rows;
+
+use async_trait::async_trait;
+use kopek_core::{
+    Account, AccountId, EventKind, IdempotencyKey, Keys, Outcome, State, Tenant, Timestamp,
+    Transfer, TransferId,
+};
+use kopek_store::codec::event_json;
+use kopek_store::{
+    Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
+};
+use rows::*;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+use tokio::sync::{Semaphore, oneshot};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE_NAME: &str = "kopek.sqlite3";
+/// Read connections kept open at most.
+const READ_CONNECTIONS_MAX: usize = 8;
+/// How long a connection waits for a lock before it reports the database busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations, applied in order; the version is the position plus one.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_ledger.sql")];
+
+type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    idle_readers: Mutex<Vec<Connection>>,
+    read_permits: Arc<Semaphore>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger in `data_dir`, applies pending migrations and
+    /// starts the writer thread.
+    pub fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            StoreError::Unavailable(format!("create data dir {}: {error}", data_dir.display()))
+        })?;
+        let path = data_dir.join(DATABASE_FILE_NAME);
+        let mut connection = open_writer(&path)?;
+        migrate_connection(&mut connection)?;
+        let (sender, receiver) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("kopek-sqlite-writer".to_owned())
+            .spawn(move || {
+                // The thread ends when every sender is gone: the store was dropped.
+                for job in receiver {
+                    job(&mut connection);
+                }
+            })
+            .map_err(|error| StoreError::Unavailable(format!("start writer thread: {error}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Some(sender)),
+                idle_readers: Mutex::new(Vec::new()),
+                read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stops the writer thread after the work already sent to it; later writes fail.
+    pub fn close_writer(&self) {
+        if let Ok(mut writer) = self.inner.writer.lock() {
+            writer.take();
+        }
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let job: WriteJob = Box::new(move |connection| {
+            // The caller may have gone away; the work is committed either way.
+            let _ = reply.send(work(connection));
+        });
+        let sent = match self.inner.writer.lock() {
+            Ok(writer) => writer.as_ref().is_some_and(|sender| sender.send(job).is_ok()),
+            Err(_) => false,
+        };
+        if !sent {
+            return Err(StoreError::Unavailable("the sqlite writer is stopped".to_owned()));
+        }
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the sqlite writer stopped mid-batch".to_owned())
+        })?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let permit = self
+            .inner
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("read pool closed".to_owned()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let idle = inner.idle_readers.lock().ok().and_then(|mut idle| idle.pop());
+            let connection = match idle {
+                Some(connection) => connection,
+                None => open_reader(&inner.path)?,
+            };
+            let result = work(&connection);
+            if let Ok(mut idle) = inner.idle_readers.lock() {
+                idle.push(connection);
+            }
+            result
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("read task failed: {error}")))?
+    }
+}
+
+/// Applies pending migrations to the ledger in `data_dir`; returns the versions applied.
+pub fn migrate(data_dir: &Path) -> StoreResult<Vec<usize>> {
+    std::fs::create_dir_all(data_dir).map_err(|error| {
+        StoreError::Unavailable(format!("create data dir {}: {error}", data_dir.display()))
+    })?;
+    let mut connection = open_writer(&data_dir.join(DATABASE_FILE_NAME))?;
+    migrate_connection(&mut connection)
+}
+
+fn open_writer(path: &Path) -> StoreResult<Connection> {
+    let connection = Connection::open(path).map_err(sql_error)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = OFF;
+             PRAGMA cache_size = -65536;
+             PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(sql_error)?;
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let connection = Connection::open_with_flags(path, flags).map_err(sql_error)?;
+    connection.busy_timeout(BUSY_TIMEOUT).map_err(sql_error)?;
+    connection.execute_batch("PRAGMA cache_size = -16384;").map_err(sql_error)?;
+    Ok(connection)
+}
+
+fn migrate_connection(connection: &mut Connection) -> StoreResult<Vec<usize>> {
+    let db_transaction =
+        connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
+    db_transaction
+        .execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .map_err(sql_error)?;
+    let current: i64 = db_transaction
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| row.get(0))
+        .map_err(sql_error)?;
+    let current = usize::try_from(current)
+        .map_err(|_| StoreError::Corrupt("negative schema version".to_owned()))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {current}, newer than this kopek knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    let mut applied = Vec::new();
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let version = index + 1;
+        db_transaction.execute_batch(sql).map_err(sql_error)?;
+        db_transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s', 'now'))",
+                [version as i64],
+            )
+            .map_err(sql_error)?;
+        applied.push(version);
+    }
+    db_transaction.commit().map_err(sql_error)?;
+    Ok(applied)
+}
+
+fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
+    let mut transfers = BTreeMap::new();
+    {
+        let sql = format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE tenant = ?1 AND idempotency_key = ?2"
+        );
+        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+        for (tenant, key) in &keys.idempotency_keys {
+            let row =
+                statement.query_row([tenant.as_str(), key.as_str()], transfer_from_row).optional();
+            if let Some(transfer) =
+                row.map_err(sql_error)?.map(|decoded| decoded.map_err(StoreError::Corrupt))
+            {
+                let transfer = transfer?;
+                transfers.insert(transfer.id, transfer);
+            }
+        }
+    }
+    {
+        let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
+        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+        for id in &keys.transfer_ids {
+            let row = statement.query_row([id.to_string()], transfer_from_row).optional();
+            if let Some(transfer) =
+                row.map_err(sql_error)?.map(|decoded| decoded.map_err(StoreError::Corrupt))
+            {
+                let transfer = transfer?;
+                transfers.insert(transfer.id, transfer);
+            }
+        }
+    }
+    let mut account_ids = keys.accounts.clone();
+    for transfer in transfers.values() {
+        account_ids.extend(transfer.debit_account.iter().cloned());
+        account_ids.extend(transfer.credit_account.iter().cloned());
+    }
+    let mut accounts = Vec::with_capacity(account_ids.len());
+    let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
+    let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+    for id in &account_ids {
+        if let Some(decoded) =
+            statement.query_row([id.as_str()], account_from_row).optional().map_err(sql_error)?
+        {
+            accounts.push(decoded.map_err(StoreError::Corrupt)?);
+        }
+    }
+    Ok(State::new(accounts, transfers.into_values()))
+}
+
+fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
+    let run = |sql: &str, values: Vec<Value>| -> StoreResult<usize> {
+        let mut statement = connection.prepare_cached(sql).map_err(sql_error)?;
+        statement.execute(params(&values).as_slice()).map_err(sql_error)
+    };
+    let insert_account = format!(
+        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    );
+    for account in &outcome.accounts_opened {
+        run(&insert_account, account_params(account))?;
+    }
+    for account in &outcome.accounts_changed {
+        let values = vec![
+            overdraft_value(account.overdraft),
+            Value::Text(account.status.as_str().to_owned()),
+            Value::Integer(account.balance.posted),
+            Value::Integer(account.balance.pending_out),
+            Value::Integer(account.balance.pending_in),
+            Value::Integer(account.updated_at.as_unix_micros()),
+            Value::Text(account.id.to_string()),
+        ];
+        let changed = run(
+            "UPDATE accounts SET overdraft_limit = ?1, status = ?2, posted = ?3, pending_out = ?4, \
+             pending_in = ?5, updated_at = ?6 WHERE id = ?7",
+            values,
+        )?;
+        if changed != 1 {
+            return Err(StoreError::Invariant(format!(
+                "account {} to update is missing",
+                account.id
+            )));
+        }
+    }
+    let placeholders: Vec<String> = (1..=22).map(|index| format!("?{index}")).collect();
+    let insert_transfer =
+        format!("INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ({})", placeholders.join(", "));
+    for transfer in &outcome.transfers_inserted {
+        run(&insert_transfer, transfer_params(transfer))?;
+    }
+    for transfer in &outcome.transfers_updated {
+        let values = vec![
+            Value::Text(transfer.status.as_str().to_owned()),
+            Value::Integer(transfer.captured_amount),
+            Value::Integer(transfer.updated_at.as_unix_micros()),
+            Value::Text(transfer.id.to_string()),
+        ];
+        run(
+            "UPDATE transfers SET status = ?1, captured_amount = ?2, updated_at = ?3 WHERE id = ?4",
+            values,
+        )?;
+    }
+    for entry in &outcome.entries {
+        let values = vec![
+            Value::Text(entry.account_id.to_string()),
+            Value::Text(entry.transfer_id.to_string()),
+            Value::Text(entry.direction.as_str().to_owned()),
+            Value::Integer(entry.amount),
+            Value::Text(entry.currency.code().to_owned()),
+            Value::Integer(entry.balance_after),
+            Value::Integer(entry.effective_at.as_unix_micros()),
+            Value::Integer(entry.committed_at.as_unix_micros()),
+        ];
+        run(
+            "INSERT INTO entries (account_id, transfer_id, direction, amount, currency, balance_after, \
+             effective_at, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            values,
+        )?;
+    }
+    for event in &outcome.events {
+        let values = vec![
+            Value::Text(event.id.to_string()),
+            Value::Text(event.tenant.to_string()),
+            Value::Text(event.kind.as_str().to_owned()),
+            Value::Text(event.subject_id()),
+            Value::Integer(event.at.as_unix_micros()),
+            Value::Text(event_json(event)),
+        ];
+        run(
+            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            values,
+        )?;
+    }
+    Ok(())
+}
+
+fn to_sql_int(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome> {
+        self.write(move |connection| {
+            let db_transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            let state = load_state(&db_transaction, &keys)?;
+            let outcome = decide(state).map_err(StoreError::Invariant)?;
+            write_outcome(&db_transaction, &outcome)?;
+            db_transaction.commit().map_err(sql_error)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let row = statement.query_row([id], account_from_row).optional().map_err(sql_error)?;
+            row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn list_accounts(
+        &self,
+        owner: Option<&str>,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Account>> {
+        let owner = owner.map(str::to_owned);
+        let after = after.map(ToString::to_string).unwrap_or_default();
+        let limit = to_sql_int(limit.min(kopek_core::limits::PAGE_SIZE_MAX));
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (?1 IS NULL OR owner = ?1) AND id > ?2 ORDER BY id LIMIT ?3"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement
+                .query_map(rusqlite::params![owner, after, limit], account_from_row)
+                .map_err(sql_error)?;
+            rows.map(decoded).collect()
+        })
+        .await
+    }
+
+    async fn transfer(&self, id: TransferId) -> StoreResult<Option<Transfer>> {
+        self.read(move |connection| {
+            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let row = statement
+                .query_row([id.to_string()], transfer_from_row)
+                .optional()
+                .map_err(sql_error)?;
+            row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn transfer_by_key(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<Transfer>> {
+        let (tenant, key) = (tenant.to_string(), key.to_string());
+        self.read(move |connection| {
+            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE tenant = ?1 AND idempotency_key = ?2");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let row = statement.query_row([tenant, key], transfer_from_row).optional().map_err(sql_error)?;
+            row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn entries(
+        &self,
+        account: &AccountId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Page<StoredEntry>> {
+        let account = account.to_string();
+        let after = i64::try_from(after.unwrap_or(0)).unwrap_or(i64::MAX);
+        let limit = limit.clamp(1, kopek_core::limits::PAGE_SIZE_MAX);
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries WHERE account_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            // One extra row tells whether another page follows.
+            let rows = statement
+                .query_map(rusqlite::params![account, after, to_sql_int(limit + 1)], entry_from_row)
+                .map_err(sql_error)?;
+            let mut items = rows.map(decoded).collect::<StoreResult<Vec<_>>>()?;
+            let next_cursor = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|entry| entry.sequence)
+            } else {
+                None
+            };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
+    async fn balance_before(
+        &self,
+        account: &AccountId,
+        before: Timestamp,
+    ) -> StoreResult<Option<i64>> {
+        let account = account.to_string();
+        self.read(move |connection| {
+            let exists = connection
+                .prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")
+                .and_then(|mut statement| statement.query_row([&account], |_| Ok(())).optional())
+                .map_err(sql_error)?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(CASE direction WHEN 'credit' THEN amount ELSE -amount END), 0) \
+                     FROM entries WHERE account_id = ?1 AND effective_at < ?2",
+                )
+                .map_err(sql_error)?;
+            let sum: i64 = statement
+                .query_row(rusqlite::params![account, before.as_unix_micros()], |row| row.get(0))
+                .map_err(sql_error)?;
+            Ok(Some(sum))
+        })
+        .await
+    }
+
+    async fn holds_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<TransferId>> {
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT id FROM transfers WHERE status = 'pending' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
+                )
+                .map_err(sql_error)?;
+            let rows = statement
+                .query_map(rusqlite::params![now.as_unix_micros(), to_sql_int(limit)], |row| row.get::<_, String>(0))
+                .map_err(sql_error)?;
+            rows.map(|row| {
+                let text = row.map_err(sql_error)?;
+                TransferId::parse(&text).map_err(|rejection| StoreError::Corrupt(rejection.message))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn next_hold_expiry(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(|connection| {
+            let micros: Option<i64> = connection
+                .query_row(
+                    "SELECT MIN(expires_at) FROM transfers WHERE status = 'pending'",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(sql_error)?;
+            Ok(micros.map(Timestamp::from_unix_micros))
+        })
+        .await
+    }
+
+    async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        let after = i64::try_from(sequence).unwrap_or(i64::MAX);
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM outbox WHERE sequence > ?1 ORDER BY sequence LIMIT ?2"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement
+                .query_map(rusqlite::params![after, to_sql_int(limit)], event_from_row)
+                .map_err(sql_error)?;
+            rows.map(decoded).collect()
+        })
+        .await
+    }
+
+    async fn verify(&self) -> StoreResult<VerifyReport> {
+        self.read(verify_books).await
+    }
+}
+
+/// One check: a query whose every row is a problem, and how to describe a row.
+struct Check {
+    sql: &'static str,
+    describe: fn(&rusqlite::Row) -> rusqlite::Result<String>,
+}
+
+const CREATION_KINDS: &str =
+    "'TransferPosted','TransferDeclined','HoldPlaced','HoldCaptured','HoldVoided'";
+
+fn verify_books(connection: &Connection) -> StoreResult<VerifyReport> {
+    // All checks read one snapshot.
+    connection.execute_batch("BEGIN").map_err(sql_error)?;
+    let report = verify_in_snapshot(connection);
+    connection.execute_batch("COMMIT").map_err(sql_error)?;
+    report
+}
+
+fn verify_in_snapshot(connection: &Connection) -> StoreResult<VerifyReport> {
+    let count = |sql: &str| -> StoreResult<u64> {
+        let value: i64 = connection.query_row(sql, [], |row| row.get(0)).map_err(sql_error)?;
+        Ok(u64::try_from(value).unwrap_or(0))
+    };
+    let mut report = VerifyReport {
+        accounts: count("SELECT COUNT(*) FROM accounts")?,
+        transfers: count("SELECT COUNT(*) FROM transfers")?,
+        entries: count("SELECT COUNT(*) FROM entries")?,
+        events: count("SELECT COUNT(*) FROM outbox")?,
+        problems: Vec::new(),
+    };
+    let creation = format!(
+        "SELECT t.id, (SELECT COUNT(*) FROM outbox o WHERE o.subject_id = t.id AND o.kind IN ({CREATION_KINDS})) AS n \
+         FROM transfers t WHERE n != 1"
+    );
+    let checks = [
+        Check {
+            sql: "SELECT a.id, a.posted, COALESCE(SUM(CASE e.direction WHEN 'credit' THEN e.amount ELSE -e.amount END), 0) AS s \
+                  FROM accounts a LEFT JOIN entries e ON e.account_id = a.id GROUP BY a.id HAVING a.posted != s",
+            describe: |row| {
+                Ok(format!(
+                    "account {} has posted balance {} but its entries sum to {}",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?
+                ))
+            },
+        },
+        Check {
+            sql: "SELECT currency, SUM(posted) AS s FROM accounts GROUP BY currency HAVING s != 0",
+            describe: |row| {
+                Ok(format!(
+                    "posted balances in {} sum to {}, not 0",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?
+                ))
+            },
+        },
+        Check {
+            sql: "SELECT currency, SUM(CASE direction WHEN 'debit' THEN amount ELSE 0 END) AS d, \
+                  SUM(CASE direction WHEN 'credit' THEN amount ELSE 0 END) AS c FROM entries GROUP BY currency HAVING d != c",
+            describe: |row| {
+                Ok(format!(
+                    "debits in {} total {} but credits total {}",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?
+                ))
+            },
+        },
+        Check {
+            sql: "SELECT a.id, a.pending_out, a.pending_in, \
+                  (SELECT COALESCE(SUM(amount), 0) FROM transfers t WHERE t.status = 'pending' AND t.debit_account = a.id) AS o, \
+                  (SELECT COALESCE(SUM(amount), 0) FROM transfers t WHERE t.status = 'pending' AND t.credit_account = a.id) AS i \
+                  FROM accounts a WHERE a.pending_out != o OR a.pending_in != i",
+            describe: |row| {
+                Ok(format!(
+                    "account {} holds {} out / {} in but its pending transfers sum to {} / {}",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?
+                ))
+            },
+        },
+        Check {
+            sql: "SELECT id, posted - pending_out + overdraft_limit FROM accounts \
+                  WHERE overdraft_limit IS NOT NULL AND posted - pending_out + overdraft_limit < 0",
+            describe: |row| {
+                Ok(format!(
+                    "account {} is past its overdraft limit (available {})",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?
+                ))
+            },
+        },
+        Check {
+            sql: "SELECT a.id, e.balance_after, a.posted FROM accounts a JOIN entries e ON e.sequence = \
+                  (SELECT MAX(sequence) FROM entries WHERE account_id = a.id) WHERE e.balance_after != a.posted",
+            describe: |row| {
+                Ok(format!(
+                    "account {}'s last entry says balance {} but the account says {}",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?
+                ))
+            },
+        },
+        Check {
+            sql: "SELECT a.id, (SELECT COUNT(*) FROM outbox o WHERE o.subject_id = a.id AND o.kind = 'AccountOpened') AS n \
+                  FROM accounts a WHERE n != 1",
+            describe: |row| {
+                Ok(format!(
+                    "account {} has {} AccountOpened events, not 1",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?
+                ))
+            },
+        },
+        Check {
+            sql: "SELECT t.id, (SELECT COUNT(*) FROM outbox o WHERE o.subject_id = t.id AND o.kind = 'HoldExpired') AS n \
+                  FROM transfers t WHERE (t.status = 'expired') != (n = 1) OR n > 1",
+            describe: |row| {
+                Ok(format!(
+                    "hold {} has {} HoldExpired events for its status",
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?
+                ))
+            },
+        },
+    ];
+    for check in checks.iter().map(|check| (check.sql.to_owned(), check.describe)).chain([(
+        creation,
+        (|row: &rusqlite::Row| {
+            Ok(format!(
+                "transfer {} has {} creation events, not 1",
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?
+            ))
+        }) as fn(&rusqlite::Row) -> rusqlite::Result<String>,
+    )]) {
+        let (sql, describe) = check;
+        let mut statement = connection.prepare(&sql).map_err(sql_error)?;
+        let problems = statement.query_map([], describe).map_err(sql_error)?;
+        for problem in problems {
+            report.problems.push(problem.map_err(sql_error)?);
+        }
+    }
+    debug_assert!(EventKind::ALL.iter().any(|kind| CREATION_KINDS.contains(kind.as_str())));
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kopek_core::memory::SequentialIds;
+    use kopek_core::*;
+
+    /// `verify` must notice books that no longer add up, whoever changed the rows.
+    #[tokio::test]
+    async fn verify_reports_tampered_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let usd = Currency::parse("USD").expect("USD");
+        let a = AccountId::parse("a").expect("id");
+        let deposit = TransferRequest {
+            idempotency_key: IdempotencyKey::parse("d1").expect("key"),
+            kind: TransferKind::Deposit,
+            movement: Movement::Move {
+                debit_account: AccountId::world(usd),
+                credit_account: a.clone(),
+                amount: Amount::new(500).expect("positive"),
+                currency: usd,
+                hold: None,
+            },
+            details: Details::default(),
+            effective_at: None,
+        };
+        let tenant = Tenant::default_tenant();
+        let batch = Batch {
+            commands: vec![
+                Command {
+                    tenant: tenant.clone(),
+                    body: CommandBody::CreateAccounts(vec![NewAccount::user(a, usd)]),
+                },
+                Command {
+                    tenant,
+                    body: CommandBody::CreateTransfers {
+                        transfers: vec![deposit],
+                        linking: Linking::Independent,
+                    },
+                },
+            ],
+        };
+        let keys = batch.keys();
+        let now = Timestamp::from_unix_micros(1_700_000_000_000_000);
+        store
+            .write_batch(
+                keys,
+                Box::new(move |state| Ok(apply(state, &batch, now, &mut SequentialIds::default()))),
+            )
+            .await
+            .expect("commit");
+        assert!(store.verify().await.expect("verify").is_ok());
+        let path = store.path().to_owned();
+        store.close_writer();
+        let tamper = Connection::open(&path).expect("open file");
+        tamper
+            .execute("UPDATE accounts SET posted = posted + 1 WHERE id = 'a'", [])
+            .expect("tamper balance");
+        tamper
+            .execute("DELETE FROM outbox WHERE kind = 'TransferPosted'", [])
+            .expect("tamper outbox");
+        let report = store.verify().await.expect("verify");
+        let problems = report.problems.join("\n");
+        assert!(
+            problems.contains("account a has posted balance 501 but its entries sum to 500"),
+            "{problems}"
+        );
+        assert!(problems.contains("posted balances in USD sum to 1, not 0"), "{problems}");
+        assert!(problems.contains("creation events, not 1"), "{problems}");
+    }
+
+    kopek_store::conformance_tests!({
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = crate::SqliteStore::open(dir.path()).expect("open store");
+        (store, dir)
+    });
+}

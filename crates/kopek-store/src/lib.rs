@@ -1,1 +1,120 @@
-//! placeholder
+//! kopek-store: the storage port. `Store` is what the engine and the APIs need from a
+//! database; each backend crate implements it and runs the shared conformance suite.
+//!
+//! The write side is one call per batch, `write_batch`: load the state the batch needs, let
+//! the pure `decide` function (the core's `apply`) choose every effect, write all of them and
+//! commit, in one database transaction. The read side never waits for that transaction.
+
+pub mod codec;
+pub mod conformance;
+
+use async_trait::async_trait;
+use kopek_core::{
+    Account, AccountId, Entry, IdempotencyKey, Keys, Outcome, State, Tenant, Timestamp, Transfer,
+    TransferId,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or refused the work; nothing was written. Retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The decision function found a broken invariant; the transaction was rolled back.
+    #[error("invariant violated: {0}")]
+    Invariant(String),
+    /// A stored row could not be read back into its type.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Decides a batch's effects from its loaded state; an `Err` is a broken invariant.
+pub type Decide = Box<dyn FnOnce(State) -> Result<Outcome, String> + Send>;
+
+/// An entry with its position in the ledger-wide entry order (the statement cursor).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub sequence: u64,
+    pub entry: Entry,
+}
+
+/// An outbox row: an event with its global sequence, encoded as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub sequence: u64,
+    pub id: String,
+    pub tenant: String,
+    pub kind: String,
+    pub subject_id: String,
+    pub at: Timestamp,
+    pub payload: String,
+}
+
+/// One page of a list and the cursor of the next page (`None` on the last page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<u64>,
+}
+
+/// What `verify` checked and every problem it found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub accounts: u64,
+    pub transfers: u64,
+    pub entries: u64,
+    pub events: u64,
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Loads the state for `keys` (and the accounts of every transfer loaded), runs `decide`,
+    /// writes the outcome and commits, all in one database transaction. On any error nothing
+    /// is written.
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome>;
+
+    async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
+    /// Accounts in id order, after `after` (exclusive), optionally only one owner's.
+    async fn list_accounts(
+        &self,
+        owner: Option<&str>,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Account>>;
+    async fn transfer(&self, id: TransferId) -> StoreResult<Option<Transfer>>;
+    async fn transfer_by_key(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<Transfer>>;
+    /// An account's entries in commit order, after the cursor `after` (exclusive).
+    async fn entries(
+        &self,
+        account: &AccountId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Page<StoredEntry>>;
+    /// The posted balance from entries effective strictly before `before`; `None` if the
+    /// account does not exist.
+    async fn balance_before(
+        &self,
+        account: &AccountId,
+        before: Timestamp,
+    ) -> StoreResult<Option<i64>>;
+    /// Pending holds whose expiry time is at or before `now`, oldest first.
+    async fn holds_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<TransferId>>;
+    /// The earliest expiry time of any pending hold.
+    async fn next_hold_expiry(&self) -> StoreResult<Option<Timestamp>>;
+    /// Outbox events after `sequence` (exclusive), in order.
+    async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// Recomputes the books from the rows: see `VerifyReport`.
+    async fn verify(&self) -> StoreResult<VerifyReport>;
+}

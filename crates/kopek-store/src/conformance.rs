@@ -1,0 +1,387 @@
+//! The conformance suite every backend runs: `conformance_tests!` stamps out one test per
+//! case, each with a fresh store from the given expression (which returns `(store, guard)`;
+//! the guard, such as a temp dir, lives as long as the test).
+
+use crate::{Store, StoreError};
+use kopek_core::memory::SequentialIds;
+use kopek_core::*;
+
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            writes_and_reads_back_a_batch,
+            failed_decision_writes_nothing,
+            replays_come_from_stored_keys,
+            statements_page_with_a_cursor,
+            balance_before_counts_strictly_earlier_entries,
+            holds_due_and_next_expiry,
+            accounts_list_by_owner_in_pages,
+            events_come_in_sequence,
+            verify_passes_on_consistent_books,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let (store, _guard) = $make;
+                $crate::conformance::$case(&store).await;
+            }
+        )*
+    };
+}
+
+fn usd() -> Currency {
+    Currency::parse("USD").expect("USD")
+}
+
+fn id(text: &str) -> AccountId {
+    AccountId::parse(text).expect("account id")
+}
+
+fn key(text: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(text).expect("key")
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_micros(1_700_000_000_000_000 + seconds * 1_000_000)
+}
+
+/// Runs one batch through `write_batch` with the real `apply`.
+async fn run(
+    store: &dyn Store,
+    now: Timestamp,
+    first_id: u128,
+    bodies: Vec<CommandBody>,
+) -> Outcome {
+    let tenant = Tenant::default_tenant();
+    let batch = Batch {
+        commands: bodies.into_iter().map(|body| Command { tenant: tenant.clone(), body }).collect(),
+    };
+    let keys = batch.keys();
+    store
+        .write_batch(
+            keys,
+            Box::new(move |state| {
+                let mut ids = SequentialIds::default();
+                for _ in 0..first_id {
+                    ids.next_ulid();
+                }
+                Ok(apply(state, &batch, now, &mut ids))
+            }),
+        )
+        .await
+        .expect("batch commits")
+}
+
+fn open(accounts: &[(&str, Option<&str>)]) -> CommandBody {
+    CommandBody::CreateAccounts(
+        accounts
+            .iter()
+            .map(|(name, owner)| {
+                let mut account = NewAccount::user(id(name), usd());
+                account.owner = owner.map(str::to_owned);
+                account
+            })
+            .collect(),
+    )
+}
+
+fn movement(
+    kind: TransferKind,
+    key_text: &str,
+    debit: AccountId,
+    credit: &str,
+    minor: i64,
+    hold: Option<Hold>,
+    effective: Option<Timestamp>,
+) -> TransferRequest {
+    TransferRequest {
+        idempotency_key: key(key_text),
+        kind,
+        movement: Movement::Move {
+            debit_account: debit,
+            credit_account: id(credit),
+            amount: Amount::new(minor).expect("positive"),
+            currency: usd(),
+            hold,
+        },
+        details: Details {
+            category: "test".to_owned(),
+            description: "conformance".to_owned(),
+            metadata: Default::default(),
+        },
+        effective_at: effective,
+    }
+}
+
+fn deposit(key_text: &str, account: &str, minor: i64, effective: Option<Timestamp>) -> CommandBody {
+    let request = movement(
+        TransferKind::Deposit,
+        key_text,
+        AccountId::world(usd()),
+        account,
+        minor,
+        None,
+        effective,
+    );
+    CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent }
+}
+
+fn transfer(
+    key_text: &str,
+    debit: &str,
+    credit: &str,
+    minor: i64,
+    hold: Option<Hold>,
+) -> CommandBody {
+    let request = movement(TransferKind::Transfer, key_text, id(debit), credit, minor, hold, None);
+    CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent }
+}
+
+fn committed(outcome: &Outcome, index: usize) -> Transfer {
+    match &outcome.results[index] {
+        CommandResult::Transfers(results) => match &results[0] {
+            TransferResult::Committed(transfer) => transfer.clone(),
+            other => panic!("expected a committed transfer, got {other:?}"),
+        },
+        other => panic!("expected transfer results, got {other:?}"),
+    }
+}
+
+pub async fn writes_and_reads_back_a_batch(store: &dyn Store) {
+    let outcome = run(
+        store,
+        at(1),
+        0,
+        vec![open(&[("a", Some("u1")), ("b", None)]), deposit("d1", "a", 1_000, None)],
+    )
+    .await;
+    let posted = committed(&outcome, 1);
+    assert_eq!(posted.status, TransferStatus::Posted);
+    let a = store.account(&id("a")).await.expect("read").expect("a exists");
+    assert_eq!((a.balance.posted, a.owner.as_deref(), a.currency), (1_000, Some("u1"), usd()));
+    let world = store.account(&AccountId::world(usd())).await.expect("read").expect("world opened");
+    assert_eq!(
+        (world.balance.posted, world.kind, world.overdraft),
+        (-1_000, AccountKind::System, Overdraft::Unbounded)
+    );
+    let read = store.transfer(posted.id).await.expect("read").expect("transfer stored");
+    assert_eq!(read, posted, "a transfer reads back exactly as written");
+    let by_key = store.transfer_by_key(&Tenant::default_tenant(), &key("d1")).await.expect("read");
+    assert_eq!(by_key.map(|transfer| transfer.id), Some(posted.id));
+    let other_tenant = Tenant::parse("other").expect("tenant");
+    assert_eq!(
+        store.transfer_by_key(&other_tenant, &key("d1")).await.expect("read"),
+        None,
+        "keys are per tenant"
+    );
+    let page = store.entries(&id("a"), None, 10).await.expect("read");
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].entry, outcome.entries[1]);
+    assert_eq!(store.account(&id("nobody")).await.expect("read"), None);
+}
+
+pub async fn failed_decision_writes_nothing(store: &dyn Store) {
+    let keys = Batch { commands: vec![] }.keys();
+    let result = store.write_batch(keys, Box::new(|_state| Err("boom".to_owned()))).await;
+    assert!(matches!(result, Err(StoreError::Invariant(message)) if message == "boom"));
+    run(store, at(1), 0, vec![open(&[("a", None)])]).await;
+    let tenant = Tenant::default_tenant();
+    let batch = Batch { commands: vec![Command { tenant, body: deposit("d1", "a", 500, None) }] };
+    let result = store
+        .write_batch(
+            batch.keys(),
+            Box::new(move |state| {
+                let _effects = apply(state, &batch, at(2), &mut SequentialIds::default());
+                Err("refused after deciding".to_owned())
+            }),
+        )
+        .await;
+    assert!(result.is_err());
+    let a = store.account(&id("a")).await.expect("read").expect("a exists");
+    assert_eq!(a.balance.posted, 0, "a failed batch leaves balances alone");
+    assert_eq!(
+        store.transfer_by_key(&Tenant::default_tenant(), &key("d1")).await.expect("read"),
+        None
+    );
+    assert_eq!(store.verify().await.expect("verify").problems, Vec::<String>::new());
+}
+
+pub async fn replays_come_from_stored_keys(store: &dyn Store) {
+    run(store, at(1), 0, vec![open(&[("a", None), ("b", None)]), deposit("d1", "a", 100, None)])
+        .await;
+    let first = run(store, at(2), 100, vec![transfer("t1", "a", "b", 500, None)]).await;
+    let declined = committed(&first, 0);
+    assert_eq!(declined.error_code(), Some(ErrorCode::InsufficientFunds));
+    let again = run(
+        store,
+        at(3),
+        200,
+        vec![transfer("t1", "a", "b", 500, None), transfer("t1", "a", "b", 7, None)],
+    )
+    .await;
+    match &again.results[..] {
+        [CommandResult::Transfers(replay), CommandResult::Transfers(reuse)] => {
+            assert_eq!(
+                replay[0],
+                TransferResult::Replayed(declined.clone()),
+                "the stored verdict replays"
+            );
+            assert!(
+                matches!(&reuse[0], TransferResult::Rejected(r) if r.code == ErrorCode::IdempotencyKeyReused)
+            );
+        }
+        other => panic!("unexpected results {other:?}"),
+    }
+    assert!(again.events.is_empty(), "replays write no events");
+}
+
+pub async fn statements_page_with_a_cursor(store: &dyn Store) {
+    run(store, at(1), 0, vec![open(&[("a", None)])]).await;
+    let deposits = (0..7).map(|n| deposit(&format!("d{n}"), "a", 10 + n, None)).collect();
+    run(store, at(2), 100, deposits).await;
+    let mut cursor = None;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.entries(&id("a"), cursor, 3).await.expect("read");
+        assert!(page.items.len() <= 3);
+        seen.extend(page.items.iter().map(|item| (item.entry.amount, item.entry.balance_after)));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<(i64, i64)> =
+        (0..7).map(|n| (10 + n, (0..=n).map(|k| 10 + k).sum())).collect();
+    assert_eq!(seen, expected, "every entry once, in order, with its running balance");
+}
+
+pub async fn balance_before_counts_strictly_earlier_entries(store: &dyn Store) {
+    run(store, at(1), 0, vec![open(&[("a", None)])]).await;
+    run(
+        store,
+        at(100),
+        100,
+        vec![
+            deposit("late", "a", 5, Some(at(50))),
+            deposit("early", "a", 7, Some(at(10))),
+            deposit("now", "a", 11, None),
+        ],
+    )
+    .await;
+    let a = id("a");
+    let before = |seconds| store.balance_before(&a, at(seconds));
+    assert_eq!(
+        before(10).await.expect("read"),
+        Some(0),
+        "an entry at the instant is not before it"
+    );
+    assert_eq!(before(11).await.expect("read"), Some(7));
+    assert_eq!(before(51).await.expect("read"), Some(12));
+    assert_eq!(before(101).await.expect("read"), Some(23));
+    assert_eq!(store.balance_before(&id("ghost"), at(1)).await.expect("read"), None);
+}
+
+pub async fn holds_due_and_next_expiry(store: &dyn Store) {
+    run(store, at(1), 0, vec![open(&[("a", None), ("b", None)]), deposit("d1", "a", 1_000, None)])
+        .await;
+    assert_eq!(store.next_hold_expiry().await.expect("read"), None);
+    let holds = run(
+        store,
+        at(2),
+        100,
+        vec![
+            transfer("h1", "a", "b", 10, Some(Hold { timeout_seconds: Some(60) })),
+            transfer("h2", "a", "b", 10, Some(Hold { timeout_seconds: Some(30) })),
+            transfer("h3", "a", "b", 10, Some(Hold { timeout_seconds: None })),
+        ],
+    )
+    .await;
+    let (h1, h2) = (committed(&holds, 0), committed(&holds, 1));
+    assert_eq!(store.next_hold_expiry().await.expect("read"), Some(at(32)));
+    assert_eq!(store.holds_due(at(31), 10).await.expect("read"), Vec::<TransferId>::new());
+    assert_eq!(store.holds_due(at(62), 10).await.expect("read"), vec![h2.id, h1.id]);
+    run(store, at(63), 200, vec![CommandBody::ExpireHolds(vec![h1.id, h2.id])]).await;
+    assert_eq!(store.holds_due(at(100), 10).await.expect("read"), Vec::<TransferId>::new());
+    assert_eq!(store.next_hold_expiry().await.expect("read"), None);
+    let a = store.account(&id("a")).await.expect("read").expect("a");
+    assert_eq!(a.balance.pending_out, 10, "only the hold without timeout still reserves");
+    assert_eq!(
+        store.transfer(h1.id).await.expect("read").map(|t| t.status),
+        Some(TransferStatus::Expired)
+    );
+    assert_eq!(store.verify().await.expect("verify").problems, Vec::<String>::new());
+}
+
+pub async fn accounts_list_by_owner_in_pages(store: &dyn Store) {
+    run(
+        store,
+        at(1),
+        0,
+        vec![open(&[("a1", Some("u1")), ("a2", Some("u2")), ("a3", Some("u1")), ("a4", None)])],
+    )
+    .await;
+    let page = store.list_accounts(Some("u1"), None, 10).await.expect("read");
+    let ids: Vec<String> = page.iter().map(|account| account.id.to_string()).collect();
+    assert_eq!(ids, ["a1", "a3"]);
+    let first = store.list_accounts(None, None, 2).await.expect("read");
+    let rest = store.list_accounts(None, Some(&first[1].id), 10).await.expect("read");
+    let all: Vec<String> =
+        first.iter().chain(&rest).map(|account| account.id.to_string()).collect();
+    assert_eq!(all, ["a1", "a2", "a3", "a4"]);
+}
+
+pub async fn events_come_in_sequence(store: &dyn Store) {
+    let outcome =
+        run(store, at(1), 0, vec![open(&[("a", None)]), deposit("d1", "a", 5, None)]).await;
+    let events = store.events_after(0, 100).await.expect("read");
+    assert_eq!(events.len(), outcome.events.len());
+    assert!(events.windows(2).all(|pair| pair[0].sequence < pair[1].sequence));
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(kinds, ["AccountOpened", "AccountOpened", "TransferPosted"]);
+    let later = store.events_after(events[0].sequence, 100).await.expect("read");
+    assert_eq!(later.len(), events.len() - 1);
+    assert!(events[2].payload.contains("\"type\":\"TransferPosted\""));
+    assert!(events[2].payload.contains("\"posted_minor\":5"));
+}
+
+pub async fn verify_passes_on_consistent_books(store: &dyn Store) {
+    run(store, at(1), 0, vec![open(&[("a", None), ("b", None)]), deposit("d1", "a", 1_000, None)])
+        .await;
+    let hold = run(
+        store,
+        at(2),
+        100,
+        vec![transfer("h1", "a", "b", 300, Some(Hold { timeout_seconds: None }))],
+    )
+    .await;
+    let hold = committed(&hold, 0);
+    let capture = TransferRequest {
+        idempotency_key: key("c1"),
+        kind: TransferKind::Transfer,
+        movement: Movement::Capture {
+            pending_id: hold.id,
+            amount: Some(Amount::new(100).expect("positive")),
+        },
+        details: Details::default(),
+        effective_at: None,
+    };
+    run(
+        store,
+        at(3),
+        200,
+        vec![
+            CommandBody::CreateTransfers {
+                transfers: vec![capture],
+                linking: Linking::Independent,
+            },
+            transfer("t1", "a", "b", 5_000, None),
+        ],
+    )
+    .await;
+    let report = store.verify().await.expect("verify");
+    assert_eq!(report.problems, Vec::<String>::new());
+    assert_eq!((report.accounts, report.transfers, report.entries), (3, 4, 4));
+}
