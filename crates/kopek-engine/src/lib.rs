@@ -1,1 +1,372 @@
-//! placeholder
+//! kopek-engine: the write path. Callers put commands on a bounded queue; one writer task
+//! drains whatever is queued (up to a batch limit, with no timer when idle), applies the
+//! batch with `kopek_core::apply` inside one store transaction, and answers every caller
+//! only after the commit. Throughput comes from this group commit: one transaction and one
+//! fsync for the whole batch.
+//!
+//! The writer also expires holds: it sleeps until the earliest hold expiry it knows of.
+
+mod clock;
+
+pub use clock::{Clock, UlidGenerator};
+
+use kopek_core::{
+    Batch, Command, CommandBody, CommandResult, Outcome, Tenant, Timestamp, TransferStatus, limits,
+};
+use kopek_store::{Store, StoreError};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Commands that may wait for the writer; one more is answered `OVERLOADED` at once.
+    pub queue_capacity: usize,
+    /// Commands in one batch (one database transaction).
+    pub batch_commands_max: usize,
+    /// Transfers in one batch; the writer stops draining once a batch holds this many.
+    pub batch_transfers_max: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            queue_capacity: 65_536,
+            batch_commands_max: limits::COMMANDS_PER_BATCH_MAX,
+            batch_transfers_max: 8_192,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The queue is full: the caller should back off and retry.
+    #[error("the write queue is full")]
+    Overloaded,
+    /// The engine is stopping and takes no new commands.
+    #[error("the ledger is shutting down")]
+    ShuttingDown,
+    /// The store failed; nothing of the batch was written. Retrying is safe.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// A broken invariant stopped the batch; nothing of it was written.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Counters of the write path since start.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub batches: AtomicU64,
+    pub commands: AtomicU64,
+    pub transfers: AtomicU64,
+    pub failed_batches: AtomicU64,
+}
+
+struct Job {
+    command: Command,
+    reply: oneshot::Sender<Result<CommandResult, EngineError>>,
+}
+
+/// A handle to the write path; cheap to clone. The writer stops once every handle is gone
+/// and the queue is empty.
+#[derive(Clone)]
+pub struct Engine {
+    sender: mpsc::Sender<Job>,
+    store: Arc<dyn Store>,
+    stats: Arc<EngineStats>,
+}
+
+/// The answer to one enqueued command, ready after its batch commits.
+pub struct Ticket(oneshot::Receiver<Result<CommandResult, EngineError>>);
+
+impl Ticket {
+    pub async fn wait(self) -> Result<CommandResult, EngineError> {
+        self.0.await.unwrap_or(Err(EngineError::ShuttingDown))
+    }
+}
+
+impl Engine {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn start(store: Arc<dyn Store>, config: EngineConfig) -> (Engine, JoinHandle<()>) {
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let stats = Arc::new(EngineStats::default());
+        let writer = Writer {
+            receiver,
+            store: store.clone(),
+            config,
+            clock: Clock::default(),
+            ids: Arc::new(Mutex::new(UlidGenerator::default())),
+            stats: stats.clone(),
+            next_expiry: None,
+        };
+        let handle = tokio::spawn(writer.run());
+        (Engine { sender, store, stats }, handle)
+    }
+
+    /// Queues a command without waiting; `OVERLOADED` at once when the queue is full.
+    pub fn enqueue(&self, tenant: Tenant, body: CommandBody) -> Result<Ticket, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { command: Command { tenant, body }, reply };
+        self.sender.try_send(job).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => EngineError::ShuttingDown,
+        })?;
+        Ok(Ticket(answer))
+    }
+
+    /// Queues a command and waits for its committed result.
+    pub async fn submit(
+        &self,
+        tenant: Tenant,
+        body: CommandBody,
+    ) -> Result<CommandResult, EngineError> {
+        self.enqueue(tenant, body)?.wait().await
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Commands waiting for the writer right now.
+    pub fn queue_depth(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+}
+
+struct Writer {
+    receiver: mpsc::Receiver<Job>,
+    store: Arc<dyn Store>,
+    config: EngineConfig,
+    clock: Clock,
+    ids: Arc<Mutex<UlidGenerator>>,
+    stats: Arc<EngineStats>,
+    /// The earliest hold expiry known; the writer wakes then to expire holds.
+    next_expiry: Option<Timestamp>,
+}
+
+/// Holds expired per batch of the expiry pass.
+const EXPIRY_BATCH_MAX: usize = 1_024;
+/// The writer re-checks the store at least this often while holds are pending, so a clock
+/// step or another process's holds cannot hide an expiry for long.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
+
+impl Writer {
+    async fn run(mut self) {
+        self.next_expiry = self.store.next_hold_expiry().await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not read hold expiries at start; retrying soon");
+            Some(Clock::wall_now())
+        });
+        loop {
+            let first = match self.next_expiry {
+                Some(at) => {
+                    tokio::select! {
+                        job = self.receiver.recv() => job,
+                        () = tokio::time::sleep(until(at)) => {
+                            self.expire_due().await;
+                            continue;
+                        }
+                    }
+                }
+                None => self.receiver.recv().await,
+            };
+            let Some(first) = first else {
+                break;
+            };
+            let jobs = self.drain(first);
+            self.process(jobs).await;
+        }
+        tracing::info!("write path stopped: queue closed and drained");
+    }
+
+    /// Takes whatever else is queued, up to the batch limits, without waiting.
+    fn drain(&mut self, first: Job) -> Vec<Job> {
+        let mut transfers = command_size(&first.command);
+        let mut jobs = vec![first];
+        while jobs.len() < self.config.batch_commands_max
+            && transfers < self.config.batch_transfers_max
+        {
+            match self.receiver.try_recv() {
+                Ok(job) => {
+                    transfers += command_size(&job.command);
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        jobs
+    }
+
+    async fn process(&mut self, jobs: Vec<Job>) {
+        let (commands, replies): (Vec<Command>, Vec<_>) =
+            jobs.into_iter().map(|job| (job.command, job.reply)).unzip();
+        let batch = Arc::new(Batch { commands });
+        match self.commit(batch.clone()).await {
+            Ok(outcome) => {
+                self.note_holds(&outcome);
+                for (reply, result) in replies.into_iter().zip(outcome.results) {
+                    // A caller that went away still had its command committed.
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            // One bad command must not fail its neighbours: retry each on its own.
+            Err(EngineError::Internal(_)) if batch.commands.len() > 1 => {
+                for (command, reply) in batch.commands.iter().zip(replies) {
+                    let single = Arc::new(Batch { commands: vec![command.clone()] });
+                    let result = self.commit(single).await;
+                    if let Ok(outcome) = &result {
+                        self.note_holds(outcome);
+                    }
+                    let _ = reply.send(result.map(|mut outcome| outcome.results.remove(0)));
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self, batch: Arc<Batch>) -> Result<Outcome, EngineError> {
+        let keys = batch.keys();
+        let now = self.clock.next();
+        let transfer_count = batch.transfer_count() as u64;
+        let command_count = batch.commands.len() as u64;
+        let mut ids = SharedIds { generator: self.ids.clone(), now };
+        let decided = batch.clone();
+        let started = std::time::Instant::now();
+        let result = self
+            .store
+            .write_batch(
+                keys,
+                Box::new(move |state| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        kopek_core::apply(state, &decided, now, &mut ids)
+                    }))
+                    .map_err(panic_message)
+                }),
+            )
+            .await;
+        match result {
+            Ok(outcome) => {
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.commands.fetch_add(command_count, Ordering::Relaxed);
+                self.stats.transfers.fetch_add(transfer_count, Ordering::Relaxed);
+                tracing::debug!(
+                    commands = command_count,
+                    transfers = transfer_count,
+                    commit_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "batch committed"
+                );
+                Ok(outcome)
+            }
+            Err(error) => {
+                self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, commands = command_count, "batch failed; nothing of it was written");
+                Err(match error {
+                    StoreError::Invariant(message) => EngineError::Internal(message),
+                    StoreError::Unavailable(message) | StoreError::Corrupt(message) => {
+                        EngineError::Unavailable(message)
+                    }
+                })
+            }
+        }
+    }
+
+    /// Keeps the next wake-up at the earliest expiry of any hold just placed.
+    fn note_holds(&mut self, outcome: &Outcome) {
+        let placed = outcome
+            .transfers_inserted
+            .iter()
+            .filter(|transfer| transfer.status == TransferStatus::Pending)
+            .filter_map(|transfer| transfer.expires_at);
+        for expires_at in placed {
+            self.next_expiry =
+                Some(self.next_expiry.map_or(expires_at, |known| known.min(expires_at)));
+        }
+    }
+
+    async fn expire_due(&mut self) {
+        let now = Clock::wall_now();
+        loop {
+            let due = match self.store.holds_due(now, EXPIRY_BATCH_MAX).await {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read due holds; retrying in a second");
+                    self.next_expiry =
+                        Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000));
+                    return;
+                }
+            };
+            let full = due.len() == EXPIRY_BATCH_MAX;
+            if !due.is_empty() {
+                let command = Command {
+                    tenant: Tenant::default_tenant(),
+                    body: CommandBody::ExpireHolds(due),
+                };
+                if let Err(error) = self.commit(Arc::new(Batch { commands: vec![command] })).await {
+                    tracing::warn!(%error, "hold expiry failed; retrying in a second");
+                    self.next_expiry =
+                        Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000));
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        self.next_expiry = match self.store.next_hold_expiry().await {
+            Ok(next) => next,
+            Err(_) => Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000)),
+        };
+    }
+}
+
+/// Time left until `at` by the wall clock, at most `EXPIRY_RECHECK`.
+fn until(at: Timestamp) -> Duration {
+    let micros = at.as_unix_micros().saturating_sub(Clock::wall_now().as_unix_micros());
+    Duration::from_micros(u64::try_from(micros).unwrap_or(0)).min(EXPIRY_RECHECK)
+}
+
+fn command_size(command: &Command) -> usize {
+    match &command.body {
+        CommandBody::CreateTransfers { transfers, .. } => transfers.len(),
+        CommandBody::CreateAccounts(accounts) => accounts.len(),
+        CommandBody::UpdateAccount(_) => 1,
+        CommandBody::ExpireHolds(ids) => ids.len(),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    format!("apply panicked: {text}")
+}
+
+/// The engine's id generator, shared with the closure that runs on the store's thread.
+struct SharedIds {
+    generator: Arc<Mutex<UlidGenerator>>,
+    now: Timestamp,
+}
+
+impl kopek_core::IdSource for SharedIds {
+    fn next_ulid(&mut self) -> kopek_core::Ulid {
+        match self.generator.lock() {
+            Ok(mut generator) => generator.next(self.now),
+            // A poisoned lock means a panic mid-generation; a fresh generator still gives
+            // unique ids (80 random bits).
+            Err(poisoned) => poisoned.into_inner().next(self.now),
+        }
+    }
+}

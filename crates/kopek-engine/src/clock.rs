@@ -1,0 +1,70 @@
+//! The engine's sources of time and ids, the only places the write path reads the clock or
+//! randomness. Both only move forward.
+
+use kopek_core::{Timestamp, Ulid};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Commit times: the wall clock, but strictly increasing, so every batch has its own instant
+/// and a clock step back never reorders commits.
+#[derive(Debug, Default)]
+pub struct Clock {
+    last: Option<Timestamp>,
+}
+
+impl Clock {
+    pub fn wall_now() -> Timestamp {
+        let micros =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros());
+        Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+
+    pub fn next(&mut self) -> Timestamp {
+        let wall = Clock::wall_now();
+        let next = match self.last {
+            Some(last) if wall <= last => Timestamp::from_unix_micros(last.as_unix_micros() + 1),
+            _ => wall,
+        };
+        self.last = Some(next);
+        next
+    }
+}
+
+/// Monotonic ULIDs: the millisecond of `now` and 80 random bits; within one millisecond (or
+/// when the clock steps back) the previous id plus one.
+#[derive(Debug, Default)]
+pub struct UlidGenerator {
+    last: u128,
+}
+
+impl UlidGenerator {
+    pub fn next(&mut self, now: Timestamp) -> Ulid {
+        let millis = u64::try_from(now.as_unix_micros() / 1_000).unwrap_or(0);
+        let fresh = Ulid::from_parts(millis, uuid::Uuid::new_v4().as_u128()).as_u128();
+        let next = if fresh > self.last { fresh } else { self.last + 1 };
+        self.last = next;
+        Ulid::from_u128(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_and_ids_only_move_forward() {
+        let mut clock = Clock::default();
+        let mut ids = UlidGenerator::default();
+        let mut last_time = clock.next();
+        let mut last_id = ids.next(last_time);
+        for _ in 0..10_000 {
+            let time = clock.next();
+            let id = ids.next(time);
+            assert!(time > last_time);
+            assert!(id > last_id);
+            assert_eq!(id.to_string().len(), 26);
+            (last_time, last_id) = (time, id);
+        }
+        let stepped_back = ids.next(Timestamp::EPOCH);
+        assert!(stepped_back > last_id, "a clock step back still gives a larger id");
+    }
+}

@@ -1,0 +1,186 @@
+//! The write path against a real SQLite file: group commit, backpressure, hold expiry and
+//! shutdown.
+
+use kopek_core::*;
+use kopek_engine::{Engine, EngineConfig, EngineError};
+use kopek_store::Store;
+use kopek_store_sqlite::SqliteStore;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn usd() -> Currency {
+    Currency::parse("USD").expect("USD")
+}
+
+fn id(text: &str) -> AccountId {
+    AccountId::parse(text).expect("id")
+}
+
+fn open(ids: &[&str]) -> CommandBody {
+    CommandBody::CreateAccounts(ids.iter().map(|name| NewAccount::user(id(name), usd())).collect())
+}
+
+fn transfer(
+    key: &str,
+    debit: AccountId,
+    credit: &str,
+    minor: i64,
+    kind: TransferKind,
+    hold: Option<Hold>,
+) -> CommandBody {
+    CommandBody::CreateTransfers {
+        transfers: vec![TransferRequest {
+            idempotency_key: IdempotencyKey::parse(key).expect("key"),
+            kind,
+            movement: Movement::Move {
+                debit_account: debit,
+                credit_account: id(credit),
+                amount: Amount::new(minor).expect("positive"),
+                currency: usd(),
+                hold,
+            },
+            details: Details::default(),
+            effective_at: None,
+        }],
+        linking: Linking::Independent,
+    }
+}
+
+fn start(dir: &tempfile::TempDir, config: EngineConfig) -> (Engine, tokio::task::JoinHandle<()>) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+    Engine::start(store, config)
+}
+
+fn single(result: CommandResult) -> TransferResult {
+    match result {
+        CommandResult::Transfers(mut results) => results.remove(0),
+        other => panic!("expected transfer results, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_share_batches_and_all_commit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (engine, _writer) = start(&dir, EngineConfig::default());
+    let tenant = Tenant::default_tenant();
+    engine.submit(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
+    let world = AccountId::world(usd());
+    engine
+        .submit(
+            tenant.clone(),
+            transfer("fund", world, "a", 1_000_000, TransferKind::Deposit, None),
+        )
+        .await
+        .expect("fund");
+
+    let callers = 64;
+    let per_caller = 50;
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let engine = engine.clone();
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                for n in 0..per_caller {
+                    let body = transfer(&format!("t-{caller}-{n}"), id("a"), "b", 1, TransferKind::Transfer, None);
+                    let result = engine.submit(tenant.clone(), body).await.expect("committed");
+                    assert!(matches!(single(result), TransferResult::Committed(t) if t.status == TransferStatus::Posted));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("caller finished");
+    }
+    let b = engine.store().account(&id("b")).await.expect("read").expect("b");
+    assert_eq!(b.balance.posted, callers * per_caller);
+    let stats = engine.stats();
+    let (batches, commands) =
+        (stats.batches.load(Ordering::Relaxed), stats.commands.load(Ordering::Relaxed));
+    assert_eq!(commands, 2 + (callers * per_caller) as u64);
+    assert!(
+        batches < commands,
+        "concurrent commands must share batches ({batches} batches for {commands} commands)"
+    );
+    assert!(engine.store().verify().await.expect("verify").is_ok());
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_overloaded_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = EngineConfig { queue_capacity: 2, ..EngineConfig::default() };
+    let (engine, _writer) = start(&dir, config);
+    let tenant = Tenant::default_tenant();
+    // On this single-threaded runtime the writer cannot run between these calls.
+    let first = engine.enqueue(tenant.clone(), open(&["a"])).expect("queued");
+    let second = engine.enqueue(tenant.clone(), open(&["b"])).expect("queued");
+    let third = engine.enqueue(tenant.clone(), open(&["c"]));
+    assert!(matches!(third, Err(EngineError::Overloaded)));
+    assert!(first.wait().await.is_ok());
+    assert!(second.wait().await.is_ok());
+    assert!(
+        engine.store().account(&id("c")).await.expect("read").is_none(),
+        "the refused command left no trace"
+    );
+    assert!(
+        engine.submit(tenant, open(&["c"])).await.is_ok(),
+        "space frees up once the writer drains"
+    );
+}
+
+#[tokio::test]
+async fn holds_expire_on_time_without_any_other_traffic() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (engine, _writer) = start(&dir, EngineConfig::default());
+    let tenant = Tenant::default_tenant();
+    engine.submit(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
+    let world = AccountId::world(usd());
+    engine
+        .submit(tenant.clone(), transfer("fund", world, "a", 500, TransferKind::Deposit, None))
+        .await
+        .expect("fund");
+    let hold = Some(Hold { timeout_seconds: Some(1) });
+    let result = engine
+        .submit(tenant, transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold))
+        .await
+        .expect("hold");
+    let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
+    assert_eq!(hold.status, TransferStatus::Pending);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = engine.store().transfer(hold.id).await.expect("read").map(|t| t.status);
+        if status == Some(TransferStatus::Expired) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hold still {status:?} after its timeout");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = engine.store().account(&id("a")).await.expect("read").expect("a");
+    assert_eq!(
+        (a.balance.posted, a.balance.pending_out),
+        (500, 0),
+        "the expired hold released its funds"
+    );
+    assert!(engine.store().verify().await.expect("verify").is_ok());
+}
+
+#[tokio::test]
+async fn dropping_every_handle_drains_the_queue_and_stops_the_writer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (engine, writer) = start(&dir, EngineConfig::default());
+    let tenant = Tenant::default_tenant();
+    let tickets: Vec<_> = (0..10)
+        .map(|n| engine.enqueue(tenant.clone(), open(&[&format!("acct{n}")])).expect("queued"))
+        .collect();
+    let store = engine.store().clone();
+    drop(engine);
+    for ticket in tickets {
+        assert!(ticket.wait().await.is_ok(), "queued work is finished, not dropped");
+    }
+    tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .expect("writer stops")
+        .expect("writer did not panic");
+    assert_eq!(store.list_accounts(None, None, 100).await.expect("read").len(), 10);
+}
