@@ -18,7 +18,7 @@ impl Clock {
         Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }
 
-    pub fn next(&mut self) -> Timestamp {
+    pub fn tick(&mut self) -> Timestamp {
         let wall = Clock::wall_now();
         let next = match self.last {
             Some(last) if wall <= last => Timestamp::from_unix_micros(last.as_unix_micros() + 1),
@@ -54,10 +54,10 @@ mod tests {
     fn clock_and_ids_only_move_forward() {
         let mut clock = Clock::default();
         let mut ids = UlidGenerator::default();
-        let mut last_time = clock.next();
+        let mut last_time = clock.tick();
         let mut last_id = ids.next(last_time);
         for _ in 0..10_000 {
-            let time = clock.next();
+            let time = clock.tick();
             let id = ids.next(time);
             assert!(time > last_time);
             assert!(id > last_id);

@@ -237,7 +237,7 @@ impl Writer {
 
     async fn commit(&mut self, batch: Arc<Batch>) -> Result<Outcome, EngineError> {
         let keys = batch.keys();
-        let now = self.clock.next();
+        let now = self.clock.tick();
         let transfer_count = batch.transfer_count() as u64;
         let command_count = batch.commands.len() as u64;
         let mut ids = SharedIds { generator: self.ids.clone(), now };
