@@ -1,1 +1,89 @@
-//! placeholder
+//! kopek-api-grpc: the gRPC surface. `kopek.v1.Ledger` over the engine, plus
+//! `grpc.health.v1.Health` and server reflection (v1 and v1alpha).
+
+pub mod convert;
+pub mod ledger;
+pub mod status;
+
+use kopek_engine::Engine;
+use kopek_proto::kopek::v1::ledger_server::LedgerServer;
+use std::future::Future;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Largest gRPC message accepted, by default; `--grpc-message-bytes-max` raises it.
+pub const MESSAGE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+/// The most a message may be configured to.
+pub const MESSAGE_BYTES_MAX: usize = 50 * 1024 * 1024;
+
+/// Every gRPC service name kopek serves, as health and reflection report them.
+pub const SERVICE_NAMES: &[&str] = &["kopek.v1.Ledger"];
+
+#[derive(Clone, Debug)]
+pub struct GrpcConfig {
+    pub message_bytes_max: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> GrpcConfig {
+        GrpcConfig { message_bytes_max: MESSAGE_BYTES_DEFAULT }
+    }
+}
+
+/// Reports SERVING for `""` and every service, or NOT_SERVING for all while draining.
+pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(*name, status).await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("build reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("serve gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves every gRPC service on `listener` until `shutdown` resolves, then lets in-flight
+/// calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    config: GrpcConfig,
+    reporter: HealthReporter,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let message_bytes_max = config.message_bytes_max.min(MESSAGE_BYTES_MAX);
+    let ledger = LedgerServer::new(ledger::LedgerService::new(engine))
+        .max_decoding_message_size(message_bytes_max)
+        .max_encoding_message_size(message_bytes_max);
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(kopek_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    set_health(&reporter, ServingStatus::Serving).await;
+    Server::builder()
+        .add_service(health)
+        .add_service(ledger)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -31,10 +31,14 @@ pub enum ErrorCode {
     BalanceOverflow,
     /// A field is malformed or out of its bounds.
     InvalidArgument,
+    /// The store could not be reached; nothing was written and a retry is safe.
+    Unavailable,
+    /// A broken invariant stopped the request; nothing was written.
+    Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::InvalidAmount,
         ErrorCode::AccountNotFound,
         ErrorCode::InsufficientFunds,
@@ -55,6 +59,8 @@ impl ErrorCode {
         ErrorCode::AccountNotEmpty,
         ErrorCode::BalanceOverflow,
         ErrorCode::InvalidArgument,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +85,8 @@ impl ErrorCode {
             ErrorCode::AccountNotEmpty => "ACCOUNT_NOT_EMPTY",
             ErrorCode::BalanceOverflow => "BALANCE_OVERFLOW",
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
         }
     }
 

@@ -1,1 +1,121 @@
-fn main() {}
+//! The `kopek` binary: the ledger server and its command-line client.
+
+mod cli;
+mod client;
+mod serve;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    let outcome = match command {
+        Command::Serve(args) => {
+            serve::init_logging(args.log_format);
+            return report(serve::run(args).await);
+        }
+        Command::Migrate(args) => return report(migrate(&args)),
+        Command::Verify(args) => return verify(args).await,
+        Command::Accounts(command) => client::run_accounts(command).await,
+        Command::Deposit(args) => {
+            let json = args.client.json;
+            client::deposit_or_withdraw(client::Flow::Deposit, args)
+                .await
+                .map_err(|failure| (failure, json))
+        }
+        Command::Withdraw(args) => {
+            let json = args.client.json;
+            client::deposit_or_withdraw(client::Flow::Withdraw, args)
+                .await
+                .map_err(|failure| (failure, json))
+        }
+        Command::Transfer(args) => {
+            let json = args.client.json;
+            client::transfer(args).await.map_err(|failure| (failure, json))
+        }
+        Command::Balance(args) => {
+            let json = args.client.json;
+            client::balance(args).await.map_err(|failure| (failure, json))
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((failure, json)) => failure.report(json),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn migrate(args: &cli::StoreArgs) -> anyhow::Result<()> {
+    let dir = serve::data_dir(args)?;
+    let applied = kopek_store_sqlite::migrate(&dir)?;
+    if applied.is_empty() {
+        println!("schema of {} is up to date", dir.display());
+    } else {
+        let versions: Vec<String> = applied.iter().map(ToString::to_string).collect();
+        println!("applied migrations {} to {}", versions.join(", "), dir.display());
+    }
+    Ok(())
+}
+
+async fn verify(args: cli::VerifyArgs) -> ExitCode {
+    let store = match serve::open_store(&args.store) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match kopek_store::Store::verify(&store).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: verify: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        let json = serde_json::json!({
+            "ok": report.is_ok(),
+            "accounts": report.accounts,
+            "transfers": report.transfers,
+            "entries": report.entries,
+            "events": report.events,
+            "problems": report.problems,
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "checked {} accounts, {} transfers, {} entries, {} events",
+            report.accounts, report.transfers, report.entries, report.events
+        );
+        for problem in &report.problems {
+            println!("PROBLEM: {problem}");
+        }
+        if report.is_ok() {
+            println!("ok: the books balance");
+        } else {
+            println!("FAILED: {} problem(s)", report.problems.len());
+        }
+    }
+    if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}

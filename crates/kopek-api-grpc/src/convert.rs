@@ -1,0 +1,347 @@
+//! kopek.v1 wire messages <-> core types. Every field from the network is parsed here, once;
+//! a field that does not parse becomes a `Rejection` with a clear code and message.
+
+use kopek_core::{
+    Account, AccountId, AccountKind, AccountStatus, Action, Amount, Balance, Currency, Details,
+    Direction, ErrorCode, Hold, IdempotencyKey, Movement, NewAccount, Overdraft, Rejection,
+    Timestamp, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus, format_minor,
+};
+use kopek_proto::kopek::v1 as pb;
+use kopek_store::StoredEntry;
+
+pub fn error_code(code: ErrorCode) -> pb::ErrorCode {
+    match code {
+        ErrorCode::InvalidAmount => pb::ErrorCode::InvalidAmount,
+        ErrorCode::AccountNotFound => pb::ErrorCode::AccountNotFound,
+        ErrorCode::InsufficientFunds => pb::ErrorCode::InsufficientFunds,
+        ErrorCode::SameAccount => pb::ErrorCode::SameAccount,
+        ErrorCode::CurrencyMismatch => pb::ErrorCode::CurrencyMismatch,
+        ErrorCode::RateLimited => pb::ErrorCode::RateLimited,
+        ErrorCode::IdempotencyKeyReused => pb::ErrorCode::IdempotencyKeyReused,
+        ErrorCode::AccountFrozen => pb::ErrorCode::AccountFrozen,
+        ErrorCode::AccountClosed => pb::ErrorCode::AccountClosed,
+        ErrorCode::PendingNotFound => pb::ErrorCode::PendingNotFound,
+        ErrorCode::PendingAlreadyResolved => pb::ErrorCode::PendingAlreadyResolved,
+        ErrorCode::PendingExpired => pb::ErrorCode::PendingExpired,
+        ErrorCode::LinkedEventFailed => pb::ErrorCode::LinkedEventFailed,
+        ErrorCode::UnknownCurrency => pb::ErrorCode::UnknownCurrency,
+        ErrorCode::QuoteExpired => pb::ErrorCode::QuoteExpired,
+        ErrorCode::Overloaded => pb::ErrorCode::Overloaded,
+        ErrorCode::AccountExists => pb::ErrorCode::AccountExists,
+        ErrorCode::AccountNotEmpty => pb::ErrorCode::AccountNotEmpty,
+        ErrorCode::BalanceOverflow => pb::ErrorCode::BalanceOverflow,
+        ErrorCode::InvalidArgument => pb::ErrorCode::InvalidArgument,
+        ErrorCode::Unavailable => pb::ErrorCode::Unavailable,
+        ErrorCode::Internal => pb::ErrorCode::Internal,
+    }
+}
+
+pub fn error(rejection: &Rejection) -> pb::Error {
+    pb::Error { code: error_code(rejection.code) as i32, message: rejection.message.clone() }
+}
+
+fn optional_text(text: &str) -> Option<&str> {
+    if text.is_empty() { None } else { Some(text) }
+}
+
+pub fn account_id(text: &str) -> Result<AccountId, Rejection> {
+    AccountId::parse(text)
+}
+
+pub fn timestamp(text: &str, field: &str) -> Result<Option<Timestamp>, Rejection> {
+    optional_text(text)
+        .map(|text| {
+            Timestamp::parse_rfc3339(text)
+                .map_err(|error| Rejection::invalid(format!("{field}: {error}")))
+        })
+        .transpose()
+}
+
+fn kind(value: i32) -> Result<TransferKind, Rejection> {
+    Ok(match pb::TransferKind::try_from(value) {
+        Ok(pb::TransferKind::Unspecified | pb::TransferKind::Transfer) => TransferKind::Transfer,
+        Ok(pb::TransferKind::Deposit) => TransferKind::Deposit,
+        Ok(pb::TransferKind::Withdrawal) => TransferKind::Withdrawal,
+        Ok(pb::TransferKind::Payment) => TransferKind::Payment,
+        Ok(pb::TransferKind::Purchase) => TransferKind::Purchase,
+        Ok(pb::TransferKind::Fee) => TransferKind::Fee,
+        Ok(pb::TransferKind::Reversal) => TransferKind::Reversal,
+        Ok(pb::TransferKind::FxLeg) => TransferKind::FxLeg,
+        Err(_) => return Err(Rejection::invalid(format!("unknown transfer kind {value}"))),
+    })
+}
+
+fn kind_to_proto(kind: TransferKind) -> pb::TransferKind {
+    match kind {
+        TransferKind::Transfer => pb::TransferKind::Transfer,
+        TransferKind::Deposit => pb::TransferKind::Deposit,
+        TransferKind::Withdrawal => pb::TransferKind::Withdrawal,
+        TransferKind::Payment => pb::TransferKind::Payment,
+        TransferKind::Purchase => pb::TransferKind::Purchase,
+        TransferKind::Fee => pb::TransferKind::Fee,
+        TransferKind::Reversal => pb::TransferKind::Reversal,
+        TransferKind::FxLeg => pb::TransferKind::FxLeg,
+    }
+}
+
+/// The amount of a request: `amount_minor`, or the decimal `amount`, or both if they agree.
+fn amount(request: &pb::TransferRequest, currency: Currency) -> Result<Option<Amount>, Rejection> {
+    let from_text = optional_text(&request.amount)
+        .map(|text| Amount::parse_major(text, currency))
+        .transpose()?;
+    let from_minor = match request.amount_minor {
+        0 => None,
+        minor => Some(Amount::new(minor)?),
+    };
+    match (from_minor, from_text) {
+        (Some(minor), Some(text)) if minor != text => Err(Rejection::new(
+            ErrorCode::InvalidAmount,
+            format!("amount_minor {} and amount '{}' disagree", minor.minor(), request.amount),
+        )),
+        (minor, text) => Ok(minor.or(text)),
+    }
+}
+
+pub fn transfer_request(request: pb::TransferRequest) -> Result<TransferRequest, Rejection> {
+    let idempotency_key = IdempotencyKey::parse(&request.idempotency_key)?;
+    let kind = kind(request.kind)?;
+    let action = pb::TransferAction::try_from(request.action)
+        .map_err(|_| Rejection::invalid(format!("unknown transfer action {}", request.action)))?;
+    let movement = match action {
+        pb::TransferAction::Unspecified | pb::TransferAction::Post | pb::TransferAction::Hold => {
+            if request.currency.is_empty() {
+                return Err(Rejection::invalid("currency is required"));
+            }
+            let currency = Currency::parse(&request.currency)?;
+            let amount = amount(&request, currency)?.ok_or_else(|| {
+                Rejection::new(ErrorCode::InvalidAmount, "amount must be positive")
+            })?;
+            let world = AccountId::world(currency);
+            let side = |text: &str, default: bool, name: &str| match optional_text(text) {
+                Some(text) => AccountId::parse(text),
+                None if default => Ok(world.clone()),
+                None => Err(Rejection::invalid(format!("{name} is required"))),
+            };
+            let debit_account =
+                side(&request.debit_account_id, kind == TransferKind::Deposit, "debit_account_id")?;
+            let credit_account = side(
+                &request.credit_account_id,
+                kind == TransferKind::Withdrawal,
+                "credit_account_id",
+            )?;
+            let hold = (action == pb::TransferAction::Hold).then_some(Hold {
+                timeout_seconds: (request.timeout_seconds > 0).then_some(request.timeout_seconds),
+            });
+            Movement::Move { debit_account, credit_account, amount, currency, hold }
+        }
+        pb::TransferAction::Capture | pb::TransferAction::Void => {
+            let pending_id = TransferId::parse(&request.pending_id).map_err(|_| {
+                Rejection::invalid(format!(
+                    "pending_id '{}' is not a transfer id",
+                    request.pending_id
+                ))
+            })?;
+            if action == pb::TransferAction::Void {
+                Movement::Void { pending_id }
+            } else {
+                // The hold's currency is not known here: only whole minor units are accepted.
+                if !request.amount.is_empty() {
+                    return Err(Rejection::invalid("a capture takes amount_minor, not amount"));
+                }
+                let amount = match request.amount_minor {
+                    0 => None,
+                    minor => Some(Amount::new(minor)?),
+                };
+                Movement::Capture { pending_id, amount }
+            }
+        }
+    };
+    let details = Details {
+        category: request.category,
+        description: request.description,
+        metadata: request.metadata.into_iter().collect(),
+    };
+    details.validate()?;
+    Ok(TransferRequest {
+        idempotency_key,
+        kind,
+        movement,
+        details,
+        effective_at: timestamp(&request.effective_at, "effective_at")?,
+    })
+}
+
+pub fn new_account(account: pb::NewAccount) -> Result<NewAccount, Rejection> {
+    let kind = match pb::AccountKind::try_from(account.kind) {
+        Ok(pb::AccountKind::Unspecified | pb::AccountKind::User) => AccountKind::User,
+        Ok(pb::AccountKind::System) => AccountKind::System,
+        Err(_) => return Err(Rejection::invalid(format!("unknown account kind {}", account.kind))),
+    };
+    let overdraft = if account.unbounded_overdraft {
+        Overdraft::Unbounded
+    } else {
+        Overdraft::limited(account.overdraft_limit_minor)?
+    };
+    let new = NewAccount {
+        id: AccountId::parse(&account.id)?,
+        currency: Currency::parse(&account.currency)?,
+        owner: optional_text(&account.owner).map(str::to_owned),
+        kind,
+        overdraft,
+        metadata: account.metadata.into_iter().collect(),
+    };
+    new.validate()?;
+    Ok(new)
+}
+
+pub fn status(value: i32) -> Result<AccountStatus, Rejection> {
+    match pb::AccountStatus::try_from(value) {
+        Ok(pb::AccountStatus::Active) => Ok(AccountStatus::Active),
+        Ok(pb::AccountStatus::Frozen) => Ok(AccountStatus::Frozen),
+        Ok(pb::AccountStatus::Closed) => Ok(AccountStatus::Closed),
+        _ => Err(Rejection::invalid(format!("status {value} is not ACTIVE, FROZEN or CLOSED"))),
+    }
+}
+
+fn status_to_proto(status: AccountStatus) -> pb::AccountStatus {
+    match status {
+        AccountStatus::Active => pb::AccountStatus::Active,
+        AccountStatus::Frozen => pb::AccountStatus::Frozen,
+        AccountStatus::Closed => pb::AccountStatus::Closed,
+    }
+}
+
+pub fn balance(account: &Account) -> pb::Balance {
+    balance_of(account.balance, account.currency, account.available())
+}
+
+fn balance_of(balance: Balance, currency: Currency, available: Option<i128>) -> pb::Balance {
+    let available = available
+        .map(|value| i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX }));
+    pb::Balance {
+        posted_minor: balance.posted,
+        pending_out_minor: balance.pending_out,
+        pending_in_minor: balance.pending_in,
+        available_minor: available,
+        posted: format_minor(balance.posted, currency),
+        available: available.map(|value| format_minor(value, currency)).unwrap_or_default(),
+    }
+}
+
+/// A historical balance: only the posted part is known at a past time.
+pub fn posted_balance(posted: i64, currency: Currency) -> pb::Balance {
+    pb::Balance {
+        posted_minor: posted,
+        posted: format_minor(posted, currency),
+        ..Default::default()
+    }
+}
+
+pub fn account(account: &Account) -> pb::Account {
+    pb::Account {
+        id: account.id.to_string(),
+        currency: account.currency.code().to_owned(),
+        owner: account.owner.clone().unwrap_or_default(),
+        kind: match account.kind {
+            AccountKind::User => pb::AccountKind::User,
+            AccountKind::System => pb::AccountKind::System,
+        } as i32,
+        overdraft_limit_minor: match account.overdraft {
+            Overdraft::Limited(limit) => Some(limit),
+            Overdraft::Unbounded => None,
+        },
+        status: status_to_proto(account.status) as i32,
+        metadata: account.metadata.clone().into_iter().collect(),
+        balance: Some(balance(account)),
+        created_at: account.created_at.to_rfc3339(),
+        updated_at: account.updated_at.to_rfc3339(),
+    }
+}
+
+pub fn transfer(transfer: &Transfer) -> pb::Transfer {
+    let money = |minor: i64| {
+        transfer.currency.map(|currency| format_minor(minor, currency)).unwrap_or_default()
+    };
+    let action = match transfer.action {
+        Action::Post => pb::TransferAction::Post,
+        Action::Hold => pb::TransferAction::Hold,
+        Action::Capture => pb::TransferAction::Capture,
+        Action::Void => pb::TransferAction::Void,
+    };
+    let status = match transfer.status {
+        TransferStatus::Posted => pb::TransferStatus::Posted,
+        TransferStatus::Pending => pb::TransferStatus::Pending,
+        TransferStatus::Captured => pb::TransferStatus::Captured,
+        TransferStatus::Voided => pb::TransferStatus::Voided,
+        TransferStatus::Expired => pb::TransferStatus::Expired,
+        TransferStatus::Declined => pb::TransferStatus::Declined,
+    };
+    pb::Transfer {
+        id: transfer.id.to_string(),
+        idempotency_key: transfer.idempotency_key.to_string(),
+        kind: kind_to_proto(transfer.kind) as i32,
+        action: action as i32,
+        status: status as i32,
+        debit_account_id: transfer
+            .debit_account
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        credit_account_id: transfer
+            .credit_account
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        amount_minor: transfer.amount,
+        amount: money(transfer.amount),
+        currency: transfer.currency.map(|currency| currency.code().to_owned()).unwrap_or_default(),
+        pending_id: transfer.pending_id.map(|id| id.to_string()).unwrap_or_default(),
+        error: transfer.error.as_ref().map(error),
+        expires_at: transfer.expires_at.map(Timestamp::to_rfc3339).unwrap_or_default(),
+        captured_amount_minor: transfer.captured_amount,
+        category: transfer.details.category.clone(),
+        description: transfer.details.description.clone(),
+        metadata: transfer.details.metadata.clone().into_iter().collect(),
+        effective_at: transfer.effective_at.to_rfc3339(),
+        committed_at: transfer.committed_at.to_rfc3339(),
+        updated_at: transfer.updated_at.to_rfc3339(),
+    }
+}
+
+pub fn transfer_result(result: kopek_core::TransferResult) -> pb::TransferResult {
+    match result {
+        kopek_core::TransferResult::Committed(recorded) => pb::TransferResult {
+            error: recorded.error.as_ref().map(error),
+            transfer: Some(transfer(&recorded)),
+            replayed: false,
+        },
+        kopek_core::TransferResult::Replayed(recorded) => pb::TransferResult {
+            error: recorded.error.as_ref().map(error),
+            transfer: Some(transfer(&recorded)),
+            replayed: true,
+        },
+        kopek_core::TransferResult::Rejected(rejection) => {
+            pb::TransferResult { transfer: None, replayed: false, error: Some(error(&rejection)) }
+        }
+    }
+}
+
+pub fn entry(stored: &StoredEntry) -> pb::Entry {
+    let entry = &stored.entry;
+    pb::Entry {
+        sequence: stored.sequence,
+        transfer_id: entry.transfer_id.to_string(),
+        account_id: entry.account_id.to_string(),
+        direction: match entry.direction {
+            Direction::Debit => pb::Direction::Debit,
+            Direction::Credit => pb::Direction::Credit,
+        } as i32,
+        amount_minor: entry.amount,
+        amount: format_minor(entry.amount, entry.currency),
+        currency: entry.currency.code().to_owned(),
+        balance_after_minor: entry.balance_after,
+        balance_after: format_minor(entry.balance_after, entry.currency),
+        effective_at: entry.effective_at.to_rfc3339(),
+        committed_at: entry.committed_at.to_rfc3339(),
+    }
+}

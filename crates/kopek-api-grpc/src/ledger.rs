@@ -1,0 +1,492 @@
+//! `kopek.v1.Ledger`: unary RPCs and the pipelined `StreamTransfers`.
+
+use crate::convert;
+use crate::status::{engine_status, rejection_status, store_status};
+use futures_util::Stream;
+use kopek_core::{
+    AccountResult, AccountUpdate, CommandBody, CommandResult, ErrorCode, Linking, Overdraft,
+    Rejection, Tenant, Timestamp, limits,
+};
+use kopek_engine::{Engine, EngineError, Ticket};
+use kopek_proto::kopek::v1 as pb;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Requests of one `StreamTransfers` stream that may be committing at once. Past this the
+/// server stops reading the stream until answers go out (HTTP/2 flow control slows the client).
+pub const STREAM_IN_FLIGHT_MAX: usize = 1_024;
+const PAGE_SIZE_DEFAULT: usize = 100;
+
+pub struct LedgerService {
+    engine: Engine,
+}
+
+impl LedgerService {
+    pub fn new(engine: Engine) -> LedgerService {
+        LedgerService { engine }
+    }
+
+    /// Until authentication lands every caller is the default tenant.
+    fn tenant<T>(_request: &Request<T>) -> Tenant {
+        Tenant::default_tenant()
+    }
+}
+
+/// A transfers request after parsing: the verdicts of items that failed to parse, and the
+/// ticket of the command that carries the others.
+pub struct Prepared {
+    /// Per requested item: `None` if it went into the command, else its error.
+    slots: Vec<Option<pb::Error>>,
+    ticket: Option<Ticket>,
+}
+
+/// Parses and enqueues a transfers request without waiting for its commit.
+pub fn prepare(
+    engine: &Engine,
+    tenant: Tenant,
+    requests: Vec<pb::TransferRequest>,
+    linked: bool,
+) -> Result<Prepared, Rejection> {
+    if requests.len() > limits::TRANSFERS_PER_REQUEST_MAX {
+        return Err(Rejection::invalid(format!(
+            "a request holds at most {} transfers, not {}",
+            limits::TRANSFERS_PER_REQUEST_MAX,
+            requests.len()
+        )));
+    }
+    let parsed: Vec<_> = requests.into_iter().map(convert::transfer_request).collect();
+    if linked && let Some(culprit) = parsed.iter().position(Result::is_err) {
+        let code = parsed[culprit]
+            .as_ref()
+            .err()
+            .map_or(ErrorCode::InvalidArgument, |rejection| rejection.code);
+        let slots = parsed
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                Some(match item {
+                    Err(rejection) if index == culprit => convert::error(rejection),
+                    _ => convert::error(&Rejection::new(
+                        ErrorCode::LinkedEventFailed,
+                        format!("the transfer at index {culprit} of this linked request failed with {code}"),
+                    )),
+                })
+            })
+            .collect();
+        return Ok(Prepared { slots, ticket: None });
+    }
+    let mut slots = Vec::with_capacity(parsed.len());
+    let mut transfers = Vec::with_capacity(parsed.len());
+    for item in parsed {
+        match item {
+            Ok(request) => {
+                transfers.push(request);
+                slots.push(None);
+            }
+            Err(rejection) => slots.push(Some(convert::error(&rejection))),
+        }
+    }
+    let ticket = if transfers.is_empty() {
+        None
+    } else {
+        let linking = if linked { Linking::Linked } else { Linking::Independent };
+        let body = CommandBody::CreateTransfers { transfers, linking };
+        Some(engine.enqueue(tenant, body).map_err(engine_rejection)?)
+    };
+    Ok(Prepared { slots, ticket })
+}
+
+impl Prepared {
+    /// Waits for the commit and puts every answer back in request order.
+    pub async fn results(self) -> Result<Vec<pb::TransferResult>, Rejection> {
+        let committed = match self.ticket {
+            None => Vec::new(),
+            Some(ticket) => match ticket.wait().await.map_err(engine_rejection)? {
+                CommandResult::Transfers(results) => results,
+                other => {
+                    return Err(Rejection::new(
+                        ErrorCode::Internal,
+                        format!("unexpected result {other:?}"),
+                    ));
+                }
+            },
+        };
+        let mut committed = committed.into_iter();
+        self.slots
+            .into_iter()
+            .map(|slot| match slot {
+                Some(error) => {
+                    Ok(pb::TransferResult { transfer: None, replayed: false, error: Some(error) })
+                }
+                None => committed.next().map(convert::transfer_result).ok_or_else(|| {
+                    Rejection::new(ErrorCode::Internal, "a committed result is missing")
+                }),
+            })
+            .collect()
+    }
+}
+
+pub fn engine_rejection(error: EngineError) -> Rejection {
+    let code = match error {
+        EngineError::Overloaded => ErrorCode::Overloaded,
+        EngineError::ShuttingDown | EngineError::Unavailable(_) => ErrorCode::Unavailable,
+        EngineError::Internal(_) => ErrorCode::Internal,
+    };
+    let message = match &error {
+        // Internal details stay in the server log.
+        EngineError::Internal(_) | EngineError::Unavailable(_) => {
+            format!("{code}: the request was not applied; retry it")
+        }
+        other => other.to_string(),
+    };
+    Rejection::new(code, message)
+}
+
+fn page_size(requested: u32) -> usize {
+    match requested {
+        0 => PAGE_SIZE_DEFAULT,
+        size => (size as usize).min(limits::PAGE_SIZE_MAX),
+    }
+}
+
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamTransfersResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::ledger_server::Ledger for LedgerService {
+    async fn create_accounts(
+        &self,
+        request: Request<pb::CreateAccountsRequest>,
+    ) -> Result<Response<pb::CreateAccountsResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let accounts = request.into_inner().accounts;
+        if accounts.len() > limits::ACCOUNTS_PER_REQUEST_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a request opens at most {} accounts",
+                limits::ACCOUNTS_PER_REQUEST_MAX
+            )));
+        }
+        let parsed: Vec<_> = accounts.into_iter().map(convert::new_account).collect();
+        let valid: Vec<_> = parsed.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
+        let mut committed = if valid.is_empty() {
+            Vec::new()
+        } else {
+            match self.engine.submit(tenant, CommandBody::CreateAccounts(valid)).await {
+                Ok(CommandResult::Accounts(results)) => results,
+                Ok(other) => return Err(Status::internal(format!("unexpected result {other:?}"))),
+                Err(error) => return Err(engine_status(error)),
+            }
+        }
+        .into_iter();
+        let results = parsed
+            .into_iter()
+            .map(|item| match item.map(|_| committed.next()) {
+                Err(rejection) => account_result(AccountResult::Rejected(rejection)),
+                Ok(Some(result)) => account_result(result),
+                Ok(None) => account_result(AccountResult::Rejected(Rejection::new(
+                    ErrorCode::Internal,
+                    "missing result",
+                ))),
+            })
+            .collect();
+        Ok(Response::new(pb::CreateAccountsResponse { results }))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let id = convert::account_id(&request.into_inner().id).map_err(|r| rejection_status(&r))?;
+        match self.engine.store().account(&id).await.map_err(store_status)? {
+            Some(account) => Ok(Response::new(pb::GetAccountResponse {
+                account: Some(convert::account(&account)),
+            })),
+            None => Err(rejection_status(&Rejection::new(
+                ErrorCode::AccountNotFound,
+                format!("account {id} not found"),
+            ))),
+        }
+    }
+
+    async fn get_accounts(
+        &self,
+        request: Request<pb::GetAccountsRequest>,
+    ) -> Result<Response<pb::GetAccountsResponse>, Status> {
+        let ids = request.into_inner().ids;
+        if ids.len() > limits::PAGE_SIZE_MAX {
+            return Err(Status::invalid_argument(format!(
+                "at most {} ids at once",
+                limits::PAGE_SIZE_MAX
+            )));
+        }
+        let mut accounts = Vec::with_capacity(ids.len());
+        for text in &ids {
+            let id = convert::account_id(text).map_err(|r| rejection_status(&r))?;
+            if let Some(account) = self.engine.store().account(&id).await.map_err(store_status)? {
+                accounts.push(convert::account(&account));
+            }
+        }
+        Ok(Response::new(pb::GetAccountsResponse { accounts }))
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let request = request.into_inner();
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(
+                convert::account_id(token)
+                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
+            ),
+        };
+        let owner = (!request.owner.is_empty()).then_some(request.owner.as_str());
+        let size = page_size(request.page_size);
+        let accounts = self
+            .engine
+            .store()
+            .list_accounts(owner, after.as_ref(), size)
+            .await
+            .map_err(store_status)?;
+        let next_page_token = if accounts.len() == size {
+            accounts.last().map(|a| a.id.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let accounts = accounts.iter().map(convert::account).collect();
+        Ok(Response::new(pb::ListAccountsResponse { accounts, next_page_token }))
+    }
+
+    async fn update_account(
+        &self,
+        request: Request<pb::UpdateAccountRequest>,
+    ) -> Result<Response<pb::UpdateAccountResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let request = request.into_inner();
+        let reject = |r: Rejection| rejection_status(&r);
+        let update = AccountUpdate {
+            id: convert::account_id(&request.id).map_err(reject)?,
+            overdraft: request
+                .overdraft_limit_minor
+                .map(Overdraft::limited)
+                .transpose()
+                .map_err(reject)?,
+            status: request.status.map(convert::status).transpose().map_err(reject)?,
+        };
+        match self
+            .engine
+            .submit(tenant, CommandBody::UpdateAccount(update))
+            .await
+            .map_err(engine_status)?
+        {
+            CommandResult::Account(AccountResult::Updated(account)) => {
+                Ok(Response::new(pb::UpdateAccountResponse {
+                    account: Some(convert::account(&account)),
+                }))
+            }
+            CommandResult::Account(AccountResult::Rejected(rejection)) => {
+                Err(rejection_status(&rejection))
+            }
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn create_transfers(
+        &self,
+        request: Request<pb::CreateTransfersRequest>,
+    ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let request = request.into_inner();
+        let prepared = prepare(&self.engine, tenant, request.transfers, request.linked)
+            .map_err(|r| rejection_status(&r))?;
+        let results = prepared.results().await.map_err(|r| rejection_status(&r))?;
+        Ok(Response::new(pb::CreateTransfersResponse { results }))
+    }
+
+    async fn get_transfer(
+        &self,
+        request: Request<pb::GetTransferRequest>,
+    ) -> Result<Response<pb::GetTransferResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let store = self.engine.store();
+        let found = match request.into_inner().lookup {
+            Some(pb::get_transfer_request::Lookup::Id(id)) => {
+                let id = kopek_core::TransferId::parse(&id).map_err(|r| rejection_status(&r))?;
+                store
+                    .transfer(id)
+                    .await
+                    .map_err(store_status)?
+                    .filter(|transfer| transfer.tenant == tenant)
+            }
+            Some(pb::get_transfer_request::Lookup::IdempotencyKey(key)) => {
+                let key =
+                    kopek_core::IdempotencyKey::parse(&key).map_err(|r| rejection_status(&r))?;
+                store.transfer_by_key(&tenant, &key).await.map_err(store_status)?
+            }
+            None => return Err(Status::invalid_argument("give id or idempotency_key")),
+        };
+        match found {
+            Some(transfer) => Ok(Response::new(pb::GetTransferResponse {
+                transfer: Some(convert::transfer(&transfer)),
+            })),
+            None => Err(Status::not_found("transfer not found")),
+        }
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let request = request.into_inner();
+        let id = convert::account_id(&request.account_id).map_err(|r| rejection_status(&r))?;
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(
+                token
+                    .parse::<u64>()
+                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
+            ),
+        };
+        let store = self.engine.store();
+        if store.account(&id).await.map_err(store_status)?.is_none() {
+            return Err(rejection_status(&Rejection::new(
+                ErrorCode::AccountNotFound,
+                format!("account {id} not found"),
+            )));
+        }
+        let page =
+            store.entries(&id, after, page_size(request.page_size)).await.map_err(store_status)?;
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: page.items.iter().map(convert::entry).collect(),
+            next_page_token: page.next_cursor.map(|cursor| cursor.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::GetBalanceResponse>, Status> {
+        let request = request.into_inner();
+        let id = convert::account_id(&request.account_id).map_err(|r| rejection_status(&r))?;
+        let as_of =
+            convert::timestamp(&request.as_of, "as_of").map_err(|r| rejection_status(&r))?;
+        let store = self.engine.store();
+        let not_found = || {
+            rejection_status(&Rejection::new(
+                ErrorCode::AccountNotFound,
+                format!("account {id} not found"),
+            ))
+        };
+        let account = store.account(&id).await.map_err(store_status)?.ok_or_else(not_found)?;
+        let balance = match as_of {
+            None => convert::balance(&account),
+            Some(as_of) => {
+                // "As of T" includes entries effective at T: everything before T + 1µs.
+                let before = Timestamp::from_unix_micros(as_of.as_unix_micros().saturating_add(1));
+                let posted = store
+                    .balance_before(&id, before)
+                    .await
+                    .map_err(store_status)?
+                    .ok_or_else(not_found)?;
+                convert::posted_balance(posted, account.currency)
+            }
+        };
+        Ok(Response::new(pb::GetBalanceResponse {
+            account_id: id.to_string(),
+            currency: account.currency.code().to_owned(),
+            balance: Some(balance),
+            as_of: as_of.map(Timestamp::to_rfc3339).unwrap_or_default(),
+        }))
+    }
+
+    type StreamTransfersStream = ResponseStream;
+
+    async fn stream_transfers(
+        &self,
+        request: Request<Streaming<pb::StreamTransfersRequest>>,
+    ) -> Result<Response<Self::StreamTransfersStream>, Status> {
+        let tenant = Self::tenant(&request);
+        let mut inbound = request.into_inner();
+        let engine = self.engine.clone();
+        let (responses, outbound) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
+        // The pipeline: the reader enqueues each request at once and passes its ticket on;
+        // the responder answers tickets in arrival order as their batches commit.
+        let (pipeline, mut in_flight) = mpsc::channel::<InFlight>(STREAM_IN_FLIGHT_MAX);
+        tokio::spawn(async move {
+            loop {
+                let item = match inbound.message().await {
+                    Ok(Some(message)) => {
+                        let request_id = message.request_id;
+                        InFlight::Request(
+                            request_id,
+                            prepare(&engine, tenant.clone(), message.transfers, message.linked),
+                        )
+                    }
+                    Ok(None) => break,
+                    Err(status) => InFlight::Failed(status),
+                };
+                let failed = matches!(item, InFlight::Failed(_));
+                if pipeline.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(item) = in_flight.recv().await {
+                let response = match item {
+                    InFlight::Request(request_id, Ok(prepared)) => match prepared.results().await {
+                        Ok(results) => {
+                            Ok(pb::StreamTransfersResponse { request_id, results, error: None })
+                        }
+                        Err(rejection) => Ok(refused(request_id, &rejection)),
+                    },
+                    InFlight::Request(request_id, Err(rejection)) => {
+                        Ok(refused(request_id, &rejection))
+                    }
+                    InFlight::Failed(status) => Err(status),
+                };
+                if responses.send(response).await.is_err() {
+                    // The client is gone; what was enqueued still commits, exactly once.
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+    }
+}
+
+enum InFlight {
+    Request(u64, Result<Prepared, Rejection>),
+    Failed(Status),
+}
+
+fn refused(request_id: u64, rejection: &Rejection) -> pb::StreamTransfersResponse {
+    pb::StreamTransfersResponse {
+        request_id,
+        results: Vec::new(),
+        error: Some(convert::error(rejection)),
+    }
+}
+
+fn account_result(result: AccountResult) -> pb::AccountResult {
+    match result {
+        AccountResult::Created(account) => pb::AccountResult {
+            account: Some(convert::account(&account)),
+            created: true,
+            error: None,
+        },
+        AccountResult::Existed(account) | AccountResult::Updated(account) => pb::AccountResult {
+            account: Some(convert::account(&account)),
+            created: false,
+            error: None,
+        },
+        AccountResult::Rejected(rejection) => pb::AccountResult {
+            account: None,
+            created: false,
+            error: Some(convert::error(&rejection)),
+        },
+    }
+}

@@ -1,0 +1,169 @@
+//! The command line: every flag has a `KOPEK_...` environment twin.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kopek",
+    version,
+    about = "kopek: a double-entry payment ledger server",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the ledger server (gRPC and HTTP).
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(StoreArgs),
+    /// Recompute the books from the stored rows; exit 1 with a report on any mismatch.
+    Verify(VerifyArgs),
+    /// Manage accounts on a running server.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Move AMOUNT from the outside world (world:<CUR>) into ACCOUNT.
+    Deposit(MoneyArgs),
+    /// Move AMOUNT out of ACCOUNT to the outside world (world:<CUR>).
+    Withdraw(MoneyArgs),
+    /// Move AMOUNT from one account to another.
+    Transfer(TransferArgs),
+    /// Show an account's balances.
+    Balance(BalanceArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite database (created if missing).
+    #[arg(long, env = "KOPEK_DATA_DIR", default_value = "./kopek-data")]
+    pub data_dir: PathBuf,
+    /// Database URL instead of --data-dir: `sqlite:DIR` (embedded). PostgreSQL arrives with
+    /// the scale-out backend.
+    #[arg(long, env = "KOPEK_DATABASE")]
+    pub database: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// gRPC listener (kopek.v1.Ledger, health, reflection).
+    #[arg(long, env = "KOPEK_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
+    /// HTTP listener (health and readiness for now); may be given several times.
+    #[arg(
+        long,
+        env = "KOPEK_HTTP_LISTEN",
+        default_value = "127.0.0.1:8000",
+        value_delimiter = ','
+    )]
+    pub http_listen: Vec<SocketAddr>,
+    /// Currency of APIs whose amounts carry none.
+    #[arg(long, env = "KOPEK_DEFAULT_CURRENCY", default_value = "USD")]
+    pub default_currency: String,
+    /// Largest gRPC message in bytes (at most 50 MiB).
+    #[arg(long, env = "KOPEK_GRPC_MESSAGE_BYTES_MAX", default_value_t = 4 * 1024 * 1024)]
+    pub grpc_message_bytes_max: usize,
+    /// Commands that may wait for the writer before new ones are refused with OVERLOADED.
+    #[arg(long, env = "KOPEK_QUEUE_CAPACITY", default_value_t = 65_536)]
+    pub queue_capacity: usize,
+    /// Transfers the writer commits in one database transaction at most.
+    #[arg(long, env = "KOPEK_BATCH_TRANSFERS_MAX", default_value_t = 8_192)]
+    pub batch_transfers_max: usize,
+    /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "KOPEK_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub shutdown_timeout_seconds: u64,
+    /// Log format on stderr.
+    #[arg(long, env = "KOPEK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print the report as JSON.
+    #[arg(long, env = "KOPEK_JSON")]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// Address of a running kopek server's gRPC listener.
+    #[arg(long, env = "KOPEK_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// Print JSON instead of a readable line.
+    #[arg(long, env = "KOPEK_JSON")]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountsCommand {
+    /// Open an account (opening the same account again changes nothing).
+    Create(CreateAccountArgs),
+    /// Show an account.
+    Get(BalanceArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateAccountArgs {
+    /// Account id: 1 to 128 characters of A-Z a-z 0-9 _ . : -
+    pub id: String,
+    /// ISO 4217 currency code.
+    #[arg(long)]
+    pub currency: String,
+    /// The user who owns the account.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// How far below zero the balance may go, in major units (e.g. 100.00).
+    #[arg(long)]
+    pub overdraft_limit: Option<String>,
+    /// A system account with no overdraft limit (money outside the ledger, revenue, ...).
+    #[arg(long)]
+    pub system: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct MoneyArgs {
+    pub account: String,
+    /// Decimal in major units of the account's currency, e.g. 100.00.
+    pub amount: String,
+    /// Idempotency key; retrying with the same key never applies twice. Default: random.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TransferArgs {
+    pub from: String,
+    pub to: String,
+    /// Decimal in major units of the accounts' currency, e.g. 12.50.
+    pub amount: String,
+    /// Idempotency key; retrying with the same key never applies twice. Default: random.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BalanceArgs {
+    pub account: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}

@@ -1,0 +1,341 @@
+//! Client commands: talk to a running server over kopek.v1 gRPC, print one readable line (or
+//! JSON with `--json`), and exit non-zero with the error code on a rejection.
+
+use crate::cli::{
+    AccountsCommand, BalanceArgs, ClientArgs, CreateAccountArgs, MoneyArgs, TransferArgs,
+};
+use kopek_core::{Amount, Currency, format_minor};
+use kopek_proto::kopek::v1 as pb;
+use kopek_proto::kopek::v1::ledger_client::LedgerClient;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use tonic::transport::Channel;
+
+/// Exit code of a rejection by the ledger (the code is printed).
+const EXIT_REJECTED: u8 = 1;
+/// Exit code of a usage, connection or server error.
+const EXIT_FAILED: u8 = 2;
+
+/// What a client command ends with.
+pub enum Failure {
+    /// The ledger refused: a stable code and its sentence.
+    Rejected { code: String, message: String },
+    /// Anything else: connection refused, bad input before sending, server error.
+    Failed(String),
+}
+
+impl Failure {
+    pub fn report(self, json: bool) -> ExitCode {
+        match self {
+            Failure::Rejected { code, message } => {
+                if json {
+                    println!("{}", json!({"error": {"code": code, "message": message}}));
+                } else {
+                    eprintln!("error: {code}: {message}");
+                }
+                ExitCode::from(EXIT_REJECTED)
+            }
+            Failure::Failed(message) => {
+                eprintln!("error: {message}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Failure {
+        // Server rejections carry "CODE: sentence"; keep the code apart for scripts.
+        match status.message().split_once(": ") {
+            Some((code, message))
+                if code.chars().all(|c| c.is_ascii_uppercase() || c == '_') && !code.is_empty() =>
+            {
+                Failure::Rejected { code: code.to_owned(), message: message.to_owned() }
+            }
+            _ => Failure::Failed(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
+fn rejected(error: &pb::Error) -> Failure {
+    let code = pb::ErrorCode::try_from(error.code)
+        .map(|code| code.as_str_name().trim_start_matches("ERROR_CODE_").to_owned())
+        .unwrap_or_else(|_| error.code.to_string());
+    Failure::Rejected { code, message: error.message.clone() }
+}
+
+async fn connect(args: &ClientArgs) -> Result<LedgerClient<Channel>, Failure> {
+    LedgerClient::connect(args.addr.clone())
+        .await
+        .map_err(|error| Failure::Failed(format!("cannot reach kopek at {}: {error}", args.addr)))
+}
+
+pub async fn run_accounts(command: AccountsCommand) -> Result<(), (Failure, bool)> {
+    match command {
+        AccountsCommand::Create(args) => {
+            let json = args.client.json;
+            create_account(args).await.map_err(|failure| (failure, json))
+        }
+        AccountsCommand::Get(args) => {
+            let json = args.client.json;
+            show_account(args).await.map_err(|failure| (failure, json))
+        }
+    }
+}
+
+async fn create_account(args: CreateAccountArgs) -> Result<(), Failure> {
+    let currency = Currency::parse(&args.currency)
+        .map_err(|r| Failure::Rejected { code: r.code.to_string(), message: r.message })?;
+    let overdraft_limit_minor = match &args.overdraft_limit {
+        None => 0,
+        Some(text) => kopek_core::money::parse_decimal_minor(text, currency.minor_digits())
+            .map_err(|reason| Failure::Rejected {
+                code: "INVALID_AMOUNT".to_owned(),
+                message: format!("overdraft limit '{text}': {reason}"),
+            })?,
+    };
+    let mut client = connect(&args.client).await?;
+    let request = pb::CreateAccountsRequest {
+        accounts: vec![pb::NewAccount {
+            id: args.id.clone(),
+            currency: currency.code().to_owned(),
+            owner: args.owner.clone().unwrap_or_default(),
+            kind: if args.system { pb::AccountKind::System } else { pb::AccountKind::User } as i32,
+            overdraft_limit_minor,
+            unbounded_overdraft: args.system,
+            metadata: Default::default(),
+        }],
+    };
+    let response = client.create_accounts(request).await?.into_inner();
+    let result = response
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| Failure::Failed("empty response".to_owned()))?;
+    if let Some(error) = &result.error {
+        return Err(rejected(error));
+    }
+    let account =
+        result.account.ok_or_else(|| Failure::Failed("response without account".to_owned()))?;
+    if args.client.json {
+        println!("{}", json!({"created": result.created, "account": account_json(&account)}));
+    } else if result.created {
+        println!("opened account {} ({})", account.id, account.currency);
+    } else {
+        println!("account {} already exists ({}); nothing changed", account.id, account.currency);
+    }
+    Ok(())
+}
+
+async fn fetch_account(
+    client: &mut LedgerClient<Channel>,
+    id: &str,
+) -> Result<pb::Account, Failure> {
+    let response =
+        client.get_account(pb::GetAccountRequest { id: id.to_owned() }).await?.into_inner();
+    response.account.ok_or_else(|| Failure::Failed("response without account".to_owned()))
+}
+
+async fn show_account(args: BalanceArgs) -> Result<(), Failure> {
+    let mut client = connect(&args.client).await?;
+    let account = fetch_account(&mut client, &args.account).await?;
+    if args.client.json {
+        println!("{}", account_json(&account));
+    } else {
+        let status =
+            pb::AccountStatus::try_from(account.status).map(|s| s.as_str_name()).unwrap_or("?");
+        println!(
+            "{} {} {} owner={} {}",
+            account.id,
+            account.currency,
+            status.trim_start_matches("ACCOUNT_STATUS_").to_lowercase(),
+            if account.owner.is_empty() { "-" } else { &account.owner },
+            balance_line(account.balance.as_ref(), &account.currency)
+        );
+    }
+    Ok(())
+}
+
+pub async fn balance(args: BalanceArgs) -> Result<(), Failure> {
+    let mut client = connect(&args.client).await?;
+    let request = pb::GetBalanceRequest { account_id: args.account.clone(), as_of: String::new() };
+    let response = client.get_balance(request).await?.into_inner();
+    if args.client.json {
+        println!(
+            "{}",
+            json!({"account_id": response.account_id, "currency": response.currency, "balance": balance_json(response.balance.as_ref())})
+        );
+    } else {
+        println!(
+            "{}: {}",
+            response.account_id,
+            balance_line(response.balance.as_ref(), &response.currency)
+        );
+    }
+    Ok(())
+}
+
+pub enum Flow {
+    Deposit,
+    Withdraw,
+}
+
+pub async fn deposit_or_withdraw(flow: Flow, args: MoneyArgs) -> Result<(), Failure> {
+    let mut client = connect(&args.client).await?;
+    let account = fetch_account(&mut client, &args.account).await?;
+    let world = format!("world:{}", account.currency);
+    let (kind, debit, credit) = match flow {
+        Flow::Deposit => (pb::TransferKind::Deposit, world, account.id.clone()),
+        Flow::Withdraw => (pb::TransferKind::Withdrawal, account.id.clone(), world),
+    };
+    post(
+        &mut client,
+        &args.client,
+        kind,
+        debit,
+        credit,
+        &account.currency,
+        &args.amount,
+        args.idempotency_key,
+    )
+    .await
+}
+
+pub async fn transfer(args: TransferArgs) -> Result<(), Failure> {
+    let mut client = connect(&args.client).await?;
+    let account = fetch_account(&mut client, &args.from).await?;
+    let kind = pb::TransferKind::Transfer;
+    post(
+        &mut client,
+        &args.client,
+        kind,
+        args.from,
+        args.to,
+        &account.currency,
+        &args.amount,
+        args.idempotency_key,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn post(
+    client: &mut LedgerClient<Channel>,
+    args: &ClientArgs,
+    kind: pb::TransferKind,
+    debit: String,
+    credit: String,
+    currency: &str,
+    amount: &str,
+    idempotency_key: Option<String>,
+) -> Result<(), Failure> {
+    let currency = Currency::parse(currency).map_err(|r| Failure::Failed(r.message))?;
+    // Checked here too so a typo fails before anything is sent.
+    Amount::parse_major(amount, currency)
+        .map_err(|r| Failure::Rejected { code: r.code.to_string(), message: r.message })?;
+    let idempotency_key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request = pb::CreateTransfersRequest {
+        transfers: vec![pb::TransferRequest {
+            idempotency_key: idempotency_key.clone(),
+            kind: kind as i32,
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount: amount.to_owned(),
+            currency: currency.code().to_owned(),
+            ..Default::default()
+        }],
+        linked: false,
+    };
+    let response = client.create_transfers(request).await?.into_inner();
+    let result = response
+        .results
+        .into_iter()
+        .next()
+        .ok_or_else(|| Failure::Failed("empty response".to_owned()))?;
+    let Some(transfer) = result.transfer else {
+        return Err(result
+            .error
+            .as_ref()
+            .map_or_else(|| Failure::Failed("response without transfer".to_owned()), rejected));
+    };
+    if let Some(error) = &transfer.error {
+        return Err(rejected(error));
+    }
+    if args.json {
+        println!("{}", json!({"replayed": result.replayed, "transfer": transfer_json(&transfer)}));
+    } else {
+        let replay =
+            if result.replayed { " (replayed: already applied with this key)" } else { "" };
+        println!(
+            "posted {} {} {} -> {} transfer {} key {}{replay}",
+            transfer.amount,
+            transfer.currency,
+            transfer.debit_account_id,
+            transfer.credit_account_id,
+            transfer.id,
+            idempotency_key
+        );
+    }
+    Ok(())
+}
+
+fn balance_line(balance: Option<&pb::Balance>, currency: &str) -> String {
+    let Some(balance) = balance else {
+        return "no balance".to_owned();
+    };
+    let digits = Currency::parse(currency).ok();
+    let money =
+        |minor: i64| digits.map_or(minor.to_string(), |currency| format_minor(minor, currency));
+    let available = if balance.available.is_empty() {
+        "unbounded".to_owned()
+    } else {
+        format!("{} {currency}", balance.available)
+    };
+    format!(
+        "posted {} {currency}, available {available}, held {} {currency}",
+        balance.posted,
+        money(balance.pending_out_minor)
+    )
+}
+
+fn balance_json(balance: Option<&pb::Balance>) -> Value {
+    match balance {
+        None => Value::Null,
+        Some(balance) => json!({
+            "posted": balance.posted,
+            "posted_minor": balance.posted_minor,
+            "available": balance.available,
+            "available_minor": balance.available_minor,
+            "pending_out_minor": balance.pending_out_minor,
+            "pending_in_minor": balance.pending_in_minor,
+        }),
+    }
+}
+
+fn account_json(account: &pb::Account) -> Value {
+    json!({
+        "id": account.id,
+        "currency": account.currency,
+        "owner": account.owner,
+        "kind": pb::AccountKind::try_from(account.kind).map(|k| k.as_str_name()).unwrap_or("?"),
+        "status": pb::AccountStatus::try_from(account.status).map(|s| s.as_str_name()).unwrap_or("?"),
+        "overdraft_limit_minor": account.overdraft_limit_minor,
+        "balance": balance_json(account.balance.as_ref()),
+        "created_at": account.created_at,
+    })
+}
+
+fn transfer_json(transfer: &pb::Transfer) -> Value {
+    json!({
+        "id": transfer.id,
+        "idempotency_key": transfer.idempotency_key,
+        "status": pb::TransferStatus::try_from(transfer.status).map(|s| s.as_str_name()).unwrap_or("?"),
+        "debit_account_id": transfer.debit_account_id,
+        "credit_account_id": transfer.credit_account_id,
+        "amount": transfer.amount,
+        "amount_minor": transfer.amount_minor,
+        "currency": transfer.currency,
+        "error": transfer.error.as_ref().map(|error| json!({"code": error.code, "message": error.message})),
+        "committed_at": transfer.committed_at,
+    })
+}

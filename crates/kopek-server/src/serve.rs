@@ -1,0 +1,205 @@
+//! `kopek serve`: opens the store, starts the write path and the listeners, and drains them
+//! on SIGTERM or Ctrl-C.
+
+use crate::cli::{LogFormat, ServeArgs, StoreArgs};
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use kopek_api_grpc::GrpcConfig;
+use kopek_engine::{Engine, EngineConfig};
+use kopek_store::Store;
+use kopek_store_sqlite::SqliteStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+/// Where the ledger lives, from `--data-dir` or `--database`.
+pub fn data_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
+    match args.database.as_deref() {
+        None => Ok(args.data_dir.clone()),
+        Some(url) => match url.split_once(':') {
+            Some(("sqlite", path)) => Ok(PathBuf::from(path.trim_start_matches("//"))),
+            Some(("postgres" | "postgresql", _)) => {
+                bail!(
+                    "this build of kopek stores the ledger in embedded SQLite only; use --data-dir"
+                )
+            }
+            _ => bail!("--database must be a sqlite:DIR URL"),
+        },
+    }
+}
+
+pub fn open_store(args: &StoreArgs) -> anyhow::Result<SqliteStore> {
+    let dir = data_dir(args)?;
+    SqliteStore::open(&dir).with_context(|| format!("open the ledger in {}", dir.display()))
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    kopek_core::Currency::parse(&args.default_currency)
+        .map_err(|rejection| anyhow::anyhow!("--default-currency: {}", rejection.message))?;
+    if args.grpc_message_bytes_max > kopek_api_grpc::MESSAGE_BYTES_MAX {
+        bail!("--grpc-message-bytes-max must be at most {}", kopek_api_grpc::MESSAGE_BYTES_MAX);
+    }
+    let store: Arc<dyn Store> = Arc::new(open_store(&args.store)?);
+    let config = EngineConfig {
+        queue_capacity: args.queue_capacity.max(1),
+        batch_transfers_max: args.batch_transfers_max.max(1),
+        ..EngineConfig::default()
+    };
+    let (engine, writer) = Engine::start(store.clone(), config);
+
+    // Bind every listener before announcing any, so a taken port fails the start.
+    let grpc_listener = TcpListener::bind(args.grpc_listen)
+        .await
+        .with_context(|| format!("listen for gRPC on {}", args.grpc_listen))?;
+    let mut http_listeners = Vec::new();
+    for address in &args.http_listen {
+        http_listeners.push(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listen for HTTP on {address}"))?,
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let mut servers = tokio::task::JoinSet::new();
+    let grpc_address = grpc_listener.local_addr()?;
+    let grpc_shutdown = shutdown.clone().cancelled_owned();
+    let grpc_config = GrpcConfig { message_bytes_max: args.grpc_message_bytes_max };
+    let grpc_engine = engine.clone();
+    let grpc_reporter = reporter.clone();
+    servers.spawn(async move {
+        kopek_api_grpc::serve(
+            grpc_listener,
+            grpc_engine,
+            grpc_config,
+            grpc_reporter,
+            health,
+            grpc_shutdown,
+        )
+        .await
+        .context("gRPC server")
+    });
+    let http_state = HttpState { store: store.clone(), shutdown: shutdown.clone() };
+    let mut http_addresses = Vec::new();
+    for listener in http_listeners {
+        http_addresses.push(listener.local_addr()?);
+        let app = http_router(http_state.clone());
+        let stop = shutdown.clone().cancelled_owned();
+        servers.spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(stop).await.context("HTTP server")
+        });
+    }
+    // These lines are the start-up contract: scripts and tests read the bound addresses here.
+    println!("kopek: grpc listening on {grpc_address}");
+    for address in &http_addresses {
+        println!("kopek: http listening on {address}");
+    }
+    tracing::info!(%grpc_address, http = ?http_addresses, data_dir = %data_dir(&args.store)?.display(), "kopek serving");
+
+    tokio::select! {
+        () = wait_for_signal() => tracing::info!("shutdown requested; draining"),
+        Some(result) = servers.join_next() => {
+            // A listener stopped on its own: that is fatal for the process.
+            shutdown.cancel();
+            flatten(result)?;
+            bail!("a listener stopped unexpectedly");
+        }
+    }
+    kopek_api_grpc::set_health(&reporter, ServingStatus::NotServing).await;
+    shutdown.cancel();
+    let drain = async {
+        while let Some(result) = servers.join_next().await {
+            flatten(result)?;
+        }
+        anyhow::Ok(())
+    };
+    let timeout = Duration::from_secs(args.shutdown_timeout_seconds);
+    match tokio::time::timeout(timeout, drain).await {
+        Ok(result) => result?,
+        Err(_) => {
+            tracing::warn!(
+                seconds = args.shutdown_timeout_seconds,
+                "listeners did not drain in time; closing them"
+            );
+            servers.abort_all();
+        }
+    }
+    // The writer finishes every queued command once the last engine handle is gone.
+    drop(engine);
+    drop(http_state);
+    if tokio::time::timeout(timeout, writer).await.is_err() {
+        tracing::warn!("the write path did not stop in time");
+    }
+    tracing::info!("kopek stopped");
+    Ok(())
+}
+
+fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    result.context("listener task failed")?
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+}
+
+fn http_router(state: HttpState) -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
+}
+
+/// Liveness: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: not draining, and the database answers a read.
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.store.next_hold_expiry()).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    }
+}
