@@ -1,0 +1,86 @@
+//! The CLI against a running server: readable lines, JSON, exit codes, SIGTERM.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn client_commands_move_money_and_exit_with_the_error_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start(dir.path());
+    let url = server.grpc_url();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--addr", url.as_str()]);
+        cli(&all)
+    };
+    let (code, stdout, _) =
+        run(&["accounts", "create", "alice", "--currency", "USD", "--owner", "u-1"]);
+    assert_eq!((code, stdout.trim()), (0, "opened account alice (USD)"));
+    let (code, _, _) =
+        run(&["accounts", "create", "bob", "--currency", "usd", "--overdraft-limit", "5.00"]);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = run(&["accounts", "create", "alice", "--currency", "EUR"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("ACCOUNT_EXISTS"), "{stderr}");
+
+    let (code, stdout, _) = run(&["deposit", "alice", "100.00", "--idempotency-key", "dep-1"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("posted 100.00 USD world:USD -> alice"), "{stdout}");
+    let (code, stdout, _) = run(&["deposit", "alice", "100.00", "--idempotency-key", "dep-1"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("replayed"), "{stdout}");
+    let (code, _, _) = run(&["transfer", "alice", "bob", "30.50"]);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = run(&["transfer", "bob", "alice", "1000"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("INSUFFICIENT_FUNDS: balance 35.50 USD is less than 1000.00 USD"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["withdraw", "alice", "1.001"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("INVALID_AMOUNT"), "{stderr}");
+    let (code, stdout, _) = run(&["withdraw", "alice", "9.50", "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON output");
+    assert_eq!(json["transfer"]["amount_minor"], 950);
+    let (code, stdout, _) = run(&["balance", "alice"]);
+    assert_eq!(
+        (code, stdout.trim()),
+        (0, "alice: posted 60.00 USD, available 60.00 USD, held 0.00 USD")
+    );
+    let (code, stdout, _) = run(&["balance", "bob", "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON output");
+    assert_eq!(
+        (json["balance"]["posted_minor"].as_i64(), json["balance"]["available_minor"].as_i64()),
+        (Some(3_050), Some(3_550))
+    );
+    let (code, _, stderr) = run(&["balance", "ghost"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("ACCOUNT_NOT_FOUND"), "{stderr}");
+
+    assert!(server.terminate().success(), "SIGTERM drains and exits 0");
+    let (code, stdout, _) =
+        cli(&["verify", "--json", "--data-dir", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!((report["ok"].as_bool(), report["transfers"].as_u64()), (Some(true), Some(4)));
+}
+
+#[test]
+fn migrate_creates_the_schema_once_and_a_dead_server_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    let (code, stdout, _) = cli(&["migrate", "--data-dir", data]);
+    assert_eq!((code, stdout.contains("applied migrations 1")), (0, true), "{stdout}");
+    let (code, stdout, _) = cli(&["migrate", "--data-dir", data]);
+    assert_eq!((code, stdout.contains("up to date")), (0, true), "{stdout}");
+    let (code, _, stderr) = cli(&["balance", "a", "--addr", "http://127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot reach kopek"), "{stderr}");
+    let (code, _, stderr) =
+        cli(&["serve", "--database", "postgres://localhost/x", "--data-dir", data]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("embedded SQLite only"), "{stderr}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `kopek` binary on random ports with a temp data dir, driven
+//! by tonic clients and the CLI.
+
+mod cli;
+mod crash;
+mod health;
+mod ledger;
+mod stream;
+mod support;

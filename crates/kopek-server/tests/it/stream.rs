@@ -1,0 +1,54 @@
+//! StreamTransfers: pipelined requests, one response each, in order, after commit.
+
+use crate::support::*;
+use kopek_proto::kopek::v1 as pb;
+use tokio_stream::StreamExt;
+
+#[tokio::test]
+async fn a_pipelined_stream_answers_every_request_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    open_accounts(&mut client, &["a", "b"]).await;
+    one(&mut client, deposit("fund", "a", 1_000_000)).await;
+
+    let count: u64 = 2_000;
+    // Every request is sent before any answer is read: the server must keep reading.
+    let requests: Vec<pb::StreamTransfersRequest> = (0..count)
+        .map(|n| {
+            let transfer = match n % 10 {
+                7 => post(&format!("s{n}"), "a", "ghost", 1),
+                9 => pb::TransferRequest {
+                    currency: "???".into(),
+                    ..post(&format!("s{n}"), "a", "b", 1)
+                },
+                _ => post(&format!("s{n}"), "a", "b", 1),
+            };
+            pb::StreamTransfersRequest { request_id: n, transfers: vec![transfer], linked: false }
+        })
+        .collect();
+    let replay = requests[..10].to_vec();
+    let outbound = tokio_stream::iter(requests.into_iter().chain(replay));
+    let mut responses = client.stream_transfers(outbound).await.expect("open stream").into_inner();
+    let mut next_id = 0;
+    let mut posted_count = 0;
+    while let Some(response) = responses.next().await {
+        let response = response.expect("stream item");
+        let expected_id = next_id % count;
+        assert_eq!(response.request_id, expected_id, "responses come in request order");
+        assert!(response.error.is_none());
+        let result = &response.results[0];
+        match expected_id % 10 {
+            7 => assert_eq!(error_code(result), Some(pb::ErrorCode::AccountNotFound)),
+            9 => assert_eq!(error_code(result), Some(pb::ErrorCode::UnknownCurrency)),
+            _ if next_id >= count => assert!(result.replayed, "resent ids replay"),
+            _ => {
+                assert_eq!(status(result), pb::TransferStatus::Posted);
+                posted_count += 1;
+            }
+        }
+        next_id += 1;
+    }
+    assert_eq!(next_id, count + 10, "exactly one response per request, then a clean end");
+    assert_eq!(posted(&mut client, "b").await, posted_count);
+}

@@ -1,0 +1,185 @@
+//! `Server`: one `kopek serve` process on random loopback ports, and helpers for requests.
+
+use kopek_proto::kopek::v1 as pb;
+use kopek_proto::kopek::v1::ledger_client::LedgerClient;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub const KOPEK: &str = env!("CARGO_BIN_EXE_kopek");
+
+pub struct Server {
+    child: Child,
+    pub grpc_address: String,
+    pub http_address: String,
+}
+
+impl Server {
+    /// Starts `kopek serve` on `data_dir` and waits until it prints its listeners.
+    pub fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(KOPEK)
+            .args([
+                "serve",
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn kopek serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut grpc_address, mut http_address) = (None, None);
+        while grpc_address.is_none() || http_address.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line =
+                received.recv_timeout(left).expect("kopek serve printed its listeners in time");
+            if let Some(address) = line.strip_prefix("kopek: grpc listening on ") {
+                grpc_address = Some(address.to_owned());
+            } else if let Some(address) = line.strip_prefix("kopek: http listening on ") {
+                http_address = Some(address.to_owned());
+            }
+        }
+        Server {
+            child,
+            grpc_address: grpc_address.expect("grpc address"),
+            http_address: http_address.expect("http address"),
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_address)
+    }
+
+    pub async fn client(&self) -> LedgerClient<Channel> {
+        LedgerClient::connect(self.grpc_url()).await.expect("connect to kopek")
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.grpc_url()).expect("url").connect().await.expect("connect")
+    }
+
+    /// SIGKILL: no chance to flush or drain anything.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "kopek did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI; returns exit code, stdout and stderr.
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let output =
+        Command::new(KOPEK).args(args).env("RUST_LOG", "warn").output().expect("run kopek");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+pub fn new_account(id: &str, currency: &str) -> pb::NewAccount {
+    pb::NewAccount { id: id.to_owned(), currency: currency.to_owned(), ..Default::default() }
+}
+
+pub fn post(key: &str, debit: &str, credit: &str, minor: i64) -> pb::TransferRequest {
+    pb::TransferRequest {
+        idempotency_key: key.to_owned(),
+        kind: pb::TransferKind::Transfer as i32,
+        action: pb::TransferAction::Post as i32,
+        debit_account_id: debit.to_owned(),
+        credit_account_id: credit.to_owned(),
+        amount_minor: minor,
+        currency: "USD".to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn deposit(key: &str, account: &str, minor: i64) -> pb::TransferRequest {
+    pb::TransferRequest {
+        kind: pb::TransferKind::Deposit as i32,
+        debit_account_id: String::new(),
+        ..post(key, "", account, minor)
+    }
+}
+
+pub async fn open_accounts(client: &mut LedgerClient<Channel>, ids: &[&str]) {
+    let accounts = ids.iter().map(|id| new_account(id, "USD")).collect();
+    let response = client
+        .create_accounts(pb::CreateAccountsRequest { accounts })
+        .await
+        .expect("create accounts");
+    for result in response.into_inner().results {
+        assert!(result.error.is_none(), "{:?}", result.error);
+    }
+}
+
+pub async fn transfers(
+    client: &mut LedgerClient<Channel>,
+    transfers: Vec<pb::TransferRequest>,
+    linked: bool,
+) -> Vec<pb::TransferResult> {
+    let request = pb::CreateTransfersRequest { transfers, linked };
+    client.create_transfers(request).await.expect("create transfers").into_inner().results
+}
+
+pub async fn one(
+    client: &mut LedgerClient<Channel>,
+    transfer: pb::TransferRequest,
+) -> pb::TransferResult {
+    transfers(client, vec![transfer], false).await.remove(0)
+}
+
+pub async fn posted(client: &mut LedgerClient<Channel>, account: &str) -> i64 {
+    let request = pb::GetBalanceRequest { account_id: account.to_owned(), as_of: String::new() };
+    let response = client.get_balance(request).await.expect("balance").into_inner();
+    response.balance.expect("balance").posted_minor
+}
+
+pub fn error_code(result: &pb::TransferResult) -> Option<pb::ErrorCode> {
+    result.error.as_ref().map(|error| pb::ErrorCode::try_from(error.code).expect("known code"))
+}
+
+pub fn status(result: &pb::TransferResult) -> pb::TransferStatus {
+    let transfer = result.transfer.as_ref().expect("a recorded transfer");
+    pb::TransferStatus::try_from(transfer.status).expect("known status")
+}
