@@ -1,0 +1,43 @@
+//! The simulation as tests: pinned seeds (paste a failing seed here to keep it forever) and one
+//! fresh seed per run, printed so a failure can be replayed with `kopek-sim --seed N`.
+
+use kopek_sim::{SimConfig, run};
+
+async fn simulate(seed: u64, steps: usize) {
+    println!("kopek-sim seed={seed} steps={steps}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = SimConfig { seed, steps, accounts: 12 };
+    match run(&config, dir.path()).await {
+        Ok(report) => {
+            println!("seed {seed}: {report:?}");
+            assert!(
+                report.applied > 0 && report.declined > 0 && report.replays > 0,
+                "the workload exercised too little: {report:?}"
+            );
+        }
+        Err(message) => panic!(
+            "simulation failed; replay with `cargo run -p kopek-sim -- --seed {seed} --steps {steps}`: {message}"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_seeds() {
+    for seed in [1, 2, 3, 0xDEAD_BEEF] {
+        simulate(seed, 120).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_seed() {
+    let seed = std::env::var("KOPEK_SIM_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            nanos as u64
+        });
+    simulate(seed, 150).await;
+}
