@@ -79,7 +79,10 @@ fn migrate(args: &cli::StoreArgs) -> anyhow::Result<()> {
 }
 
 async fn verify(args: cli::VerifyArgs) -> ExitCode {
-    let store = match serve::open_store(&args.store) {
+    // Read-only, so it runs next to a live server and never creates an empty ledger.
+    let store = match serve::data_dir(&args.store)
+        .and_then(|dir| Ok(kopek_store_sqlite::SqliteStore::open_read_only(&dir)?))
+    {
         Ok(store) => store,
         Err(error) => {
             eprintln!("error: {error:#}");

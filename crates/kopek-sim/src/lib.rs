@@ -3,14 +3,18 @@
 //! through the real write path on a real SQLite file; a naive auditor predicts every verdict.
 //! Between waves the engine is restarted, gracefully or abruptly (in-flight work abandoned and
 //! resent, as a client would after a crash). After each wave the balances must match the
-//! auditor's, and `verify` must find the books consistent.
+//! auditor's, and `verify` must find the books consistent. Some waves run one request at a
+//! time over a store that injects failures before the write or after the commit; the client
+//! resends until it gets an answer, and the answer must be the auditor's.
 //!
 //! Every run prints its seed; `cargo run -p kopek-sim -- --seed N` replays its workload (how far
 //! an abrupt crash lets the writer get is the scheduler's, not the seed's).
 
 pub mod auditor;
+pub mod faulty;
 
 use auditor::{Auditor, Leg, Op, Verdict};
+use faulty::{Faults, FaultyStore};
 use kopek_core::*;
 use kopek_engine::{Engine, EngineConfig, Ticket};
 use kopek_store::Store;
@@ -34,6 +38,8 @@ pub struct SimReport {
     pub replays: u64,
     pub restarts: u64,
     pub abrupt_restarts: u64,
+    pub faults_before_write: u64,
+    pub faults_after_commit: u64,
 }
 
 /// SplitMix64: small, fast, and the same on every machine.
@@ -332,10 +338,29 @@ fn recorded_as(verdict: &Verdict, transfer: &Transfer, later: bool) -> bool {
     }
 }
 
-fn start(data_dir: &Path) -> Result<(Engine, tokio::task::JoinHandle<()>), String> {
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(data_dir).map_err(|e| format!("open store: {e}"))?);
+fn start(
+    data_dir: &Path,
+    faults: &Arc<Faults>,
+) -> Result<(Engine, tokio::task::JoinHandle<()>), String> {
+    let inner = SqliteStore::open(data_dir).map_err(|e| format!("open store: {e}"))?;
+    let store: Arc<dyn Store> = Arc::new(FaultyStore { inner, faults: faults.clone() });
     Ok(Engine::start(store, EngineConfig::default()))
+}
+
+/// Sends one command and, like a careful client, resends it while the store is unavailable.
+/// Returns the answer and whether it took more than one try.
+async fn submit_until_answered(
+    engine: &Engine,
+    body: &CommandBody,
+) -> Result<(CommandResult, bool), String> {
+    for attempt in 0..100 {
+        match engine.submit(Tenant::default_tenant(), body.clone()).await {
+            Ok(result) => return Ok((result, attempt > 0)),
+            Err(kopek_engine::EngineError::Unavailable(_)) => continue,
+            Err(error) => return Err(format!("submit: {error}")),
+        }
+    }
+    Err("the store stayed unavailable for 100 tries".to_owned())
 }
 
 fn enqueue_all(engine: &Engine, commands: &[CommandBody]) -> Result<Vec<Ticket>, String> {
@@ -361,7 +386,8 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
         next_key: 0,
         report: SimReport::default(),
     };
-    let (mut engine, mut writer) = start(data_dir)?;
+    let faults = Faults::new(config.seed ^ 0xFA17, 30);
+    let (mut engine, mut writer) = start(data_dir, &faults)?;
     let mut new_accounts = Vec::new();
     for index in 0..config.accounts.max(2) {
         let currency: &'static str = if index % 5 == 4 { "JPY" } else { "USD" };
@@ -385,27 +411,44 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
         let wave_size = 1 + sim.rng.below(24) as usize;
         let ops: Vec<Op> = (0..wave_size).map(|_| sim.op()).collect();
         let commands: Vec<CommandBody> = ops.iter().map(|op| sim.command(op)).collect();
-        let mut tickets = enqueue_all(&engine, &commands)?;
-        let abrupt = sim.rng.chance(4);
-        if abrupt {
-            // Crash with the wave in flight: the writer is stopped mid-work, whatever was
-            // queued is lost, and the client resends every request it got no answer to. How far
-            // the writer got first is up to the scheduler: the checks hold for any prefix.
-            for _ in 0..sim.rng.below(8) {
-                tokio::task::yield_now().await;
+        if sim.rng.chance(15) {
+            // A faulty wave: one request at a time, each resent until it gets an answer.
+            faults.set_enabled(true);
+            for (op, body) in ops.iter().zip(&commands) {
+                let (result, resent) = submit_until_answered(&engine, body)
+                    .await
+                    .map_err(|e| format!("step {step}: {e}"))?;
+                sim.report.requests += 1;
+                sim.check(op, &result, resent)
+                    .map_err(|message| format!("step {step}: {message}"))?;
             }
-            writer.abort();
-            drop(tickets);
-            drop(engine);
-            let _ = writer.await;
-            (engine, writer) = start(data_dir)?;
-            tickets = enqueue_all(&engine, &commands)?;
-            sim.report.abrupt_restarts += 1;
-        }
-        for (op, ticket) in ops.iter().zip(tickets) {
-            let result = ticket.wait().await.map_err(|e| format!("step {step}: {op:?}: {e}"))?;
-            sim.report.requests += 1;
-            sim.check(op, &result, abrupt).map_err(|message| format!("step {step}: {message}"))?;
+            faults.set_enabled(false);
+        } else {
+            let mut tickets = enqueue_all(&engine, &commands)?;
+            let abrupt = sim.rng.chance(4);
+            if abrupt {
+                // Crash with the wave in flight: the writer is stopped mid-work, whatever was
+                // queued is lost, and the client resends every request it got no answer to.
+                // How far the writer got first is up to the scheduler: the checks hold for any
+                // prefix.
+                for _ in 0..sim.rng.below(8) {
+                    tokio::task::yield_now().await;
+                }
+                writer.abort();
+                drop(tickets);
+                drop(engine);
+                let _ = writer.await;
+                (engine, writer) = start(data_dir, &faults)?;
+                tickets = enqueue_all(&engine, &commands)?;
+                sim.report.abrupt_restarts += 1;
+            }
+            for (op, ticket) in ops.iter().zip(tickets) {
+                let result =
+                    ticket.wait().await.map_err(|e| format!("step {step}: {op:?}: {e}"))?;
+                sim.report.requests += 1;
+                sim.check(op, &result, abrupt)
+                    .map_err(|message| format!("step {step}: {message}"))?;
+            }
         }
         sim.check_balances(engine.store().as_ref())
             .await
@@ -419,11 +462,13 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
         if sim.rng.chance(5) {
             drop(engine);
             writer.await.map_err(|e| format!("writer: {e}"))?;
-            (engine, writer) = start(data_dir)?;
+            (engine, writer) = start(data_dir, &faults)?;
             sim.report.restarts += 1;
         }
     }
     drop(engine);
     writer.await.map_err(|e| format!("writer: {e}"))?;
+    sim.report.faults_before_write = faults.before_write.load(std::sync::atomic::Ordering::Relaxed);
+    sim.report.faults_after_commit = faults.after_commit.load(std::sync::atomic::Ordering::Relaxed);
     Ok(sim.report)
 }

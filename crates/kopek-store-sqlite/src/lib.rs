@@ -44,6 +44,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    /// Held while the store is open for writing, so a second process cannot write too.
+    _lock: Option<std::fs::File>,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     idle_readers: Mutex<Vec<Connection>>,
     read_permits: Arc<Semaphore>,
@@ -56,6 +58,7 @@ impl SqliteStore {
         std::fs::create_dir_all(data_dir).map_err(|error| {
             StoreError::Unavailable(format!("create data dir {}: {error}", data_dir.display()))
         })?;
+        let lock = lock_data_dir(data_dir)?;
         let path = data_dir.join(DATABASE_FILE_NAME);
         let mut connection = open_writer(&path)?;
         migrate_connection(&mut connection)?;
@@ -72,7 +75,35 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
+                _lock: Some(lock),
                 writer: Mutex::new(Some(sender)),
+                idle_readers: Mutex::new(Vec::new()),
+                read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
+            }),
+        })
+    }
+
+    /// Opens an existing ledger for reading only (`kopek verify` next to a running server).
+    /// Writes answer `Unavailable`.
+    pub fn open_read_only(data_dir: &Path) -> StoreResult<SqliteStore> {
+        let path = data_dir.join(DATABASE_FILE_NAME);
+        if !path.is_file() {
+            return Err(StoreError::Unavailable(format!("no ledger found at {}", path.display())));
+        }
+        // Fails early on a file that is not a kopek database.
+        open_reader(&path)?
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |row| row.get::<_, i64>(0))
+            .map_err(|error| {
+                StoreError::Unavailable(format!(
+                    "{} is not a kopek ledger: {error}",
+                    path.display()
+                ))
+            })?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                _lock: None,
+                writer: Mutex::new(None),
                 idle_readers: Mutex::new(Vec::new()),
                 read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
             }),
@@ -141,11 +172,31 @@ impl SqliteStore {
     }
 }
 
+/// Takes the data directory's lock file, or fails if another process holds it.
+fn lock_data_dir(data_dir: &Path) -> StoreResult<std::fs::File> {
+    let path = data_dir.join("kopek.lock");
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(
+            |error| StoreError::Unavailable(format!("open {}: {error}", path.display())),
+        )?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "the ledger in {} is in use by another kopek process",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(StoreError::Unavailable(format!("lock {}: {error}", path.display())))
+        }
+    }
+}
+
 /// Applies pending migrations to the ledger in `data_dir`; returns the versions applied.
 pub fn migrate(data_dir: &Path) -> StoreResult<Vec<usize>> {
     std::fs::create_dir_all(data_dir).map_err(|error| {
         StoreError::Unavailable(format!("create data dir {}: {error}", data_dir.display()))
     })?;
+    let _lock = lock_data_dir(data_dir)?;
     let mut connection = open_writer(&data_dir.join(DATABASE_FILE_NAME))?;
     migrate_connection(&mut connection)
 }
@@ -691,6 +742,29 @@ mod tests {
     use super::*;
     use kopek_core::memory::SequentialIds;
     use kopek_core::*;
+
+    #[tokio::test]
+    async fn one_process_writes_a_data_dir_at_a_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = SqliteStore::open(dir.path()).expect("open");
+        let second =
+            SqliteStore::open(dir.path()).err().map(|error| error.to_string()).unwrap_or_default();
+        assert!(second.contains("in use by another kopek process"), "{second}");
+        let reader =
+            SqliteStore::open_read_only(dir.path()).expect("a reader may open beside the writer");
+        assert!(reader.verify().await.expect("verify").is_ok());
+        let keys = Batch::default().keys();
+        let refused = reader.write_batch(keys, Box::new(|_| Err("unreachable".to_owned()))).await;
+        assert!(
+            matches!(refused, Err(StoreError::Unavailable(_))),
+            "a read-only store never writes"
+        );
+        drop(first);
+        SqliteStore::open(dir.path()).expect("the lock is released with the store");
+        let missing =
+            SqliteStore::open_read_only(&dir.path().join("nowhere")).err().map(|e| e.to_string());
+        assert!(missing.unwrap_or_default().contains("no ledger found"));
+    }
 
     /// `verify` must notice books that no longer add up, whoever changed the rows.
     #[tokio::test]

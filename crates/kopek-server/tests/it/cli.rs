@@ -59,6 +59,25 @@ async fn client_commands_move_money_and_exit_with_the_error_code() {
     assert_eq!(code, 1);
     assert!(stderr.contains("ACCOUNT_NOT_FOUND"), "{stderr}");
 
+    let data = dir.path().to_str().expect("utf-8 path");
+    let (code, _, stderr) = cli(&[
+        "serve",
+        "--data-dir",
+        data,
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 2, "a second server on the same ledger must refuse to start");
+    assert!(stderr.contains("in use by another kopek process"), "{stderr}");
+    let (code, stdout, _) = cli(&["verify", "--data-dir", data]);
+    assert_eq!(
+        (code, stdout.contains("ok: the books balance")),
+        (0, true),
+        "verify runs beside a live server: {stdout}"
+    );
+
     assert!(server.terminate().success(), "SIGTERM drains and exits 0");
     let (code, stdout, _) =
         cli(&["verify", "--json", "--data-dir", dir.path().to_str().expect("utf-8 path")]);
@@ -76,6 +95,11 @@ fn migrate_creates_the_schema_once_and_a_dead_server_is_a_clear_error() {
     assert_eq!((code, stdout.contains("applied migrations 1")), (0, true), "{stdout}");
     let (code, stdout, _) = cli(&["migrate", "--data-dir", data]);
     assert_eq!((code, stdout.contains("up to date")), (0, true), "{stdout}");
+    let (code, _, stderr) =
+        cli(&["verify", "--data-dir", dir.path().join("typo").to_str().expect("utf-8 path")]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no ledger found"), "{stderr}");
+    assert!(!dir.path().join("typo").exists(), "verify creates nothing");
     let (code, _, stderr) = cli(&["balance", "a", "--addr", "http://127.0.0.1:1"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot reach kopek"), "{stderr}");

@@ -1,0 +1,141 @@
+//! `FaultyStore`: the real SQLite store with injected write failures, when enabled. A fault
+//! either refuses a batch before writing (nothing applied) or loses the answer after the
+//! commit (everything applied, the caller told it failed): the case idempotency exists for.
+
+use crate::Rng;
+use async_trait::async_trait;
+use kopek_core::{
+    Account, AccountId, IdempotencyKey, Keys, Outcome, Tenant, Timestamp, Transfer, TransferId,
+};
+use kopek_store::{
+    Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
+};
+use kopek_store_sqlite::SqliteStore;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Shared by every store the simulation opens, so faults survive restarts.
+pub struct Faults {
+    enabled: AtomicBool,
+    percent: u64,
+    rng: Mutex<Rng>,
+    pub before_write: AtomicU64,
+    pub after_commit: AtomicU64,
+}
+
+enum Fault {
+    BeforeWrite,
+    AfterCommit,
+}
+
+impl Faults {
+    pub fn new(seed: u64, percent: u64) -> Arc<Faults> {
+        Arc::new(Faults {
+            enabled: AtomicBool::new(false),
+            percent,
+            rng: Mutex::new(Rng::new(seed)),
+            before_write: AtomicU64::new(0),
+            after_commit: AtomicU64::new(0),
+        })
+    }
+
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::SeqCst);
+    }
+
+    fn roll(&self) -> Option<Fault> {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut rng = self.rng.lock().ok()?;
+        if !rng.chance(self.percent) {
+            return None;
+        }
+        Some(if rng.chance(50) { Fault::BeforeWrite } else { Fault::AfterCommit })
+    }
+}
+
+pub struct FaultyStore {
+    pub inner: SqliteStore,
+    pub faults: Arc<Faults>,
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome> {
+        match self.faults.roll() {
+            None => self.inner.write_batch(keys, decide).await,
+            Some(Fault::BeforeWrite) => {
+                self.faults.before_write.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Unavailable(
+                    "injected fault: connection lost before the write".to_owned(),
+                ))
+            }
+            Some(Fault::AfterCommit) => {
+                self.inner.write_batch(keys, decide).await?;
+                self.faults.after_commit.fetch_add(1, Ordering::Relaxed);
+                Err(StoreError::Unavailable(
+                    "injected fault: connection lost after the commit".to_owned(),
+                ))
+            }
+        }
+    }
+
+    async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
+        self.inner.account(id).await
+    }
+
+    async fn list_accounts(
+        &self,
+        owner: Option<&str>,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Account>> {
+        self.inner.list_accounts(owner, after, limit).await
+    }
+
+    async fn transfer(&self, id: TransferId) -> StoreResult<Option<Transfer>> {
+        self.inner.transfer(id).await
+    }
+
+    async fn transfer_by_key(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<Transfer>> {
+        self.inner.transfer_by_key(tenant, key).await
+    }
+
+    async fn entries(
+        &self,
+        account: &AccountId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Page<StoredEntry>> {
+        self.inner.entries(account, after, limit).await
+    }
+
+    async fn balance_before(
+        &self,
+        account: &AccountId,
+        before: Timestamp,
+    ) -> StoreResult<Option<i64>> {
+        self.inner.balance_before(account, before).await
+    }
+
+    async fn holds_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<TransferId>> {
+        self.inner.holds_due(now, limit).await
+    }
+
+    async fn next_hold_expiry(&self) -> StoreResult<Option<Timestamp>> {
+        self.inner.next_hold_expiry().await
+    }
+
+    async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        self.inner.events_after(sequence, limit).await
+    }
+
+    async fn verify(&self) -> StoreResult<VerifyReport> {
+        self.inner.verify().await
+    }
+}
