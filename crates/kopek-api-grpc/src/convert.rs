@@ -161,14 +161,15 @@ pub fn transfer_request(request: pb::TransferRequest) -> Result<TransferRequest,
         description: request.description,
         metadata: request.metadata.into_iter().collect(),
     };
-    details.validate()?;
-    Ok(TransferRequest {
+    let request = TransferRequest {
         idempotency_key,
         kind,
         movement,
         details,
         effective_at: timestamp(&request.effective_at, "effective_at")?,
-    })
+    };
+    request.validate()?;
+    Ok(request)
 }
 
 pub fn new_account(account: pb::NewAccount) -> Result<NewAccount, Rejection> {

@@ -12,6 +12,7 @@ use kopek_proto::kopek::v1 as pb;
 use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Requests of one `StreamTransfers` stream that may be committing at once. Past this the
@@ -21,11 +22,13 @@ const PAGE_SIZE_DEFAULT: usize = 100;
 
 pub struct LedgerService {
     engine: Engine,
+    /// Cancelled when the server drains: streams stop reading and finish what they took.
+    shutdown: CancellationToken,
 }
 
 impl LedgerService {
-    pub fn new(engine: Engine) -> LedgerService {
-        LedgerService { engine }
+    pub fn new(engine: Engine, shutdown: CancellationToken) -> LedgerService {
+        LedgerService { engine, shutdown }
     }
 
     /// Until authentication lands every caller is the default tenant.
@@ -415,9 +418,15 @@ impl pb::ledger_server::Ledger for LedgerService {
         // The pipeline: the reader enqueues each request at once and passes its ticket on;
         // the responder answers tickets in arrival order as their batches commit.
         let (pipeline, mut in_flight) = mpsc::channel::<InFlight>(STREAM_IN_FLIGHT_MAX);
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let item = match inbound.message().await {
+                let message = tokio::select! {
+                    message = inbound.message() => message,
+                    // Draining: read nothing more; what was read is still answered.
+                    () = shutdown.cancelled() => break,
+                };
+                let item = match message {
                     Ok(Some(message)) => {
                         let request_id = message.request_id;
                         InFlight::Request(

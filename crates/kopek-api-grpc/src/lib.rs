@@ -7,9 +7,9 @@ pub mod status;
 
 use kopek_engine::Engine;
 use kopek_proto::kopek::v1::ledger_server::LedgerServer;
-use std::future::Future;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -49,8 +49,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves every gRPC service on `listener` until `shutdown` resolves, then lets in-flight
-/// calls finish.
+/// Serves every gRPC service on `listener` until `shutdown` is cancelled, then lets in-flight
+/// calls finish; open streams stop reading and end after answering what they read.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
@@ -59,10 +59,10 @@ pub async fn serve(
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let message_bytes_max = config.message_bytes_max.min(MESSAGE_BYTES_MAX);
-    let ledger = LedgerServer::new(ledger::LedgerService::new(engine))
+    let ledger = LedgerServer::new(ledger::LedgerService::new(engine, shutdown.clone()))
         .max_decoding_message_size(message_bytes_max)
         .max_encoding_message_size(message_bytes_max);
     let reflection = || {
@@ -83,7 +83,7 @@ pub async fn serve(
         .add_service(ledger)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await?;
     Ok(())
 }

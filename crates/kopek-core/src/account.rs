@@ -183,13 +183,14 @@ impl NewAccount {
         validate_metadata(&self.metadata)
     }
 
-    /// True when `account` is what this request would have opened (balances aside).
+    /// True when `account` is what this request would have opened. Only fields that never
+    /// change are compared: the overdraft limit and status may have been updated since, and
+    /// retrying the original request must still answer the account.
     pub fn matches(&self, account: &Account) -> bool {
         self.id == account.id
             && self.currency == account.currency
             && self.owner == account.owner
             && self.kind == account.kind
-            && self.overdraft == account.overdraft
             && self.metadata == account.metadata
     }
 }

@@ -4,9 +4,11 @@
 //! # Order of checks
 //!
 //! For a transfer that moves money (`Movement::Move`), first failure wins:
-//! 1. details within bounds, else `INVALID_ARGUMENT` (not recorded: bad input loses nothing);
-//! 2. idempotency: a known key with the same fingerprint replays the original transfer, with
-//!    another fingerprint it is `IDEMPOTENCY_KEY_REUSED` (not recorded);
+//! 1. details and hold timeout within bounds, else `INVALID_ARGUMENT` (not recorded: bad input
+//!    loses nothing);
+//! 2. idempotency: a known key with the same fingerprint replays the original outcome, with
+//!    another fingerprint it is `IDEMPOTENCY_KEY_REUSED` (not recorded). Members of a linked
+//!    request have fingerprints of their own, so a key used alone never replays inside one;
 //! 3. deposits must be debited from, withdrawals credited to, `world:<CUR>` (`INVALID_ARGUMENT`);
 //! 4. `SAME_ACCOUNT`;
 //! 5. `ACCOUNT_NOT_FOUND`, debit account first, then credit account;
@@ -566,13 +568,13 @@ impl<'a> Ledger<'a> {
     }
 
     fn transfer_once(&mut self, tenant: &Tenant, request: &TransferRequest) -> TransferResult {
-        if let Err(rejection) = request.details.validate() {
+        if let Err(rejection) = request.validate() {
             return TransferResult::Rejected(rejection);
         }
         let fingerprint = request.fingerprint();
         if let Some(existing) = self.known(tenant, &request.idempotency_key) {
             return if existing.fingerprint == fingerprint {
-                TransferResult::Replayed(existing.clone())
+                TransferResult::Replayed(existing.as_first_recorded())
             } else {
                 TransferResult::Rejected(key_reused(&request.idempotency_key))
             };
@@ -598,7 +600,7 @@ impl<'a> Ledger<'a> {
         let mut committed = Vec::with_capacity(requests.len());
         let mut failure = None;
         for (index, request) in requests.iter().enumerate() {
-            match self.execute(tenant, request, &request.fingerprint()) {
+            match self.execute(tenant, request, &request.fingerprint_linked()) {
                 Ok(transfer) => committed.push(TransferResult::Committed(transfer)),
                 Err(rejection) => {
                     failure = Some((index, rejection));
@@ -623,7 +625,7 @@ impl<'a> Ledger<'a> {
                 TransferResult::Committed(self.decline(
                     tenant,
                     request,
-                    request.fingerprint(),
+                    request.fingerprint_linked(),
                     reason,
                 ))
             })
@@ -650,7 +652,7 @@ impl<'a> Ledger<'a> {
         };
         let mut seen = BTreeSet::new();
         for (index, request) in requests.iter().enumerate() {
-            if let Err(rejection) = request.details.validate() {
+            if let Err(rejection) = request.validate() {
                 return Some(fail_all(index, rejection));
             }
             if !seen.insert(&request.idempotency_key) {
@@ -666,14 +668,14 @@ impl<'a> Ledger<'a> {
             return None;
         }
         let mismatch = requests.iter().zip(&known).position(|(request, existing)| match existing {
-            Some(existing) => existing.fingerprint != request.fingerprint(),
+            Some(existing) => existing.fingerprint != request.fingerprint_linked(),
             None => true,
         });
         Some(match mismatch {
             None => known
                 .into_iter()
                 .flatten()
-                .map(|transfer| TransferResult::Replayed(transfer.clone()))
+                .map(|transfer| TransferResult::Replayed(transfer.as_first_recorded()))
                 .collect(),
             Some(index) => {
                 let rejection = match known[index] {
@@ -735,14 +737,6 @@ impl<'a> Ledger<'a> {
                 return Err(Rejection::invalid(format!("a withdrawal is credited to {world}")));
             }
             _ => {}
-        }
-        if let Some(Hold { timeout_seconds: Some(seconds) }) = hold
-            && (seconds == 0 || seconds > limits::HOLD_TIMEOUT_SECONDS_MAX)
-        {
-            return Err(Rejection::invalid(format!(
-                "hold timeout must be 1 to {} seconds",
-                limits::HOLD_TIMEOUT_SECONDS_MAX
-            )));
         }
         if debit_id == credit_id {
             return Err(Rejection::new(

@@ -112,6 +112,26 @@ pub struct TransferRequest {
 }
 
 impl TransferRequest {
+    /// Bounds on the request's own fields; a failure here is bad input and is not recorded.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        if let Movement::Move { hold: Some(Hold { timeout_seconds: Some(seconds) }), .. } =
+            self.movement
+            && (seconds == 0 || seconds > limits::HOLD_TIMEOUT_SECONDS_MAX)
+        {
+            return Err(Rejection::invalid(format!(
+                "hold timeout must be 1 to {} seconds",
+                limits::HOLD_TIMEOUT_SECONDS_MAX
+            )));
+        }
+        self.details.validate()
+    }
+
+    /// The fingerprint of this request as a member of a linked request: a key used alone
+    /// and then inside a linked request (or the other way round) is a reuse, not a replay.
+    pub fn fingerprint_linked(&self) -> Fingerprint {
+        Fingerprint(format!("{}|linked", self.fingerprint().0))
+    }
+
     /// The canonical text of the fields that decide the money movement. Two requests with one
     /// idempotency key are the same request exactly when their fingerprints are equal. Free
     /// text, metadata and the effective time are left out, as Stripe and the contracts do.
@@ -242,6 +262,18 @@ pub struct Transfer {
 }
 
 impl Transfer {
+    /// The transfer as its request was first answered. Only holds change after that (they are
+    /// captured, voided or expire); a replay answers the original outcome, as Stripe does.
+    pub fn as_first_recorded(&self) -> Transfer {
+        let mut original = self.clone();
+        if self.action == Action::Hold && self.status != TransferStatus::Declined {
+            original.status = TransferStatus::Pending;
+            original.captured_amount = 0;
+            original.updated_at = self.committed_at;
+        }
+        original
+    }
+
     pub fn error_code(&self) -> Option<ErrorCode> {
         self.error.as_ref().map(|rejection| rejection.code)
     }

@@ -485,6 +485,8 @@ fn accounts_are_idempotent_on_their_id() {
         account a USD
         account a USD
         account a EUR
+        limit a 700
+        account a USD
         account world:USD USD
         account world:USD USD system unbounded
         account u USD unbounded
@@ -497,6 +499,10 @@ fn accounts_are_idempotent_on_their_id() {
               existed a
             account a EUR
               rejected ACCOUNT_EXISTS: account a already exists with other fields
+            limit a 700
+              updated a active
+            account a USD
+              existed a
             account world:USD USD
               rejected INVALID_ARGUMENT: ids starting with 'world:' are reserved for world:<CUR> system accounts
             account world:USD USD system unbounded
@@ -509,7 +515,7 @@ fn accounts_are_idempotent_on_their_id() {
             a USD posted=0
             s USD posted=0
             world:USD USD posted=0
-            events: AccountOpened AccountOpened AccountOpened
+            events: AccountOpened AccountUpdated AccountOpened AccountOpened
         "#]],
     );
 }
@@ -524,8 +530,10 @@ fn holds_capture_void_and_expire() {
         transfer h1 a->b 60 hold
         transfer t1 a->b 50
         capture c1 h1 20
+        transfer h1 a->b 60 hold
         capture c2 h1
         void v1 h1
+        transfer h0 a->b 1 timeout=0
         transfer h2 a->b 10 timeout=5
         void v2 h2
         void v2 h2
@@ -549,10 +557,14 @@ fn holds_capture_void_and_expire() {
               post declined 5000 INSUFFICIENT_FUNDS: balance 40.00 USD is less than 50.00 USD
             capture c1 h1 20
               capture posted 2000
+            transfer h1 a->b 60 hold
+              replayed hold pending 6000
             capture c2 h1
               capture declined 6000 PENDING_ALREADY_RESOLVED: hold 00000000000000000000000006 is already captured
             void v1 h1
               void declined 6000 PENDING_ALREADY_RESOLVED: hold 00000000000000000000000006 is already captured
+            transfer h0 a->b 1 timeout=0
+              rejected INVALID_ARGUMENT: hold timeout must be 1 to 2592000 seconds
             transfer h2 a->b 10 timeout=5
               hold pending 1000
             void v2 h2
@@ -634,6 +646,10 @@ fn linked_requests_are_all_or_nothing() {
         linked l1 a->b 5; l2 b->c 5
         linked l1 a->b 5; l6 b->c 5
         linked l7 a->b 1; l7 a->b 1
+        transfer solo a->b 1
+        linked solo a->b 1; l8 b->c 1
+        linked l9 a->b 1
+        transfer l9 a->b 1
         ",
         expect![[r#"
             account a USD
@@ -664,12 +680,21 @@ fn linked_requests_are_all_or_nothing() {
             linked l7 a->b 1; l7 a->b 1
               rejected LINKED_EVENT_FAILED: the transfer at index 1 of this linked request failed with INVALID_ARGUMENT
               rejected INVALID_ARGUMENT: an idempotency key appears twice in one linked request
+            transfer solo a->b 1
+              post posted 100
+            linked solo a->b 1; l8 b->c 1
+              rejected IDEMPOTENCY_KEY_REUSED: idempotency key 'solo' was already used with other parameters
+              rejected LINKED_EVENT_FAILED: the transfer at index 0 of this linked request failed with IDEMPOTENCY_KEY_REUSED
+            linked l9 a->b 1
+              post posted 100
+            transfer l9 a->b 1
+              rejected IDEMPOTENCY_KEY_REUSED: idempotency key 'l9' was already used with other parameters
             --
-            a USD posted=500
-            b USD posted=0
+            a USD posted=300
+            b USD posted=200
             c USD posted=500
             world:USD USD posted=-1000
-            events: AccountOpened AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted TransferPosted TransferDeclined TransferDeclined TransferDeclined
+            events: AccountOpened AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted TransferPosted TransferDeclined TransferDeclined TransferDeclined TransferPosted TransferPosted
         "#]],
     );
 }

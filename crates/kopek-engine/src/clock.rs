@@ -12,6 +12,11 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A clock whose first tick is after `last` (the newest commit the store holds).
+    pub fn after(last: Option<Timestamp>) -> Clock {
+        Clock { last }
+    }
+
     pub fn wall_now() -> Timestamp {
         let micros =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros());
@@ -37,6 +42,11 @@ pub struct UlidGenerator {
 }
 
 impl UlidGenerator {
+    /// A generator whose ids are all larger than `largest` (the largest id the store holds).
+    pub fn after(largest: Option<Ulid>) -> UlidGenerator {
+        UlidGenerator { last: largest.map_or(0, Ulid::as_u128) }
+    }
+
     pub fn next(&mut self, now: Timestamp) -> Ulid {
         let millis = u64::try_from(now.as_unix_micros() / 1_000).unwrap_or(0);
         let fresh = Ulid::from_parts(millis, uuid::Uuid::new_v4().as_u128()).as_u128();
@@ -66,5 +76,11 @@ mod tests {
         }
         let stepped_back = ids.next(Timestamp::EPOCH);
         assert!(stepped_back > last_id, "a clock step back still gives a larger id");
+
+        let far_future = Timestamp::from_unix_micros(last_time.as_unix_micros() + 3_600_000_000);
+        let mut restarted = Clock::after(Some(far_future));
+        assert!(restarted.tick() > far_future, "a restart continues after the stored commits");
+        let mut restarted_ids = UlidGenerator::after(Some(stepped_back));
+        assert!(restarted_ids.next(Timestamp::EPOCH) > stepped_back);
     }
 }

@@ -5,21 +5,25 @@
 //! fsync for the whole batch.
 //!
 //! The writer also expires holds: it sleeps until the earliest hold expiry it knows of.
+//! `Engine::close` stops intake; the writer answers what is queued, then stops.
 
 mod clock;
 
 pub use clock::{Clock, UlidGenerator};
 
 use kopek_core::{
-    Batch, Command, CommandBody, CommandResult, Outcome, Tenant, Timestamp, TransferStatus, limits,
+    Batch, Command, CommandBody, CommandResult, Outcome, Tenant, Timestamp, TransferId,
+    TransferStatus, limits,
 };
 use kopek_store::{Store, StoreError};
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -78,6 +82,7 @@ pub struct Engine {
     sender: mpsc::Sender<Job>,
     store: Arc<dyn Store>,
     stats: Arc<EngineStats>,
+    closed: CancellationToken,
 }
 
 /// The answer to one enqueued command, ready after its batch commits.
@@ -94,6 +99,7 @@ impl Engine {
     pub fn start(store: Arc<dyn Store>, config: EngineConfig) -> (Engine, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(EngineStats::default());
+        let closed = CancellationToken::new();
         let writer = Writer {
             receiver,
             store: store.clone(),
@@ -102,9 +108,11 @@ impl Engine {
             ids: Arc::new(Mutex::new(UlidGenerator::default())),
             stats: stats.clone(),
             next_expiry: None,
+            unexpirable: BTreeSet::new(),
+            closed: closed.clone(),
         };
         let handle = tokio::spawn(writer.run());
-        (Engine { sender, store, stats }, handle)
+        (Engine { sender, store, stats, closed }, handle)
     }
 
     /// Queues a command without waiting; `OVERLOADED` at once when the queue is full.
@@ -135,6 +143,12 @@ impl Engine {
         &self.stats
     }
 
+    /// Stops taking commands (they answer `SHUTTING_DOWN`); the writer answers everything
+    /// already queued and then stops, even while other handles are still alive.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
     /// Commands waiting for the writer right now.
     pub fn queue_depth(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
@@ -150,6 +164,10 @@ struct Writer {
     stats: Arc<EngineStats>,
     /// The earliest hold expiry known; the writer wakes then to expire holds.
     next_expiry: Option<Timestamp>,
+    /// Holds whose expiry failed on its own; skipped until the next start.
+    unexpirable: BTreeSet<TransferId>,
+    /// Cancelled by `Engine::close`.
+    closed: CancellationToken,
 }
 
 /// Holds expired per batch of the expiry pass.
@@ -160,22 +178,26 @@ const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
 
 impl Writer {
     async fn run(mut self) {
+        self.start_after_watermark().await;
         self.next_expiry = self.store.next_hold_expiry().await.unwrap_or_else(|error| {
             tracing::warn!(%error, "could not read hold expiries at start; retrying soon");
             Some(Clock::wall_now())
         });
+        let mut closing = false;
         loop {
-            let first = match self.next_expiry {
-                Some(at) => {
-                    tokio::select! {
-                        job = self.receiver.recv() => job,
-                        () = tokio::time::sleep(until(at)) => {
-                            self.expire_due().await;
-                            continue;
-                        }
-                    }
+            let expiry = self.next_expiry;
+            let first = tokio::select! {
+                job = self.receiver.recv() => job,
+                () = self.closed.cancelled(), if !closing => {
+                    // Take no new commands; what is queued is still answered below.
+                    self.receiver.close();
+                    closing = true;
+                    continue;
                 }
-                None => self.receiver.recv().await,
+                () = tokio::time::sleep(expiry.map_or(EXPIRY_RECHECK, until)), if expiry.is_some() => {
+                    self.expire_due().await;
+                    continue;
+                }
             };
             let Some(first) = first else {
                 break;
@@ -184,6 +206,22 @@ impl Writer {
             self.process(jobs).await;
         }
         tracing::info!("write path stopped: queue closed and drained");
+    }
+
+    /// Continues the commit clock and the ids after what the store already holds, so neither
+    /// goes back in time when the wall clock did between runs.
+    async fn start_after_watermark(&mut self) {
+        match self.store.watermark().await {
+            Ok(watermark) => {
+                self.clock = Clock::after(watermark.committed_at);
+                if let Ok(mut ids) = self.ids.lock() {
+                    *ids = UlidGenerator::after(watermark.largest_id);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not read the store's watermark; using the wall clock")
+            }
+        }
     }
 
     /// Takes whatever else is queued, up to the batch limits, without waiting.
@@ -272,10 +310,12 @@ impl Writer {
                 self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, commands = command_count, "batch failed; nothing of it was written");
                 Err(match error {
-                    StoreError::Invariant(message) => EngineError::Internal(message),
-                    StoreError::Unavailable(message) | StoreError::Corrupt(message) => {
-                        EngineError::Unavailable(message)
+                    // A row that does not decode fails the same way on every retry: treat it
+                    // like a broken invariant, so the batch is retried command by command.
+                    StoreError::Invariant(message) | StoreError::Corrupt(message) => {
+                        EngineError::Internal(message)
                     }
+                    StoreError::Unavailable(message) => EngineError::Unavailable(message),
                 })
             }
         }
@@ -296,26 +336,37 @@ impl Writer {
 
     async fn expire_due(&mut self) {
         let now = Clock::wall_now();
+        let retry_soon = Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000));
         loop {
             let due = match self.store.holds_due(now, EXPIRY_BATCH_MAX).await {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::warn!(%error, "could not read due holds; retrying in a second");
-                    self.next_expiry =
-                        Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000));
+                    self.next_expiry = retry_soon;
                     return;
                 }
             };
             let full = due.len() == EXPIRY_BATCH_MAX;
-            if !due.is_empty() {
-                let command = Command {
-                    tenant: Tenant::default_tenant(),
-                    body: CommandBody::ExpireHolds(due),
-                };
-                if let Err(error) = self.commit(Arc::new(Batch { commands: vec![command] })).await {
+            let due: Vec<TransferId> =
+                due.into_iter().filter(|id| !self.unexpirable.contains(id)).collect();
+            if due.is_empty() {
+                break;
+            }
+            match self.commit(Arc::new(expire_batch(due.clone()))).await {
+                Ok(_) => {}
+                // One hold that cannot expire must not block the others: go one at a time and
+                // set aside the ones that fail for an operator to look at.
+                Err(EngineError::Internal(_)) => {
+                    for id in due {
+                        if let Err(error) = self.commit(Arc::new(expire_batch(vec![id]))).await {
+                            tracing::error!(%error, hold = %id, "hold cannot expire; skipping it until restart");
+                            self.unexpirable.insert(id);
+                        }
+                    }
+                }
+                Err(error) => {
                     tracing::warn!(%error, "hold expiry failed; retrying in a second");
-                    self.next_expiry =
-                        Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000));
+                    self.next_expiry = retry_soon;
                     return;
                 }
             }
@@ -325,8 +376,17 @@ impl Writer {
         }
         self.next_expiry = match self.store.next_hold_expiry().await {
             Ok(next) => next,
-            Err(_) => Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000)),
+            Err(_) => retry_soon,
         };
+    }
+}
+
+fn expire_batch(ids: Vec<TransferId>) -> Batch {
+    Batch {
+        commands: vec![Command {
+            tenant: Tenant::default_tenant(),
+            body: CommandBody::ExpireHolds(ids),
+        }],
     }
 }
 

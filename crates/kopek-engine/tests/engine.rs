@@ -184,3 +184,49 @@ async fn dropping_every_handle_drains_the_queue_and_stops_the_writer() {
         .expect("writer did not panic");
     assert_eq!(store.list_accounts(None, None, 100).await.expect("read").len(), 10);
 }
+
+#[tokio::test]
+async fn close_answers_what_is_queued_and_stops_while_handles_live_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (engine, writer) = start(&dir, EngineConfig::default());
+    let other_handle = engine.clone();
+    let tenant = Tenant::default_tenant();
+    let tickets: Vec<_> = (0..5)
+        .map(|n| engine.enqueue(tenant.clone(), open(&[&format!("acct{n}")])).expect("queued"))
+        .collect();
+    engine.close();
+    for ticket in tickets {
+        assert!(ticket.wait().await.is_ok(), "commands queued before close are answered");
+    }
+    tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .expect("writer stops")
+        .expect("no panic");
+    let late = other_handle.enqueue(tenant, open(&["late"]));
+    assert!(matches!(late, Err(EngineError::ShuttingDown)), "a closed engine takes nothing new");
+}
+
+#[tokio::test]
+async fn a_restarted_writer_commits_after_everything_already_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+    // A commit an hour ahead of this machine's clock, as if the clock stepped back since.
+    let ahead = Timestamp::from_unix_micros(
+        kopek_engine::Clock::wall_now().as_unix_micros() + 3_600_000_000,
+    );
+    let batch = Batch {
+        commands: vec![Command { tenant: Tenant::default_tenant(), body: open(&["early"]) }],
+    };
+    let keys = batch.keys();
+    let mut ids = kopek_core::memory::SequentialIds::default();
+    store
+        .write_batch(keys, Box::new(move |state| Ok(apply(state, &batch, ahead, &mut ids))))
+        .await
+        .expect("commit");
+
+    let (engine, _writer) = Engine::start(store, EngineConfig::default());
+    let result = engine.submit(Tenant::default_tenant(), open(&["later"])).await.expect("commit");
+    let CommandResult::Accounts(results) = result else { panic!("accounts expected") };
+    let AccountResult::Created(account) = &results[0] else { panic!("created expected") };
+    assert!(account.created_at > ahead, "commit time went back: {} <= {ahead}", account.created_at);
+}

@@ -80,7 +80,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut servers = tokio::task::JoinSet::new();
     let grpc_address = grpc_listener.local_addr()?;
-    let grpc_shutdown = shutdown.clone().cancelled_owned();
+    let grpc_shutdown = shutdown.clone();
     let grpc_config = GrpcConfig { message_bytes_max: args.grpc_message_bytes_max };
     let grpc_engine = engine.clone();
     let grpc_reporter = reporter.clone();
@@ -141,7 +141,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             servers.abort_all();
         }
     }
-    // The writer finishes every queued command once the last engine handle is gone.
+    // The writer answers every queued command, then stops.
+    engine.close();
     drop(engine);
     drop(http_state);
     if tokio::time::timeout(timeout, writer).await.is_err() {

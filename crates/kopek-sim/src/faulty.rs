@@ -8,7 +8,7 @@ use kopek_core::{
     Account, AccountId, IdempotencyKey, Keys, Outcome, Tenant, Timestamp, Transfer, TransferId,
 };
 use kopek_store::{
-    Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
+    Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark,
 };
 use kopek_store_sqlite::SqliteStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -133,6 +133,10 @@ impl Store for FaultyStore {
 
     async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         self.inner.events_after(sequence, limit).await
+    }
+
+    async fn watermark(&self) -> StoreResult<Watermark> {
+        self.inner.watermark().await
     }
 
     async fn verify(&self) -> StoreResult<VerifyReport> {

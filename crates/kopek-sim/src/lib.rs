@@ -342,7 +342,19 @@ fn start(
     data_dir: &Path,
     faults: &Arc<Faults>,
 ) -> Result<(Engine, tokio::task::JoinHandle<()>), String> {
-    let inner = SqliteStore::open(data_dir).map_err(|e| format!("open store: {e}"))?;
+    // After an abrupt stop a blocking read of the old store may still be finishing; it holds
+    // the data dir's lock until then, as a dying process does until it exits.
+    let mut attempts = 0;
+    let inner = loop {
+        match SqliteStore::open(data_dir) {
+            Ok(store) => break store,
+            Err(error) if attempts < 500 && error.to_string().contains("in use") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => return Err(format!("open store: {error}")),
+        }
+    };
     let store: Arc<dyn Store> = Arc::new(FaultyStore { inner, faults: faults.clone() });
     Ok(Engine::start(store, EngineConfig::default()))
 }

@@ -11,7 +11,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use kopek_core::{
     Account, AccountId, Entry, IdempotencyKey, Keys, Outcome, State, Tenant, Timestamp, Transfer,
-    TransferId,
+    TransferId, Ulid,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,14 @@ pub struct StoredEvent {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<u64>,
+}
+
+/// The newest commit time and the largest ULID the ledger has written. A restarted writer
+/// starts after both, so commit times and ids never go back even if the wall clock did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watermark {
+    pub committed_at: Option<Timestamp>,
+    pub largest_id: Option<Ulid>,
 }
 
 /// What `verify` checked and every problem it found.
@@ -115,6 +123,7 @@ pub trait Store: Send + Sync + 'static {
     async fn next_hold_expiry(&self) -> StoreResult<Option<Timestamp>>;
     /// Outbox events after `sequence` (exclusive), in order.
     async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    async fn watermark(&self) -> StoreResult<Watermark>;
     /// Recomputes the books from the rows: see `VerifyReport`.
     async fn verify(&self) -> StoreResult<VerifyReport>;
 }

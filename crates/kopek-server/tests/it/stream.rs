@@ -52,3 +52,38 @@ async fn a_pipelined_stream_answers_every_request_in_order() {
     assert_eq!(next_id, count + 10, "exactly one response per request, then a clean end");
     assert_eq!(posted(&mut client, "b").await, posted_count);
 }
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_after_answering_what_they_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A long drain allowance: the server must not need it, streams end as soon as answered.
+    let mut server = Server::start_with(dir.path(), &["--shutdown-timeout-seconds", "120"]);
+    let mut client = server.client().await;
+    open_accounts(&mut client, &["a", "b"]).await;
+    one(&mut client, deposit("fund", "a", 1_000)).await;
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let mut responses = client
+        .stream_transfers(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .expect("stream")
+        .into_inner();
+    for n in 0..3u64 {
+        let request = pb::StreamTransfersRequest {
+            request_id: n,
+            transfers: vec![post(&format!("t{n}"), "a", "b", 10)],
+            linked: false,
+        };
+        sender.send(request).await.expect("send");
+        let response = responses.next().await.expect("an answer").expect("ok");
+        assert_eq!(status(&response.results[0]), pb::TransferStatus::Posted);
+    }
+    // The client keeps its side open; SIGTERM must still end the stream and the process.
+    let status = tokio::task::spawn_blocking(move || server.terminate()).await.expect("join");
+    assert!(status.success(), "SIGTERM exits 0 with a stream open");
+    let end = responses.next().await;
+    assert!(matches!(end, None | Some(Err(_))), "the stream ended: {end:?}");
+    drop(sender);
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    assert_eq!(posted(&mut client, "b").await, 30, "every answered request is committed");
+}

@@ -20,6 +20,11 @@ pub struct Server {
 impl Server {
     /// Starts `kopek serve` on `data_dir` and waits until it prints its listeners.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// Starts `kopek serve` with extra flags.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(KOPEK)
             .args([
                 "serve",
@@ -30,6 +35,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
