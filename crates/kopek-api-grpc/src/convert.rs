@@ -84,21 +84,21 @@ fn kind_to_proto(kind: TransferKind) -> pb::TransferKind {
     }
 }
 
-/// The amount of a request: `amount_minor`, or the decimal `amount`, or both if they agree.
-fn amount(request: &pb::TransferRequest, currency: Currency) -> Result<Option<Amount>, Rejection> {
+/// The amount of a request in minor units: `amount_minor`, or the decimal `amount`, or both if
+/// they agree. A malformed decimal is refused here; a negative `amount_minor` goes on to the
+/// ledger, which records it as declined with `INVALID_AMOUNT`.
+fn amount(request: &pb::TransferRequest, currency: Currency) -> Result<i64, Rejection> {
     let from_text = optional_text(&request.amount)
-        .map(|text| Amount::parse_major(text, currency))
+        .map(|text| Amount::parse_major(text, currency).map(Amount::minor))
         .transpose()?;
-    let from_minor = match request.amount_minor {
-        0 => None,
-        minor => Some(Amount::new(minor)?),
-    };
+    let from_minor = (request.amount_minor != 0).then_some(request.amount_minor);
     match (from_minor, from_text) {
         (Some(minor), Some(text)) if minor != text => Err(Rejection::new(
             ErrorCode::InvalidAmount,
-            format!("amount_minor {} and amount '{}' disagree", minor.minor(), request.amount),
+            format!("amount_minor {minor} and amount '{}' disagree", request.amount),
         )),
-        (minor, text) => Ok(minor.or(text)),
+        (None, None) => Err(Rejection::new(ErrorCode::InvalidAmount, "amount is required")),
+        (minor, text) => Ok(minor.or(text).unwrap_or_default()),
     }
 }
 
@@ -113,9 +113,7 @@ pub fn transfer_request(request: pb::TransferRequest) -> Result<TransferRequest,
                 return Err(Rejection::invalid("currency is required"));
             }
             let currency = Currency::parse(&request.currency)?;
-            let amount = amount(&request, currency)?.ok_or_else(|| {
-                Rejection::new(ErrorCode::InvalidAmount, "amount must be positive")
-            })?;
+            let amount = amount(&request, currency)?;
             let world = AccountId::world(currency);
             let side = |text: &str, default: bool, name: &str| match optional_text(text) {
                 Some(text) => AccountId::parse(text),
@@ -167,6 +165,7 @@ pub fn transfer_request(request: pb::TransferRequest) -> Result<TransferRequest,
         movement,
         details,
         effective_at: timestamp(&request.effective_at, "effective_at")?,
+        open_if_missing: Vec::new(),
     };
     request.validate()?;
     Ok(request)

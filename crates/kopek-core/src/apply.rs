@@ -10,16 +10,18 @@
 //!    another fingerprint it is `IDEMPOTENCY_KEY_REUSED` (not recorded). Members of a linked
 //!    request have fingerprints of their own, so a key used alone never replays inside one;
 //! 3. deposits must be debited from, withdrawals credited to, `world:<CUR>` (`INVALID_ARGUMENT`);
-//! 4. `SAME_ACCOUNT`;
-//! 5. `ACCOUNT_NOT_FOUND`, debit account first, then credit account;
-//! 6. `CURRENCY_MISMATCH`, when the transfer's currency differs from either account's;
-//! 7. `ACCOUNT_CLOSED` then `ACCOUNT_FROZEN`, debit account first, then credit account;
-//! 8. `INSUFFICIENT_FUNDS`, when the debit account's available balance (posted - held +
+//! 4. `INVALID_AMOUNT`, when the amount is not positive;
+//! 5. `SAME_ACCOUNT`;
+//! 6. `ACCOUNT_NOT_FOUND`, debit account first, then credit account (accounts the request
+//!    opens on first use, and `world:<CUR>` for deposits and withdrawals, count as found);
+//! 7. `CURRENCY_MISMATCH`, when the transfer's currency differs from either account's;
+//! 8. `ACCOUNT_CLOSED` then `ACCOUNT_FROZEN`, debit account first, then credit account;
+//! 9. `INSUFFICIENT_FUNDS`, when the debit account's available balance (posted - held +
 //!    overdraft limit) is below the amount;
-//! 9. `BALANCE_OVERFLOW`, when a balance would leave the 64-bit range.
+//! 10. `BALANCE_OVERFLOW`, when a balance would leave the 64-bit range.
 //!
 //! A capture or void checks 1 and 2, then `PENDING_NOT_FOUND`, `PENDING_ALREADY_RESOLVED`,
-//! `PENDING_EXPIRED`; a capture then checks `INVALID_AMOUNT` (more than held), 7 and 9.
+//! `PENDING_EXPIRED`; a capture then checks `INVALID_AMOUNT` (more than held), 8 and 10.
 //! Every rejection from step 3 on is recorded as a declined transfer, so a retry replays it.
 //! A linked request commits all its transfers or none: the first failure is recorded with its
 //! code and every other member with `LINKED_EVENT_FAILED`.
@@ -455,7 +457,13 @@ impl<'a> Ledger<'a> {
                 ))
             };
         }
-        let account = Account {
+        let account = self.new_account_from(request);
+        self.open(tenant, account.clone());
+        AccountResult::Created(account)
+    }
+
+    fn new_account_from(&self, request: &NewAccount) -> Account {
+        Account {
             id: request.id.clone(),
             currency: request.currency,
             owner: request.owner.clone(),
@@ -466,9 +474,7 @@ impl<'a> Ledger<'a> {
             balance: Balance::default(),
             created_at: self.now,
             updated_at: self.now,
-        };
-        self.open(tenant, account.clone());
-        AccountResult::Created(account)
+        }
     }
 
     fn open(&mut self, tenant: &Tenant, account: Account) {
@@ -697,15 +703,8 @@ impl<'a> Ledger<'a> {
         fingerprint: &Fingerprint,
     ) -> Check<Transfer> {
         match &request.movement {
-            Movement::Move { debit_account, credit_account, amount, currency, hold } => {
-                let plan = self.check_move(
-                    request.kind,
-                    debit_account,
-                    credit_account,
-                    *amount,
-                    *currency,
-                    *hold,
-                )?;
+            Movement::Move { .. } => {
+                let plan = self.check_move(request)?;
                 Ok(self.commit_move(tenant, request, fingerprint, plan))
             }
             Movement::Capture { pending_id, amount } => {
@@ -719,17 +718,20 @@ impl<'a> Ledger<'a> {
         }
     }
 
-    fn check_move(
-        &self,
-        kind: TransferKind,
-        debit_id: &AccountId,
-        credit_id: &AccountId,
-        amount: Amount,
-        currency: Currency,
-        hold: Option<Hold>,
-    ) -> Check<MovePlan> {
+    fn check_move(&self, request: &TransferRequest) -> Check<MovePlan> {
+        let Movement::Move {
+            debit_account: debit_id,
+            credit_account: credit_id,
+            amount,
+            currency,
+            hold,
+        } = &request.movement
+        else {
+            return Err(Rejection::new(ErrorCode::Internal, "check_move takes a move"));
+        };
+        let (currency, hold) = (*currency, *hold);
         let world = AccountId::world(currency);
-        match kind {
+        match request.kind {
             TransferKind::Deposit if *debit_id != world => {
                 return Err(Rejection::invalid(format!("a deposit is debited from {world}")));
             }
@@ -738,25 +740,37 @@ impl<'a> Ledger<'a> {
             }
             _ => {}
         }
+        let amount = Amount::new(*amount)?;
         if debit_id == credit_id {
             return Err(Rejection::new(
                 ErrorCode::SameAccount,
                 format!("debit and credit account are both {debit_id}"),
             ));
         }
-        // Deposits and withdrawals open the currency's world account on first use.
-        let opens_world = matches!(kind, TransferKind::Deposit | TransferKind::Withdrawal)
-            && !self.accounts.contains_key(&world);
-        let world_account = opens_world.then(|| world_account(currency, self.now));
-        let lookup = |id: &AccountId| -> Check<Account> {
-            match (self.accounts.get(id), &world_account) {
-                (Some(account), _) => Ok(account.clone()),
-                (None, Some(world)) if world.id == *id => Ok(world.clone()),
-                _ => Err(not_found(id)),
+        // Accounts opened on first use: the request's own, and the currency's world account
+        // for deposits and withdrawals. They open only if the transfer goes through.
+        let mut templates: Vec<Account> =
+            request.open_if_missing.iter().map(|new| self.new_account_from(new)).collect();
+        if matches!(request.kind, TransferKind::Deposit | TransferKind::Withdrawal) {
+            templates.push(world_account(currency, self.now));
+        }
+        let lookup = |id: &AccountId| -> Check<(Account, bool)> {
+            match self.accounts.get(id) {
+                Some(account) => Ok((account.clone(), false)),
+                None => templates
+                    .iter()
+                    .find(|template| template.id == *id)
+                    .map(|template| (template.clone(), true))
+                    .ok_or_else(|| not_found(id)),
             }
         };
-        let mut debit = lookup(debit_id)?;
-        let mut credit = lookup(credit_id)?;
+        let (mut debit, debit_opens) = lookup(debit_id)?;
+        let (mut credit, credit_opens) = lookup(credit_id)?;
+        let opened = [(debit_opens, &debit), (credit_opens, &credit)]
+            .into_iter()
+            .filter(|(opens, _)| *opens)
+            .map(|(_, account)| account.clone())
+            .collect();
         for account in [&debit, &credit] {
             if account.currency != currency {
                 return Err(Rejection::new(
@@ -796,7 +810,7 @@ impl<'a> Ledger<'a> {
         }
         debit.updated_at = self.now;
         credit.updated_at = self.now;
-        Ok(MovePlan { debit, credit, amount, currency, hold, world_account })
+        Ok(MovePlan { debit, credit, amount, currency, hold, opened })
     }
 
     fn commit_move(
@@ -806,9 +820,9 @@ impl<'a> Ledger<'a> {
         fingerprint: &Fingerprint,
         plan: MovePlan,
     ) -> Transfer {
-        let MovePlan { debit, credit, amount, currency, hold, world_account } = plan;
-        if let Some(world) = world_account {
-            self.open(tenant, world);
+        let MovePlan { debit, credit, amount, currency, hold, opened } = plan;
+        for account in opened {
+            self.open(tenant, account);
         }
         let (action, status, expires_at) = match hold {
             None => (Action::Post, TransferStatus::Posted, None),
@@ -1040,7 +1054,7 @@ impl<'a> Ledger<'a> {
                     action,
                     Some(debit_account.clone()),
                     Some(credit_account.clone()),
-                    amount.minor(),
+                    *amount,
                     Some(*currency),
                     None,
                 )
@@ -1160,7 +1174,8 @@ struct MovePlan {
     amount: Amount,
     currency: Currency,
     hold: Option<Hold>,
-    world_account: Option<Account>,
+    /// Accounts opened on first use by this transfer, as they were before it.
+    opened: Vec<Account>,
 }
 
 struct CapturePlan {

@@ -1,6 +1,6 @@
 //! Transfers (requests to move money), their stored records, entries and fingerprints.
 
-use crate::account::{Metadata, validate_metadata};
+use crate::account::{Metadata, NewAccount, validate_metadata};
 use crate::error::{ErrorCode, Rejection};
 use crate::ids::{AccountId, IdempotencyKey, Tenant, TransferId};
 use crate::limits;
@@ -59,7 +59,8 @@ pub enum Movement {
     Move {
         debit_account: AccountId,
         credit_account: AccountId,
-        amount: Amount,
+        /// The requested amount in minor units; not positive is a recorded `INVALID_AMOUNT`.
+        amount: i64,
         currency: Currency,
         hold: Option<Hold>,
     },
@@ -109,6 +110,9 @@ pub struct TransferRequest {
     pub details: Details,
     /// When the movement happened for the client; `None` is the commit time.
     pub effective_at: Option<Timestamp>,
+    /// Accounts of this movement to open if they do not exist yet, atomically with it (a
+    /// customer's account opened by their first deposit). At most two; not in the fingerprint.
+    pub open_if_missing: Vec<NewAccount>,
 }
 
 impl TransferRequest {
@@ -122,6 +126,24 @@ impl TransferRequest {
                 "hold timeout must be 1 to {} seconds",
                 limits::HOLD_TIMEOUT_SECONDS_MAX
             )));
+        }
+        if !self.open_if_missing.is_empty() {
+            let Movement::Move { debit_account, credit_account, .. } = &self.movement else {
+                return Err(Rejection::invalid("only a move can open accounts"));
+            };
+            if self.open_if_missing.len() > 2 {
+                return Err(Rejection::invalid("a transfer opens at most its two accounts"));
+            }
+            for account in &self.open_if_missing {
+                account.validate()?;
+                let own = account.id == *debit_account || account.id == *credit_account;
+                if !own || account.id.as_str().starts_with("world:") {
+                    return Err(Rejection::invalid(format!(
+                        "a transfer cannot open account {}",
+                        account.id
+                    )));
+                }
+            }
         }
         self.details.validate()
     }
@@ -144,10 +166,7 @@ impl TransferRequest {
                     Some(Hold { timeout_seconds: None }) => "hold".to_owned(),
                     Some(Hold { timeout_seconds: Some(seconds) }) => format!("hold:{seconds}"),
                 };
-                format!(
-                    "v1|{kind}|{hold}|{debit_account}|{credit_account}|{}|{currency}",
-                    amount.minor()
-                )
+                format!("v1|{kind}|{hold}|{debit_account}|{credit_account}|{amount}|{currency}")
             }
             Movement::Capture { pending_id, amount } => {
                 let amount =

@@ -3,8 +3,8 @@
 //!
 //! Script lines, one batch each, one second apart:
 //! - `account ID CUR [limit=MINOR] [system] [unbounded] [owner=O]`
-//! - `deposit KEY ACCOUNT AMOUNT` / `withdraw KEY ACCOUNT AMOUNT`
-//! - `transfer KEY DEBIT->CREDIT AMOUNT [CUR] [kind=K] [hold] [timeout=S]`
+//! - `deposit KEY ACCOUNT AMOUNT [CUR] [opens=ID]` / `withdraw KEY ACCOUNT AMOUNT [CUR]`
+//! - `transfer KEY DEBIT->CREDIT AMOUNT [CUR] [kind=K] [hold] [timeout=S] [opens=ID]`
 //! - `capture KEY HOLD_KEY [AMOUNT]` / `void KEY HOLD_KEY`
 //! - `linked KEY DEBIT->CREDIT AMOUNT; KEY DEBIT->CREDIT AMOUNT; ...`
 //! - `freeze|unfreeze|close ID`, `limit ID MINOR`, `wait SECONDS`, `expire`
@@ -43,15 +43,23 @@ impl Script {
             "account" => CommandBody::CreateAccounts(vec![self.new_account(&words[1..])]),
             "deposit" | "withdraw" => {
                 let account = id(words[2]);
-                let (currency, amount) = self.money(words[3], &account, words.get(4).copied());
+                let options = &words[4..];
+                let code = options.iter().copied().find(|word| word.len() == 3);
+                let (currency, amount) = self.money(words[3], &account, code);
+                let opens = options
+                    .iter()
+                    .filter_map(|word| word.strip_prefix("opens="))
+                    .map(|name| NewAccount::user(id(name), currency))
+                    .collect();
                 let world = AccountId::world(currency);
                 let (kind, debit, credit) = if words[0] == "deposit" {
                     (TransferKind::Deposit, world, account)
                 } else {
                     (TransferKind::Withdrawal, account, world)
                 };
+                let request = request(words[1], kind, debit, credit, amount, currency, None);
                 transfers(
-                    vec![request(words[1], kind, debit, credit, amount, currency, None)],
+                    vec![TransferRequest { open_if_missing: opens, ..request }],
                     Linking::Independent,
                 )
             }
@@ -79,6 +87,7 @@ impl Script {
                     movement,
                     details: Details::default(),
                     effective_at: None,
+                    open_if_missing: Vec::new(),
                 };
                 transfers(vec![request], Linking::Independent)
             }
@@ -152,9 +161,11 @@ impl Script {
         let (currency, amount) = self.money(words[2], &id(debit), currency_word);
         let mut kind = TransferKind::Transfer;
         let mut hold = None;
+        let mut opens = Vec::new();
         for word in &words[3..] {
             match word.split_once('=') {
                 Some(("kind", name)) => kind = TransferKind::parse(name).expect("kind"),
+                Some(("opens", account)) => opens.push(NewAccount::user(id(account), currency)),
                 Some(("timeout", seconds)) => {
                     hold = Some(Hold { timeout_seconds: Some(seconds.parse().expect("seconds")) })
                 }
@@ -163,16 +174,23 @@ impl Script {
                 _ => panic!("unknown transfer option {word}"),
             }
         }
-        request(words[0], kind, id(debit), id(credit), amount, currency, hold)
+        TransferRequest {
+            open_if_missing: opens,
+            ..request(words[0], kind, id(debit), id(credit), amount, currency, hold)
+        }
     }
 
     /// The amount in the given currency, else in the account's, else in USD.
-    fn money(&self, text: &str, account: &AccountId, currency: Option<&str>) -> (Currency, Amount) {
+    fn money(&self, text: &str, account: &AccountId, currency: Option<&str>) -> (Currency, i64) {
         let currency = match currency {
             Some(code) => Currency::parse(code).expect("currency"),
             None => self.ledger.accounts.get(account).map_or(usd(), |account| account.currency),
         };
-        (currency, Amount::parse_major(text, currency).expect("amount"))
+        // Zero and negative amounts are allowed here: apply must decline them itself.
+        let (sign, digits) = text.strip_prefix('-').map_or((1, text), |rest| (-1, rest));
+        let minor = kopek_core::money::parse_decimal_minor(digits, currency.minor_digits())
+            .expect("amount");
+        (currency, sign * minor)
     }
 
     fn hold_id(&self, key: &str) -> TransferId {
@@ -251,7 +269,7 @@ fn request(
     kind: TransferKind,
     debit: AccountId,
     credit: AccountId,
-    amount: Amount,
+    amount: i64,
     currency: Currency,
     hold: Option<Hold>,
 ) -> TransferRequest {
@@ -267,6 +285,7 @@ fn request(
         },
         details: Details::default(),
         effective_at: None,
+        open_if_missing: Vec::new(),
     }
 }
 
@@ -374,6 +393,9 @@ fn declines_in_documented_order() {
         transfer poor a->b 50.00
         transfer poor a->b 51.00
         transfer bad a->b 1.00 kind=deposit
+        transfer zero a->a 0
+        transfer zero a->a 0
+        transfer minus a->b -5.00
         ",
         expect![[r#"
             account a USD
@@ -402,12 +424,18 @@ fn declines_in_documented_order() {
               rejected IDEMPOTENCY_KEY_REUSED: idempotency key 'poor' was already used with other parameters
             transfer bad a->b 1.00 kind=deposit
               post declined 100 INVALID_ARGUMENT: a deposit is debited from world:USD
+            transfer zero a->a 0
+              post declined 0 INVALID_AMOUNT: amount must be positive, got 0 minor units
+            transfer zero a->a 0
+              replayed post declined 0 INVALID_AMOUNT: amount must be positive, got 0 minor units
+            transfer minus a->b -5.00
+              post declined -500 INVALID_AMOUNT: amount must be positive, got -500 minor units
             --
             a USD posted=1000
             b USD posted=0
             e EUR posted=0
             world:USD USD posted=-1000
-            events: AccountOpened AccountOpened AccountOpened AccountOpened TransferPosted TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined
+            events: AccountOpened AccountOpened AccountOpened AccountOpened TransferPosted TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined TransferDeclined
         "#]],
     );
 }
@@ -721,6 +749,42 @@ fn balances_never_overflow() {
             a USD posted=-9223372036854775807
             b USD posted=9223372036854775807
             events: AccountOpened AccountOpened TransferPosted TransferDeclined
+        "#]],
+    );
+}
+
+#[test]
+fn transfers_open_accounts_on_first_use_only_when_they_go_through() {
+    check(
+        "
+        account shop USD system
+        deposit d1 user:u1:USD 10 opens=user:u1:USD
+        deposit d2 user:u1:USD 5 opens=user:u1:USD
+        deposit d3 user:u2:EUR 5 opens=user:u2:USD
+        transfer p1 user:u1:USD->shop 20
+        transfer p2 user:u2:USD->shop 1 opens=user:u2:USD
+        transfer p3 user:u1:USD->ghost 1 opens=other
+        ",
+        expect![[r#"
+            account shop USD system
+              created shop
+            deposit d1 user:u1:USD 10 opens=user:u1:USD
+              post posted 1000
+            deposit d2 user:u1:USD 5 opens=user:u1:USD
+              post posted 500
+            deposit d3 user:u2:EUR 5 opens=user:u2:USD
+              rejected INVALID_ARGUMENT: a transfer cannot open account user:u2:USD
+            transfer p1 user:u1:USD->shop 20
+              post declined 2000 INSUFFICIENT_FUNDS: balance 15.00 USD is less than 20.00 USD
+            transfer p2 user:u2:USD->shop 1 opens=user:u2:USD
+              post declined 100 INSUFFICIENT_FUNDS: balance 0.00 USD is less than 1.00 USD
+            transfer p3 user:u1:USD->ghost 1 opens=other
+              rejected INVALID_ARGUMENT: a transfer cannot open account other
+            --
+            shop USD posted=0
+            user:u1:USD USD posted=1500
+            world:USD USD posted=-1500
+            events: AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted TransferDeclined TransferDeclined
         "#]],
     );
 }

@@ -87,6 +87,7 @@ impl World {
             movement,
             details: Details::default(),
             effective_at: None,
+            open_if_missing: Vec::new(),
         }
     }
 
@@ -221,7 +222,7 @@ fn moves(
     Movement::Move {
         debit_account: debit,
         credit_account: credit,
-        amount: Amount::new(amount).expect("positive"),
+        amount,
         currency,
         hold: hold.then_some(Hold { timeout_seconds: None }),
     }

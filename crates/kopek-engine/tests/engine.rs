@@ -36,12 +36,13 @@ fn transfer(
             movement: Movement::Move {
                 debit_account: debit,
                 credit_account: id(credit),
-                amount: Amount::new(minor).expect("positive"),
+                amount: minor,
                 currency: usd(),
                 hold,
             },
             details: Details::default(),
             effective_at: None,
+            open_if_missing: Vec::new(),
         }],
         linking: Linking::Independent,
     }

@@ -162,6 +162,7 @@ impl Sim {
             movement,
             details: Details::default(),
             effective_at: None,
+            open_if_missing: Vec::new(),
         };
         let single = |request| CommandBody::CreateTransfers {
             transfers: vec![request],
@@ -300,7 +301,7 @@ fn movement(leg: &Leg, hold: bool) -> Movement {
     Movement::Move {
         debit_account: AccountId::parse(&leg.debit).expect("sim ids are valid"),
         credit_account: AccountId::parse(&leg.credit).expect("sim ids are valid"),
-        amount: Amount::new(leg.amount).expect("positive"),
+        amount: leg.amount,
         currency: Currency::parse(leg.currency).expect("known currency"),
         hold: hold.then_some(Hold { timeout_seconds: None }),
     }

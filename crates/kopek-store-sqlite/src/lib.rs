@@ -654,12 +654,13 @@ mod tests {
             movement: Movement::Move {
                 debit_account: AccountId::world(usd),
                 credit_account: a.clone(),
-                amount: Amount::new(500).expect("positive"),
+                amount: 500,
                 currency: usd,
                 hold: None,
             },
             details: Details::default(),
             effective_at: None,
+            open_if_missing: Vec::new(),
         };
         let tenant = Tenant::default_tenant();
         let batch = Batch {

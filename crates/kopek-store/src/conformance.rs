@@ -103,7 +103,7 @@ fn movement(
         movement: Movement::Move {
             debit_account: debit,
             credit_account: id(credit),
-            amount: Amount::new(minor).expect("positive"),
+            amount: minor,
             currency: usd(),
             hold,
         },
@@ -113,6 +113,7 @@ fn movement(
             metadata: Default::default(),
         },
         effective_at: effective,
+        open_if_missing: Vec::new(),
     }
 }
 
@@ -367,6 +368,7 @@ pub async fn verify_passes_on_consistent_books(store: &dyn Store) {
         },
         details: Details::default(),
         effective_at: None,
+        open_if_missing: Vec::new(),
     };
     run(
         store,
