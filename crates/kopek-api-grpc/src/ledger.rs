@@ -1,23 +1,17 @@
 //! `kopek.v1.Ledger`: unary RPCs and the pipelined `StreamTransfers`.
 
 use crate::convert;
+use crate::pipeline::{Answer, AnswerStream, pipelined};
 use crate::status::{engine_status, rejection_status, store_status};
-use futures_util::Stream;
 use kopek_core::{
     AccountResult, AccountUpdate, CommandBody, CommandResult, ErrorCode, Linking, Overdraft,
     Rejection, Tenant, Timestamp, limits,
 };
 use kopek_engine::{Engine, EngineError, Ticket};
 use kopek_proto::kopek::v1 as pb;
-use std::pin::Pin;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Requests of one `StreamTransfers` stream that may be committing at once. Past this the
-/// server stops reading the stream until answers go out (HTTP/2 flow control slows the client).
-pub const STREAM_IN_FLIGHT_MAX: usize = 1_024;
 const PAGE_SIZE_DEFAULT: usize = 100;
 
 pub struct LedgerService {
@@ -153,9 +147,6 @@ fn page_size(requested: u32) -> usize {
         size => (size as usize).min(limits::PAGE_SIZE_MAX),
     }
 }
-
-type ResponseStream =
-    Pin<Box<dyn Stream<Item = Result<pb::StreamTransfersResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::ledger_server::Ledger for LedgerService {
@@ -405,71 +396,33 @@ impl pb::ledger_server::Ledger for LedgerService {
         }))
     }
 
-    type StreamTransfersStream = ResponseStream;
+    type StreamTransfersStream = AnswerStream<pb::StreamTransfersResponse>;
 
     async fn stream_transfers(
         &self,
         request: Request<Streaming<pb::StreamTransfersRequest>>,
     ) -> Result<Response<Self::StreamTransfersStream>, Status> {
         let tenant = Self::tenant(&request);
-        let mut inbound = request.into_inner();
         let engine = self.engine.clone();
-        let (responses, outbound) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
-        // The pipeline: the reader enqueues each request at once and passes its ticket on;
-        // the responder answers tickets in arrival order as their batches commit.
-        let (pipeline, mut in_flight) = mpsc::channel::<InFlight>(STREAM_IN_FLIGHT_MAX);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    message = inbound.message() => message,
-                    // Draining: read nothing more; what was read is still answered.
-                    () = shutdown.cancelled() => break,
-                };
-                let item = match message {
-                    Ok(Some(message)) => {
-                        let request_id = message.request_id;
-                        InFlight::Request(
-                            request_id,
-                            prepare(&engine, tenant.clone(), message.transfers, message.linked),
-                        )
-                    }
-                    Ok(None) => break,
-                    Err(status) => InFlight::Failed(status),
-                };
-                let failed = matches!(item, InFlight::Failed(_));
-                if pipeline.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            while let Some(item) = in_flight.recv().await {
-                let response = match item {
-                    InFlight::Request(request_id, Ok(prepared)) => match prepared.results().await {
+        let start =
+            move |message: pb::StreamTransfersRequest| -> Answer<pb::StreamTransfersResponse> {
+                let request_id = message.request_id;
+                let prepared = prepare(&engine, tenant.clone(), message.transfers, message.linked);
+                Box::pin(async move {
+                    let results = match prepared {
+                        Ok(prepared) => prepared.results().await,
+                        Err(rejection) => Err(rejection),
+                    };
+                    match results {
                         Ok(results) => {
-                            Ok(pb::StreamTransfersResponse { request_id, results, error: None })
+                            pb::StreamTransfersResponse { request_id, results, error: None }
                         }
-                        Err(rejection) => Ok(refused(request_id, &rejection)),
-                    },
-                    InFlight::Request(request_id, Err(rejection)) => {
-                        Ok(refused(request_id, &rejection))
+                        Err(rejection) => refused(request_id, &rejection),
                     }
-                    InFlight::Failed(status) => Err(status),
-                };
-                if responses.send(response).await.is_err() {
-                    // The client is gone; what was enqueued still commits, exactly once.
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+                })
+            };
+        Ok(Response::new(pipelined(request.into_inner(), self.shutdown.clone(), start)))
     }
-}
-
-enum InFlight {
-    Request(u64, Result<Prepared, Rejection>),
-    Failed(Status),
 }
 
 fn refused(request_id: u64, rejection: &Rejection) -> pb::StreamTransfersResponse {

@@ -1,12 +1,18 @@
-//! kopek-api-grpc: the gRPC surface. `kopek.v1.Ledger` over the engine, plus
+//! kopek-api-grpc: the gRPC surface over the engine: `kopek.v1.Ledger`, the contracts existing
+//! clients speak (`transaction.TransactionService`, `payment.v1.PaymentService`),
 //! `grpc.health.v1.Health` and server reflection (v1 and v1alpha).
 
 pub mod convert;
 pub mod ledger;
+pub mod payment;
+pub mod pipeline;
 pub mod status;
+pub mod transaction;
 
 use kopek_engine::Engine;
 use kopek_proto::kopek::v1::ledger_server::LedgerServer;
+use kopek_proto::payment::v1::payment_service_server::PaymentServiceServer;
+use kopek_proto::transaction::transaction_service_server::TransactionServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +26,8 @@ pub const MESSAGE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 pub const MESSAGE_BYTES_MAX: usize = 50 * 1024 * 1024;
 
 /// Every gRPC service name kopek serves, as health and reflection report them.
-pub const SERVICE_NAMES: &[&str] = &["kopek.v1.Ledger"];
+pub const SERVICE_NAMES: &[&str] =
+    &["kopek.v1.Ledger", "transaction.TransactionService", "payment.v1.PaymentService"];
 
 #[derive(Clone, Debug)]
 pub struct GrpcConfig {
@@ -62,7 +69,16 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let message_bytes_max = config.message_bytes_max.min(MESSAGE_BYTES_MAX);
-    let ledger = LedgerServer::new(ledger::LedgerService::new(engine, shutdown.clone()))
+    let ledger = LedgerServer::new(ledger::LedgerService::new(engine.clone(), shutdown.clone()))
+        .max_decoding_message_size(message_bytes_max)
+        .max_encoding_message_size(message_bytes_max);
+    let transactions = TransactionServiceServer::new(transaction::TransactionService::new(
+        engine.clone(),
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(message_bytes_max)
+    .max_encoding_message_size(message_bytes_max);
+    let payments = PaymentServiceServer::new(payment::PaymentService::new(engine.clone()))
         .max_decoding_message_size(message_bytes_max)
         .max_encoding_message_size(message_bytes_max);
     let reflection = || {
@@ -81,6 +97,8 @@ pub async fn serve(
     Server::builder()
         .add_service(health)
         .add_service(ledger)
+        .add_service(transactions)
+        .add_service(payments)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())

@@ -11,7 +11,9 @@ async fn health_reports_serving_for_every_service_and_reflection_lists_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(dir.path());
     let mut health = HealthClient::new(server.channel().await);
-    for service in ["", "kopek.v1.Ledger"] {
+    for service in
+        ["", "kopek.v1.Ledger", "transaction.TransactionService", "payment.v1.PaymentService"]
+    {
         let response =
             health.check(HealthCheckRequest { service: service.to_owned() }).await.expect("health");
         assert_eq!(response.into_inner().status, ServingStatus::Serving as i32, "{service:?}");
@@ -27,6 +29,8 @@ async fn health_reports_serving_for_every_service_and_reflection_lists_them() {
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
         "kopek.v1.Ledger",
+        "payment.v1.PaymentService",
+        "transaction.TransactionService",
     ];
     {
         use tonic_reflection::pb::v1::ServerReflectionRequest;

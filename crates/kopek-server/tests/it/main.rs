@@ -5,5 +5,7 @@ mod cli;
 mod crash;
 mod health;
 mod ledger;
+mod payment;
 mod stream;
 mod support;
+mod transactions;

@@ -1,0 +1,68 @@
+//! The pipelined stream shared by `StreamTransfers` and `StreamTransactions`. A reader task
+//! takes each message, enqueues its work on the write path at once and passes the pending
+//! answer on; a responder task sends the answers in arrival order as their batches commit.
+//! One stream can so keep a whole batch's worth of requests in flight.
+
+use futures_util::Stream;
+use std::future::Future;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+
+/// Requests of one stream that may be committing at once. Past this the server stops reading
+/// the stream until answers go out, and HTTP/2 flow control slows the client down.
+pub const STREAM_IN_FLIGHT_MAX: usize = 1_024;
+
+/// The answer to one message, ready once its work has committed.
+pub type Answer<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+pub type AnswerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Runs `start` on every message in arrival order and streams the answers in that order.
+/// On `shutdown` the reader stops reading; what it read is still answered, then the stream
+/// ends. A client that goes away leaves nothing half done: what was enqueued commits once.
+pub fn pipelined<In, Out>(
+    mut inbound: Streaming<In>,
+    shutdown: CancellationToken,
+    mut start: impl FnMut(In) -> Answer<Out> + Send + 'static,
+) -> AnswerStream<Out>
+where
+    In: Send + 'static,
+    Out: Send + 'static,
+{
+    let (responses, outbound) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
+    let (pipeline, mut in_flight) =
+        mpsc::channel::<Result<Answer<Out>, Status>>(STREAM_IN_FLIGHT_MAX);
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                message = inbound.message() => message,
+                () = shutdown.cancelled() => break,
+            };
+            let item = match message {
+                Ok(Some(message)) => Ok(start(message)),
+                Ok(None) => break,
+                Err(status) => Err(status),
+            };
+            let failed = item.is_err();
+            if pipeline.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(item) = in_flight.recv().await {
+            let response = match item {
+                Ok(answer) => Ok(answer.await),
+                Err(status) => Err(status),
+            };
+            if responses.send(response).await.is_err() {
+                // The client is gone; what was enqueued still commits, exactly once.
+                break;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(outbound))
+}
