@@ -6,6 +6,7 @@ mod crash;
 mod health;
 mod ledger;
 mod payment;
+mod python;
 mod stream;
 mod support;
 mod transactions;
