@@ -34,6 +34,7 @@ use crate::event::{BalanceSnapshot, Event, EventKind, Subject};
 use crate::ids::{AccountId, EventId, IdSource, IdempotencyKey, Tenant, TransferId};
 use crate::limits;
 use crate::money::{Amount, Currency, format_minor};
+use crate::party::{NewOrder, NewUser, Order, OrderId, OrderStatus, User, UserId};
 use crate::time::Timestamp;
 use crate::transfer::{
     Action, Direction, Entry, Fingerprint, Hold, Movement, Transfer, TransferKind, TransferRequest,
@@ -47,6 +48,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct State {
     pub accounts: BTreeMap<AccountId, Account>,
     pub transfers: BTreeMap<TransferId, Transfer>,
+    pub users: BTreeMap<UserId, User>,
+    pub orders: BTreeMap<OrderId, Order>,
+    /// The last user number the server allocated (0 before the first).
+    pub last_user_number: u64,
 }
 
 impl State {
@@ -57,6 +62,7 @@ impl State {
         State {
             accounts: accounts.into_iter().map(|account| (account.id.clone(), account)).collect(),
             transfers: transfers.into_iter().map(|transfer| (transfer.id, transfer)).collect(),
+            ..State::default()
         }
     }
 }
@@ -67,6 +73,12 @@ impl State {
 pub struct Keys {
     pub accounts: BTreeSet<AccountId>,
     pub idempotency_keys: BTreeSet<(Tenant, IdempotencyKey)>,
+    pub users: BTreeSet<UserId>,
+    pub orders: BTreeSet<OrderId>,
+    /// One entry per user the batch creates without an id, in order: the currency of the
+    /// account that user opens. The store loads the last allocated number and the accounts
+    /// `user:<next numbers>:<CUR>`, which may exist already (opened by another surface).
+    pub allocated_users: Vec<Currency>,
     pub transfer_ids: BTreeSet<TransferId>,
 }
 
@@ -88,6 +100,26 @@ pub enum CommandBody {
     },
     /// Expire these holds if they are still pending and their time has come.
     ExpireHolds(Vec<TransferId>),
+    CreateUser(NewUser),
+    CreateOrder(NewOrder),
+    /// Pay a pending order (the same fields it was created with): the payment and the order's
+    /// new status commit together. A settled order answers as it is.
+    PayOrder(NewOrder),
+}
+
+impl CommandBody {
+    /// How many items the command carries, the unit of batch limits.
+    pub fn size(&self) -> usize {
+        match self {
+            CommandBody::CreateTransfers { transfers, .. } => transfers.len(),
+            CommandBody::CreateAccounts(accounts) => accounts.len(),
+            CommandBody::ExpireHolds(ids) => ids.len(),
+            CommandBody::UpdateAccount(_)
+            | CommandBody::CreateUser(_)
+            | CommandBody::CreateOrder(_)
+            | CommandBody::PayOrder(_) => 1,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,21 +162,30 @@ impl Batch {
                     }
                 }
                 CommandBody::ExpireHolds(ids) => keys.transfer_ids.extend(ids.iter().copied()),
+                CommandBody::CreateUser(user) => match &user.id {
+                    Some(id) => {
+                        keys.users.insert(id.clone());
+                        keys.accounts.insert(id.account(user.currency));
+                    }
+                    None => keys.allocated_users.push(user.currency),
+                },
+                CommandBody::CreateOrder(order) => {
+                    keys.orders.insert(order.id.clone());
+                }
+                CommandBody::PayOrder(order) => {
+                    keys.orders.insert(order.id.clone());
+                    keys.accounts.insert(order.user.account(order.currency));
+                    keys.accounts.insert(Order::shop_account(order.currency));
+                    keys.idempotency_keys.insert((command.tenant.clone(), order.id.payment_key()));
+                }
             }
         }
         keys
     }
 
+    /// How many items (transfers, accounts, holds, ...) the batch holds: its weight.
     pub fn transfer_count(&self) -> usize {
-        self.commands
-            .iter()
-            .map(|command| match &command.body {
-                CommandBody::CreateTransfers { transfers, .. } => transfers.len(),
-                CommandBody::CreateAccounts(accounts) => accounts.len(),
-                CommandBody::UpdateAccount(_) => 1,
-                CommandBody::ExpireHolds(ids) => ids.len(),
-            })
-            .sum()
+        self.commands.iter().map(|command| command.body.size()).sum()
     }
 }
 
@@ -174,6 +215,26 @@ pub enum CommandResult {
     Account(AccountResult),
     Transfers(Vec<TransferResult>),
     Expired(Vec<TransferId>),
+    User(UserResult),
+    Order(OrderResult),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserResult {
+    /// With the account it opened (or found, if another surface opened it first).
+    Created(User, Account),
+    Existed(User),
+    Rejected(Rejection),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderResult {
+    Created(Order),
+    /// The order already existed with these fields (a replay), as it is now.
+    Existed(Order),
+    /// After `PayOrder`: the order as it is now, paid or failed.
+    Settled(Order),
+    Rejected(Rejection),
 }
 
 /// Every effect of a batch, for the store to write in one database transaction.
@@ -191,6 +252,12 @@ pub struct Outcome {
     pub transfers_updated: Vec<Transfer>,
     pub entries: Vec<Entry>,
     pub events: Vec<Event>,
+    pub users_created: Vec<User>,
+    pub orders_created: Vec<Order>,
+    /// Orders that existed and changed status, in their final state.
+    pub orders_changed: Vec<Order>,
+    /// The new last allocated user number, when the batch allocated any.
+    pub last_user_number: Option<u64>,
 }
 
 /// Applies a batch. Pure: the same state, batch, time and ids give the same outcome.
@@ -234,6 +301,9 @@ fn check_outcome(outcome: &Outcome, initial_posted: &BTreeMap<AccountId, i64>) {
     let opened_events =
         outcome.events.iter().filter(|event| event.kind == EventKind::AccountOpened).count();
     assert_eq!(opened_events, outcome.accounts_opened.len(), "one event per opened account");
+    let order_events =
+        outcome.events.iter().filter(|event| event.kind == EventKind::OrderCreated).count();
+    assert_eq!(order_events, outcome.orders_created.len(), "one event per new order");
 }
 
 /// Undo records for a linked request, restored in reverse on failure.
@@ -265,6 +335,13 @@ struct Ledger<'a> {
     entries: Vec<Entry>,
     events: Vec<Event>,
     undo: Option<Vec<Undo>>,
+    users: BTreeMap<UserId, User>,
+    orders: BTreeMap<OrderId, Order>,
+    users_created: Vec<UserId>,
+    orders_created: Vec<OrderId>,
+    orders_changed: Vec<OrderId>,
+    last_user_number: u64,
+    allocated_any_user: bool,
 }
 
 /// A pure check's verdict before anything changes.
@@ -292,6 +369,13 @@ impl<'a> Ledger<'a> {
             entries: Vec::new(),
             events: Vec::new(),
             undo: None,
+            users: state.users,
+            orders: state.orders,
+            users_created: Vec::new(),
+            orders_created: Vec::new(),
+            orders_changed: Vec::new(),
+            last_user_number: state.last_user_number,
+            allocated_any_user: false,
         }
     }
 
@@ -310,6 +394,11 @@ impl<'a> Ledger<'a> {
             CommandBody::ExpireHolds(ids) => {
                 CommandResult::Expired(ids.iter().filter_map(|id| self.expire(*id)).collect())
             }
+            CommandBody::CreateUser(user) => CommandResult::User(self.create_user(tenant, user)),
+            CommandBody::CreateOrder(order) => {
+                CommandResult::Order(self.create_order(tenant, order))
+            }
+            CommandBody::PayOrder(order) => CommandResult::Order(self.pay_order(tenant, order)),
         }
     }
 
@@ -334,15 +423,169 @@ impl<'a> Ledger<'a> {
             .filter(|id| !inserted.contains(id) && updated_seen.insert(**id))
             .map(transfer)
             .collect();
+        let order = |id: &OrderId| self.orders.get(id).cloned().expect("journaled order exists");
+        let created_orders: BTreeSet<&OrderId> = self.orders_created.iter().collect();
+        let mut orders_seen = BTreeSet::new();
+        let orders_changed = self
+            .orders_changed
+            .iter()
+            .filter(|id| !created_orders.contains(id) && orders_seen.insert(*id))
+            .map(order)
+            .collect();
         Outcome {
             results,
             accounts_opened: self.opened.iter().map(account).collect(),
             accounts_changed,
             transfers_inserted: self.inserted.iter().map(transfer).collect(),
             transfers_updated,
+            users_created: self
+                .users_created
+                .iter()
+                .map(|id| self.users.get(id).cloned().expect("journaled user exists"))
+                .collect(),
+            orders_created: self.orders_created.iter().map(order).collect(),
+            orders_changed,
+            last_user_number: self.allocated_any_user.then_some(self.last_user_number),
             entries: self.entries,
             events: self.events,
         }
+    }
+
+    // ---- users and orders ----
+
+    fn create_user(&mut self, tenant: &Tenant, request: &NewUser) -> UserResult {
+        if let Err(rejection) = request.validate() {
+            return UserResult::Rejected(rejection);
+        }
+        let id = match &request.id {
+            Some(id) => {
+                if let Some(existing) = self.users.get(id) {
+                    return if existing.name == request.name {
+                        UserResult::Existed(existing.clone())
+                    } else {
+                        UserResult::Rejected(Rejection::new(
+                            ErrorCode::AccountExists,
+                            format!("user {id} already exists with another name"),
+                        ))
+                    };
+                }
+                id.clone()
+            }
+            None => {
+                self.last_user_number += 1;
+                self.allocated_any_user = true;
+                UserId::from_number(self.last_user_number)
+            }
+        };
+        let user = User { id: id.clone(), name: request.name.clone(), created_at: self.now };
+        let account_id = id.account(request.currency);
+        // Another surface may have opened the user's account already; it is theirs either way.
+        let account = match self.accounts.get(&account_id) {
+            Some(account) => account.clone(),
+            None => {
+                let account = self.new_account_from(&id.new_account(request.currency));
+                self.open(tenant, account.clone());
+                account
+            }
+        };
+        self.users.insert(id.clone(), user.clone());
+        self.users_created.push(id);
+        self.emit(tenant, EventKind::UserCreated, Subject::User(user.clone()), &[&account_id]);
+        UserResult::Created(user, account)
+    }
+
+    fn create_order(&mut self, tenant: &Tenant, request: &NewOrder) -> OrderResult {
+        if let Err(rejection) = request.validate() {
+            return OrderResult::Rejected(rejection);
+        }
+        if let Some(existing) = self.orders.get(&request.id) {
+            let same = existing.user == request.user
+                && existing.amount == request.amount
+                && existing.currency == request.currency
+                && existing.tenant == *tenant;
+            return if same {
+                OrderResult::Existed(existing.clone())
+            } else {
+                OrderResult::Rejected(Rejection::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    format!("order {} already exists with other fields", request.id),
+                ))
+            };
+        }
+        let order = Order {
+            id: request.id.clone(),
+            tenant: tenant.clone(),
+            user: request.user.clone(),
+            amount: request.amount,
+            currency: request.currency,
+            status: OrderStatus::Pending,
+            failure: None,
+            payment_id: None,
+            created_at: self.now,
+            updated_at: self.now,
+        };
+        self.orders.insert(order.id.clone(), order.clone());
+        self.orders_created.push(order.id.clone());
+        self.emit(tenant, EventKind::OrderCreated, Subject::Order(order.clone()), &[]);
+        OrderResult::Created(order)
+    }
+
+    fn pay_order(&mut self, tenant: &Tenant, request: &NewOrder) -> OrderResult {
+        let Some(order) = self.orders.get(&request.id).cloned() else {
+            return OrderResult::Rejected(Rejection::invalid(format!("no order {}", request.id)));
+        };
+        let same = order.user == request.user
+            && order.amount == request.amount
+            && order.currency == request.currency
+            && order.tenant == *tenant;
+        if !same {
+            return OrderResult::Rejected(Rejection::invalid(format!(
+                "order {} has other fields",
+                request.id
+            )));
+        }
+        if order.status != OrderStatus::Pending {
+            return OrderResult::Settled(order);
+        }
+        let payment = TransferRequest {
+            idempotency_key: order.id.payment_key(),
+            kind: TransferKind::Payment,
+            movement: Movement::Move {
+                debit_account: order.user.account(order.currency),
+                credit_account: Order::shop_account(order.currency),
+                amount: order.amount,
+                currency: order.currency,
+                hold: None,
+            },
+            details: crate::transfer::Details {
+                category: "order".to_owned(),
+                description: format!("order {}", order.id),
+                metadata: Default::default(),
+            },
+            effective_at: None,
+            open_if_missing: vec![Order::shop_new_account(order.currency)],
+        };
+        let (payment_id, failure) = match self.transfer_once(tenant, &payment) {
+            TransferResult::Committed(transfer) | TransferResult::Replayed(transfer) => {
+                (Some(transfer.id), transfer.error.clone())
+            }
+            TransferResult::Rejected(rejection) => (None, Some(rejection)),
+        };
+        let mut settled = order;
+        settled.payment_id = payment_id;
+        settled.status = if failure.is_none() { OrderStatus::Paid } else { OrderStatus::Failed };
+        settled.failure = failure;
+        settled.updated_at = self.now;
+        self.orders.insert(settled.id.clone(), settled.clone());
+        self.orders_changed.push(settled.id.clone());
+        let (payment_event, order_event) = match settled.status {
+            OrderStatus::Paid => (EventKind::PaymentCompleted, EventKind::OrderPaid),
+            _ => (EventKind::PaymentFailed, EventKind::OrderFailed),
+        };
+        let buyer = settled.user.account(settled.currency);
+        self.emit(tenant, payment_event, Subject::Order(settled.clone()), &[&buyer]);
+        self.emit(tenant, order_event, Subject::Order(settled.clone()), &[&buyer]);
+        OrderResult::Settled(settled)
     }
 
     // ---- journaled mutations: the only places that change state ----

@@ -3,6 +3,7 @@
 use crate::account::Account;
 use crate::ids::{AccountId, EventId, Tenant};
 use crate::money::Currency;
+use crate::party::{Order, User};
 use crate::time::Timestamp;
 use crate::transfer::Transfer;
 
@@ -16,10 +17,16 @@ pub enum EventKind {
     HoldCaptured,
     HoldVoided,
     HoldExpired,
+    UserCreated,
+    OrderCreated,
+    PaymentCompleted,
+    PaymentFailed,
+    OrderPaid,
+    OrderFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::AccountOpened,
         EventKind::AccountUpdated,
         EventKind::TransferPosted,
@@ -28,6 +35,12 @@ impl EventKind {
         EventKind::HoldCaptured,
         EventKind::HoldVoided,
         EventKind::HoldExpired,
+        EventKind::UserCreated,
+        EventKind::OrderCreated,
+        EventKind::PaymentCompleted,
+        EventKind::PaymentFailed,
+        EventKind::OrderPaid,
+        EventKind::OrderFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +53,12 @@ impl EventKind {
             EventKind::HoldCaptured => "HoldCaptured",
             EventKind::HoldVoided => "HoldVoided",
             EventKind::HoldExpired => "HoldExpired",
+            EventKind::UserCreated => "UserCreated",
+            EventKind::OrderCreated => "OrderCreated",
+            EventKind::PaymentCompleted => "PaymentCompleted",
+            EventKind::PaymentFailed => "PaymentFailed",
+            EventKind::OrderPaid => "OrderPaid",
+            EventKind::OrderFailed => "OrderFailed",
         }
     }
 
@@ -65,6 +84,8 @@ impl EventKind {
 pub enum Subject {
     Account(Account),
     Transfer(Transfer),
+    User(User),
+    Order(Order),
 }
 
 /// An account's balances right after the change.
@@ -108,6 +129,8 @@ impl Event {
         match &self.subject {
             Subject::Account(account) => account.id.to_string(),
             Subject::Transfer(transfer) => transfer.id.to_string(),
+            Subject::User(user) => user.id.to_string(),
+            Subject::Order(order) => order.id.to_string(),
         }
     }
 }

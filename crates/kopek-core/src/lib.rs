@@ -12,6 +12,7 @@ pub mod ids;
 pub mod limits;
 pub mod memory;
 pub mod money;
+pub mod party;
 pub mod time;
 pub mod transfer;
 
@@ -19,13 +20,14 @@ pub use account::{
     Account, AccountKind, AccountStatus, AccountUpdate, Balance, Metadata, NewAccount, Overdraft,
 };
 pub use apply::{
-    AccountResult, Batch, Command, CommandBody, CommandResult, Keys, Linking, Outcome, State,
-    TransferResult, apply,
+    AccountResult, Batch, Command, CommandBody, CommandResult, Keys, Linking, OrderResult, Outcome,
+    State, TransferResult, UserResult, apply,
 };
 pub use error::{ErrorCode, Rejection};
 pub use event::{BalanceSnapshot, Event, EventKind, Subject};
 pub use ids::{AccountId, EventId, IdSource, IdempotencyKey, Tenant, TransferId, Ulid};
 pub use money::{Amount, Currency, format_minor};
+pub use party::{NewOrder, NewUser, Order, OrderId, OrderStatus, User, UserId};
 pub use time::Timestamp;
 pub use transfer::{
     Action, Details, Direction, Entry, Fingerprint, Hold, Movement, Transfer, TransferKind,

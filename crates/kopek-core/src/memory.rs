@@ -16,6 +16,9 @@ pub struct MemoryLedger {
     pub keys: BTreeMap<(Tenant, IdempotencyKey), TransferId>,
     pub entries: Vec<Entry>,
     pub events: Vec<Event>,
+    pub users: BTreeMap<crate::UserId, crate::User>,
+    pub orders: BTreeMap<crate::OrderId, crate::Order>,
+    pub last_user_number: u64,
 }
 
 impl MemoryLedger {
@@ -33,8 +36,26 @@ impl MemoryLedger {
             account_ids.extend(transfer.debit_account.iter().cloned());
             account_ids.extend(transfer.credit_account.iter().cloned());
         }
+        for (offset, currency) in keys.allocated_users.iter().enumerate() {
+            account_ids.insert(
+                crate::UserId::from_number(self.last_user_number + 1 + offset as u64)
+                    .account(*currency),
+            );
+        }
         let accounts = account_ids.iter().filter_map(|id| self.accounts.get(id).cloned());
-        State::new(accounts, transfers.into_values())
+        let mut state = State::new(accounts, transfers.into_values());
+        state.users = keys
+            .users
+            .iter()
+            .filter_map(|id| self.users.get(id).map(|user| (id.clone(), user.clone())))
+            .collect();
+        state.orders = keys
+            .orders
+            .iter()
+            .filter_map(|id| self.orders.get(id).map(|order| (id.clone(), order.clone())))
+            .collect();
+        state.last_user_number = self.last_user_number;
+        state
     }
 
     pub fn absorb(&mut self, outcome: &Outcome) {
@@ -45,6 +66,15 @@ impl MemoryLedger {
             self.keys
                 .insert((transfer.tenant.clone(), transfer.idempotency_key.clone()), transfer.id);
             self.transfers.insert(transfer.id, transfer.clone());
+        }
+        for user in &outcome.users_created {
+            self.users.insert(user.id.clone(), user.clone());
+        }
+        for order in outcome.orders_created.iter().chain(&outcome.orders_changed) {
+            self.orders.insert(order.id.clone(), order.clone());
+        }
+        if let Some(number) = outcome.last_user_number {
+            self.last_user_number = number;
         }
         self.entries.extend(outcome.entries.iter().cloned());
         self.events.extend(outcome.events.iter().cloned());

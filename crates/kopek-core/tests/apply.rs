@@ -8,6 +8,7 @@
 //! - `capture KEY HOLD_KEY [AMOUNT]` / `void KEY HOLD_KEY`
 //! - `linked KEY DEBIT->CREDIT AMOUNT; KEY DEBIT->CREDIT AMOUNT; ...`
 //! - `freeze|unfreeze|close ID`, `limit ID MINOR`, `wait SECONDS`, `expire`
+//! - `user NAME [ID]`, `order ID USER AMOUNT`, `pay ID USER AMOUNT`
 
 use expect_test::{Expect, expect};
 use kopek_core::memory::{MemoryLedger, SequentialIds};
@@ -110,6 +111,24 @@ impl Script {
                     overdraft: Some(limit),
                     status: None,
                 })
+            }
+            "user" => CommandBody::CreateUser(NewUser {
+                id: words.get(2).map(|text| UserId::parse(text).expect("user id")),
+                name: words[1].to_owned(),
+                currency: usd(),
+            }),
+            "order" | "pay" => {
+                let order = NewOrder {
+                    id: OrderId::parse(words[1]).expect("order id"),
+                    user: UserId::parse(words[2]).expect("user id"),
+                    amount: kopek_core::money::parse_decimal_minor(words[3], 2).expect("amount"),
+                    currency: usd(),
+                };
+                if words[0] == "order" {
+                    CommandBody::CreateOrder(order)
+                } else {
+                    CommandBody::PayOrder(order)
+                }
             }
             "wait" => {
                 let seconds: i64 = words[1].parse().expect("seconds");
@@ -219,6 +238,30 @@ impl Script {
             }
             CommandResult::Expired(ids) => {
                 writeln!(self.out, "  expired {}", ids.len()).expect("write")
+            }
+            CommandResult::User(result) => {
+                let line = match result {
+                    UserResult::Created(user, account) => {
+                        format!("  created user {} ({}) with {}", user.id, user.name, account.id)
+                    }
+                    UserResult::Existed(user) => format!("  existed user {}", user.id),
+                    UserResult::Rejected(rejection) => format!("  rejected {rejection}"),
+                };
+                writeln!(self.out, "{line}").expect("write");
+            }
+            CommandResult::Order(result) => {
+                let describe = |order: &Order| {
+                    let failure =
+                        order.failure.as_ref().map(|r| format!(" {r}")).unwrap_or_default();
+                    format!("{} {} {}{failure}", order.id, order.status.as_str(), order.amount)
+                };
+                let line = match result {
+                    OrderResult::Created(order) => format!("  created order {}", describe(order)),
+                    OrderResult::Existed(order) => format!("  existed order {}", describe(order)),
+                    OrderResult::Settled(order) => format!("  settled order {}", describe(order)),
+                    OrderResult::Rejected(rejection) => format!("  rejected {rejection}"),
+                };
+                writeln!(self.out, "{line}").expect("write");
             }
         }
     }
@@ -785,6 +828,91 @@ fn transfers_open_accounts_on_first_use_only_when_they_go_through() {
             user:u1:USD USD posted=1500
             world:USD USD posted=-1500
             events: AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted TransferDeclined TransferDeclined
+        "#]],
+    );
+}
+
+#[test]
+fn users_get_numbers_and_orders_are_paid_once() {
+    check(
+        "
+        user petya
+        user vasya
+        user alice alice-1
+        user alice alice-1
+        user other alice-1
+        user bad 7
+        deposit d1 user:1:USD 5.00
+        order o1 1 2.00
+        order o1 1 2.00
+        order o1 1 3.00
+        order o2 2 1.00
+        pay o1 1 2.00
+        pay o1 1 2.00
+        pay o2 2 1.00
+        pay o3 1 1.00
+        order o4 1 0
+        ",
+        expect![[r#"
+            user petya
+              created user 1 (petya) with user:1:USD
+            user vasya
+              created user 2 (vasya) with user:2:USD
+            user alice alice-1
+              created user alice-1 (alice) with user:alice-1:USD
+            user alice alice-1
+              existed user alice-1
+            user other alice-1
+              rejected ACCOUNT_EXISTS: user alice-1 already exists with another name
+            user bad 7
+              rejected INVALID_ARGUMENT: all-digit user ids are allocated by the server
+            deposit d1 user:1:USD 5.00
+              post posted 500
+            order o1 1 2.00
+              created order o1 PENDING 200
+            order o1 1 2.00
+              existed order o1 PENDING 200
+            order o1 1 3.00
+              rejected IDEMPOTENCY_KEY_REUSED: order o1 already exists with other fields
+            order o2 2 1.00
+              created order o2 PENDING 100
+            pay o1 1 2.00
+              settled order o1 PAID 200
+            pay o1 1 2.00
+              settled order o1 PAID 200
+            pay o2 2 1.00
+              settled order o2 FAILED 100 INSUFFICIENT_FUNDS: balance 0.00 USD is less than 1.00 USD
+            pay o3 1 1.00
+              rejected INVALID_ARGUMENT: no order o3
+            order o4 1 0
+              rejected INVALID_AMOUNT: an order amount must be positive
+            --
+            orders:USD USD posted=200
+            user:1:USD USD posted=300
+            user:2:USD USD posted=0
+            user:alice-1:USD USD posted=0
+            world:USD USD posted=-500
+            events: AccountOpened UserCreated AccountOpened UserCreated AccountOpened UserCreated AccountOpened TransferPosted OrderCreated OrderCreated AccountOpened TransferPosted PaymentCompleted OrderPaid TransferDeclined PaymentFailed OrderFailed
+        "#]],
+    );
+}
+
+#[test]
+fn an_allocated_user_adopts_an_account_another_surface_opened() {
+    check(
+        "
+        deposit d1 user:1:USD 5.00 opens=user:1:USD
+        user first
+        ",
+        expect![[r#"
+            deposit d1 user:1:USD 5.00 opens=user:1:USD
+              post posted 500
+            user first
+              created user 1 (first) with user:1:USD
+            --
+            user:1:USD USD posted=500
+            world:USD USD posted=-500
+            events: AccountOpened AccountOpened TransferPosted UserCreated
         "#]],
     );
 }

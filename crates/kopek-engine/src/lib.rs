@@ -226,14 +226,14 @@ impl Writer {
 
     /// Takes whatever else is queued, up to the batch limits, without waiting.
     fn drain(&mut self, first: Job) -> Vec<Job> {
-        let mut transfers = command_size(&first.command);
+        let mut transfers = first.command.body.size();
         let mut jobs = vec![first];
         while jobs.len() < self.config.batch_commands_max
             && transfers < self.config.batch_transfers_max
         {
             match self.receiver.try_recv() {
                 Ok(job) => {
-                    transfers += command_size(&job.command);
+                    transfers += job.command.body.size();
                     jobs.push(job);
                 }
                 Err(_) => break,
@@ -394,15 +394,6 @@ fn expire_batch(ids: Vec<TransferId>) -> Batch {
 fn until(at: Timestamp) -> Duration {
     let micros = at.as_unix_micros().saturating_sub(Clock::wall_now().as_unix_micros());
     Duration::from_micros(u64::try_from(micros).unwrap_or(0)).min(EXPIRY_RECHECK)
-}
-
-fn command_size(command: &Command) -> usize {
-    match &command.body {
-        CommandBody::CreateTransfers { transfers, .. } => transfers.len(),
-        CommandBody::CreateAccounts(accounts) => accounts.len(),
-        CommandBody::UpdateAccount(_) => 1,
-        CommandBody::ExpireHolds(ids) => ids.len(),
-    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

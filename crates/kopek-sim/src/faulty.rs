@@ -5,7 +5,8 @@
 use crate::Rng;
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, IdempotencyKey, Keys, Outcome, Tenant, Timestamp, Transfer, TransferId,
+    Account, AccountId, IdempotencyKey, Keys, Order, OrderId, Outcome, Tenant, Timestamp, Transfer,
+    TransferId, User, UserId,
 };
 use kopek_store::{
     Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark,
@@ -137,6 +138,22 @@ impl Store for FaultyStore {
 
     async fn watermark(&self) -> StoreResult<Watermark> {
         self.inner.watermark().await
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        self.inner.user(id).await
+    }
+
+    async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
+        self.inner.order(id).await
+    }
+
+    async fn orders_of_user(&self, user: &UserId, limit: usize) -> StoreResult<Vec<Order>> {
+        self.inner.orders_of_user(user, limit).await
+    }
+
+    async fn pending_orders(&self, limit: usize) -> StoreResult<Vec<Order>> {
+        self.inner.pending_orders(limit).await
     }
 
     async fn verify(&self) -> StoreResult<VerifyReport> {

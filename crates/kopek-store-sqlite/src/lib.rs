@@ -10,8 +10,8 @@ mod verify;
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, IdempotencyKey, Keys, Outcome, State, Tenant, Timestamp, Transfer,
-    TransferId, Ulid,
+    Account, AccountId, IdempotencyKey, Keys, Order, OrderId, Outcome, State, Tenant, Timestamp,
+    Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::event_json;
 use kopek_store::{
@@ -34,7 +34,10 @@ const READ_CONNECTIONS_MAX: usize = 8;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, applied in order; the version is the position plus one.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_ledger.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_ledger.sql"),
+    include_str!("../migrations/0002_users_orders.sql"),
+];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -297,6 +300,20 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
         account_ids.extend(transfer.debit_account.iter().cloned());
         account_ids.extend(transfer.credit_account.iter().cloned());
     }
+    let last_user_number = if keys.allocated_users.is_empty() {
+        0
+    } else {
+        let value: i64 = connection
+            .prepare_cached("SELECT value FROM counters WHERE name = 'user_number'")
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(sql_error)?;
+        let last = u64::try_from(value)
+            .map_err(|_| StoreError::Corrupt("negative user counter".to_owned()))?;
+        for (offset, currency) in keys.allocated_users.iter().enumerate() {
+            account_ids.insert(UserId::from_number(last + 1 + offset as u64).account(*currency));
+        }
+        last
+    };
     let mut accounts = Vec::with_capacity(account_ids.len());
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1");
     let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
@@ -307,7 +324,33 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
             accounts.push(decoded.map_err(StoreError::Corrupt)?);
         }
     }
-    Ok(State::new(accounts, transfers.into_values()))
+    let mut state = State::new(accounts, transfers.into_values());
+    state.last_user_number = last_user_number;
+    {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+        for id in &keys.users {
+            if let Some(decoded) =
+                statement.query_row([id.as_str()], user_from_row).optional().map_err(sql_error)?
+            {
+                let user = decoded.map_err(StoreError::Corrupt)?;
+                state.users.insert(user.id.clone(), user);
+            }
+        }
+    }
+    {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1");
+        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+        for id in &keys.orders {
+            if let Some(decoded) =
+                statement.query_row([id.as_str()], order_from_row).optional().map_err(sql_error)?
+            {
+                let order = decoded.map_err(StoreError::Corrupt)?;
+                state.orders.insert(order.id.clone(), order);
+            }
+        }
+    }
+    Ok(state)
 }
 
 fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
@@ -375,6 +418,40 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
         run(
             "INSERT INTO entries (account_id, transfer_id, direction, amount, currency, balance_after, \
              effective_at, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            values,
+        )?;
+    }
+    for user in &outcome.users_created {
+        let values = vec![
+            Value::Text(user.id.to_string()),
+            Value::Text(user.name.clone()),
+            Value::Integer(user.created_at.as_unix_micros()),
+        ];
+        run("INSERT INTO users (id, name, created_at) VALUES (?1, ?2, ?3)", values)?;
+    }
+    if let Some(number) = outcome.last_user_number {
+        let value = i64::try_from(number)
+            .map_err(|_| StoreError::Invariant("user counter overflow".to_owned()))?;
+        run(
+            "UPDATE counters SET value = ?1 WHERE name = 'user_number'",
+            vec![Value::Integer(value)],
+        )?;
+    }
+    let insert_order = format!(
+        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    );
+    for order in &outcome.orders_created {
+        run(&insert_order, order_params(order))?;
+    }
+    for order in &outcome.orders_changed {
+        let mut values = order_params(order);
+        // Everything but the id goes in the SET; the id is the last parameter.
+        let id = values.remove(0);
+        values.push(id);
+        run(
+            "UPDATE orders SET tenant = ?1, user_id = ?2, amount = ?3, currency = ?4, status = ?5, \
+             failure_code = ?6, failure_message = ?7, payment_id = ?8, created_at = ?9, updated_at = ?10 \
+             WHERE id = ?11",
             values,
         )?;
     }
@@ -603,6 +680,52 @@ impl Store for SqliteStore {
                 .map(|text| Ulid::parse(&text).map_err(|rejection| StoreError::Corrupt(rejection.message)))
                 .transpose()?;
             Ok(Watermark { committed_at: micros.map(Timestamp::from_unix_micros), largest_id })
+        })
+        .await
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let row = statement.query_row([id], user_from_row).optional().map_err(sql_error)?;
+            row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
+        let id = id.to_string();
+        self.read(move |connection| {
+            let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let row = statement.query_row([id], order_from_row).optional().map_err(sql_error)?;
+            row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn orders_of_user(&self, user: &UserId, limit: usize) -> StoreResult<Vec<Order>> {
+        let user = user.to_string();
+        let limit = to_sql_int(limit.min(kopek_core::limits::PAGE_SIZE_MAX));
+        self.read(move |connection| {
+            let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = ?1 ORDER BY created_at, id LIMIT ?2");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement.query_map(rusqlite::params![user, limit], order_from_row).map_err(sql_error)?;
+            rows.map(decoded).collect()
+        })
+        .await
+    }
+
+    async fn pending_orders(&self, limit: usize) -> StoreResult<Vec<Order>> {
+        let limit = to_sql_int(limit);
+        self.read(move |connection| {
+            let sql =
+                format!("SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'PENDING' ORDER BY created_at LIMIT ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement.query_map([limit], order_from_row).map_err(sql_error)?;
+            rows.map(decoded).collect()
         })
         .await
     }

@@ -3,8 +3,8 @@
 
 use kopek_core::{
     Account, AccountId, AccountKind, AccountStatus, Action, Balance, Currency, Details, Direction,
-    Entry, ErrorCode, Fingerprint, IdempotencyKey, Overdraft, Rejection, Tenant, Timestamp,
-    Transfer, TransferId, TransferKind, TransferStatus,
+    Entry, ErrorCode, Fingerprint, IdempotencyKey, Order, OrderId, OrderStatus, Overdraft,
+    Rejection, Tenant, Timestamp, Transfer, TransferId, TransferKind, TransferStatus, User, UserId,
 };
 use kopek_store::codec::{metadata_from_json, metadata_to_json};
 use kopek_store::{StoreError, StoredEntry, StoredEvent};
@@ -215,4 +215,68 @@ pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
 /// Borrows a parameter list for rusqlite.
 pub fn params(values: &[Value]) -> Vec<&dyn ToSql> {
     values.iter().map(|value| value as &dyn ToSql).collect()
+}
+
+pub const USER_COLUMNS: &str = "id, name, created_at";
+
+pub const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
+     payment_id, created_at, updated_at";
+
+pub fn user_from_row(row: &Row) -> rusqlite::Result<Decoded<User>> {
+    let id: String = row.get(0)?;
+    let name: String = row.get(1)?;
+    let created_at: i64 = row.get(2)?;
+    Ok(rejected(UserId::parse(&id)).map(|id| User {
+        id,
+        name,
+        created_at: Timestamp::from_unix_micros(created_at),
+    }))
+}
+
+pub fn order_from_row(row: &Row) -> rusqlite::Result<Decoded<Order>> {
+    let text = |index| row.get::<_, String>(index);
+    let (id, tenant, user, currency, status) = (text(0)?, text(1)?, text(2)?, text(4)?, text(5)?);
+    let amount: i64 = row.get(3)?;
+    let (failure_code, failure_message): (Option<String>, Option<String>) =
+        (row.get(6)?, row.get(7)?);
+    let payment_id: Option<String> = row.get(8)?;
+    let (created_at, updated_at): (i64, i64) = (row.get(9)?, row.get(10)?);
+    Ok((|| {
+        let failure = match failure_code {
+            None => None,
+            Some(code) => Some(Rejection::new(
+                parse("error code", &code, ErrorCode::parse)?,
+                failure_message.unwrap_or_default(),
+            )),
+        };
+        Ok(Order {
+            id: rejected(OrderId::parse(&id))?,
+            tenant: rejected(Tenant::parse(&tenant))?,
+            user: rejected(UserId::parse(&user))?,
+            amount,
+            currency: rejected(Currency::parse(&currency))?,
+            status: parse("order status", &status, OrderStatus::parse)?,
+            failure,
+            payment_id: payment_id.map(|id| rejected(TransferId::parse(&id))).transpose()?,
+            created_at: Timestamp::from_unix_micros(created_at),
+            updated_at: Timestamp::from_unix_micros(updated_at),
+        })
+    })())
+}
+
+pub fn order_params(order: &Order) -> Vec<Value> {
+    let optional = |value: Option<String>| value.map_or(Value::Null, Value::Text);
+    vec![
+        Value::Text(order.id.to_string()),
+        Value::Text(order.tenant.to_string()),
+        Value::Text(order.user.to_string()),
+        Value::Integer(order.amount),
+        Value::Text(order.currency.code().to_owned()),
+        Value::Text(order.status.as_str().to_owned()),
+        optional(order.failure.as_ref().map(|failure| failure.code.as_str().to_owned())),
+        optional(order.failure.as_ref().map(|failure| failure.message.clone())),
+        optional(order.payment_id.map(|id| id.to_string())),
+        Value::Integer(order.created_at.as_unix_micros()),
+        Value::Integer(order.updated_at.as_unix_micros()),
+    ]
 }

@@ -6,7 +6,7 @@
 //! per currency, debits = credits and posted balances sum to zero; each transfer's entries
 //! (a posting has exactly its debit and credit, anything else has none); holds against
 //! their captures and voids and against pending balances; overdraft limits; one outbox event
-//! per account, transfer and expiry.
+//! per account, transfer, expiry and order, and a paid order's posted payment.
 
 use crate::rows::sql_error;
 use kopek_store::{StoreError, StoreResult, VerifyReport};
@@ -375,7 +375,19 @@ fn sql_checks(connection: &Connection, report: &mut VerifyReport) -> StoreResult
         "SELECT t.id, (SELECT COUNT(*) FROM outbox o WHERE o.subject_id = t.id AND o.kind IN ({CREATION_KINDS})) AS n \
          FROM transfers t WHERE n != 1"
     );
-    let checks: [(&str, &str); 3] = [
+    let checks: [(&str, &str); 5] = [
+        (
+            "SELECT o.id, (SELECT COUNT(*) FROM outbox e WHERE e.subject_id = o.id AND e.kind = 'OrderCreated') AS n \
+             FROM orders o WHERE n != 1",
+            "order {id} has {n} OrderCreated events, not 1",
+        ),
+        (
+            "SELECT o.id, (SELECT COUNT(*) FROM outbox e WHERE e.subject_id = o.id AND e.kind IN ('OrderPaid','OrderFailed')) AS n \
+             FROM orders o WHERE (o.status = 'PENDING') != (n = 0) OR n > 1 \
+             OR (o.status = 'PAID' AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.id = o.payment_id \
+                 AND t.status = 'posted' AND t.amount = o.amount))",
+            "order {id} has {n} settlement events for its status, or its payment does not match",
+        ),
         (
             "SELECT a.id, (SELECT COUNT(*) FROM outbox o WHERE o.subject_id = a.id AND o.kind = 'AccountOpened') AS n \
              FROM accounts a WHERE n != 1",

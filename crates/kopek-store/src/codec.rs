@@ -1,6 +1,6 @@
 //! Text forms shared by every backend: metadata as a JSON object, events as JSON documents.
 
-use kopek_core::{Account, Event, Metadata, Subject, Transfer, format_minor};
+use kopek_core::{Account, Event, Metadata, Order, Subject, Transfer, User, format_minor};
 use serde_json::{Map, Value, json};
 
 pub fn metadata_to_json(metadata: &Metadata) -> String {
@@ -67,11 +67,33 @@ pub fn transfer_json(transfer: &Transfer) -> Value {
     })
 }
 
+pub fn user_json(user: &User) -> Value {
+    json!({"id": user.id.as_str(), "name": user.name, "created_at": user.created_at.to_rfc3339()})
+}
+
+pub fn order_json(order: &Order) -> Value {
+    json!({
+        "id": order.id.as_str(),
+        "user_id": order.user.as_str(),
+        "amount_minor": order.amount,
+        "amount": format_minor(order.amount, order.currency),
+        "currency": order.currency.code(),
+        "status": order.status.as_str(),
+        "failure_code": order.failure.as_ref().map(|failure| failure.code.as_str()),
+        "failure_message": order.failure.as_ref().map(|failure| failure.message.as_str()),
+        "payment_id": order.payment_id.map(|id| id.to_string()),
+        "created_at": order.created_at.to_rfc3339(),
+        "updated_at": order.updated_at.to_rfc3339(),
+    })
+}
+
 /// The event document published to consumers. The outbox sequence is added by the relay.
 pub fn event_json(event: &Event) -> String {
     let (subject_type, subject) = match &event.subject {
         Subject::Account(account) => ("account", account_json(account)),
         Subject::Transfer(transfer) => ("transfer", transfer_json(transfer)),
+        Subject::User(user) => ("user", user_json(user)),
+        Subject::Order(order) => ("order", order_json(order)),
     };
     let balances: Vec<Value> = event
         .balances

@@ -19,6 +19,8 @@ macro_rules! conformance_tests {
             accounts_list_by_owner_in_pages,
             events_come_in_sequence,
             verify_passes_on_consistent_books,
+            users_get_numbers_that_survive_batches,
+            orders_are_paid_once_and_listed,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -386,4 +388,92 @@ pub async fn verify_passes_on_consistent_books(store: &dyn Store) {
     let report = store.verify().await.expect("verify");
     assert_eq!(report.problems, Vec::<String>::new());
     assert_eq!((report.accounts, report.transfers, report.entries), (3, 4, 4));
+}
+
+fn new_user(name: &str) -> CommandBody {
+    CommandBody::CreateUser(NewUser { id: None, name: name.to_owned(), currency: usd() })
+}
+
+pub async fn users_get_numbers_that_survive_batches(store: &dyn Store) {
+    run(store, at(1), 0, vec![new_user("petya"), new_user("vasya")]).await;
+    let later = run(store, at(2), 100, vec![new_user("masha")]).await;
+    match &later.results[0] {
+        CommandResult::User(UserResult::Created(user, account)) => {
+            assert_eq!(
+                (user.id.as_str(), account.id.as_str()),
+                ("3", "user:3:USD"),
+                "numbers continue across batches"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let petya = store.user(&UserId::parse("1").expect("id")).await.expect("read").expect("user 1");
+    assert_eq!(petya.name, "petya");
+    let account =
+        store.account(&id("user:2:USD")).await.expect("read").expect("opened with the user");
+    assert_eq!(account.owner.as_deref(), Some("2"));
+    assert_eq!(store.user(&UserId::parse("9").expect("id")).await.expect("read"), None);
+    assert!(store.verify().await.expect("verify").is_ok());
+}
+
+pub async fn orders_are_paid_once_and_listed(store: &dyn Store) {
+    let buyer = UserId::parse("buyer").expect("id");
+    let order = |name: &str, minor: i64| NewOrder {
+        id: OrderId::parse(name).expect("order id"),
+        user: buyer.clone(),
+        amount: minor,
+        currency: usd(),
+    };
+    let open_buyer = CommandBody::CreateAccounts(vec![buyer.new_account(usd())]);
+    run(store, at(1), 0, vec![open_buyer, deposit("fund", "user:buyer:USD", 500, None)]).await;
+    run(
+        store,
+        at(2),
+        100,
+        vec![
+            CommandBody::CreateOrder(order("o1", 300)),
+            CommandBody::CreateOrder(order("o2", 300)),
+        ],
+    )
+    .await;
+    assert_eq!(store.pending_orders(10).await.expect("read").len(), 2);
+    let paid = run(
+        store,
+        at(3),
+        200,
+        vec![
+            CommandBody::PayOrder(order("o1", 300)),
+            CommandBody::PayOrder(order("o2", 300)),
+            CommandBody::PayOrder(order("o1", 300)),
+        ],
+    )
+    .await;
+    let statuses: Vec<&str> = paid
+        .results
+        .iter()
+        .map(|result| match result {
+            CommandResult::Order(OrderResult::Settled(order)) => order.status.as_str(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(statuses, ["PAID", "FAILED", "PAID"]);
+    let o1 = store.order(&OrderId::parse("o1").expect("id")).await.expect("read").expect("o1");
+    let payment =
+        store.transfer(o1.payment_id.expect("a payment")).await.expect("read").expect("payment");
+    assert_eq!((payment.amount, payment.kind), (300, TransferKind::Payment));
+    let o2 = store.order(&OrderId::parse("o2").expect("id")).await.expect("read").expect("o2");
+    assert_eq!(o2.failure.map(|failure| failure.code), Some(ErrorCode::InsufficientFunds));
+    let listed: Vec<String> = store
+        .orders_of_user(&buyer, 10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|o| o.id.to_string())
+        .collect();
+    assert_eq!(listed, ["o1", "o2"]);
+    assert!(store.pending_orders(10).await.expect("read").is_empty());
+    let shop =
+        store.account(&Order::shop_account(usd())).await.expect("read").expect("shop account");
+    assert_eq!(shop.balance.posted, 300, "paid once, though paid twice");
+    assert_eq!(store.verify().await.expect("verify").problems, Vec::<String>::new());
 }

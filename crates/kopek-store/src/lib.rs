@@ -10,8 +10,8 @@ pub mod conformance;
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, Entry, IdempotencyKey, Keys, Outcome, State, Tenant, Timestamp, Transfer,
-    TransferId, Ulid,
+    Account, AccountId, Entry, IdempotencyKey, Keys, Order, OrderId, Outcome, State, Tenant,
+    Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,12 @@ pub trait Store: Send + Sync + 'static {
     /// Outbox events after `sequence` (exclusive), in order.
     async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
     async fn watermark(&self) -> StoreResult<Watermark>;
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>>;
+    async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>>;
+    /// A user's orders, oldest first, at most `limit`.
+    async fn orders_of_user(&self, user: &UserId, limit: usize) -> StoreResult<Vec<Order>>;
+    /// Orders still waiting for their payment, oldest first.
+    async fn pending_orders(&self, limit: usize) -> StoreResult<Vec<Order>>;
     /// Recomputes the books from the rows: see `VerifyReport`.
     async fn verify(&self) -> StoreResult<VerifyReport>;
 }
