@@ -12,7 +12,7 @@ channel = grpc.insecure_channel(os.environ.get("KOPEK_GRPC_ADDR", "127.0.0.1:500
 stub = payment_pb2_grpc.PaymentServiceStub(channel)
 request = payment_pb2.AuthorizePaymentRequest(
     idempotency_key=f"order-{uuid.uuid4().hex[:8]}", payer_account_id="user:alice:USD",
-    payee_account_id="category:food:USD", amount_cents=1250, currency="USD", description="lunch")
+    payee_account_id="category:Food:USD", amount_cents=1250, currency="USD", description="lunch")
 first = stub.AuthorizePayment(request)
 again = stub.AuthorizePayment(request)  # a retry: the same payment, status DUPLICATE
 print(payment_pb2.PaymentStatus.Name(first.status), first.payment_id)

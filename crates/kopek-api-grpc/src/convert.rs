@@ -166,6 +166,7 @@ pub fn transfer_request(request: pb::TransferRequest) -> Result<TransferRequest,
         details,
         effective_at: timestamp(&request.effective_at, "effective_at")?,
         open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
     };
     request.validate()?;
     Ok(request)

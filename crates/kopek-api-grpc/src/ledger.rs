@@ -1,7 +1,7 @@
 //! `kopek.v1.Ledger`: unary RPCs and the pipelined `StreamTransfers`.
 
 use crate::convert;
-use crate::pipeline::{Answer, AnswerStream, pipelined};
+use crate::pipeline::{Answer, AnswerStream, Started, pipelined};
 use crate::status::{engine_status, rejection_status, store_status};
 use kopek_core::{
     AccountResult, AccountUpdate, CommandBody, CommandResult, ErrorCode, Linking, Overdraft,
@@ -39,13 +39,12 @@ pub struct Prepared {
     ticket: Option<Ticket>,
 }
 
-/// Parses and enqueues a transfers request without waiting for its commit.
-pub fn prepare(
-    engine: &Engine,
-    tenant: Tenant,
+/// Parses a transfers request: the verdict of every item that failed to parse, and the
+/// command carrying the others (`None` when nothing is left to apply).
+fn parse_request(
     requests: Vec<pb::TransferRequest>,
     linked: bool,
-) -> Result<Prepared, Rejection> {
+) -> Result<(Vec<Option<pb::Error>>, Option<CommandBody>), Rejection> {
     if requests.len() > limits::TRANSFERS_PER_REQUEST_MAX {
         return Err(Rejection::invalid(format!(
             "a request holds at most {} transfers, not {}",
@@ -72,7 +71,7 @@ pub fn prepare(
                 })
             })
             .collect();
-        return Ok(Prepared { slots, ticket: None });
+        return Ok((slots, None));
     }
     let mut slots = Vec::with_capacity(parsed.len());
     let mut transfers = Vec::with_capacity(parsed.len());
@@ -85,12 +84,37 @@ pub fn prepare(
             Err(rejection) => slots.push(Some(convert::error(&rejection))),
         }
     }
-    let ticket = if transfers.is_empty() {
-        None
-    } else {
-        let linking = if linked { Linking::Linked } else { Linking::Independent };
-        let body = CommandBody::CreateTransfers { transfers, linking };
-        Some(engine.enqueue(tenant, body).map_err(engine_rejection)?)
+    let linking = if linked { Linking::Linked } else { Linking::Independent };
+    let body =
+        (!transfers.is_empty()).then_some(CommandBody::CreateTransfers { transfers, linking });
+    Ok((slots, body))
+}
+
+/// Parses and enqueues a transfers request without waiting for its commit; a full queue is
+/// `OVERLOADED` at once.
+pub fn prepare(
+    engine: &Engine,
+    tenant: Tenant,
+    requests: Vec<pb::TransferRequest>,
+    linked: bool,
+) -> Result<Prepared, Rejection> {
+    let (slots, body) = parse_request(requests, linked)?;
+    let ticket =
+        body.map(|body| engine.enqueue(tenant, body).map_err(engine_rejection)).transpose()?;
+    Ok(Prepared { slots, ticket })
+}
+
+/// `prepare` for streams: waits for room in the write queue instead of refusing.
+pub async fn prepare_waiting(
+    engine: &Engine,
+    tenant: Tenant,
+    requests: Vec<pb::TransferRequest>,
+    linked: bool,
+) -> Result<Prepared, Rejection> {
+    let (slots, body) = parse_request(requests, linked)?;
+    let ticket = match body {
+        Some(body) => Some(engine.enqueue_waiting(tenant, body).await.map_err(engine_rejection)?),
+        None => None,
     };
     Ok(Prepared { slots, ticket })
 }
@@ -125,20 +149,22 @@ impl Prepared {
     }
 }
 
+/// Why the write path did not take a request. Details of internal failures stay in the log.
 pub fn engine_rejection(error: EngineError) -> Rejection {
-    let code = match error {
-        EngineError::Overloaded => ErrorCode::Overloaded,
-        EngineError::ShuttingDown | EngineError::Unavailable(_) => ErrorCode::Unavailable,
-        EngineError::Internal(_) => ErrorCode::Internal,
-    };
-    let message = match &error {
-        // Internal details stay in the server log.
-        EngineError::Internal(_) | EngineError::Unavailable(_) => {
-            format!("{code}: the request was not applied; retry it")
+    match error {
+        EngineError::Overloaded => {
+            Rejection::new(ErrorCode::Overloaded, "the write queue is full; retry shortly")
         }
-        other => other.to_string(),
-    };
-    Rejection::new(code, message)
+        EngineError::ShuttingDown => {
+            Rejection::new(ErrorCode::Unavailable, "the ledger is shutting down; retry later")
+        }
+        EngineError::Unavailable(_) => {
+            Rejection::new(ErrorCode::Unavailable, "the request was not applied; retry it")
+        }
+        EngineError::Internal(_) => {
+            Rejection::new(ErrorCode::Internal, "the request was not applied; retry it")
+        }
+    }
 }
 
 fn page_size(requested: u32) -> usize {
@@ -405,20 +431,25 @@ impl pb::ledger_server::Ledger for LedgerService {
         let tenant = Self::tenant(&request);
         let engine = self.engine.clone();
         let start =
-            move |message: pb::StreamTransfersRequest| -> Answer<pb::StreamTransfersResponse> {
-                let request_id = message.request_id;
-                let prepared = prepare(&engine, tenant.clone(), message.transfers, message.linked);
+            move |message: pb::StreamTransfersRequest| -> Started<pb::StreamTransfersResponse> {
+                let (engine, tenant) = (engine.clone(), tenant.clone());
                 Box::pin(async move {
-                    let results = match prepared {
-                        Ok(prepared) => prepared.results().await,
-                        Err(rejection) => Err(rejection),
-                    };
-                    match results {
-                        Ok(results) => {
-                            pb::StreamTransfersResponse { request_id, results, error: None }
-                        }
-                        Err(rejection) => refused(request_id, &rejection),
-                    }
+                    let request_id = message.request_id;
+                    let prepared =
+                        prepare_waiting(&engine, tenant, message.transfers, message.linked).await;
+                    let answer: Answer<pb::StreamTransfersResponse> = Box::pin(async move {
+                        let results = match prepared {
+                            Ok(prepared) => prepared.results().await,
+                            Err(rejection) => Err(rejection),
+                        };
+                        Ok(match results {
+                            Ok(results) => {
+                                pb::StreamTransfersResponse { request_id, results, error: None }
+                            }
+                            Err(rejection) => refused(request_id, &rejection),
+                        })
+                    });
+                    answer
                 })
             };
         Ok(Response::new(pipelined(request.into_inner(), self.shutdown.clone(), start)))

@@ -56,6 +56,16 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Ends every open health `Watch` stream (their status senders go away), so draining does not
+/// wait on them. Call it last, just before the listener stops.
+pub async fn close_health(reporter: &HealthReporter) {
+    let mut reporter = reporter.clone();
+    reporter.clear_service_status("").await;
+    for name in SERVICE_NAMES {
+        reporter.clear_service_status(name).await;
+    }
+}
+
 /// Serves every gRPC service on `listener` until `shutdown` is cancelled, then lets in-flight
 /// calls finish; open streams stop reading and end after answering what they read.
 pub async fn serve(

@@ -8,7 +8,7 @@ use kopek_core::{
     Movement, Rejection, Tenant, Transfer, TransferId, TransferKind, TransferRequest,
     TransferResult, TransferStatus, limits,
 };
-use kopek_engine::Engine;
+use kopek_engine::{Engine, EngineError};
 use kopek_proto::payment::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -26,27 +26,32 @@ fn invalid(message: impl Into<String>) -> Status {
     rejection_status(&Rejection::invalid(message))
 }
 
-/// A required id: missing, too long or malformed is `INVALID_ARGUMENT` and records nothing.
+/// A required account id: missing or over its length limit is `INVALID_ARGUMENT` and records
+/// nothing. Any other text is a reference: an account that cannot exist is declined later
+/// with `ACCOUNT_NOT_FOUND`, and that decline is recorded like any other.
 fn required_account(text: &str, field: &str) -> Result<AccountId, Status> {
     if text.is_empty() {
         return Err(invalid(format!("{field} is required")));
     }
-    AccountId::parse(text).map_err(|rejection| invalid(format!("{field}: {}", rejection.message)))
+    AccountId::parse_reference(text)
+        .map_err(|rejection| invalid(format!("{field}: {}", rejection.message)))
 }
 
-/// The request as a transfer; only malformed input fails here (`INVALID_ARGUMENT`).
+/// The request as a transfer; only missing or oversized fields fail here (`INVALID_ARGUMENT`).
 fn transfer_request(request: pb::AuthorizePaymentRequest) -> Result<TransferRequest, Status> {
     if request.idempotency_key.is_empty() {
         return Err(invalid("idempotency_key is required"));
     }
-    let idempotency_key = IdempotencyKey::parse(&request.idempotency_key)
+    // Payments have a key space of their own: "1" here is not the streaming contract's "1".
+    let idempotency_key = IdempotencyKey::scoped("pay", &request.idempotency_key)
         .map_err(|rejection| invalid(format!("idempotency_key: {}", rejection.message)))?;
     let payer = required_account(&request.payer_account_id, "payer_account_id")?;
     let payee = required_account(&request.payee_account_id, "payee_account_id")?;
     if request.currency.is_empty() {
         return Err(invalid("currency is required"));
     }
-    let currency = Currency::parse(&request.currency)
+    // A three-letter code outside ISO 4217 matches no account: CURRENCY_MISMATCH, recorded.
+    let currency = Currency::parse_code(&request.currency)
         .map_err(|rejection| invalid(format!("currency: {}", rejection.message)))?;
     if request.description.len() > limits::DESCRIPTION_BYTES_MAX {
         return Err(invalid(format!(
@@ -72,6 +77,7 @@ fn transfer_request(request: pb::AuthorizePaymentRequest) -> Result<TransferRequ
         },
         effective_at: None,
         open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
     })
 }
 
@@ -127,6 +133,18 @@ fn authorization(transfer: &Transfer, replayed: bool) -> pb::AuthorizePaymentRes
     }
 }
 
+fn rate_limited() -> pb::AuthorizePaymentResponse {
+    pb::AuthorizePaymentResponse {
+        payment_id: String::new(),
+        status: pb::PaymentStatus::Declined as i32,
+        error: Some(pb::PaymentError {
+            code: pb::PaymentErrorCode::RateLimited as i32,
+            message: "the ledger is at capacity; retry with the same idempotency key".to_owned(),
+        }),
+        processed_at: kopek_engine::Clock::wall_now().to_rfc3339(),
+    }
+}
+
 fn payment(transfer: &Transfer) -> pb::Payment {
     let status = if transfer.status == TransferStatus::Posted {
         pb::PaymentStatus::Authorized
@@ -169,8 +187,13 @@ impl pb::payment_service_server::PaymentService for PaymentService {
             transfers: vec![transfer],
             linking: Linking::Independent,
         };
-        let result =
-            self.engine.submit(Tenant::default_tenant(), body).await.map_err(engine_status)?;
+        let result = match self.engine.submit(Tenant::default_tenant(), body).await {
+            Ok(result) => result,
+            // The contract's answer to load: a decline the client retries with the same key
+            // (nothing was recorded, so the retry is applied, not replayed).
+            Err(EngineError::Overloaded) => return Ok(Response::new(rate_limited())),
+            Err(error) => return Err(engine_status(error)),
+        };
         let result = match result {
             CommandResult::Transfers(mut results) if results.len() == 1 => results.remove(0),
             other => return Err(Status::internal(format!("unexpected result {other:?}"))),

@@ -15,18 +15,23 @@ use tonic::{Status, Streaming};
 /// the stream until answers go out, and HTTP/2 flow control slows the client down.
 pub const STREAM_IN_FLIGHT_MAX: usize = 1_024;
 
-/// The answer to one message, ready once its work has committed.
-pub type Answer<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// The answer to one message, ready once its work has committed; an error ends the stream.
+pub type Answer<T> = Pin<Box<dyn Future<Output = Result<T, Status>> + Send>>;
+
+/// Starting one message's work: resolves once it is queued (waiting for room if the write
+/// path is full), to the future of its answer.
+pub type Started<T> = Pin<Box<dyn Future<Output = Answer<T>> + Send>>;
 
 pub type AnswerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Runs `start` on every message in arrival order and streams the answers in that order.
-/// On `shutdown` the reader stops reading; what it read is still answered, then the stream
-/// ends. A client that goes away leaves nothing half done: what was enqueued commits once.
+/// On `shutdown` the reader stops reading, what it read is still answered, and the stream
+/// ends with `UNAVAILABLE` so the client knows to resend what got no answer. A client that
+/// goes away leaves nothing half done: what was queued commits once.
 pub fn pipelined<In, Out>(
     mut inbound: Streaming<In>,
     shutdown: CancellationToken,
-    mut start: impl FnMut(In) -> Answer<Out> + Send + 'static,
+    mut start: impl FnMut(In) -> Started<Out> + Send + 'static,
 ) -> AnswerStream<Out>
 where
     In: Send + 'static,
@@ -36,13 +41,20 @@ where
     let (pipeline, mut in_flight) =
         mpsc::channel::<Result<Answer<Out>, Status>>(STREAM_IN_FLIGHT_MAX);
     tokio::spawn(async move {
+        let draining =
+            || Status::unavailable("the server is shutting down: resend what was not answered");
         loop {
             let message = tokio::select! {
                 message = inbound.message() => message,
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => Err(draining()),
             };
             let item = match message {
-                Ok(Some(message)) => Ok(start(message)),
+                Ok(Some(message)) => {
+                    tokio::select! {
+                        answer = start(message) => Ok(answer),
+                        () = shutdown.cancelled() => Err(draining()),
+                    }
+                }
                 Ok(None) => break,
                 Err(status) => Err(status),
             };
@@ -55,11 +67,13 @@ where
     tokio::spawn(async move {
         while let Some(item) = in_flight.recv().await {
             let response = match item {
-                Ok(answer) => Ok(answer.await),
+                Ok(answer) => answer.await,
                 Err(status) => Err(status),
             };
-            if responses.send(response).await.is_err() {
-                // The client is gone; what was enqueued still commits, exactly once.
+            let failed = response.is_err();
+            if responses.send(response).await.is_err() || failed {
+                // The client is gone, or the stream ended with an error; what was queued
+                // still commits, exactly once.
                 break;
             }
         }

@@ -6,14 +6,17 @@
 //!   account opens with their first deposit;
 //! - `withdrawal`: debit the customer to `world:<CUR>`;
 //! - anything else is a purchase: debit the customer, credit the system account
-//!   `category:<slug>:<CUR>` (the slug is the category in lower case with characters outside
-//!   `a-z 0-9 _ . -` as `_`), so spending per category is that account's balance.
+//!   `category:<category>:<CUR>` (bytes outside `A-Z a-z 0-9 . -` written `_XX`), so spending
+//!   per category is that account's balance.
 //!
-//! `transactionId` is the idempotency key. Answers come in order, one per transaction, each
-//! after its durable commit; a malformed transaction fails alone.
+//! `transactionId` is the idempotency key, in this contract's own key space (`txn:`); a resend
+//! replays only when user, category, amount, currency and timestamp are all the same. Answers
+//! come in order, one per transaction, each after its durable commit; a malformed transaction
+//! fails alone. When the ledger cannot take work (shutting down, store unavailable) the stream
+//! ends with gRPC `UNAVAILABLE`, and the client resends what got no answer.
 
-use crate::ledger::engine_rejection;
-use crate::pipeline::{Answer, AnswerStream, pipelined};
+use crate::pipeline::{Answer, AnswerStream, Started, pipelined};
+use crate::status::engine_status;
 use kopek_core::{
     AccountId, AccountKind, Amount, CommandBody, CommandResult, Currency, Details, ErrorCode,
     IdempotencyKey, Linking, Movement, NewAccount, Overdraft, Rejection, Tenant, Timestamp,
@@ -45,15 +48,21 @@ pub fn user_account(user_id: &str, currency: Currency) -> Result<AccountId, Reje
     })
 }
 
-/// The system account that collects one spending category.
-fn category_account(category: &str, currency: Currency) -> Result<AccountId, Rejection> {
-    let slug: String = category
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
-        .collect();
-    AccountId::parse(&format!("category:{slug}:{currency}"))
-        .map_err(|_| Rejection::invalid("category must be at most 110 characters"))
+/// The system account that collects one spending category: `category:<category>:<CUR>` with
+/// the category as sent, bytes outside `A-Z a-z 0-9 . -` written `_XX` (hex), so every distinct
+/// category has its own account and the id reads back to the category.
+pub fn category_account(category: &str, currency: Currency) -> Result<AccountId, Rejection> {
+    let mut escaped = String::with_capacity(category.len());
+    for byte in category.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-') {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("_{byte:02X}"));
+        }
+    }
+    AccountId::parse(&format!("category:{escaped}:{currency}")).map_err(|_| {
+        Rejection::invalid("category is too long for an account id; keep it under 100 characters")
+    })
 }
 
 /// Parses one transaction into the transfer it asks for.
@@ -61,7 +70,7 @@ pub fn transfer_request(transaction: &pb::Transaction) -> Result<TransferRequest
     if transaction.transaction_id.is_empty() {
         return Err(Rejection::invalid("transactionId is required"));
     }
-    let idempotency_key = IdempotencyKey::parse(&transaction.transaction_id)?;
+    let idempotency_key = IdempotencyKey::scoped("txn", &transaction.transaction_id)?;
     if transaction.user_id.is_empty() {
         return Err(Rejection::invalid("userId is required"));
     }
@@ -119,6 +128,12 @@ pub fn transfer_request(transaction: &pb::Transaction) -> Result<TransferRequest
         },
         effective_at,
         open_if_missing,
+        // The contract counts these as content too: a resend with another timestamp or
+        // category text is a reuse of the id, not a replay.
+        fingerprint_extra: format!(
+            "ts={}|category={category}",
+            effective_at.map(Timestamp::to_rfc3339).unwrap_or_default()
+        ),
     };
     request.validate()?;
     Ok(request)
@@ -143,18 +158,14 @@ fn failure(transaction_id: String, rejection: &Rejection, replay: bool) -> pb::T
     }
 }
 
-fn respond(
-    transaction_id: String,
-    result: Result<CommandResult, Rejection>,
-) -> pb::TransactionResponse {
+fn respond(transaction_id: String, result: CommandResult) -> pb::TransactionResponse {
     let result = match result {
-        Ok(CommandResult::Transfers(mut results)) if results.len() == 1 => results.remove(0),
-        Ok(other) => {
+        CommandResult::Transfers(mut results) if results.len() == 1 => results.remove(0),
+        other => {
             let rejection =
                 Rejection::new(ErrorCode::Internal, format!("unexpected result {other:?}"));
             return failure(transaction_id, &rejection, false);
         }
-        Err(rejection) => return failure(transaction_id, &rejection, false),
     };
     let (transfer, replay) = match result {
         TransferResult::Committed(transfer) => (transfer, false),
@@ -184,21 +195,35 @@ impl pb::transaction_service_server::TransactionService for TransactionService {
     ) -> Result<Response<Self::StreamTransactionsStream>, Status> {
         let tenant = Tenant::default_tenant();
         let engine = self.engine.clone();
-        let start = move |transaction: pb::Transaction| -> Answer<pb::TransactionResponse> {
-            let transaction_id = transaction.transaction_id.clone();
-            let ticket = transfer_request(&transaction).and_then(|request| {
-                let body = CommandBody::CreateTransfers {
-                    transfers: vec![request],
-                    linking: Linking::Independent,
-                };
-                engine.enqueue(tenant.clone(), body).map_err(engine_rejection)
-            });
+        let start = move |transaction: pb::Transaction| -> Started<pb::TransactionResponse> {
+            let (engine, tenant) = (engine.clone(), tenant.clone());
             Box::pin(async move {
-                let result = match ticket {
-                    Ok(ticket) => ticket.wait().await.map_err(engine_rejection),
+                let transaction_id = transaction.transaction_id.clone();
+                // Waits for room in the write queue: a stream slows down, it is never refused.
+                let ticket = match transfer_request(&transaction) {
+                    Ok(request) => {
+                        let body = CommandBody::CreateTransfers {
+                            transfers: vec![request],
+                            linking: Linking::Independent,
+                        };
+                        Ok(engine.enqueue_waiting(tenant, body).await)
+                    }
                     Err(rejection) => Err(rejection),
                 };
-                respond(transaction_id, result)
+                let answer: Answer<pb::TransactionResponse> = Box::pin(async move {
+                    let result = match ticket {
+                        Err(rejection) => return Ok(failure(transaction_id, &rejection, false)),
+                        Ok(Ok(ticket)) => ticket.wait().await,
+                        Ok(Err(error)) => Err(error),
+                    };
+                    match result {
+                        Ok(result) => Ok(respond(transaction_id, result)),
+                        // Not a verdict: nothing was applied, so the stream ends here and the
+                        // client resends from this transaction on.
+                        Err(error) => Err(engine_status(error)),
+                    }
+                });
+                answer
             })
         };
         Ok(Response::new(pipelined(request.into_inner(), self.shutdown.clone(), start)))
@@ -240,9 +265,36 @@ mod tests {
         let purchase = transfer_request(&transaction("Eating Out", 12.5, "USD")).expect("valid");
         assert_eq!(
             movement(&purchase),
-            ("user:u-1:USD".into(), "category:eating_out:USD".into(), 1_250)
+            ("user:u-1:USD".into(), "category:Eating_20Out:USD".into(), 1_250)
         );
         assert_eq!(purchase.details.category, "Eating Out");
+        let cafe = transfer_request(&transaction("Café_1", 1.0, "USD")).expect("valid");
+        assert_eq!(movement(&cafe).1, "category:Caf_C3_A9_5F1:USD");
+        let food = transfer_request(&transaction("Food", 1.0, "USD")).expect("valid");
+        assert_eq!(movement(&food).1, "category:Food:USD", "a plain category is its own name");
+        assert_eq!(
+            purchase.idempotency_key.as_str(),
+            "txn:t1",
+            "the contract has a key space of its own"
+        );
+    }
+
+    #[test]
+    fn timestamp_and_category_take_part_in_the_replay_comparison() {
+        let fingerprint = |t: pb::Transaction| transfer_request(&t).expect("valid").fingerprint();
+        let base = transaction("deposit", 1.0, "USD");
+        let later = pb::Transaction { timestamp: "2024-01-01T00:00:00Z".into(), ..base.clone() };
+        let shouted = pb::Transaction { category: "DEPOSIT".into(), ..base.clone() };
+        assert_ne!(fingerprint(base.clone()), fingerprint(later));
+        assert_ne!(fingerprint(base.clone()), fingerprint(shouted));
+        let same_instant =
+            pb::Transaction { timestamp: "2024-01-01T02:00:00+02:00".into(), ..base.clone() };
+        let utc = pb::Transaction { timestamp: "2024-01-01T00:00:00".into(), ..base };
+        assert_eq!(
+            fingerprint(same_instant),
+            fingerprint(utc),
+            "one instant written two ways is the same content"
+        );
     }
 
     #[test]
@@ -254,23 +306,17 @@ mod tests {
         assert_eq!(code(transaction("Food", f32::NAN, "USD")), Some(ErrorCode::InvalidAmount));
         assert_eq!(code(transaction("Food", f32::INFINITY, "USD")), Some(ErrorCode::InvalidAmount));
         assert_eq!(code(transaction("Food", 1.5, "JPY")), Some(ErrorCode::InvalidAmount));
+        assert_eq!(code(transaction("Food", 150_000.07, "USD")), Some(ErrorCode::InvalidAmount));
         assert_eq!(code(transaction("Food", 1.0, "XXX")), Some(ErrorCode::UnknownCurrency));
         assert_eq!(code(transaction("", 1.0, "USD")), Some(ErrorCode::InvalidArgument));
-        assert_eq!(
-            code(pb::Transaction { user_id: "a b".into(), ..transaction("Food", 1.0, "USD") }),
-            Some(ErrorCode::InvalidArgument)
-        );
-        assert_eq!(
-            code(pb::Transaction {
-                transaction_id: String::new(),
-                ..transaction("Food", 1.0, "USD")
-            }),
-            Some(ErrorCode::InvalidArgument)
-        );
-        assert_eq!(
-            code(pb::Transaction { timestamp: "soon".into(), ..transaction("Food", 1.0, "USD") }),
-            Some(ErrorCode::InvalidArgument)
-        );
+        let user = pb::Transaction { user_id: "a b".into(), ..transaction("Food", 1.0, "USD") };
+        assert_eq!(code(user), Some(ErrorCode::InvalidArgument));
+        let missing_id =
+            pb::Transaction { transaction_id: String::new(), ..transaction("Food", 1.0, "USD") };
+        assert_eq!(code(missing_id), Some(ErrorCode::InvalidArgument));
+        let bad_time =
+            pb::Transaction { timestamp: "soon".into(), ..transaction("Food", 1.0, "USD") };
+        assert_eq!(code(bad_time), Some(ErrorCode::InvalidArgument));
         let naive = pb::Transaction {
             timestamp: "2023-01-04T00:00:00".into(),
             ..transaction("Food", 1.0, "USD")

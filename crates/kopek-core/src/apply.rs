@@ -564,6 +564,7 @@ impl<'a> Ledger<'a> {
             },
             effective_at: None,
             open_if_missing: vec![Order::shop_new_account(order.currency)],
+            fingerprint_extra: String::new(),
         };
         let (payment_id, failure) = match self.transfer_once(tenant, &payment) {
             TransferResult::Committed(transfer) | TransferResult::Replayed(transfer) => {
@@ -997,7 +998,13 @@ impl<'a> Ledger<'a> {
         if matches!(request.kind, TransferKind::Deposit | TransferKind::Withdrawal) {
             templates.push(world_account(currency, self.now));
         }
+        // A payment moves money between customers: money outside the ledger is not a party
+        // to it, so `world:` accounts are not found here.
+        let hidden = |id: &AccountId| request.kind == TransferKind::Payment && id.is_world();
         let lookup = |id: &AccountId| -> Check<(Account, bool)> {
+            if hidden(id) {
+                return Err(not_found(id));
+            }
             match self.accounts.get(id) {
                 Some(account) => Ok((account.clone(), false)),
                 None => templates

@@ -26,6 +26,26 @@ impl AccountId {
         Ok(AccountId(text.to_owned()))
     }
 
+    /// An id as a reference to an account that may not exist: any printable text up to 128
+    /// bytes. Accounts are only ever opened with `parse`'s ids, so one outside that alphabet is
+    /// simply not found; the contracts decline it (and record the decline) rather than refuse it.
+    pub fn parse_reference(text: &str) -> Result<AccountId, Rejection> {
+        if text.is_empty()
+            || text.len() > limits::ACCOUNT_ID_BYTES_MAX
+            || text.chars().any(char::is_control)
+        {
+            return Err(Rejection::invalid(format!(
+                "account id must be 1 to {} bytes of printable text",
+                limits::ACCOUNT_ID_BYTES_MAX
+            )));
+        }
+        Ok(AccountId(text.to_owned()))
+    }
+
+    pub fn is_world(&self) -> bool {
+        self.0.starts_with("world:")
+    }
+
     /// The system account that stands for money outside the ledger in one currency.
     pub fn world(currency: crate::Currency) -> AccountId {
         AccountId(format!("world:{currency}"))
@@ -53,17 +73,25 @@ impl fmt::Debug for AccountId {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    /// A client's key: 1 to 255 characters of printable text.
     pub fn parse(text: &str) -> Result<IdempotencyKey, Rejection> {
         if text.is_empty()
-            || text.len() > limits::IDEMPOTENCY_KEY_BYTES_MAX
+            || text.chars().count() > limits::IDEMPOTENCY_KEY_CHARS_MAX
             || text.chars().any(char::is_control)
         {
             return Err(Rejection::invalid(format!(
-                "idempotency key must be 1 to {} bytes of printable text",
-                limits::IDEMPOTENCY_KEY_BYTES_MAX
+                "idempotency key must be 1 to {} characters of printable text",
+                limits::IDEMPOTENCY_KEY_CHARS_MAX
             )));
         }
         Ok(IdempotencyKey(text.to_owned()))
+    }
+
+    /// A client's key inside a key space of its own (`scope:key`), so clients of different
+    /// surfaces never collide: the streaming contract's "1" is not the payment contract's "1".
+    pub fn scoped(scope: &str, text: &str) -> Result<IdempotencyKey, Rejection> {
+        let key = IdempotencyKey::parse(text)?;
+        Ok(IdempotencyKey(format!("{scope}:{}", key.0)))
     }
 
     pub fn as_str(&self) -> &str {

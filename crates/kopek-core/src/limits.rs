@@ -9,7 +9,8 @@ pub const ACCOUNTS_PER_REQUEST_MAX: usize = 1_024;
 /// Transfers a whole writer batch may hold, whatever the commands.
 pub const TRANSFERS_PER_BATCH_MAX: usize = 65_536;
 pub const ACCOUNT_ID_BYTES_MAX: usize = 128;
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+/// A client's idempotency key, in characters (the contracts count characters).
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
 pub const TENANT_BYTES_MAX: usize = 64;
 pub const OWNER_BYTES_MAX: usize = 128;
 pub const CATEGORY_BYTES_MAX: usize = 128;
@@ -26,4 +27,3 @@ pub const AMOUNT_MINOR_MAX: i64 = i64::MAX;
 
 const _: () = assert!(TRANSFERS_PER_REQUEST_MAX <= TRANSFERS_PER_BATCH_MAX);
 const _: () = assert!(ACCOUNTS_PER_REQUEST_MAX <= TRANSFERS_PER_BATCH_MAX);
-const _: () = assert!(ACCOUNT_ID_BYTES_MAX + 4 <= IDEMPOTENCY_KEY_BYTES_MAX);

@@ -10,6 +10,8 @@ use std::fmt;
 pub struct Currency {
     code: [u8; 3],
     minor_digits: u8,
+    /// False for a well-formed code outside ISO 4217, which no account can hold.
+    iso: bool,
 }
 
 /// Active ISO 4217 codes and their minor digits, sorted by code for binary search.
@@ -189,7 +191,7 @@ impl Currency {
             Ok(index) => {
                 let (code, minor_digits) = CURRENCIES[index];
                 let bytes = code.as_bytes();
-                Ok(Currency { code: [bytes[0], bytes[1], bytes[2]], minor_digits })
+                Ok(Currency { code: [bytes[0], bytes[1], bytes[2]], minor_digits, iso: true })
             }
             Err(_) => Err(Rejection::new(
                 ErrorCode::UnknownCurrency,
@@ -198,8 +200,31 @@ impl Currency {
         }
     }
 
+    /// Any three letters: an ISO 4217 code as `parse` gives it, or otherwise a currency no
+    /// account can hold, so a transfer in it is declined with `CURRENCY_MISMATCH` and recorded
+    /// (the payment contract's order of checks asks for that).
+    pub fn parse_code(text: &str) -> Result<Currency, Rejection> {
+        if let Ok(currency) = Currency::parse(text) {
+            return Ok(currency);
+        }
+        let upper = text.to_ascii_uppercase();
+        match upper.as_bytes() {
+            [a, b, c] if upper.bytes().all(|byte| byte.is_ascii_uppercase()) => {
+                Ok(Currency { code: [*a, *b, *c], minor_digits: 2, iso: false })
+            }
+            _ => Err(Rejection::new(
+                ErrorCode::UnknownCurrency,
+                format!("'{}' is not a three-letter currency code", shorten(text)),
+            )),
+        }
+    }
+
+    pub fn is_iso(self) -> bool {
+        self.iso
+    }
+
     pub fn code(&self) -> &str {
-        // The bytes come from the static table, which is ASCII.
+        // The bytes are ASCII letters: from the static table or checked by `parse_code`.
         std::str::from_utf8(&self.code).unwrap_or("???")
     }
 
@@ -254,8 +279,21 @@ impl Amount {
 
     /// Converts a float in major units, rounding away only binary representation error: the
     /// float's shortest decimal form (19.99f32 is "19.99") is parsed exactly.
+    ///
+    /// Past 2^17 a float's step is larger than a cent: there the float may stand for several
+    /// amounts in minor units, and unless it is exactly a whole number of them it is refused.
     pub fn from_f32_major(value: f32, currency: Currency) -> Result<Amount, Rejection> {
-        Amount::parse_major(&float_text(value.is_finite(), value.to_string()), currency)
+        let amount =
+            Amount::parse_major(&float_text(value.is_finite(), value.to_string()), currency)?;
+        let scale = 10f64.powi(currency.minor_digits() as i32);
+        let step = f64::from(f32::from_bits(value.to_bits() + 1)) - f64::from(value);
+        if step * scale > 1.0 && (f64::from(value) * scale).fract() != 0.0 {
+            return Err(Rejection::new(
+                ErrorCode::InvalidAmount,
+                format!("{value} {currency} is too large for a 32-bit float to carry exactly"),
+            ));
+        }
+        Ok(amount)
     }
 
     pub fn from_f64_major(value: f64, currency: Currency) -> Result<Amount, Rejection> {
@@ -361,7 +399,10 @@ mod tests {
         assert_eq!(minor(19.99), Ok(1_999));
         assert_eq!(minor(0.1), Ok(10));
         assert_eq!(minor(50.0), Ok(5_000));
-        for bad in [19.995, 0.0, -5.0, f32::NAN, f32::INFINITY, 1e30] {
+        // 150000.07 is stored as 150000.0625: no whole number of cents.
+        assert_eq!(minor(200_000.0), Ok(20_000_000));
+        assert_eq!(minor(150_000.25), Ok(15_000_025));
+        for bad in [19.995, 0.0, -5.0, f32::NAN, f32::INFINITY, 1e30, 150_000.07, 131_072.01] {
             assert_eq!(minor(bad).map_err(|r| r.code), Err(ErrorCode::InvalidAmount), "{bad}");
         }
         let jpy = Currency::parse("JPY").expect("JPY");

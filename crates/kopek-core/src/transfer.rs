@@ -113,6 +113,10 @@ pub struct TransferRequest {
     /// Accounts of this movement to open if they do not exist yet, atomically with it (a
     /// customer's account opened by their first deposit). At most two; not in the fingerprint.
     pub open_if_missing: Vec<NewAccount>,
+    /// Request content a surface counts as part of the request beyond the movement (the
+    /// streaming contract's timestamp and category text): it must match too for a replay.
+    /// Empty for most requests.
+    pub fingerprint_extra: String,
 }
 
 impl TransferRequest {
@@ -159,7 +163,7 @@ impl TransferRequest {
     /// text, metadata and the effective time are left out, as Stripe and the contracts do.
     pub fn fingerprint(&self) -> Fingerprint {
         let kind = self.kind.as_str();
-        Fingerprint(match &self.movement {
+        let mut text = match &self.movement {
             Movement::Move { debit_account, credit_account, amount, currency, hold } => {
                 let hold = match hold {
                     None => "post".to_owned(),
@@ -174,7 +178,12 @@ impl TransferRequest {
                 format!("v1|{kind}|capture|{pending_id}|{amount}")
             }
             Movement::Void { pending_id } => format!("v1|{kind}|void|{pending_id}"),
-        })
+        };
+        if !self.fingerprint_extra.is_empty() {
+            text.push_str("|x:");
+            text.push_str(&self.fingerprint_extra);
+        }
+        Fingerprint(text)
     }
 }
 

@@ -89,6 +89,7 @@ impl Script {
                     details: Details::default(),
                     effective_at: None,
                     open_if_missing: Vec::new(),
+                    fingerprint_extra: String::new(),
                 };
                 transfers(vec![request], Linking::Independent)
             }
@@ -195,6 +196,7 @@ impl Script {
         }
         TransferRequest {
             open_if_missing: opens,
+            fingerprint_extra: String::new(),
             ..request(words[0], kind, id(debit), id(credit), amount, currency, hold)
         }
     }
@@ -329,6 +331,7 @@ fn request(
         details: Details::default(),
         effective_at: None,
         open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
     }
 }
 

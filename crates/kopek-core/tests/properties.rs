@@ -88,6 +88,7 @@ impl World {
             details: Details::default(),
             effective_at: None,
             open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
         }
     }
 

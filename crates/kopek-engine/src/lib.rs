@@ -126,6 +126,19 @@ impl Engine {
         Ok(Ticket(answer))
     }
 
+    /// Queues a command, waiting for room in the queue when it is full: the back-pressure a
+    /// stream wants, where refusing one message would break the stream's order.
+    pub async fn enqueue_waiting(
+        &self,
+        tenant: Tenant,
+        body: CommandBody,
+    ) -> Result<Ticket, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { command: Command { tenant, body }, reply };
+        self.sender.send(job).await.map_err(|_| EngineError::ShuttingDown)?;
+        Ok(Ticket(answer))
+    }
+
     /// Queues a command and waits for its committed result.
     pub async fn submit(
         &self,

@@ -43,6 +43,7 @@ fn transfer(
             details: Details::default(),
             effective_at: None,
             open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
         }],
         linking: Linking::Independent,
     }

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Transfers the writer commits in one database transaction at most.
     #[arg(long, env = "KOPEK_BATCH_TRANSFERS_MAX", default_value_t = 8_192)]
     pub batch_transfers_max: usize,
+    /// Seconds kopek keeps serving after SIGTERM or Ctrl-C while health says NOT_SERVING and
+    /// /readyz says draining, so load balancers stop sending work before listeners close.
+    #[arg(long, env = "KOPEK_SHUTDOWN_GRACE_SECONDS", default_value_t = 1)]
+    pub shutdown_grace_seconds: u64,
     /// Seconds in-flight requests get to finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "KOPEK_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10)]
     pub shutdown_timeout_seconds: u64,

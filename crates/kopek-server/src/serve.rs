@@ -77,6 +77,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let shutdown = CancellationToken::new();
+    let draining = CancellationToken::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut servers = tokio::task::JoinSet::new();
     let grpc_address = grpc_listener.local_addr()?;
@@ -96,7 +97,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("gRPC server")
     });
-    let http_state = HttpState { store: store.clone(), shutdown: shutdown.clone() };
+    let http_state = HttpState { store: store.clone(), draining: draining.clone() };
     let mut http_addresses = Vec::new();
     for listener in http_listeners {
         http_addresses.push(listener.local_addr()?);
@@ -122,7 +123,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             bail!("a listener stopped unexpectedly");
         }
     }
+    // Drain: say NOT_SERVING (gRPC health, /readyz) while still serving for the grace period,
+    // then end health watches and stop the listeners, which finish what is in flight.
+    draining.cancel();
     kopek_api_grpc::set_health(&reporter, ServingStatus::NotServing).await;
+    tokio::time::sleep(Duration::from_secs(args.shutdown_grace_seconds)).await;
+    kopek_api_grpc::close_health(&reporter).await;
     shutdown.cancel();
     let drain = async {
         while let Some(result) = servers.join_next().await {
@@ -182,7 +188,7 @@ async fn wait_for_signal() {
 #[derive(Clone)]
 struct HttpState {
     store: Arc<dyn Store>,
-    shutdown: CancellationToken,
+    draining: CancellationToken,
 }
 
 fn http_router(state: HttpState) -> Router {
@@ -196,7 +202,7 @@ async fn healthz() -> &'static str {
 
 /// Readiness: not draining, and the database answers a read.
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.shutdown.is_cancelled() {
+    if state.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
     }
     match tokio::time::timeout(Duration::from_secs(2), state.store.next_hold_expiry()).await {

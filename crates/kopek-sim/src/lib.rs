@@ -163,6 +163,7 @@ impl Sim {
             details: Details::default(),
             effective_at: None,
             open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
         };
         let single = |request| CommandBody::CreateTransfers {
             transfers: vec![request],

@@ -784,6 +784,7 @@ mod tests {
             details: Details::default(),
             effective_at: None,
             open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
         };
         let tenant = Tenant::default_tenant();
         let batch = Batch {

@@ -110,7 +110,9 @@ pub fn transfer_from_row(row: &Row) -> rusqlite::Result<Decoded<Transfer>> {
     let (effective_at, committed_at, updated_at): (i64, i64, i64) =
         (row.get(19)?, row.get(20)?, row.get(21)?);
     Ok((|| {
-        let account = |id: Option<String>| id.map(|id| rejected(AccountId::parse(&id))).transpose();
+        // Declined payments keep what the client sent: ids and codes no account has.
+        let account =
+            |id: Option<String>| id.map(|id| rejected(AccountId::parse_reference(&id))).transpose();
         let error = match error_code {
             None => None,
             Some(code) => Some(Rejection::new(
@@ -128,7 +130,7 @@ pub fn transfer_from_row(row: &Row) -> rusqlite::Result<Decoded<Transfer>> {
             debit_account: account(debit)?,
             credit_account: account(credit)?,
             amount,
-            currency: currency.map(|code| rejected(Currency::parse(&code))).transpose()?,
+            currency: currency.map(|code| rejected(Currency::parse_code(&code))).transpose()?,
             pending_id: pending_id.map(|id| rejected(TransferId::parse(&id))).transpose()?,
             status: parse("transfer status", &status, TransferStatus::parse)?,
             error,

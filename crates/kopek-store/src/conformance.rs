@@ -116,6 +116,7 @@ fn movement(
         },
         effective_at: effective,
         open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
     }
 }
 
@@ -371,6 +372,7 @@ pub async fn verify_passes_on_consistent_books(store: &dyn Store) {
         details: Details::default(),
         effective_at: None,
         open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
     };
     run(
         store,

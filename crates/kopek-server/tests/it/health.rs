@@ -103,3 +103,27 @@ async fn http_get(address: &str, path: &str) -> (u16, String) {
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (status, body)
 }
+
+#[tokio::test]
+async fn draining_reports_not_serving_then_ends_health_watches() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A long drain allowance: an open Watch must not hold the shutdown for it.
+    let mut server = Server::start_with(
+        dir.path(),
+        &["--shutdown-timeout-seconds", "120", "--shutdown-grace-seconds", "2"],
+    );
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.expect("a status").expect("ok");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let exited = tokio::task::spawn_blocking(move || server.terminate());
+    let next = watch.next().await.expect("a status").expect("ok");
+    assert_eq!(next.status, ServingStatus::NotServing as i32, "NOT_SERVING while draining");
+    let rest: Vec<_> = watch.collect().await;
+    assert!(rest.iter().all(Result::is_ok), "the watch ends cleanly: {rest:?}");
+    assert!(exited.await.expect("join").success());
+}

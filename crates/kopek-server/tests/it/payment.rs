@@ -304,3 +304,146 @@ async fn lookups_check_their_ids() {
         ("payer", 10_000, 0)
     );
 }
+
+#[tokio::test]
+async fn any_reference_is_a_recorded_decline_and_world_is_not_a_payer() {
+    let (_dir, _server, mut client) = setup().await;
+    use pb::PaymentErrorCode as E;
+    let odd = authorize(&mut client, request("odd", "bad id!", "payee", 100, "USD")).await;
+    assert_eq!(declined_with(&odd), Some(E::AccountNotFound));
+    let replay = authorize(&mut client, request("odd", "bad id!", "payee", 100, "USD")).await;
+    assert_eq!(
+        (replay.status, &replay.payment_id),
+        (pb::PaymentStatus::Duplicate as i32, &odd.payment_id)
+    );
+    let got = client
+        .get_payment(pb::GetPaymentRequest { payment_id: odd.payment_id.clone() })
+        .await
+        .expect("recorded");
+    assert_eq!(got.into_inner().payment.map(|p| p.payer_account_id), Some("bad id!".to_owned()));
+    let zzz = authorize(&mut client, request("zzz", "payer", "payee", 100, "ZZZ")).await;
+    assert_eq!(declined_with(&zzz), Some(E::CurrencyMismatch));
+    let ghost_and_zzz =
+        authorize(&mut client, request("zzz-2", "ghost", "payee", 100, "ZZZ")).await;
+    assert_eq!(
+        declined_with(&ghost_and_zzz),
+        Some(E::AccountNotFound),
+        "the payer is checked before the currency"
+    );
+    let minted =
+        authorize(&mut client, request("mint", "world:USD", "payee", 1_000_000, "USD")).await;
+    assert_eq!(
+        declined_with(&minted),
+        Some(E::AccountNotFound),
+        "money outside the ledger cannot pay"
+    );
+    let into_world =
+        authorize(&mut client, request("burn", "payer", "world:USD", 100, "USD")).await;
+    assert_eq!(declined_with(&into_world), Some(E::AccountNotFound));
+    assert_eq!(balance(&mut client, "payer").await.available_balance_cents, 10_000);
+}
+
+#[tokio::test]
+async fn an_overdraft_limit_counts_toward_what_a_payer_may_spend() {
+    let (_dir, server, mut client) = setup().await;
+    let mut ledger_client = server.client().await;
+    let account = ledger::NewAccount { overdraft_limit_minor: 500, ..new_account("credit", "USD") };
+    ledger_client
+        .create_accounts(ledger::CreateAccountsRequest { accounts: vec![account] })
+        .await
+        .expect("account");
+    let within = authorize(&mut client, request("o1", "credit", "payee", 500, "USD")).await;
+    assert_eq!(within.status, pb::PaymentStatus::Authorized as i32);
+    let beyond = authorize(&mut client, request("o2", "credit", "payee", 1, "USD")).await;
+    assert_eq!(declined_with(&beyond), Some(pb::PaymentErrorCode::InsufficientFunds));
+    let owed = balance(&mut client, "credit").await;
+    assert_eq!(
+        owed.available_balance_cents, -500,
+        "the contract's available balance is posted minus held"
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_declines_with_rate_limited_and_a_retry_goes_through() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with(dir.path(), &["--queue-capacity", "1"]);
+    let mut ledger_client = server.client().await;
+    open_accounts(&mut ledger_client, &["payer", "payee"]).await;
+    one(&mut ledger_client, deposit("fund", "payer", 1_000_000)).await;
+    let channel = server.channel().await;
+    let tasks: Vec<_> = (0..32)
+        .map(|task| {
+            let mut client = PaymentServiceClient::new(channel.clone());
+            tokio::spawn(async move {
+                let mut rate_limited = 0;
+                for n in 0..10 {
+                    let key = format!("load-{task}-{n}");
+                    loop {
+                        let response = client
+                            .authorize_payment(request(&key, "payer", "payee", 1, "USD"))
+                            .await
+                            .expect("overload is an answer, never a gRPC error")
+                            .into_inner();
+                        match pb::PaymentStatus::try_from(response.status).expect("status") {
+                            pb::PaymentStatus::Authorized => break,
+                            pb::PaymentStatus::Declined => {
+                                let code = response.error.map(|error| error.code);
+                                assert_eq!(code, Some(pb::PaymentErrorCode::RateLimited as i32));
+                                assert!(response.payment_id.is_empty(), "nothing was recorded");
+                                rate_limited += 1;
+                            }
+                            other => panic!("unexpected status {other:?}"),
+                        }
+                    }
+                }
+                rate_limited
+            })
+        })
+        .collect();
+    let mut rate_limited = 0;
+    for task in tasks {
+        rate_limited += task.await.expect("task");
+    }
+    let mut client = PaymentServiceClient::new(channel);
+    assert_eq!(
+        balance(&mut client, "payee").await.available_balance_cents,
+        320,
+        "each payment applied once"
+    );
+    println!("{rate_limited} payments were declined RATE_LIMITED and retried");
+}
+
+#[tokio::test]
+async fn messages_up_to_the_configured_size_are_accepted() {
+    // About 4.8 MiB: over the 4 MiB default, under an 8 MiB setting.
+    let accounts: Vec<ledger::NewAccount> = (0..600)
+        .map(|n| {
+            let metadata = (0..20).map(|k| (format!("k{k}"), "x".repeat(400))).collect();
+            ledger::NewAccount { metadata, ..new_account(&format!("big{n}"), "USD") }
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    let refused =
+        client.create_accounts(ledger::CreateAccountsRequest { accounts: accounts.clone() }).await;
+    assert_eq!(
+        refused.expect_err("over 4 MiB").code(),
+        Code::OutOfRange,
+        "tonic refuses an oversized message"
+    );
+    drop(server);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with(dir.path(), &["--grpc-message-bytes-max", "8388608"]);
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = kopek_proto::kopek::v1::ledger_client::LedgerClient::new(channel)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(16 * 1024 * 1024);
+    let results =
+        client.create_accounts(ledger::CreateAccountsRequest { accounts }).await.expect("accepted");
+    assert_eq!(results.into_inner().results.iter().filter(|result| result.created).count(), 600);
+}

@@ -25,8 +25,9 @@ struct Model {
 
 const CATEGORIES: [&str; 5] = ["Food", "Transport", "Eating Out", "food", "BOOKS"];
 
+/// The category as it appears in its account id (`Eating Out` is `Eating_20Out`).
 fn slug(category: &str) -> String {
-    category.to_lowercase().replace(' ', "_")
+    category.replace(' ', "_20")
 }
 
 impl Model {
@@ -179,6 +180,7 @@ fn workload(count: u64) -> Vec<(pb::Transaction, Option<&'static str>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_transactions_on_one_stream_answer_in_order_and_add_up() {
     let dir = tempfile::tempdir().expect("temp dir");
+    // dir is read again at the end, beside the running server.
     let server = Server::start(dir.path());
     let mut client = TransactionServiceClient::new(server.channel().await);
     let work = workload(10_000);
@@ -258,14 +260,64 @@ async fn ten_thousand_transactions_on_one_stream_answer_in_order_and_add_up() {
         let world = payments.get_account_balance(request).await.expect("world").into_inner();
         assert_eq!(world.available_balance_cents, -inside, "world:{currency}");
     }
-    let food = payments
-        .get_account_balance(payment::GetAccountBalanceRequest {
-            account_id: "category:food:USD".into(),
-        })
-        .await;
+    for (account, present) in [
+        ("category:Food:USD", true),
+        ("category:food:USD", true),
+        ("category:Eating_20Out:USD", true),
+    ] {
+        let request = payment::GetAccountBalanceRequest { account_id: account.into() };
+        assert_eq!(payments.get_account_balance(request).await.is_ok(), present, "{account}");
+    }
+
+    // One stream, yet the writer committed many transactions per batch: every event of a
+    // batch carries its commit time, so far fewer times than transfers means pipelining.
+    let store =
+        kopek_store_sqlite::SqliteStore::open_read_only(dir.path()).expect("read the ledger");
+    let mut after = 0;
+    let mut commit_times = std::collections::BTreeSet::new();
+    let mut transfer_events = 0;
+    loop {
+        let events = kopek_store::Store::events_after(&store, after, 1_000).await.expect("events");
+        let Some(last) = events.last() else { break };
+        after = last.sequence;
+        for event in events
+            .iter()
+            .filter(|event| event.kind == "TransferPosted" || event.kind == "TransferDeclined")
+        {
+            transfer_events += 1;
+            commit_times.insert(event.at);
+        }
+    }
+    assert!(transfer_events > 8_000, "{transfer_events} transfers recorded");
     assert!(
-        food.expect("Food and food share one account").into_inner().available_balance_cents > 0
+        commit_times.len() * 4 < transfer_events,
+        "{} commits for {transfer_events} transfers: not pipelined",
+        commit_times.len()
     );
+
+    // A timestamp is the transfer's effective time.
+    let mut ledger_client = server.client().await;
+    let timed = work
+        .iter()
+        .find(|(transaction, malformed)| {
+            malformed.is_none()
+                && transaction.timestamp == "2024-03-01T12:00:00+02:00"
+                && transaction.category.eq_ignore_ascii_case("deposit")
+        })
+        .expect("a deposit with an offset timestamp");
+    let lookup = kopek_proto::kopek::v1::GetTransferRequest {
+        lookup: Some(kopek_proto::kopek::v1::get_transfer_request::Lookup::IdempotencyKey(
+            format!("txn:{}", timed.0.transaction_id),
+        )),
+    };
+    let transfer = ledger_client
+        .get_transfer(lookup)
+        .await
+        .expect("the transfer")
+        .into_inner()
+        .transfer
+        .expect("transfer");
+    assert_eq!(transfer.effective_at, "2024-03-01T10:00:00.000000Z");
 }
 
 #[tokio::test]
@@ -288,6 +340,43 @@ async fn failures_say_why_and_a_dropped_stream_applies_nothing_twice() {
         .await;
     assert_eq!(answers[0].status, "success");
     assert_eq!(answers[1].message, "INSUFFICIENT_FUNDS: balance 12.00 USD is less than 50.00 USD");
+
+    // The timestamp and the category text are content: changing either is a reuse of the id.
+    let resent = vec![
+        transaction(1, 7, "topup", 12.0, "USD", "2024-01-01T00:00:00Z"),
+        transaction(1, 7, "TOPUP", 12.0, "USD", ""),
+        transaction(1, 7, "topup", 12.0, "USD", ""),
+    ];
+    let answers: Vec<pb::TransactionResponse> = client
+        .stream_transactions(tokio_stream::iter(resent))
+        .await
+        .expect("stream")
+        .into_inner()
+        .map(|item| item.expect("answer"))
+        .collect()
+        .await;
+    assert!(answers[0].message.starts_with("IDEMPOTENCY_KEY_REUSED: "), "{:?}", answers[0]);
+    assert!(answers[1].message.starts_with("IDEMPOTENCY_KEY_REUSED: "), "{:?}", answers[1]);
+    assert_eq!(
+        (answers[2].status.as_str(), answers[2].message.as_str()),
+        ("success", "processed (replay)")
+    );
+
+    // The payment contract keeps its own keys: its "tx-1" does not collide with this "tx-1".
+    let mut payments = PaymentServiceClient::new(channel.clone());
+    let request = payment::AuthorizePaymentRequest {
+        idempotency_key: "tx-1".into(),
+        payer_account_id: "user:u7:USD".into(),
+        payee_account_id: "nobody".into(),
+        amount_cents: 100,
+        currency: "USD".into(),
+        description: String::new(),
+    };
+    let answer = payments.authorize_payment(request).await.expect("not a key reuse").into_inner();
+    assert_eq!(
+        answer.error.map(|error| error.code),
+        Some(payment::PaymentErrorCode::AccountNotFound as i32)
+    );
 
     // 500 deposits of 1.00; the client reads 100 answers and hangs up.
     let deposits: Vec<pb::Transaction> =

@@ -75,7 +75,7 @@ class Contracts(unittest.TestCase):
                                         amount=1.0, currency="USD"),
         ])
         payer = f"user:{user}:USD"
-        payee = "category:food:USD"
+        payee = "category:Food:USD"
         key = unique("pay")
         request = payment_pb2.AuthorizePaymentRequest(
             idempotency_key=key, payer_account_id=payer, payee_account_id=payee,
