@@ -21,7 +21,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -83,6 +83,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     stats: Arc<EngineStats>,
     closed: CancellationToken,
+    commits: watch::Receiver<u64>,
 }
 
 /// The answer to one enqueued command, ready after its batch commits.
@@ -100,7 +101,9 @@ impl Engine {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let stats = Arc::new(EngineStats::default());
         let closed = CancellationToken::new();
+        let (committed, commits) = watch::channel(0);
         let writer = Writer {
+            committed,
             receiver,
             store: store.clone(),
             config,
@@ -112,7 +115,7 @@ impl Engine {
             closed: closed.clone(),
         };
         let handle = tokio::spawn(writer.run());
-        (Engine { sender, store, stats, closed }, handle)
+        (Engine { sender, store, stats, closed, commits }, handle)
     }
 
     /// Queues a command without waiting; `OVERLOADED` at once when the queue is full.
@@ -162,6 +165,12 @@ impl Engine {
         self.closed.cancel();
     }
 
+    /// Counts committed batches: a change means new rows (and outbox events) in the store.
+    /// The outbox tailer waits on it instead of polling.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.clone()
+    }
+
     /// Commands waiting for the writer right now.
     pub fn queue_depth(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
@@ -169,6 +178,8 @@ impl Engine {
 }
 
 struct Writer {
+    /// Bumped after every commit.
+    committed: watch::Sender<u64>,
     receiver: mpsc::Receiver<Job>,
     store: Arc<dyn Store>,
     config: EngineConfig,
@@ -308,6 +319,7 @@ impl Writer {
             .await;
         match result {
             Ok(outcome) => {
+                self.committed.send_modify(|count| *count += 1);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(command_count, Ordering::Relaxed);
                 self.stats.transfers.fetch_add(transfer_count, Ordering::Relaxed);

@@ -1,0 +1,137 @@
+//! The feed and the order saga against the real engine on a SQLite file.
+
+use kopek_core::*;
+use kopek_engine::{Engine, EngineConfig};
+use kopek_outbox::Feed;
+use kopek_store::Store;
+use kopek_store_sqlite::SqliteStore;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn usd() -> Currency {
+    Currency::parse("USD").expect("USD")
+}
+
+fn open(name: &str) -> CommandBody {
+    CommandBody::CreateAccounts(vec![NewAccount::user(AccountId::parse(name).expect("id"), usd())])
+}
+
+async fn next(
+    receiver: &mut tokio::sync::mpsc::Receiver<Arc<kopek_store::StoredEvent>>,
+) -> Arc<kopek_store::StoredEvent> {
+    tokio::time::timeout(Duration::from_secs(10), receiver.recv())
+        .await
+        .expect("an event in time")
+        .expect("open feed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_history_then_live_events_in_order_without_gaps() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+    let (engine, _writer) = Engine::start(store, EngineConfig::default());
+    let tenant = Tenant::default_tenant();
+    for name in ["a", "b", "c"] {
+        engine.submit(tenant.clone(), open(name)).await.expect("commit");
+    }
+    let shutdown = CancellationToken::new();
+    let feed = Feed::start(&engine, shutdown.clone()).await.expect("feed");
+    assert_eq!(feed.published(), 3, "the tail starts at the outbox's end");
+    let mut everything = feed.subscribe_after(0);
+    let mut from_second = feed.subscribe_after(1);
+    let mut live = feed.subscribe_live();
+    for name in ["d", "e"] {
+        engine.submit(tenant.clone(), open(name)).await.expect("commit");
+    }
+    let mut sequences = Vec::new();
+    for _ in 0..5 {
+        sequences.push(next(&mut everything).await.sequence);
+    }
+    assert_eq!(sequences, [1, 2, 3, 4, 5]);
+    assert_eq!(next(&mut from_second).await.sequence, 2, "resuming after 1 starts at 2");
+    let first_live = next(&mut live).await;
+    assert_eq!((first_live.sequence, first_live.subject_id.as_str()), (4, "d"));
+    assert_eq!(next(&mut live).await.sequence, 5);
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_pays_each_order_once_and_sweeps_the_ones_left_pending() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+    let (engine, _writer) = Engine::start(store, EngineConfig::default());
+    let tenant = Tenant::default_tenant();
+    let buyer = UserId::parse("buyer").expect("id");
+    engine
+        .submit(tenant.clone(), CommandBody::CreateAccounts(vec![buyer.new_account(usd())]))
+        .await
+        .expect("account");
+    let deposit = TransferRequest {
+        idempotency_key: IdempotencyKey::parse("fund").expect("key"),
+        kind: TransferKind::Deposit,
+        movement: Movement::Move {
+            debit_account: AccountId::world(usd()),
+            credit_account: buyer.account(usd()),
+            amount: 1_000,
+            currency: usd(),
+            hold: None,
+        },
+        details: Details::default(),
+        effective_at: None,
+        open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
+    };
+    let body =
+        CommandBody::CreateTransfers { transfers: vec![deposit], linking: Linking::Independent };
+    engine.submit(tenant.clone(), body).await.expect("fund");
+    let order = |name: &str, amount: i64| NewOrder {
+        id: OrderId::parse(name).expect("id"),
+        user: buyer.clone(),
+        amount,
+        currency: usd(),
+    };
+    // Created before the worker runs: only the start-up sweep can pay it.
+    engine
+        .submit(tenant.clone(), CommandBody::CreateOrder(order("early", 300)))
+        .await
+        .expect("order");
+
+    let shutdown = CancellationToken::new();
+    let feed = Feed::start(&engine, shutdown.clone()).await.expect("feed");
+    let _worker = kopek_outbox::orders::start(engine.clone(), feed.clone(), shutdown.clone());
+    engine
+        .submit(tenant.clone(), CommandBody::CreateOrder(order("paid", 500)))
+        .await
+        .expect("order");
+    engine
+        .submit(tenant.clone(), CommandBody::CreateOrder(order("too-much", 5_000)))
+        .await
+        .expect("order");
+
+    let status = |name: &'static str| {
+        let store = engine.store().clone();
+        async move {
+            store
+                .order(&OrderId::parse(name).expect("id"))
+                .await
+                .expect("read")
+                .map(|order| order.status)
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let statuses = (status("early").await, status("paid").await, status("too-much").await);
+        if statuses == (Some(OrderStatus::Paid), Some(OrderStatus::Paid), Some(OrderStatus::Failed))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "orders still {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let buyer_account =
+        engine.store().account(&buyer.account(usd())).await.expect("read").expect("account");
+    assert_eq!(buyer_account.balance.posted, 200, "two orders paid once each");
+    assert!(engine.store().verify().await.expect("verify").is_ok());
+    shutdown.cancel();
+}
