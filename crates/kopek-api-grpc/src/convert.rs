@@ -33,6 +33,7 @@ pub fn error_code(code: ErrorCode) -> pb::ErrorCode {
         ErrorCode::InvalidArgument => pb::ErrorCode::InvalidArgument,
         ErrorCode::Unavailable => pb::ErrorCode::Unavailable,
         ErrorCode::Internal => pb::ErrorCode::Internal,
+        ErrorCode::NotFound => pb::ErrorCode::NotFound,
     }
 }
 

@@ -105,7 +105,8 @@ fn error_code(code: ErrorCode) -> pb::PaymentErrorCode {
         | ErrorCode::BalanceOverflow
         | ErrorCode::InvalidArgument
         | ErrorCode::Unavailable
-        | ErrorCode::Internal => pb::PaymentErrorCode::Unspecified,
+        | ErrorCode::Internal
+        | ErrorCode::NotFound => pb::PaymentErrorCode::Unspecified,
     }
 }
 

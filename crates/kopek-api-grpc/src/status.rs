@@ -13,7 +13,9 @@ pub fn code(error: ErrorCode) -> Code {
         | ErrorCode::CurrencyMismatch
         | ErrorCode::UnknownCurrency
         | ErrorCode::InvalidArgument => Code::InvalidArgument,
-        ErrorCode::AccountNotFound | ErrorCode::PendingNotFound => Code::NotFound,
+        ErrorCode::AccountNotFound | ErrorCode::PendingNotFound | ErrorCode::NotFound => {
+            Code::NotFound
+        }
         ErrorCode::InsufficientFunds
         | ErrorCode::IdempotencyKeyReused
         | ErrorCode::AccountFrozen

@@ -1,1 +1,191 @@
-//! placeholder
+//! kopek-api-http: the HTTP surface over the engine. The canonical REST API under `/v1`
+//! (its OpenAPI 3.1 document at `/openapi.json`, browsable at `/docs`), the HTTP contracts of
+//! `shared/spec/http-compat.md`, WebSocket feeds, the embedded web UI at `/`, and the probes
+//! `/healthz` and `/readyz`.
+
+pub mod compat;
+pub mod dto;
+pub mod error;
+pub mod rest;
+pub mod ui;
+pub mod ws;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use error::{ApiError, ErrorBody};
+use kopek_core::{Currency, ErrorCode};
+use kopek_engine::Engine;
+use kopek_outbox::Feed;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub feed: Feed,
+    /// The currency of contract amounts that carry none.
+    pub default_currency: Currency,
+    /// Cancelled when the server starts draining: `/readyz` answers 503, feeds close.
+    pub draining: CancellationToken,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HttpConfig {
+    /// Origins allowed to call from a browser, besides loopback ones (always allowed).
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kopek",
+        description = "A double-entry payment ledger. Amounts are decimal strings in major units with \
+                       integer minor units beside them; every write takes an Idempotency-Key header.",
+    ),
+    tags(
+        (name = "accounts", description = "Accounts, balances and statements"),
+        (name = "transfers", description = "Transfers, deposits, withdrawals and holds"),
+        (name = "users", description = "Users and their accounts"),
+        (name = "events", description = "The outbox event log"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+/// The whole HTTP surface.
+pub fn router(state: AppState, config: &HttpConfig) -> Router {
+    let default_currency = state.default_currency;
+    let (rest, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(rest::create_account, rest::list_accounts))
+        .routes(routes!(rest::get_account, rest::update_account))
+        .routes(routes!(rest::get_balance))
+        .routes(routes!(rest::list_entries))
+        .routes(routes!(rest::create_transfer, rest::find_transfer))
+        .routes(routes!(rest::create_batch))
+        .routes(routes!(rest::capture))
+        .routes(routes!(rest::void))
+        .routes(routes!(rest::get_transfer))
+        .routes(routes!(rest::create_user))
+        .routes(routes!(rest::get_user))
+        .routes(routes!(rest::list_events))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .with_state(state.clone())
+        .split_for_parts();
+    let compat = Router::new()
+        .route("/v1/user", post(compat::create_user_a))
+        .route("/v1/user/{id}", get(compat::get_user_a))
+        .route("/v1/transaction", post(compat::create_transaction_a))
+        .route("/v1/transaction/{uid}", get(compat::get_transaction_a))
+        .route("/payments/account", post(compat::open_account_b))
+        .route("/payments/account/topup", post(compat::top_up_b))
+        .route("/payments/account/balance", get(compat::balance_b))
+        .route("/orders/orders", post(compat::create_order_b).get(compat::list_orders_b))
+        .route("/orders/orders/{id}", get(compat::get_order_b))
+        .route("/ws/orders/{id}", get(compat::order_status_ws))
+        .route("/orders/ws/orders/{id}", get(compat::order_status_ws))
+        .route("/v1/ws", get(ws::events_ws))
+        .with_state(state);
+    Router::new()
+        .merge(rest)
+        .merge(compat)
+        .merge(ui::router_for(default_currency.code()))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(not_found)
+        .layer(cors(config))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// Browsers may call from the configured origins and from any loopback origin.
+fn cors(config: &HttpConfig) -> CorsLayer {
+    let configured: Vec<String> =
+        config.cors_origins.iter().map(|origin| origin.trim_end_matches('/').to_owned()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            let Ok(origin) = origin.to_str() else { return false };
+            configured.iter().any(|allowed| allowed == origin || allowed == "*")
+                || is_loopback_origin(origin)
+        }))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-user-id"),
+            HeaderName::from_static(rest::IDEMPOTENCY_KEY),
+        ])
+        .expose_headers([HeaderName::from_static(rest::REPLAYED)])
+        .max_age(Duration::from_secs(600))
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => rest.split(':').next().unwrap_or_default(),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = String)))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: not draining, and the database answers a read.
+#[utoipa::path(
+    get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", body = String), (status = 503, description = "Draining or database unavailable", body = ErrorBody))
+)]
+pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    if state.draining.is_cancelled() {
+        return ApiError::new(ErrorCode::Unavailable, "draining").into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(2), state.engine.store().next_hold_expiry())
+        .await
+    {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        _ => ApiError::new(ErrorCode::Unavailable, "the database does not answer").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins_are_recognised() {
+        for origin in
+            ["http://localhost:5173", "http://127.0.0.1", "https://[::1]:8443", "http://localhost"]
+        {
+            assert!(is_loopback_origin(origin), "{origin}");
+        }
+        for origin in
+            ["http://localhost.evil.com", "http://10.0.0.1:80", "file://", "http://127.0.0.2"]
+        {
+            assert!(!is_loopback_origin(origin), "{origin}");
+        }
+    }
+}

@@ -35,10 +35,12 @@ pub enum ErrorCode {
     Unavailable,
     /// A broken invariant stopped the request; nothing was written.
     Internal,
+    /// The transfer, user, order or route named does not exist.
+    NotFound,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::InvalidAmount,
         ErrorCode::AccountNotFound,
         ErrorCode::InsufficientFunds,
@@ -61,6 +63,7 @@ impl ErrorCode {
         ErrorCode::InvalidArgument,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::NotFound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +90,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::NotFound => "NOT_FOUND",
         }
     }
 

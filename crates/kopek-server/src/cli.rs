@@ -55,7 +55,7 @@ pub struct ServeArgs {
     /// gRPC listener (kopek.v1.Ledger, health, reflection).
     #[arg(long, env = "KOPEK_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
-    /// HTTP listener (health and readiness for now); may be given several times.
+    /// HTTP listener (REST API, HTTP contracts, WebSockets, web UI); may be given several times.
     #[arg(
         long,
         env = "KOPEK_HTTP_LISTEN",
@@ -63,6 +63,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub http_listen: Vec<SocketAddr>,
+    /// Browser origins allowed to call the HTTP API (CORS), besides loopback ones, which are
+    /// always allowed; may be given several times, or comma-separated in the variable.
+    #[arg(long, env = "KOPEK_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
     /// Currency of APIs whose amounts carry none.
     #[arg(long, env = "KOPEK_DEFAULT_CURRENCY", default_value = "USD")]
     pub default_currency: String,

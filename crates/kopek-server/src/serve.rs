@@ -3,10 +3,6 @@
 
 use crate::cli::{LogFormat, ServeArgs, StoreArgs};
 use anyhow::{Context, bail};
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use kopek_api_grpc::GrpcConfig;
 use kopek_engine::{Engine, EngineConfig};
 use kopek_store::Store;
@@ -50,7 +46,7 @@ pub fn init_logging(format: LogFormat) {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    kopek_core::Currency::parse(&args.default_currency)
+    let default_currency = kopek_core::Currency::parse(&args.default_currency)
         .map_err(|rejection| anyhow::anyhow!("--default-currency: {}", rejection.message))?;
     if args.grpc_message_bytes_max > kopek_api_grpc::MESSAGE_BYTES_MAX {
         bail!("--grpc-message-bytes-max must be at most {}", kopek_api_grpc::MESSAGE_BYTES_MAX);
@@ -97,11 +93,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("gRPC server")
     });
-    let http_state = HttpState { store: store.clone(), draining: draining.clone() };
+    let feed = kopek_outbox::Feed::start(&engine, shutdown.clone())
+        .await
+        .context("start the outbox feed")?;
+    let orders = kopek_outbox::orders::start(engine.clone(), feed.clone(), shutdown.clone());
+    let http_state = kopek_api_http::AppState {
+        engine: engine.clone(),
+        feed,
+        default_currency,
+        draining: draining.clone(),
+    };
+    let http_config = kopek_api_http::HttpConfig { cors_origins: args.cors_origin.clone() };
     let mut http_addresses = Vec::new();
     for listener in http_listeners {
         http_addresses.push(listener.local_addr()?);
-        let app = http_router(http_state.clone());
+        let app = kopek_api_http::router(http_state.clone(), &http_config);
         let stop = shutdown.clone().cancelled_owned();
         servers.spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(stop).await.context("HTTP server")
@@ -148,6 +154,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     // The writer answers every queued command, then stops.
+    orders.abort();
     engine.close();
     drop(engine);
     drop(http_state);
@@ -182,31 +189,5 @@ async fn wait_for_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
-    }
-}
-
-#[derive(Clone)]
-struct HttpState {
-    store: Arc<dyn Store>,
-    draining: CancellationToken,
-}
-
-fn http_router(state: HttpState) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).with_state(state)
-}
-
-/// Liveness: the process answers.
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// Readiness: not draining, and the database answers a read.
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.draining.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
-    }
-    match tokio::time::timeout(Duration::from_secs(2), state.store.next_hold_expiry()).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
     }
 }

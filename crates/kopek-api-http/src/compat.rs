@@ -1,0 +1,514 @@
+//! The HTTP contracts existing clients call (`shared/spec/http-compat.md`), over the same
+//! ledger. Amounts carry no currency: they are in the server's default currency.
+//!
+//! Part A: integer user ids, deposit/withdraw transactions keyed by their `uid`, balances as
+//! of a date. Part B: the caller's account (`X-User-ID` or `?user_id=`), top-ups and orders
+//! paid asynchronously, with the order's status over a WebSocket.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kopek_core::{
+    AccountId, AccountResult, Amount, CommandBody, CommandResult, Currency, Details, ErrorCode,
+    IdempotencyKey, Linking, Movement, NewOrder, NewUser, Order, OrderId, OrderResult, Rejection,
+    Tenant, Timestamp, TransferKind, TransferRequest, TransferResult, TransferStatus, UserId,
+    UserResult, format_minor,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+fn tenant() -> Tenant {
+    Tenant::default_tenant()
+}
+
+// ---- Part A ----
+
+/// `{"error": {...}}` with a status, the shape Part A answers errors in.
+fn part_a_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError { status, rejection: Rejection::new(code, message) }
+}
+
+/// A time as Part A's clients write it: RFC 3339 in UTC without needless fractions.
+fn compact_time(at: Timestamp) -> String {
+    at.to_rfc3339().replace(".000000Z", "Z")
+}
+
+/// Parses a date that may carry up to 9 fractional digits; a fraction finer than a microsecond
+/// rounds up, so "strictly before" keeps every entry before the exact instant.
+fn parse_date_ceiling(text: &str) -> Result<Timestamp, Rejection> {
+    let at =
+        Timestamp::parse_rfc3339(text).map_err(|error| Rejection::invalid(error.to_string()))?;
+    let sub_micro = text
+        .split_once('.')
+        .map(|(_, rest)| {
+            rest.chars().take_while(char::is_ascii_digit).skip(6).any(|digit| digit != '0')
+        })
+        .unwrap_or(false);
+    Ok(if sub_micro { Timestamp::from_unix_micros(at.as_unix_micros() + 1) } else { at })
+}
+
+fn user_json(id: u64, name: &str, balance_minor: i64, currency: Currency) -> Value {
+    json!({"id": id, "name": name, "balance": format_minor(balance_minor, currency)})
+}
+
+#[derive(Deserialize)]
+pub struct NewUserA {
+    name: String,
+}
+
+pub async fn create_user_a(
+    State(state): State<AppState>,
+    body: Result<Json<NewUserA>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let new = NewUser { id: None, name: body.name, currency: state.default_currency };
+    match state.engine.submit(tenant(), CommandBody::CreateUser(new)).await? {
+        CommandResult::User(UserResult::Created(user, account)) => {
+            let number = user.id.number().unwrap_or_default();
+            Ok((
+                StatusCode::CREATED,
+                Json(user_json(number, &user.name, account.balance.posted, account.currency)),
+            )
+                .into_response())
+        }
+        CommandResult::User(UserResult::Rejected(rejection)) => Err(rejection.into()),
+        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DateQuery {
+    date: Option<String>,
+}
+
+pub async fn get_user_a(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<DateQuery>,
+) -> ApiResult<Response> {
+    let not_found =
+        || part_a_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("user {id} not found"));
+    let number: u64 = id.parse().map_err(|_| not_found())?;
+    let user_id = UserId::from_number(number);
+    let user = state.engine.store().user(&user_id).await?.ok_or_else(not_found)?;
+    let account_id = user_id.account(state.default_currency);
+    let balance = match query.date.as_deref() {
+        None => {
+            state.engine.store().account(&account_id).await?.map(|account| account.balance.posted)
+        }
+        Some(date) => {
+            let before = parse_date_ceiling(date)?;
+            state.engine.store().balance_before(&account_id, before).await?
+        }
+    }
+    .unwrap_or(0);
+    Ok(Json(user_json(number, &user.name, balance, state.default_currency)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct TransactionA {
+    uid: String,
+    #[serde(rename = "type")]
+    kind: String,
+    amount: Value,
+    user_id: Value,
+    timestamp: Option<String>,
+}
+
+fn transaction_json(
+    uid: &str,
+    kind: TransferKind,
+    amount: i64,
+    user: u64,
+    at: Timestamp,
+    currency: Currency,
+) -> Value {
+    let kind = if kind == TransferKind::Deposit { "DEPOSIT" } else { "WITHDRAW" };
+    json!({"uid": uid, "type": kind, "amount": format_minor(amount, currency), "user_id": user, "timestamp": compact_time(at)})
+}
+
+pub async fn create_transaction_a(
+    State(state): State<AppState>,
+    body: Result<Json<TransactionA>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let currency = state.default_currency;
+    if body.uid.is_empty() {
+        return Err(ApiError::invalid("uid is required"));
+    }
+    let key = IdempotencyKey::scoped("usertxn", &body.uid)?;
+    let kind = match body.kind.to_ascii_uppercase().as_str() {
+        "DEPOSIT" => TransferKind::Deposit,
+        "WITHDRAW" | "WITHDRAWAL" => TransferKind::Withdrawal,
+        _ => return Err(ApiError::invalid("type must be DEPOSIT or WITHDRAW")),
+    };
+    let amount = match &body.amount {
+        Value::String(text) => Amount::parse_major(text, currency)?,
+        Value::Number(number) => {
+            let value = number
+                .as_f64()
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidAmount, "amount is not a number"))?;
+            Amount::from_f64_major(value, currency)?
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidAmount,
+                "amount must be a decimal string or a number",
+            ));
+        }
+    };
+    let user_number = body
+        .user_id
+        .as_u64()
+        .or_else(|| body.user_id.as_str().and_then(|text| text.parse().ok()))
+        .filter(|number| *number > 0)
+        .ok_or_else(|| ApiError::invalid("user_id must be a positive integer"))?;
+    let effective_at = body
+        .timestamp
+        .as_deref()
+        .map(|text| {
+            Timestamp::parse_rfc3339(text)
+                .map_err(|error| Rejection::invalid(format!("timestamp: {error}")))
+        })
+        .transpose()?;
+    let user_id = UserId::from_number(user_number);
+    if state.engine.store().user(&user_id).await?.is_none() {
+        return Err(part_a_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("user {user_number} not found"),
+        ));
+    }
+    let account = user_id.account(currency);
+    let world = AccountId::world(currency);
+    let (debit_account, credit_account) = if kind == TransferKind::Deposit {
+        (world, account.clone())
+    } else {
+        (account.clone(), world)
+    };
+    let request = TransferRequest {
+        idempotency_key: key,
+        kind,
+        movement: Movement::Move {
+            debit_account,
+            credit_account,
+            amount: amount.minor(),
+            currency,
+            hold: None,
+        },
+        details: Details::default(),
+        effective_at,
+        // Reopening an account a user lost cannot happen here: users open theirs on creation.
+        open_if_missing: vec![user_id.new_account(currency)],
+        // The timestamp is content: resending the uid with another one is a different request.
+        fingerprint_extra: format!(
+            "ts={}",
+            effective_at.map(Timestamp::to_rfc3339).unwrap_or_default()
+        ),
+    };
+    let body_uid = body.uid.clone();
+    let result = match state
+        .engine
+        .submit(
+            tenant(),
+            CommandBody::CreateTransfers {
+                transfers: vec![request],
+                linking: Linking::Independent,
+            },
+        )
+        .await?
+    {
+        CommandResult::Transfers(mut results) if results.len() == 1 => results.remove(0),
+        other => {
+            return Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}")));
+        }
+    };
+    let (transfer, replayed) = match result {
+        TransferResult::Committed(transfer) => (transfer, false),
+        TransferResult::Replayed(transfer) => (transfer, true),
+        TransferResult::Rejected(rejection) => return Err(rejection.into()),
+    };
+    if let Some(rejection) = &transfer.error {
+        return Err(rejection.clone().into());
+    }
+    let mut response = Json(transaction_json(
+        &body_uid,
+        kind,
+        transfer.amount,
+        user_number,
+        transfer.effective_at,
+        currency,
+    ))
+    .into_response();
+    if replayed {
+        response.headers_mut().insert(crate::rest::REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+pub async fn get_transaction_a(
+    State(state): State<AppState>,
+    Path(uid): Path<String>,
+) -> ApiResult<Response> {
+    let not_found = || {
+        part_a_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("transaction {uid} not found"),
+        )
+    };
+    let key = IdempotencyKey::scoped("usertxn", &uid).map_err(|_| not_found())?;
+    let transfer =
+        state.engine.store().transfer_by_key(&tenant(), &key).await?.ok_or_else(not_found)?;
+    if transfer.status != TransferStatus::Posted {
+        return Err(not_found());
+    }
+    let account = if transfer.kind == TransferKind::Deposit {
+        &transfer.credit_account
+    } else {
+        &transfer.debit_account
+    };
+    let user = account
+        .as_ref()
+        .and_then(|id| id.as_str().split(':').nth(1).and_then(|number| number.parse().ok()))
+        .unwrap_or_default();
+    let currency = transfer.currency.unwrap_or(state.default_currency);
+    Ok(Json(transaction_json(
+        &uid,
+        transfer.kind,
+        transfer.amount,
+        user,
+        transfer.effective_at,
+        currency,
+    ))
+    .into_response())
+}
+
+// ---- Part B ----
+
+/// `{"detail": "..."}` with a status, the shape Part B answers errors in.
+pub struct Detail {
+    status: StatusCode,
+    message: String,
+}
+
+impl IntoResponse for Detail {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"detail": self.message}))).into_response()
+    }
+}
+
+fn detail(status: StatusCode, message: &str) -> Detail {
+    Detail { status, message: message.to_owned() }
+}
+
+type PartB<T> = Result<T, Detail>;
+
+fn from_api(error: ApiError) -> Detail {
+    detail(error.status, &format!("{}: {}", error.rejection.code, error.rejection.message))
+}
+
+/// The caller: `X-User-ID`, else `?user_id=`.
+fn caller(headers: &HeaderMap, query: &HashMap<String, String>) -> PartB<UserId> {
+    let text = match headers.get("x-user-id") {
+        Some(value) => value.to_str().ok().map(str::to_owned),
+        None => query.get("user_id").cloned(),
+    };
+    let text = text
+        .ok_or_else(|| detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID header is required"))?;
+    UserId::parse(text.trim())
+        .map_err(|_| detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID is not a valid user id"))
+}
+
+/// Whole units as a JSON integer; a balance with a fraction (moved by another API) as a
+/// decimal number rather than a rounded one.
+fn whole_units(minor: i64, currency: Currency) -> Value {
+    let scale = 10i64.pow(currency.minor_digits());
+    if minor % scale == 0 {
+        json!(minor / scale)
+    } else {
+        format_minor(minor, currency)
+            .parse::<f64>()
+            .map(|value| json!(value))
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// A positive whole number of units from `{"amount": ...}`, else 422.
+fn positive_units(body: &Result<Json<Value>, JsonRejection>, currency: Currency) -> PartB<i64> {
+    let invalid = || detail(StatusCode::UNPROCESSABLE_ENTITY, "amount must be a positive integer");
+    let Ok(Json(body)) = body else { return Err(invalid()) };
+    let units = body
+        .get("amount")
+        .and_then(Value::as_i64)
+        .filter(|units| *units > 0)
+        .ok_or_else(invalid)?;
+    units.checked_mul(10i64.pow(currency.minor_digits())).ok_or_else(invalid)
+}
+
+async fn balance_of(state: &AppState, user: &UserId) -> PartB<Option<i64>> {
+    let account = state
+        .engine
+        .store()
+        .account(&user.account(state.default_currency))
+        .await
+        .map_err(|e| from_api(e.into()))?;
+    Ok(account.map(|account| account.balance.posted))
+}
+
+pub async fn open_account_b(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> PartB<Json<Value>> {
+    let user = caller(&headers, &query)?;
+    let body = CommandBody::CreateAccounts(vec![user.new_account(state.default_currency)]);
+    match state.engine.submit(tenant(), body).await.map_err(|e| from_api(e.into()))? {
+        CommandResult::Accounts(results) => match results.first() {
+            Some(AccountResult::Created(account) | AccountResult::Existed(account)) => {
+                Ok(Json(json!({"balance": whole_units(account.balance.posted, account.currency)})))
+            }
+            Some(AccountResult::Rejected(rejection)) => Err(from_api(rejection.clone().into())),
+            _ => Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
+        },
+        _ => Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
+    }
+}
+
+pub async fn top_up_b(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> PartB<Json<Value>> {
+    let user = caller(&headers, &query)?;
+    let currency = state.default_currency;
+    let minor = positive_units(&body, currency)?;
+    // The contract has no key; a client that sends Idempotency-Key gets safe retries anyway.
+    let key = match headers.get(crate::rest::IDEMPOTENCY_KEY).and_then(|value| value.to_str().ok())
+    {
+        Some(key) => IdempotencyKey::scoped("topup", key).map_err(|e| from_api(e.into()))?,
+        None => IdempotencyKey::scoped("topup", &uuid::Uuid::new_v4().to_string())
+            .map_err(|e| from_api(e.into()))?,
+    };
+    let account = user.account(currency);
+    let request = TransferRequest {
+        idempotency_key: key,
+        kind: TransferKind::Deposit,
+        movement: Movement::Move {
+            debit_account: AccountId::world(currency),
+            credit_account: account,
+            amount: minor,
+            currency,
+            hold: None,
+        },
+        details: Details::default(),
+        effective_at: None,
+        open_if_missing: vec![user.new_account(currency)],
+        fingerprint_extra: String::new(),
+    };
+    let body =
+        CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent };
+    let result = state.engine.submit(tenant(), body).await.map_err(|e| from_api(e.into()))?;
+    if let CommandResult::Transfers(results) = &result
+        && let Some(TransferResult::Committed(transfer) | TransferResult::Replayed(transfer)) =
+            results.first()
+        && let Some(rejection) = &transfer.error
+    {
+        return Err(from_api(rejection.clone().into()));
+    }
+    let balance = balance_of(&state, &user).await?.unwrap_or(0);
+    Ok(Json(json!({"balance": whole_units(balance, currency)})))
+}
+
+pub async fn balance_b(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> PartB<Json<Value>> {
+    let user = caller(&headers, &query)?;
+    match balance_of(&state, &user).await? {
+        Some(balance) => Ok(Json(json!({"balance": whole_units(balance, state.default_currency)}))),
+        None => Err(detail(StatusCode::NOT_FOUND, "Account not found")),
+    }
+}
+
+fn order_json(order: &Order) -> Value {
+    json!({"id": order.id.as_str(), "amount": whole_units(order.amount, order.currency), "status": order.status.as_str()})
+}
+
+pub async fn create_order_b(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> PartB<Json<Value>> {
+    let user = caller(&headers, &query)?;
+    let currency = state.default_currency;
+    let minor = positive_units(&body, currency)?;
+    let id = OrderId::parse(&uuid::Uuid::new_v4().to_string()).map_err(|e| from_api(e.into()))?;
+    let order = NewOrder { id, user, amount: minor, currency };
+    match state
+        .engine
+        .submit(tenant(), CommandBody::CreateOrder(order))
+        .await
+        .map_err(|e| from_api(e.into()))?
+    {
+        CommandResult::Order(OrderResult::Created(order) | OrderResult::Existed(order)) => {
+            Ok(Json(order_json(&order)))
+        }
+        CommandResult::Order(OrderResult::Rejected(rejection)) => Err(from_api(rejection.into())),
+        _ => Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
+    }
+}
+
+pub async fn list_orders_b(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> PartB<Json<Value>> {
+    let user = caller(&headers, &query)?;
+    let orders = state
+        .engine
+        .store()
+        .orders_of_user(&user, kopek_core::limits::PAGE_SIZE_MAX)
+        .await
+        .map_err(|e| from_api(e.into()))?;
+    Ok(Json(Value::Array(orders.iter().map(order_json).collect())))
+}
+
+pub async fn get_order_b(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> PartB<Json<Value>> {
+    let user = caller(&headers, &query)?;
+    let not_found = || detail(StatusCode::NOT_FOUND, "Order not found");
+    let order_id = OrderId::parse(&id).map_err(|_| not_found())?;
+    let order = state
+        .engine
+        .store()
+        .order(&order_id)
+        .await
+        .map_err(|e| from_api(e.into()))?
+        .ok_or_else(not_found)?;
+    if order.user != user {
+        return Err(detail(StatusCode::FORBIDDEN, "Forbidden"));
+    }
+    Ok(Json(order_json(&order)))
+}
+
+/// `{"status": "PAID"}` or `{"status": "FAILED"}` once the order settles (at once if it has).
+pub async fn order_status_ws(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade.on_upgrade(move |socket| crate::ws::order_status(state, id, socket))
+}

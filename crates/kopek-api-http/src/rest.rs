@@ -1,0 +1,748 @@
+//! The canonical REST API under `/v1`, documented by OpenAPI from these handlers.
+//!
+//! Every write takes an `Idempotency-Key` header (a batch takes one key per transfer in the
+//! body). The same key with the same request answers the original status and body again with
+//! `Idempotent-Replayed: true`; with another request it is 422 `IDEMPOTENCY_KEY_REUSED`.
+
+use crate::AppState;
+use crate::dto::{self, *};
+use crate::error::{ApiError, ApiResult, Body, ErrorBody, Params, Segments};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kopek_core::{
+    AccountId, AccountResult, AccountUpdate, Amount, CommandBody, CommandResult, Currency, Details,
+    ErrorCode, Hold, IdempotencyKey, Linking, Movement, NewAccount, NewUser, Overdraft, Rejection,
+    Tenant, Timestamp, TransferId, TransferKind, TransferRequest, TransferResult, UserId,
+    UserResult, limits,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const REPLAYED: &str = "idempotent-replayed";
+const PAGE_DEFAULT: usize = 100;
+
+fn tenant() -> Tenant {
+    Tenant::default_tenant()
+}
+
+pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<IdempotencyKey> {
+    let value = headers
+        .get(IDEMPOTENCY_KEY)
+        .ok_or_else(|| ApiError::invalid("the Idempotency-Key header is required on writes"))?;
+    let text =
+        value.to_str().map_err(|_| ApiError::invalid("the Idempotency-Key header must be text"))?;
+    Ok(IdempotencyKey::parse(text)?)
+}
+
+/// An id made from an idempotency key, for creations that name none: the same key gives the
+/// same id, so a retry finds what the first try created.
+fn derived_id(prefix: &str, key: &IdempotencyKey) -> String {
+    // FNV-1a, 64 bits: stable across versions and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.as_str().bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{prefix}_{hash:016x}")
+}
+
+/// A JSON response, marked as a replay when it is one.
+fn respond<T: serde::Serialize>(status: StatusCode, body: &T, replayed: bool) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if replayed {
+        response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn page_size(limit: Option<usize>) -> usize {
+    limit.unwrap_or(PAGE_DEFAULT).clamp(1, limits::PAGE_SIZE_MAX)
+}
+
+fn minor_units(
+    amount: Option<&str>,
+    minor: Option<i64>,
+    currency: Currency,
+) -> Result<Option<i64>, Rejection> {
+    let from_text =
+        amount.map(|text| Amount::parse_major(text, currency).map(Amount::minor)).transpose()?;
+    match (minor, from_text) {
+        (Some(minor), Some(text)) if minor != text => Err(Rejection::new(
+            ErrorCode::InvalidAmount,
+            format!("amount_minor {minor} and amount {} disagree", amount.unwrap_or_default()),
+        )),
+        (minor, text) => Ok(minor.or(text)),
+    }
+}
+
+fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejection> {
+    text.map(|text| {
+        Timestamp::parse_rfc3339(text)
+            .map_err(|error| Rejection::invalid(format!("{field}: {error}")))
+    })
+    .transpose()
+}
+
+// ---- accounts ----
+
+#[utoipa::path(
+    post, path = "/v1/accounts", tag = "accounts",
+    request_body = NewAccountDto,
+    params(("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
+    responses(
+        (status = 201, description = "Opened", body = AccountDto),
+        (status = 200, description = "Already open with these fields (a replay)", body = AccountDto),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn create_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(request): Body<NewAccountDto>,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    let derived = request.id.is_none();
+    let id = match &request.id {
+        Some(id) => AccountId::parse(id)?,
+        None => AccountId::parse(&derived_id("acct", &key))?,
+    };
+    let currency = Currency::parse(&request.currency)?;
+    let kind = dto::account_kind(request.kind.as_deref())
+        .ok_or_else(|| ApiError::invalid("kind must be user or system"))?;
+    let overdraft = if request.unbounded_overdraft {
+        Overdraft::Unbounded
+    } else {
+        let limit = minor_units(
+            request.overdraft_limit.as_deref(),
+            request.overdraft_limit_minor,
+            currency,
+        )
+        .or_else(|rejection| match request.overdraft_limit.as_deref() {
+            // A zero limit is a valid limit, though not a valid amount.
+            Some(text)
+                if kopek_core::money::parse_decimal_minor(text, currency.minor_digits())
+                    == Ok(0) =>
+            {
+                Ok(Some(0))
+            }
+            _ => Err(rejection),
+        })?;
+        Overdraft::limited(limit.unwrap_or(0))?
+    };
+    let new = NewAccount {
+        id,
+        currency,
+        owner: request.owner,
+        kind,
+        overdraft,
+        metadata: request.metadata,
+    };
+    new.validate()?;
+    let result = state.engine.submit(tenant(), CommandBody::CreateAccounts(vec![new])).await?;
+    match result {
+        CommandResult::Accounts(mut results) if results.len() == 1 => match results.remove(0) {
+            AccountResult::Created(account) => {
+                Ok(respond(StatusCode::CREATED, &dto::account(&account), false))
+            }
+            AccountResult::Existed(account) | AccountResult::Updated(account) => {
+                Ok(respond(StatusCode::OK, &dto::account(&account), true))
+            }
+            AccountResult::Rejected(rejection)
+                if derived && rejection.code == ErrorCode::AccountExists =>
+            {
+                Err(ApiError::new(
+                    ErrorCode::IdempotencyKeyReused,
+                    "this Idempotency-Key opened an account with other fields",
+                ))
+            }
+            AccountResult::Rejected(rejection) => Err(rejection.into()),
+        },
+        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListAccountsQuery {
+    /// Only this user's accounts.
+    pub owner: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub after: Option<String>,
+    /// At most 1000; default 100.
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts", tag = "accounts", params(ListAccountsQuery),
+    responses((status = 200, body = AccountListDto), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    Params(query): Params<ListAccountsQuery>,
+) -> ApiResult<Json<AccountListDto>> {
+    let after = query.after.as_deref().map(AccountId::parse_reference).transpose()?;
+    let size = page_size(query.limit);
+    let accounts =
+        state.engine.store().list_accounts(query.owner.as_deref(), after.as_ref(), size).await?;
+    let next_cursor =
+        (accounts.len() == size).then(|| accounts.last().map(|a| a.id.to_string())).flatten();
+    Ok(Json(AccountListDto { accounts: accounts.iter().map(dto::account).collect(), next_cursor }))
+}
+
+async fn load_account(state: &AppState, id: &str) -> ApiResult<kopek_core::Account> {
+    let account_id = AccountId::parse_reference(id)?;
+    state
+        .engine
+        .store()
+        .account(&account_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::AccountNotFound, format!("account {id} not found")))
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, body = AccountDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn get_account(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+) -> ApiResult<Json<AccountDto>> {
+    Ok(Json(dto::account(&load_account(&state, &id).await?)))
+}
+
+#[utoipa::path(
+    patch, path = "/v1/accounts/{id}", tag = "accounts", request_body = AccountUpdateDto,
+    params(("id" = String, Path, description = "Account id")),
+    responses(
+        (status = 200, body = AccountDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn update_account(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+    Body(request): Body<AccountUpdateDto>,
+) -> ApiResult<Json<AccountDto>> {
+    let account = load_account(&state, &id).await?;
+    let overdraft = match (request.overdraft_limit.as_deref(), request.overdraft_limit_minor) {
+        (None, None) => None,
+        (text, minor) => {
+            let zero = text.is_some_and(|text| {
+                kopek_core::money::parse_decimal_minor(text, account.currency.minor_digits())
+                    == Ok(0)
+            });
+            let limit = if zero { Some(0) } else { minor_units(text, minor, account.currency)? };
+            Some(Overdraft::limited(limit.unwrap_or(0))?)
+        }
+    };
+    let status = request
+        .status
+        .as_deref()
+        .map(|text| {
+            dto::account_status(text)
+                .ok_or_else(|| ApiError::invalid("status must be active, frozen or closed"))
+        })
+        .transpose()?;
+    let update = AccountUpdate { id: account.id, overdraft, status };
+    match state.engine.submit(tenant(), CommandBody::UpdateAccount(update)).await? {
+        CommandResult::Account(AccountResult::Updated(account)) => Ok(Json(dto::account(&account))),
+        CommandResult::Account(AccountResult::Rejected(rejection)) => Err(rejection.into()),
+        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BalanceQuery {
+    /// RFC 3339: the posted balance from entries effective at or before this time.
+    pub as_of: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/balance", tag = "accounts",
+    params(("id" = String, Path, description = "Account id"), BalanceQuery),
+    responses((status = 200, body = BalanceAtDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn get_balance(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+    Params(query): Params<BalanceQuery>,
+) -> ApiResult<Json<BalanceAtDto>> {
+    let account = load_account(&state, &id).await?;
+    let as_of = timestamp(query.as_of.as_deref(), "as_of")?;
+    let balance = match as_of {
+        None => dto::balance(&account),
+        Some(at) => {
+            let before = Timestamp::from_unix_micros(at.as_unix_micros().saturating_add(1));
+            let posted =
+                state.engine.store().balance_before(&account.id, before).await?.unwrap_or(0);
+            dto::posted_only(posted, account.currency)
+        }
+    };
+    Ok(Json(BalanceAtDto {
+        account_id: account.id.to_string(),
+        currency: account.currency.code().to_owned(),
+        balance,
+        as_of: as_of.map(Timestamp::to_rfc3339),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The `next_cursor` of the previous page.
+    pub after: Option<u64>,
+    /// At most 1000; default 100.
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/accounts/{id}/entries", tag = "accounts",
+    params(("id" = String, Path, description = "Account id"), PageQuery),
+    responses((status = 200, body = StatementDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn list_entries(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+    Params(query): Params<PageQuery>,
+) -> ApiResult<Json<StatementDto>> {
+    let account = load_account(&state, &id).await?;
+    let page =
+        state.engine.store().entries(&account.id, query.after, page_size(query.limit)).await?;
+    Ok(Json(StatementDto {
+        entries: page.items.iter().map(dto::entry).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+// ---- transfers ----
+
+/// A transfer request from JSON; `key` comes from the header or the batch item.
+pub fn transfer_request(
+    request: NewTransferDto,
+    key: IdempotencyKey,
+) -> Result<TransferRequest, Rejection> {
+    let kind = match request.kind.as_deref() {
+        None => TransferKind::Transfer,
+        Some(text) => TransferKind::parse(text)
+            .ok_or_else(|| Rejection::invalid(format!("unknown transfer kind '{text}'")))?,
+    };
+    let currency = Currency::parse(&request.currency)?;
+    let amount = minor_units(request.amount.as_deref(), request.amount_minor, currency)?
+        .ok_or_else(|| Rejection::new(ErrorCode::InvalidAmount, "give amount or amount_minor"))?;
+    let world = AccountId::world(currency);
+    let side = |text: Option<String>, default: bool, name: &str| match text {
+        Some(text) => AccountId::parse_reference(&text),
+        None if default => Ok(world.clone()),
+        None => Err(Rejection::invalid(format!("{name} is required"))),
+    };
+    let debit_account =
+        side(request.debit_account_id, kind == TransferKind::Deposit, "debit_account_id")?;
+    let credit_account =
+        side(request.credit_account_id, kind == TransferKind::Withdrawal, "credit_account_id")?;
+    let hold = request.hold.map(|hold| Hold { timeout_seconds: hold.timeout_seconds });
+    let transfer = TransferRequest {
+        idempotency_key: key,
+        kind,
+        movement: Movement::Move { debit_account, credit_account, amount, currency, hold },
+        details: Details {
+            category: request.category.unwrap_or_default(),
+            description: request.description.unwrap_or_default(),
+            metadata: request.metadata,
+        },
+        effective_at: timestamp(request.effective_at.as_deref(), "effective_at")?,
+        open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
+    };
+    transfer.validate()?;
+    Ok(transfer)
+}
+
+/// The HTTP answer to one transfer: 201 with the transfer, or the error status with the
+/// declined record; a replay answers the same with `Idempotent-Replayed: true`.
+fn transfer_response(result: TransferResult) -> ApiResult<Response> {
+    let (transfer, replayed) = match result {
+        TransferResult::Committed(transfer) => (transfer, false),
+        TransferResult::Replayed(transfer) => (transfer, true),
+        TransferResult::Rejected(rejection) => return Err(rejection.into()),
+    };
+    match &transfer.error {
+        None => Ok(respond(StatusCode::CREATED, &dto::transfer(&transfer), replayed)),
+        Some(rejection) => {
+            let body = DeclinedDto {
+                error: ApiError::body(rejection).error,
+                transfer: dto::transfer(&transfer),
+            };
+            Ok(respond(crate::error::status(rejection.code), &body, replayed))
+        }
+    }
+}
+
+async fn submit_one(state: &AppState, transfer: TransferRequest) -> ApiResult<Response> {
+    let body =
+        CommandBody::CreateTransfers { transfers: vec![transfer], linking: Linking::Independent };
+    match state.engine.submit(tenant(), body).await? {
+        CommandResult::Transfers(mut results) if results.len() == 1 => {
+            transfer_response(results.remove(0))
+        }
+        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
+    }
+}
+
+#[utoipa::path(
+    post, path = "/v1/transfers", tag = "transfers", request_body = NewTransferDto,
+    params(("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
+    responses(
+        (status = 201, description = "Posted, or held when `hold` is given", body = TransferDto),
+        (status = 400, description = "Malformed, or declined (INVALID_AMOUNT, SAME_ACCOUNT, CURRENCY_MISMATCH)", body = ErrorBody),
+        (status = 402, description = "Declined: INSUFFICIENT_FUNDS", body = DeclinedDto),
+        (status = 404, description = "Declined: ACCOUNT_NOT_FOUND", body = DeclinedDto),
+        (status = 409, description = "Declined: frozen or closed account, overflow", body = DeclinedDto),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn create_transfer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(request): Body<NewTransferDto>,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    if request.idempotency_key.as_deref().is_some_and(|body_key| body_key != key.as_str()) {
+        return Err(ApiError::invalid(
+            "idempotency_key in the body differs from the Idempotency-Key header",
+        ));
+    }
+    submit_one(&state, transfer_request(request, key)?).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/transfers/batch", tag = "transfers", request_body = TransferBatchDto,
+    responses(
+        (status = 200, description = "One result per transfer, in order", body = TransferBatchResultDto),
+        (status = 400, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    Body(request): Body<TransferBatchDto>,
+) -> ApiResult<Json<TransferBatchResultDto>> {
+    if request.transfers.len() > limits::TRANSFERS_PER_REQUEST_MAX {
+        return Err(ApiError::invalid(format!(
+            "a batch holds at most {} transfers",
+            limits::TRANSFERS_PER_REQUEST_MAX
+        )));
+    }
+    let parsed: Vec<Result<TransferRequest, Rejection>> = request
+        .transfers
+        .into_iter()
+        .map(|item| {
+            let key = item
+                .idempotency_key
+                .as_deref()
+                .ok_or_else(|| {
+                    Rejection::invalid("each transfer of a batch needs its idempotency_key")
+                })
+                .and_then(IdempotencyKey::parse)?;
+            transfer_request(item, key)
+        })
+        .collect();
+    if request.linked
+        && let Some(culprit) = parsed.iter().position(Result::is_err)
+    {
+        let results = parsed
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let rejection = match item {
+                    Err(rejection) if index == culprit => rejection.clone(),
+                    _ => Rejection::new(
+                        ErrorCode::LinkedEventFailed,
+                        format!("the transfer at index {culprit} is invalid"),
+                    ),
+                };
+                TransferResultDto {
+                    transfer: None,
+                    replayed: false,
+                    error: Some(ApiError::body(&rejection).error),
+                }
+            })
+            .collect();
+        return Ok(Json(TransferBatchResultDto { results }));
+    }
+    let valid: Vec<TransferRequest> =
+        parsed.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
+    let linking = if request.linked { Linking::Linked } else { Linking::Independent };
+    let mut committed = if valid.is_empty() {
+        Vec::new()
+    } else {
+        match state
+            .engine
+            .submit(tenant(), CommandBody::CreateTransfers { transfers: valid, linking })
+            .await?
+        {
+            CommandResult::Transfers(results) => results,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!("unexpected result {other:?}"),
+                ));
+            }
+        }
+    }
+    .into_iter();
+    let results = parsed
+        .into_iter()
+        .map(|item| match item {
+            Err(rejection) => TransferResultDto {
+                transfer: None,
+                replayed: false,
+                error: Some(ApiError::body(&rejection).error),
+            },
+            Ok(_) => match committed.next() {
+                Some(TransferResult::Committed(transfer)) => TransferResultDto {
+                    error: transfer.error.as_ref().map(|error| ApiError::body(error).error),
+                    transfer: Some(dto::transfer(&transfer)),
+                    replayed: false,
+                },
+                Some(TransferResult::Replayed(transfer)) => TransferResultDto {
+                    error: transfer.error.as_ref().map(|error| ApiError::body(error).error),
+                    transfer: Some(dto::transfer(&transfer)),
+                    replayed: true,
+                },
+                Some(TransferResult::Rejected(rejection)) => TransferResultDto {
+                    transfer: None,
+                    replayed: false,
+                    error: Some(ApiError::body(&rejection).error),
+                },
+                None => TransferResultDto {
+                    transfer: None,
+                    replayed: false,
+                    error: Some(
+                        ApiError::body(&Rejection::new(ErrorCode::Internal, "a result is missing"))
+                            .error,
+                    ),
+                },
+            },
+        })
+        .collect();
+    Ok(Json(TransferBatchResultDto { results }))
+}
+
+async fn resolve_hold(
+    state: &AppState,
+    id: &str,
+    key: IdempotencyKey,
+    capture: Option<CaptureDto>,
+) -> ApiResult<Response> {
+    let pending_id = TransferId::parse(id)
+        .map_err(|_| ApiError::new(ErrorCode::PendingNotFound, format!("no hold with id {id}")))?;
+    let movement = match capture {
+        None => Movement::Void { pending_id },
+        Some(capture) => {
+            let amount = match (capture.amount.as_deref(), capture.amount_minor) {
+                (None, None) => None,
+                (text, minor) => {
+                    // A decimal needs the hold's currency.
+                    let hold = state.engine.store().transfer(pending_id).await?;
+                    let currency = hold.and_then(|hold| hold.currency).ok_or_else(|| {
+                        ApiError::new(ErrorCode::PendingNotFound, format!("no hold with id {id}"))
+                    })?;
+                    minor_units(text, minor, currency)?.map(Amount::new).transpose()?
+                }
+            };
+            Movement::Capture { pending_id, amount }
+        }
+    };
+    let transfer = TransferRequest {
+        idempotency_key: key,
+        kind: TransferKind::Transfer,
+        movement,
+        details: Details::default(),
+        effective_at: None,
+        open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
+    };
+    submit_one(state, transfer).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/transfers/{id}/capture", tag = "transfers", request_body = CaptureDto,
+    params(("id" = String, Path, description = "The hold's transfer id"), ("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
+    responses(
+        (status = 201, description = "Captured: the capture transfer", body = TransferDto),
+        (status = 400, body = ErrorBody), (status = 404, body = DeclinedDto), (status = 409, body = DeclinedDto),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn capture(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+    headers: HeaderMap,
+    Body(request): Body<CaptureDto>,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    resolve_hold(&state, &id, key, Some(request)).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/transfers/{id}/void", tag = "transfers",
+    params(("id" = String, Path, description = "The hold's transfer id"), ("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
+    responses(
+        (status = 201, description = "Voided: the void transfer", body = TransferDto),
+        (status = 400, body = ErrorBody), (status = 404, body = DeclinedDto), (status = 409, body = DeclinedDto),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn void(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    resolve_hold(&state, &id, key, None).await
+}
+
+#[utoipa::path(
+    get, path = "/v1/transfers/{id}", tag = "transfers",
+    params(("id" = String, Path, description = "Transfer id (ULID)")),
+    responses((status = 200, body = TransferDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn get_transfer(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+) -> ApiResult<Json<TransferDto>> {
+    let not_found = || ApiError::not_found(format!("transfer {id} not found"));
+    let transfer_id = TransferId::parse(&id).map_err(|_| not_found())?;
+    let transfer = state
+        .engine
+        .store()
+        .transfer(transfer_id)
+        .await?
+        .filter(|t| t.tenant == tenant())
+        .ok_or_else(not_found)?;
+    Ok(Json(dto::transfer(&transfer)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FindTransferQuery {
+    /// The key the transfer was created with.
+    pub idempotency_key: String,
+}
+
+#[utoipa::path(
+    get, path = "/v1/transfers", tag = "transfers", params(FindTransferQuery),
+    responses((status = 200, body = TransferDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn find_transfer(
+    State(state): State<AppState>,
+    Params(query): Params<FindTransferQuery>,
+) -> ApiResult<Json<TransferDto>> {
+    let key = IdempotencyKey::parse(&query.idempotency_key)?;
+    let transfer =
+        state.engine.store().transfer_by_key(&tenant(), &key).await?.ok_or_else(|| {
+            ApiError::not_found(format!("no transfer with idempotency key {key}"))
+        })?;
+    Ok(Json(dto::transfer(&transfer)))
+}
+
+// ---- users ----
+
+#[utoipa::path(
+    post, path = "/v1/users", tag = "users", request_body = NewUserDto,
+    params(("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
+    responses(
+        (status = 201, description = "Created with an account in its currency", body = UserDto),
+        (status = 200, description = "Already created by this request (a replay)", body = UserDto),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn create_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(request): Body<NewUserDto>,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
+    let derived = request.id.is_none();
+    let id = match &request.id {
+        Some(id) => UserId::parse(id)?,
+        None => UserId::parse(&derived_id("user", &key))?,
+    };
+    let currency = match &request.currency {
+        Some(code) => Currency::parse(code)?,
+        None => state.default_currency,
+    };
+    let new = NewUser { id: Some(id.clone()), name: request.name, currency };
+    match state.engine.submit(tenant(), CommandBody::CreateUser(new)).await? {
+        CommandResult::User(UserResult::Created(user, account)) => Ok(respond(
+            StatusCode::CREATED,
+            &dto::user(Some(&user), user.id.as_str(), &[account]),
+            false,
+        )),
+        CommandResult::User(UserResult::Existed(user)) => {
+            let accounts = state
+                .engine
+                .store()
+                .list_accounts(Some(user.id.as_str()), None, limits::PAGE_SIZE_MAX)
+                .await?;
+            Ok(respond(StatusCode::OK, &dto::user(Some(&user), user.id.as_str(), &accounts), true))
+        }
+        CommandResult::User(UserResult::Rejected(rejection))
+            if derived && rejection.code == ErrorCode::AccountExists =>
+        {
+            Err(ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key created a user with another name",
+            ))
+        }
+        CommandResult::User(UserResult::Rejected(rejection)) => Err(rejection.into()),
+        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 200, body = UserDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+) -> ApiResult<Json<UserDto>> {
+    let not_found = || ApiError::not_found(format!("user {id} not found"));
+    let user_id = UserId::parse(&id).map_err(|_| not_found())?;
+    let user = state.engine.store().user(&user_id).await?;
+    let accounts = state
+        .engine
+        .store()
+        .list_accounts(Some(user_id.as_str()), None, limits::PAGE_SIZE_MAX)
+        .await?;
+    if user.is_none() && accounts.is_empty() {
+        return Err(not_found());
+    }
+    Ok(Json(dto::user(user.as_ref(), user_id.as_str(), &accounts)))
+}
+
+// ---- events ----
+
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events", params(PageQuery),
+    responses((status = 200, description = "Outbox events in order", body = EventPageDto), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    Params(query): Params<PageQuery>,
+) -> ApiResult<Json<EventPageDto>> {
+    let size = page_size(query.limit);
+    let events = state.engine.store().events_after(query.after.unwrap_or(0), size).await?;
+    let next_cursor =
+        (events.len() == size).then(|| events.last().map(|event| event.sequence)).flatten();
+    Ok(Json(EventPageDto { events: events.iter().map(dto::event).collect(), next_cursor }))
+}

@@ -1,0 +1,29 @@
+//! The web UI: three static files from `web/`, embedded in the binary (no CDN, no build step).
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+
+const INDEX: &str = include_str!("../../../web/index.html");
+const SCRIPT: &str = include_str!("../../../web/app.js");
+const STYLE: &str = include_str!("../../../web/style.css");
+
+/// The UI's routes; `currency` is the one its amounts are in.
+pub fn router_for(currency: &str) -> Router {
+    let index = INDEX.replace("{{DEFAULT_CURRENCY}}", currency);
+    Router::new()
+        .route("/", get(move || async move { Html(index) }))
+        .route(
+            "/ui/app.js",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
+            }),
+        )
+        .route(
+            "/ui/style.css",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+            }),
+        )
+}

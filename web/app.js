@@ -1,0 +1,169 @@
+// The kopek console: a user's account, top-ups, transfers, orders with live status, the
+// statement and a live event log, all over kopek's own HTTP API and WebSockets.
+"use strict";
+
+const currency = window.KOPEK_CURRENCY || "USD";
+const $ = (id) => document.getElementById(id);
+let user = localStorage.getItem("kopek.user") || ("demo-" + Math.random().toString(36).slice(2, 8));
+let feed = null;
+let lastSequence = 0;
+
+function accountOf(id) { return `user:${id}:${currency}`; }
+
+function toast(text, bad) {
+  const box = $("toast");
+  box.textContent = text;
+  box.className = "show" + (bad ? " bad" : "");
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.className = ""; }, 3500);
+}
+
+async function call(method, path, body, headers) {
+  const response = await fetch(path, {
+    method,
+    headers: Object.assign({ "Content-Type": "application/json", "X-User-ID": user }, headers || {}),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const error = data && (data.error ? `${data.error.code}: ${data.error.message}` : data.detail);
+    throw new Error(error || `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+function money(text) { return `${text} ${currency}`; }
+
+async function refresh() {
+  try {
+    const account = await call("GET", `/v1/accounts/${encodeURIComponent(accountOf(user))}`);
+    $("balance").textContent = money(account.balance.posted);
+    $("account-id").textContent = account.id;
+    const statement = await call("GET", `/v1/accounts/${encodeURIComponent(accountOf(user))}/entries?limit=50`);
+    const rows = statement.entries.slice().reverse().map((entry) => {
+      const sign = entry.direction === "credit" ? "+" : "−";
+      return `<tr><td>${new Date(entry.effective_at).toLocaleString()}</td><td>${entry.transfer_id}</td>` +
+        `<td class="num ${entry.direction}">${sign}${entry.amount}</td><td class="num">${entry.balance_after}</td></tr>`;
+    });
+    document.querySelector("#statement tbody").innerHTML = rows.join("");
+  } catch (error) {
+    $("balance").textContent = "–";
+    $("account-id").textContent = "no account yet: open one";
+  }
+}
+
+async function refreshOrders() {
+  try {
+    const orders = await call("GET", "/orders/orders");
+    $("orders").innerHTML = "";
+    orders.slice().reverse().forEach(showOrder);
+  } catch (error) { /* no orders yet */ }
+}
+
+function showOrder(order) {
+  let item = document.querySelector(`[data-order="${order.id}"]`);
+  if (!item) {
+    item = document.createElement("li");
+    item.dataset.order = order.id;
+    $("orders").prepend(item);
+  }
+  item.innerHTML = `<span>${order.amount} ${currency} · ${order.id.slice(0, 8)}</span>` +
+    `<span class="status ${order.status}" data-testid="order-status">${order.status}</span>`;
+  if (order.status === "PENDING") watchOrder(order.id);
+}
+
+function watchOrder(id) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/ws/orders/${encodeURIComponent(id)}`);
+  socket.onmessage = (message) => {
+    const update = JSON.parse(message.data);
+    if (update.status) {
+      const item = document.querySelector(`[data-order="${id}"] .status`);
+      if (item) { item.textContent = update.status; item.className = `status ${update.status}`; }
+      toast(`order ${id.slice(0, 8)}: ${update.status}`, update.status !== "PAID");
+      refresh();
+    }
+  };
+}
+
+function follow() {
+  if (feed) feed.close();
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const after = lastSequence ? `&after=${lastSequence}` : "";
+  feed = new WebSocket(`${scheme}://${location.host}/v1/ws?user=${encodeURIComponent(user)}${after}`);
+  const socket = feed;
+  socket.onopen = () => $("live").classList.add("on");
+  socket.onclose = () => {
+    $("live").classList.remove("on");
+    // Reconnect and resume after the last event seen: nothing is missed.
+    if (socket === feed) setTimeout(follow, 1000);
+  };
+  socket.onmessage = (message) => {
+    const event = JSON.parse(message.data);
+    lastSequence = Math.max(lastSequence, event.sequence);
+    const item = document.createElement("li");
+    const balance = (event.payload.balances || []).find((b) => b.account_id === accountOf(user));
+    const after = balance ? ` → ${(balance.posted_minor / 100).toFixed(2)}` : "";
+    item.innerHTML = `<span>#${event.sequence} ${event.type}</span><span>${event.subject_id.slice(0, 26)}${after}</span>`;
+    $("events").prepend(item);
+    while ($("events").children.length > 100) $("events").lastChild.remove();
+    refresh();
+  };
+}
+
+function selectUser(id) {
+  user = id;
+  localStorage.setItem("kopek.user", user);
+  $("user-id").value = user;
+  lastSequence = 0;
+  $("events").innerHTML = "";
+  $("orders").innerHTML = "";
+  follow();
+  refresh();
+  refreshOrders();
+}
+
+$("open-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  selectUser($("user-id").value.trim());
+  try {
+    const opened = await call("POST", "/payments/account");
+    toast(`account open: ${opened.balance} ${currency}`);
+    refresh();
+  } catch (error) { toast(error.message, true); }
+});
+
+$("topup-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const result = await call("POST", "/payments/account/topup", { amount: Number($("topup-amount").value) },
+      { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) });
+    toast(`topped up: balance ${result.balance} ${currency}`);
+    refresh();
+  } catch (error) { toast(error.message, true); }
+});
+
+$("transfer-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const to = $("transfer-to").value.trim();
+  try {
+    await call("POST", "/payments/account", undefined, { "X-User-ID": to });
+    const transfer = await call("POST", "/v1/transfers", {
+      debit_account_id: accountOf(user), credit_account_id: accountOf(to),
+      amount: $("transfer-amount").value.trim(), currency, kind: "transfer",
+    }, { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) });
+    toast(`sent ${transfer.amount} ${currency} to ${to}`);
+    refresh();
+  } catch (error) { toast(error.message, true); }
+});
+
+$("order-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const order = await call("POST", "/orders/orders", { amount: Number($("order-amount").value) });
+    showOrder(order);
+  } catch (error) { toast(error.message, true); }
+});
+
+selectUser(user);
