@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod health;
+mod http;
 mod ledger;
 mod payment;
 mod python;

@@ -15,6 +15,8 @@ pub struct Server {
     child: Child,
     pub grpc_address: String,
     pub http_address: String,
+    /// Every HTTP listener, in the order they were given.
+    pub http_addresses: Vec<String>,
 }
 
 impl Server {
@@ -51,21 +53,24 @@ impl Server {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut grpc_address, mut http_address) = (None, None);
-        while grpc_address.is_none() || http_address.is_none() {
+        let http_count = 1 + extra.iter().filter(|arg| **arg == "--http-listen").count();
+        let mut grpc_address = None;
+        let mut http_addresses = Vec::new();
+        while grpc_address.is_none() || http_addresses.len() < http_count {
             let left = deadline.saturating_duration_since(Instant::now());
             let line =
                 received.recv_timeout(left).expect("kopek serve printed its listeners in time");
             if let Some(address) = line.strip_prefix("kopek: grpc listening on ") {
                 grpc_address = Some(address.to_owned());
             } else if let Some(address) = line.strip_prefix("kopek: http listening on ") {
-                http_address = Some(address.to_owned());
+                http_addresses.push(address.to_owned());
             }
         }
         Server {
             child,
             grpc_address: grpc_address.expect("grpc address"),
-            http_address: http_address.expect("http address"),
+            http_address: http_addresses[0].clone(),
+            http_addresses,
         }
     }
 
@@ -188,4 +193,87 @@ pub fn error_code(result: &pb::TransferResult) -> Option<pb::ErrorCode> {
 pub fn status(result: &pb::TransferResult) -> pb::TransferStatus {
     let transfer = result.transfer.as_ref().expect("a recorded transfer");
     pb::TransferStatus::try_from(transfer.status).expect("known status")
+}
+
+/// A response of the test HTTP client.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), enough to test every route
+/// without another HTTP stack.
+pub async fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(body.unwrap_or_default());
+    socket.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    socket.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").expect("a header block");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| {
+            line.split_once(':')
+                .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        })
+        .collect();
+    let chunked = headers.iter().any(|(key, value)| {
+        key.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked")
+    });
+    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    HttpResponse { status, headers, body }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    body
 }
