@@ -3,6 +3,7 @@
 "use strict";
 
 const currency = window.KOPEK_CURRENCY || "USD";
+const digits = Number(window.KOPEK_CURRENCY_DIGITS || 2);
 const $ = (id) => document.getElementById(id);
 let user = localStorage.getItem("kopek.user") || ("demo-" + Math.random().toString(36).slice(2, 8));
 let feed = null;
@@ -104,8 +105,8 @@ function follow() {
     lastSequence = Math.max(lastSequence, event.sequence);
     const item = document.createElement("li");
     const balance = (event.payload.balances || []).find((b) => b.account_id === accountOf(user));
-    const after = balance ? ` → ${(balance.posted_minor / 100).toFixed(2)}` : "";
-    item.innerHTML = `<span>#${event.sequence} ${event.type}</span><span>${event.subject_id.slice(0, 26)}${after}</span>`;
+    const after = balance ? ` → ${(balance.posted_minor / 10 ** digits).toFixed(digits)} ${currency}` : "";
+    item.innerHTML = `<span class="type">#${event.sequence} ${event.type}</span><span>${event.subject_id}${after}</span>`;
     $("events").prepend(item);
     while ($("events").children.length > 100) $("events").lastChild.remove();
     refresh();

@@ -229,13 +229,6 @@ pub struct TransferBatchResultDto {
     pub results: Vec<TransferResultDto>,
 }
 
-/// A declined transfer: the error, and the recorded transfer so a retry can be matched.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct DeclinedDto {
-    pub error: crate::error::ErrorDetail,
-    pub transfer: TransferDto,
-}
-
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct EntryDto {
     /// Ledger-wide commit order; the statement cursor.

@@ -52,10 +52,13 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// The body of every error response.
+/// The body of every error response. A transfer that was declined (and recorded, so a retry
+/// replays it) comes with its record.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<crate::dto::TransferDto>,
 }
 
 #[derive(Debug)]
@@ -83,6 +86,7 @@ impl ApiError {
                 code: rejection.code.to_string(),
                 message: rejection.message.clone(),
             },
+            transfer: None,
         }
     }
 }

@@ -98,7 +98,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
     Router::new()
         .merge(rest)
         .merge(compat)
-        .merge(ui::router_for(default_currency.code()))
+        .merge(ui::router_for(default_currency))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
         .layer(cors(config))

@@ -374,9 +374,9 @@ fn transfer_response(result: TransferResult) -> ApiResult<Response> {
     match &transfer.error {
         None => Ok(respond(StatusCode::CREATED, &dto::transfer(&transfer), replayed)),
         Some(rejection) => {
-            let body = DeclinedDto {
+            let body = ErrorBody {
                 error: ApiError::body(rejection).error,
-                transfer: dto::transfer(&transfer),
+                transfer: Some(dto::transfer(&transfer)),
             };
             Ok(respond(crate::error::status(rejection.code), &body, replayed))
         }
@@ -400,9 +400,9 @@ async fn submit_one(state: &AppState, transfer: TransferRequest) -> ApiResult<Re
     responses(
         (status = 201, description = "Posted, or held when `hold` is given", body = TransferDto),
         (status = 400, description = "Malformed, or declined (INVALID_AMOUNT, SAME_ACCOUNT, CURRENCY_MISMATCH)", body = ErrorBody),
-        (status = 402, description = "Declined: INSUFFICIENT_FUNDS", body = DeclinedDto),
-        (status = 404, description = "Declined: ACCOUNT_NOT_FOUND", body = DeclinedDto),
-        (status = 409, description = "Declined: frozen or closed account, overflow", body = DeclinedDto),
+        (status = 402, description = "Declined: INSUFFICIENT_FUNDS", body = ErrorBody),
+        (status = 404, description = "Declined: ACCOUNT_NOT_FOUND", body = ErrorBody),
+        (status = 409, description = "Declined: frozen or closed account, overflow", body = ErrorBody),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
@@ -576,7 +576,7 @@ async fn resolve_hold(
     params(("id" = String, Path, description = "The hold's transfer id"), ("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
     responses(
         (status = 201, description = "Captured: the capture transfer", body = TransferDto),
-        (status = 400, body = ErrorBody), (status = 404, body = DeclinedDto), (status = 409, body = DeclinedDto),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
@@ -595,7 +595,7 @@ pub async fn capture(
     params(("id" = String, Path, description = "The hold's transfer id"), ("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
     responses(
         (status = 201, description = "Voided: the void transfer", body = TransferDto),
-        (status = 400, body = ErrorBody), (status = 404, body = DeclinedDto), (status = 409, body = DeclinedDto),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]

@@ -10,8 +10,10 @@ const SCRIPT: &str = include_str!("../../../web/app.js");
 const STYLE: &str = include_str!("../../../web/style.css");
 
 /// The UI's routes; `currency` is the one its amounts are in.
-pub fn router_for(currency: &str) -> Router {
-    let index = INDEX.replace("{{DEFAULT_CURRENCY}}", currency);
+pub fn router_for(currency: kopek_core::Currency) -> Router {
+    let index = INDEX
+        .replace("{{DEFAULT_CURRENCY}}", currency.code())
+        .replace("{{CURRENCY_DIGITS}}", &currency.minor_digits().to_string());
     Router::new()
         .route("/", get(move || async move { Html(index) }))
         .route(

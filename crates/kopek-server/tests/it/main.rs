@@ -1,6 +1,7 @@
 //! Integration tests: the real `kopek` binary on random ports with a temp data dir, driven
 //! by tonic clients and the CLI.
 
+mod browser;
 mod cli;
 mod crash;
 mod health;
@@ -8,6 +9,7 @@ mod http;
 mod ledger;
 mod payment;
 mod python;
+mod schemathesis;
 mod stream;
 mod support;
 mod transactions;
