@@ -203,7 +203,8 @@ pub async fn create_transaction_a(
         },
         details: Details::default(),
         effective_at,
-        // Reopening an account a user lost cannot happen here: users open theirs on creation.
+        // Users open their account on creation; if the default currency changed since, the
+        // first deposit opens the account in the new one.
         open_if_missing: vec![user_id.new_account(currency)],
         // The timestamp is content: resending the uid with another one is a different request.
         fingerprint_extra: format!(

@@ -78,6 +78,33 @@ fn minor_units(
     }
 }
 
+/// An overdraft limit from its decimal or minor-unit form (both must agree); zero is a valid
+/// limit, though not a valid amount. `None` when neither is given.
+fn overdraft_limit(
+    text: Option<&str>,
+    minor: Option<i64>,
+    currency: Currency,
+) -> Result<Option<Overdraft>, Rejection> {
+    let from_text = text
+        .map(|text| {
+            kopek_core::money::parse_decimal_minor(text, currency.minor_digits()).map_err(
+                |reason| {
+                    Rejection::new(
+                        ErrorCode::InvalidAmount,
+                        format!("overdraft limit '{text}': {reason}"),
+                    )
+                },
+            )
+        })
+        .transpose()?;
+    match (minor, from_text) {
+        (Some(minor), Some(text)) if minor != text => Err(Rejection::invalid(format!(
+            "overdraft_limit_minor {minor} and overdraft_limit disagree"
+        ))),
+        (minor, text) => minor.or(text).map(Overdraft::limited).transpose(),
+    }
+}
+
 fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejection> {
     text.map(|text| {
         Timestamp::parse_rfc3339(text)
@@ -116,22 +143,12 @@ pub async fn create_account(
     let overdraft = if request.unbounded_overdraft {
         Overdraft::Unbounded
     } else {
-        let limit = minor_units(
+        overdraft_limit(
             request.overdraft_limit.as_deref(),
             request.overdraft_limit_minor,
             currency,
-        )
-        .or_else(|rejection| match request.overdraft_limit.as_deref() {
-            // A zero limit is a valid limit, though not a valid amount.
-            Some(text)
-                if kopek_core::money::parse_decimal_minor(text, currency.minor_digits())
-                    == Ok(0) =>
-            {
-                Ok(Some(0))
-            }
-            _ => Err(rejection),
-        })?;
-        Overdraft::limited(limit.unwrap_or(0))?
+        )?
+        .unwrap_or(Overdraft::NONE)
     };
     let new = NewAccount {
         id,
@@ -229,17 +246,11 @@ pub async fn update_account(
     Body(request): Body<AccountUpdateDto>,
 ) -> ApiResult<Json<AccountDto>> {
     let account = load_account(&state, &id).await?;
-    let overdraft = match (request.overdraft_limit.as_deref(), request.overdraft_limit_minor) {
-        (None, None) => None,
-        (text, minor) => {
-            let zero = text.is_some_and(|text| {
-                kopek_core::money::parse_decimal_minor(text, account.currency.minor_digits())
-                    == Ok(0)
-            });
-            let limit = if zero { Some(0) } else { minor_units(text, minor, account.currency)? };
-            Some(Overdraft::limited(limit.unwrap_or(0))?)
-        }
-    };
+    let overdraft = overdraft_limit(
+        request.overdraft_limit.as_deref(),
+        request.overdraft_limit_minor,
+        account.currency,
+    )?;
     let status = request
         .status
         .as_deref()
