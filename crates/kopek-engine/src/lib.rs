@@ -194,6 +194,8 @@ struct Writer {
     closed: CancellationToken,
 }
 
+/// Times a batch is run again after a write conflict with another process.
+const CONFLICT_RETRIES: u64 = 8;
 /// Holds expired per batch of the expiry pass.
 const EXPIRY_BATCH_MAX: usize = 1_024;
 /// The writer re-checks the store at least this often while holds are pending, so a clock
@@ -302,21 +304,34 @@ impl Writer {
         let now = self.clock.tick();
         let transfer_count = batch.transfer_count() as u64;
         let command_count = batch.commands.len() as u64;
-        let mut ids = SharedIds { generator: self.ids.clone(), now };
-        let decided = batch.clone();
         let started = std::time::Instant::now();
-        let result = self
-            .store
-            .write_batch(
-                keys,
-                Box::new(move |state| {
-                    std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        kopek_core::apply(state, &decided, now, &mut ids)
-                    }))
-                    .map_err(panic_message)
-                }),
-            )
-            .await;
+        let mut attempt = 0;
+        let result = loop {
+            let mut ids = SharedIds { generator: self.ids.clone(), now };
+            let decided = batch.clone();
+            let result = self
+                .store
+                .write_batch(
+                    keys.clone(),
+                    Box::new(move |state| {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            kopek_core::apply(state, &decided, now, &mut ids)
+                        }))
+                        .map_err(panic_message)
+                    }),
+                )
+                .await;
+            // Another process wrote the same key or account at the same moment: run the batch
+            // again; it now sees those rows (a replay, an existing account).
+            match result {
+                Err(StoreError::Conflict(message)) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(%message, attempt, "write conflict; running the batch again");
+                    tokio::time::sleep(Duration::from_millis(attempt * 2)).await;
+                }
+                result => break result,
+            }
+        };
         match result {
             Ok(outcome) => {
                 self.committed.send_modify(|count| *count += 1);
@@ -340,7 +355,9 @@ impl Writer {
                     StoreError::Invariant(message) | StoreError::Corrupt(message) => {
                         EngineError::Internal(message)
                     }
-                    StoreError::Unavailable(message) => EngineError::Unavailable(message),
+                    StoreError::Unavailable(message) | StoreError::Conflict(message) => {
+                        EngineError::Unavailable(message)
+                    }
                 })
             }
         }

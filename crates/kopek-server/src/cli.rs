@@ -42,8 +42,8 @@ pub struct StoreArgs {
     /// Directory of the embedded SQLite database (created if missing).
     #[arg(long, env = "KOPEK_DATA_DIR", default_value = "./kopek-data")]
     pub data_dir: PathBuf,
-    /// Database URL instead of --data-dir: `sqlite:DIR` (embedded). PostgreSQL arrives with
-    /// the scale-out backend.
+    /// Database URL instead of --data-dir: `postgres://user@host:5432/db` (several kopek
+    /// processes may share it) or `sqlite:DIR`. `DATABASE_URL` is read too.
     #[arg(long, env = "KOPEK_DATABASE")]
     pub database: Option<String>,
 }

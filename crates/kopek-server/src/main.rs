@@ -26,7 +26,7 @@ async fn run(command: Command) -> ExitCode {
             serve::init_logging(args.log_format);
             return report(serve::run(args).await);
         }
-        Command::Migrate(args) => return report(migrate(&args)),
+        Command::Migrate(args) => return report(migrate(&args).await),
         Command::Verify(args) => return verify(args).await,
         Command::Accounts(command) => client::run_accounts(command).await,
         Command::Deposit(args) => {
@@ -66,30 +66,49 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn migrate(args: &cli::StoreArgs) -> anyhow::Result<()> {
-    let dir = serve::data_dir(args)?;
-    let applied = kopek_store_sqlite::migrate(&dir)?;
+async fn migrate(args: &cli::StoreArgs) -> anyhow::Result<()> {
+    let (applied, place) = match serve::backend(args)? {
+        serve::Backend::Embedded(dir) => {
+            (kopek_store_sqlite::migrate(&dir)?, dir.display().to_string())
+        }
+        serve::Backend::Postgres(url) => {
+            let store = kopek_store_postgres::PostgresStore::connect(&url).await?;
+            // `connect` migrates; asking again reports the schema as it now is.
+            (store.migrate().await?, serve::describe(args))
+        }
+    };
     if applied.is_empty() {
-        println!("schema of {} is up to date", dir.display());
+        println!("schema of {place} is up to date");
     } else {
         let versions: Vec<String> = applied.iter().map(ToString::to_string).collect();
-        println!("applied migrations {} to {}", versions.join(", "), dir.display());
+        println!("applied migrations {} to {place}", versions.join(", "));
     }
     Ok(())
 }
 
 async fn verify(args: cli::VerifyArgs) -> ExitCode {
-    // Read-only, so it runs next to a live server and never creates an empty ledger.
-    let store = match serve::data_dir(&args.store)
-        .and_then(|dir| Ok(kopek_store_sqlite::SqliteStore::open_read_only(&dir)?))
-    {
+    // Read-only on SQLite, so it runs next to a live server and never creates an empty ledger.
+    let store: Result<Box<dyn kopek_store::Store>, anyhow::Error> =
+        match serve::backend(&args.store) {
+            Ok(serve::Backend::Embedded(dir)) => {
+                kopek_store_sqlite::SqliteStore::open_read_only(&dir)
+                    .map(|store| Box::new(store) as Box<dyn kopek_store::Store>)
+                    .map_err(Into::into)
+            }
+            Ok(serve::Backend::Postgres(url)) => kopek_store_postgres::PostgresStore::connect(&url)
+                .await
+                .map(|store| Box::new(store) as Box<dyn kopek_store::Store>)
+                .map_err(Into::into),
+            Err(error) => Err(error),
+        };
+    let store = match store {
         Ok(store) => store,
         Err(error) => {
             eprintln!("error: {error:#}");
             return ExitCode::from(2);
         }
     };
-    let report = match kopek_store::Store::verify(&store).await {
+    let report = match store.verify().await {
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: verify: {error}");

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use kopek_api_grpc::GrpcConfig;
 use kopek_engine::{Engine, EngineConfig};
 use kopek_store::Store;
+use kopek_store_postgres::PostgresStore;
 use kopek_store_sqlite::SqliteStore;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,24 +16,56 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 /// Where the ledger lives, from `--data-dir` or `--database`.
-pub fn data_dir(args: &StoreArgs) -> anyhow::Result<PathBuf> {
-    match args.database.as_deref() {
-        None => Ok(args.data_dir.clone()),
+/// Where the ledger lives: an embedded SQLite directory, or a PostgreSQL server.
+pub enum Backend {
+    Embedded(PathBuf),
+    Postgres(String),
+}
+
+/// `--database` (or `DATABASE_URL`) when given, else `--data-dir`.
+pub fn backend(args: &StoreArgs) -> anyhow::Result<Backend> {
+    let url = args
+        .database
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty()));
+    match url.as_deref() {
+        None => Ok(Backend::Embedded(args.data_dir.clone())),
         Some(url) => match url.split_once(':') {
-            Some(("sqlite", path)) => Ok(PathBuf::from(path.trim_start_matches("//"))),
-            Some(("postgres" | "postgresql", _)) => {
-                bail!(
-                    "this build of kopek stores the ledger in embedded SQLite only; use --data-dir"
-                )
+            Some(("sqlite", path)) => {
+                Ok(Backend::Embedded(PathBuf::from(path.trim_start_matches("//"))))
             }
-            _ => bail!("--database must be a sqlite:DIR URL"),
+            Some(("postgres" | "postgresql", _)) => Ok(Backend::Postgres(url.to_owned())),
+            _ => bail!("--database must be a postgres://... or sqlite:DIR URL"),
         },
     }
 }
 
-pub fn open_store(args: &StoreArgs) -> anyhow::Result<SqliteStore> {
-    let dir = data_dir(args)?;
-    SqliteStore::open(&dir).with_context(|| format!("open the ledger in {}", dir.display()))
+/// Opens the store for serving (migrating it first).
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match backend(args)? {
+        Backend::Embedded(dir) => Arc::new(
+            SqliteStore::open(&dir)
+                .with_context(|| format!("open the ledger in {}", dir.display()))?,
+        ),
+        Backend::Postgres(url) => Arc::new(
+            PostgresStore::connect(&url).await.context("connect to PostgreSQL and migrate")?,
+        ),
+    })
+}
+
+/// A description of the backend for logs, without credentials.
+pub fn describe(args: &StoreArgs) -> String {
+    match backend(args) {
+        Ok(Backend::Embedded(dir)) => format!("sqlite {}", dir.display()),
+        Ok(Backend::Postgres(url)) => {
+            let host = url.rsplit_once('@').map_or(url.as_str(), |(_, host)| host);
+            format!(
+                "postgres {}",
+                host.trim_start_matches("postgres://").trim_start_matches("postgresql://")
+            )
+        }
+        Err(_) => "unknown".to_owned(),
+    }
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -51,7 +84,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.grpc_message_bytes_max > kopek_api_grpc::MESSAGE_BYTES_MAX {
         bail!("--grpc-message-bytes-max must be at most {}", kopek_api_grpc::MESSAGE_BYTES_MAX);
     }
-    let store: Arc<dyn Store> = Arc::new(open_store(&args.store)?);
+    let store = open_store(&args.store).await?;
     let config = EngineConfig {
         queue_capacity: args.queue_capacity.max(1),
         batch_transfers_max: args.batch_transfers_max.max(1),
@@ -118,7 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for address in &http_addresses {
         println!("kopek: http listening on {address}");
     }
-    tracing::info!(%grpc_address, http = ?http_addresses, data_dir = %data_dir(&args.store)?.display(), "kopek serving");
+    tracing::info!(%grpc_address, http = ?http_addresses, store = %describe(&args.store), "kopek serving");
 
     tokio::select! {
         () = wait_for_signal() => tracing::info!("shutdown requested; draining"),

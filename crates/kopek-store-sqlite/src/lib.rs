@@ -850,9 +850,9 @@ mod tests {
         );
     }
 
-    kopek_store::conformance_tests!({
+    kopek_store::conformance_tests!(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = crate::SqliteStore::open(dir.path()).expect("open store");
-        (store, dir)
+        Some((store, dir))
     });
 }

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod conformance;
+pub mod rows;
 
 use async_trait::async_trait;
 use kopek_core::{
@@ -19,6 +20,10 @@ pub enum StoreError {
     /// The database cannot be reached or refused the work; nothing was written. Retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Another process wrote a row this batch also wrote (or a deadlock was broken); nothing
+    /// was written and running the batch again sees the other's rows.
+    #[error("write conflict: {0}")]
+    Conflict(String),
     /// The decision function found a broken invariant; the transaction was rolled back.
     #[error("invariant violated: {0}")]
     Invariant(String),

@@ -103,8 +103,11 @@ fn migrate_creates_the_schema_once_and_a_dead_server_is_a_clear_error() {
     let (code, _, stderr) = cli(&["balance", "a", "--addr", "http://127.0.0.1:1"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot reach kopek"), "{stderr}");
-    let (code, _, stderr) =
-        cli(&["serve", "--database", "postgres://localhost/x", "--data-dir", data]);
+    let unreachable = "postgres://kopek@127.0.0.1:1/nowhere";
+    let (code, _, stderr) = cli(&["serve", "--database", unreachable, "--data-dir", data]);
+    assert_eq!(code, 2, "an unreachable database fails the start clearly");
+    assert!(stderr.contains("connect to PostgreSQL"), "{stderr}");
+    let (code, _, stderr) = cli(&["verify", "--database", "mysql://somewhere"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("embedded SQLite only"), "{stderr}");
+    assert!(stderr.contains("postgres://"), "{stderr}");
 }

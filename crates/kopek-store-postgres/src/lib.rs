@@ -1,0 +1,865 @@
+//! kopek-store-postgres: the scale-out backend. Several kopek processes may write one database
+//! at once: each batch locks what it touches with `SELECT ... FOR UPDATE`, always in the same
+//! order (holds by id, the user counter, accounts by id, orders by id), so batches of different
+//! processes wait for each other instead of deadlocking; the rows of a batch are written with
+//! multi-row `UNNEST` statements; one commit per batch. A conflict between processes (two
+//! inserting the same idempotency key or account at once, or a rare deadlock) fails the batch
+//! with `Conflict` and the engine retries it, when it sees the other's row and replays.
+//!
+//! Outbox sequences are taken under a lock on one counter row held until commit, so their order
+//! is commit order: a tailer reading "after sequence N" never skips a row committed later.
+
+mod verify;
+
+use async_trait::async_trait;
+use kopek_core::{
+    Account, AccountId, IdempotencyKey, Keys, Order, OrderId, Outcome, Overdraft, State, Tenant,
+    Timestamp, Transfer, TransferId, Ulid, User, UserId,
+};
+use kopek_store::codec::{event_json, metadata_to_json};
+use kopek_store::rows::{RawAccount, RawEntry, RawOrder, RawTransfer, RawUser};
+use kopek_store::{
+    Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_ledger.sql")];
+/// Connections per process: the writer uses one at a time; reads use the rest.
+const POOL_CONNECTIONS_MAX: u32 = 16;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn sql_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(database) = &error
+        && let Some(code) = database.code()
+        // unique_violation, serialization_failure, deadlock_detected: another process got
+        // there first; the batch is retried and sees its rows.
+        && matches!(code.as_ref(), "23505" | "40001" | "40P01")
+    {
+        return StoreError::Conflict(format!("postgres: {error}"));
+    }
+    StoreError::Unavailable(format!("postgres: {error}"))
+}
+
+fn corrupt(message: String) -> StoreError {
+    StoreError::Corrupt(message)
+}
+
+impl PostgresStore {
+    /// Connects (lazily: a database that is down now is retried on use) and applies pending
+    /// migrations.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|error| StoreError::Unavailable(format!("database URL: {error}")))?
+            .application_name("kopek");
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_CONNECTIONS_MAX)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(sql_error)?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations under a lock, so processes starting together are safe.
+    pub async fn migrate(&self) -> StoreResult<Vec<usize>> {
+        let mut db_transaction = self.pool.begin().await.map_err(sql_error)?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(&mut *db_transaction)
+            .await
+            .map_err(sql_error)?;
+        // A table lock, not an advisory lock: portable to CockroachDB and YugabyteDB.
+        sqlx::query("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            .execute(&mut *db_transaction)
+            .await
+            .map_err(sql_error)?;
+        let current: Option<i32> = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&mut *db_transaction)
+            .await
+            .map_err(sql_error)?;
+        let current = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
+        if current > MIGRATIONS.len() {
+            return Err(corrupt(format!(
+                "the database has schema version {current}, newer than this kopek knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        let mut applied = Vec::new();
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&mut *db_transaction)
+                .await
+                .map_err(sql_error)?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(i32::try_from(index + 1).unwrap_or(i32::MAX))
+                .bind(kopek_core::Timestamp::EPOCH.as_unix_micros())
+                .execute(&mut *db_transaction)
+                .await
+                .map_err(sql_error)?;
+            applied.push(index + 1);
+        }
+        db_transaction.commit().await.map_err(sql_error)?;
+        Ok(applied)
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, status, metadata, posted, pending_out, \
+     pending_in, created_at, updated_at";
+const TRANSFER_COLUMNS: &str = "id, tenant, idempotency_key, fingerprint, kind, action, debit_account, \
+     credit_account, amount, currency, pending_id, status, error_code, error_message, expires_at, \
+     captured_amount, category, description, metadata, effective_at, committed_at, updated_at";
+const ENTRY_COLUMNS: &str = "sequence, account_id, transfer_id, direction, amount, currency, balance_after, effective_at, committed_at";
+const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
+     payment_id, created_at, updated_at";
+
+fn account_from(row: &PgRow) -> StoreResult<Account> {
+    let raw = RawAccount {
+        id: row.try_get(0).map_err(sql_error)?,
+        currency: row.try_get(1).map_err(sql_error)?,
+        owner: row.try_get(2).map_err(sql_error)?,
+        kind: row.try_get(3).map_err(sql_error)?,
+        overdraft_limit: row.try_get(4).map_err(sql_error)?,
+        status: row.try_get(5).map_err(sql_error)?,
+        metadata: row.try_get(6).map_err(sql_error)?,
+        posted: row.try_get(7).map_err(sql_error)?,
+        pending_out: row.try_get(8).map_err(sql_error)?,
+        pending_in: row.try_get(9).map_err(sql_error)?,
+        created_at: row.try_get(10).map_err(sql_error)?,
+        updated_at: row.try_get(11).map_err(sql_error)?,
+    };
+    raw.decode().map_err(corrupt)
+}
+
+fn transfer_from(row: &PgRow) -> StoreResult<Transfer> {
+    let raw = RawTransfer {
+        id: row.try_get(0).map_err(sql_error)?,
+        tenant: row.try_get(1).map_err(sql_error)?,
+        idempotency_key: row.try_get(2).map_err(sql_error)?,
+        fingerprint: row.try_get(3).map_err(sql_error)?,
+        kind: row.try_get(4).map_err(sql_error)?,
+        action: row.try_get(5).map_err(sql_error)?,
+        debit_account: row.try_get(6).map_err(sql_error)?,
+        credit_account: row.try_get(7).map_err(sql_error)?,
+        amount: row.try_get(8).map_err(sql_error)?,
+        currency: row.try_get(9).map_err(sql_error)?,
+        pending_id: row.try_get(10).map_err(sql_error)?,
+        status: row.try_get(11).map_err(sql_error)?,
+        error_code: row.try_get(12).map_err(sql_error)?,
+        error_message: row.try_get(13).map_err(sql_error)?,
+        expires_at: row.try_get(14).map_err(sql_error)?,
+        captured_amount: row.try_get(15).map_err(sql_error)?,
+        category: row.try_get(16).map_err(sql_error)?,
+        description: row.try_get(17).map_err(sql_error)?,
+        metadata: row.try_get(18).map_err(sql_error)?,
+        effective_at: row.try_get(19).map_err(sql_error)?,
+        committed_at: row.try_get(20).map_err(sql_error)?,
+        updated_at: row.try_get(21).map_err(sql_error)?,
+    };
+    raw.decode().map_err(corrupt)
+}
+
+fn entry_from(row: &PgRow) -> StoreResult<StoredEntry> {
+    let raw = RawEntry {
+        sequence: row.try_get(0).map_err(sql_error)?,
+        account_id: row.try_get(1).map_err(sql_error)?,
+        transfer_id: row.try_get(2).map_err(sql_error)?,
+        direction: row.try_get(3).map_err(sql_error)?,
+        amount: row.try_get(4).map_err(sql_error)?,
+        currency: row.try_get(5).map_err(sql_error)?,
+        balance_after: row.try_get(6).map_err(sql_error)?,
+        effective_at: row.try_get(7).map_err(sql_error)?,
+        committed_at: row.try_get(8).map_err(sql_error)?,
+    };
+    raw.decode().map_err(corrupt)
+}
+
+fn user_from(row: &PgRow) -> StoreResult<User> {
+    let raw = RawUser {
+        id: row.try_get(0).map_err(sql_error)?,
+        name: row.try_get(1).map_err(sql_error)?,
+        created_at: row.try_get(2).map_err(sql_error)?,
+    };
+    raw.decode().map_err(corrupt)
+}
+
+fn order_from(row: &PgRow) -> StoreResult<Order> {
+    let raw = RawOrder {
+        id: row.try_get(0).map_err(sql_error)?,
+        tenant: row.try_get(1).map_err(sql_error)?,
+        user_id: row.try_get(2).map_err(sql_error)?,
+        amount: row.try_get(3).map_err(sql_error)?,
+        currency: row.try_get(4).map_err(sql_error)?,
+        status: row.try_get(5).map_err(sql_error)?,
+        failure_code: row.try_get(6).map_err(sql_error)?,
+        failure_message: row.try_get(7).map_err(sql_error)?,
+        payment_id: row.try_get(8).map_err(sql_error)?,
+        created_at: row.try_get(9).map_err(sql_error)?,
+        updated_at: row.try_get(10).map_err(sql_error)?,
+    };
+    raw.decode().map_err(corrupt)
+}
+
+fn event_from(row: &PgRow) -> StoreResult<StoredEvent> {
+    let sequence: i64 = row.try_get(0).map_err(sql_error)?;
+    let at: i64 = row.try_get(5).map_err(sql_error)?;
+    Ok(StoredEvent {
+        sequence: u64::try_from(sequence)
+            .map_err(|_| corrupt(format!("event sequence {sequence} is negative")))?,
+        id: row.try_get(1).map_err(sql_error)?,
+        tenant: row.try_get(2).map_err(sql_error)?,
+        kind: row.try_get(3).map_err(sql_error)?,
+        subject_id: row.try_get(4).map_err(sql_error)?,
+        at: Timestamp::from_unix_micros(at),
+        payload: row.try_get(6).map_err(sql_error)?,
+    })
+}
+
+fn sql(text: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(text)
+}
+
+/// Loads and locks the state of a batch, in the global lock order.
+async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreResult<State> {
+    let mut transfers = BTreeMap::new();
+    let hold_ids: Vec<String> = keys.transfer_ids.iter().map(ToString::to_string).collect();
+    if !hold_ids.is_empty() {
+        let query = format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        );
+        for row in
+            sqlx::query(sql(query)).bind(&hold_ids).fetch_all(&mut **db).await.map_err(sql_error)?
+        {
+            let transfer = transfer_from(&row)?;
+            transfers.insert(transfer.id, transfer);
+        }
+    }
+    if !keys.idempotency_keys.is_empty() {
+        let (tenants, idempotency_keys): (Vec<String>, Vec<String>) = keys
+            .idempotency_keys
+            .iter()
+            .map(|(tenant, key)| (tenant.to_string(), key.to_string()))
+            .unzip();
+        let query = format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE (tenant, idempotency_key) IN \
+             (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+        );
+        let rows = sqlx::query(sql(query))
+            .bind(&tenants)
+            .bind(&idempotency_keys)
+            .fetch_all(&mut **db)
+            .await
+            .map_err(sql_error)?;
+        for row in rows {
+            let transfer = transfer_from(&row)?;
+            transfers.insert(transfer.id, transfer);
+        }
+    }
+    let mut account_ids: BTreeSet<AccountId> = keys.accounts.clone();
+    for transfer in transfers.values() {
+        account_ids.extend(transfer.debit_account.iter().cloned());
+        account_ids.extend(transfer.credit_account.iter().cloned());
+    }
+    let mut last_user_number = 0;
+    if !keys.allocated_users.is_empty() {
+        let value: i64 =
+            sqlx::query_scalar("SELECT value FROM counters WHERE name = 'user_number' FOR UPDATE")
+                .fetch_one(&mut **db)
+                .await
+                .map_err(sql_error)?;
+        last_user_number =
+            u64::try_from(value).map_err(|_| corrupt("negative user counter".to_owned()))?;
+        for (offset, currency) in keys.allocated_users.iter().enumerate() {
+            account_ids.insert(
+                UserId::from_number(last_user_number + 1 + offset as u64).account(*currency),
+            );
+        }
+    }
+    let ids: Vec<String> = account_ids.iter().map(ToString::to_string).collect();
+    let query =
+        format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    let accounts = sqlx::query(sql(query))
+        .bind(&ids)
+        .fetch_all(&mut **db)
+        .await
+        .map_err(sql_error)?
+        .iter()
+        .map(account_from)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut state = State::new(accounts, transfers.into_values());
+    state.last_user_number = last_user_number;
+    if !keys.users.is_empty() {
+        let ids: Vec<String> = keys.users.iter().map(ToString::to_string).collect();
+        for row in sqlx::query("SELECT id, name, created_at FROM users WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut **db)
+            .await
+            .map_err(sql_error)?
+        {
+            let user = user_from(&row)?;
+            state.users.insert(user.id.clone(), user);
+        }
+    }
+    if !keys.orders.is_empty() {
+        let ids: Vec<String> = keys.orders.iter().map(ToString::to_string).collect();
+        let query =
+            format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+        for row in
+            sqlx::query(sql(query)).bind(&ids).fetch_all(&mut **db).await.map_err(sql_error)?
+        {
+            let order = order_from(&row)?;
+            state.orders.insert(order.id.clone(), order);
+        }
+    }
+    Ok(state)
+}
+
+fn overdraft_value(overdraft: Overdraft) -> Option<i64> {
+    match overdraft {
+        Overdraft::Limited(limit) => Some(limit),
+        Overdraft::Unbounded => None,
+    }
+}
+
+async fn insert_accounts(
+    db: &mut Transaction<'_, Postgres>,
+    accounts: &[Account],
+) -> StoreResult<()> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let column = |f: &dyn Fn(&Account) -> String| accounts.iter().map(f).collect::<Vec<String>>();
+    let numbers = |f: &dyn Fn(&Account) -> i64| accounts.iter().map(f).collect::<Vec<i64>>();
+    sqlx::query(
+        "INSERT INTO accounts (id, currency, owner, kind, overdraft_limit, status, metadata, posted, pending_out, \
+         pending_in, created_at, updated_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])",
+    )
+    .bind(column(&|a| a.id.to_string()))
+    .bind(column(&|a| a.currency.code().to_owned()))
+    .bind(accounts.iter().map(|a| a.owner.clone()).collect::<Vec<Option<String>>>())
+    .bind(column(&|a| a.kind.as_str().to_owned()))
+    .bind(accounts.iter().map(|a| overdraft_value(a.overdraft)).collect::<Vec<Option<i64>>>())
+    .bind(column(&|a| a.status.as_str().to_owned()))
+    .bind(column(&|a| metadata_to_json(&a.metadata)))
+    .bind(numbers(&|a| a.balance.posted))
+    .bind(numbers(&|a| a.balance.pending_out))
+    .bind(numbers(&|a| a.balance.pending_in))
+    .bind(numbers(&|a| a.created_at.as_unix_micros()))
+    .bind(numbers(&|a| a.updated_at.as_unix_micros()))
+    .execute(&mut **db)
+    .await
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+async fn update_accounts(
+    db: &mut Transaction<'_, Postgres>,
+    accounts: &[Account],
+) -> StoreResult<()> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let numbers = |f: &dyn Fn(&Account) -> i64| accounts.iter().map(f).collect::<Vec<i64>>();
+    let result = sqlx::query(
+        "UPDATE accounts a SET overdraft_limit = u.overdraft_limit, status = u.status, posted = u.posted, \
+         pending_out = u.pending_out, pending_in = u.pending_in, updated_at = u.updated_at \
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) \
+         AS u(id, overdraft_limit, status, posted, pending_out, pending_in, updated_at) WHERE a.id = u.id",
+    )
+    .bind(accounts.iter().map(|a| a.id.to_string()).collect::<Vec<String>>())
+    .bind(accounts.iter().map(|a| overdraft_value(a.overdraft)).collect::<Vec<Option<i64>>>())
+    .bind(accounts.iter().map(|a| a.status.as_str().to_owned()).collect::<Vec<String>>())
+    .bind(numbers(&|a| a.balance.posted))
+    .bind(numbers(&|a| a.balance.pending_out))
+    .bind(numbers(&|a| a.balance.pending_in))
+    .bind(numbers(&|a| a.updated_at.as_unix_micros()))
+    .execute(&mut **db)
+    .await
+    .map_err(sql_error)?;
+    if result.rows_affected() != accounts.len() as u64 {
+        return Err(StoreError::Invariant("an account to update is missing".to_owned()));
+    }
+    Ok(())
+}
+
+async fn insert_transfers(
+    db: &mut Transaction<'_, Postgres>,
+    transfers: &[Transfer],
+) -> StoreResult<()> {
+    if transfers.is_empty() {
+        return Ok(());
+    }
+    let text = |f: &dyn Fn(&Transfer) -> String| transfers.iter().map(f).collect::<Vec<String>>();
+    let optional = |f: &dyn Fn(&Transfer) -> Option<String>| {
+        transfers.iter().map(f).collect::<Vec<Option<String>>>()
+    };
+    let numbers = |f: &dyn Fn(&Transfer) -> i64| transfers.iter().map(f).collect::<Vec<i64>>();
+    sqlx::query(
+        "INSERT INTO transfers (id, tenant, idempotency_key, fingerprint, kind, action, debit_account, credit_account, \
+         amount, currency, pending_id, status, error_code, error_message, expires_at, captured_amount, category, \
+         description, metadata, effective_at, committed_at, updated_at) SELECT * FROM UNNEST($1::text[], $2::text[], \
+         $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], \
+         $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], $19::text[], \
+         $20::bigint[], $21::bigint[], $22::bigint[])",
+    )
+    .bind(text(&|t| t.id.to_string()))
+    .bind(text(&|t| t.tenant.to_string()))
+    .bind(text(&|t| t.idempotency_key.to_string()))
+    .bind(text(&|t| t.fingerprint.0.clone()))
+    .bind(text(&|t| t.kind.as_str().to_owned()))
+    .bind(text(&|t| t.action.as_str().to_owned()))
+    .bind(optional(&|t| t.debit_account.as_ref().map(ToString::to_string)))
+    .bind(optional(&|t| t.credit_account.as_ref().map(ToString::to_string)))
+    .bind(numbers(&|t| t.amount))
+    .bind(optional(&|t| t.currency.map(|c| c.code().to_owned())))
+    .bind(optional(&|t| t.pending_id.map(|id| id.to_string())))
+    .bind(text(&|t| t.status.as_str().to_owned()))
+    .bind(optional(&|t| t.error.as_ref().map(|e| e.code.as_str().to_owned())))
+    .bind(optional(&|t| t.error.as_ref().map(|e| e.message.clone())))
+    .bind(transfers.iter().map(|t| t.expires_at.map(Timestamp::as_unix_micros)).collect::<Vec<Option<i64>>>())
+    .bind(numbers(&|t| t.captured_amount))
+    .bind(text(&|t| t.details.category.clone()))
+    .bind(text(&|t| t.details.description.clone()))
+    .bind(text(&|t| metadata_to_json(&t.details.metadata)))
+    .bind(numbers(&|t| t.effective_at.as_unix_micros()))
+    .bind(numbers(&|t| t.committed_at.as_unix_micros()))
+    .bind(numbers(&|t| t.updated_at.as_unix_micros()))
+    .execute(&mut **db)
+    .await
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) -> StoreResult<()> {
+    insert_accounts(db, &outcome.accounts_opened).await?;
+    update_accounts(db, &outcome.accounts_changed).await?;
+    insert_transfers(db, &outcome.transfers_inserted).await?;
+    if !outcome.transfers_updated.is_empty() {
+        let updated = &outcome.transfers_updated;
+        sqlx::query(
+            "UPDATE transfers t SET status = u.status, captured_amount = u.captured_amount, updated_at = u.updated_at \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, status, captured_amount, updated_at) \
+             WHERE t.id = u.id",
+        )
+        .bind(updated.iter().map(|t| t.id.to_string()).collect::<Vec<String>>())
+        .bind(updated.iter().map(|t| t.status.as_str().to_owned()).collect::<Vec<String>>())
+        .bind(updated.iter().map(|t| t.captured_amount).collect::<Vec<i64>>())
+        .bind(updated.iter().map(|t| t.updated_at.as_unix_micros()).collect::<Vec<i64>>())
+        .execute(&mut **db)
+        .await
+        .map_err(sql_error)?;
+    }
+    if !outcome.entries.is_empty() {
+        let entries = &outcome.entries;
+        sqlx::query(
+            "INSERT INTO entries (account_id, transfer_id, direction, amount, currency, balance_after, effective_at, \
+             committed_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+             $6::bigint[], $7::bigint[], $8::bigint[])",
+        )
+        .bind(entries.iter().map(|e| e.account_id.to_string()).collect::<Vec<String>>())
+        .bind(entries.iter().map(|e| e.transfer_id.to_string()).collect::<Vec<String>>())
+        .bind(entries.iter().map(|e| e.direction.as_str().to_owned()).collect::<Vec<String>>())
+        .bind(entries.iter().map(|e| e.amount).collect::<Vec<i64>>())
+        .bind(entries.iter().map(|e| e.currency.code().to_owned()).collect::<Vec<String>>())
+        .bind(entries.iter().map(|e| e.balance_after).collect::<Vec<i64>>())
+        .bind(entries.iter().map(|e| e.effective_at.as_unix_micros()).collect::<Vec<i64>>())
+        .bind(entries.iter().map(|e| e.committed_at.as_unix_micros()).collect::<Vec<i64>>())
+        .execute(&mut **db)
+        .await
+        .map_err(sql_error)?;
+    }
+    if !outcome.users_created.is_empty() {
+        let users = &outcome.users_created;
+        sqlx::query("INSERT INTO users (id, name, created_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])")
+            .bind(users.iter().map(|u| u.id.to_string()).collect::<Vec<String>>())
+            .bind(users.iter().map(|u| u.name.clone()).collect::<Vec<String>>())
+            .bind(users.iter().map(|u| u.created_at.as_unix_micros()).collect::<Vec<i64>>())
+            .execute(&mut **db)
+            .await
+            .map_err(sql_error)?;
+    }
+    if let Some(number) = outcome.last_user_number {
+        let value = i64::try_from(number)
+            .map_err(|_| StoreError::Invariant("user counter overflow".to_owned()))?;
+        sqlx::query("UPDATE counters SET value = $1 WHERE name = 'user_number'")
+            .bind(value)
+            .execute(&mut **db)
+            .await
+            .map_err(sql_error)?;
+    }
+    for (orders, insert) in [(&outcome.orders_created, true), (&outcome.orders_changed, false)] {
+        if orders.is_empty() {
+            continue;
+        }
+        let statement = if insert {
+            "INSERT INTO orders (id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
+             payment_id, created_at, updated_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], \
+             $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::bigint[])"
+        } else {
+            "UPDATE orders o SET tenant = u.tenant, user_id = u.user_id, amount = u.amount, currency = u.currency, \
+             status = u.status, failure_code = u.failure_code, failure_message = u.failure_message, \
+             payment_id = u.payment_id, created_at = u.created_at, updated_at = u.updated_at \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::bigint[], $11::bigint[]) AS u(id, tenant, user_id, amount, currency, status, \
+             failure_code, failure_message, payment_id, created_at, updated_at) WHERE o.id = u.id"
+        };
+        sqlx::query(statement)
+            .bind(orders.iter().map(|o| o.id.to_string()).collect::<Vec<String>>())
+            .bind(orders.iter().map(|o| o.tenant.to_string()).collect::<Vec<String>>())
+            .bind(orders.iter().map(|o| o.user.to_string()).collect::<Vec<String>>())
+            .bind(orders.iter().map(|o| o.amount).collect::<Vec<i64>>())
+            .bind(orders.iter().map(|o| o.currency.code().to_owned()).collect::<Vec<String>>())
+            .bind(orders.iter().map(|o| o.status.as_str().to_owned()).collect::<Vec<String>>())
+            .bind(
+                orders
+                    .iter()
+                    .map(|o| o.failure.as_ref().map(|f| f.code.as_str().to_owned()))
+                    .collect::<Vec<Option<String>>>(),
+            )
+            .bind(
+                orders
+                    .iter()
+                    .map(|o| o.failure.as_ref().map(|f| f.message.clone()))
+                    .collect::<Vec<Option<String>>>(),
+            )
+            .bind(
+                orders
+                    .iter()
+                    .map(|o| o.payment_id.map(|id| id.to_string()))
+                    .collect::<Vec<Option<String>>>(),
+            )
+            .bind(orders.iter().map(|o| o.created_at.as_unix_micros()).collect::<Vec<i64>>())
+            .bind(orders.iter().map(|o| o.updated_at.as_unix_micros()).collect::<Vec<i64>>())
+            .execute(&mut **db)
+            .await
+            .map_err(sql_error)?;
+    }
+    if !outcome.events.is_empty() {
+        // Take the outbox lock last and hold it to commit: sequences are then in commit order.
+        sqlx::query("SELECT value FROM counters WHERE name = 'outbox' FOR UPDATE")
+            .execute(&mut **db)
+            .await
+            .map_err(sql_error)?;
+        let events = &outcome.events;
+        sqlx::query(
+            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload) SELECT * FROM UNNEST($1::text[], \
+             $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])",
+        )
+        .bind(events.iter().map(|e| e.id.to_string()).collect::<Vec<String>>())
+        .bind(events.iter().map(|e| e.tenant.to_string()).collect::<Vec<String>>())
+        .bind(events.iter().map(|e| e.kind.as_str().to_owned()).collect::<Vec<String>>())
+        .bind(events.iter().map(|e| e.subject_id()).collect::<Vec<String>>())
+        .bind(events.iter().map(|e| e.at.as_unix_micros()).collect::<Vec<i64>>())
+        .bind(events.iter().map(event_json).collect::<Vec<String>>())
+        .execute(&mut **db)
+        .await
+        .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+fn to_i64(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome> {
+        let mut db = self.pool.begin().await.map_err(sql_error)?;
+        let state = load_state(&mut db, &keys).await?;
+        let outcome = decide(state).map_err(StoreError::Invariant)?;
+        write_outcome(&mut db, &outcome).await?;
+        db.commit().await.map_err(sql_error)?;
+        Ok(outcome)
+    }
+
+    async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
+        let query = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
+        let row = sqlx::query(sql(query))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        row.as_ref().map(account_from).transpose()
+    }
+
+    async fn list_accounts(
+        &self,
+        owner: Option<&str>,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Account>> {
+        let query = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE ($1::text IS NULL OR owner = $1) AND id > $2 ORDER BY id LIMIT $3"
+        );
+        sqlx::query(sql(query))
+            .bind(owner)
+            .bind(after.map(ToString::to_string).unwrap_or_default())
+            .bind(to_i64(limit.min(kopek_core::limits::PAGE_SIZE_MAX)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(account_from)
+            .collect()
+    }
+
+    async fn transfer(&self, id: TransferId) -> StoreResult<Option<Transfer>> {
+        let query = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1");
+        let row = sqlx::query(sql(query))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        row.as_ref().map(transfer_from).transpose()
+    }
+
+    async fn transfer_by_key(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<Transfer>> {
+        let query = format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE tenant = $1 AND idempotency_key = $2"
+        );
+        let row = sqlx::query(sql(query))
+            .bind(tenant.as_str())
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        row.as_ref().map(transfer_from).transpose()
+    }
+
+    async fn entries(
+        &self,
+        account: &AccountId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Page<StoredEntry>> {
+        let limit = limit.clamp(1, kopek_core::limits::PAGE_SIZE_MAX);
+        let query = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE account_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+        );
+        let mut items = sqlx::query(sql(query))
+            .bind(account.as_str())
+            .bind(i64::try_from(after.unwrap_or(0)).unwrap_or(i64::MAX))
+            .bind(to_i64(limit + 1))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(entry_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|entry| entry.sequence)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn balance_before(
+        &self,
+        account: &AccountId,
+        before: Timestamp,
+    ) -> StoreResult<Option<i64>> {
+        // SUM over bigint is numeric in PostgreSQL: no intermediate overflow.
+        let row = sqlx::query(
+            "SELECT (SELECT COALESCE(SUM(CASE direction WHEN 'credit' THEN amount ELSE -amount END), 0)::bigint \
+             FROM entries WHERE account_id = a.id AND effective_at < $2) FROM accounts a WHERE a.id = $1",
+        )
+        .bind(account.as_str())
+        .bind(before.as_unix_micros())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        row.map(|row| row.try_get::<i64, _>(0).map_err(sql_error)).transpose()
+    }
+
+    async fn holds_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<TransferId>> {
+        let rows = sqlx::query(
+            "SELECT id FROM transfers WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+        )
+        .bind(now.as_unix_micros())
+        .bind(to_i64(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        rows.iter()
+            .map(|row| {
+                let text: String = row.try_get(0).map_err(sql_error)?;
+                TransferId::parse(&text).map_err(|rejection| corrupt(rejection.message))
+            })
+            .collect()
+    }
+
+    async fn next_hold_expiry(&self) -> StoreResult<Option<Timestamp>> {
+        let micros: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(expires_at) FROM transfers WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sql_error)?;
+        Ok(micros.map(Timestamp::from_unix_micros))
+    }
+
+    async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        sqlx::query(
+            "SELECT sequence, id, tenant, kind, subject_id, at, payload FROM outbox WHERE sequence > $1 \
+             ORDER BY sequence LIMIT $2",
+        )
+        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+        .bind(to_i64(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error)?
+        .iter()
+        .map(event_from)
+        .collect()
+    }
+
+    async fn watermark(&self) -> StoreResult<Watermark> {
+        let row = sqlx::query(
+            "SELECT GREATEST((SELECT MAX(updated_at) FROM transfers), (SELECT MAX(updated_at) FROM accounts), \
+             (SELECT MAX(at) FROM outbox)), GREATEST((SELECT MAX(id) FROM transfers), (SELECT MAX(id) FROM outbox))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        let micros: Option<i64> = row.try_get(0).map_err(sql_error)?;
+        let id: Option<String> = row.try_get(1).map_err(sql_error)?;
+        let largest_id = id
+            .map(|text| Ulid::parse(&text).map_err(|rejection| corrupt(rejection.message)))
+            .transpose()?;
+        Ok(Watermark { committed_at: micros.map(Timestamp::from_unix_micros), largest_id })
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM users WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
+        let query = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+        let row = sqlx::query(sql(query))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        row.as_ref().map(order_from).transpose()
+    }
+
+    async fn orders_of_user(&self, user: &UserId, limit: usize) -> StoreResult<Vec<Order>> {
+        let query = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at, id LIMIT $2"
+        );
+        sqlx::query(sql(query))
+            .bind(user.as_str())
+            .bind(to_i64(limit.min(kopek_core::limits::PAGE_SIZE_MAX)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(order_from)
+            .collect()
+    }
+
+    async fn pending_orders(&self, limit: usize) -> StoreResult<Vec<Order>> {
+        let query = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'PENDING' ORDER BY created_at LIMIT $1"
+        );
+        sqlx::query(sql(query))
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(order_from)
+            .collect()
+    }
+
+    async fn verify(&self) -> StoreResult<VerifyReport> {
+        verify::verify_books(&self.pool).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The conformance suite on the machine's real PostgreSQL: each test gets a database of
+    //! its own. It needs KOPEK_TEST_DATABASE_URL (a server URL, e.g.
+    //! postgres://postgres@127.0.0.1:5432/postgres); without it the tests skip, loudly,
+    //! except in CI where they must run.
+
+    use super::PostgresStore;
+
+    pub struct TestDatabase {
+        admin: String,
+        name: String,
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            // Best effort: the database is a throwaway either way.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async move {
+                        if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                            let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                            let _ =
+                                sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+
+    /// A fresh database on the test server, or `None` (skip) outside CI without one.
+    pub async fn fresh_store() -> Option<(PostgresStore, TestDatabase)> {
+        let Ok(admin) = std::env::var("KOPEK_TEST_DATABASE_URL") else {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must set KOPEK_TEST_DATABASE_URL for the PostgreSQL tests"
+            );
+            eprintln!("SKIPPED: KOPEK_TEST_DATABASE_URL is not set; PostgreSQL tests do not run");
+            return None;
+        };
+        let name = format!("kopek_test_{}", uuid::Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&admin).await.expect("connect to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create database");
+        pool.close().await;
+        let url = match admin.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => panic!("KOPEK_TEST_DATABASE_URL must end with a database name"),
+        };
+        let store = PostgresStore::connect(&url).await.expect("connect and migrate");
+        Some((store, TestDatabase { admin, name }))
+    }
+
+    kopek_store::conformance_tests!(fresh_store());
+}

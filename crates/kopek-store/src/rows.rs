@@ -1,0 +1,222 @@
+//! Rows as plain values, and their one conversion into core types, shared by every backend:
+//! a backend reads columns into these structs and calls `decode`; a value that does not parse
+//! is an error naming it, never a panic.
+
+use crate::codec::metadata_from_json;
+use kopek_core::{
+    Account, AccountId, AccountKind, AccountStatus, Action, Balance, Currency, Details, Direction,
+    Entry, ErrorCode, Fingerprint, IdempotencyKey, Order, OrderId, OrderStatus, Overdraft,
+    Rejection, Tenant, Timestamp, Transfer, TransferId, TransferKind, TransferStatus, User, UserId,
+};
+
+type Decoded<T> = Result<T, String>;
+
+fn parse<T>(what: &str, text: &str, parser: impl FnOnce(&str) -> Option<T>) -> Decoded<T> {
+    parser(text).ok_or_else(|| format!("{what} '{text}' is not valid"))
+}
+
+fn rejected<T>(result: Result<T, Rejection>) -> Decoded<T> {
+    result.map_err(|rejection| rejection.message)
+}
+
+fn at(micros: i64) -> Timestamp {
+    Timestamp::from_unix_micros(micros)
+}
+
+fn failure(code: Option<String>, message: Option<String>) -> Decoded<Option<Rejection>> {
+    code.map(|code| {
+        Ok(Rejection::new(
+            parse("error code", &code, ErrorCode::parse)?,
+            message.unwrap_or_default(),
+        ))
+    })
+    .transpose()
+}
+
+pub struct RawAccount {
+    pub id: String,
+    pub currency: String,
+    pub owner: Option<String>,
+    pub kind: String,
+    pub overdraft_limit: Option<i64>,
+    pub status: String,
+    pub metadata: String,
+    pub posted: i64,
+    pub pending_out: i64,
+    pub pending_in: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl RawAccount {
+    pub fn decode(self) -> Decoded<Account> {
+        Ok(Account {
+            id: rejected(AccountId::parse(&self.id))?,
+            currency: rejected(Currency::parse(&self.currency))?,
+            owner: self.owner,
+            kind: parse("account kind", &self.kind, AccountKind::parse)?,
+            overdraft: self.overdraft_limit.map_or(Overdraft::Unbounded, Overdraft::Limited),
+            status: parse("account status", &self.status, AccountStatus::parse)?,
+            metadata: metadata_from_json(&self.metadata)?,
+            balance: Balance {
+                posted: self.posted,
+                pending_out: self.pending_out,
+                pending_in: self.pending_in,
+            },
+            created_at: at(self.created_at),
+            updated_at: at(self.updated_at),
+        })
+    }
+}
+
+pub struct RawTransfer {
+    pub id: String,
+    pub tenant: String,
+    pub idempotency_key: String,
+    pub fingerprint: String,
+    pub kind: String,
+    pub action: String,
+    pub debit_account: Option<String>,
+    pub credit_account: Option<String>,
+    pub amount: i64,
+    pub currency: Option<String>,
+    pub pending_id: Option<String>,
+    pub status: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub expires_at: Option<i64>,
+    pub captured_amount: i64,
+    pub category: String,
+    pub description: String,
+    pub metadata: String,
+    pub effective_at: i64,
+    pub committed_at: i64,
+    pub updated_at: i64,
+}
+
+impl RawTransfer {
+    pub fn decode(self) -> Decoded<Transfer> {
+        // Declined payments keep what the client sent: references and codes no account has.
+        let account =
+            |id: Option<String>| id.map(|id| rejected(AccountId::parse_reference(&id))).transpose();
+        Ok(Transfer {
+            id: rejected(TransferId::parse(&self.id))?,
+            tenant: rejected(Tenant::parse(&self.tenant))?,
+            idempotency_key: rejected(stored_key(&self.idempotency_key))?,
+            fingerprint: Fingerprint(self.fingerprint),
+            kind: parse("transfer kind", &self.kind, TransferKind::parse)?,
+            action: parse("transfer action", &self.action, Action::parse)?,
+            debit_account: account(self.debit_account)?,
+            credit_account: account(self.credit_account)?,
+            amount: self.amount,
+            currency: self
+                .currency
+                .map(|code| rejected(Currency::parse_code(&code)))
+                .transpose()?,
+            pending_id: self.pending_id.map(|id| rejected(TransferId::parse(&id))).transpose()?,
+            status: parse("transfer status", &self.status, TransferStatus::parse)?,
+            error: failure(self.error_code, self.error_message)?,
+            expires_at: self.expires_at.map(at),
+            captured_amount: self.captured_amount,
+            details: Details {
+                category: self.category,
+                description: self.description,
+                metadata: metadata_from_json(&self.metadata)?,
+            },
+            effective_at: at(self.effective_at),
+            committed_at: at(self.committed_at),
+            updated_at: at(self.updated_at),
+        })
+    }
+}
+
+/// A key as stored: a client's key, possibly inside a scope (`txn:...`), so longer than a
+/// client may send.
+fn stored_key(text: &str) -> Result<IdempotencyKey, Rejection> {
+    match text.split_once(':') {
+        Some((scope, key))
+            if !scope.is_empty() && scope.bytes().all(|b| b.is_ascii_lowercase()) =>
+        {
+            IdempotencyKey::scoped(scope, key).or_else(|_| IdempotencyKey::parse(text))
+        }
+        _ => IdempotencyKey::parse(text),
+    }
+}
+
+pub struct RawEntry {
+    pub sequence: i64,
+    pub account_id: String,
+    pub transfer_id: String,
+    pub direction: String,
+    pub amount: i64,
+    pub currency: String,
+    pub balance_after: i64,
+    pub effective_at: i64,
+    pub committed_at: i64,
+}
+
+impl RawEntry {
+    pub fn decode(self) -> Decoded<crate::StoredEntry> {
+        Ok(crate::StoredEntry {
+            sequence: u64::try_from(self.sequence)
+                .map_err(|_| format!("entry sequence {} is negative", self.sequence))?,
+            entry: Entry {
+                transfer_id: rejected(TransferId::parse(&self.transfer_id))?,
+                account_id: rejected(AccountId::parse(&self.account_id))?,
+                direction: parse("direction", &self.direction, Direction::parse)?,
+                amount: self.amount,
+                currency: rejected(Currency::parse(&self.currency))?,
+                balance_after: self.balance_after,
+                effective_at: at(self.effective_at),
+                committed_at: at(self.committed_at),
+            },
+        })
+    }
+}
+
+pub struct RawUser {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+impl RawUser {
+    pub fn decode(self) -> Decoded<User> {
+        Ok(User {
+            id: rejected(UserId::parse(&self.id))?,
+            name: self.name,
+            created_at: at(self.created_at),
+        })
+    }
+}
+
+pub struct RawOrder {
+    pub id: String,
+    pub tenant: String,
+    pub user_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: String,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub payment_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl RawOrder {
+    pub fn decode(self) -> Decoded<Order> {
+        Ok(Order {
+            id: rejected(OrderId::parse(&self.id))?,
+            tenant: rejected(Tenant::parse(&self.tenant))?,
+            user: rejected(UserId::parse(&self.user_id))?,
+            amount: self.amount,
+            currency: rejected(Currency::parse(&self.currency))?,
+            status: parse("order status", &self.status, OrderStatus::parse)?,
+            failure: failure(self.failure_code, self.failure_message)?,
+            payment_id: self.payment_id.map(|id| rejected(TransferId::parse(&id))).transpose()?,
+            created_at: at(self.created_at),
+            updated_at: at(self.updated_at),
+        })
+    }
+}
