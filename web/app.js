@@ -11,6 +11,16 @@ let lastSequence = 0;
 
 function accountOf(id) { return `user:${id}:${currency}`; }
 
+// Builds an element with text only: server strings never become markup.
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function orderItem(id) { return document.querySelector(`[data-order="${CSS.escape(id)}"]`); }
+
 function toast(text, bad) {
   const box = $("toast");
   box.textContent = text;
@@ -42,12 +52,15 @@ async function refresh() {
     $("balance").textContent = money(account.balance.posted);
     $("account-id").textContent = account.id;
     const statement = await call("GET", `/v1/accounts/${encodeURIComponent(accountOf(user))}/entries?limit=50`);
-    const rows = statement.entries.slice().reverse().map((entry) => {
+    const body = document.querySelector("#statement tbody");
+    body.replaceChildren(...statement.entries.slice().reverse().map((entry) => {
       const sign = entry.direction === "credit" ? "+" : "−";
-      return `<tr><td>${new Date(entry.effective_at).toLocaleString()}</td><td>${entry.transfer_id}</td>` +
-        `<td class="num ${entry.direction}">${sign}${entry.amount}</td><td class="num">${entry.balance_after}</td></tr>`;
-    });
-    document.querySelector("#statement tbody").innerHTML = rows.join("");
+      const row = element("tr");
+      row.append(element("td", new Date(entry.effective_at).toLocaleString()), element("td", entry.transfer_id),
+        element("td", sign + entry.amount, `num ${entry.direction === "credit" ? "credit" : "debit"}`),
+        element("td", entry.balance_after, "num"));
+      return row;
+    }));
   } catch (error) {
     $("balance").textContent = "–";
     $("account-id").textContent = "no account yet: open one";
@@ -57,20 +70,21 @@ async function refresh() {
 async function refreshOrders() {
   try {
     const orders = await call("GET", "/orders/orders");
-    $("orders").innerHTML = "";
+    $("orders").replaceChildren();
     orders.slice().reverse().forEach(showOrder);
   } catch (error) { /* no orders yet */ }
 }
 
 function showOrder(order) {
-  let item = document.querySelector(`[data-order="${order.id}"]`);
+  let item = orderItem(order.id);
   if (!item) {
-    item = document.createElement("li");
+    item = element("li");
     item.dataset.order = order.id;
     $("orders").prepend(item);
   }
-  item.innerHTML = `<span>${order.amount} ${currency} · ${order.id.slice(0, 8)}</span>` +
-    `<span class="status ${order.status}" data-testid="order-status">${order.status}</span>`;
+  const status = element("span", order.status, "status " + order.status.replace(/[^A-Z]/g, ""));
+  status.dataset.testid = "order-status";
+  item.replaceChildren(element("span", `${order.amount} ${currency} · ${order.id.slice(0, 8)}`), status);
   if (order.status === "PENDING") watchOrder(order.id);
 }
 
@@ -80,8 +94,8 @@ function watchOrder(id) {
   socket.onmessage = (message) => {
     const update = JSON.parse(message.data);
     if (update.status) {
-      const item = document.querySelector(`[data-order="${id}"] .status`);
-      if (item) { item.textContent = update.status; item.className = `status ${update.status}`; }
+      const item = orderItem(id) && orderItem(id).querySelector(".status");
+      if (item) { item.textContent = update.status; item.className = "status " + update.status.replace(/[^A-Z]/g, ""); }
       toast(`order ${id.slice(0, 8)}: ${update.status}`, update.status !== "PAID");
       refresh();
     }
@@ -103,10 +117,10 @@ function follow() {
   socket.onmessage = (message) => {
     const event = JSON.parse(message.data);
     lastSequence = Math.max(lastSequence, event.sequence);
-    const item = document.createElement("li");
+    const item = element("li");
     const balance = (event.payload.balances || []).find((b) => b.account_id === accountOf(user));
     const after = balance ? ` → ${(balance.posted_minor / 10 ** digits).toFixed(digits)} ${currency}` : "";
-    item.innerHTML = `<span class="type">#${event.sequence} ${event.type}</span><span>${event.subject_id}${after}</span>`;
+    item.append(element("span", `#${event.sequence} ${event.type}`, "type"), element("span", event.subject_id + after));
     $("events").prepend(item);
     while ($("events").children.length > 100) $("events").lastChild.remove();
     refresh();
@@ -118,8 +132,8 @@ function selectUser(id) {
   localStorage.setItem("kopek.user", user);
   $("user-id").value = user;
   lastSequence = 0;
-  $("events").innerHTML = "";
-  $("orders").innerHTML = "";
+  $("events").replaceChildren();
+  $("orders").replaceChildren();
   follow();
   refresh();
   refreshOrders();

@@ -104,7 +104,7 @@ fn amount(request: &pb::TransferRequest, currency: Currency) -> Result<i64, Reje
 }
 
 pub fn transfer_request(request: pb::TransferRequest) -> Result<TransferRequest, Rejection> {
-    let idempotency_key = IdempotencyKey::parse(&request.idempotency_key)?;
+    let idempotency_key = IdempotencyKey::parse_client(&request.idempotency_key)?;
     let kind = kind(request.kind)?;
     let action = pb::TransferAction::try_from(request.action)
         .map_err(|_| Rejection::invalid(format!("unknown transfer action {}", request.action)))?;

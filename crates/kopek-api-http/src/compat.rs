@@ -149,6 +149,10 @@ pub async fn create_transaction_a(
     };
     let amount = match &body.amount {
         Value::String(text) => Amount::parse_major(text, currency)?,
+        // The number's own text, parsed exactly: integers past 2^53 keep every digit.
+        Value::Number(number) if number.is_i64() || number.is_u64() => {
+            Amount::parse_major(&number.to_string(), currency)?
+        }
         Value::Number(number) => {
             let value = number
                 .as_f64()
@@ -416,12 +420,20 @@ pub async fn top_up_b(
     let body =
         CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent };
     let result = state.engine.submit(tenant(), body).await.map_err(|e| from_api(e.into()))?;
-    if let CommandResult::Transfers(results) = &result
-        && let Some(TransferResult::Committed(transfer) | TransferResult::Replayed(transfer)) =
-            results.first()
-        && let Some(rejection) = &transfer.error
-    {
-        return Err(from_api(rejection.clone().into()));
+    match &result {
+        CommandResult::Transfers(results) => match results.first() {
+            Some(TransferResult::Committed(transfer) | TransferResult::Replayed(transfer)) => {
+                if let Some(rejection) = &transfer.error {
+                    return Err(from_api(rejection.clone().into()));
+                }
+            }
+            // A reused Idempotency-Key, or a refused request: never a silent 200.
+            Some(TransferResult::Rejected(rejection)) => {
+                return Err(from_api(rejection.clone().into()));
+            }
+            None => return Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
+        },
+        _ => return Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
     }
     let balance = balance_of(&state, &user).await?.unwrap_or(0);
     Ok(Json(json!({"balance": whole_units(balance, currency)})))
@@ -511,5 +523,12 @@ pub async fn order_status_ws(
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    upgrade.on_upgrade(move |socket| crate::ws::order_status(state, id, socket))
+    let Ok(permit) = state.sockets.clone().try_acquire_owned() else {
+        return detail(StatusCode::SERVICE_UNAVAILABLE, "too many open WebSockets; retry later")
+            .into_response();
+    };
+    upgrade.on_upgrade(move |socket| async move {
+        let _permit = permit;
+        crate::ws::order_status(state, id, socket).await;
+    })
 }

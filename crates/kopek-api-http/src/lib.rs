@@ -36,6 +36,23 @@ pub struct AppState {
     pub default_currency: Currency,
     /// Cancelled when the server starts draining: `/readyz` answers 503, feeds close.
     pub draining: CancellationToken,
+    /// One permit per open WebSocket; past `WEBSOCKETS_MAX` a new one is refused with 503.
+    pub sockets: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Open WebSockets per process, all routes together.
+pub const WEBSOCKETS_MAX: usize = 1_024;
+
+impl AppState {
+    pub fn new(
+        engine: Engine,
+        feed: Feed,
+        default_currency: Currency,
+        draining: CancellationToken,
+    ) -> AppState {
+        let sockets = std::sync::Arc::new(tokio::sync::Semaphore::new(WEBSOCKETS_MAX));
+        AppState { engine, feed, default_currency, draining, sockets }
+    }
 }
 
 #[derive(Clone, Debug, Default)]

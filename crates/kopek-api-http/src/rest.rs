@@ -34,7 +34,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<IdempotencyKey> {
         .ok_or_else(|| ApiError::invalid("the Idempotency-Key header is required on writes"))?;
     let text =
         value.to_str().map_err(|_| ApiError::invalid("the Idempotency-Key header must be text"))?;
-    Ok(IdempotencyKey::parse(text)?)
+    Ok(IdempotencyKey::parse_client(text)?)
 }
 
 /// An id made from an idempotency key, for creations that name none: the same key gives the
@@ -120,8 +120,7 @@ fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejec
     request_body = NewAccountDto,
     params(("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
     responses(
-        (status = 201, description = "Opened", body = AccountDto),
-        (status = 200, description = "Already open with these fields (a replay)", body = AccountDto),
+        (status = 201, description = "Opened, or already open with these fields (a replay, marked Idempotent-Replayed)", body = AccountDto),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
@@ -165,8 +164,9 @@ pub async fn create_account(
             AccountResult::Created(account) => {
                 Ok(respond(StatusCode::CREATED, &dto::account(&account), false))
             }
+            // The original answer was 201: a replay answers it again, marked as a replay.
             AccountResult::Existed(account) | AccountResult::Updated(account) => {
-                Ok(respond(StatusCode::OK, &dto::account(&account), true))
+                Ok(respond(StatusCode::CREATED, &dto::account(&account), true))
             }
             AccountResult::Rejected(rejection)
                 if derived && rejection.code == ErrorCode::AccountExists =>
@@ -459,7 +459,7 @@ pub async fn create_batch(
                 .ok_or_else(|| {
                     Rejection::invalid("each transfer of a batch needs its idempotency_key")
                 })
-                .and_then(IdempotencyKey::parse)?;
+                .and_then(IdempotencyKey::parse_client)?;
             transfer_request(item, key)
         })
         .collect();
@@ -669,8 +669,7 @@ pub async fn find_transfer(
     post, path = "/v1/users", tag = "users", request_body = NewUserDto,
     params(("Idempotency-Key" = String, Header, description = "Makes the request safe to retry")),
     responses(
-        (status = 201, description = "Created with an account in its currency", body = UserDto),
-        (status = 200, description = "Already created by this request (a replay)", body = UserDto),
+        (status = 201, description = "Created (again on a replay, marked Idempotent-Replayed)", body = UserDto),
         (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
@@ -703,7 +702,11 @@ pub async fn create_user(
                 .store()
                 .list_accounts(Some(user.id.as_str()), None, limits::PAGE_SIZE_MAX)
                 .await?;
-            Ok(respond(StatusCode::OK, &dto::user(Some(&user), user.id.as_str(), &accounts), true))
+            Ok(respond(
+                StatusCode::CREATED,
+                &dto::user(Some(&user), user.id.as_str(), &accounts),
+                true,
+            ))
         }
         CommandResult::User(UserResult::Rejected(rejection))
             if derived && rejection.code == ErrorCode::AccountExists =>

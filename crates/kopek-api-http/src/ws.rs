@@ -40,17 +40,19 @@ impl WsQuery {
             |name: &str| subject.and_then(|subject| subject.get(name)).and_then(Value::as_str);
         let account_hit = self.account.as_deref().is_some_and(touches);
         let user_hit = self.user.as_deref().is_some_and(|user| {
-            let prefix = format!("user:{user}:");
+            // Exactly this user's accounts, `user:<user>:<CUR>`: user "a" is not user "a:b".
+            let owned = |id: &str| {
+                id.strip_prefix("user:")
+                    .and_then(|rest| rest.rsplit_once(':'))
+                    .is_some_and(|(owner, currency)| owner == user && currency.len() == 3)
+            };
             field("owner") == Some(user)
                 || field("user_id") == Some(user)
                 || (payload.get("subject_type").and_then(Value::as_str) == Some("user")
                     && event.subject_id == user)
                 || balances.is_some_and(|balances| {
                     balances.iter().any(|balance| {
-                        balance
-                            .get("account_id")
-                            .and_then(Value::as_str)
-                            .is_some_and(|id| id.starts_with(&prefix))
+                        balance.get("account_id").and_then(Value::as_str).is_some_and(owned)
                     })
                 })
         });
@@ -70,7 +72,17 @@ pub async fn events_ws(
         )
         .into_response();
     }
-    upgrade.on_upgrade(move |socket| follow(state, query, socket))
+    let Ok(permit) = state.sockets.clone().try_acquire_owned() else {
+        return ApiError::new(
+            kopek_core::ErrorCode::Overloaded,
+            "too many open WebSockets; retry later",
+        )
+        .into_response();
+    };
+    upgrade.on_upgrade(move |socket| async move {
+        let _permit = permit;
+        follow(state, query, socket).await;
+    })
 }
 
 async fn follow(state: AppState, query: WsQuery, mut socket: WebSocket) {
@@ -157,4 +169,35 @@ pub async fn order_status(state: AppState, id: String, mut socket: WebSocket) {
             .await;
     }
     let _ = socket.send(Message::Close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(subject: &str, accounts: &[&str]) -> (StoredEvent, Value) {
+        let balances: Vec<Value> = accounts.iter().map(|id| json!({"account_id": id})).collect();
+        let payload = json!({"subject_type": "transfer", "subject": {}, "balances": balances});
+        let stored = StoredEvent {
+            sequence: 1,
+            id: "e".into(),
+            tenant: "default".into(),
+            kind: "TransferPosted".into(),
+            subject_id: subject.into(),
+            at: kopek_core::Timestamp::EPOCH,
+            payload: payload.to_string(),
+        };
+        (stored, payload)
+    }
+
+    #[test]
+    fn a_user_follows_exactly_their_own_accounts() {
+        let follow = WsQuery { user: Some("a".into()), ..WsQuery::default() };
+        let (mine, payload) = event("t1", &["user:a:USD", "world:USD"]);
+        assert!(follow.matches(&mine, &payload));
+        let (theirs, payload) = event("t2", &["user:a:b:USD", "world:USD"]);
+        assert!(!follow.matches(&theirs, &payload), "user a must not see user a:b");
+        let account = WsQuery { account: Some("world:USD".into()), ..WsQuery::default() };
+        assert!(account.matches(&theirs, &payload));
+    }
 }

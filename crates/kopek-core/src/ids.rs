@@ -87,6 +87,24 @@ impl IdempotencyKey {
         Ok(IdempotencyKey(text.to_owned()))
     }
 
+    /// A key sent to kopek's own APIs (kopek.v1, REST): as `parse`, but the scopes kopek keeps
+    /// for its contracts and its order payments are refused, so no client can take the key of
+    /// a payment kopek will make (an order's) or of another surface's request.
+    pub fn parse_client(text: &str) -> Result<IdempotencyKey, Rejection> {
+        let key = IdempotencyKey::parse(text)?;
+        if let Some((scope, _)) = text.split_once(':')
+            && IdempotencyKey::RESERVED_SCOPES.contains(&scope)
+        {
+            return Err(Rejection::invalid(format!(
+                "idempotency keys starting with '{scope}:' are reserved"
+            )));
+        }
+        Ok(key)
+    }
+
+    /// Key spaces of the contracts and of order payments.
+    pub const RESERVED_SCOPES: [&'static str; 5] = ["txn", "pay", "usertxn", "topup", "order"];
+
     /// A client's key inside a key space of its own (`scope:key`), so clients of different
     /// surfaces never collide: the streaming contract's "1" is not the payment contract's "1".
     pub fn scoped(scope: &str, text: &str) -> Result<IdempotencyKey, Rejection> {

@@ -22,8 +22,10 @@ pub const METADATA_VALUE_BYTES_MAX: usize = 512;
 pub const HOLD_TIMEOUT_SECONDS_MAX: u32 = 30 * 24 * 3_600;
 /// Largest page a list query returns.
 pub const PAGE_SIZE_MAX: usize = 1_000;
-/// Largest amount in minor units: balances are signed 64-bit integers in every store.
-pub const AMOUNT_MINOR_MAX: i64 = i64::MAX;
+/// Largest amount of one transfer in minor units (10^15: ten trillion dollars in cents). Far
+/// below `i64::MAX`, so no single request can push a balance (say `world:<CUR>`) to the edge of
+/// the 64-bit range and block every later transfer; it would take 9,000 such transfers.
+pub const AMOUNT_MINOR_MAX: i64 = 1_000_000_000_000_000;
 
 const _: () = assert!(TRANSFERS_PER_REQUEST_MAX <= TRANSFERS_PER_BATCH_MAX);
 const _: () = assert!(ACCOUNTS_PER_REQUEST_MAX <= TRANSFERS_PER_BATCH_MAX);

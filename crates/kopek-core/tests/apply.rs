@@ -8,7 +8,7 @@
 //! - `capture KEY HOLD_KEY [AMOUNT]` / `void KEY HOLD_KEY`
 //! - `linked KEY DEBIT->CREDIT AMOUNT; KEY DEBIT->CREDIT AMOUNT; ...`
 //! - `freeze|unfreeze|close ID`, `limit ID MINOR`, `wait SECONDS`, `expire`
-//! - `user NAME [ID]`, `order ID USER AMOUNT`, `pay ID USER AMOUNT`
+//! - `user NAME [ID]`, `order ID USER AMOUNT`, `pay ID USER AMOUNT`, `force ID POSTED_MINOR`
 
 use expect_test::{Expect, expect};
 use kopek_core::memory::{MemoryLedger, SequentialIds};
@@ -130,6 +130,12 @@ impl Script {
                 } else {
                     CommandBody::PayOrder(order)
                 }
+            }
+            "force" => {
+                // Sets a balance directly, to reach the edges of the 64-bit range in a table.
+                let account = self.ledger.accounts.get_mut(&id(words[1])).expect("account");
+                account.balance.posted = words[2].parse().expect("balance");
+                return;
             }
             "wait" => {
                 let seconds: i64 = words[1].parse().expect("seconds");
@@ -779,22 +785,29 @@ fn balances_never_overflow() {
         "
         account a USD system unbounded
         account b USD
-        transfer t1 a->b 92233720368547758.07
-        transfer t2 a->b 0.01
+        transfer t1 a->b 10000000000000.01
+        transfer t2 a->b 10000000000000.00
+        force b 9223372036854775000
+        transfer t3 a->b 0.01
+        transfer t4 a->b 10000.00
         ",
         expect![[r#"
             account a USD system unbounded
               created a
             account b USD
               created b
-            transfer t1 a->b 92233720368547758.07
-              post posted 9223372036854775807
-            transfer t2 a->b 0.01
-              post declined 1 BALANCE_OVERFLOW: a balance of account b would overflow
+            transfer t1 a->b 10000000000000.01
+              post declined 1000000000000001 INVALID_AMOUNT: amount must be at most 1000000000000000 minor units, got 1000000000000001
+            transfer t2 a->b 10000000000000.00
+              post posted 1000000000000000
+            transfer t3 a->b 0.01
+              post posted 1
+            transfer t4 a->b 10000.00
+              post declined 1000000 BALANCE_OVERFLOW: a balance of account b would overflow
             --
-            a USD posted=-9223372036854775807
-            b USD posted=9223372036854775807
-            events: AccountOpened AccountOpened TransferPosted TransferDeclined
+            a USD posted=-1000000000000001
+            b USD posted=9223372036854775001
+            events: AccountOpened AccountOpened TransferDeclined TransferPosted TransferPosted TransferDeclined
         "#]],
     );
 }

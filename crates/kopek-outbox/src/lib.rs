@@ -77,6 +77,9 @@ impl Feed {
             // Catch up from the store to its end: anything the tail broadcast before this
             // subscription is already stored, anything after it arrives live.
             loop {
+                if sender.is_closed() {
+                    return;
+                }
                 let page = match self.store.events_after(cursor, PAGE_EVENTS).await {
                     Ok(page) => page,
                     Err(error) => {
@@ -97,7 +100,12 @@ impl Feed {
             }
             // Then live, skipping what history already delivered.
             loop {
-                match live.recv().await {
+                // Ends as soon as the subscriber is gone, even on an idle ledger.
+                let received = tokio::select! {
+                    received = live.recv() => received,
+                    () = sender.closed() => return,
+                };
+                match received {
                     Ok(event) if event.sequence <= cursor => continue,
                     Ok(event) => {
                         cursor = event.sequence;

@@ -130,12 +130,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("start the outbox feed")?;
     let orders = kopek_outbox::orders::start(engine.clone(), feed.clone(), shutdown.clone());
-    let http_state = kopek_api_http::AppState {
-        engine: engine.clone(),
-        feed,
-        default_currency,
-        draining: draining.clone(),
-    };
+    let http_state =
+        kopek_api_http::AppState::new(engine.clone(), feed, default_currency, draining.clone());
     let http_config = kopek_api_http::HttpConfig { cors_origins: args.cors_origin.clone() };
     let mut http_addresses = Vec::new();
     for listener in http_listeners {

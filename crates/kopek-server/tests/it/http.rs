@@ -58,7 +58,13 @@ async fn part_a_users_and_transactions_with_balances_as_of_a_date() {
     assert_eq!(refused.json()["error"]["code"], "INSUFFICIENT_FUNDS");
     // A back-dated withdrawal: recorded now, effective on the 10th.
     let back_dated = json!({"uid": "w-2", "type": "WITHDRAW", "amount": "30.5", "user_id": 1, "timestamp": "2023-01-10T00:00:00"});
-    assert_eq!(post(&server, "/v1/transaction", &[], back_dated).await.status, 200);
+    assert_eq!(post(&server, "/v1/transaction", &[], back_dated.clone()).await.status, 200);
+    let duplicate = post(&server, "/v1/transaction", &[], back_dated).await;
+    assert_eq!(
+        (duplicate.status, duplicate.header("idempotent-replayed")),
+        (200, Some("true")),
+        "a duplicate withdrawal"
+    );
 
     let balance_at = |date: &str| format!("/v1/user/1?date={date}");
     assert_eq!(
@@ -74,6 +80,19 @@ async fn part_a_users_and_transactions_with_balances_as_of_a_date() {
         get(&server, &balance_at("2023-01-30T00:00:00.00000000"), &[]).await.json()["balance"],
         "69.50"
     );
+    let at = |date: &'static str| {
+        let address = server.http_address.clone();
+        async move {
+            http(&address, "GET", &format!("/v1/user/1?date={date}"), &[], None).await.json()["balance"].clone()
+        }
+    };
+    assert_eq!(
+        at("2023-01-10T00:00:00").await,
+        "100.00",
+        "the withdrawal's own instant is not before it"
+    );
+    assert_eq!(at("2023-01-10T00:00:00.000000001").await, "69.50", "one nanosecond later it is");
+    assert_eq!(at("2023-01-10T02:00:00.5%2B02:00").await, "69.50", "an offset counts");
     assert_eq!(
         get(&server, "/v1/user/1", &[]).await.json(),
         json!({"id": 1, "name": "petya", "balance": "69.50"})
@@ -145,8 +164,15 @@ async fn part_b_top_up_orders_paid_and_failed_and_live_status() {
             "{bad}"
         );
     }
+    let with_key = [("X-User-ID", "42"), ("Idempotency-Key", "top-1")];
+    let topped = post(&server, "/payments/account/topup", &with_key, json!({"amount": 1})).await;
+    assert_eq!(topped.json(), json!({"balance": 501}));
+    let retried = post(&server, "/payments/account/topup", &with_key, json!({"amount": 1})).await;
+    assert_eq!(retried.json(), json!({"balance": 501}), "a retry with the key applies once");
+    let reused = post(&server, "/payments/account/topup", &with_key, json!({"amount": 2})).await;
+    assert_eq!(reused.status, 422, "a reused key is refused, not a silent 200");
     let by_query = get(&server, "/payments/account/balance?user_id=42", &[]).await;
-    assert_eq!(by_query.json(), json!({"balance": 500}), "?user_id= names the caller too");
+    assert_eq!(by_query.json(), json!({"balance": 501}), "?user_id= names the caller too");
 
     let paid = post(&server, "/orders/orders", &me, json!({"amount": 200})).await.json();
     assert_eq!((paid["amount"].clone(), paid["status"].clone()), (json!(200), json!("PENDING")));
@@ -180,7 +206,7 @@ async fn part_b_top_up_orders_paid_and_failed_and_live_status() {
     wait_for_status(&server, "42", &failed_id, "FAILED").await;
     assert_eq!(
         get(&server, "/payments/account/balance", &me).await.json(),
-        json!({"balance": 300}),
+        json!({"balance": 301}),
         "debited once"
     );
     let mine = get(&server, "/orders/orders", &me).await.json();
@@ -235,7 +261,11 @@ async fn rest_writes_are_idempotent_and_errors_are_json_with_fitting_statuses() 
     let open = |id: &str| json!({"id": id, "currency": "USD"});
     assert_eq!(post(&server, "/v1/accounts", &key("a1"), open("alice")).await.status, 201);
     let again = post(&server, "/v1/accounts", &key("a1"), open("alice")).await;
-    assert_eq!((again.status, again.header("idempotent-replayed")), (200, Some("true")));
+    assert_eq!(
+        (again.status, again.header("idempotent-replayed")),
+        (201, Some("true")),
+        "the original status again"
+    );
     assert_eq!(
         post(&server, "/v1/accounts", &key("a2"), json!({"id": "alice", "currency": "EUR"}))
             .await
@@ -260,6 +290,10 @@ async fn rest_writes_are_idempotent_and_errors_are_json_with_fitting_statuses() 
         400,
         "writes need a key"
     );
+    let body =
+        json!({"kind": "deposit", "credit_account_id": "alice", "amount": "1", "currency": "USD"});
+    let reserved = post(&server, "/v1/transfers", &key("order:abc"), body).await;
+    assert_eq!(reserved.status, 400, "kopek's own key spaces are not for clients");
 
     let deposit = json!({"kind": "deposit", "credit_account_id": "alice", "amount": "100.00", "currency": "USD"});
     let created = post(&server, "/v1/transfers", &key("d1"), deposit.clone()).await;
