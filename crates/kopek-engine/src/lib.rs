@@ -348,7 +348,9 @@ impl Writer {
             }
             Err(error) => {
                 self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, commands = command_count, "batch failed; nothing of it was written");
+                // If the connection broke during the commit, the batch may have been written after all:
+                // its callers are told "unavailable", and a retry on the same key replays.
+                tracing::error!(%error, commands = command_count, "batch failed; callers may retry");
                 Err(match error {
                     // A row that does not decode fails the same way on every retry: treat it
                     // like a broken invariant, so the batch is retried command by command.

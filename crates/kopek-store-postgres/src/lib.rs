@@ -21,8 +21,9 @@ use kopek_store::rows::{RawAccount, RawEntry, RawOrder, RawTransfer, RawUser};
 use kopek_store::{
     Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark,
 };
+pub use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -115,6 +116,28 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Runs one administrative statement (such as `CREATE DATABASE`) outside a transaction. For
+/// operators' tools and tests, never for ledger writes.
+pub async fn execute(pool: &PgPool, statement: &str) -> StoreResult<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(pool)
+        .await
+        .map_err(sql_error)?;
+    Ok(())
+}
+
+/// How many transfers have an idempotency key matching the SQL `LIKE` pattern: lets a test
+/// check that nothing beyond what was acknowledged was written.
+pub async fn count_keys_like(pool: &PgPool, pattern: &str) -> StoreResult<u64> {
+    let count: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM transfers WHERE idempotency_key LIKE $1")
+            .bind(pattern)
+            .fetch_one(pool)
+            .await
+            .map_err(sql_error)?;
+    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, status, metadata, posted, pending_out, \

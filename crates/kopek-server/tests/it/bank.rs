@@ -1,0 +1,283 @@
+//! The bank test: three `kopek serve` processes on one PostgreSQL database, 32 concurrent
+//! clients doing transfers among 100 accounts (a fifth of them on 2 hot accounts), deposits,
+//! holds and captures, each retried on the same idempotency key until answered. Mid-load one
+//! process is killed with SIGKILL and restarted, and later PostgreSQL itself is restarted.
+//! Afterwards: `kopek verify` passes, the money in the ledger is exactly what was deposited, and
+//! every acknowledged transfer is there once.
+//!
+//! Needs KOPEK_TEST_DATABASE_URL (a server URL); without it the test skips, loudly, except in
+//! CI where it must run.
+
+use crate::support::*;
+use kopek_proto::kopek::v1 as pb;
+use kopek_proto::kopek::v1::ledger_client::LedgerClient;
+use kopek_store_postgres::PgPool;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ACCOUNTS: u64 = 100;
+const CLIENTS: u64 = 32;
+const FUNDING_MINOR: i64 = 1_000_000;
+
+/// A database of its own on the test server, dropped at the end.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create() -> Option<Database> {
+        let Ok(admin) = std::env::var("KOPEK_TEST_DATABASE_URL") else {
+            assert!(std::env::var("CI").is_err(), "CI must set KOPEK_TEST_DATABASE_URL");
+            eprintln!("SKIPPED bank test: KOPEK_TEST_DATABASE_URL is not set");
+            return None;
+        };
+        let name = format!("kopek_bank_{}", uuid::Uuid::new_v4().simple());
+        // A plain pool: the server database itself gets no kopek tables.
+        let pool = PgPool::connect(&admin).await.expect("connect to the test server");
+        kopek_store_postgres::execute(&pool, &format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the database");
+        pool.close().await;
+        let url = format!("{}/{name}", admin.rsplit_once('/').expect("a URL with a database").0);
+        Some(Database { admin, name, url })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            {
+                runtime.block_on(async move {
+                    if let Ok(pool) = PgPool::connect(&admin).await {
+                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = kopek_store_postgres::execute(&pool, &drop).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// What a client saw acknowledged: key -> (transfer id, status, kind, amount).
+type Acknowledged = Arc<Mutex<BTreeMap<String, (String, i32, i32, i64)>>>;
+
+fn account(n: u64) -> String {
+    format!("bank{n}")
+}
+
+/// Sends one request until it is answered, reconnecting to the client's process as needed.
+async fn until_answered(
+    addresses: &Arc<Mutex<Vec<String>>>,
+    process: usize,
+    request: pb::TransferRequest,
+) -> pb::TransferResult {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let address = addresses.lock().expect("lock")[process].clone();
+        if let Ok(mut client) = LedgerClient::connect(format!("http://{address}")).await {
+            let call =
+                pb::CreateTransfersRequest { transfers: vec![request.clone()], linked: false };
+            if let Ok(Ok(response)) =
+                tokio::time::timeout(Duration::from_secs(10), client.create_transfers(call)).await
+            {
+                return response.into_inner().results.remove(0);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "request {} got no answer in time",
+            request.idempotency_key
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn client(
+    addresses: Arc<Mutex<Vec<String>>>,
+    number: u64,
+    operations: u64,
+    acked: Acknowledged,
+    phase: &'static str,
+) {
+    let process = (number % 3) as usize;
+    let mut seed = (number + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ phase.len() as u64;
+    let mut next = move |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    let record = |key: String, result: &pb::TransferResult| {
+        let transfer = result.transfer.as_ref().expect("a recorded transfer");
+        let entry = (transfer.id.clone(), transfer.status, transfer.action, transfer.amount_minor);
+        let mut acked = acked.lock().expect("lock");
+        if let Some(previous) = acked.get(&key) {
+            assert_eq!(previous.0, entry.0, "key {key} answered two different transfers");
+        }
+        acked.insert(key, entry);
+    };
+    for op in 0..operations {
+        let key = format!("{phase}-{number}-{op}");
+        let (debit, credit) = if next(5) == 0 {
+            (account(next(2)), account(2 + next(ACCOUNTS - 2)))
+        } else {
+            let debit = next(ACCOUNTS);
+            (account(debit), account((debit + 1 + next(ACCOUNTS - 1)) % ACCOUNTS))
+        };
+        let amount = 1 + next(500) as i64;
+        match next(10) {
+            0 => {
+                let deposit = pb::TransferRequest {
+                    kind: pb::TransferKind::Deposit as i32,
+                    ..post(&key, "", &credit, amount)
+                };
+                let result = until_answered(&addresses, process, deposit.clone()).await;
+                record(key.clone(), &result);
+                // A client that lost the answer retries: the retry replays.
+                let again = until_answered(&addresses, process, deposit).await;
+                assert!(again.replayed, "a retried deposit replays");
+            }
+            1 => {
+                let hold = pb::TransferRequest {
+                    action: pb::TransferAction::Hold as i32,
+                    ..post(&key, &debit, &credit, amount)
+                };
+                let result = until_answered(&addresses, process, hold).await;
+                record(key.clone(), &result);
+                if result.error.is_none() {
+                    let hold_id =
+                        result.transfer.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+                    let capture_key = format!("{key}-capture");
+                    let capture = pb::TransferRequest {
+                        idempotency_key: capture_key.clone(),
+                        action: pb::TransferAction::Capture as i32,
+                        pending_id: hold_id,
+                        amount_minor: 1 + amount / 2,
+                        ..Default::default()
+                    };
+                    let captured = until_answered(&addresses, process, capture).await;
+                    record(capture_key, &captured);
+                }
+            }
+            _ => {
+                let transfer = post(&key, &debit, &credit, amount);
+                let result = until_answered(&addresses, process, transfer).await;
+                record(key, &result);
+            }
+        }
+    }
+}
+
+fn restart_postgres() {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut entries| entries.next())
+        .and_then(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .expect("a PostgreSQL cluster under /etc/postgresql");
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "restart", "--mode", "fast"])
+        .status()
+        .expect("run pg_ctlcluster");
+    assert!(status.success(), "PostgreSQL restarted");
+}
+
+fn start(dir: &Path, url: &str) -> Server {
+    Server::start_with(dir, &["--database", url])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_survive_a_killed_process_and_a_database_restart() {
+    let Some(database) = Database::create().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut servers: Vec<Server> = (0..3).map(|_| start(dir.path(), &database.url)).collect();
+    let addresses = Arc::new(Mutex::new(
+        servers.iter().map(|server| server.grpc_address.clone()).collect::<Vec<_>>(),
+    ));
+    let mut ledger = servers[0].client().await;
+    let ids: Vec<String> = (0..ACCOUNTS).map(account).collect();
+    open_accounts(&mut ledger, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    for id in &ids {
+        one(&mut ledger, deposit(&format!("fund-{id}"), id, FUNDING_MINOR)).await;
+    }
+    let acked: Acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+
+    // Phase 1: load, with process 1 killed and restarted in the middle.
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|number| tokio::spawn(client(addresses.clone(), number, 60, acked.clone(), "one")))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().expect("lock").len() < 300 {
+        assert!(Instant::now() < deadline, "phase one did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    servers[1].kill9();
+    servers[1] = start(dir.path(), &database.url);
+    addresses.lock().expect("lock")[1] = servers[1].grpc_address.clone();
+    for task in tasks {
+        task.await.expect("a phase-one client");
+    }
+
+    // Phase 2: load, with PostgreSQL restarted in the middle.
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|number| tokio::spawn(client(addresses.clone(), number, 40, acked.clone(), "two")))
+        .collect();
+    let before = acked.lock().expect("lock").len();
+    while acked.lock().expect("lock").len() < before + 200 {
+        assert!(Instant::now() < deadline + Duration::from_secs(60), "phase two did not get going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::spawn_blocking(restart_postgres).await.expect("restart");
+    for task in tasks {
+        task.await.expect("a phase-two client");
+    }
+
+    // Every acknowledged transfer is there once, wherever it is asked.
+    let acked = acked.lock().expect("lock").clone();
+    let mut deposits = 0;
+    for (index, (key, (id, status, action, amount))) in acked.iter().enumerate() {
+        let mut client = servers[index % 3].client().await;
+        let lookup = pb::GetTransferRequest {
+            lookup: Some(pb::get_transfer_request::Lookup::IdempotencyKey(key.clone())),
+        };
+        let found = client
+            .get_transfer(lookup)
+            .await
+            .expect("an acknowledged transfer exists")
+            .into_inner()
+            .transfer
+            .expect("transfer");
+        assert_eq!(&found.id, id, "{key}");
+        if *status == pb::TransferStatus::Posted as i32
+            && *action == pb::TransferAction::Post as i32
+            && found.debit_account_id == "world:USD"
+        {
+            deposits += amount;
+        }
+    }
+    // The money in the accounts is the funding plus what was deposited: nothing made or lost.
+    let mut total = 0;
+    for id in &ids {
+        total += posted(&mut ledger, id).await;
+    }
+    assert_eq!(total, FUNDING_MINOR * ACCOUNTS as i64 + deposits);
+    let store = kopek_store_postgres::PostgresStore::connect(&database.url).await.expect("connect");
+    let counted =
+        kopek_store_postgres::count_keys_like(store.pool(), "one-%").await.expect("count")
+            + kopek_store_postgres::count_keys_like(store.pool(), "two-%").await.expect("count");
+    assert_eq!(counted, acked.len() as u64, "no transfer beyond the acknowledged ones");
+    for server in &mut servers {
+        assert!(server.terminate().success());
+    }
+    let (code, stdout, stderr) = cli(&["verify", "--database", &database.url]);
+    assert_eq!(code, 0, "kopek verify on PostgreSQL:\n{stdout}\n{stderr}");
+    println!("bank: {} acknowledged transfers across 3 processes; {stdout}", acked.len());
+}
