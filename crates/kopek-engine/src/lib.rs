@@ -198,8 +198,8 @@ struct Writer {
 const CONFLICT_RETRIES: u64 = 8;
 /// Holds expired per batch of the expiry pass.
 const EXPIRY_BATCH_MAX: usize = 1_024;
-/// The writer re-checks the store at least this often while holds are pending, so a clock
-/// step or another process's holds cannot hide an expiry for long.
+/// The writer re-checks the store at least this often, so a clock step or another process's
+/// holds cannot hide an expiry for long.
 const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
 
 impl Writer {
@@ -220,7 +220,9 @@ impl Writer {
                     closing = true;
                     continue;
                 }
-                () = tokio::time::sleep(expiry.map_or(EXPIRY_RECHECK, until)), if expiry.is_some() => {
+                // With no hold known it still looks now and then: another process may have
+                // placed holds and stopped.
+                () = tokio::time::sleep(expiry.map_or(EXPIRY_RECHECK, until)) => {
                     self.expire_due().await;
                     continue;
                 }

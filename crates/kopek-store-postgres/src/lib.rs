@@ -60,7 +60,9 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|error| StoreError::Unavailable(format!("database URL: {error}")))?
-            .application_name("kopek");
+            .application_name("kopek")
+            // "relation already exists, skipping" and friends are not worth an operator's look.
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_CONNECTIONS_MAX)
             .acquire_timeout(CONNECT_TIMEOUT)
