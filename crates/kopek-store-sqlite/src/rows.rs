@@ -1,12 +1,10 @@
-//! Row <-> domain conversions for SQLite. Every value read back is parsed into its core type;
-//! a value that does not parse is a `Corrupt` error, never a panic.
+//! Row <-> domain conversions for SQLite. Rows are read into `kopek_store::rows` values and
+//! decoded there, as every backend does; a value that does not parse is a `Corrupt` error,
+//! never a panic.
 
-use kopek_core::{
-    Account, AccountId, AccountKind, AccountStatus, Action, Balance, Currency, Details, Direction,
-    Entry, ErrorCode, Fingerprint, IdempotencyKey, Order, OrderId, OrderStatus, Overdraft,
-    Rejection, Tenant, Timestamp, Transfer, TransferId, TransferKind, TransferStatus, User, UserId,
-};
-use kopek_store::codec::{metadata_from_json, metadata_to_json};
+use kopek_core::{Account, Order, Overdraft, Timestamp, Transfer, User};
+use kopek_store::codec::metadata_to_json;
+use kopek_store::rows::{RawAccount, RawEntry, RawOrder, RawTransfer, RawUser};
 use kopek_store::{StoreError, StoredEntry, StoredEvent};
 use rusqlite::types::Value;
 use rusqlite::{Row, ToSql};
@@ -34,40 +32,22 @@ pub fn decoded<T>(result: rusqlite::Result<Decoded<T>>) -> Result<T, StoreError>
     result.map_err(sql_error)?.map_err(StoreError::Corrupt)
 }
 
-fn parse<T>(what: &str, text: &str, parser: impl FnOnce(&str) -> Option<T>) -> Decoded<T> {
-    parser(text).ok_or_else(|| format!("{what} '{text}' is not valid"))
-}
-
-fn rejected<T>(result: Result<T, Rejection>) -> Decoded<T> {
-    result.map_err(|rejection| rejection.message)
-}
-
 pub fn account_from_row(row: &Row) -> rusqlite::Result<Decoded<Account>> {
-    let id: String = row.get(0)?;
-    let currency: String = row.get(1)?;
-    let owner: Option<String> = row.get(2)?;
-    let kind: String = row.get(3)?;
-    let overdraft: Option<i64> = row.get(4)?;
-    let status: String = row.get(5)?;
-    let metadata: String = row.get(6)?;
-    let balance =
-        Balance { posted: row.get(7)?, pending_out: row.get(8)?, pending_in: row.get(9)? };
-    let created_at: i64 = row.get(10)?;
-    let updated_at: i64 = row.get(11)?;
-    Ok((|| {
-        Ok(Account {
-            id: rejected(AccountId::parse(&id))?,
-            currency: rejected(Currency::parse(&currency))?,
-            owner,
-            kind: parse("account kind", &kind, AccountKind::parse)?,
-            overdraft: overdraft.map_or(Overdraft::Unbounded, Overdraft::Limited),
-            status: parse("account status", &status, AccountStatus::parse)?,
-            metadata: metadata_from_json(&metadata)?,
-            balance,
-            created_at: Timestamp::from_unix_micros(created_at),
-            updated_at: Timestamp::from_unix_micros(updated_at),
-        })
-    })())
+    let raw = RawAccount {
+        id: row.get(0)?,
+        currency: row.get(1)?,
+        owner: row.get(2)?,
+        kind: row.get(3)?,
+        overdraft_limit: row.get(4)?,
+        status: row.get(5)?,
+        metadata: row.get(6)?,
+        posted: row.get(7)?,
+        pending_out: row.get(8)?,
+        pending_in: row.get(9)?,
+        created_at: row.get(10)?,
+        updated_at: row.get(11)?,
+    };
+    Ok(raw.decode())
 }
 
 pub fn account_params(account: &Account) -> Vec<Value> {
@@ -95,53 +75,31 @@ pub fn overdraft_value(overdraft: Overdraft) -> Value {
 }
 
 pub fn transfer_from_row(row: &Row) -> rusqlite::Result<Decoded<Transfer>> {
-    let text = |index| row.get::<_, String>(index);
-    let optional = |index| row.get::<_, Option<String>>(index);
-    let (id, tenant, key, fingerprint, kind, action) =
-        (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?, text(5)?);
-    let (debit, credit, currency, pending_id) =
-        (optional(6)?, optional(7)?, optional(9)?, optional(10)?);
-    let amount: i64 = row.get(8)?;
-    let status = text(11)?;
-    let (error_code, error_message) = (optional(12)?, optional(13)?);
-    let expires_at: Option<i64> = row.get(14)?;
-    let captured_amount: i64 = row.get(15)?;
-    let (category, description, metadata) = (text(16)?, text(17)?, text(18)?);
-    let (effective_at, committed_at, updated_at): (i64, i64, i64) =
-        (row.get(19)?, row.get(20)?, row.get(21)?);
-    Ok((|| {
-        // Declined payments keep what the client sent: ids and codes no account has.
-        let account =
-            |id: Option<String>| id.map(|id| rejected(AccountId::parse_reference(&id))).transpose();
-        let error = match error_code {
-            None => None,
-            Some(code) => Some(Rejection::new(
-                parse("error code", &code, ErrorCode::parse)?,
-                error_message.unwrap_or_default(),
-            )),
-        };
-        Ok(Transfer {
-            id: rejected(TransferId::parse(&id))?,
-            tenant: rejected(Tenant::parse(&tenant))?,
-            idempotency_key: rejected(IdempotencyKey::parse(&key))?,
-            fingerprint: Fingerprint(fingerprint),
-            kind: parse("transfer kind", &kind, TransferKind::parse)?,
-            action: parse("transfer action", &action, Action::parse)?,
-            debit_account: account(debit)?,
-            credit_account: account(credit)?,
-            amount,
-            currency: currency.map(|code| rejected(Currency::parse_code(&code))).transpose()?,
-            pending_id: pending_id.map(|id| rejected(TransferId::parse(&id))).transpose()?,
-            status: parse("transfer status", &status, TransferStatus::parse)?,
-            error,
-            expires_at: expires_at.map(Timestamp::from_unix_micros),
-            captured_amount,
-            details: Details { category, description, metadata: metadata_from_json(&metadata)? },
-            effective_at: Timestamp::from_unix_micros(effective_at),
-            committed_at: Timestamp::from_unix_micros(committed_at),
-            updated_at: Timestamp::from_unix_micros(updated_at),
-        })
-    })())
+    let raw = RawTransfer {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        idempotency_key: row.get(2)?,
+        fingerprint: row.get(3)?,
+        kind: row.get(4)?,
+        action: row.get(5)?,
+        debit_account: row.get(6)?,
+        credit_account: row.get(7)?,
+        amount: row.get(8)?,
+        currency: row.get(9)?,
+        pending_id: row.get(10)?,
+        status: row.get(11)?,
+        error_code: row.get(12)?,
+        error_message: row.get(13)?,
+        expires_at: row.get(14)?,
+        captured_amount: row.get(15)?,
+        category: row.get(16)?,
+        description: row.get(17)?,
+        metadata: row.get(18)?,
+        effective_at: row.get(19)?,
+        committed_at: row.get(20)?,
+        updated_at: row.get(21)?,
+    };
+    Ok(raw.decode())
 }
 
 pub fn transfer_params(transfer: &Transfer) -> Vec<Value> {
@@ -174,27 +132,18 @@ pub fn transfer_params(transfer: &Transfer) -> Vec<Value> {
 }
 
 pub fn entry_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEntry>> {
-    let sequence: i64 = row.get(0)?;
-    let (account_id, transfer_id, direction, currency): (String, String, String, String) =
-        (row.get(1)?, row.get(2)?, row.get(3)?, row.get(5)?);
-    let (amount, balance_after, effective_at, committed_at): (i64, i64, i64, i64) =
-        (row.get(4)?, row.get(6)?, row.get(7)?, row.get(8)?);
-    Ok((|| {
-        Ok(StoredEntry {
-            sequence: u64::try_from(sequence)
-                .map_err(|_| format!("entry sequence {sequence} is negative"))?,
-            entry: Entry {
-                transfer_id: rejected(TransferId::parse(&transfer_id))?,
-                account_id: rejected(AccountId::parse(&account_id))?,
-                direction: parse("direction", &direction, Direction::parse)?,
-                amount,
-                currency: rejected(Currency::parse(&currency))?,
-                balance_after,
-                effective_at: Timestamp::from_unix_micros(effective_at),
-                committed_at: Timestamp::from_unix_micros(committed_at),
-            },
-        })
-    })())
+    let raw = RawEntry {
+        sequence: row.get(0)?,
+        account_id: row.get(1)?,
+        transfer_id: row.get(2)?,
+        direction: row.get(3)?,
+        amount: row.get(4)?,
+        currency: row.get(5)?,
+        balance_after: row.get(6)?,
+        effective_at: row.get(7)?,
+        committed_at: row.get(8)?,
+    };
+    Ok(raw.decode())
 }
 
 pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
@@ -225,45 +174,25 @@ pub const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, 
      payment_id, created_at, updated_at";
 
 pub fn user_from_row(row: &Row) -> rusqlite::Result<Decoded<User>> {
-    let id: String = row.get(0)?;
-    let name: String = row.get(1)?;
-    let created_at: i64 = row.get(2)?;
-    Ok(rejected(UserId::parse(&id)).map(|id| User {
-        id,
-        name,
-        created_at: Timestamp::from_unix_micros(created_at),
-    }))
+    let raw = RawUser { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? };
+    Ok(raw.decode())
 }
 
 pub fn order_from_row(row: &Row) -> rusqlite::Result<Decoded<Order>> {
-    let text = |index| row.get::<_, String>(index);
-    let (id, tenant, user, currency, status) = (text(0)?, text(1)?, text(2)?, text(4)?, text(5)?);
-    let amount: i64 = row.get(3)?;
-    let (failure_code, failure_message): (Option<String>, Option<String>) =
-        (row.get(6)?, row.get(7)?);
-    let payment_id: Option<String> = row.get(8)?;
-    let (created_at, updated_at): (i64, i64) = (row.get(9)?, row.get(10)?);
-    Ok((|| {
-        let failure = match failure_code {
-            None => None,
-            Some(code) => Some(Rejection::new(
-                parse("error code", &code, ErrorCode::parse)?,
-                failure_message.unwrap_or_default(),
-            )),
-        };
-        Ok(Order {
-            id: rejected(OrderId::parse(&id))?,
-            tenant: rejected(Tenant::parse(&tenant))?,
-            user: rejected(UserId::parse(&user))?,
-            amount,
-            currency: rejected(Currency::parse(&currency))?,
-            status: parse("order status", &status, OrderStatus::parse)?,
-            failure,
-            payment_id: payment_id.map(|id| rejected(TransferId::parse(&id))).transpose()?,
-            created_at: Timestamp::from_unix_micros(created_at),
-            updated_at: Timestamp::from_unix_micros(updated_at),
-        })
-    })())
+    let raw = RawOrder {
+        id: row.get(0)?,
+        tenant: row.get(1)?,
+        user_id: row.get(2)?,
+        amount: row.get(3)?,
+        currency: row.get(4)?,
+        status: row.get(5)?,
+        failure_code: row.get(6)?,
+        failure_message: row.get(7)?,
+        payment_id: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+    };
+    Ok(raw.decode())
 }
 
 pub fn order_params(order: &Order) -> Vec<Value> {

@@ -420,3 +420,36 @@ async fn failures_say_why_and_a_dropped_stream_applies_nothing_twice() {
         "each deposit applied once"
     );
 }
+
+#[tokio::test]
+async fn the_longest_transaction_id_replays_like_any_other() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    let mut client = TransactionServiceClient::new(server.channel().await);
+    // 255 characters: the most a client may send; stored inside the contract's key scope.
+    let long = pb::Transaction {
+        transaction_id: "k".repeat(255),
+        ..transaction(0, 9, "topup", 5.0, "USD", "")
+    };
+    let too_long = pb::Transaction { transaction_id: "k".repeat(256), ..long.clone() };
+    let mut answers = Vec::new();
+    // One stream each, so the replay is read back from the database, not the same batch.
+    for transaction in [long.clone(), long, too_long] {
+        let answer = client
+            .stream_transactions(tokio_stream::iter(vec![transaction]))
+            .await
+            .expect("stream")
+            .into_inner()
+            .next()
+            .await
+            .expect("an answer")
+            .expect("answer");
+        answers.push(answer);
+    }
+    assert_eq!((answers[0].status.as_str(), answers[0].message.as_str()), ("success", "processed"));
+    assert_eq!(
+        (answers[1].status.as_str(), answers[1].message.as_str()),
+        ("success", "processed (replay)")
+    );
+    assert_eq!(answers[2].status, "failure", "{:?}", answers[2]);
+}
