@@ -14,3 +14,7 @@ mod schemathesis;
 mod stream;
 mod support;
 mod transactions;
+
+/// This binary runs every server on SQLite; `it_postgres` runs the store-facing modules again
+/// on PostgreSQL.
+pub const ON_POSTGRES: bool = false;

@@ -225,9 +225,8 @@ async fn an_authorized_payment_moves_money_at_once_and_replays_as_duplicate() {
         (entries[0].transfer_id.as_str(), entries[0].direction),
         (first.payment_id.as_str(), ledger::Direction::Credit as i32)
     );
-    let store =
-        kopek_store_sqlite::SqliteStore::open_read_only(dir.path()).expect("read the ledger");
-    let events = kopek_store::Store::events_after(&store, 0, 1_000).await.expect("events");
+    let store = open_ledger(dir.path()).await;
+    let events = store.events_after(0, 1_000).await.expect("events");
     let about_payment: Vec<&str> = events
         .iter()
         .filter(|event| event.subject_id == first.payment_id)

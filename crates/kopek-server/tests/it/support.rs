@@ -1,11 +1,16 @@
 //! `Server`: one `kopek serve` process on random loopback ports, and helpers for requests.
+//! In the `it_postgres` binary (`crate::ON_POSTGRES`) every server runs on a PostgreSQL
+//! database of its own instead of SQLite; a server started again on the same data directory
+//! finds the same database.
 
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
+pub use kopek_store::Store;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -27,6 +32,11 @@ impl Server {
 
     /// Starts `kopek serve` with extra flags.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let database = crate::ON_POSTGRES.then(|| PgDatabase::for_dir(data_dir));
+        let database_args = match &database {
+            Some(database) => vec!["--database".to_owned(), database.url.clone()],
+            None => Vec::new(),
+        };
         let mut child = Command::new(KOPEK)
             .args([
                 "serve",
@@ -37,6 +47,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(database_args)
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -115,6 +126,116 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The ledger a server on `data_dir` wrote, opened directly: the SQLite file read-only, or the
+/// PostgreSQL database in the PostgreSQL run.
+pub async fn open_ledger(data_dir: &Path) -> Arc<dyn Store> {
+    if crate::ON_POSTGRES {
+        let url = PgDatabase::for_dir(data_dir).url.clone();
+        Arc::new(kopek_store_postgres::PostgresStore::connect(&url).await.expect("connect"))
+    } else {
+        Arc::new(
+            kopek_store_sqlite::SqliteStore::open_read_only(data_dir).expect("read the ledger"),
+        )
+    }
+}
+
+/// A throwaway database on the server of KOPEK_TEST_DATABASE_URL, one per data directory. It
+/// lives while its directory does (a test may stop a server and start another on the same
+/// directory); databases of directories that are gone are dropped on the next start, and ones
+/// an interrupted run left behind are dropped after an hour.
+pub struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+static DATABASES: Mutex<BTreeMap<PathBuf, Arc<PgDatabase>>> = Mutex::new(BTreeMap::new());
+static LEFTOVERS: std::sync::Once = std::sync::Once::new();
+const DATABASE_PREFIX: &str = "kopek_it_";
+
+impl PgDatabase {
+    fn for_dir(data_dir: &Path) -> Arc<PgDatabase> {
+        let admin = std::env::var("KOPEK_TEST_DATABASE_URL")
+            .expect("the PostgreSQL run needs KOPEK_TEST_DATABASE_URL");
+        LEFTOVERS.call_once(|| drop_leftovers(&admin));
+        let mut databases = DATABASES.lock().expect("lock");
+        databases.retain(|dir, _| dir.exists());
+        if let Some(database) = databases.get(data_dir) {
+            return database.clone();
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_secs();
+        let name = format!("{DATABASE_PREFIX}{now}_{}", uuid::Uuid::new_v4().simple());
+        admin_statement(&admin, format!("CREATE DATABASE {name}"));
+        let server = admin.rsplit_once('/').expect("a URL ending with a database name").0;
+        let url = format!("{server}/{name}");
+        let database = Arc::new(PgDatabase { admin, name, url });
+        databases.insert(data_dir.to_owned(), database.clone());
+        database
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        admin_statement(&self.admin, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// Drops the databases an interrupted earlier run left, if more than an hour old (a run going
+/// on at the same time keeps its own).
+fn drop_leftovers(admin: &str) {
+    let server = admin.to_owned();
+    let names: Vec<String> = on_own_runtime(async move {
+        let pool = sqlx::PgPool::connect(&server).await.expect("connect");
+        let pattern = format!("{DATABASE_PREFIX}%");
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+            .bind(pattern)
+            .fetch_all(&pool)
+            .await
+            .expect("list databases")
+    });
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs()
+        .saturating_sub(3_600);
+    for name in names {
+        let created = name
+            .strip_prefix(DATABASE_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(secs, _)| secs.parse::<u64>().ok());
+        if created.is_some_and(|created| created < hour_ago) {
+            admin_statement(admin, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+/// Runs a statement on the test server.
+fn admin_statement(admin: &str, statement: String) {
+    let admin = admin.to_owned();
+    on_own_runtime(async move {
+        let pool = sqlx::PgPool::connect(&admin).await.expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await.expect("admin statement");
+        pool.close().await;
+    });
+}
+
+/// Runs a future to completion from any context: on a thread and runtime of its own, since
+/// servers start inside async tests.
+fn on_own_runtime<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(work)
+    })
+    .join()
+    .expect("admin thread")
 }
 
 /// Runs the CLI; returns exit code, stdout and stderr.

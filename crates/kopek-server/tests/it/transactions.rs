@@ -271,13 +271,12 @@ async fn ten_thousand_transactions_on_one_stream_answer_in_order_and_add_up() {
 
     // One stream, yet the writer committed many transactions per batch: every event of a
     // batch carries its commit time, so far fewer times than transfers means pipelining.
-    let store =
-        kopek_store_sqlite::SqliteStore::open_read_only(dir.path()).expect("read the ledger");
+    let store = open_ledger(dir.path()).await;
     let mut after = 0;
     let mut commit_times = std::collections::BTreeSet::new();
     let mut transfer_events = 0;
     loop {
-        let events = kopek_store::Store::events_after(&store, after, 1_000).await.expect("events");
+        let events = store.events_after(after, 1_000).await.expect("events");
         let Some(last) = events.last() else { break };
         after = last.sequence;
         for event in events
