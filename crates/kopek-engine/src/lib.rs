@@ -33,6 +33,9 @@ pub struct EngineConfig {
     pub batch_commands_max: usize,
     /// Transfers in one batch; the writer stops draining once a batch holds this many.
     pub batch_transfers_max: usize,
+    /// Whether this writer expires holds whose timeout passed. Off in `--role api`
+    /// processes, where a worker process does it.
+    pub expire_holds: bool,
 }
 
 impl Default for EngineConfig {
@@ -41,6 +44,7 @@ impl Default for EngineConfig {
             queue_capacity: 65_536,
             batch_commands_max: limits::COMMANDS_PER_BATCH_MAX,
             batch_transfers_max: 8_192,
+            expire_holds: true,
         }
     }
 }
@@ -205,10 +209,13 @@ const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
 impl Writer {
     async fn run(mut self) {
         self.start_after_watermark().await;
-        self.next_expiry = self.store.next_hold_expiry().await.unwrap_or_else(|error| {
-            tracing::warn!(%error, "could not read hold expiries at start; retrying soon");
-            Some(Clock::wall_now())
-        });
+        if self.config.expire_holds {
+            self.next_expiry = self.store.next_hold_expiry().await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not read hold expiries at start; retrying soon");
+                Some(Clock::wall_now())
+            });
+        }
+        let expire_holds = self.config.expire_holds;
         let mut closing = false;
         loop {
             let expiry = self.next_expiry;
@@ -222,7 +229,7 @@ impl Writer {
                 }
                 // With no hold known it still looks now and then: another process may have
                 // placed holds and stopped.
-                () = tokio::time::sleep(expiry.map_or(EXPIRY_RECHECK, until)) => {
+                () = tokio::time::sleep(expiry.map_or(EXPIRY_RECHECK, until)), if expire_holds => {
                     self.expire_due().await;
                     continue;
                 }

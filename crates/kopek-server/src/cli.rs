@@ -89,6 +89,28 @@ pub struct ServeArgs {
     /// Log format on stderr.
     #[arg(long, env = "KOPEK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// What this process does. `all`: everything. With several processes on PostgreSQL,
+    /// `api` processes serve the APIs and write, and `worker` processes expire holds and pay
+    /// orders (they serve only /healthz and /readyz); workers may run side by side.
+    #[arg(long, env = "KOPEK_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Api,
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    pub fn does_background_work(self) -> bool {
+        self != Role::Api
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

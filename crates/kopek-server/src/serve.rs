@@ -1,7 +1,7 @@
 //! `kopek serve`: opens the store, starts the write path and the listeners, and drains them
 //! on SIGTERM or Ctrl-C.
 
-use crate::cli::{LogFormat, ServeArgs, StoreArgs};
+use crate::cli::{LogFormat, Role, ServeArgs, StoreArgs};
 use anyhow::{Context, bail};
 use kopek_api_grpc::GrpcConfig;
 use kopek_engine::{Engine, EngineConfig};
@@ -84,18 +84,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.grpc_message_bytes_max > kopek_api_grpc::MESSAGE_BYTES_MAX {
         bail!("--grpc-message-bytes-max must be at most {}", kopek_api_grpc::MESSAGE_BYTES_MAX);
     }
+    if args.role != Role::All && matches!(backend(&args.store)?, Backend::Embedded(_)) {
+        bail!(
+            "--role api or worker needs --database postgres://...: the embedded store is one process"
+        );
+    }
     let store = open_store(&args.store).await?;
     let config = EngineConfig {
         queue_capacity: args.queue_capacity.max(1),
         batch_transfers_max: args.batch_transfers_max.max(1),
+        expire_holds: args.role.does_background_work(),
         ..EngineConfig::default()
     };
     let (engine, writer) = Engine::start(store.clone(), config);
 
     // Bind every listener before announcing any, so a taken port fails the start.
-    let grpc_listener = TcpListener::bind(args.grpc_listen)
-        .await
-        .with_context(|| format!("listen for gRPC on {}", args.grpc_listen))?;
+    let grpc_listener = if args.role.serves_api() {
+        let listener = TcpListener::bind(args.grpc_listen)
+            .await
+            .with_context(|| format!("listen for gRPC on {}", args.grpc_listen))?;
+        Some(listener)
+    } else {
+        None
+    };
     let mut http_listeners = Vec::new();
     for address in &args.http_listen {
         http_listeners.push(
@@ -109,45 +120,57 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let draining = CancellationToken::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut servers = tokio::task::JoinSet::new();
-    let grpc_address = grpc_listener.local_addr()?;
-    let grpc_shutdown = shutdown.clone();
-    let grpc_config = GrpcConfig { message_bytes_max: args.grpc_message_bytes_max };
-    let grpc_engine = engine.clone();
-    let grpc_reporter = reporter.clone();
-    servers.spawn(async move {
-        kopek_api_grpc::serve(
-            grpc_listener,
-            grpc_engine,
-            grpc_config,
-            grpc_reporter,
-            health,
-            grpc_shutdown,
-        )
-        .await
-        .context("gRPC server")
-    });
+    let grpc_address = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    if let Some(grpc_listener) = grpc_listener {
+        let grpc_shutdown = shutdown.clone();
+        let grpc_config = GrpcConfig { message_bytes_max: args.grpc_message_bytes_max };
+        let grpc_engine = engine.clone();
+        let grpc_reporter = reporter.clone();
+        servers.spawn(async move {
+            kopek_api_grpc::serve(
+                grpc_listener,
+                grpc_engine,
+                grpc_config,
+                grpc_reporter,
+                health,
+                grpc_shutdown,
+            )
+            .await
+            .context("gRPC server")
+        });
+    }
     let feed = kopek_outbox::Feed::start(&engine, shutdown.clone())
         .await
         .context("start the outbox feed")?;
-    let orders = kopek_outbox::orders::start(engine.clone(), feed.clone(), shutdown.clone());
+    // Several workers may pay orders side by side: a payment is keyed by its order.
+    let orders = args
+        .role
+        .does_background_work()
+        .then(|| kopek_outbox::orders::start(engine.clone(), feed.clone(), shutdown.clone()));
     let http_state =
         kopek_api_http::AppState::new(engine.clone(), feed, default_currency, draining.clone());
     let http_config = kopek_api_http::HttpConfig { cors_origins: args.cors_origin.clone() };
     let mut http_addresses = Vec::new();
     for listener in http_listeners {
         http_addresses.push(listener.local_addr()?);
-        let app = kopek_api_http::router(http_state.clone(), &http_config);
+        let app = if args.role.serves_api() {
+            kopek_api_http::router(http_state.clone(), &http_config)
+        } else {
+            kopek_api_http::probes_router(http_state.clone())
+        };
         let stop = shutdown.clone().cancelled_owned();
         servers.spawn(async move {
             axum::serve(listener, app).with_graceful_shutdown(stop).await.context("HTTP server")
         });
     }
     // These lines are the start-up contract: scripts and tests read the bound addresses here.
-    println!("kopek: grpc listening on {grpc_address}");
+    if let Some(grpc_address) = grpc_address {
+        println!("kopek: grpc listening on {grpc_address}");
+    }
     for address in &http_addresses {
         println!("kopek: http listening on {address}");
     }
-    tracing::info!(%grpc_address, http = ?http_addresses, store = %describe(&args.store), "kopek serving");
+    tracing::info!(grpc = ?grpc_address, http = ?http_addresses, role = ?args.role, store = %describe(&args.store), "kopek serving");
 
     tokio::select! {
         () = wait_for_signal() => tracing::info!("shutdown requested; draining"),
@@ -183,7 +206,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     // The writer answers every queued command, then stops.
-    orders.abort();
+    if let Some(orders) = orders {
+        orders.abort();
+    }
     engine.close();
     drop(engine);
     drop(http_state);

@@ -281,3 +281,88 @@ async fn three_processes_survive_a_killed_process_and_a_database_restart() {
     assert_eq!(code, 0, "kopek verify on PostgreSQL:\n{stdout}\n{stderr}");
     println!("bank: {} acknowledged transfers across 3 processes; {stdout}", acked.len());
 }
+
+/// `--role api` processes serve and write but leave background work to `--role worker`
+/// processes: a hold outlives its timeout and an order stays pending until a worker starts,
+/// then both are done, once, with two workers side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_processes_leave_hold_expiry_and_order_payment_to_workers() {
+    let Some(database) = Database::create().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api = Server::start_with(dir.path(), &["--database", &database.url, "--role", "api"]);
+    let mut ledger = api.client().await;
+    open_accounts(&mut ledger, &["payer", "payee"]).await;
+    one(&mut ledger, deposit("fund", "payer", 1_000)).await;
+    let hold = pb::TransferRequest {
+        action: pb::TransferAction::Hold as i32,
+        timeout_seconds: 1,
+        ..post("short-hold", "payer", "payee", 300)
+    };
+    let hold = one(&mut ledger, hold).await.transfer.expect("hold");
+    let user = [("X-User-ID", "77")];
+    let address = api.http_address.as_str();
+    let opened = http(address, "POST", "/payments/account", &user, Some("{}")).await;
+    assert_eq!(opened.json(), serde_json::json!({"balance": 0}));
+    let topped =
+        http(address, "POST", "/payments/account/topup", &user, Some(r#"{"amount": 50}"#)).await;
+    assert_eq!(topped.json(), serde_json::json!({"balance": 50}));
+    let order =
+        http(address, "POST", "/orders/orders", &user, Some(r#"{"amount": 20}"#)).await.json();
+    let order_path = format!("/orders/orders/{}", order["id"].as_str().expect("order id"));
+
+    let transfer_status = |id: String| {
+        let mut ledger = ledger.clone();
+        async move {
+            let lookup =
+                pb::GetTransferRequest { lookup: Some(pb::get_transfer_request::Lookup::Id(id)) };
+            ledger
+                .get_transfer(lookup)
+                .await
+                .expect("the hold")
+                .into_inner()
+                .transfer
+                .expect("transfer")
+                .status
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(
+        transfer_status(hold.id.clone()).await,
+        pb::TransferStatus::Pending as i32,
+        "no worker, no expiry"
+    );
+    let pending = http(address, "GET", &order_path, &user, None).await.json();
+    assert_eq!(pending["status"], "PENDING", "no worker, no payment");
+
+    let worker_args = ["--database", database.url.as_str(), "--role", "worker"];
+    let workers = [
+        Server::start_with(dir.path(), &worker_args),
+        Server::start_with(dir.path(), &worker_args),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let expired = transfer_status(hold.id.clone()).await == pb::TransferStatus::Expired as i32;
+        let paid = http(address, "GET", &order_path, &user, None).await.json()["status"] == "PAID";
+        if expired && paid {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers did not expire the hold ({expired}) or pay the order ({paid})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let balance = http(address, "GET", "/payments/account/balance", &user, None).await.json();
+    assert_eq!(balance["balance"], 30, "the order was paid once: {balance}");
+    // A worker answers probes and nothing else.
+    let probe = http(&workers[0].http_address, "GET", "/readyz", &[], None).await;
+    assert_eq!(probe.status, 200);
+    let not_api = http(&workers[0].http_address, "GET", "/v1/accounts/payer", &[], None).await;
+    assert_eq!(not_api.status, 404);
+    // The split needs a shared database.
+    let embedded = tempfile::tempdir().expect("temp dir");
+    let embedded = embedded.path().to_str().expect("a UTF-8 path");
+    let (code, _, stderr) = cli(&["serve", "--role", "api", "--data-dir", embedded]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--role api or worker needs --database postgres://"), "{stderr}");
+}
