@@ -18,6 +18,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The bank test restarts PostgreSQL: the other tests on it here wait their turn.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const ACCOUNTS: u64 = 100;
 const CLIENTS: u64 = 32;
 const FUNDING_MINOR: i64 = 1_000_000;
@@ -196,6 +199,7 @@ fn start(dir: &Path, url: &str) -> Server {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_survive_a_killed_process_and_a_database_restart() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let Some(database) = Database::create().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let mut servers: Vec<Server> = (0..3).map(|_| start(dir.path(), &database.url)).collect();
@@ -287,6 +291,7 @@ async fn three_processes_survive_a_killed_process_and_a_database_restart() {
 /// then both are done, once, with two workers side by side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_processes_leave_hold_expiry_and_order_payment_to_workers() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let Some(database) = Database::create().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let api = Server::start_with(dir.path(), &["--database", &database.url, "--role", "api"]);
