@@ -32,6 +32,8 @@ const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_ledger.sql")];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries at migrating when processes starting together collide on the first one.
+const MIGRATE_ATTEMPTS: u64 = 5;
 
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -76,6 +78,19 @@ impl PostgresStore {
 
     /// Applies pending migrations under a lock, so processes starting together are safe.
     pub async fn migrate(&self) -> StoreResult<Vec<usize>> {
+        // Two processes creating the bookkeeping table at once may both pass `IF NOT EXISTS`,
+        // and one then fails on a unique index: the table exists by then, so a retry goes on.
+        let mut attempt = 0;
+        loop {
+            match self.migrate_once().await {
+                Err(StoreError::Conflict(_)) if attempt < MIGRATE_ATTEMPTS => attempt += 1,
+                result => return result,
+            }
+            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+        }
+    }
+
+    async fn migrate_once(&self) -> StoreResult<Vec<usize>> {
         let mut db_transaction = self.pool.begin().await.map_err(sql_error)?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
             .execute(&mut *db_transaction)
@@ -887,4 +902,19 @@ mod tests {
     }
 
     kopek_store::conformance_tests!(fresh_store());
+
+    #[tokio::test]
+    async fn processes_starting_together_on_an_empty_database_all_start() {
+        let Some((store, _database)) = fresh_store().await else { return };
+        // A second, empty database: fresh_store's own is migrated already.
+        let name = format!("kopek_test_{}", uuid::Uuid::new_v4().simple());
+        crate::execute(store.pool(), &format!("CREATE DATABASE {name}")).await.expect("create");
+        let admin = std::env::var("KOPEK_TEST_DATABASE_URL").expect("set");
+        let url = format!("{}/{name}", admin.rsplit_once('/').expect("a database name").0);
+        let _empty = TestDatabase { admin, name };
+        let starts = (0..6).map(|_| PostgresStore::connect(&url));
+        for started in futures_util::future::join_all(starts).await {
+            started.expect("every process starts");
+        }
+    }
 }
