@@ -114,7 +114,7 @@ impl PostgresStore {
         }
         let mut applied = Vec::new();
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            sqlx::raw_sql(sql)
                 .execute(&mut *db_transaction)
                 .await
                 .map_err(sql_error)?;
@@ -138,7 +138,7 @@ impl PostgresStore {
 /// Runs one administrative statement (such as `CREATE DATABASE`) outside a transaction. For
 /// operators' tools and tests, never for ledger writes.
 pub async fn execute(pool: &PgPool, statement: &str) -> StoreResult<()> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+    sqlx::raw_sql(statement)
         .execute(pool)
         .await
         .map_err(sql_error)?;
@@ -268,10 +268,6 @@ fn event_from(row: &PgRow) -> StoreResult<StoredEvent> {
     })
 }
 
-fn sql(text: String) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(text)
-}
-
 /// Loads and locks the state of a batch, in the global lock order.
 async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreResult<State> {
     let mut transfers = BTreeMap::new();
@@ -281,7 +277,7 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
             "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ANY($1) ORDER BY id FOR UPDATE"
         );
         for row in
-            sqlx::query(sql(query)).bind(&hold_ids).fetch_all(&mut **db).await.map_err(sql_error)?
+            sqlx::query(&query).bind(&hold_ids).fetch_all(&mut **db).await.map_err(sql_error)?
         {
             let transfer = transfer_from(&row)?;
             transfers.insert(transfer.id, transfer);
@@ -297,7 +293,7 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
             "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE (tenant, idempotency_key) IN \
              (SELECT * FROM UNNEST($1::text[], $2::text[]))"
         );
-        let rows = sqlx::query(sql(query))
+        let rows = sqlx::query(&query)
             .bind(&tenants)
             .bind(&idempotency_keys)
             .fetch_all(&mut **db)
@@ -331,7 +327,7 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
     let ids: Vec<String> = account_ids.iter().map(ToString::to_string).collect();
     let query =
         format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE");
-    let accounts = sqlx::query(sql(query))
+    let accounts = sqlx::query(&query)
         .bind(&ids)
         .fetch_all(&mut **db)
         .await
@@ -358,7 +354,7 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
         let query =
             format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE");
         for row in
-            sqlx::query(sql(query)).bind(&ids).fetch_all(&mut **db).await.map_err(sql_error)?
+            sqlx::query(&query).bind(&ids).fetch_all(&mut **db).await.map_err(sql_error)?
         {
             let order = order_from(&row)?;
             state.orders.insert(order.id.clone(), order);
@@ -629,7 +625,7 @@ impl Store for PostgresStore {
 
     async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
         let query = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1");
-        let row = sqlx::query(sql(query))
+        let row = sqlx::query(&query)
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -646,7 +642,7 @@ impl Store for PostgresStore {
         let query = format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE ($1::text IS NULL OR owner = $1) AND id > $2 ORDER BY id LIMIT $3"
         );
-        sqlx::query(sql(query))
+        sqlx::query(&query)
             .bind(owner)
             .bind(after.map(ToString::to_string).unwrap_or_default())
             .bind(to_i64(limit.min(kopek_core::limits::PAGE_SIZE_MAX)))
@@ -660,7 +656,7 @@ impl Store for PostgresStore {
 
     async fn transfer(&self, id: TransferId) -> StoreResult<Option<Transfer>> {
         let query = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = $1");
-        let row = sqlx::query(sql(query))
+        let row = sqlx::query(&query)
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -676,7 +672,7 @@ impl Store for PostgresStore {
         let query = format!(
             "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE tenant = $1 AND idempotency_key = $2"
         );
-        let row = sqlx::query(sql(query))
+        let row = sqlx::query(&query)
             .bind(tenant.as_str())
             .bind(key.as_str())
             .fetch_optional(&self.pool)
@@ -695,7 +691,7 @@ impl Store for PostgresStore {
         let query = format!(
             "SELECT {ENTRY_COLUMNS} FROM entries WHERE account_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
         );
-        let mut items = sqlx::query(sql(query))
+        let mut items = sqlx::query(&query)
             .bind(account.as_str())
             .bind(i64::try_from(after.unwrap_or(0)).unwrap_or(i64::MAX))
             .bind(to_i64(limit + 1))
@@ -800,7 +796,7 @@ impl Store for PostgresStore {
 
     async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
         let query = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
-        let row = sqlx::query(sql(query))
+        let row = sqlx::query(&query)
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
@@ -812,7 +808,7 @@ impl Store for PostgresStore {
         let query = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY created_at, id LIMIT $2"
         );
-        sqlx::query(sql(query))
+        sqlx::query(&query)
             .bind(user.as_str())
             .bind(to_i64(limit.min(kopek_core::limits::PAGE_SIZE_MAX)))
             .fetch_all(&self.pool)
@@ -827,7 +823,7 @@ impl Store for PostgresStore {
         let query = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE status = 'PENDING' ORDER BY created_at LIMIT $1"
         );
-        sqlx::query(sql(query))
+        sqlx::query(&query)
             .bind(to_i64(limit))
             .fetch_all(&self.pool)
             .await
@@ -867,7 +863,7 @@ mod tests {
                         if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
                             let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
                             let _ =
-                                sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&pool).await;
+                                sqlx::query(&statement).execute(&pool).await;
                         }
                     });
                 }
@@ -888,7 +884,7 @@ mod tests {
         };
         let name = format!("kopek_test_{}", uuid::Uuid::new_v4().simple());
         let pool = sqlx::PgPool::connect(&admin).await.expect("connect to the test server");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&pool)
             .await
             .expect("create database");

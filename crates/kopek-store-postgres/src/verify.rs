@@ -108,7 +108,7 @@ pub async fn verify_books(pool: &PgPool) -> StoreResult<VerifyReport> {
     let count = |table: &'static str| format!("SELECT COUNT(*) FROM {table}");
     let mut counts = Vec::new();
     for table in ["accounts", "transfers", "entries", "outbox"] {
-        let value: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count(table)))
+        let value: i64 = sqlx::query_scalar(&count(table))
             .fetch_one(&mut *db)
             .await
             .map_err(sql_error)?;
