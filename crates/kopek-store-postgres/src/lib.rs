@@ -114,10 +114,7 @@ impl PostgresStore {
         }
         let mut applied = Vec::new();
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-            sqlx::raw_sql(sql)
-                .execute(&mut *db_transaction)
-                .await
-                .map_err(sql_error)?;
+            sqlx::raw_sql(sql).execute(&mut *db_transaction).await.map_err(sql_error)?;
             sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(i32::try_from(index + 1).unwrap_or(i32::MAX))
                 .bind(kopek_core::Timestamp::EPOCH.as_unix_micros())
@@ -138,10 +135,7 @@ impl PostgresStore {
 /// Runs one administrative statement (such as `CREATE DATABASE`) outside a transaction. For
 /// operators' tools and tests, never for ledger writes.
 pub async fn execute(pool: &PgPool, statement: &str) -> StoreResult<()> {
-    sqlx::raw_sql(statement)
-        .execute(pool)
-        .await
-        .map_err(sql_error)?;
+    sqlx::raw_sql(statement).execute(pool).await.map_err(sql_error)?;
     Ok(())
 }
 
@@ -353,9 +347,7 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
         let ids: Vec<String> = keys.orders.iter().map(ToString::to_string).collect();
         let query =
             format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE");
-        for row in
-            sqlx::query(&query).bind(&ids).fetch_all(&mut **db).await.map_err(sql_error)?
-        {
+        for row in sqlx::query(&query).bind(&ids).fetch_all(&mut **db).await.map_err(sql_error)? {
             let order = order_from(&row)?;
             state.orders.insert(order.id.clone(), order);
         }
@@ -862,8 +854,7 @@ mod tests {
                     runtime.block_on(async move {
                         if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
                             let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                            let _ =
-                                sqlx::query(&statement).execute(&pool).await;
+                            let _ = sqlx::query(&statement).execute(&pool).await;
                         }
                     });
                 }

@@ -108,10 +108,8 @@ pub async fn verify_books(pool: &PgPool) -> StoreResult<VerifyReport> {
     let count = |table: &'static str| format!("SELECT COUNT(*) FROM {table}");
     let mut counts = Vec::new();
     for table in ["accounts", "transfers", "entries", "outbox"] {
-        let value: i64 = sqlx::query_scalar(&count(table))
-            .fetch_one(&mut *db)
-            .await
-            .map_err(sql_error)?;
+        let value: i64 =
+            sqlx::query_scalar(&count(table)).fetch_one(&mut *db).await.map_err(sql_error)?;
         counts.push(u64::try_from(value).unwrap_or(0));
     }
     let mut report = VerifyReport {
