@@ -120,7 +120,7 @@ pub async fn verify_books(pool: &PgPool) -> StoreResult<VerifyReport> {
         problems: Vec::new(),
     };
     for (query, template) in CHECKS {
-        for row in sqlx::query(*query).fetch_all(&mut *db).await.map_err(sql_error)? {
+        for row in sqlx::query(query).fetch_all(&mut *db).await.map_err(sql_error)? {
             let field = |index: usize| {
                 row.try_get::<Option<String>, _>(index).ok().flatten().unwrap_or_default()
             };
