@@ -36,6 +36,9 @@ pub struct EngineConfig {
     /// Whether this writer expires holds whose timeout passed. Off in `--role api`
     /// processes, where a worker process does it.
     pub expire_holds: bool,
+    /// How often the writer asks the store for the earliest hold expiry even when it knows of
+    /// none due: holds placed by other processes are found this way.
+    pub expiry_recheck: Duration,
 }
 
 impl Default for EngineConfig {
@@ -45,6 +48,7 @@ impl Default for EngineConfig {
             batch_commands_max: limits::COMMANDS_PER_BATCH_MAX,
             batch_transfers_max: 8_192,
             expire_holds: true,
+            expiry_recheck: Duration::from_secs(60),
         }
     }
 }
@@ -106,6 +110,7 @@ impl Engine {
         let stats = Arc::new(EngineStats::default());
         let closed = CancellationToken::new();
         let (committed, commits) = watch::channel(0);
+        let recheck_at = tokio::time::Instant::now() + config.expiry_recheck;
         let writer = Writer {
             committed,
             receiver,
@@ -115,6 +120,7 @@ impl Engine {
             ids: Arc::new(Mutex::new(UlidGenerator::default())),
             stats: stats.clone(),
             next_expiry: None,
+            recheck_at,
             unexpirable: BTreeSet::new(),
             closed: closed.clone(),
         };
@@ -192,6 +198,8 @@ struct Writer {
     stats: Arc<EngineStats>,
     /// The earliest hold expiry known; the writer wakes then to expire holds.
     next_expiry: Option<Timestamp>,
+    /// When the writer next asks the store for due holds regardless of what it knows.
+    recheck_at: tokio::time::Instant,
     /// Holds whose expiry failed on its own; skipped until the next start.
     unexpirable: BTreeSet<TransferId>,
     /// Cancelled by `Engine::close`.
@@ -202,9 +210,6 @@ struct Writer {
 const CONFLICT_RETRIES: u64 = 8;
 /// Holds expired per batch of the expiry pass.
 const EXPIRY_BATCH_MAX: usize = 1_024;
-/// The writer re-checks the store at least this often, so a clock step or another process's
-/// holds cannot hide an expiry for long.
-const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
 
 impl Writer {
     async fn run(mut self) {
@@ -218,7 +223,7 @@ impl Writer {
         let expire_holds = self.config.expire_holds;
         let mut closing = false;
         loop {
-            let expiry = self.next_expiry;
+            let wake = self.wake_at();
             let first = tokio::select! {
                 job = self.receiver.recv() => job,
                 () = self.closed.cancelled(), if !closing => {
@@ -227,9 +232,9 @@ impl Writer {
                     closing = true;
                     continue;
                 }
-                // With no hold known it still looks now and then: another process may have
-                // placed holds and stopped.
-                () = tokio::time::sleep(expiry.map_or(EXPIRY_RECHECK, until)), if expire_holds => {
+                // With no hold due it still looks now and then: another process may have
+                // placed holds, and the wall clock may have stepped.
+                () = tokio::time::sleep_until(wake), if expire_holds => {
                     self.expire_due().await;
                     continue;
                 }
@@ -387,7 +392,17 @@ impl Writer {
         }
     }
 
+    /// When to look for due holds: the earliest known expiry, or the next recheck, whichever
+    /// comes first. The recheck time is fixed when set, so a busy writer still gets to it.
+    fn wake_at(&self) -> tokio::time::Instant {
+        match self.next_expiry {
+            Some(at) => self.recheck_at.min(tokio::time::Instant::now() + until(at)),
+            None => self.recheck_at,
+        }
+    }
+
     async fn expire_due(&mut self) {
+        self.recheck_at = tokio::time::Instant::now() + self.config.expiry_recheck;
         let now = Clock::wall_now();
         let retry_soon = Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000));
         loop {
@@ -443,10 +458,10 @@ fn expire_batch(ids: Vec<TransferId>) -> Batch {
     }
 }
 
-/// Time left until `at` by the wall clock, at most `EXPIRY_RECHECK`.
+/// Time left until `at` by the wall clock.
 fn until(at: Timestamp) -> Duration {
     let micros = at.as_unix_micros().saturating_sub(Clock::wall_now().as_unix_micros());
-    Duration::from_micros(u64::try_from(micros).unwrap_or(0)).min(EXPIRY_RECHECK)
+    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

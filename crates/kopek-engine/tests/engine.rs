@@ -232,3 +232,45 @@ async fn a_restarted_writer_commits_after_everything_already_stored() {
     let AccountResult::Created(account) = &results[0] else { panic!("created expected") };
     assert!(account.created_at > ahead, "commit time went back: {} <= {ahead}", account.created_at);
 }
+
+/// Two writers on one store stand for two processes: the one that placed a hold does not
+/// expire holds (`--role api`); the other knows of no hold and is kept busy, yet its periodic
+/// recheck finds the hold and expires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_writer_still_finds_and_expires_holds_placed_elsewhere() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+    let api = EngineConfig { expire_holds: false, ..EngineConfig::default() };
+    let (api, _api_writer) = Engine::start(store.clone(), api);
+    let worker =
+        EngineConfig { expiry_recheck: Duration::from_millis(300), ..EngineConfig::default() };
+    let (worker, _worker_writer) = Engine::start(store, worker);
+    let tenant = Tenant::default_tenant();
+    api.submit(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
+    let world = AccountId::world(usd());
+    api.submit(tenant.clone(), transfer("fund", world, "a", 500, TransferKind::Deposit, None))
+        .await
+        .expect("fund");
+    let hold = Some(Hold { timeout_seconds: Some(1) });
+    let result = api
+        .submit(tenant.clone(), transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold))
+        .await
+        .expect("hold");
+    let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
+
+    // The worker gets a command every 20 ms, far more often than its recheck period.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in 0.. {
+        let key = format!("busy-{n}");
+        worker
+            .submit(tenant.clone(), transfer(&key, id("a"), "b", 1, TransferKind::Transfer, None))
+            .await
+            .expect("busy work");
+        let status = worker.store().transfer(hold.id).await.expect("read").map(|t| t.status);
+        if status == Some(TransferStatus::Expired) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hold still {status:?}: the busy writer never looked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

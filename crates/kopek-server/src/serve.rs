@@ -94,6 +94,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         queue_capacity: args.queue_capacity.max(1),
         batch_transfers_max: args.batch_transfers_max.max(1),
         expire_holds: args.role.does_background_work(),
+        // A worker learns of holds only from the store: it looks every second.
+        expiry_recheck: if args.role == Role::Worker {
+            Duration::from_secs(1)
+        } else {
+            EngineConfig::default().expiry_recheck
+        },
         ..EngineConfig::default()
     };
     let (engine, writer) = Engine::start(store.clone(), config);

@@ -57,14 +57,12 @@ fn corrupt(message: String) -> StoreError {
 }
 
 impl PostgresStore {
-    /// Connects (lazily: a database that is down now is retried on use) and applies pending
-    /// migrations.
+    /// Connects and applies pending migrations; a database that is down now fails the start
+    /// (later, the pool reconnects on its own).
     pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|error| StoreError::Unavailable(format!("database URL: {error}")))?
-            .application_name("kopek")
-            // "relation already exists, skipping" and friends are not worth an operator's look.
-            .options([("client_min_messages", "warning")]);
+            .application_name("kopek");
         let pool = PgPoolOptions::new()
             .max_connections(POOL_CONNECTIONS_MAX)
             .acquire_timeout(CONNECT_TIMEOUT)
@@ -92,6 +90,12 @@ impl PostgresStore {
 
     async fn migrate_once(&self) -> StoreResult<Vec<usize>> {
         let mut db_transaction = self.pool.begin().await.map_err(sql_error)?;
+        // "relation already exists, skipping" is not worth an operator's look. Set here, not
+        // as a startup option, which connection poolers such as PgBouncer refuse.
+        sqlx::query("SET LOCAL client_min_messages = warning")
+            .execute(&mut *db_transaction)
+            .await
+            .map_err(sql_error)?;
         sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)")
             .execute(&mut *db_transaction)
             .await
@@ -137,18 +141,6 @@ impl PostgresStore {
 pub async fn execute(pool: &PgPool, statement: &str) -> StoreResult<()> {
     sqlx::raw_sql(statement).execute(pool).await.map_err(sql_error)?;
     Ok(())
-}
-
-/// How many transfers have an idempotency key matching the SQL `LIKE` pattern: lets a test
-/// check that nothing beyond what was acknowledged was written.
-pub async fn count_keys_like(pool: &PgPool, pattern: &str) -> StoreResult<u64> {
-    let count: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM transfers WHERE idempotency_key LIKE $1")
-            .bind(pattern)
-            .fetch_one(pool)
-            .await
-            .map_err(sql_error)?;
-    Ok(u64::try_from(count).unwrap_or(0))
 }
 
 const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, status, metadata, posted, pending_out, \

@@ -162,10 +162,18 @@ impl PgDatabase {
         let admin = std::env::var("KOPEK_TEST_DATABASE_URL")
             .expect("the PostgreSQL run needs KOPEK_TEST_DATABASE_URL");
         LEFTOVERS.call_once(|| drop_leftovers(&admin));
-        let mut databases = DATABASES.lock().expect("lock");
-        databases.retain(|dir, _| dir.exists());
+        let mut databases = DATABASES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Databases of finished tests (their directory is gone) are dropped after the lock is
+        // released, so a slow drop does not hold up other tests.
+        let finished: Vec<Arc<PgDatabase>> = databases
+            .extract_if(.., |dir, _| !dir.exists())
+            .map(|(_, database)| database)
+            .collect();
         if let Some(database) = databases.get(data_dir) {
-            return database.clone();
+            let database = database.clone();
+            drop(databases);
+            drop(finished);
+            return database;
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -177,13 +185,18 @@ impl PgDatabase {
         let url = format!("{server}/{name}");
         let database = Arc::new(PgDatabase { admin, name, url });
         databases.insert(data_dir.to_owned(), database.clone());
+        drop(databases);
+        drop(finished);
         database
     }
 }
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        admin_statement(&self.admin, format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(error) = try_admin_statement(&self.admin, statement) {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
     }
 }
 
@@ -218,12 +231,17 @@ fn drop_leftovers(admin: &str) {
 
 /// Runs a statement on the test server.
 fn admin_statement(admin: &str, statement: String) {
+    try_admin_statement(admin, statement).expect("admin statement");
+}
+
+fn try_admin_statement(admin: &str, statement: String) -> Result<(), sqlx::Error> {
     let admin = admin.to_owned();
     on_own_runtime(async move {
-        let pool = sqlx::PgPool::connect(&admin).await.expect("connect");
-        sqlx::query(&statement).execute(&pool).await.expect("admin statement");
+        let pool = sqlx::PgPool::connect(&admin).await?;
+        sqlx::query(&statement).execute(&pool).await?;
         pool.close().await;
-    });
+        Ok(())
+    })
 }
 
 /// Runs a future to completion from any context: on a thread and runtime of its own, since
