@@ -443,6 +443,9 @@ impl Writer {
             }
         }
         self.next_expiry = match self.store.next_hold_expiry().await {
+            // Only holds set aside as unexpirable are still due: wait for the recheck instead
+            // of waking again at once.
+            Ok(Some(next)) if next <= now => None,
             Ok(next) => next,
             Err(_) => retry_soon,
         };
