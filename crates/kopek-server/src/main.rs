@@ -72,8 +72,7 @@ async fn migrate(args: &cli::StoreArgs) -> anyhow::Result<()> {
             (kopek_store_sqlite::migrate(&dir)?, dir.display().to_string())
         }
         serve::Backend::Postgres(url) => {
-            let store = kopek_store_postgres::PostgresStore::connect(&url).await?;
-            // `connect` migrates; asking again reports the schema as it now is.
+            let store = kopek_store_postgres::PostgresStore::open(&url).await?;
             (store.migrate().await?, serve::describe(args))
         }
     };
@@ -95,7 +94,7 @@ async fn verify(args: cli::VerifyArgs) -> ExitCode {
                     .map(|store| Box::new(store) as Box<dyn kopek_store::Store>)
                     .map_err(Into::into)
             }
-            Ok(serve::Backend::Postgres(url)) => kopek_store_postgres::PostgresStore::connect(&url)
+            Ok(serve::Backend::Postgres(url)) => kopek_store_postgres::PostgresStore::open(&url)
                 .await
                 .map(|store| Box::new(store) as Box<dyn kopek_store::Store>)
                 .map_err(Into::into),

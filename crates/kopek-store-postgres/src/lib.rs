@@ -60,6 +60,14 @@ impl PostgresStore {
     /// Connects and applies pending migrations; a database that is down now fails the start
     /// (later, the pool reconnects on its own).
     pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let store = PostgresStore::open(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema: for `kopek migrate` (which reports what it
+    /// applies) and `kopek verify` (which must not create a ledger where there was none).
+    pub async fn open(url: &str) -> StoreResult<PostgresStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|error| StoreError::Unavailable(format!("database URL: {error}")))?
             .application_name("kopek");
@@ -69,9 +77,7 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(sql_error)?;
-        let store = PostgresStore { pool };
-        store.migrate().await?;
-        Ok(store)
+        Ok(PostgresStore { pool })
     }
 
     /// Applies pending migrations under a lock, so processes starting together are safe.

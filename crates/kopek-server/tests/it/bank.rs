@@ -406,3 +406,21 @@ async fn api_processes_leave_hold_expiry_and_order_payment_to_workers() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--role api or worker needs --database postgres://"), "{stderr}");
 }
+
+/// `kopek migrate` on PostgreSQL says what it applied, then that the schema is up to date;
+/// `kopek verify` on a database with no ledger fails clearly instead of creating one.
+#[tokio::test]
+async fn migrate_reports_what_it_applies_and_verify_creates_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(database) = Database::create().await else { return };
+    let (code, _, stderr) = cli(&["verify", "--database", &database.url]);
+    assert_eq!(code, 2, "no ledger to verify: {stderr}");
+    let (code, stdout, stderr) = cli(&["migrate", "--database", &database.url]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("applied migrations 1 to postgres "), "{stdout}");
+    let (code, stdout, _) = cli(&["migrate", "--database", &database.url]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("is up to date"), "{stdout}");
+    let (code, stdout, stderr) = cli(&["verify", "--database", &database.url]);
+    assert_eq!(code, 0, "an empty ledger verifies: {stdout} {stderr}");
+}
