@@ -17,7 +17,10 @@ use kopek_core::{
     Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::{event_json, metadata_to_json};
-use kopek_store::rows::{RawAccount, RawEntry, RawOrder, RawTransfer, RawUser};
+use kopek_store::rows::{
+    ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, ORDER_COLUMNS, RawAccount, RawEntry, RawOrder,
+    RawTransfer, RawUser, TRANSFER_COLUMNS,
+};
 use kopek_store::{
     Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark,
 };
@@ -149,100 +152,47 @@ pub async fn execute(pool: &PgPool, statement: &str) -> StoreResult<()> {
     Ok(())
 }
 
-const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, status, metadata, posted, pending_out, \
-     pending_in, created_at, updated_at";
-const TRANSFER_COLUMNS: &str = "id, tenant, idempotency_key, fingerprint, kind, action, debit_account, \
-     credit_account, amount, currency, pending_id, status, error_code, error_message, expires_at, \
-     captured_amount, category, description, metadata, effective_at, committed_at, updated_at";
-const ENTRY_COLUMNS: &str = "sequence, account_id, transfer_id, direction, amount, currency, balance_after, effective_at, committed_at";
-const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
-     payment_id, created_at, updated_at";
-
 fn account_from(row: &PgRow) -> StoreResult<Account> {
-    let raw = RawAccount {
-        id: row.try_get(0).map_err(sql_error)?,
-        currency: row.try_get(1).map_err(sql_error)?,
-        owner: row.try_get(2).map_err(sql_error)?,
-        kind: row.try_get(3).map_err(sql_error)?,
-        overdraft_limit: row.try_get(4).map_err(sql_error)?,
-        status: row.try_get(5).map_err(sql_error)?,
-        metadata: row.try_get(6).map_err(sql_error)?,
-        posted: row.try_get(7).map_err(sql_error)?,
-        pending_out: row.try_get(8).map_err(sql_error)?,
-        pending_in: row.try_get(9).map_err(sql_error)?,
-        created_at: row.try_get(10).map_err(sql_error)?,
-        updated_at: row.try_get(11).map_err(sql_error)?,
-    };
-    raw.decode().map_err(corrupt)
+    RawAccount::read(&PgColumns(row))?.decode().map_err(corrupt)
 }
 
 fn transfer_from(row: &PgRow) -> StoreResult<Transfer> {
-    let raw = RawTransfer {
-        id: row.try_get(0).map_err(sql_error)?,
-        tenant: row.try_get(1).map_err(sql_error)?,
-        idempotency_key: row.try_get(2).map_err(sql_error)?,
-        fingerprint: row.try_get(3).map_err(sql_error)?,
-        kind: row.try_get(4).map_err(sql_error)?,
-        action: row.try_get(5).map_err(sql_error)?,
-        debit_account: row.try_get(6).map_err(sql_error)?,
-        credit_account: row.try_get(7).map_err(sql_error)?,
-        amount: row.try_get(8).map_err(sql_error)?,
-        currency: row.try_get(9).map_err(sql_error)?,
-        pending_id: row.try_get(10).map_err(sql_error)?,
-        status: row.try_get(11).map_err(sql_error)?,
-        error_code: row.try_get(12).map_err(sql_error)?,
-        error_message: row.try_get(13).map_err(sql_error)?,
-        expires_at: row.try_get(14).map_err(sql_error)?,
-        captured_amount: row.try_get(15).map_err(sql_error)?,
-        category: row.try_get(16).map_err(sql_error)?,
-        description: row.try_get(17).map_err(sql_error)?,
-        metadata: row.try_get(18).map_err(sql_error)?,
-        effective_at: row.try_get(19).map_err(sql_error)?,
-        committed_at: row.try_get(20).map_err(sql_error)?,
-        updated_at: row.try_get(21).map_err(sql_error)?,
-    };
-    raw.decode().map_err(corrupt)
+    RawTransfer::read(&PgColumns(row))?.decode().map_err(corrupt)
 }
 
 fn entry_from(row: &PgRow) -> StoreResult<StoredEntry> {
-    let raw = RawEntry {
-        sequence: row.try_get(0).map_err(sql_error)?,
-        account_id: row.try_get(1).map_err(sql_error)?,
-        transfer_id: row.try_get(2).map_err(sql_error)?,
-        direction: row.try_get(3).map_err(sql_error)?,
-        amount: row.try_get(4).map_err(sql_error)?,
-        currency: row.try_get(5).map_err(sql_error)?,
-        balance_after: row.try_get(6).map_err(sql_error)?,
-        effective_at: row.try_get(7).map_err(sql_error)?,
-        committed_at: row.try_get(8).map_err(sql_error)?,
-    };
-    raw.decode().map_err(corrupt)
+    RawEntry::read(&PgColumns(row))?.decode().map_err(corrupt)
 }
 
 fn user_from(row: &PgRow) -> StoreResult<User> {
-    let raw = RawUser {
-        id: row.try_get(0).map_err(sql_error)?,
-        name: row.try_get(1).map_err(sql_error)?,
-        created_at: row.try_get(2).map_err(sql_error)?,
-    };
-    raw.decode().map_err(corrupt)
+    RawUser::read(&PgColumns(row))?.decode().map_err(corrupt)
 }
 
 fn order_from(row: &PgRow) -> StoreResult<Order> {
-    let raw = RawOrder {
-        id: row.try_get(0).map_err(sql_error)?,
-        tenant: row.try_get(1).map_err(sql_error)?,
-        user_id: row.try_get(2).map_err(sql_error)?,
-        amount: row.try_get(3).map_err(sql_error)?,
-        currency: row.try_get(4).map_err(sql_error)?,
-        status: row.try_get(5).map_err(sql_error)?,
-        failure_code: row.try_get(6).map_err(sql_error)?,
-        failure_message: row.try_get(7).map_err(sql_error)?,
-        payment_id: row.try_get(8).map_err(sql_error)?,
-        created_at: row.try_get(9).map_err(sql_error)?,
-        updated_at: row.try_get(10).map_err(sql_error)?,
-    };
-    raw.decode().map_err(corrupt)
+    RawOrder::read(&PgColumns(row))?.decode().map_err(corrupt)
+}
+
+/// A PostgreSQL row as `kopek_store::rows::Columns`.
+struct PgColumns<'a>(&'a PgRow);
+
+impl Columns for PgColumns<'_> {
+    type Error = StoreError;
+
+    fn text(&self, index: usize) -> StoreResult<String> {
+        self.0.try_get(index).map_err(sql_error)
+    }
+
+    fn optional_text(&self, index: usize) -> StoreResult<Option<String>> {
+        self.0.try_get(index).map_err(sql_error)
+    }
+
+    fn integer(&self, index: usize) -> StoreResult<i64> {
+        self.0.try_get(index).map_err(sql_error)
+    }
+
+    fn optional_integer(&self, index: usize) -> StoreResult<Option<i64>> {
+        self.0.try_get(index).map_err(sql_error)
+    }
 }
 
 fn event_from(row: &PgRow) -> StoreResult<StoredEvent> {

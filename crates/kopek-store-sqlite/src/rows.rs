@@ -4,19 +4,13 @@
 
 use kopek_core::{Account, Order, Overdraft, Timestamp, Transfer, User};
 use kopek_store::codec::metadata_to_json;
-use kopek_store::rows::{RawAccount, RawEntry, RawOrder, RawTransfer, RawUser};
+pub use kopek_store::rows::{
+    ACCOUNT_COLUMNS, ENTRY_COLUMNS, ORDER_COLUMNS, TRANSFER_COLUMNS, USER_COLUMNS,
+};
+use kopek_store::rows::{Columns, RawAccount, RawEntry, RawOrder, RawTransfer, RawUser};
 use kopek_store::{StoreError, StoredEntry, StoredEvent};
 use rusqlite::types::Value;
 use rusqlite::{Row, ToSql};
-
-pub const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, status, metadata, posted, \
-     pending_out, pending_in, created_at, updated_at";
-
-pub const TRANSFER_COLUMNS: &str = "id, tenant, idempotency_key, fingerprint, kind, action, debit_account, \
-     credit_account, amount, currency, pending_id, status, error_code, error_message, expires_at, \
-     captured_amount, category, description, metadata, effective_at, committed_at, updated_at";
-
-pub const ENTRY_COLUMNS: &str = "sequence, account_id, transfer_id, direction, amount, currency, balance_after, effective_at, committed_at";
 
 pub const EVENT_COLUMNS: &str = "sequence, id, tenant, kind, subject_id, at, payload";
 
@@ -33,21 +27,7 @@ pub fn decoded<T>(result: rusqlite::Result<Decoded<T>>) -> Result<T, StoreError>
 }
 
 pub fn account_from_row(row: &Row) -> rusqlite::Result<Decoded<Account>> {
-    let raw = RawAccount {
-        id: row.get(0)?,
-        currency: row.get(1)?,
-        owner: row.get(2)?,
-        kind: row.get(3)?,
-        overdraft_limit: row.get(4)?,
-        status: row.get(5)?,
-        metadata: row.get(6)?,
-        posted: row.get(7)?,
-        pending_out: row.get(8)?,
-        pending_in: row.get(9)?,
-        created_at: row.get(10)?,
-        updated_at: row.get(11)?,
-    };
-    Ok(raw.decode())
+    Ok(RawAccount::read(&SqliteColumns(row))?.decode())
 }
 
 pub fn account_params(account: &Account) -> Vec<Value> {
@@ -75,31 +55,7 @@ pub fn overdraft_value(overdraft: Overdraft) -> Value {
 }
 
 pub fn transfer_from_row(row: &Row) -> rusqlite::Result<Decoded<Transfer>> {
-    let raw = RawTransfer {
-        id: row.get(0)?,
-        tenant: row.get(1)?,
-        idempotency_key: row.get(2)?,
-        fingerprint: row.get(3)?,
-        kind: row.get(4)?,
-        action: row.get(5)?,
-        debit_account: row.get(6)?,
-        credit_account: row.get(7)?,
-        amount: row.get(8)?,
-        currency: row.get(9)?,
-        pending_id: row.get(10)?,
-        status: row.get(11)?,
-        error_code: row.get(12)?,
-        error_message: row.get(13)?,
-        expires_at: row.get(14)?,
-        captured_amount: row.get(15)?,
-        category: row.get(16)?,
-        description: row.get(17)?,
-        metadata: row.get(18)?,
-        effective_at: row.get(19)?,
-        committed_at: row.get(20)?,
-        updated_at: row.get(21)?,
-    };
-    Ok(raw.decode())
+    Ok(RawTransfer::read(&SqliteColumns(row))?.decode())
 }
 
 pub fn transfer_params(transfer: &Transfer) -> Vec<Value> {
@@ -132,18 +88,7 @@ pub fn transfer_params(transfer: &Transfer) -> Vec<Value> {
 }
 
 pub fn entry_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEntry>> {
-    let raw = RawEntry {
-        sequence: row.get(0)?,
-        account_id: row.get(1)?,
-        transfer_id: row.get(2)?,
-        direction: row.get(3)?,
-        amount: row.get(4)?,
-        currency: row.get(5)?,
-        balance_after: row.get(6)?,
-        effective_at: row.get(7)?,
-        committed_at: row.get(8)?,
-    };
-    Ok(raw.decode())
+    Ok(RawEntry::read(&SqliteColumns(row))?.decode())
 }
 
 pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
@@ -163,36 +108,40 @@ pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
         .map_err(|_| format!("event sequence {sequence} is negative")))
 }
 
+/// A rusqlite row as `kopek_store::rows::Columns`.
+struct SqliteColumns<'a, 'row>(&'a Row<'row>);
+
+impl Columns for SqliteColumns<'_, '_> {
+    type Error = rusqlite::Error;
+
+    fn text(&self, index: usize) -> rusqlite::Result<String> {
+        self.0.get(index)
+    }
+
+    fn optional_text(&self, index: usize) -> rusqlite::Result<Option<String>> {
+        self.0.get(index)
+    }
+
+    fn integer(&self, index: usize) -> rusqlite::Result<i64> {
+        self.0.get(index)
+    }
+
+    fn optional_integer(&self, index: usize) -> rusqlite::Result<Option<i64>> {
+        self.0.get(index)
+    }
+}
+
 /// Borrows a parameter list for rusqlite.
 pub fn params(values: &[Value]) -> Vec<&dyn ToSql> {
     values.iter().map(|value| value as &dyn ToSql).collect()
 }
 
-pub const USER_COLUMNS: &str = "id, name, created_at";
-
-pub const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
-     payment_id, created_at, updated_at";
-
 pub fn user_from_row(row: &Row) -> rusqlite::Result<Decoded<User>> {
-    let raw = RawUser { id: row.get(0)?, name: row.get(1)?, created_at: row.get(2)? };
-    Ok(raw.decode())
+    Ok(RawUser::read(&SqliteColumns(row))?.decode())
 }
 
 pub fn order_from_row(row: &Row) -> rusqlite::Result<Decoded<Order>> {
-    let raw = RawOrder {
-        id: row.get(0)?,
-        tenant: row.get(1)?,
-        user_id: row.get(2)?,
-        amount: row.get(3)?,
-        currency: row.get(4)?,
-        status: row.get(5)?,
-        failure_code: row.get(6)?,
-        failure_message: row.get(7)?,
-        payment_id: row.get(8)?,
-        created_at: row.get(9)?,
-        updated_at: row.get(10)?,
-    };
-    Ok(raw.decode())
+    Ok(RawOrder::read(&SqliteColumns(row))?.decode())
 }
 
 pub fn order_params(order: &Order) -> Vec<Value> {

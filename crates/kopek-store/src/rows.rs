@@ -11,6 +11,27 @@ use kopek_core::{
 
 type Decoded<T> = Result<T, String>;
 
+/// The columns each row is selected with, in the order `read` takes them.
+pub const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, status, metadata, posted, \
+     pending_out, pending_in, created_at, updated_at";
+pub const TRANSFER_COLUMNS: &str = "id, tenant, idempotency_key, fingerprint, kind, action, debit_account, \
+     credit_account, amount, currency, pending_id, status, error_code, error_message, expires_at, \
+     captured_amount, category, description, metadata, effective_at, committed_at, updated_at";
+pub const ENTRY_COLUMNS: &str = "sequence, account_id, transfer_id, direction, amount, currency, balance_after, effective_at, committed_at";
+pub const USER_COLUMNS: &str = "id, name, created_at";
+pub const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
+     payment_id, created_at, updated_at";
+
+/// One result row, column by column: each backend implements it for its row type, and the
+/// `read` functions below take the columns in the order of the `*_COLUMNS` lists.
+pub trait Columns {
+    type Error;
+    fn text(&self, index: usize) -> Result<String, Self::Error>;
+    fn optional_text(&self, index: usize) -> Result<Option<String>, Self::Error>;
+    fn integer(&self, index: usize) -> Result<i64, Self::Error>;
+    fn optional_integer(&self, index: usize) -> Result<Option<i64>, Self::Error>;
+}
+
 fn parse<T>(what: &str, text: &str, parser: impl FnOnce(&str) -> Option<T>) -> Decoded<T> {
     parser(text).ok_or_else(|| format!("{what} '{text}' is not valid"))
 }
@@ -49,6 +70,24 @@ pub struct RawAccount {
 }
 
 impl RawAccount {
+    /// Reads a row selected with `ACCOUNT_COLUMNS`.
+    pub fn read<C: Columns>(row: &C) -> Result<RawAccount, C::Error> {
+        Ok(RawAccount {
+            id: row.text(0)?,
+            currency: row.text(1)?,
+            owner: row.optional_text(2)?,
+            kind: row.text(3)?,
+            overdraft_limit: row.optional_integer(4)?,
+            status: row.text(5)?,
+            metadata: row.text(6)?,
+            posted: row.integer(7)?,
+            pending_out: row.integer(8)?,
+            pending_in: row.integer(9)?,
+            created_at: row.integer(10)?,
+            updated_at: row.integer(11)?,
+        })
+    }
+
     pub fn decode(self) -> Decoded<Account> {
         Ok(Account {
             id: rejected(AccountId::parse(&self.id))?,
@@ -95,6 +134,34 @@ pub struct RawTransfer {
 }
 
 impl RawTransfer {
+    /// Reads a row selected with `TRANSFER_COLUMNS`.
+    pub fn read<C: Columns>(row: &C) -> Result<RawTransfer, C::Error> {
+        Ok(RawTransfer {
+            id: row.text(0)?,
+            tenant: row.text(1)?,
+            idempotency_key: row.text(2)?,
+            fingerprint: row.text(3)?,
+            kind: row.text(4)?,
+            action: row.text(5)?,
+            debit_account: row.optional_text(6)?,
+            credit_account: row.optional_text(7)?,
+            amount: row.integer(8)?,
+            currency: row.optional_text(9)?,
+            pending_id: row.optional_text(10)?,
+            status: row.text(11)?,
+            error_code: row.optional_text(12)?,
+            error_message: row.optional_text(13)?,
+            expires_at: row.optional_integer(14)?,
+            captured_amount: row.integer(15)?,
+            category: row.text(16)?,
+            description: row.text(17)?,
+            metadata: row.text(18)?,
+            effective_at: row.integer(19)?,
+            committed_at: row.integer(20)?,
+            updated_at: row.integer(21)?,
+        })
+    }
+
     pub fn decode(self) -> Decoded<Transfer> {
         // Declined payments keep what the client sent: references and codes no account has.
         let account =
@@ -156,6 +223,21 @@ pub struct RawEntry {
 }
 
 impl RawEntry {
+    /// Reads a row selected with `ENTRY_COLUMNS`.
+    pub fn read<C: Columns>(row: &C) -> Result<RawEntry, C::Error> {
+        Ok(RawEntry {
+            sequence: row.integer(0)?,
+            account_id: row.text(1)?,
+            transfer_id: row.text(2)?,
+            direction: row.text(3)?,
+            amount: row.integer(4)?,
+            currency: row.text(5)?,
+            balance_after: row.integer(6)?,
+            effective_at: row.integer(7)?,
+            committed_at: row.integer(8)?,
+        })
+    }
+
     pub fn decode(self) -> Decoded<crate::StoredEntry> {
         Ok(crate::StoredEntry {
             sequence: u64::try_from(self.sequence)
@@ -181,6 +263,11 @@ pub struct RawUser {
 }
 
 impl RawUser {
+    /// Reads a row selected with `USER_COLUMNS`.
+    pub fn read<C: Columns>(row: &C) -> Result<RawUser, C::Error> {
+        Ok(RawUser { id: row.text(0)?, name: row.text(1)?, created_at: row.integer(2)? })
+    }
+
     pub fn decode(self) -> Decoded<User> {
         Ok(User {
             id: rejected(UserId::parse(&self.id))?,
@@ -205,6 +292,23 @@ pub struct RawOrder {
 }
 
 impl RawOrder {
+    /// Reads a row selected with `ORDER_COLUMNS`.
+    pub fn read<C: Columns>(row: &C) -> Result<RawOrder, C::Error> {
+        Ok(RawOrder {
+            id: row.text(0)?,
+            tenant: row.text(1)?,
+            user_id: row.text(2)?,
+            amount: row.integer(3)?,
+            currency: row.text(4)?,
+            status: row.text(5)?,
+            failure_code: row.optional_text(6)?,
+            failure_message: row.optional_text(7)?,
+            payment_id: row.optional_text(8)?,
+            created_at: row.integer(9)?,
+            updated_at: row.integer(10)?,
+        })
+    }
+
     pub fn decode(self) -> Decoded<Order> {
         Ok(Order {
             id: rejected(OrderId::parse(&self.id))?,
