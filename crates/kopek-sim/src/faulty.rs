@@ -159,4 +159,28 @@ impl Store for FaultyStore {
     async fn verify(&self) -> StoreResult<VerifyReport> {
         self.inner.verify().await
     }
+
+    async fn relay_claim(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<u64>> {
+        self.inner.relay_claim(sink, holder, now, until).await
+    }
+
+    async fn relay_advance(
+        &self,
+        sink: &str,
+        holder: &str,
+        sequence: u64,
+        until: Timestamp,
+    ) -> StoreResult<bool> {
+        self.inner.relay_advance(sink, holder, sequence, until).await
+    }
+
+    async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.inner.relay_cursors().await
+    }
 }

@@ -31,7 +31,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_ledger.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_ledger.sql"),
+    include_str!("../migrations/0002_relay.sql"),
+];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -775,6 +778,68 @@ impl Store for PostgresStore {
 
     async fn verify(&self) -> StoreResult<VerifyReport> {
         verify::verify_books(&self.pool).await
+    }
+
+    async fn relay_claim(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<u64>> {
+        let row = sqlx::query(
+            "INSERT INTO relay_cursors (sink, sequence, holder, lease_until) VALUES ($1, 0, $2, $4) \
+             ON CONFLICT (sink) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+             WHERE relay_cursors.holder = excluded.holder OR relay_cursors.lease_until < $3 \
+             RETURNING sequence",
+        )
+        .bind(sink)
+        .bind(holder)
+        .bind(now.as_unix_micros())
+        .bind(until.as_unix_micros())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        row.map(|row| {
+            let sequence: i64 = row.try_get(0).map_err(sql_error)?;
+            Ok(u64::try_from(sequence).unwrap_or(0))
+        })
+        .transpose()
+    }
+
+    async fn relay_advance(
+        &self,
+        sink: &str,
+        holder: &str,
+        sequence: u64,
+        until: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE relay_cursors SET sequence = GREATEST(sequence, $3), lease_until = $4 \
+             WHERE sink = $1 AND holder = $2",
+        )
+        .bind(sink)
+        .bind(holder)
+        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+        .bind(until.as_unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {
+        sqlx::query("SELECT sink, sequence FROM relay_cursors ORDER BY sink")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(|row| {
+                let sink: String = row.try_get(0).map_err(sql_error)?;
+                let sequence: i64 = row.try_get(1).map_err(sql_error)?;
+                Ok((sink, u64::try_from(sequence).unwrap_or(0)))
+            })
+            .collect()
     }
 }
 

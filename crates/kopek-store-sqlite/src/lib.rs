@@ -37,6 +37,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_ledger.sql"),
     include_str!("../migrations/0002_users_orders.sql"),
+    include_str!("../migrations/0003_relay.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -732,6 +733,70 @@ impl Store for SqliteStore {
 
     async fn verify(&self) -> StoreResult<VerifyReport> {
         self.read(verify::verify_books).await
+    }
+
+    async fn relay_claim(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<u64>> {
+        let (sink, holder) = (sink.to_owned(), holder.to_owned());
+        self.write(move |connection| {
+            let sequence: Option<i64> = connection
+                .query_row(
+                    "INSERT INTO relay_cursors (sink, sequence, holder, lease_until) VALUES (?1, 0, ?2, ?4) \
+                     ON CONFLICT (sink) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+                     WHERE relay_cursors.holder = excluded.holder OR relay_cursors.lease_until < ?3 \
+                     RETURNING sequence",
+                    rusqlite::params![sink, holder, now.as_unix_micros(), until.as_unix_micros()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(sql_error)?;
+            Ok(sequence.map(|sequence| u64::try_from(sequence).unwrap_or(0)))
+        })
+        .await
+    }
+
+    async fn relay_advance(
+        &self,
+        sink: &str,
+        holder: &str,
+        sequence: u64,
+        until: Timestamp,
+    ) -> StoreResult<bool> {
+        let (sink, holder) = (sink.to_owned(), holder.to_owned());
+        let sequence = i64::try_from(sequence).unwrap_or(i64::MAX);
+        self.write(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE relay_cursors SET sequence = MAX(sequence, ?3), lease_until = ?4 \
+                     WHERE sink = ?1 AND holder = ?2",
+                    rusqlite::params![sink, holder, sequence, until.as_unix_micros()],
+                )
+                .map_err(sql_error)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.read(|connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT sink, sequence FROM relay_cursors ORDER BY sink")
+                .map_err(sql_error)?;
+            let rows = statement
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+                .map_err(sql_error)?;
+            rows.map(|row| {
+                row.map(|(sink, sequence)| (sink, u64::try_from(sequence).unwrap_or(0)))
+                    .map_err(sql_error)
+            })
+            .collect()
+        })
+        .await
     }
 }
 

@@ -22,6 +22,7 @@ macro_rules! conformance_tests {
             verify_passes_on_consistent_books,
             users_get_numbers_that_survive_batches,
             orders_are_paid_once_and_listed,
+            relay_lease_fences_the_cursor,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -479,4 +480,25 @@ pub async fn orders_are_paid_once_and_listed(store: &dyn Store) {
         store.account(&Order::shop_account(usd())).await.expect("read").expect("shop account");
     assert_eq!(shop.balance.posted, 300, "paid once, though paid twice");
     assert_eq!(store.verify().await.expect("verify").problems, Vec::<String>::new());
+}
+
+pub async fn relay_lease_fences_the_cursor(store: &dyn Store) {
+    // A new sink starts at the first event.
+    assert_eq!(store.relay_claim("nats/A", "one", at(10), at(20)).await.expect("claim"), Some(0));
+    // A second relay waits while the lease is live, and the holder may claim again.
+    assert_eq!(store.relay_claim("nats/A", "two", at(15), at(25)).await.expect("claim"), None);
+    assert_eq!(store.relay_claim("nats/A", "one", at(15), at(25)).await.expect("claim"), Some(0));
+    assert!(store.relay_advance("nats/A", "one", 7, at(30)).await.expect("advance"));
+    assert!(!store.relay_advance("nats/A", "two", 9, at(30)).await.expect("advance"));
+    // The cursor never goes back.
+    assert!(store.relay_advance("nats/A", "one", 5, at(30)).await.expect("advance"));
+    // Sinks are independent.
+    assert_eq!(store.relay_claim("amqp/B", "two", at(15), at(25)).await.expect("claim"), Some(0));
+    // Once the lease lapses another relay takes over where the first one confirmed, and the
+    // first can no longer move the cursor.
+    assert_eq!(store.relay_claim("nats/A", "two", at(31), at(40)).await.expect("claim"), Some(7));
+    assert!(!store.relay_advance("nats/A", "one", 8, at(50)).await.expect("advance"));
+    let mut cursors = store.relay_cursors().await.expect("cursors");
+    cursors.sort();
+    assert_eq!(cursors, [("amqp/B".to_owned(), 0), ("nats/A".to_owned(), 7)]);
 }

@@ -137,4 +137,27 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_orders(&self, limit: usize) -> StoreResult<Vec<Order>>;
     /// Recomputes the books from the rows: see `VerifyReport`.
     async fn verify(&self) -> StoreResult<VerifyReport>;
+
+    /// Claims the relay lease of `sink` for `holder` until `until`, when it is free, lapsed
+    /// (its `lease_until` is before `now`) or already `holder`'s, and answers the sink's
+    /// cursor: the last sequence the sink confirmed (0 for a new sink, which starts from the
+    /// first event). `None` while another holder's lease is live.
+    async fn relay_claim(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<u64>>;
+    /// Moves the cursor of `sink` forward to `sequence` (never back) and extends the lease to
+    /// `until`, only while `holder` holds it. `false` when the lease was lost to another relay.
+    async fn relay_advance(
+        &self,
+        sink: &str,
+        holder: &str,
+        sequence: u64,
+        until: Timestamp,
+    ) -> StoreResult<bool>;
+    /// The cursor of every sink, by name.
+    async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>>;
 }
