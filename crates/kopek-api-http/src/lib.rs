@@ -19,6 +19,7 @@ use error::{ApiError, ErrorBody};
 use kopek_core::{Currency, ErrorCode};
 use kopek_engine::Engine;
 use kopek_outbox::Feed;
+use kopek_outbox::relay::{RelayMonitor, RelayState};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub draining: CancellationToken,
     /// One permit per open WebSocket; past `WEBSOCKETS_MAX` a new one is refused with 503.
     pub sockets: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The broker relays this process runs, for `/readyz` and `/metrics`.
+    pub relays: Vec<RelayMonitor>,
 }
 
 /// Open WebSockets per process, all routes together.
@@ -51,7 +54,7 @@ impl AppState {
         draining: CancellationToken,
     ) -> AppState {
         let sockets = std::sync::Arc::new(tokio::sync::Semaphore::new(WEBSOCKETS_MAX));
-        AppState { engine, feed, default_currency, draining, sockets }
+        AppState { engine, feed, default_currency, draining, sockets, relays: Vec::new() }
     }
 }
 
@@ -111,6 +114,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/ws/orders/{id}", get(compat::order_status_ws))
         .route("/orders/ws/orders/{id}", get(compat::order_status_ws))
         .route("/v1/ws", get(ws::events_ws))
+        .route("/metrics", get(metrics))
         .with_state(state);
     Router::new()
         .merge(rest)
@@ -170,6 +174,7 @@ pub fn probes_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(state)
 }
@@ -192,9 +197,86 @@ pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     match tokio::time::timeout(Duration::from_secs(2), state.engine.store().next_hold_expiry())
         .await
     {
-        Ok(Ok(_)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Ok(_)) => {
+            (StatusCode::OK, format!("ready\n{}", relay_lines(&state.relays))).into_response()
+        }
         _ => ApiError::new(ErrorCode::Unavailable, "the database does not answer").into_response(),
     }
+}
+
+/// One line per relay after "ready": a broker outage does not make the process unready (the
+/// API keeps committing and the outbox keeps the events), but it shows here and in
+/// `/metrics`.
+fn relay_lines(relays: &[RelayMonitor]) -> String {
+    let mut lines = String::new();
+    for relay in relays {
+        let status = relay.status();
+        lines.push_str(&format!(
+            "relay {} {}: lag {} events, {:.1} s",
+            status.sink,
+            status.state.as_str(),
+            relay.lag_events(),
+            relay.lag_seconds()
+        ));
+        if let RelayState::Down(reason) = &status.state {
+            lines.push_str(&format!(" ({reason})"));
+        }
+        lines.push('\n');
+    }
+    lines
+}
+
+/// Prometheus text exposition of what this process can tell: the outbox relays for now.
+pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    let mut text = String::new();
+    let families: [(&str, &str, &str, fn(&RelayMonitor) -> String); 5] = [
+        (
+            "kopek_outbox_lag_events",
+            "gauge",
+            "Committed outbox events the sink has not confirmed yet.",
+            |relay| relay.lag_events().to_string(),
+        ),
+        (
+            "kopek_outbox_lag_seconds",
+            "gauge",
+            "Age of the oldest event waiting for the sink's confirmation.",
+            |relay| format!("{:.3}", relay.lag_seconds()),
+        ),
+        (
+            "kopek_relay_published_events_total",
+            "counter",
+            "Events this process published and the sink confirmed.",
+            |relay| relay.status().published.to_string(),
+        ),
+        (
+            "kopek_relay_publish_failures_total",
+            "counter",
+            "Publish attempts that failed (the relay retries them).",
+            |relay| relay.status().failures.to_string(),
+        ),
+        (
+            "kopek_relay_up",
+            "gauge",
+            "1 while this process holds the sink's lease and the broker confirms.",
+            |relay| u8::from(relay.status().state == RelayState::Publishing).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for relay in &state.relays {
+            text.push_str(&format!(
+                "{name}{{sink=\"{}\"}} {}\n",
+                relay.status().sink,
+                value(relay)
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "# HELP kopek_outbox_sequence The newest outbox sequence this process has seen.\n\
+         # TYPE kopek_outbox_sequence gauge\nkopek_outbox_sequence {}\n",
+        state.feed.published()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 #[cfg(test)]

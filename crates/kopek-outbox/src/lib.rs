@@ -3,9 +3,16 @@
 //! saga); a subscriber can resume after any sequence and misses nothing: history comes from
 //! the store, then the live tail, without gaps or repeats.
 //!
+//! `relay` publishes the same events, in order and at least once, to a broker (`broker`,
+//! `sink`) as the documents of `envelope`.
+//!
 //! `orders` is the in-process payment saga: every pending order gets paid exactly once.
 
+pub mod broker;
+pub mod envelope;
 pub mod orders;
+pub mod relay;
+pub mod sink;
 
 use kopek_engine::Engine;
 use kopek_store::{Store, StoredEvent};

@@ -90,10 +90,17 @@ pub struct ServeArgs {
     #[arg(long, env = "KOPEK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What this process does. `all`: everything. With several processes on PostgreSQL,
-    /// `api` processes serve the APIs and write, and `worker` processes expire holds and pay
-    /// orders (they serve only /healthz and /readyz); workers may run side by side.
+    /// `api` processes serve the APIs and write; `worker` processes expire holds, pay orders
+    /// and relay events to the broker; `relay` processes only relay. Workers and relays serve
+    /// only /healthz, /readyz and /metrics and may run side by side: one relay at a time
+    /// holds the lease, the others stand by.
     #[arg(long, env = "KOPEK_ROLE", value_enum, default_value_t = Role::All)]
     pub role: Role,
+    /// Publish every event, in order, to this broker: nats://HOST:PORT (JetStream; options
+    /// ?stream=KOPEK&subject_prefix=kopek) or amqp://USER:PASS@HOST:PORT/VHOST (RabbitMQ;
+    /// options ?exchange=kopek.events&queue=NAME).
+    #[arg(long, env = "KOPEK_BROKER")]
+    pub broker: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,15 +108,21 @@ pub enum Role {
     All,
     Api,
     Worker,
+    Relay,
 }
 
 impl Role {
     pub fn serves_api(self) -> bool {
-        self != Role::Worker
+        matches!(self, Role::All | Role::Api)
     }
 
+    /// Hold expiry and the order saga.
     pub fn does_background_work(self) -> bool {
-        self != Role::Api
+        matches!(self, Role::All | Role::Worker)
+    }
+
+    pub fn relays(self) -> bool {
+        matches!(self, Role::All | Role::Worker | Role::Relay)
     }
 }
 

@@ -84,11 +84,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.grpc_message_bytes_max > kopek_api_grpc::MESSAGE_BYTES_MAX {
         bail!("--grpc-message-bytes-max must be at most {}", kopek_api_grpc::MESSAGE_BYTES_MAX);
     }
-    if args.role != Role::All && matches!(backend(&args.store)?, Backend::Embedded(_)) {
+    let embedded = matches!(backend(&args.store)?, Backend::Embedded(_));
+    if args.role != Role::All && embedded {
         bail!(
-            "--role api or worker needs --database postgres://...: the embedded store is one process"
+            "--role api, worker or relay needs --database postgres://...: the embedded store is one process"
         );
     }
+    let broker = args
+        .broker
+        .as_deref()
+        .map(kopek_outbox::broker::Broker::parse)
+        .transpose()
+        .map_err(|message| anyhow::anyhow!("--broker: {message}"))?;
     let store = open_store(&args.store).await?;
     let config = EngineConfig {
         queue_capacity: args.queue_capacity.max(1),
@@ -153,8 +160,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .role
         .does_background_work()
         .then(|| kopek_outbox::orders::start(engine.clone(), feed.clone(), shutdown.clone()));
-    let http_state =
-        kopek_api_http::AppState::new(engine.clone(), feed, default_currency, draining.clone());
+    let mut http_state = kopek_api_http::AppState::new(
+        engine.clone(),
+        feed.clone(),
+        default_currency,
+        draining.clone(),
+    );
+    let mut relay = None;
+    if let Some(broker) = broker.as_ref().filter(|_| args.role.relays()) {
+        // The embedded store has one process at a time: its relay takes its lease back at
+        // once after a crash. Processes sharing PostgreSQL each get their own name.
+        let holder = if embedded {
+            "embedded".to_owned()
+        } else {
+            format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+        };
+        let (monitor, task) = kopek_outbox::relay::start(
+            store.clone(),
+            feed.clone(),
+            broker,
+            holder,
+            shutdown.clone(),
+        );
+        tracing::info!(broker = %broker.describe(), sink = %broker.sink_name(), "relaying events");
+        http_state.relays.push(monitor);
+        relay = Some(task);
+    }
     let http_config = kopek_api_http::HttpConfig { cors_origins: args.cors_origin.clone() };
     let mut http_addresses = Vec::new();
     for listener in http_listeners {
@@ -214,6 +245,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // The writer answers every queued command, then stops.
     if let Some(orders) = orders {
         orders.abort();
+    }
+    // The relay stops after its current batch and hands its lease over.
+    if let Some(relay) = relay
+        && tokio::time::timeout(timeout, relay).await.is_err()
+    {
+        tracing::warn!("the relay did not stop in time");
     }
     engine.close();
     drop(engine);

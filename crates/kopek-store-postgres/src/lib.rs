@@ -31,10 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_ledger.sql"),
-    include_str!("../migrations/0002_relay.sql"),
-];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/0001_ledger.sql"), include_str!("../migrations/0002_relay.sql")];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

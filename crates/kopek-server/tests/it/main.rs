@@ -5,6 +5,7 @@ mod bank;
 mod browser;
 mod cli;
 mod crash;
+mod events;
 mod health;
 mod http;
 mod ledger;

@@ -67,8 +67,10 @@ impl Server {
         let http_count = 1 + extra.iter().filter(|arg| **arg == "--http-listen").count();
         let mut grpc_address = None;
         let mut http_addresses = Vec::new();
-        // A worker serves no gRPC.
-        let grpc_expected = !extra.windows(2).any(|pair| pair == ["--role", "worker"]);
+        // Workers and relays serve no gRPC.
+        let grpc_expected = !extra
+            .windows(2)
+            .any(|pair| pair == ["--role", "worker"] || pair == ["--role", "relay"]);
         while (grpc_expected && grpc_address.is_none()) || http_addresses.len() < http_count {
             let left = deadline.saturating_duration_since(Instant::now());
             let line =

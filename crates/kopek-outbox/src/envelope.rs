@@ -1,0 +1,74 @@
+//! The document a broker message carries: the stored event, flattened, with its outbox
+//! sequence and the schema version. `docs/events.md` describes every field; a change that
+//! removes or retypes a field bumps `SCHEMA_VERSION`, adding a field does not.
+
+use kopek_store::StoredEvent;
+use serde_json::{Map, Value};
+
+/// The version of the event document. Consumers should ignore fields they do not know.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// The JSON bytes published for `event`.
+pub fn document(event: &StoredEvent) -> Vec<u8> {
+    // The stored payload already holds id, type, tenant, at, subject and balances.
+    let mut fields = match serde_json::from_str::<Value>(&event.payload) {
+        Ok(Value::Object(fields)) => fields,
+        // Never seen in a healthy store; still publish what the row itself says.
+        _ => {
+            tracing::warn!(event = %event.id, "outbox payload is not a JSON object");
+            let mut fields = Map::new();
+            fields.insert("id".to_owned(), Value::from(event.id.as_str()));
+            fields.insert("type".to_owned(), Value::from(event.kind.as_str()));
+            fields.insert("tenant".to_owned(), Value::from(event.tenant.as_str()));
+            fields.insert("at".to_owned(), Value::from(event.at.to_rfc3339()));
+            fields
+        }
+    };
+    fields.insert("schema_version".to_owned(), Value::from(SCHEMA_VERSION));
+    fields.insert("sequence".to_owned(), Value::from(event.sequence));
+    fields.insert("subject_id".to_owned(), Value::from(event.subject_id.as_str()));
+    Value::Object(fields).to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kopek_core::Timestamp;
+
+    #[test]
+    fn the_document_adds_sequence_and_version_to_the_payload() {
+        let event = StoredEvent {
+            sequence: 42,
+            id: "01J0000000000000000000000E".to_owned(),
+            tenant: "default".to_owned(),
+            kind: "TransferPosted".to_owned(),
+            subject_id: "01J0000000000000000000000T".to_owned(),
+            at: Timestamp::from_unix_micros(1_700_000_000_000_000),
+            payload: r#"{"id":"01J0000000000000000000000E","type":"TransferPosted","balances":[]}"#
+                .to_owned(),
+        };
+        let document: Value = serde_json::from_slice(&document(&event)).expect("json");
+        assert_eq!(document["sequence"], 42);
+        assert_eq!(document["schema_version"], 1);
+        assert_eq!(document["type"], "TransferPosted");
+        assert_eq!(document["subject_id"], "01J0000000000000000000000T");
+        assert_eq!(document["balances"], Value::Array(Vec::new()));
+    }
+
+    #[test]
+    fn a_broken_payload_still_publishes_the_row() {
+        let event = StoredEvent {
+            sequence: 7,
+            id: "e".to_owned(),
+            tenant: "t".to_owned(),
+            kind: "AccountOpened".to_owned(),
+            subject_id: "a".to_owned(),
+            at: Timestamp::from_unix_micros(0),
+            payload: "not json".to_owned(),
+        };
+        let document: Value = serde_json::from_slice(&document(&event)).expect("json");
+        assert_eq!(document["id"], "e");
+        assert_eq!(document["type"], "AccountOpened");
+        assert_eq!(document["sequence"], 7);
+    }
+}

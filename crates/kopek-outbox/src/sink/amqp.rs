@@ -1,0 +1,139 @@
+//! RabbitMQ (AMQP 0-9-1): a durable topic exchange, routing key = event type, persistent
+//! messages with `message_id` = event id, and publisher confirms: the batch is sent, then
+//! every confirm awaited; a nack fails the batch.
+
+use super::{Sink, SinkError, within};
+use crate::envelope;
+use async_trait::async_trait;
+use kopek_store::StoredEvent;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::sync::Arc;
+
+pub struct AmqpSink {
+    uri: String,
+    exchange: String,
+    queue: Option<String>,
+    open: Option<(Connection, Channel)>,
+}
+
+impl AmqpSink {
+    pub fn new(uri: String, exchange: String, queue: Option<String>) -> AmqpSink {
+        AmqpSink { uri, exchange, queue, open: None }
+    }
+
+    async fn connect(&self) -> Result<(Connection, Channel), SinkError> {
+        let failed = |what: &str| {
+            let what = what.to_owned();
+            move |error: lapin::Error| SinkError(format!("{what}: {error}"))
+        };
+        let connection = Connection::connect(&self.uri, ConnectionProperties::default())
+            .await
+            .map_err(failed("connect to RabbitMQ"))?;
+        let channel = connection.create_channel().await.map_err(failed("open a channel"))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(failed("enable publisher confirms"))?;
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(failed("declare the exchange"))?;
+        if let Some(queue) = &self.queue {
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failed("declare the queue"))?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    self.exchange.as_str().into(),
+                    "#".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(failed("bind the queue"))?;
+        }
+        Ok((connection, channel))
+    }
+}
+
+#[async_trait]
+impl Sink for AmqpSink {
+    async fn publish(&mut self, events: &[Arc<StoredEvent>]) -> Result<(), SinkError> {
+        let channel = match &self.open {
+            Some((_, channel)) if channel.status().connected() => channel.clone(),
+            _ => {
+                self.open = None;
+                let open = within("connect to RabbitMQ", self.connect()).await?;
+                let channel = open.1.clone();
+                self.open = Some(open);
+                channel
+            }
+        };
+        let exchange = self.exchange.clone();
+        let result = within("RabbitMQ confirms", async move {
+            let mut confirms = Vec::with_capacity(events.len());
+            for event in events {
+                let mut headers = FieldTable::default();
+                headers.insert("kopek-sequence".into(), AMQPValue::LongLongInt(sequence(event)));
+                headers.insert(
+                    "kopek-tenant".into(),
+                    AMQPValue::LongString(event.tenant.as_str().into()),
+                );
+                let properties = BasicProperties::default()
+                    .with_message_id(event.id.as_str().into())
+                    .with_type(event.kind.as_str().into())
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_timestamp(
+                        u64::try_from(event.at.as_unix_micros() / 1_000_000).unwrap_or(0),
+                    )
+                    .with_headers(headers);
+                let confirm = channel
+                    .basic_publish(
+                        exchange.as_str().into(),
+                        event.kind.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &envelope::document(event),
+                        properties,
+                    )
+                    .await
+                    .map_err(|error| SinkError(format!("publish to RabbitMQ: {error}")))?;
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                let confirmation = confirm
+                    .await
+                    .map_err(|error| SinkError(format!("RabbitMQ confirm: {error}")))?;
+                if !confirmation.is_ack() {
+                    return Err(SinkError("RabbitMQ refused a message (nack)".to_owned()));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if result.is_err() {
+            self.open = None;
+        }
+        result
+    }
+}
+
+fn sequence(event: &StoredEvent) -> i64 {
+    i64::try_from(event.sequence).unwrap_or(i64::MAX)
+}

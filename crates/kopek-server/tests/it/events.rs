@@ -1,0 +1,346 @@
+//! The outbox relay against real brokers: the machine's NATS JetStream (127.0.0.1:4222) and
+//! RabbitMQ (127.0.0.1:5672), and a NATS server of the test's own that it stops and starts
+//! again. Each test uses a stream, subject prefix, exchange and queue of its own, and deletes
+//! them at the end. Outside CI a test skips, loudly, when its broker is not there; with
+//! `CI=true` it must run.
+
+use crate::support::*;
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use kopek_proto::kopek::v1 as pb;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NATS: &str = "nats://127.0.0.1:4222";
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const ACCOUNTS: usize = 20;
+const TRANSFERS: usize = 10_000;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+}
+
+/// `None` (a skip) only outside CI.
+fn skip(reason: String) -> Option<()> {
+    assert!(!in_ci(), "this test must run in CI: {reason}");
+    eprintln!("SKIPPED: {reason}");
+    None
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Opens `ACCOUNTS` accounts with money, then posts `count` transfers among them in batches.
+/// Answers how many events that committed: an `AccountOpened` per account, a `TransferPosted`
+/// per deposit and transfer (plus one `AccountOpened` for the world account on the ledger's
+/// first deposit, which callers add once).
+async fn write_load(server: &Server, prefix: &str, count: usize) -> usize {
+    let mut client = server.client().await;
+    let ids: Vec<String> = (0..ACCOUNTS).map(|index| format!("{prefix}-{index}")).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    open_accounts(&mut client, &id_refs).await;
+    let deposits = ids.iter().map(|id| deposit(&format!("{id}-d"), id, 1_000_000)).collect();
+    for result in transfers(&mut client, deposits, false).await {
+        assert_eq!(error_code(&result), None);
+    }
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        let batch: Vec<pb::TransferRequest> = chunk
+            .iter()
+            .map(|index| {
+                let debit = &ids[index % ACCOUNTS];
+                let credit = &ids[(index * 7 + 3) % ACCOUNTS];
+                let credit = if credit == debit { &ids[(index + 1) % ACCOUNTS] } else { credit };
+                post(&format!("{prefix}-t{index}"), debit, credit, 1)
+            })
+            .collect();
+        for result in transfers(&mut client, batch, false).await {
+            assert_eq!(error_code(&result), None);
+        }
+    }
+    ACCOUNTS + ACCOUNTS + count
+}
+
+/// The value of an unlabelled or single-sink metric on the server's `/metrics`.
+async fn metric(server: &Server, name: &str) -> Option<f64> {
+    let response = http(&server.http_address, "GET", "/metrics", &[], None).await;
+    assert_eq!(response.status, 200);
+    response.body.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name || key.starts_with(&format!("{name}{{"))).then(|| value.parse().ok())?
+    })
+}
+
+/// Waits until the relay has had every committed event confirmed.
+async fn wait_for_no_lag(server: &Server, events: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let sequence = metric(server, "kopek_outbox_sequence").await.unwrap_or(0.0);
+        let lag = metric(server, "kopek_outbox_lag_events").await;
+        if sequence as usize >= events && lag == Some(0.0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "relay still behind: sequence {sequence}, lag {lag:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks what a consumer received: after dropping repeats by event id, exactly `events`
+/// documents with sequences 1..=events in order, each account's events in sequence order,
+/// and `posted` of them `TransferPosted`.
+fn check_delivery(documents: &[Value], events: usize, posted: usize) {
+    let mut seen = HashSet::new();
+    let unique: Vec<&Value> = documents
+        .iter()
+        .filter(|document| seen.insert(document["id"].as_str().expect("id").to_owned()))
+        .collect();
+    assert_eq!(unique.len(), events, "distinct events delivered");
+    let sequences: Vec<u64> =
+        unique.iter().map(|document| document["sequence"].as_u64().expect("sequence")).collect();
+    assert_eq!(sequences, (1..=events as u64).collect::<Vec<_>>(), "no gaps, in order");
+    let mut last_per_account: BTreeMap<String, u64> = BTreeMap::new();
+    for document in &unique {
+        assert_eq!(document["schema_version"], 1);
+        let sequence = document["sequence"].as_u64().expect("sequence");
+        for balance in document["balances"].as_array().expect("balances") {
+            let account = balance["account_id"].as_str().expect("account").to_owned();
+            let last = last_per_account.insert(account.clone(), sequence);
+            assert!(last.is_none_or(|last| last < sequence), "{account} out of order");
+        }
+    }
+    let posted_events =
+        unique.iter().filter(|document| document["type"] == "TransferPosted").count();
+    assert_eq!(posted_events, posted, "TransferPosted events (transfers and deposits)");
+}
+
+async fn nats_or_skip(url: &str) -> Option<async_nats::Client> {
+    match async_nats::connect(url).await {
+        Ok(client) => Some(client),
+        Err(error) => skip(format!("no NATS at {url}: {error}")).and(None),
+    }
+}
+
+/// Every message in `stream`, in stream order, as JSON documents.
+async fn read_stream(client: &async_nats::Client, stream: &str, expected: usize) -> Vec<Value> {
+    let context = jetstream::new(client.clone());
+    let stream = context.get_stream(stream).await.expect("the relay created the stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut documents = Vec::new();
+    while documents.len() < expected {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {expected} messages arrived", documents.len()))
+            .expect("stream open")
+            .expect("message");
+        let document: Value = serde_json::from_slice(&message.payload).expect("JSON document");
+        let headers = message.headers.as_ref().expect("headers");
+        assert_eq!(
+            headers.get("Nats-Msg-Id").map(|value| value.as_str()),
+            document["id"].as_str(),
+            "Nats-Msg-Id is the event id"
+        );
+        assert!(
+            message
+                .subject
+                .as_str()
+                .ends_with(&format!(".default.{}", document["type"].as_str().expect("type"))),
+            "{}",
+            message.subject
+        );
+        documents.push(document);
+    }
+    // Nothing beyond: the stream holds no repeats.
+    let more = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
+    assert!(more.is_err(), "an extra message arrived: {more:?}");
+    documents
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_receives_every_event_once_in_order_across_a_kill9() {
+    let Some(client) = nats_or_skip(NATS).await else { return };
+    let stream = unique("KT");
+    let prefix = unique("kt");
+    let broker = format!("{NATS}?stream={stream}&subject_prefix={prefix}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start_with(dir.path(), &["--broker", &broker]);
+    let first = write_load(&server, "a", TRANSFERS / 2).await;
+    // Killed with the relay somewhere in its backlog: between commits and publishes, or
+    // in the middle of a batch.
+    server.kill9();
+    let server = Server::start_with(dir.path(), &["--broker", &broker]);
+    let second = write_load(&server, "b", TRANSFERS / 2).await;
+    let events = 1 + first + second;
+    wait_for_no_lag(&server, events, Duration::from_secs(60)).await;
+    let documents = read_stream(&client, &stream, events).await;
+    check_delivery(&documents, events, TRANSFERS + 2 * ACCOUNTS);
+    jetstream::new(client).delete_stream(&stream).await.expect("delete the test stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_receives_every_event_once_in_order() {
+    use lapin::options::{BasicConsumeOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+    use lapin::types::FieldTable;
+    let connection =
+        match lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default()).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                skip(format!("no RabbitMQ at {AMQP}: {error}"));
+                return;
+            }
+        };
+    let exchange = unique("kt.events.");
+    let queue = unique("kt.all.");
+    let broker = format!("{AMQP}?exchange={exchange}&queue={queue}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with(dir.path(), &["--broker", &broker]);
+    let events = 1 + write_load(&server, "r", TRANSFERS).await;
+    wait_for_no_lag(&server, events, Duration::from_secs(60)).await;
+
+    let channel = connection.create_channel().await.expect("channel");
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "kopek-test".into(),
+            BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut documents = Vec::new();
+    while documents.len() < events {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {events} messages arrived", documents.len()))
+            .expect("consumer open")
+            .expect("delivery");
+        let document: Value = serde_json::from_slice(&delivery.data).expect("JSON document");
+        let properties = &delivery.properties;
+        assert_eq!(
+            properties.message_id().as_ref().map(|id| id.as_str()),
+            document["id"].as_str(),
+            "message_id is the event id"
+        );
+        assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
+        assert_eq!(delivery.routing_key.as_str(), document["type"].as_str().expect("type"));
+        documents.push(document);
+    }
+    let more = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
+    assert!(more.is_err(), "an extra message arrived");
+    check_delivery(&documents, events, TRANSFERS + ACCOUNTS);
+    channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete queue");
+    channel
+        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .await
+        .expect("delete exchange");
+}
+
+/// A NATS server of the test's own, with JetStream, on a free port; it keeps its store in
+/// `dir`, so it comes back with its messages.
+struct OwnNats {
+    child: Child,
+    port: u16,
+}
+
+impl OwnNats {
+    fn start(dir: &std::path::Path, port: u16) -> Option<OwnNats> {
+        let binary =
+            ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+                .into_iter()
+                .find(|path| std::path::Path::new(path).exists());
+        let Some(binary) = binary else {
+            return skip("no nats-server binary to start a broker of the test's own".to_owned())
+                .and(None);
+        };
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(OwnNats { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_while_the_broker_is_down_and_the_relay_catches_up() {
+    let nats_dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let Some(mut nats) = OwnNats::start(nats_dir.path(), port) else { return };
+    let broker = format!("{}?stream=OUTAGE", nats.url());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with(dir.path(), &["--broker", &broker]);
+    let before = 1 + write_load(&server, "u", 1_000).await;
+    wait_for_no_lag(&server, before, Duration::from_secs(30)).await;
+
+    nats.stop();
+    // 30 s without a broker, under load: every write still commits.
+    let outage = Instant::now();
+    let mut client = server.client().await;
+    let mut during = 0;
+    let mut round = 0;
+    while outage.elapsed() < Duration::from_secs(30) {
+        let batch = (0..100)
+            .map(|index| post(&format!("u-out-{round}-{index}"), "u-0", "u-1", 1))
+            .collect();
+        for result in transfers(&mut client, batch, false).await {
+            assert_eq!(error_code(&result), None);
+            during += 1;
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = before + during;
+    let lag = metric(&server, "kopek_outbox_lag_events").await.expect("lag metric");
+    assert!(lag > 0.0, "the outbox holds what the broker has not confirmed");
+    assert!(metric(&server, "kopek_outbox_lag_seconds").await.expect("lag seconds") > 1.0);
+    assert_eq!(metric(&server, "kopek_relay_up").await, Some(0.0));
+    let ready = http(&server.http_address, "GET", "/readyz", &[], None).await;
+    assert_eq!(ready.status, 200, "an outage does not take the API out of service");
+    assert!(ready.body.contains("relay nats/OUTAGE down"), "{}", ready.body);
+
+    let nats = OwnNats::start(nats_dir.path(), port).expect("restart nats-server");
+    wait_for_no_lag(&server, events, Duration::from_secs(60)).await;
+    assert_eq!(metric(&server, "kopek_relay_up").await, Some(1.0));
+    assert_eq!(metric(&server, "kopek_outbox_lag_seconds").await, Some(0.0));
+    let client = nats_or_skip(&nats.url()).await.expect("own NATS");
+    let documents = read_stream(&client, "OUTAGE", events).await;
+    check_delivery(&documents, events, 1_000 + during + ACCOUNTS);
+}
