@@ -8,21 +8,67 @@ use kopek_core::{
     Rejection, Tenant, Timestamp, limits,
 };
 use kopek_engine::{Engine, EngineError, Ticket};
+use kopek_outbox::Feed;
+use kopek_outbox::filter::EventFilter;
 use kopek_proto::kopek::v1 as pb;
+use kopek_store::StoredEvent;
+use serde_json::Value;
+use std::pin::Pin;
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 const PAGE_SIZE_DEFAULT: usize = 100;
+/// Events a `StreamEvents` call buffers for a slow reader; past it the feed waits.
+const STREAM_EVENTS_BUFFER: usize = 256;
+
+/// An outbox event as the gRPC `Event`: the balances typed, the whole document as JSON.
+fn event_message(event: &StoredEvent, payload: &Value) -> pb::Event {
+    let text = |value: &Value, name: &str| {
+        value.get(name).and_then(Value::as_str).unwrap_or_default().to_owned()
+    };
+    let integer = |value: &Value, name: &str| value.get(name).and_then(Value::as_i64);
+    let balances = payload
+        .get("balances")
+        .and_then(Value::as_array)
+        .map(|balances| {
+            balances
+                .iter()
+                .map(|balance| pb::EventBalance {
+                    account_id: text(balance, "account_id"),
+                    currency: text(balance, "currency"),
+                    posted_minor: integer(balance, "posted_minor").unwrap_or(0),
+                    pending_out_minor: integer(balance, "pending_out_minor").unwrap_or(0),
+                    pending_in_minor: integer(balance, "pending_in_minor").unwrap_or(0),
+                    available_minor: integer(balance, "available_minor"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    pb::Event {
+        sequence: event.sequence,
+        id: event.id.clone(),
+        r#type: event.kind.clone(),
+        tenant: event.tenant.clone(),
+        at: event.at.to_rfc3339(),
+        subject_type: text(payload, "subject_type"),
+        subject_id: event.subject_id.clone(),
+        balances,
+        document_json: String::from_utf8(kopek_outbox::envelope::document(event))
+            .unwrap_or_default(),
+    }
+}
 
 pub struct LedgerService {
     engine: Engine,
+    feed: Feed,
     /// Cancelled when the server drains: streams stop reading and finish what they took.
     shutdown: CancellationToken,
 }
 
 impl LedgerService {
-    pub fn new(engine: Engine, shutdown: CancellationToken) -> LedgerService {
-        LedgerService { engine, shutdown }
+    pub fn new(engine: Engine, feed: Feed, shutdown: CancellationToken) -> LedgerService {
+        LedgerService { engine, feed, shutdown }
     }
 
     /// Until authentication lands every caller is the default tenant.
@@ -423,6 +469,52 @@ impl pb::ledger_server::Ledger for LedgerService {
     }
 
     type StreamTransfersStream = AnswerStream<pb::StreamTransfersResponse>;
+    type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
+
+    async fn stream_events(
+        &self,
+        request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let request = request.into_inner();
+        let types = EventFilter::parse_types(request.types.iter().map(String::as_str))
+            .map_err(Status::invalid_argument)?;
+        let given = |text: String| (!text.is_empty()).then_some(text);
+        let filter = EventFilter {
+            types,
+            account: given(request.account_id),
+            user: given(request.user_id),
+            order: given(request.order_id),
+        };
+        let mut events = if request.from_now {
+            self.feed.subscribe_live()
+        } else {
+            self.feed.subscribe_after(request.after_sequence)
+        };
+        let shutdown = self.shutdown.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_EVENTS_BUFFER);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = events.recv() => {
+                        let Some(event) = event else { return };
+                        let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
+                        if filter.matches(&event, &payload) && sender.send(Ok(event_message(&event, &payload))).await.is_err() {
+                            return;
+                        }
+                    }
+                    () = sender.closed() => return,
+                    () = shutdown.cancelled() => {
+                        let status = Status::unavailable(
+                            "the server is shutting down; resume after the last sequence received",
+                        );
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
 
     async fn stream_transfers(
         &self,

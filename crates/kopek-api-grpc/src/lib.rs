@@ -71,6 +71,7 @@ pub async fn close_health(reporter: &HealthReporter) {
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
+    feed: kopek_outbox::Feed,
     config: GrpcConfig,
     reporter: HealthReporter,
     health: tonic_health::pb::health_server::HealthServer<
@@ -79,9 +80,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let message_bytes_max = config.message_bytes_max.min(MESSAGE_BYTES_MAX);
-    let ledger = LedgerServer::new(ledger::LedgerService::new(engine.clone(), shutdown.clone()))
-        .max_decoding_message_size(message_bytes_max)
-        .max_encoding_message_size(message_bytes_max);
+    let ledger =
+        LedgerServer::new(ledger::LedgerService::new(engine.clone(), feed, shutdown.clone()))
+            .max_decoding_message_size(message_bytes_max)
+            .max_encoding_message_size(message_bytes_max);
     let transactions = TransactionServiceServer::new(transaction::TransactionService::new(
         engine.clone(),
         shutdown.clone(),

@@ -6,72 +6,53 @@
 use crate::AppState;
 use crate::dto;
 use crate::error::{ApiError, Params};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use kopek_core::{OrderId, OrderStatus};
-use kopek_store::StoredEvent;
+use kopek_outbox::filter::EventFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// What one connection follows; at least one of the three.
+/// What one connection follows: `type` (comma-separated event types), and `account`,
+/// `user` or `order`; with none of the three, every event of the ledger.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct WsQuery {
     pub account: Option<String>,
     pub user: Option<String>,
     pub order: Option<String>,
+    #[serde(rename = "type")]
+    pub types: Option<String>,
     /// Resume after this event sequence; absent: from now on.
     pub after: Option<u64>,
 }
 
 impl WsQuery {
-    fn matches(&self, event: &StoredEvent, payload: &Value) -> bool {
-        let balances = payload.get("balances").and_then(Value::as_array);
-        let touches = |id: &str| {
-            event.subject_id == id
-                || balances.is_some_and(|balances| {
-                    balances.iter().any(|balance| {
-                        balance.get("account_id").and_then(Value::as_str) == Some(id)
-                    })
-                })
-        };
-        let subject = payload.get("subject");
-        let field =
-            |name: &str| subject.and_then(|subject| subject.get(name)).and_then(Value::as_str);
-        let account_hit = self.account.as_deref().is_some_and(touches);
-        let user_hit = self.user.as_deref().is_some_and(|user| {
-            // Exactly this user's accounts, `user:<user>:<CUR>`: user "a" is not user "a:b".
-            let owned = |id: &str| {
-                id.strip_prefix("user:")
-                    .and_then(|rest| rest.rsplit_once(':'))
-                    .is_some_and(|(owner, currency)| owner == user && currency.len() == 3)
-            };
-            field("owner") == Some(user)
-                || field("user_id") == Some(user)
-                || (payload.get("subject_type").and_then(Value::as_str) == Some("user")
-                    && event.subject_id == user)
-                || balances.is_some_and(|balances| {
-                    balances.iter().any(|balance| {
-                        balance.get("account_id").and_then(Value::as_str).is_some_and(owned)
-                    })
-                })
-        });
-        let order_hit = self.order.as_deref().is_some_and(|order| event.subject_id == order);
-        account_hit || user_hit || order_hit
+    fn filter(&self) -> Result<EventFilter, String> {
+        Ok(EventFilter {
+            types: EventFilter::parse_types(self.types.as_deref())?,
+            account: self.account.clone(),
+            user: self.user.clone(),
+            order: self.order.clone(),
+        })
     }
 }
 
 pub async fn events_ws(
     State(state): State<AppState>,
     Params(query): Params<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if query.account.is_none() && query.user.is_none() && query.order.is_none() {
-        return ApiError::invalid(
-            "follow an account, a user or an order: ?account=, ?user= or ?order=",
-        )
-        .into_response();
-    }
+    // A bad filter is reported as such, even to a request that is no WebSocket handshake.
+    let filter = match query.filter() {
+        Ok(filter) => filter,
+        Err(message) => return ApiError::invalid(message).into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
     let Ok(permit) = state.sockets.clone().try_acquire_owned() else {
         return ApiError::new(
             kopek_core::ErrorCode::Overloaded,
@@ -81,12 +62,12 @@ pub async fn events_ws(
     };
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
-        follow(state, query, socket).await;
+        follow(state, query.after, filter, socket).await;
     })
 }
 
-async fn follow(state: AppState, query: WsQuery, mut socket: WebSocket) {
-    let mut events = match query.after {
+async fn follow(state: AppState, after: Option<u64>, filter: EventFilter, mut socket: WebSocket) {
+    let mut events = match after {
         Some(after) => state.feed.subscribe_after(after),
         None => state.feed.subscribe_live(),
     };
@@ -95,7 +76,7 @@ async fn follow(state: AppState, query: WsQuery, mut socket: WebSocket) {
             event = events.recv() => {
                 let Some(event) = event else { return };
                 let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
-                if !query.matches(&event, &payload) {
+                if !filter.matches(&event, &payload) {
                     continue;
                 }
                 let message = match serde_json::to_string(&dto::event(&event)) {
@@ -169,35 +150,4 @@ pub async fn order_status(state: AppState, id: String, mut socket: WebSocket) {
             .await;
     }
     let _ = socket.send(Message::Close(None)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(subject: &str, accounts: &[&str]) -> (StoredEvent, Value) {
-        let balances: Vec<Value> = accounts.iter().map(|id| json!({"account_id": id})).collect();
-        let payload = json!({"subject_type": "transfer", "subject": {}, "balances": balances});
-        let stored = StoredEvent {
-            sequence: 1,
-            id: "e".into(),
-            tenant: "default".into(),
-            kind: "TransferPosted".into(),
-            subject_id: subject.into(),
-            at: kopek_core::Timestamp::EPOCH,
-            payload: payload.to_string(),
-        };
-        (stored, payload)
-    }
-
-    #[test]
-    fn a_user_follows_exactly_their_own_accounts() {
-        let follow = WsQuery { user: Some("a".into()), ..WsQuery::default() };
-        let (mine, payload) = event("t1", &["user:a:USD", "world:USD"]);
-        assert!(follow.matches(&mine, &payload));
-        let (theirs, payload) = event("t2", &["user:a:b:USD", "world:USD"]);
-        assert!(!follow.matches(&theirs, &payload), "user a must not see user a:b");
-        let account = WsQuery { account: Some("world:USD".into()), ..WsQuery::default() };
-        assert!(account.matches(&theirs, &payload));
-    }
 }

@@ -10,6 +10,7 @@
 
 pub mod broker;
 pub mod envelope;
+pub mod filter;
 pub mod orders;
 pub mod relay;
 pub mod sink;

@@ -134,15 +134,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut servers = tokio::task::JoinSet::new();
     let grpc_address = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let feed = kopek_outbox::Feed::start(&engine, shutdown.clone())
+        .await
+        .context("start the outbox feed")?;
     if let Some(grpc_listener) = grpc_listener {
         let grpc_shutdown = shutdown.clone();
         let grpc_config = GrpcConfig { message_bytes_max: args.grpc_message_bytes_max };
         let grpc_engine = engine.clone();
+        let grpc_feed = feed.clone();
         let grpc_reporter = reporter.clone();
         servers.spawn(async move {
             kopek_api_grpc::serve(
                 grpc_listener,
                 grpc_engine,
+                grpc_feed,
                 grpc_config,
                 grpc_reporter,
                 health,
@@ -152,9 +157,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("gRPC server")
         });
     }
-    let feed = kopek_outbox::Feed::start(&engine, shutdown.clone())
-        .await
-        .context("start the outbox feed")?;
     // Several workers may pay orders side by side: a payment is keyed by its order.
     let orders = args
         .role

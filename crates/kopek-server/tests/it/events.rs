@@ -166,17 +166,36 @@ async fn read_stream(client: &async_nats::Client, stream: &str, expected: usize)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_receives_every_event_once_in_order_across_a_kill9() {
+async fn nats_receives_every_event_once_in_order_across_kill9s() {
     let Some(client) = nats_or_skip(NATS).await else { return };
     let stream = unique("KT");
     let prefix = unique("kt");
     let broker = format!("{NATS}?stream={stream}&subject_prefix={prefix}");
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = Server::start_with(dir.path(), &["--broker", &broker]);
+
+    // (a) Killed between commit and publish: the broker's address leads nowhere, so every
+    // committed event is still only in the outbox when the process dies.
+    let nowhere =
+        format!("nats://127.0.0.1:{}?stream={stream}&subject_prefix={prefix}", free_port());
+    let mut server = Server::start_with(dir.path(), &["--broker", &nowhere]);
     let first = write_load(&server, "a", TRANSFERS / 2).await;
-    // Killed with the relay somewhere in its backlog: between commits and publishes, or
-    // in the middle of a batch.
+    assert_eq!(metric(&server, "kopek_relay_published_events_total").await, Some(0.0));
     server.kill9();
+
+    // (b) Killed mid-publish: as soon as the restarted relay has had some of the backlog
+    // confirmed, and not all of it.
+    let mut server = Server::start_with(dir.path(), &["--broker", &broker]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let published = metric(&server, "kopek_relay_published_events_total").await.unwrap_or(0.0);
+        if published > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the relay published nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+
     let server = Server::start_with(dir.path(), &["--broker", &broker]);
     let second = write_load(&server, "b", TRANSFERS / 2).await;
     let events = 1 + first + second;
@@ -343,4 +362,87 @@ async fn writes_go_on_while_the_broker_is_down_and_the_relay_catches_up() {
     let client = nats_or_skip(&nats.url()).await.expect("own NATS");
     let documents = read_stream(&client, "OUTAGE", events).await;
     check_delivery(&documents, events, 1_000 + during + ACCOUNTS);
+}
+
+async fn next_event(stream: &mut tonic::Streaming<pb::Event>) -> pb::Event {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event in time")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+#[tokio::test]
+async fn stream_events_replays_history_then_follows_live_with_filters() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    open_accounts(&mut client, &["se-a", "se-b", "se-c"]).await;
+    for result in transfers(
+        &mut client,
+        vec![deposit("se-d1", "se-a", 500), post("se-t1", "se-a", "se-b", 100)],
+        false,
+    )
+    .await
+    {
+        assert_eq!(error_code(&result), None);
+    }
+
+    // Everything from the start: history in sequence order.
+    let request = pb::StreamEventsRequest::default();
+    let mut all = client.stream_events(request).await.expect("stream").into_inner();
+    let mut kinds = Vec::new();
+    let mut last = 0;
+    for _ in 0..6 {
+        let event = next_event(&mut all).await;
+        assert_eq!(event.sequence, last + 1, "gap-free and in order");
+        last = event.sequence;
+        kinds.push(event.r#type);
+    }
+    assert_eq!(
+        kinds,
+        [
+            "AccountOpened",
+            "AccountOpened",
+            "AccountOpened",
+            "AccountOpened",
+            "TransferPosted",
+            "TransferPosted"
+        ]
+    );
+
+    // Only TransferPosted on se-b, from the start, then live.
+    let request = pb::StreamEventsRequest {
+        types: vec!["TransferPosted".to_owned()],
+        account_id: "se-b".to_owned(),
+        ..Default::default()
+    };
+    let mut on_b = client.stream_events(request).await.expect("stream").into_inner();
+    let history = next_event(&mut on_b).await;
+    let document: Value = serde_json::from_str(&history.document_json).expect("document");
+    assert_eq!(document["subject"]["idempotency_key"], "se-t1");
+    assert_eq!(history.subject_type, "transfer");
+    let b = history.balances.iter().find(|balance| balance.account_id == "se-b").expect("b");
+    assert_eq!((b.posted_minor, b.currency.as_str()), (100, "USD"));
+
+    // A transfer that does not touch se-b is filtered out; the next one that does arrives.
+    one(&mut client, post("se-t2", "se-a", "se-c", 10)).await;
+    one(&mut client, post("se-t3", "se-a", "se-b", 20)).await;
+    let live = next_event(&mut on_b).await;
+    let document: Value = serde_json::from_str(&live.document_json).expect("document");
+    assert_eq!(document["subject"]["idempotency_key"], "se-t3");
+    assert!(live.sequence > history.sequence + 1, "se-t2 was skipped");
+
+    // Resuming after a sequence sends exactly what followed it.
+    let request =
+        pb::StreamEventsRequest { after_sequence: history.sequence, ..Default::default() };
+    let mut resumed = client.stream_events(request).await.expect("stream").into_inner();
+    assert_eq!(next_event(&mut resumed).await.sequence, history.sequence + 1);
+
+    // An unknown type is refused up front.
+    let request =
+        pb::StreamEventsRequest { types: vec!["Posted".to_owned()], ..Default::default() };
+    let refused = client.stream_events(request).await.expect_err("unknown type");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("unknown event type"), "{}", refused.message());
 }

@@ -495,8 +495,9 @@ async fn the_event_websocket_replays_from_a_cursor_then_streams_live() {
         Some(json!(700)),
         "events carry the balance after"
     );
-    let refused = get(&server, "/v1/ws", &[]).await;
-    assert_eq!(refused.status, 400, "a feed must follow something");
+    let refused = get(&server, "/v1/ws?type=Posted", &[]).await;
+    assert_eq!(refused.status, 400, "an unknown event type is refused");
+    assert!(refused.body.contains("unknown event type"), "{}", refused.body);
 }
 
 async fn next_json<S>(socket: &mut S) -> Value
