@@ -126,6 +126,23 @@ impl CommandBody {
 pub struct Command {
     pub tenant: Tenant,
     pub body: CommandBody,
+    /// Set when a consumer runs the command in answer to an event: the store records the
+    /// mark in the same transaction as the command's effects.
+    pub inbox: Option<InboxMark>,
+}
+
+impl Command {
+    pub fn new(tenant: Tenant, body: CommandBody) -> Command {
+        Command { tenant, body, inbox: None }
+    }
+}
+
+/// A consumer's note that it handled an event. Written with the effects the event caused, in
+/// one transaction, so a redelivered event is recognised and its effects are not repeated.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InboxMark {
+    pub consumer: String,
+    pub event_id: String,
 }
 
 /// The commands the writer drained from its queue, applied in order.
@@ -258,6 +275,8 @@ pub struct Outcome {
     pub orders_changed: Vec<Order>,
     /// The new last allocated user number, when the batch allocated any.
     pub last_user_number: Option<u64>,
+    /// The inbox marks of the batch's commands; a mark already recorded is kept as it is.
+    pub inbox: Vec<InboxMark>,
 }
 
 /// Applies a batch. Pure: the same state, batch, time and ids give the same outcome.
@@ -267,7 +286,8 @@ pub fn apply(state: State, batch: &Batch, now: Timestamp, ids: &mut dyn IdSource
         state.accounts.iter().map(|(id, account)| (id.clone(), account.balance.posted)).collect();
     let mut ledger = Ledger::new(state, now, ids);
     let results = batch.commands.iter().map(|command| ledger.run(command)).collect();
-    let outcome = ledger.finish(results);
+    let mut outcome = ledger.finish(results);
+    outcome.inbox = batch.commands.iter().filter_map(|command| command.inbox.clone()).collect();
     check_outcome(&outcome, &initial_posted);
     outcome
 }
@@ -448,6 +468,7 @@ impl<'a> Ledger<'a> {
             last_user_number: self.allocated_any_user.then_some(self.last_user_number),
             entries: self.entries,
             events: self.events,
+            inbox: Vec::new(),
         }
     }
 

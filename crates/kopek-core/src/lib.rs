@@ -20,8 +20,8 @@ pub use account::{
     Account, AccountKind, AccountStatus, AccountUpdate, Balance, Metadata, NewAccount, Overdraft,
 };
 pub use apply::{
-    AccountResult, Batch, Command, CommandBody, CommandResult, Keys, Linking, OrderResult, Outcome,
-    State, TransferResult, UserResult, apply,
+    AccountResult, Batch, Command, CommandBody, CommandResult, InboxMark, Keys, Linking,
+    OrderResult, Outcome, State, TransferResult, UserResult, apply,
 };
 pub use error::{ErrorCode, Rejection};
 pub use event::{BalanceSnapshot, Event, EventKind, Subject};

@@ -151,7 +151,7 @@ impl Script {
             other => panic!("unknown script word {other}"),
         };
         self.now = Timestamp::from_unix_micros(self.now.as_unix_micros() + 1_000_000);
-        let batch = Batch { commands: vec![Command { tenant: self.tenant.clone(), body }] };
+        let batch = Batch { commands: vec![Command::new(self.tenant.clone(), body)] };
         let outcome = self.ledger.execute(&batch, self.now, &mut self.ids);
         writeln!(self.out, "{line}").expect("write");
         for result in &outcome.results {

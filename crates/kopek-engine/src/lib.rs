@@ -131,7 +131,7 @@ impl Engine {
     /// Queues a command without waiting; `OVERLOADED` at once when the queue is full.
     pub fn enqueue(&self, tenant: Tenant, body: CommandBody) -> Result<Ticket, EngineError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { command: Command { tenant, body }, reply };
+        let job = Job { command: Command::new(tenant, body), reply };
         self.sender.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => EngineError::ShuttingDown,
@@ -147,9 +147,18 @@ impl Engine {
         body: CommandBody,
     ) -> Result<Ticket, EngineError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { command: Command { tenant, body }, reply };
+        let job = Job { command: Command::new(tenant, body), reply };
         self.sender.send(job).await.map_err(|_| EngineError::ShuttingDown)?;
         Ok(Ticket(answer))
+    }
+
+    /// Runs `command` (which may carry an inbox mark), waiting for room in the queue, and
+    /// waits for its committed result: what a consumer answering an event uses.
+    pub async fn submit_command(&self, command: Command) -> Result<CommandResult, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { command, reply };
+        self.sender.send(job).await.map_err(|_| EngineError::ShuttingDown)?;
+        Ticket(answer).wait().await
     }
 
     /// Queues a command and waits for its committed result.
@@ -453,12 +462,7 @@ impl Writer {
 }
 
 fn expire_batch(ids: Vec<TransferId>) -> Batch {
-    Batch {
-        commands: vec![Command {
-            tenant: Tenant::default_tenant(),
-            body: CommandBody::ExpireHolds(ids),
-        }],
-    }
+    Batch { commands: vec![Command::new(Tenant::default_tenant(), CommandBody::ExpireHolds(ids))] }
 }
 
 /// Time left until `at` by the wall clock.

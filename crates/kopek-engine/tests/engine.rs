@@ -216,9 +216,7 @@ async fn a_restarted_writer_commits_after_everything_already_stored() {
     let ahead = Timestamp::from_unix_micros(
         kopek_engine::Clock::wall_now().as_unix_micros() + 3_600_000_000,
     );
-    let batch = Batch {
-        commands: vec![Command { tenant: Tenant::default_tenant(), body: open(&["early"]) }],
-    };
+    let batch = Batch { commands: vec![Command::new(Tenant::default_tenant(), open(&["early"]))] };
     let keys = batch.keys();
     let mut ids = kopek_core::memory::SequentialIds::default();
     store

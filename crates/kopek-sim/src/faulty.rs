@@ -9,7 +9,8 @@ use kopek_core::{
     TransferId, User, UserId,
 };
 use kopek_store::{
-    Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark,
+    Consumed, Decide, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
+    StoredEvent, VerifyReport, Watermark,
 };
 use kopek_store_sqlite::SqliteStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -182,5 +183,22 @@ impl Store for FaultyStore {
 
     async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {
         self.inner.relay_cursors().await
+    }
+
+    async fn inbox_contains(&self, consumer: &str, event_id: &str) -> StoreResult<bool> {
+        self.inner.inbox_contains(consumer, event_id).await
+    }
+
+    async fn consume(
+        &self,
+        consumer: &str,
+        items: Vec<Consumed>,
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        self.inner.consume(consumer, items, now).await
+    }
+
+    async fn spending(&self, tenant: &str, user: &str) -> StoreResult<Vec<SpendingTotal>> {
+        self.inner.spending(tenant, user).await
     }
 }

@@ -22,7 +22,8 @@ use kopek_store::rows::{
     RawTransfer, RawUser, TRANSFER_COLUMNS,
 };
 use kopek_store::{
-    Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark,
+    Consumed, Decide, Effect, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
+    StoredEvent, VerifyReport, Watermark,
 };
 pub use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -31,8 +32,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/0001_ledger.sql"), include_str!("../migrations/0002_relay.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_ledger.sql"),
+    include_str!("../migrations/0002_relay.sql"),
+    include_str!("../migrations/0003_consumers.sql"),
+];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -525,6 +529,18 @@ async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) ->
             .await
             .map_err(sql_error)?;
     }
+    if !outcome.inbox.is_empty() {
+        sqlx::query(
+            "INSERT INTO inbox (consumer, event_id, processed_at) SELECT consumer, event_id, \
+             (extract(epoch FROM clock_timestamp()) * 1000000)::bigint FROM UNNEST($1::text[], $2::text[]) \
+             AS marks (consumer, event_id) ON CONFLICT DO NOTHING",
+        )
+        .bind(outcome.inbox.iter().map(|mark| mark.consumer.clone()).collect::<Vec<String>>())
+        .bind(outcome.inbox.iter().map(|mark| mark.event_id.clone()).collect::<Vec<String>>())
+        .execute(&mut **db)
+        .await
+        .map_err(sql_error)?;
+    }
     if !outcome.events.is_empty() {
         // Take the outbox lock last and hold it to commit: sequences are then in commit order.
         sqlx::query("SELECT value FROM counters WHERE name = 'outbox' FOR UPDATE")
@@ -824,6 +840,90 @@ impl Store for PostgresStore {
         .await
         .map_err(sql_error)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn inbox_contains(&self, consumer: &str, event_id: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM inbox WHERE consumer = $1 AND event_id = $2")
+            .bind(consumer)
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(row.is_some())
+    }
+
+    async fn consume(
+        &self,
+        consumer: &str,
+        items: Vec<Consumed>,
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        let mut db = self.pool.begin().await.map_err(sql_error)?;
+        let mut new = 0;
+        for item in &items {
+            let inserted = sqlx::query(
+                "INSERT INTO inbox (consumer, event_id, processed_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(consumer)
+            .bind(&item.event_id)
+            .bind(now.as_unix_micros())
+            .execute(&mut *db)
+            .await
+            .map_err(sql_error)?;
+            if inserted.rows_affected() == 0 {
+                continue;
+            }
+            new += 1;
+            for effect in &item.effects {
+                match effect {
+                    // PostgreSQL refuses a bigint past its range ("out of range"): the call
+                    // fails instead of wrapping.
+                    Effect::Spend { tenant, user, category, currency, amount_minor } => {
+                        sqlx::query(
+                            "INSERT INTO spending (tenant, user_id, category, currency, total_minor, transfers, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, 1, $6) ON CONFLICT (tenant, user_id, category, currency) \
+                             DO UPDATE SET total_minor = spending.total_minor + excluded.total_minor, \
+                             transfers = spending.transfers + 1, updated_at = excluded.updated_at",
+                        )
+                        .bind(tenant)
+                        .bind(user)
+                        .bind(category)
+                        .bind(currency)
+                        .bind(amount_minor)
+                        .bind(now.as_unix_micros())
+                        .execute(&mut *db)
+                        .await
+                        .map_err(sql_error)?;
+                    }
+                }
+            }
+        }
+        db.commit().await.map_err(sql_error)?;
+        Ok(new)
+    }
+
+    async fn spending(&self, tenant: &str, user: &str) -> StoreResult<Vec<SpendingTotal>> {
+        sqlx::query(
+            "SELECT category, currency, total_minor, transfers, updated_at FROM spending \
+             WHERE tenant = $1 AND user_id = $2 ORDER BY category, currency",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error)?
+        .iter()
+        .map(|row| {
+            let transfers: i64 = row.try_get(3).map_err(sql_error)?;
+            Ok(SpendingTotal {
+                category: row.try_get(0).map_err(sql_error)?,
+                currency: row.try_get(1).map_err(sql_error)?,
+                total_minor: row.try_get(2).map_err(sql_error)?,
+                transfers: u64::try_from(transfers).unwrap_or(0),
+                updated_at: Timestamp::from_unix_micros(row.try_get(4).map_err(sql_error)?),
+            })
+        })
+        .collect()
     }
 
     async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {

@@ -15,7 +15,8 @@ use kopek_core::{
 };
 use kopek_store::codec::event_json;
 use kopek_store::{
-    Decide, Page, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark,
+    Consumed, Decide, Effect, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
+    StoredEvent, VerifyReport, Watermark,
 };
 use rows::*;
 use rusqlite::types::Value;
@@ -38,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_ledger.sql"),
     include_str!("../migrations/0002_users_orders.sql"),
     include_str!("../migrations/0003_relay.sql"),
+    include_str!("../migrations/0004_consumers.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -470,7 +472,62 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
             values,
         )?;
     }
+    for mark in &outcome.inbox {
+        run(
+            "INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) \
+             VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
+            vec![Value::Text(mark.consumer.clone()), Value::Text(mark.event_id.clone())],
+        )?;
+    }
     Ok(())
+}
+
+/// One consumer effect, inside the consumer's transaction. Totals use checked arithmetic:
+/// SQLite would silently turn an overflowing integer into a float.
+fn apply_effect(connection: &Connection, effect: &Effect, now: Timestamp) -> StoreResult<()> {
+    match effect {
+        Effect::Spend { tenant, user, category, currency, amount_minor } => {
+            let current: Option<(i64, i64)> = connection
+                .prepare_cached(
+                    "SELECT total_minor, transfers FROM spending \
+                     WHERE tenant = ?1 AND user_id = ?2 AND category = ?3 AND currency = ?4",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row([tenant, user, category, currency], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .optional()
+                })
+                .map_err(sql_error)?;
+            let (total, transfers) = current.unwrap_or((0, 0));
+            let total = total.checked_add(*amount_minor).ok_or_else(|| {
+                StoreError::Invariant(format!(
+                    "the spending total of {user} in {category:?} {currency} would pass the largest amount"
+                ))
+            })?;
+            connection
+                .prepare_cached(
+                    "INSERT INTO spending (tenant, user_id, category, currency, total_minor, transfers, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (tenant, user_id, category, currency) \
+                     DO UPDATE SET total_minor = excluded.total_minor, transfers = excluded.transfers, \
+                     updated_at = excluded.updated_at",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(rusqlite::params![
+                        tenant,
+                        user,
+                        category,
+                        currency,
+                        total,
+                        transfers.saturating_add(1),
+                        now.as_unix_micros()
+                    ])
+                })
+                .map_err(sql_error)?;
+            Ok(())
+        }
+    }
 }
 
 fn to_sql_int(value: usize) -> i64 {
@@ -782,6 +839,81 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn inbox_contains(&self, consumer: &str, event_id: &str) -> StoreResult<bool> {
+        let (consumer, event_id) = (consumer.to_owned(), event_id.to_owned());
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT 1 FROM inbox WHERE consumer = ?1 AND event_id = ?2")
+                .map_err(sql_error)?;
+            statement.exists([consumer, event_id]).map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn consume(
+        &self,
+        consumer: &str,
+        items: Vec<Consumed>,
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        let consumer = consumer.to_owned();
+        self.write(move |connection| {
+            let db_transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            let mut new = 0;
+            for item in &items {
+                let inserted = db_transaction
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES (?1, ?2, ?3)",
+                    )
+                    .and_then(|mut statement| {
+                        statement.execute(rusqlite::params![
+                            consumer,
+                            item.event_id,
+                            now.as_unix_micros()
+                        ])
+                    })
+                    .map_err(sql_error)?;
+                if inserted == 0 {
+                    continue;
+                }
+                new += 1;
+                for effect in &item.effects {
+                    apply_effect(&db_transaction, effect, now)?;
+                }
+            }
+            db_transaction.commit().map_err(sql_error)?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn spending(&self, tenant: &str, user: &str) -> StoreResult<Vec<SpendingTotal>> {
+        let (tenant, user) = (tenant.to_owned(), user.to_owned());
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT category, currency, total_minor, transfers, updated_at FROM spending \
+                     WHERE tenant = ?1 AND user_id = ?2 ORDER BY category, currency",
+                )
+                .map_err(sql_error)?;
+            let rows = statement
+                .query_map([tenant, user], |row| {
+                    Ok(SpendingTotal {
+                        category: row.get(0)?,
+                        currency: row.get(1)?,
+                        total_minor: row.get(2)?,
+                        transfers: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                        updated_at: Timestamp::from_unix_micros(row.get(4)?),
+                    })
+                })
+                .map_err(sql_error)?;
+            rows.map(|row| row.map_err(sql_error)).collect()
+        })
+        .await
+    }
+
     async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {
         self.read(|connection| {
             let mut statement = connection
@@ -854,17 +986,17 @@ mod tests {
         let tenant = Tenant::default_tenant();
         let batch = Batch {
             commands: vec![
-                Command {
-                    tenant: tenant.clone(),
-                    body: CommandBody::CreateAccounts(vec![NewAccount::user(a, usd)]),
-                },
-                Command {
+                Command::new(
+                    tenant.clone(),
+                    CommandBody::CreateAccounts(vec![NewAccount::user(a, usd)]),
+                ),
+                Command::new(
                     tenant,
-                    body: CommandBody::CreateTransfers {
+                    CommandBody::CreateTransfers {
                         transfers: vec![deposit],
                         linking: Linking::Independent,
                     },
-                },
+                ),
             ],
         };
         let keys = batch.keys();

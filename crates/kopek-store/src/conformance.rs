@@ -23,6 +23,7 @@ macro_rules! conformance_tests {
             users_get_numbers_that_survive_batches,
             orders_are_paid_once_and_listed,
             relay_lease_fences_the_cursor,
+            consumers_apply_each_event_once,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -61,7 +62,7 @@ async fn run(
 ) -> Outcome {
     let tenant = Tenant::default_tenant();
     let batch = Batch {
-        commands: bodies.into_iter().map(|body| Command { tenant: tenant.clone(), body }).collect(),
+        commands: bodies.into_iter().map(|body| Command::new(tenant.clone(), body)).collect(),
     };
     let keys = batch.keys();
     store
@@ -195,7 +196,7 @@ pub async fn failed_decision_writes_nothing(store: &dyn Store) {
     assert!(matches!(result, Err(StoreError::Invariant(message)) if message == "boom"));
     run(store, at(1), 0, vec![open(&[("a", None)])]).await;
     let tenant = Tenant::default_tenant();
-    let batch = Batch { commands: vec![Command { tenant, body: deposit("d1", "a", 500, None) }] };
+    let batch = Batch { commands: vec![Command::new(tenant, deposit("d1", "a", 500, None))] };
     let result = store
         .write_batch(
             batch.keys(),
@@ -501,4 +502,59 @@ pub async fn relay_lease_fences_the_cursor(store: &dyn Store) {
     let mut cursors = store.relay_cursors().await.expect("cursors");
     cursors.sort();
     assert_eq!(cursors, [("amqp/B".to_owned(), 0), ("nats/A".to_owned(), 7)]);
+}
+
+pub async fn consumers_apply_each_event_once(store: &dyn Store) {
+    use crate::{Consumed, Effect};
+    let spend = |event: &str, category: &str, amount: i64| Consumed {
+        event_id: event.to_owned(),
+        effects: vec![Effect::Spend {
+            tenant: "default".to_owned(),
+            user: "u1".to_owned(),
+            category: category.to_owned(),
+            currency: "USD".to_owned(),
+            amount_minor: amount,
+        }],
+    };
+    let items = vec![spend("e1", "food", 250), spend("e2", "food", 100), spend("e3", "", 7)];
+    assert_eq!(store.consume("analytics", items.clone(), at(5)).await.expect("consume"), 3);
+    // Redelivered, alone or mixed with a new one: only the new one counts.
+    assert_eq!(store.consume("analytics", items, at(6)).await.expect("consume"), 0);
+    let mixed = vec![spend("e2", "food", 100), spend("e4", "food", 1), spend("e4", "food", 1)];
+    assert_eq!(store.consume("analytics", mixed, at(7)).await.expect("consume"), 1);
+    // Another consumer has an inbox of its own.
+    assert!(store.inbox_contains("analytics", "e1").await.expect("read"));
+    assert!(!store.inbox_contains("other", "e1").await.expect("read"));
+    let totals = store.spending("default", "u1").await.expect("spending");
+    let summary: Vec<(&str, i64, u64)> = totals
+        .iter()
+        .map(|total| (total.category.as_str(), total.total_minor, total.transfers))
+        .collect();
+    assert_eq!(summary, [("", 7, 1), ("food", 351, 3)]);
+    assert!(store.spending("default", "u2").await.expect("spending").is_empty());
+    // A total past i64 fails the whole call and records nothing.
+    let huge = vec![spend("e5", "food", 1), spend("e6", "food", i64::MAX)];
+    assert!(store.consume("analytics", huge, at(8)).await.is_err());
+    assert!(!store.inbox_contains("analytics", "e5").await.expect("read"));
+
+    // A ledger command run for an event records its mark in the batch's transaction; the
+    // same mark again is no error.
+    for _ in 0..2 {
+        let mut command = Command::new(Tenant::default_tenant(), open(&[("inbox-a", None)]));
+        command.inbox =
+            Some(InboxMark { consumer: "payments".to_owned(), event_id: "order-1".to_owned() });
+        let batch = Batch { commands: vec![command] };
+        let keys = batch.keys();
+        let now = at(9);
+        store
+            .write_batch(
+                keys,
+                Box::new(move |state| {
+                    Ok(kopek_core::apply(state, &batch, now, &mut SequentialIds::default()))
+                }),
+            )
+            .await
+            .expect("write");
+    }
+    assert!(store.inbox_contains("payments", "order-1").await.expect("read"));
 }

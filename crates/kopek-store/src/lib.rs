@@ -56,6 +56,30 @@ pub struct StoredEvent {
     pub payload: String,
 }
 
+/// What a consumer does for one event besides the inbox mark: `Store::consume` applies the
+/// effects only if the event is new to the consumer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consumed {
+    pub event_id: String,
+    pub effects: Vec<Effect>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Adds `amount_minor` and one transfer to a user's total for a category and currency.
+    Spend { tenant: String, user: String, category: String, currency: String, amount_minor: i64 },
+}
+
+/// A user's spending in one category and currency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpendingTotal {
+    pub category: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub transfers: u64,
+    pub updated_at: Timestamp,
+}
+
 /// One page of a list and the cursor of the next page (`None` on the last page).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page<T> {
@@ -160,4 +184,18 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// The cursor of every sink, by name.
     async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>>;
+
+    /// Whether `consumer` has handled the event.
+    async fn inbox_contains(&self, consumer: &str, event_id: &str) -> StoreResult<bool>;
+    /// In one transaction: for each item whose event `consumer` has not handled yet, records
+    /// the inbox mark and applies the effects. Answers how many items were new. An effect
+    /// that cannot apply (a total past i64) fails the whole call.
+    async fn consume(
+        &self,
+        consumer: &str,
+        items: Vec<Consumed>,
+        now: Timestamp,
+    ) -> StoreResult<usize>;
+    /// A user's spending totals, by category then currency.
+    async fn spending(&self, tenant: &str, user: &str) -> StoreResult<Vec<SpendingTotal>>;
 }
