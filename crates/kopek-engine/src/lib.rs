@@ -152,13 +152,13 @@ impl Engine {
         Ok(Ticket(answer))
     }
 
-    /// Runs `command` (which may carry an inbox mark), waiting for room in the queue, and
-    /// waits for its committed result: what a consumer answering an event uses.
-    pub async fn submit_command(&self, command: Command) -> Result<CommandResult, EngineError> {
+    /// Queues `command` (which may carry an inbox mark), waiting for room in the queue: what
+    /// a consumer answering events uses.
+    pub async fn enqueue_command(&self, command: Command) -> Result<Ticket, EngineError> {
         let (reply, answer) = oneshot::channel();
         let job = Job { command, reply };
         self.sender.send(job).await.map_err(|_| EngineError::ShuttingDown)?;
-        Ticket(answer).wait().await
+        Ok(Ticket(answer))
     }
 
     /// Queues a command and waits for its committed result.

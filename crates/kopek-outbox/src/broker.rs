@@ -7,6 +7,9 @@
 //!   declared too, so nothing is dropped before the first consumer binds. Other query
 //!   parameters (`heartbeat`, `connection_timeout`, ...) go to the AMQP client.
 
+use crate::consumer::Source;
+use crate::consumer::amqp_source::AmqpSource;
+use crate::consumer::nats_source::NatsSource;
 use crate::sink::{Sink, amqp::AmqpSink, nats::NatsSink};
 
 pub const DEFAULT_STREAM: &str = "KOPEK";
@@ -101,6 +104,22 @@ impl Broker {
             }
             Broker::Amqp { uri, exchange, .. } => {
                 format!("{} exchange {exchange}", without_credentials(uri))
+            }
+        }
+    }
+
+    /// Where `consumer` reads the event types `types` from this broker.
+    pub fn source(&self, consumer: &str, types: &[&str]) -> Box<dyn Source> {
+        match self {
+            Broker::Nats { server, stream, subject_prefix } => Box::new(NatsSource::new(
+                server.clone(),
+                stream.clone(),
+                subject_prefix.clone(),
+                consumer,
+                types,
+            )),
+            Broker::Amqp { uri, exchange, .. } => {
+                Box::new(AmqpSource::new(uri.clone(), exchange.clone(), consumer, types))
             }
         }
     }

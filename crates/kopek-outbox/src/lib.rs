@@ -9,6 +9,7 @@
 //! `orders` is the in-process payment saga: every pending order gets paid exactly once.
 
 pub mod broker;
+pub mod consumer;
 pub mod envelope;
 pub mod filter;
 pub mod orders;

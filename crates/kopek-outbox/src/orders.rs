@@ -1,40 +1,26 @@
-//! The in-process payment saga: an order is created PENDING (with its `OrderCreated` event,
-//! in one transaction); this worker sees the event and asks the ledger to pay the order. The
-//! payment and the order's new status (PAID, or FAILED with the reason) commit together in
-//! one `PayOrder`, keyed by the order id, so however often an order is offered it is paid at
-//! most once. On start and every few seconds the worker also sweeps orders still pending, so
-//! a crash or a failed attempt only delays a payment.
+//! The safety net of the payment saga. The `payments` consumer pays each order when its
+//! `OrderCreated` event arrives; should an order still be pending a while later (no consumer
+//! running, a broker that lost the event, a consumer stuck on a broken batch), this sweep
+//! pays it. The payment is keyed by the order, so the sweep and the consumer together still
+//! pay an order at most once.
 
-use crate::Feed;
-use kopek_core::{CommandBody, NewOrder, Order, OrderId};
+use kopek_core::{CommandBody, NewOrder, Order};
 use kopek_engine::Engine;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3);
+/// How old a pending order must be before the sweep pays it instead of the consumer.
+const SWEEP_AFTER: Duration = Duration::from_secs(10);
 const SWEEP_BATCH: usize = 500;
 
-pub fn start(engine: Engine, feed: Feed, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn start(engine: Engine, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut events = feed.subscribe_live();
-        sweep(&engine).await;
         let mut sweep_timer = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                event = events.recv() => {
-                    let Some(event) = event else { return };
-                    if event.kind == "OrderCreated"
-                        && let Ok(id) = OrderId::parse(&event.subject_id)
-                    {
-                        match engine.store().order(&id).await {
-                            Ok(Some(order)) => pay(&engine, &order).await,
-                            Ok(None) => tracing::warn!(order = %id, "created order not found"),
-                            Err(error) => tracing::warn!(%error, "could not read an order; the sweep retries"),
-                        }
-                    }
-                }
                 _ = sweep_timer.tick() => sweep(&engine).await,
             }
         }
@@ -42,10 +28,15 @@ pub fn start(engine: Engine, feed: Feed, shutdown: CancellationToken) -> JoinHan
 }
 
 async fn sweep(engine: &Engine) {
+    let now = crate::relay::now().as_unix_micros();
+    let after = i64::try_from(SWEEP_AFTER.as_micros()).unwrap_or(i64::MAX);
     match engine.store().pending_orders(SWEEP_BATCH).await {
         Ok(orders) => {
             for order in orders {
-                pay(engine, &order).await;
+                if now.saturating_sub(order.created_at.as_unix_micros()) >= after {
+                    tracing::info!(order = %order.id, "order still pending; the sweep pays it");
+                    pay(engine, &order).await;
+                }
             }
         }
         Err(error) => tracing::warn!(%error, "could not list pending orders"),

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// How long a lease lasts without renewal: a crashed relay's successor waits this long.
 const LEASE: Duration = Duration::from_secs(15);
 /// How often the holder renews its lease (and a standby relay looks again).
-const RENEW_EVERY: Duration = Duration::from_secs(3);
+pub(crate) const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Events published per batch at most (one cursor write per batch).
 const BATCH_EVENTS: usize = 1_000;
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
@@ -319,18 +319,18 @@ impl Relay {
     }
 }
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros());
     Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
 }
 
-fn lease_end(now: Timestamp) -> Timestamp {
+pub(crate) fn lease_end(now: Timestamp) -> Timestamp {
     let lease = i64::try_from(LEASE.as_micros()).unwrap_or(i64::MAX);
     Timestamp::from_unix_micros(now.as_unix_micros().saturating_add(lease))
 }
 
 /// Between half and all of `delay`, so relays that failed together do not retry together.
-fn jittered(delay: Duration) -> Duration {
+pub(crate) fn jittered(delay: Duration) -> Duration {
     let random = (uuid::Uuid::new_v4().as_u128() % 1_000) as u32;
     delay / 2 + delay / 2 * random / 1_000
 }

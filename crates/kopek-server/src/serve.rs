@@ -157,11 +157,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("gRPC server")
         });
     }
-    // Several workers may pay orders side by side: a payment is keyed by its order.
-    let orders = args
-        .role
-        .does_background_work()
-        .then(|| kopek_outbox::orders::start(engine.clone(), feed.clone(), shutdown.clone()));
+    // The embedded store has one process at a time: its relay and consumers take their lease
+    // back at once after a crash. Processes sharing PostgreSQL each get their own name.
+    let holder = if embedded {
+        "embedded".to_owned()
+    } else {
+        format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+    };
+    let mut background = Vec::new();
+    if args.role.does_background_work() {
+        // Several workers may pay orders side by side: a payment is keyed by its order.
+        background.push(kopek_outbox::orders::start(engine.clone(), shutdown.clone()));
+        let handlers: [Arc<dyn kopek_outbox::consumer::Handler>; 2] = [
+            Arc::new(kopek_outbox::consumer::payments::Payments::new(engine.clone())),
+            Arc::new(kopek_outbox::consumer::analytics::Analytics::new(store.clone())),
+        ];
+        for handler in handlers {
+            let types: Vec<&str> = handler.wants().iter().map(|kind| kind.as_str()).collect();
+            // From the broker when there is one, so consumers run wherever workers run;
+            // otherwise from this process's feed.
+            let source: Box<dyn kopek_outbox::consumer::Source> = match &broker {
+                Some(broker) => broker.source(handler.name(), &types),
+                None => Box::new(kopek_outbox::consumer::feed_source::FeedSource::new(
+                    store.clone(),
+                    feed.clone(),
+                    handler.name(),
+                    holder.clone(),
+                )),
+            };
+            background.push(kopek_outbox::consumer::run(handler, source, shutdown.clone()));
+        }
+    }
     let mut http_state = kopek_api_http::AppState::new(
         engine.clone(),
         feed.clone(),
@@ -170,18 +196,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let mut relay = None;
     if let Some(broker) = broker.as_ref().filter(|_| args.role.relays()) {
-        // The embedded store has one process at a time: its relay takes its lease back at
-        // once after a crash. Processes sharing PostgreSQL each get their own name.
-        let holder = if embedded {
-            "embedded".to_owned()
-        } else {
-            format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
-        };
         let (monitor, task) = kopek_outbox::relay::start(
             store.clone(),
             feed.clone(),
             broker,
-            holder,
+            holder.clone(),
             shutdown.clone(),
         );
         tracing::info!(broker = %broker.describe(), sink = %broker.sink_name(), "relaying events");
@@ -245,8 +264,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     // The writer answers every queued command, then stops.
-    if let Some(orders) = orders {
-        orders.abort();
+    for task in background {
+        task.abort();
     }
     // The relay stops after its current batch and hands its lease over.
     if let Some(relay) = relay

@@ -14,6 +14,19 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::sync::Arc;
 
+/// The exchange the relay publishes to and consumers bind to; whichever starts first makes it.
+pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), SinkError> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|error| SinkError(format!("declare the exchange {exchange}: {error}")))
+}
+
 pub struct AmqpSink {
     uri: String,
     exchange: String,
@@ -39,15 +52,14 @@ impl AmqpSink {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(failed("enable publisher confirms"))?;
-        channel
-            .exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(failed("declare the exchange"))?;
+        declare_exchange(&channel, &self.exchange).await?;
+        // Consumers' queues exist before the first event is published, so none misses one.
+        for (consumer, kinds) in crate::consumer::CONSUMERS {
+            let keys: Vec<&str> = kinds.iter().map(|kind| kind.as_str()).collect();
+            let queue = crate::consumer::amqp_source::queue_name(&self.exchange, consumer);
+            crate::consumer::amqp_source::declare_queue(&channel, &self.exchange, &queue, &keys)
+                .await?;
+        }
         if let Some(queue) = &self.queue {
             channel
                 .queue_declare(

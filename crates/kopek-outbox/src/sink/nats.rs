@@ -13,6 +13,17 @@ use std::time::Duration;
 /// How long JetStream remembers message ids to drop repeats.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// The stream the relay publishes to and consumers read from; whichever starts first makes it.
+pub fn stream_config(stream: &str, subject_prefix: &str) -> stream::Config {
+    stream::Config {
+        name: stream.to_owned(),
+        subjects: vec![format!("{subject_prefix}.>")],
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..stream::Config::default()
+    }
+}
+
 pub struct NatsSink {
     server: String,
     stream: String,
@@ -32,13 +43,7 @@ impl NatsSink {
             .await
             .map_err(|error| SinkError(format!("connect to NATS: {error}")))?;
         let context = jetstream::new(client);
-        let config = stream::Config {
-            name: self.stream.clone(),
-            subjects: vec![format!("{}.>", self.subject_prefix)],
-            storage: stream::StorageType::File,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..stream::Config::default()
-        };
+        let config = stream_config(&self.stream, &self.subject_prefix);
         context.get_or_create_stream(config).await.map_err(|error| {
             SinkError(format!("create JetStream stream {}: {error}", self.stream))
         })?;

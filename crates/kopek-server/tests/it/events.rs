@@ -256,10 +256,13 @@ async fn rabbitmq_receives_every_event_once_in_order() {
     let more = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
     assert!(more.is_err(), "an extra message arrived");
     check_delivery(&documents, events, TRANSFERS + ACCOUNTS);
-    channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .expect("delete queue");
+    // The test's queue and the consumers' queues the relay declared on this exchange.
+    for queue in [queue.clone(), format!("{exchange}.payments"), format!("{exchange}.analytics")] {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete queue");
+    }
     channel
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await

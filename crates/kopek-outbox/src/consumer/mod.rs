@@ -1,0 +1,184 @@
+//! Consumers: code that reacts to events with effects of its own (pay an order, add to a
+//! spending total), exactly once per event however often the event is delivered.
+//!
+//! A `Source` delivers events at least once, in order: the in-process feed (no broker) or
+//! the broker the relay publishes to (a NATS durable consumer, a RabbitMQ queue). A
+//! `Handler` applies a batch's effects together with the consumer's inbox marks in one
+//! database transaction; only then is the batch acknowledged. A crash between the effect and
+//! the acknowledgement redelivers the batch, and the inbox recognises every event in it.
+
+pub mod amqp_source;
+pub mod analytics;
+pub mod feed_source;
+pub mod nats_source;
+pub mod payments;
+
+use async_trait::async_trait;
+use kopek_core::EventKind;
+use kopek_store::StoredEvent;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Every consumer kopek runs, with the event types it reads. A broker sink that needs
+/// subscriptions to exist before it publishes (RabbitMQ queues) declares them from this.
+pub const CONSUMERS: [(&str, &[EventKind]); 2] =
+    [(payments::NAME, &[EventKind::OrderCreated]), (analytics::NAME, &[EventKind::TransferPosted])];
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Events handed to a handler at once at most.
+pub const BATCH_EVENTS: usize = 256;
+
+/// One event as a consumer sees it, from the feed or from a broker's document.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Incoming {
+    pub sequence: u64,
+    pub id: String,
+    pub kind: String,
+    pub tenant: String,
+    pub subject_id: String,
+    /// The whole event document (`docs/events.md`).
+    pub document: Value,
+}
+
+impl Incoming {
+    pub fn from_stored(event: &StoredEvent) -> Incoming {
+        Incoming {
+            sequence: event.sequence,
+            id: event.id.clone(),
+            kind: event.kind.clone(),
+            tenant: event.tenant.clone(),
+            subject_id: event.subject_id.clone(),
+            document: serde_json::from_str(&event.payload).unwrap_or(Value::Null),
+        }
+    }
+
+    /// Parses a broker message body; `Err` says why it is not an event document.
+    pub fn from_document(body: &[u8]) -> Result<Incoming, String> {
+        let document: Value =
+            serde_json::from_slice(body).map_err(|error| format!("not JSON: {error}"))?;
+        let text = |name: &str| {
+            document
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no {name:?} in the event document"))
+        };
+        let sequence = document
+            .get("sequence")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| "no \"sequence\" in the event document".to_owned())?;
+        Ok(Incoming {
+            sequence,
+            id: text("id")?,
+            kind: text("type")?,
+            tenant: text("tenant")?,
+            subject_id: text("subject_id")?,
+            document,
+        })
+    }
+
+    /// A field of the event's subject (the account, transfer, user or order).
+    pub fn subject_field(&self, name: &str) -> Option<&Value> {
+        self.document.get("subject").and_then(|subject| subject.get(name))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConsumerError(pub String);
+
+#[async_trait]
+pub trait Source: Send {
+    /// The next events, at least one, waiting for them; `Ok(None)` when the source ended.
+    async fn next(&mut self) -> Result<Option<Vec<Incoming>>, ConsumerError>;
+    /// Acknowledges every event `next` returned so far: they will not be delivered again.
+    async fn ack(&mut self) -> Result<(), ConsumerError>;
+}
+
+#[async_trait]
+pub trait Handler: Send + Sync {
+    /// The consumer's name: its inbox, its durable broker subscription.
+    fn name(&self) -> &'static str;
+    /// The event types it reacts to; the source may deliver others, which it skips.
+    fn wants(&self) -> &'static [EventKind];
+    /// Applies the effects of `events` with their inbox marks; an event already in the inbox
+    /// has no effect. `Err` leaves the batch unacknowledged: it is retried.
+    async fn handle(&self, events: &[Incoming]) -> Result<(), ConsumerError>;
+}
+
+/// Test hook for the crash tests: with `KOPEK_FAULT=crash-after-effect:<consumer>` the
+/// process aborts right after that consumer's first batch with an effect committed, before
+/// it is acknowledged. Read once at start.
+fn crash_after_effect(consumer: &str) -> bool {
+    std::env::var("KOPEK_FAULT")
+        .is_ok_and(|fault| fault.strip_prefix("crash-after-effect:") == Some(consumer))
+}
+
+/// Runs `handler` over `source` until shutdown.
+pub fn run(
+    handler: Arc<dyn Handler>,
+    mut source: Box<dyn Source>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let crash = crash_after_effect(handler.name());
+    tokio::spawn(async move {
+        let name = handler.name();
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => return,
+                batch = source.next() => batch,
+            };
+            let batch = match batch {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(consumer = name, %error, "consumer could not read events; retrying");
+                    if pause(&shutdown, &mut backoff).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let wanted: Vec<Incoming> = batch
+                .into_iter()
+                .filter(|event| handler.wants().iter().any(|kind| kind.as_str() == event.kind))
+                .collect();
+            let mut attempt_backoff = BACKOFF_FIRST;
+            while !wanted.is_empty() {
+                match handler.handle(&wanted).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(consumer = name, %error, "consumer effect failed; retrying the batch");
+                        if pause(&shutdown, &mut attempt_backoff).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            if crash && !wanted.is_empty() {
+                tracing::error!(consumer = name, "KOPEK_FAULT: aborting between effect and ack");
+                std::process::abort();
+            }
+            if let Err(error) = source.ack().await {
+                // The events come again; the inbox knows them.
+                tracing::warn!(consumer = name, %error, "consumer could not acknowledge; the batch will be redelivered");
+            }
+            backoff = BACKOFF_FIRST;
+        }
+    })
+}
+
+/// Sleeps the backoff (with jitter) and doubles it; `true` on shutdown.
+async fn pause(shutdown: &CancellationToken, backoff: &mut Duration) -> bool {
+    let delay = crate::relay::jittered(*backoff);
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
