@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 const PAGE_SIZE_DEFAULT: usize = 100;
+/// Longest owner id `GetSpending` looks up.
+const OWNER_BYTES_MAX: usize = 256;
 /// Events a `StreamEvents` call buffers for a slow reader; past it the feed waits.
 const STREAM_EVENTS_BUFFER: usize = 256;
 
@@ -469,6 +471,35 @@ impl pb::ledger_server::Ledger for LedgerService {
     }
 
     type StreamTransfersStream = AnswerStream<pb::StreamTransfersResponse>;
+    async fn get_spending(
+        &self,
+        request: Request<pb::GetSpendingRequest>,
+    ) -> Result<Response<pb::GetSpendingResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let user = request.into_inner().user_id;
+        if user.is_empty() || user.len() > OWNER_BYTES_MAX {
+            return Err(Status::invalid_argument(format!(
+                "user_id must be 1 to {OWNER_BYTES_MAX} bytes"
+            )));
+        }
+        let totals =
+            self.engine.store().spending(tenant.as_str(), &user).await.map_err(store_status)?;
+        let totals = totals
+            .into_iter()
+            .map(|total| pb::SpendingTotal {
+                total: kopek_core::Currency::parse(&total.currency)
+                    .map(|currency| kopek_core::format_minor(total.total_minor, currency))
+                    .unwrap_or_default(),
+                category: total.category,
+                currency: total.currency,
+                total_minor: total.total_minor,
+                transfers: total.transfers,
+                updated_at: total.updated_at.to_rfc3339(),
+            })
+            .collect();
+        Ok(Response::new(pb::GetSpendingResponse { totals }))
+    }
+
     type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;
 
     async fn stream_events(

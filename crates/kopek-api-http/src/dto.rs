@@ -323,6 +323,44 @@ pub fn user(user: Option<&User>, id: &str, accounts: &[Account]) -> UserDto {
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SpendingTotalDto {
+    /// The transfers' category; empty for transfers without one.
+    pub category: String,
+    pub currency: String,
+    pub total_minor: i64,
+    /// The same total as a decimal in major units.
+    pub total: String,
+    /// How many transfers make up the total.
+    pub transfers: u64,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct SpendingDto {
+    pub user_id: String,
+    pub totals: Vec<SpendingTotalDto>,
+}
+
+pub fn spending(user: &str, totals: &[kopek_store::SpendingTotal]) -> SpendingDto {
+    SpendingDto {
+        user_id: user.to_owned(),
+        totals: totals
+            .iter()
+            .map(|total| SpendingTotalDto {
+                category: total.category.clone(),
+                currency: total.currency.clone(),
+                total_minor: total.total_minor,
+                total: kopek_core::Currency::parse(&total.currency)
+                    .map(|currency| kopek_core::format_minor(total.total_minor, currency))
+                    .unwrap_or_default(),
+                transfers: total.transfers,
+                updated_at: total.updated_at.to_rfc3339(),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct EventDto {
     /// Global order of events; resume after it.
     pub sequence: u64,

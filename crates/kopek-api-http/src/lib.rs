@@ -96,6 +96,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(rest::get_transfer))
         .routes(routes!(rest::create_user))
         .routes(routes!(rest::get_user))
+        .routes(routes!(rest::get_spending))
         .routes(routes!(rest::list_events))
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -744,6 +744,28 @@ pub async fn get_user(
     Ok(Json(dto::user(user.as_ref(), user_id.as_str(), &accounts)))
 }
 
+/// Longest owner id the spending route looks up.
+const OWNER_BYTES_MAX: usize = 256;
+
+/// What a user has spent, per category and currency: every posted transfer out of one of
+/// the user's accounts (payments, transfers, withdrawals), kept by the analytics consumer a
+/// moment after the transfers commit. A user who spent nothing has no totals.
+#[utoipa::path(
+    get, path = "/v1/users/{id}/spending", tag = "users",
+    params(("id" = String, Path, description = "User id (the owner of the accounts)")),
+    responses((status = 200, body = SpendingDto), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn get_spending(
+    State(state): State<AppState>,
+    Segments(id): Segments<String>,
+) -> ApiResult<Json<SpendingDto>> {
+    if id.is_empty() || id.len() > OWNER_BYTES_MAX {
+        return Err(ApiError::invalid(format!("a user id is 1 to {OWNER_BYTES_MAX} bytes")));
+    }
+    let totals = state.engine.store().spending(tenant().as_str(), &id).await?;
+    Ok(Json(dto::spending(&id, &totals)))
+}
+
 // ---- events ----
 
 #[utoipa::path(

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3);
 /// How old a pending order must be before the sweep pays it instead of the consumer.
-const SWEEP_AFTER: Duration = Duration::from_secs(10);
+const SWEEP_AFTER: Duration = Duration::from_secs(30);
 const SWEEP_BATCH: usize = 500;
 
 pub fn start(engine: Engine, shutdown: CancellationToken) -> JoinHandle<()> {

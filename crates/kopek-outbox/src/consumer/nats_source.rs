@@ -10,7 +10,7 @@ use futures_util::{FutureExt, StreamExt};
 use std::time::Duration;
 
 /// How long JetStream waits for an ack before it delivers a message again.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+const ACK_WAIT: Duration = Duration::from_secs(10);
 
 pub struct NatsSource {
     server: String,

@@ -404,7 +404,10 @@ async fn api_processes_leave_hold_expiry_and_order_payment_to_workers() {
     let embedded = embedded.path().to_str().expect("a UTF-8 path");
     let (code, _, stderr) = cli(&["serve", "--role", "api", "--data-dir", embedded]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--role api or worker needs --database postgres://"), "{stderr}");
+    assert!(
+        stderr.contains("--role api, worker or relay needs --database postgres://"),
+        "{stderr}"
+    );
 }
 
 /// `kopek migrate` on PostgreSQL says what it applied, then that the schema is up to date;
@@ -423,4 +426,99 @@ async fn migrate_reports_what_it_applies_and_verify_creates_nothing() {
     assert!(stdout.contains("is up to date"), "{stdout}");
     let (code, stdout, stderr) = cli(&["verify", "--database", &database.url]);
     assert_eq!(code, 0, "an empty ledger verifies: {stdout} {stderr}");
+}
+
+/// The payment saga across processes through NATS JetStream: an api process takes orders; a
+/// worker relays the events and pays the orders from the broker. The first worker aborts
+/// between a batch's effects and its acknowledgement (`KOPEK_FAULT`); the next one gets the
+/// batch again and the inbox recognises every event in it: each order is settled once and
+/// each buyer debited once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_saga_runs_across_processes_through_nats_and_survives_a_consumer_crash() {
+    use crate::events::{NATS, nats_or_skip, unique};
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(database) = Database::create().await else { return };
+    let Some(nats) = nats_or_skip(NATS).await else { return };
+    let stream = unique("KS");
+    let broker = format!("{NATS}?stream={stream}&subject_prefix={}", unique("ks"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api = Server::start_with(dir.path(), &["--database", &database.url, "--role", "api"]);
+    let address = api.http_address.as_str();
+
+    const USERS: u32 = 10;
+    let mut orders = Vec::new();
+    for user in 1..=USERS {
+        let header = [("X-User-ID", &*user.to_string())];
+        http(address, "POST", "/payments/account", &header, Some("{}")).await;
+        let topped =
+            http(address, "POST", "/payments/account/topup", &header, Some(r#"{"amount": 100}"#))
+                .await;
+        assert_eq!(topped.json()["balance"], 100);
+    }
+    // Four orders of 30 each: three fit in 100, the fourth fails.
+    for _ in 0..4 {
+        for user in 1..=USERS {
+            let header = [("X-User-ID", &*user.to_string())];
+            let order =
+                http(address, "POST", "/orders/orders", &header, Some(r#"{"amount": 30}"#)).await;
+            orders.push((user, order.json()["id"].as_str().expect("order id").to_owned()));
+        }
+    }
+
+    let worker_args =
+        ["--database", database.url.as_str(), "--role", "worker", "--broker", &broker];
+    let mut crashing = Server::start_with_env(
+        dir.path(),
+        &worker_args,
+        &[("KOPEK_FAULT", "crash-after-effect:payments")],
+    );
+    let status = crashing.wait_for_exit(Duration::from_secs(60));
+    assert!(!status.success(), "the fault aborts the worker: {status:?}");
+    let pool = PgPool::connect(&database.url).await.expect("connect");
+    let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE consumer = 'payments'")
+        .fetch_one(&pool)
+        .await
+        .expect("count inbox");
+    assert!(marked > 0, "the crashed batch's effects and marks committed");
+
+    let _worker = Server::start_with(dir.path(), &worker_args);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (user, id) in &orders {
+        let header = [("X-User-ID", &*user.to_string())];
+        loop {
+            let order = http(address, "GET", &format!("/orders/orders/{id}"), &header, None).await;
+            if order.json()["status"] != "PENDING" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "order {id} still pending");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for user in 1..=USERS {
+        let header = [("X-User-ID", &*user.to_string())];
+        let balance = http(address, "GET", "/payments/account/balance", &header, None).await;
+        assert_eq!(balance.json()["balance"], 10, "user {user} paid three orders, once each");
+        let mut statuses = Vec::new();
+        for (_, id) in orders.iter().filter(|(owner, _)| *owner == user) {
+            let order = http(address, "GET", &format!("/orders/orders/{id}"), &header, None).await;
+            statuses.push(order.json()["status"].as_str().expect("status").to_owned());
+        }
+        assert_eq!(statuses, ["PAID", "PAID", "PAID", "FAILED"], "user {user}");
+    }
+    // Every OrderCreated was handled, once: the crashed batch came again after JetStream's
+    // ack wait and the inbox recognised what had committed.
+    let marked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox WHERE consumer = 'payments'")
+        .fetch_one(&pool)
+        .await
+        .expect("count inbox");
+    assert_eq!(marked, i64::from(USERS) * 4);
+    let payments: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM transfers WHERE kind = 'payment' AND status = 'posted'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count payments");
+    assert_eq!(payments, i64::from(USERS) * 3, "each paid order debited once");
+    pool.close().await;
+    async_nats::jetstream::new(nats).delete_stream(&stream).await.expect("delete the stream");
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const NATS: &str = "nats://127.0.0.1:4222";
+pub const NATS: &str = "nats://127.0.0.1:4222";
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const ACCOUNTS: usize = 20;
 const TRANSFERS: usize = 10_000;
@@ -29,7 +29,7 @@ fn skip(reason: String) -> Option<()> {
     None
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
@@ -115,7 +115,7 @@ fn check_delivery(documents: &[Value], events: usize, posted: usize) {
     assert_eq!(posted_events, posted, "TransferPosted events (transfers and deposits)");
 }
 
-async fn nats_or_skip(url: &str) -> Option<async_nats::Client> {
+pub async fn nats_or_skip(url: &str) -> Option<async_nats::Client> {
     match async_nats::connect(url).await {
         Ok(client) => Some(client),
         Err(error) => skip(format!("no NATS at {url}: {error}")).and(None),
@@ -448,4 +448,95 @@ async fn stream_events_replays_history_then_follows_live_with_filters() {
     let refused = client.stream_events(request).await.expect_err("unknown type");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(refused.message().contains("unknown event type"), "{}", refused.message());
+}
+
+#[tokio::test]
+async fn spending_totals_follow_posted_transfers_per_user_category_and_currency() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    let owned = |id: &str, owner: &str, currency: &str| pb::NewAccount {
+        owner: owner.to_owned(),
+        kind: pb::AccountKind::User as i32,
+        ..new_account(id, currency)
+    };
+    let accounts = vec![
+        owned("alice-usd", "alice", "USD"),
+        owned("alice-eur", "alice", "EUR"),
+        owned("bob-usd", "bob", "USD"),
+        new_account("shop-usd", "USD"),
+        new_account("shop-eur", "EUR"),
+    ];
+    let created = client
+        .create_accounts(pb::CreateAccountsRequest { accounts })
+        .await
+        .expect("accounts")
+        .into_inner();
+    assert!(created.results.iter().all(|result| result.error.is_none()), "{created:?}");
+    let spend = |key: &str, debit: &str, credit: &str, minor: i64, category: &str| {
+        let currency = if debit.ends_with("eur") { "EUR" } else { "USD" };
+        pb::TransferRequest {
+            category: category.to_owned(),
+            currency: currency.to_owned(),
+            ..post(key, debit, credit, minor)
+        }
+    };
+    let eur_deposit =
+        pb::TransferRequest { currency: "EUR".to_owned(), ..deposit("sp-d2", "alice-eur", 5_000) };
+    let requests = vec![
+        // Money in is not spending.
+        deposit("sp-d1", "alice-usd", 10_000),
+        eur_deposit,
+        spend("sp-1", "alice-usd", "shop-usd", 1_250, "food"),
+        spend("sp-2", "alice-usd", "shop-usd", 750, "food"),
+        spend("sp-3", "alice-usd", "bob-usd", 500, ""),
+        spend("sp-4", "alice-eur", "shop-eur", 999, "food"),
+        // bob pays the shop back out of what alice sent him.
+        spend("sp-5", "bob-usd", "shop-usd", 200, "travel"),
+        // Declined: not spending either.
+        spend("sp-6", "bob-usd", "shop-usd", 1_000_000, "travel"),
+    ];
+    let results = transfers(&mut client, requests, false).await;
+    assert_eq!(error_code(&results[7]), Some(pb::ErrorCode::InsufficientFunds));
+
+    // The consumer runs a moment after the commits.
+    let expected = serde_json::json!([
+        {"category": "", "currency": "USD", "total_minor": 500, "total": "5.00", "transfers": 1},
+        {"category": "food", "currency": "EUR", "total_minor": 999, "total": "9.99", "transfers": 1},
+        {"category": "food", "currency": "USD", "total_minor": 2_000, "total": "20.00", "transfers": 2},
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = http(&server.http_address, "GET", "/v1/users/alice/spending", &[], None).await;
+        assert_eq!(body.status, 200);
+        let mut totals = body.json()["totals"].clone();
+        for total in totals.as_array_mut().expect("totals") {
+            total.as_object_mut().expect("object").remove("updated_at");
+        }
+        if totals == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alice's spending is {totals}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bob = client
+        .get_spending(pb::GetSpendingRequest { user_id: "bob".to_owned() })
+        .await
+        .expect("spending")
+        .into_inner();
+    let bob: Vec<(&str, &str, i64, u64)> = bob
+        .totals
+        .iter()
+        .map(|total| {
+            (total.category.as_str(), total.total.as_str(), total.total_minor, total.transfers)
+        })
+        .collect();
+    assert_eq!(bob, [("travel", "2.00", 200, 1)]);
+    let nobody = http(&server.http_address, "GET", "/v1/users/nobody/spending", &[], None).await;
+    assert_eq!(nobody.json()["totals"], serde_json::json!([]));
+    let refused = client
+        .get_spending(pb::GetSpendingRequest { user_id: String::new() })
+        .await
+        .expect_err("empty user");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }

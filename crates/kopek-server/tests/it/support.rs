@@ -32,6 +32,11 @@ impl Server {
 
     /// Starts `kopek serve` with extra flags.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts `kopek serve` with extra flags and environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let database = crate::ON_POSTGRES.then(|| PgDatabase::for_dir(data_dir));
         let database_args = match &database {
             Some(database) => vec!["--database".to_owned(), database.url.clone()],
@@ -50,6 +55,7 @@ impl Server {
             .args(database_args)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -99,6 +105,18 @@ impl Server {
 
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.grpc_url()).expect("url").connect().await.expect("connect")
+    }
+
+    /// Waits for the process to end on its own.
+    pub fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "kopek did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL: no chance to flush or drain anything.
