@@ -227,10 +227,13 @@ fn relay_lines(relays: &[RelayMonitor]) -> String {
     lines
 }
 
+/// A relay metric: name, type, help, and its value for one relay.
+type MetricFamily = (&'static str, &'static str, &'static str, fn(&RelayMonitor) -> String);
+
 /// Prometheus text exposition of what this process can tell: the outbox relays for now.
 pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     let mut text = String::new();
-    let families: [(&str, &str, &str, fn(&RelayMonitor) -> String); 5] = [
+    let families: [MetricFamily; 5] = [
         (
             "kopek_outbox_lag_events",
             "gauge",

@@ -3,6 +3,9 @@
 use kopek_core::*;
 use kopek_engine::{Engine, EngineConfig};
 use kopek_outbox::Feed;
+use kopek_outbox::consumer::feed_source::FeedSource;
+use kopek_outbox::consumer::payments::{NAME, Payments};
+use kopek_outbox::consumer::{self, Handler, Incoming};
 use kopek_store::Store;
 use kopek_store_sqlite::SqliteStore;
 use std::sync::Arc;
@@ -57,7 +60,7 @@ async fn subscribers_get_history_then_live_events_in_order_without_gaps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_saga_pays_each_order_once_and_sweeps_the_ones_left_pending() {
+async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivered() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open"));
     let (engine, _writer) = Engine::start(store, EngineConfig::default());
@@ -91,7 +94,7 @@ async fn the_saga_pays_each_order_once_and_sweeps_the_ones_left_pending() {
         amount,
         currency: usd(),
     };
-    // Created before the worker runs: only the start-up sweep can pay it.
+    // Created before the consumer runs: it starts from the first event.
     engine
         .submit(tenant.clone(), CommandBody::CreateOrder(order("early", 300)))
         .await
@@ -99,7 +102,9 @@ async fn the_saga_pays_each_order_once_and_sweeps_the_ones_left_pending() {
 
     let shutdown = CancellationToken::new();
     let feed = Feed::start(&engine, shutdown.clone()).await.expect("feed");
-    let _worker = kopek_outbox::orders::start(engine.clone(), feed.clone(), shutdown.clone());
+    let payments = Arc::new(Payments::new(engine.clone()));
+    let source = FeedSource::new(engine.store().clone(), feed.clone(), NAME, "test".to_owned());
+    let _consumer = consumer::run(payments.clone(), Box::new(source), shutdown.clone());
     engine
         .submit(tenant.clone(), CommandBody::CreateOrder(order("paid", 500)))
         .await
@@ -132,6 +137,26 @@ async fn the_saga_pays_each_order_once_and_sweeps_the_ones_left_pending() {
     let buyer_account =
         engine.store().account(&buyer.account(usd())).await.expect("read").expect("account");
     assert_eq!(buyer_account.balance.posted, 200, "two orders paid once each");
+
+    // Every OrderCreated delivered again (a consumer crashed before its ack): the inbox
+    // knows them all and nothing moves.
+    let created: Vec<Incoming> = engine
+        .store()
+        .events_after(0, 1_000)
+        .await
+        .expect("events")
+        .iter()
+        .filter(|event| event.kind == "OrderCreated")
+        .map(Incoming::from_stored)
+        .collect();
+    assert_eq!(created.len(), 3);
+    for event in &created {
+        assert!(engine.store().inbox_contains(NAME, &event.id).await.expect("inbox"));
+    }
+    payments.handle(&created).await.expect("redelivery");
+    let buyer_account =
+        engine.store().account(&buyer.account(usd())).await.expect("read").expect("account");
+    assert_eq!(buyer_account.balance.posted, 200, "a redelivery pays nothing again");
     assert!(engine.store().verify().await.expect("verify").is_ok());
     shutdown.cancel();
 }
