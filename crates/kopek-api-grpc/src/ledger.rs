@@ -10,6 +10,7 @@ use kopek_core::{
 use kopek_engine::{Engine, EngineError, Ticket};
 use kopek_outbox::Feed;
 use kopek_outbox::filter::EventFilter;
+use kopek_outbox::webhooks::{NewWebhook, SubscribeError, subscribe};
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEvent;
 use serde_json::Value;
@@ -23,6 +24,48 @@ const PAGE_SIZE_DEFAULT: usize = 100;
 const OWNER_BYTES_MAX: usize = 256;
 /// Events a `StreamEvents` call buffers for a slow reader; past it the feed waits.
 const STREAM_EVENTS_BUFFER: usize = 256;
+
+fn webhook_message(hook: &kopek_store::Webhook, with_secret: bool) -> pb::Webhook {
+    pb::Webhook {
+        id: hook.id.clone(),
+        url: hook.url.clone(),
+        event_types: hook.event_types.clone(),
+        secret: if with_secret { hook.secret.clone() } else { String::new() },
+        created_at: hook.created_at.to_rfc3339(),
+    }
+}
+
+fn delivery_message(
+    delivery: &kopek_store::Delivery,
+    attempts: &[kopek_store::Attempt],
+) -> pb::WebhookDelivery {
+    pb::WebhookDelivery {
+        id: delivery.id.clone(),
+        event_id: delivery.event_id.clone(),
+        event_type: delivery.event_type.clone(),
+        status: delivery.status.as_str().to_owned(),
+        attempts: delivery.attempts,
+        next_attempt_at: if delivery.status == kopek_store::DeliveryStatus::Pending {
+            delivery.next_attempt_at.to_rfc3339()
+        } else {
+            String::new()
+        },
+        last_status_code: delivery.last_status_code.map_or(0, u32::from),
+        last_error: delivery.last_error.clone().unwrap_or_default(),
+        created_at: delivery.created_at.to_rfc3339(),
+        updated_at: delivery.updated_at.to_rfc3339(),
+        attempt_log: attempts
+            .iter()
+            .map(|attempt| pb::WebhookAttempt {
+                attempt: attempt.attempt,
+                at: attempt.at.to_rfc3339(),
+                status_code: attempt.status_code.map_or(0, u32::from),
+                error: attempt.error.clone().unwrap_or_default(),
+                duration_ms: attempt.duration_ms,
+            })
+            .collect(),
+    }
+}
 
 /// An outbox event as the gRPC `Event`: the balances typed, the whole document as JSON.
 fn event_message(event: &StoredEvent, payload: &Value) -> pb::Event {
@@ -64,13 +107,31 @@ fn event_message(event: &StoredEvent, payload: &Value) -> pb::Event {
 pub struct LedgerService {
     engine: Engine,
     feed: Feed,
+    /// The attempts a redelivered webhook delivery gets.
+    webhook_max_attempts: u32,
     /// Cancelled when the server drains: streams stop reading and finish what they took.
     shutdown: CancellationToken,
 }
 
 impl LedgerService {
-    pub fn new(engine: Engine, feed: Feed, shutdown: CancellationToken) -> LedgerService {
-        LedgerService { engine, feed, shutdown }
+    pub fn new(
+        engine: Engine,
+        feed: Feed,
+        webhook_max_attempts: u32,
+        shutdown: CancellationToken,
+    ) -> LedgerService {
+        LedgerService { engine, feed, webhook_max_attempts, shutdown }
+    }
+
+    async fn webhook(&self, tenant: &Tenant, id: &str) -> Result<kopek_store::Webhook, Status> {
+        self.engine
+            .store()
+            .webhooks(Some(tenant.as_str()))
+            .await
+            .map_err(store_status)?
+            .into_iter()
+            .find(|hook| hook.id == id)
+            .ok_or_else(|| Status::not_found(format!("webhook {id} not found")))
     }
 
     /// Until authentication lands every caller is the default tenant.
@@ -498,6 +559,119 @@ impl pb::ledger_server::Ledger for LedgerService {
             })
             .collect();
         Ok(Response::new(pb::GetSpendingResponse { totals }))
+    }
+
+    async fn create_webhook(
+        &self,
+        request: Request<pb::CreateWebhookRequest>,
+    ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let request = request.into_inner();
+        let subscribed = subscribe(
+            self.engine.store().as_ref(),
+            NewWebhook {
+                tenant: tenant.as_str(),
+                idempotency_key: &request.idempotency_key,
+                url: &request.url,
+                event_types: &request.event_types,
+                secret: (!request.secret.is_empty()).then_some(request.secret.as_str()),
+            },
+        )
+        .await;
+        match subscribed {
+            Ok((hook, created)) => Ok(Response::new(pb::CreateWebhookResponse {
+                webhook: Some(webhook_message(&hook, true)),
+                created,
+            })),
+            Err(SubscribeError::Invalid(message)) => Err(Status::invalid_argument(message)),
+            Err(error @ SubscribeError::KeyReused) => {
+                Err(Status::already_exists(error.to_string()))
+            }
+            Err(SubscribeError::Store(error)) => Err(store_status(error)),
+        }
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<pb::ListWebhooksRequest>,
+    ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let hooks =
+            self.engine.store().webhooks(Some(tenant.as_str())).await.map_err(store_status)?;
+        let webhooks = hooks.iter().map(|hook| webhook_message(hook, false)).collect();
+        Ok(Response::new(pb::ListWebhooksResponse { webhooks }))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<pb::DeleteWebhookRequest>,
+    ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let id = request.into_inner().id;
+        let deleted = self
+            .engine
+            .store()
+            .delete_webhook(tenant.as_str(), &id, kopek_outbox::relay_now())
+            .await
+            .map_err(store_status)?;
+        if deleted {
+            Ok(Response::new(pb::DeleteWebhookResponse {}))
+        } else {
+            Err(Status::not_found(format!("webhook {id} not found")))
+        }
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let request = request.into_inner();
+        let store = self.engine.store();
+        let hook = self.webhook(&tenant, &request.webhook_id).await?;
+        let limit = match request.limit {
+            0 => PAGE_SIZE_DEFAULT,
+            limit => usize::try_from(limit).unwrap_or(limits::PAGE_SIZE_MAX),
+        }
+        .min(limits::PAGE_SIZE_MAX);
+        let mut deliveries = Vec::new();
+        for delivery in store.deliveries(&hook.id, limit).await.map_err(store_status)? {
+            let attempts = store.delivery_attempts(&delivery.id).await.map_err(store_status)?;
+            deliveries.push(delivery_message(&delivery, &attempts));
+        }
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse { deliveries }))
+    }
+
+    async fn redeliver_webhook(
+        &self,
+        request: Request<pb::RedeliverWebhookRequest>,
+    ) -> Result<Response<pb::RedeliverWebhookResponse>, Status> {
+        let tenant = Self::tenant(&request);
+        let request = request.into_inner();
+        let store = self.engine.store();
+        let hook = self.webhook(&tenant, &request.webhook_id).await?;
+        let not_found = || Status::not_found(format!("delivery {} not found", request.delivery_id));
+        let redelivered = store
+            .redeliver(
+                &hook.id,
+                &request.delivery_id,
+                self.webhook_max_attempts,
+                kopek_outbox::relay_now(),
+            )
+            .await
+            .map_err(store_status)?;
+        if !redelivered {
+            return Err(not_found());
+        }
+        let delivery = store
+            .delivery(&request.delivery_id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(not_found)?;
+        let attempts = store.delivery_attempts(&delivery.id).await.map_err(store_status)?;
+        Ok(Response::new(pb::RedeliverWebhookResponse {
+            delivery: Some(delivery_message(&delivery, &attempts)),
+        }))
     }
 
     type StreamEventsStream = Pin<Box<dyn Stream<Item = Result<pb::Event, Status>> + Send>>;

@@ -32,11 +32,16 @@ pub const SERVICE_NAMES: &[&str] =
 #[derive(Clone, Debug)]
 pub struct GrpcConfig {
     pub message_bytes_max: usize,
+    /// The attempts a redelivered webhook delivery gets.
+    pub webhook_max_attempts: u32,
 }
 
 impl Default for GrpcConfig {
     fn default() -> GrpcConfig {
-        GrpcConfig { message_bytes_max: MESSAGE_BYTES_DEFAULT }
+        GrpcConfig {
+            message_bytes_max: MESSAGE_BYTES_DEFAULT,
+            webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
+        }
     }
 }
 
@@ -80,10 +85,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let message_bytes_max = config.message_bytes_max.min(MESSAGE_BYTES_MAX);
-    let ledger =
-        LedgerServer::new(ledger::LedgerService::new(engine.clone(), feed, shutdown.clone()))
-            .max_decoding_message_size(message_bytes_max)
-            .max_encoding_message_size(message_bytes_max);
+    let ledger = LedgerServer::new(ledger::LedgerService::new(
+        engine.clone(),
+        feed,
+        config.webhook_max_attempts,
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(message_bytes_max)
+    .max_encoding_message_size(message_bytes_max);
     let transactions = TransactionServiceServer::new(transaction::TransactionService::new(
         engine.clone(),
         shutdown.clone(),

@@ -8,6 +8,7 @@ pub mod dto;
 pub mod error;
 pub mod rest;
 pub mod ui;
+pub mod webhooks;
 pub mod ws;
 
 use axum::Router;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub sockets: std::sync::Arc<tokio::sync::Semaphore>,
     /// The broker relays this process runs, for `/readyz` and `/metrics`.
     pub relays: Vec<RelayMonitor>,
+    /// The attempts a manual redelivery gives a webhook delivery.
+    pub webhook_max_attempts: u32,
 }
 
 /// Open WebSockets per process, all routes together.
@@ -54,7 +57,15 @@ impl AppState {
         draining: CancellationToken,
     ) -> AppState {
         let sockets = std::sync::Arc::new(tokio::sync::Semaphore::new(WEBSOCKETS_MAX));
-        AppState { engine, feed, default_currency, draining, sockets, relays: Vec::new() }
+        AppState {
+            engine,
+            feed,
+            default_currency,
+            draining,
+            sockets,
+            relays: Vec::new(),
+            webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
+        }
     }
 }
 
@@ -97,6 +108,11 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(rest::create_user))
         .routes(routes!(rest::get_user))
         .routes(routes!(rest::get_spending))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::get_delivery))
+        .routes(routes!(webhooks::redeliver))
         .routes(routes!(rest::list_events))
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -15,6 +15,9 @@ pub mod filter;
 pub mod orders;
 pub mod relay;
 pub mod sink;
+pub mod webhooks;
+
+pub use relay::now as relay_now;
 
 use kopek_engine::Engine;
 use kopek_store::{Store, StoredEvent};

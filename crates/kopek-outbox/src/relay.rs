@@ -319,7 +319,8 @@ impl Relay {
     }
 }
 
-pub(crate) fn now() -> Timestamp {
+/// The wall clock as a `Timestamp`.
+pub fn now() -> Timestamp {
     let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros());
     Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
 }

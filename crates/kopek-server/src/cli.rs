@@ -101,6 +101,16 @@ pub struct ServeArgs {
     /// options ?exchange=kopek.events&queue=NAME).
     #[arg(long, env = "KOPEK_BROKER")]
     pub broker: Option<String>,
+    /// Attempts at a webhook delivery before it is dead-lettered (and after a redelivery).
+    #[arg(long, env = "KOPEK_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
+    pub webhook_max_attempts: u32,
+    /// Milliseconds before the first webhook retry; each further wait doubles (with jitter:
+    /// between half and all of it), up to an hour.
+    #[arg(long, env = "KOPEK_WEBHOOK_BACKOFF_MS", default_value_t = 1_000)]
+    pub webhook_backoff_ms: u64,
+    /// Seconds a webhook receiver may take to answer.
+    #[arg(long, env = "KOPEK_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub webhook_timeout_seconds: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

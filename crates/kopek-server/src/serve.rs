@@ -139,7 +139,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("start the outbox feed")?;
     if let Some(grpc_listener) = grpc_listener {
         let grpc_shutdown = shutdown.clone();
-        let grpc_config = GrpcConfig { message_bytes_max: args.grpc_message_bytes_max };
+        let grpc_config = GrpcConfig {
+            message_bytes_max: args.grpc_message_bytes_max,
+            webhook_max_attempts: args.webhook_max_attempts.max(1),
+        };
         let grpc_engine = engine.clone();
         let grpc_feed = feed.clone();
         let grpc_reporter = reporter.clone();
@@ -164,13 +167,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
     };
+    let notifier = kopek_outbox::webhooks::NotifierConfig {
+        max_attempts: args.webhook_max_attempts.max(1),
+        backoff_first: Duration::from_millis(args.webhook_backoff_ms.max(1)),
+        timeout: Duration::from_secs(args.webhook_timeout_seconds.max(1)),
+        ..kopek_outbox::webhooks::NotifierConfig::default()
+    };
     let mut background = Vec::new();
     if args.role.does_background_work() {
+        background.push(kopek_outbox::webhooks::start(
+            store.clone(),
+            notifier.clone(),
+            shutdown.clone(),
+        ));
         // Several workers may pay orders side by side: a payment is keyed by its order.
         background.push(kopek_outbox::orders::start(engine.clone(), shutdown.clone()));
-        let handlers: [Arc<dyn kopek_outbox::consumer::Handler>; 2] = [
+        let handlers: [Arc<dyn kopek_outbox::consumer::Handler>; 3] = [
             Arc::new(kopek_outbox::consumer::payments::Payments::new(engine.clone())),
             Arc::new(kopek_outbox::consumer::analytics::Analytics::new(store.clone())),
+            Arc::new(kopek_outbox::consumer::notifier::Notifier::new(
+                store.clone(),
+                notifier.max_attempts,
+            )),
         ];
         for handler in handlers {
             let types: Vec<&str> = handler.wants().iter().map(|kind| kind.as_str()).collect();
@@ -194,6 +212,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_currency,
         draining.clone(),
     );
+    http_state.webhook_max_attempts = notifier.max_attempts;
     let mut relay = None;
     if let Some(broker) = broker.as_ref().filter(|_| args.role.relays()) {
         let (monitor, task) = kopek_outbox::relay::start(

@@ -9,8 +9,8 @@ use kopek_core::{
     TransferId, User, UserId,
 };
 use kopek_store::{
-    Consumed, Decide, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
-    StoredEvent, VerifyReport, Watermark,
+    Attempt, AttemptResult, Consumed, Decide, Delivery, Page, SpendingTotal, Store, StoreError,
+    StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
 };
 use kopek_store_sqlite::SqliteStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -200,5 +200,52 @@ impl Store for FaultyStore {
 
     async fn spending(&self, tenant: &str, user: &str) -> StoreResult<Vec<SpendingTotal>> {
         self.inner.spending(tenant, user).await
+    }
+
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        self.inner.create_webhook(webhook).await
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> StoreResult<Vec<Webhook>> {
+        self.inner.webhooks(tenant).await
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str, now: Timestamp) -> StoreResult<bool> {
+        self.inner.delete_webhook(tenant, id, now).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.inner.claim_deliveries(now, until, limit).await
+    }
+
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<()> {
+        self.inner.record_attempt(result).await
+    }
+
+    async fn deliveries(&self, subscription_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.inner.deliveries(subscription_id, limit).await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        self.inner.delivery(id).await
+    }
+
+    async fn delivery_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+        self.inner.delivery_attempts(delivery_id).await
+    }
+
+    async fn redeliver(
+        &self,
+        subscription_id: &str,
+        delivery_id: &str,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.inner.redeliver(subscription_id, delivery_id, max_attempts, now).await
     }
 }

@@ -21,9 +21,10 @@ use kopek_store::rows::{
     ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, ORDER_COLUMNS, RawAccount, RawEntry, RawOrder,
     RawTransfer, RawUser, TRANSFER_COLUMNS,
 };
+use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
-    Consumed, Decide, Effect, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
-    StoredEvent, VerifyReport, Watermark,
+    Attempt, AttemptResult, Consumed, Decide, Delivery, Effect, Page, SpendingTotal, Store,
+    StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
 };
 pub use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_ledger.sql"),
     include_str!("../migrations/0002_relay.sql"),
     include_str!("../migrations/0003_consumers.sql"),
+    include_str!("../migrations/0004_webhooks.sql"),
 ];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
@@ -175,6 +177,14 @@ fn user_from(row: &PgRow) -> StoreResult<User> {
 
 fn order_from(row: &PgRow) -> StoreResult<Order> {
     RawOrder::read(&PgColumns(row))?.decode().map_err(corrupt)
+}
+
+fn webhook_from(row: &PgRow) -> StoreResult<Webhook> {
+    Webhook::read(&PgColumns(row))
+}
+
+fn delivery_from(row: &PgRow) -> StoreResult<Delivery> {
+    Delivery::read(&PgColumns(row))?.map_err(corrupt)
 }
 
 /// A PostgreSQL row as `kopek_store::rows::Columns`.
@@ -876,6 +886,31 @@ impl Store for PostgresStore {
             new += 1;
             for effect in &item.effects {
                 match effect {
+                    Effect::Deliver {
+                        delivery_id,
+                        subscription_id,
+                        event_id,
+                        event_type,
+                        body,
+                        max_attempts,
+                    } => {
+                        sqlx::query(
+                            "INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, body, status, \
+                             attempts, dead_after, next_attempt_at, claimed_until, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, 0, $7, $7) \
+                             ON CONFLICT (subscription_id, event_id) DO NOTHING",
+                        )
+                        .bind(delivery_id)
+                        .bind(subscription_id)
+                        .bind(event_id)
+                        .bind(event_type)
+                        .bind(body)
+                        .bind(i64::from(*max_attempts))
+                        .bind(now.as_unix_micros())
+                        .execute(&mut *db)
+                        .await
+                        .map_err(sql_error)?;
+                    }
                     // PostgreSQL refuses a bigint past its range ("out of range"): the call
                     // fails instead of wrapping.
                     Effect::Spend { tenant, user, category, currency, amount_minor } => {
@@ -924,6 +959,171 @@ impl Store for PostgresStore {
             })
         })
         .collect()
+    }
+
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webhook_subscriptions (id, tenant, url, event_types, secret, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&webhook.id)
+        .bind(&webhook.tenant)
+        .bind(&webhook.url)
+        .bind(webhook.event_types.join(","))
+        .bind(&webhook.secret)
+        .bind(webhook.created_at.as_unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(())
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> StoreResult<Vec<Webhook>> {
+        let sql = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions \
+             WHERE deleted_at IS NULL AND ($1::text IS NULL OR tenant = $1) ORDER BY created_at, id"
+        );
+        sqlx::query(&sql)
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(webhook_from)
+            .collect()
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_subscriptions SET deleted_at = $3 WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL",
+        )
+        .bind(tenant)
+        .bind(id)
+        .bind(now.as_unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        // SKIP LOCKED: senders in other processes take other deliveries instead of waiting.
+        let sql = format!(
+            "UPDATE webhook_deliveries SET claimed_until = $2 WHERE id IN (\
+             SELECT d.id FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND d.claimed_until <= $1 \
+             AND s.deleted_at IS NULL ORDER BY d.next_attempt_at LIMIT $3 FOR UPDATE OF d SKIP LOCKED) \
+             RETURNING {DELIVERY_COLUMNS}"
+        );
+        let mut deliveries = sqlx::query(&sql)
+            .bind(now.as_unix_micros())
+            .bind(until.as_unix_micros())
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(delivery_from)
+            .collect::<StoreResult<Vec<Delivery>>>()?;
+        deliveries.sort_by_key(|delivery| delivery.next_attempt_at);
+        Ok(deliveries)
+    }
+
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<()> {
+        let attempt = &result.attempt;
+        let mut db = self.pool.begin().await.map_err(sql_error)?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt) DO UPDATE SET \
+             at = excluded.at, status_code = excluded.status_code, error = excluded.error, duration_ms = excluded.duration_ms",
+        )
+        .bind(&attempt.delivery_id)
+        .bind(i64::from(attempt.attempt))
+        .bind(attempt.at.as_unix_micros())
+        .bind(attempt.status_code.map(i64::from))
+        .bind(&attempt.error)
+        .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
+        .execute(&mut *db)
+        .await
+        .map_err(sql_error)?;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, claimed_until = 0, \
+             last_status_code = $5, last_error = $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(&attempt.delivery_id)
+        .bind(result.status.as_str())
+        .bind(i64::from(attempt.attempt))
+        .bind(result.next_attempt_at.as_unix_micros())
+        .bind(attempt.status_code.map(i64::from))
+        .bind(&attempt.error)
+        .bind(attempt.at.as_unix_micros())
+        .execute(&mut *db)
+        .await
+        .map_err(sql_error)?;
+        db.commit().await.map_err(sql_error)?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, subscription_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE subscription_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        sqlx::query(&sql)
+            .bind(subscription_id)
+            .bind(to_i64(limit.min(kopek_core::limits::PAGE_SIZE_MAX)))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(delivery_from)
+            .collect()
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(sql_error)?;
+        row.as_ref().map(delivery_from).transpose()
+    }
+
+    async fn delivery_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt"
+        );
+        sqlx::query(&sql)
+            .bind(delivery_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(|row| Attempt::read(&PgColumns(row)))
+            .collect()
+    }
+
+    async fn redeliver(
+        &self,
+        subscription_id: &str,
+        delivery_id: &str,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', dead_after = attempts + $3, next_attempt_at = $4, \
+             claimed_until = 0, updated_at = $4 WHERE id = $2 AND subscription_id = $1",
+        )
+        .bind(subscription_id)
+        .bind(delivery_id)
+        .bind(i64::from(max_attempts))
+        .bind(now.as_unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {

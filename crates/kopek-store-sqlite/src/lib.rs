@@ -14,9 +14,10 @@ use kopek_core::{
     Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::event_json;
+use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
-    Consumed, Decide, Effect, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
-    StoredEvent, VerifyReport, Watermark,
+    Attempt, AttemptResult, Consumed, Decide, Delivery, Effect, Page, SpendingTotal, Store,
+    StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
 };
 use rows::*;
 use rusqlite::types::Value;
@@ -40,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_users_orders.sql"),
     include_str!("../migrations/0003_relay.sql"),
     include_str!("../migrations/0004_consumers.sql"),
+    include_str!("../migrations/0005_webhooks.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -486,6 +488,34 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
 /// SQLite would silently turn an overflowing integer into a float.
 fn apply_effect(connection: &Connection, effect: &Effect, now: Timestamp) -> StoreResult<()> {
     match effect {
+        Effect::Deliver {
+            delivery_id,
+            subscription_id,
+            event_id,
+            event_type,
+            body,
+            max_attempts,
+        } => {
+            connection
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO webhook_deliveries (id, subscription_id, event_id, event_type, body, \
+                     status, attempts, dead_after, next_attempt_at, claimed_until, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7, 0, ?7, ?7)",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(rusqlite::params![
+                        delivery_id,
+                        subscription_id,
+                        event_id,
+                        event_type,
+                        body,
+                        i64::from(*max_attempts),
+                        now.as_unix_micros()
+                    ])
+                })
+                .map_err(sql_error)?;
+            Ok(())
+        }
         Effect::Spend { tenant, user, category, currency, amount_minor } => {
             let current: Option<(i64, i64)> = connection
                 .prepare_cached(
@@ -910,6 +940,212 @@ impl Store for SqliteStore {
                 })
                 .map_err(sql_error)?;
             rows.map(|row| row.map_err(sql_error)).collect()
+        })
+        .await
+    }
+
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        let webhook = webhook.clone();
+        self.write(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO webhook_subscriptions (id, tenant, url, event_types, secret, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    rusqlite::params![
+                        webhook.id,
+                        webhook.tenant,
+                        webhook.url,
+                        webhook.event_types.join(","),
+                        webhook.secret,
+                        webhook.created_at.as_unix_micros()
+                    ],
+                )
+                .map_err(sql_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> StoreResult<Vec<Webhook>> {
+        let tenant = tenant.map(str::to_owned);
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhook_subscriptions \
+                 WHERE deleted_at IS NULL AND (?1 IS NULL OR tenant = ?1) ORDER BY created_at, id"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement.query_map([tenant], webhook_from_row).map_err(sql_error)?;
+            rows.map(|row| row.map_err(sql_error)).collect()
+        })
+        .await
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let (tenant, id) = (tenant.to_owned(), id.to_owned());
+        self.write(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE webhook_subscriptions SET deleted_at = ?3 \
+                     WHERE tenant = ?1 AND id = ?2 AND deleted_at IS NULL",
+                    rusqlite::params![tenant, id, now.as_unix_micros()],
+                )
+                .map_err(sql_error)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        let limit = to_sql_int(limit);
+        self.write(move |connection| {
+            let db_transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            let ids: Vec<String> = {
+                let mut statement = db_transaction
+                    .prepare_cached(
+                        "UPDATE webhook_deliveries SET claimed_until = ?2 WHERE id IN (\
+                         SELECT d.id FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id \
+                         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND d.claimed_until <= ?1 \
+                         AND s.deleted_at IS NULL ORDER BY d.next_attempt_at LIMIT ?3) RETURNING id",
+                    )
+                    .map_err(sql_error)?;
+                let rows = statement
+                    .query_map(
+                        rusqlite::params![now.as_unix_micros(), until.as_unix_micros(), limit],
+                        |row| row.get(0),
+                    )
+                    .map_err(sql_error)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
+            };
+            let mut deliveries = Vec::with_capacity(ids.len());
+            {
+                let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?1");
+                let mut statement = db_transaction.prepare_cached(&sql).map_err(sql_error)?;
+                for id in ids {
+                    let delivery =
+                        statement.query_row([id], delivery_from_row).map_err(sql_error)?;
+                    deliveries.push(delivery.map_err(StoreError::Corrupt)?);
+                }
+            }
+            db_transaction.commit().map_err(sql_error)?;
+            deliveries.sort_by_key(|delivery| delivery.next_attempt_at);
+            Ok(deliveries)
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<()> {
+        let result = result.clone();
+        self.write(move |connection| {
+            let db_transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            let attempt = &result.attempt;
+            db_transaction
+                .execute(
+                    "INSERT OR REPLACE INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    rusqlite::params![
+                        attempt.delivery_id,
+                        i64::from(attempt.attempt),
+                        attempt.at.as_unix_micros(),
+                        attempt.status_code.map(i64::from),
+                        attempt.error,
+                        i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX)
+                    ],
+                )
+                .map_err(sql_error)?;
+            db_transaction
+                .execute(
+                    "UPDATE webhook_deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, \
+                     claimed_until = 0, last_status_code = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1",
+                    rusqlite::params![
+                        attempt.delivery_id,
+                        result.status.as_str(),
+                        i64::from(attempt.attempt),
+                        result.next_attempt_at.as_unix_micros(),
+                        attempt.status_code.map(i64::from),
+                        attempt.error,
+                        attempt.at.as_unix_micros()
+                    ],
+                )
+                .map_err(sql_error)?;
+            db_transaction.commit().map_err(sql_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deliveries(&self, subscription_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {
+        let subscription_id = subscription_id.to_owned();
+        let limit = to_sql_int(limit.min(kopek_core::limits::PAGE_SIZE_MAX));
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE subscription_id = ?1 \
+                 ORDER BY created_at DESC, id DESC LIMIT ?2"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement
+                .query_map(rusqlite::params![subscription_id, limit], delivery_from_row)
+                .map_err(sql_error)?;
+            rows.map(|row| row.map_err(sql_error)?.map_err(StoreError::Corrupt)).collect()
+        })
+        .await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        let id = id.to_owned();
+        self.read(move |connection| {
+            let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let row = statement.query_row([id], delivery_from_row).optional().map_err(sql_error)?;
+            row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn delivery_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+        let delivery_id = delivery_id.to_owned();
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY attempt"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement.query_map([delivery_id], attempt_from_row).map_err(sql_error)?;
+            rows.map(|row| row.map_err(sql_error)).collect()
+        })
+        .await
+    }
+
+    async fn redeliver(
+        &self,
+        subscription_id: &str,
+        delivery_id: &str,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let (subscription_id, delivery_id) = (subscription_id.to_owned(), delivery_id.to_owned());
+        self.write(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE webhook_deliveries SET status = 'pending', dead_after = attempts + ?3, \
+                     next_attempt_at = ?4, claimed_until = 0, updated_at = ?4 \
+                     WHERE id = ?2 AND subscription_id = ?1",
+                    rusqlite::params![
+                        subscription_id,
+                        delivery_id,
+                        i64::from(max_attempts),
+                        now.as_unix_micros()
+                    ],
+                )
+                .map_err(sql_error)?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -160,3 +160,15 @@ pub fn order_params(order: &Order) -> Vec<Value> {
         Value::Integer(order.updated_at.as_unix_micros()),
     ]
 }
+
+pub fn webhook_from_row(row: &Row) -> rusqlite::Result<kopek_store::Webhook> {
+    kopek_store::Webhook::read(&SqliteColumns(row))
+}
+
+pub fn delivery_from_row(row: &Row) -> rusqlite::Result<Decoded<kopek_store::Delivery>> {
+    kopek_store::Delivery::read(&SqliteColumns(row))
+}
+
+pub fn attempt_from_row(row: &Row) -> rusqlite::Result<kopek_store::Attempt> {
+    kopek_store::Attempt::read(&SqliteColumns(row))
+}

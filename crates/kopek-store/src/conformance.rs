@@ -24,6 +24,7 @@ macro_rules! conformance_tests {
             orders_are_paid_once_and_listed,
             relay_lease_fences_the_cursor,
             consumers_apply_each_event_once,
+            webhook_deliveries_are_claimed_retried_and_logged,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -557,4 +558,90 @@ pub async fn consumers_apply_each_event_once(store: &dyn Store) {
             .expect("write");
     }
     assert!(store.inbox_contains("payments", "order-1").await.expect("read"));
+}
+
+pub async fn webhook_deliveries_are_claimed_retried_and_logged(store: &dyn Store) {
+    use crate::{Attempt, AttemptResult, Consumed, DeliveryStatus, Effect, Webhook};
+    let hook = |id: &str, tenant: &str, types: &[&str]| Webhook {
+        id: id.to_owned(),
+        tenant: tenant.to_owned(),
+        url: format!("http://127.0.0.1:9/{id}"),
+        event_types: types.iter().map(|kind| (*kind).to_owned()).collect(),
+        secret: "0123456789abcdef".to_owned(),
+        created_at: at(1),
+    };
+    store.create_webhook(&hook("h1", "default", &["TransferPosted"])).await.expect("create");
+    store.create_webhook(&hook("h2", "other", &[])).await.expect("create");
+    let mine = store.webhooks(Some("default")).await.expect("list");
+    assert_eq!(mine, [hook("h1", "default", &["TransferPosted"])]);
+    assert_eq!(store.webhooks(None).await.expect("list").len(), 2);
+
+    let deliver = |delivery: &str, event: &str| Consumed {
+        event_id: event.to_owned(),
+        effects: vec![Effect::Deliver {
+            delivery_id: delivery.to_owned(),
+            subscription_id: "h1".to_owned(),
+            event_id: event.to_owned(),
+            event_type: "TransferPosted".to_owned(),
+            body: "{}".to_owned(),
+            max_attempts: 2,
+        }],
+    };
+    assert_eq!(
+        store.consume("notifier", vec![deliver("d1", "e1")], at(10)).await.expect("queue"),
+        1
+    );
+    // The same event again queues nothing more.
+    assert_eq!(
+        store.consume("notifier", vec![deliver("d9", "e1")], at(10)).await.expect("queue"),
+        0
+    );
+    assert_eq!(store.deliveries("h1", 10).await.expect("log").len(), 1);
+
+    let claimed = store.claim_deliveries(at(10), at(20), 10).await.expect("claim");
+    assert_eq!(claimed.iter().map(|delivery| delivery.id.as_str()).collect::<Vec<_>>(), ["d1"]);
+    assert_eq!((claimed[0].attempts, claimed[0].dead_after), (0, 2));
+    assert!(store.claim_deliveries(at(11), at(21), 10).await.expect("claim").is_empty(), "taken");
+
+    let failed = |attempt: u32, when: i64, status: DeliveryStatus, next: i64| AttemptResult {
+        attempt: Attempt {
+            delivery_id: "d1".to_owned(),
+            attempt,
+            at: at(when),
+            status_code: Some(500),
+            error: Some("the receiver answered HTTP 500".to_owned()),
+            duration_ms: 3,
+        },
+        status,
+        next_attempt_at: at(next),
+    };
+    store.record_attempt(&failed(1, 12, DeliveryStatus::Pending, 30)).await.expect("record");
+    let delivery = store.delivery("d1").await.expect("read").expect("delivery");
+    assert_eq!(
+        (delivery.status, delivery.attempts, delivery.next_attempt_at),
+        (DeliveryStatus::Pending, 1, at(30))
+    );
+    assert_eq!(delivery.last_status_code, Some(500));
+    assert!(store.claim_deliveries(at(25), at(35), 10).await.expect("claim").is_empty(), "not due");
+    assert_eq!(store.claim_deliveries(at(30), at(40), 10).await.expect("claim").len(), 1);
+    store.record_attempt(&failed(2, 31, DeliveryStatus::Dead, 31)).await.expect("record");
+    assert!(store.claim_deliveries(at(100), at(110), 10).await.expect("claim").is_empty(), "dead");
+    let attempts = store.delivery_attempts("d1").await.expect("attempts");
+    assert_eq!(attempts.iter().map(|attempt| attempt.attempt).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(attempts[0].error.as_deref(), Some("the receiver answered HTTP 500"));
+
+    // Sent again by hand: pending now, with two more attempts.
+    assert!(store.redeliver("h1", "d1", 2, at(200)).await.expect("redeliver"));
+    assert!(!store.redeliver("h2", "d1", 2, at(200)).await.expect("redeliver"), "not h2's");
+    let delivery = store.delivery("d1").await.expect("read").expect("delivery");
+    assert_eq!((delivery.status, delivery.dead_after), (DeliveryStatus::Pending, 4));
+    assert_eq!(store.claim_deliveries(at(200), at(210), 10).await.expect("claim").len(), 1);
+
+    // A deleted subscription's deliveries are no longer taken.
+    assert!(store.redeliver("h1", "d1", 2, at(300)).await.expect("redeliver"));
+    assert!(store.delete_webhook("default", "h1", at(300)).await.expect("delete"));
+    assert!(!store.delete_webhook("default", "h1", at(300)).await.expect("delete"));
+    assert!(!store.delete_webhook("default", "h2", at(300)).await.expect("delete"), "other tenant");
+    assert!(store.claim_deliveries(at(300), at(310), 10).await.expect("claim").is_empty());
+    assert_eq!(store.webhooks(Some("default")).await.expect("list"), []);
 }

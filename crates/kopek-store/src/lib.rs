@@ -8,6 +8,9 @@
 pub mod codec;
 pub mod conformance;
 pub mod rows;
+pub mod webhooks;
+
+pub use webhooks::{Attempt, AttemptResult, Delivery, DeliveryStatus, Webhook};
 
 use async_trait::async_trait;
 use kopek_core::{
@@ -68,6 +71,16 @@ pub struct Consumed {
 pub enum Effect {
     /// Adds `amount_minor` and one transfer to a user's total for a category and currency.
     Spend { tenant: String, user: String, category: String, currency: String, amount_minor: i64 },
+    /// Queues a webhook delivery of the event, due at once, dead after `max_attempts`; a
+    /// subscription gets each event once.
+    Deliver {
+        delivery_id: String,
+        subscription_id: String,
+        event_id: String,
+        event_type: String,
+        body: String,
+        max_attempts: u32,
+    },
 }
 
 /// A user's spending in one category and currency.
@@ -198,4 +211,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<usize>;
     /// A user's spending totals, by category then currency.
     async fn spending(&self, tenant: &str, user: &str) -> StoreResult<Vec<SpendingTotal>>;
+
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
+    /// Subscriptions not deleted, oldest first: one tenant's, or every tenant's.
+    async fn webhooks(&self, tenant: Option<&str>) -> StoreResult<Vec<Webhook>>;
+    /// Deletes a subscription; its deliveries stay in the log, undelivered ones are no longer
+    /// sent. `false` if there was none.
+    async fn delete_webhook(&self, tenant: &str, id: &str, now: Timestamp) -> StoreResult<bool>;
+    /// Takes up to `limit` pending deliveries due at `now` (of subscriptions not deleted) for
+    /// one sender until `until`: no other sender takes them meanwhile.
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// Logs an attempt and moves its delivery to the attempt's outcome.
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<()>;
+    /// A subscription's deliveries, newest first, at most `limit`.
+    async fn deliveries(&self, subscription_id: &str, limit: usize) -> StoreResult<Vec<Delivery>>;
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>>;
+    /// A delivery's attempts, in order.
+    async fn delivery_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
+    /// Sends a delivery again (whatever its status) from `now`, with `max_attempts` more
+    /// attempts. `false` if the subscription has no such delivery.
+    async fn redeliver(
+        &self,
+        subscription_id: &str,
+        delivery_id: &str,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
 }

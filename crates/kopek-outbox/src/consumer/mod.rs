@@ -11,6 +11,7 @@ pub mod amqp_source;
 pub mod analytics;
 pub mod feed_source;
 pub mod nats_source;
+pub mod notifier;
 pub mod payments;
 
 use async_trait::async_trait;
@@ -24,8 +25,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Every consumer kopek runs, with the event types it reads. A broker sink that needs
 /// subscriptions to exist before it publishes (RabbitMQ queues) declares them from this.
-pub const CONSUMERS: [(&str, &[EventKind]); 2] =
-    [(payments::NAME, &[EventKind::OrderCreated]), (analytics::NAME, &[EventKind::TransferPosted])];
+pub const CONSUMERS: [(&str, &[EventKind]); 3] = [
+    (payments::NAME, &[EventKind::OrderCreated]),
+    (analytics::NAME, &[EventKind::TransferPosted]),
+    (notifier::NAME, &EventKind::ALL),
+];
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -52,7 +56,9 @@ impl Incoming {
             kind: event.kind.clone(),
             tenant: event.tenant.clone(),
             subject_id: event.subject_id.clone(),
-            document: serde_json::from_str(&event.payload).unwrap_or(Value::Null),
+            // The same document a broker carries, sequence and schema version included.
+            document: serde_json::from_slice(&crate::envelope::document(event))
+                .unwrap_or(Value::Null),
         }
     }
 

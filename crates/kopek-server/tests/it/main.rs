@@ -15,6 +15,7 @@ mod schemathesis;
 mod stream;
 mod support;
 mod transactions;
+mod webhooks;
 
 /// This binary runs every server on SQLite; `it_postgres` runs the store-facing modules again
 /// on PostgreSQL.

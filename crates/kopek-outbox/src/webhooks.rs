@@ -1,0 +1,344 @@
+//! Webhook deliveries: the sender takes due deliveries (queued by the `notifier` consumer in
+//! the transaction of its inbox marks), POSTs each event document to its subscription's URL,
+//! signed, and records every attempt. A failure is retried with exponential backoff and
+//! jitter; after the subscription's last attempt the delivery is dead-lettered until someone
+//! redelivers it. Delivery is at least once: a receiver drops repeats by `Kopek-Event-Id`.
+//!
+//! Signature: `Kopek-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+//! A receiver recomputes it over the raw body and refuses a stale `t`.
+
+use crate::relay::{jittered, now};
+use futures_util::future::join_all;
+use hmac::{Hmac, Mac};
+use kopek_core::Timestamp;
+use kopek_store::{Attempt, AttemptResult, Delivery, DeliveryStatus, Store, Webhook};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Deliveries one sender takes at a time.
+const CLAIM_BATCH: usize = 32;
+/// How often an idle sender looks for due deliveries.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+#[derive(Clone, Debug)]
+pub struct NotifierConfig {
+    /// Attempts before a delivery is dead-lettered (and again after each redelivery).
+    pub max_attempts: u32,
+    /// The wait after the first failure; it doubles after each further one (with jitter: the
+    /// n-th wait is between half and all of `backoff_first · 2^(n-1)`), up to `backoff_max`.
+    pub backoff_first: Duration,
+    pub backoff_max: Duration,
+    /// How long a receiver may take to answer.
+    pub timeout: Duration,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> NotifierConfig {
+        NotifierConfig {
+            max_attempts: 10,
+            backoff_first: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(3_600),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The `Kopek-Signature` header value for `body` at unix second `t`.
+pub fn signature(secret: &str, t: i64, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("t={t},v1={hex}")
+}
+
+/// The wait before attempt `failed + 1`, after `failed` failures (at least 1).
+pub fn backoff(config: &NotifierConfig, failed: u32) -> Duration {
+    let doublings = failed.saturating_sub(1).min(30);
+    let full = config.backoff_first.saturating_mul(1 << doublings).min(config.backoff_max);
+    jittered(full)
+}
+
+/// Starts the sender; it stops with `shutdown`.
+pub fn start(
+    store: Arc<dyn Store>,
+    config: NotifierConfig,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = match client(&config) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "webhook sender could not start; no webhooks are sent");
+                return;
+            }
+        };
+        loop {
+            let sent = tokio::select! {
+                () = shutdown.cancelled() => return,
+                sent = round(store.as_ref(), &client, &config) => sent,
+            };
+            if sent == 0 {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                }
+            }
+        }
+    })
+}
+
+fn client(config: &NotifierConfig) -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest is built without a crypto provider of its own; kopek uses ring everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("kopek-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Sends what is due; answers how many deliveries it attempted.
+async fn round(store: &dyn Store, client: &reqwest::Client, config: &NotifierConfig) -> usize {
+    let started = now();
+    // Long enough for every attempt of the round to finish before another sender may take it.
+    let claim = config.timeout.saturating_mul(2) + Duration::from_secs(5);
+    let until = Timestamp::from_unix_micros(
+        started
+            .as_unix_micros()
+            .saturating_add(i64::try_from(claim.as_micros()).unwrap_or(i64::MAX)),
+    );
+    let due = match store.claim_deliveries(started, until, CLAIM_BATCH).await {
+        Ok(due) => due,
+        Err(error) => {
+            tracing::warn!(%error, "could not take due webhook deliveries");
+            return 0;
+        }
+    };
+    if due.is_empty() {
+        return 0;
+    }
+    let hooks: HashMap<String, Webhook> = match store.webhooks(None).await {
+        Ok(hooks) => hooks.into_iter().map(|hook| (hook.id.clone(), hook)).collect(),
+        Err(error) => {
+            tracing::warn!(%error, "could not read webhook subscriptions");
+            return 0;
+        }
+    };
+    let attempts = due.iter().filter_map(|delivery| {
+        // A subscription deleted meanwhile: its deliveries are no longer sent.
+        let hook = hooks.get(&delivery.subscription_id)?;
+        Some(attempt(client, config, hook, delivery))
+    });
+    let results = join_all(attempts).await;
+    let count = results.len();
+    for result in results {
+        if let Err(error) = store.record_attempt(&result).await {
+            // The claim lapses and the delivery is sent again: at least once.
+            tracing::warn!(%error, delivery = %result.attempt.delivery_id, "could not record a webhook attempt");
+        }
+    }
+    count
+}
+
+async fn attempt(
+    client: &reqwest::Client,
+    config: &NotifierConfig,
+    hook: &Webhook,
+    delivery: &Delivery,
+) -> AttemptResult {
+    let at = now();
+    let started = Instant::now();
+    let t = at.as_unix_micros() / 1_000_000;
+    let sent = client
+        .post(&hook.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("Kopek-Signature", signature(&hook.secret, t, &delivery.body))
+        .header("Kopek-Event-Id", &delivery.event_id)
+        .header("Kopek-Event-Type", &delivery.event_type)
+        .header("Kopek-Delivery-Id", &delivery.id)
+        .body(delivery.body.clone())
+        .send()
+        .await;
+    let (status_code, error) = match sent {
+        Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
+        Ok(response) => {
+            let code = response.status().as_u16();
+            (Some(code), Some(format!("the receiver answered HTTP {code}")))
+        }
+        Err(error) => (None, Some(describe(&error))),
+    };
+    let number = delivery.attempts.saturating_add(1);
+    let (status, next_attempt_at) = match &error {
+        None => (DeliveryStatus::Delivered, at),
+        Some(_) if number >= delivery.dead_after => (DeliveryStatus::Dead, at),
+        Some(_) => {
+            let wait = i64::try_from(backoff(config, number).as_micros()).unwrap_or(i64::MAX);
+            (
+                DeliveryStatus::Pending,
+                Timestamp::from_unix_micros(at.as_unix_micros().saturating_add(wait)),
+            )
+        }
+    };
+    if status == DeliveryStatus::Dead {
+        tracing::warn!(delivery = %delivery.id, url = %hook.url, attempts = number, "webhook delivery dead-lettered");
+    }
+    AttemptResult {
+        attempt: Attempt {
+            delivery_id: delivery.id.clone(),
+            attempt: number,
+            at,
+            status_code,
+            error,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        },
+        status,
+        next_attempt_at,
+    }
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "the receiver did not answer in time".to_owned()
+    } else if error.is_connect() {
+        "could not connect to the receiver".to_owned()
+    } else {
+        format!("the request failed: {error}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_time_dot_body() {
+        // Known answer: HMAC-SHA256("secret", "1700000000.{}") computed independently.
+        let header = signature("secret", 1_700_000_000, "{}");
+        assert!(header.starts_with("t=1700000000,v1="), "{header}");
+        let hex = header.rsplit('=').next().expect("hex");
+        assert_eq!(hex.len(), 64);
+        assert_ne!(signature("other", 1_700_000_000, "{}"), header);
+        assert_ne!(signature("secret", 1_700_000_001, "{}"), header);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let config = NotifierConfig {
+            backoff_first: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(700),
+            ..NotifierConfig::default()
+        };
+        for (failed, full) in [(1, 100), (2, 200), (3, 400), (4, 700), (20, 700)] {
+            for _ in 0..100 {
+                let wait = backoff(&config, failed).as_millis();
+                assert!(wait >= full / 2 && wait <= full, "after {failed}: {wait} of {full}");
+            }
+        }
+    }
+}
+
+/// Why a subscription could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("this idempotency key created a webhook with other fields")]
+    KeyReused,
+    #[error(transparent)]
+    Store(#[from] kopek_store::StoreError),
+}
+
+const URL_BYTES_MAX: usize = 2_048;
+const SECRET_BYTES_MIN: usize = 16;
+const SECRET_BYTES_MAX: usize = 256;
+/// Subscriptions per tenant at most.
+pub const WEBHOOKS_MAX: usize = 100;
+
+/// What a subscription request asks for.
+pub struct NewWebhook<'a> {
+    pub tenant: &'a str,
+    /// Makes a retry answer the first creation: the id derives from it.
+    pub idempotency_key: &'a str,
+    pub url: &'a str,
+    pub event_types: &'a [String],
+    pub secret: Option<&'a str>,
+}
+
+/// Subscribes, or answers the subscription the same idempotency key made (`false`: not new).
+pub async fn subscribe(
+    store: &dyn Store,
+    request: NewWebhook<'_>,
+) -> Result<(Webhook, bool), SubscribeError> {
+    let url = request.url.trim();
+    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+    let host = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    if url.len() > URL_BYTES_MAX
+        || !scheme_ok
+        || host.is_empty()
+        || url.contains(char::is_whitespace)
+    {
+        return Err(SubscribeError::Invalid(format!(
+            "url must be an http:// or https:// URL with a host, at most {URL_BYTES_MAX} bytes"
+        )));
+    }
+    let event_types: Vec<String> =
+        crate::filter::EventFilter::parse_types(request.event_types.iter().map(String::as_str))
+            .map_err(SubscribeError::Invalid)?
+            .into_iter()
+            .map(|kind| kind.as_str().to_owned())
+            .collect();
+    if let Some(secret) = request.secret
+        && !(SECRET_BYTES_MIN..=SECRET_BYTES_MAX).contains(&secret.len())
+    {
+        return Err(SubscribeError::Invalid(format!(
+            "secret must be {SECRET_BYTES_MIN} to {SECRET_BYTES_MAX} bytes"
+        )));
+    }
+    if request.idempotency_key.is_empty() || request.idempotency_key.len() > 255 {
+        return Err(SubscribeError::Invalid(
+            "the idempotency key must be 1 to 255 bytes".to_owned(),
+        ));
+    }
+    // FNV-1a of the key: the same key gives the same id on every version and platform.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in request.idempotency_key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let id = format!("wh_{hash:016x}");
+    let existing = store.webhooks(Some(request.tenant)).await?;
+    if let Some(hook) = existing.iter().find(|hook| hook.id == id) {
+        let same = hook.url == url
+            && hook.event_types == event_types
+            && request.secret.is_none_or(|secret| secret == hook.secret);
+        return if same { Ok((hook.clone(), false)) } else { Err(SubscribeError::KeyReused) };
+    }
+    if existing.len() >= WEBHOOKS_MAX {
+        return Err(SubscribeError::Invalid(format!(
+            "a tenant has at most {WEBHOOKS_MAX} webhooks"
+        )));
+    }
+    let hook = Webhook {
+        id,
+        tenant: request.tenant.to_owned(),
+        url: url.to_owned(),
+        event_types,
+        secret: request.secret.map_or_else(
+            || format!("whsec_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
+            str::to_owned,
+        ),
+        created_at: now(),
+    };
+    store.create_webhook(&hook).await?;
+    Ok((hook, true))
+}
