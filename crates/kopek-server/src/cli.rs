@@ -91,9 +91,10 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     /// What this process does. `all`: everything. With several processes on PostgreSQL,
     /// `api` processes serve the APIs and write; `worker` processes expire holds, pay orders
-    /// and relay events to the broker; `relay` processes only relay. Workers and relays serve
-    /// only /healthz, /readyz and /metrics and may run side by side: one relay at a time
-    /// holds the lease, the others stand by.
+    /// and relay events to the broker; `relay` processes only relay; `ingest` processes apply
+    /// transfer commands from the broker (`--broker`). Workers, relays and ingesters serve only
+    /// /healthz, /readyz and /metrics and may run side by side: one relay at a time holds the
+    /// lease, the others stand by.
     #[arg(long, env = "KOPEK_ROLE", value_enum, default_value_t = Role::All)]
     pub role: Role,
     /// Publish every event, in order, to this broker: nats://HOST:PORT (JetStream; options
@@ -101,6 +102,10 @@ pub struct ServeArgs {
     /// options ?exchange=kopek.events&queue=NAME).
     #[arg(long, env = "KOPEK_BROKER")]
     pub broker: Option<String>,
+    /// With `--role all`: also apply transfer commands from the broker, as `--role ingest`
+    /// does (docs/events.md, "Command ingestion").
+    #[arg(long, env = "KOPEK_INGEST")]
+    pub ingest: bool,
     /// Attempts at a webhook delivery before it is dead-lettered (and after a redelivery).
     #[arg(long, env = "KOPEK_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10)]
     pub webhook_max_attempts: u32,
@@ -119,6 +124,7 @@ pub enum Role {
     Api,
     Worker,
     Relay,
+    Ingest,
 }
 
 impl Role {

@@ -87,7 +87,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let embedded = matches!(backend(&args.store)?, Backend::Embedded(_));
     if args.role != Role::All && embedded {
         bail!(
-            "--role api, worker or relay needs --database postgres://...: the embedded store is one process"
+            "--role api, worker, relay or ingest needs --database postgres://...: the embedded store is one process"
         );
     }
     let broker = args
@@ -96,6 +96,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map(kopek_outbox::broker::Broker::parse)
         .transpose()
         .map_err(|message| anyhow::anyhow!("--broker: {message}"))?;
+    let ingests = args.role == Role::Ingest || (args.role == Role::All && args.ingest);
+    if ingests && broker.is_none() {
+        bail!("ingestion reads commands from a broker: give --broker nats://... or amqp://...");
+    }
     let store = open_store(&args.store).await?;
     let config = EngineConfig {
         queue_capacity: args.queue_capacity.max(1),
@@ -213,6 +217,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         draining.clone(),
     );
     http_state.webhook_max_attempts = notifier.max_attempts;
+    if let Some(broker) = broker.as_ref().filter(|_| ingests) {
+        let source = kopek_ingest::source(broker);
+        background.push(kopek_ingest::start(engine.clone(), source, shutdown.clone()));
+        tracing::info!(broker = %broker.describe(), "applying transfer commands from the broker");
+    }
     let mut relay = None;
     if let Some(broker) = broker.as_ref().filter(|_| args.role.relays()) {
         let (monitor, task) = kopek_outbox::relay::start(

@@ -405,7 +405,7 @@ async fn api_processes_leave_hold_expiry_and_order_payment_to_workers() {
     let (code, _, stderr) = cli(&["serve", "--role", "api", "--data-dir", embedded]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("--role api, worker or relay needs --database postgres://"),
+        stderr.contains("--role api, worker, relay or ingest needs --database postgres://"),
         "{stderr}"
     );
 }

@@ -8,6 +8,7 @@ mod crash;
 mod events;
 mod health;
 mod http;
+mod ingest;
 mod ledger;
 mod payment;
 mod python;

@@ -73,10 +73,9 @@ impl Server {
         let http_count = 1 + extra.iter().filter(|arg| **arg == "--http-listen").count();
         let mut grpc_address = None;
         let mut http_addresses = Vec::new();
-        // Workers and relays serve no gRPC.
-        let grpc_expected = !extra
-            .windows(2)
-            .any(|pair| pair == ["--role", "worker"] || pair == ["--role", "relay"]);
+        // Workers, relays and ingesters serve no gRPC.
+        let grpc_expected =
+            !extra.windows(2).any(|pair| matches!(pair, ["--role", "worker" | "relay" | "ingest"]));
         while (grpc_expected && grpc_address.is_none()) || http_addresses.len() < http_count {
             let left = deadline.saturating_duration_since(Instant::now());
             let line =

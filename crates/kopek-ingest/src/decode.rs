@@ -1,0 +1,179 @@
+//! What a command message says. Two shapes, each as JSON or protobuf:
+//!
+//! - the kopek.v1 transfer: JSON as `POST /v1/transfers` takes it, with `idempotency_key` in
+//!   the body; protobuf `kopek.v1.TransferRequest`;
+//! - the streaming contract's `transaction.Transaction` (JSON with its proto field names,
+//!   `transactionId`, `userId`, ...); its idempotency key is `txn:<transactionId>`, shared with
+//!   `StreamTransactions`.
+//!
+//! Protobuf is chosen by the content type `application/x-protobuf` (or `application/protobuf`),
+//! with `; messageType=transaction.Transaction` for the contract's message; anything else is
+//! read as JSON and told apart by its fields.
+
+use kopek_api_http::dto::NewTransferDto;
+use kopek_core::{IdempotencyKey, Rejection, TransferRequest};
+use kopek_proto::kopek::v1 as pb;
+use kopek_proto::transaction as contract;
+use prost::Message;
+use serde::Deserialize;
+
+/// A command that can be answered: its key, and the transfer or why it is refused.
+#[derive(Debug)]
+pub struct Decoded {
+    pub idempotency_key: String,
+    pub request: Result<TransferRequest, Rejection>,
+}
+
+/// The contract's `Transaction` in JSON, with the proto field names.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TransactionJson {
+    transaction_id: String,
+    #[serde(default)]
+    user_id: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    amount: f64,
+    #[serde(default)]
+    currency: String,
+    #[serde(default)]
+    timestamp: String,
+}
+
+/// `Err`: the message is poison (it cannot be read as a command at all), with the reason.
+pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String> {
+    let content_type = content_type.unwrap_or_default().to_ascii_lowercase();
+    if content_type.starts_with("application/x-protobuf")
+        || content_type.starts_with("application/protobuf")
+    {
+        let message_type = content_type
+            .split(';')
+            .skip(1)
+            .filter_map(|param| param.trim().split_once('='))
+            .find(|(name, _)| *name == "messagetype")
+            .map(|(_, value)| value.trim_matches('"').to_owned())
+            .unwrap_or_else(|| "kopek.v1.transferrequest".to_owned());
+        return match message_type.as_str() {
+            "transaction.transaction" => {
+                let transaction = contract::Transaction::decode(body)
+                    .map_err(|error| format!("not a protobuf transaction.Transaction: {error}"))?;
+                Ok(from_transaction(&transaction))
+            }
+            "kopek.v1.transferrequest" => {
+                let request = pb::TransferRequest::decode(body)
+                    .map_err(|error| format!("not a protobuf kopek.v1.TransferRequest: {error}"))?;
+                if request.idempotency_key.is_empty() {
+                    return Err("the transfer has no idempotency_key".to_owned());
+                }
+                Ok(Decoded {
+                    idempotency_key: request.idempotency_key.clone(),
+                    request: kopek_api_grpc::convert::transfer_request(request),
+                })
+            }
+            other => Err(format!(
+                "unknown messageType {other:?} (kopek.v1.TransferRequest or transaction.Transaction)"
+            )),
+        };
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| format!("not JSON: {error}"))?;
+    if value.get("transactionId").is_some() {
+        let transaction: TransactionJson = serde_json::from_value(value)
+            .map_err(|error| format!("not a transaction.Transaction: {error}"))?;
+        return Ok(from_transaction(&contract::Transaction {
+            transaction_id: transaction.transaction_id,
+            user_id: transaction.user_id,
+            category: transaction.category,
+            amount: transaction.amount as f32,
+            currency: transaction.currency,
+            timestamp: transaction.timestamp,
+        }));
+    }
+    let transfer: NewTransferDto = serde_json::from_value(value)
+        .map_err(|error| format!("not a kopek.v1 transfer: {error}"))?;
+    let Some(key) = transfer.idempotency_key.clone() else {
+        return Err("the transfer has no idempotency_key".to_owned());
+    };
+    let request = IdempotencyKey::parse_client(&key)
+        .and_then(|parsed| kopek_api_http::rest::transfer_request(transfer, parsed));
+    Ok(Decoded { idempotency_key: key, request })
+}
+
+fn from_transaction(transaction: &contract::Transaction) -> Decoded {
+    Decoded {
+        idempotency_key: format!("txn:{}", transaction.transaction_id),
+        request: kopek_api_grpc::transaction::transfer_request(transaction),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_shapes_decode_from_json_and_protobuf() {
+        let transfer = br#"{"idempotency_key": "k1", "kind": "deposit", "credit_account_id": "a", "amount": "1.50", "currency": "USD"}"#;
+        let decoded = decode(transfer, Some("application/json")).expect("transfer");
+        assert_eq!(decoded.idempotency_key, "k1");
+        assert_eq!(decoded.request.expect("valid").idempotency_key.as_str(), "k1");
+
+        let transaction = br#"{"transactionId": "t1", "userId": "u1", "category": "Food", "amount": 2.5, "currency": "USD", "timestamp": "2026-11-21T10:00:00Z"}"#;
+        let decoded = decode(transaction, None).expect("transaction");
+        assert_eq!(decoded.idempotency_key, "txn:t1");
+        assert!(decoded.request.is_ok());
+
+        let proto = pb::TransferRequest {
+            idempotency_key: "k2".to_owned(),
+            kind: pb::TransferKind::Deposit as i32,
+            credit_account_id: "a".to_owned(),
+            amount_minor: 5,
+            currency: "USD".to_owned(),
+            ..Default::default()
+        };
+        let decoded =
+            decode(&proto.encode_to_vec(), Some("application/x-protobuf")).expect("proto");
+        assert_eq!(decoded.idempotency_key, "k2");
+        assert!(decoded.request.is_ok());
+
+        let contract = contract::Transaction {
+            transaction_id: "t2".to_owned(),
+            user_id: "u1".to_owned(),
+            category: "Food".to_owned(),
+            amount: 1.0,
+            currency: "USD".to_owned(),
+            timestamp: "2026-11-21T10:00:00Z".to_owned(),
+        };
+        let decoded = decode(
+            &contract.encode_to_vec(),
+            Some("application/x-protobuf; messageType=transaction.Transaction"),
+        )
+        .expect("contract proto");
+        assert_eq!(decoded.idempotency_key, "txn:t2");
+    }
+
+    #[test]
+    fn a_readable_command_with_bad_fields_is_refused_not_poison() {
+        let bad = br#"{"idempotency_key": "k3", "credit_account_id": "a", "debit_account_id": "b", "amount": "-1", "currency": "USD"}"#;
+        let decoded = decode(bad, None).expect("readable");
+        assert!(decoded.request.is_err());
+    }
+
+    #[test]
+    fn poison_says_why() {
+        for (body, content_type, says) in [
+            (&b"{not json"[..], None, "not JSON"),
+            (&br#"{"kind": "deposit", "currency": "USD"}"#[..], None, "no idempotency_key"),
+            (
+                &br#"{"surprise": 1, "currency": "USD", "idempotency_key": "x"}"#[..],
+                None,
+                "not a kopek.v1 transfer",
+            ),
+            (&b"\xff\xff\xff"[..], Some("application/x-protobuf"), "not a protobuf"),
+            (&b""[..], Some("application/x-protobuf; messageType=foo.Bar"), "unknown messageType"),
+        ] {
+            let reason = decode(body, content_type).expect_err("poison");
+            assert!(reason.contains(says), "{reason}");
+        }
+    }
+}
