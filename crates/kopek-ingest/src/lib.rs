@@ -14,6 +14,7 @@
 
 pub mod amqp;
 pub mod decode;
+pub mod kafka;
 pub mod nats;
 
 use async_trait::async_trait;
@@ -71,8 +72,8 @@ pub trait CommandSource: Send {
     async fn ack(&mut self) -> Result<(), IngestError>;
 }
 
-/// The command source of `broker`.
-pub fn source(broker: &Broker) -> Box<dyn CommandSource> {
+/// The command source of `broker`; `member` names this process among the readers.
+pub fn source(broker: &Broker, member: &str) -> Box<dyn CommandSource> {
     match broker {
         Broker::Nats { server, stream, subject_prefix } => {
             Box::new(nats::NatsCommands::new(server.clone(), stream, subject_prefix))
@@ -80,6 +81,9 @@ pub fn source(broker: &Broker) -> Box<dyn CommandSource> {
         Broker::Amqp { uri, exchange, .. } => {
             Box::new(amqp::AmqpCommands::new(uri.clone(), exchange))
         }
+        Broker::Kafka { bootstrap, topic_prefix, partitions } => Box::new(
+            kafka::KafkaCommands::new(bootstrap.clone(), topic_prefix, *partitions, member),
+        ),
     }
 }
 

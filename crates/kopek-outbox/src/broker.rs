@@ -6,20 +6,25 @@
 //!   exchange, routing key = event type; with `queue`, a durable queue bound to every event is
 //!   declared too, so nothing is dropped before the first consumer binds. Other query
 //!   parameters (`heartbeat`, `connection_timeout`, ...) go to the AMQP client.
+//! - `kafka://HOST:PORT[,HOST:PORT][?topic_prefix=kopek&partitions=1]`: a topic per event
+//!   family, `<prefix>.accounts|transfers|users|orders`, created if missing.
 
 use crate::consumer::Source;
 use crate::consumer::amqp_source::AmqpSource;
+use crate::consumer::kafka_source::KafkaSource;
 use crate::consumer::nats_source::NatsSource;
-use crate::sink::{Sink, amqp::AmqpSink, nats::NatsSink};
+use crate::sink::{Sink, amqp::AmqpSink, kafka::KafkaSink, nats::NatsSink};
 
 pub const DEFAULT_STREAM: &str = "KOPEK";
 pub const DEFAULT_SUBJECT_PREFIX: &str = "kopek";
 pub const DEFAULT_EXCHANGE: &str = "kopek.events";
+pub const DEFAULT_TOPIC_PREFIX: &str = "kopek";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Broker {
     Nats { server: String, stream: String, subject_prefix: String },
     Amqp { uri: String, exchange: String, queue: Option<String> },
+    Kafka { bootstrap: String, topic_prefix: String, partitions: i32 },
 }
 
 impl Broker {
@@ -74,9 +79,38 @@ impl Broker {
                 Ok(Broker::Amqp { uri, exchange, queue })
             }
             Some("kafka") => {
-                Err("kafka:// brokers are not supported yet; use nats:// or amqp://".to_owned())
+                let topic_prefix =
+                    take("topic_prefix").unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned());
+                let partitions = match take("partitions") {
+                    None => 1,
+                    Some(text) => text
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|count| (1..=1_000).contains(count))
+                        .ok_or_else(|| "partitions must be 1 to 1000".to_owned())?,
+                };
+                if let Some((name, _)) = params.first() {
+                    return Err(format!(
+                        "unknown Kafka broker parameter {name:?} (known: topic_prefix, partitions)"
+                    ));
+                }
+                let valid =
+                    |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
+                if topic_prefix.is_empty()
+                    || topic_prefix.len() > 200
+                    || !topic_prefix.bytes().all(valid)
+                {
+                    return Err("the Kafka topic prefix must be letters, digits, '.', '_' and '-'"
+                        .to_owned());
+                }
+                let bootstrap =
+                    base.trim_start_matches("kafka://").trim_end_matches('/').to_owned();
+                if bootstrap.is_empty() {
+                    return Err("kafka:// needs HOST:PORT (several comma-separated)".to_owned());
+                }
+                Ok(Broker::Kafka { bootstrap, topic_prefix, partitions })
             }
-            _ => Err("--broker must be a nats://... or amqp://... URL".to_owned()),
+            _ => Err("--broker must be a nats://, amqp:// or kafka:// URL".to_owned()),
         }
     }
 
@@ -86,6 +120,7 @@ impl Broker {
         match self {
             Broker::Nats { stream, .. } => format!("nats/{stream}"),
             Broker::Amqp { exchange, .. } => format!("amqp/{exchange}"),
+            Broker::Kafka { topic_prefix, .. } => format!("kafka/{topic_prefix}"),
         }
     }
 
@@ -105,11 +140,15 @@ impl Broker {
             Broker::Amqp { uri, exchange, .. } => {
                 format!("{} exchange {exchange}", without_credentials(uri))
             }
+            Broker::Kafka { bootstrap, topic_prefix, .. } => {
+                format!("kafka://{bootstrap} topics {topic_prefix}.*")
+            }
         }
     }
 
-    /// Where `consumer` reads the event types `types` from this broker.
-    pub fn source(&self, consumer: &str, types: &[&str]) -> Box<dyn Source> {
+    /// Where `consumer` reads the event types `types` from this broker; `member` names this
+    /// process among the consumer's readers (Kafka static membership).
+    pub fn source(&self, consumer: &str, types: &[&str], member: &str) -> Box<dyn Source> {
         match self {
             Broker::Nats { server, stream, subject_prefix } => Box::new(NatsSource::new(
                 server.clone(),
@@ -121,6 +160,14 @@ impl Broker {
             Broker::Amqp { uri, exchange, .. } => {
                 Box::new(AmqpSource::new(uri.clone(), exchange.clone(), consumer, types))
             }
+            Broker::Kafka { bootstrap, topic_prefix, partitions } => Box::new(KafkaSource::new(
+                bootstrap.clone(),
+                topic_prefix,
+                *partitions,
+                consumer,
+                types,
+                member,
+            )),
         }
     }
 
@@ -131,6 +178,9 @@ impl Broker {
             }
             Broker::Amqp { uri, exchange, queue } => {
                 Box::new(AmqpSink::new(uri.clone(), exchange.clone(), queue.clone()))
+            }
+            Broker::Kafka { bootstrap, topic_prefix, partitions } => {
+                Box::new(KafkaSink::new(bootstrap.clone(), topic_prefix.clone(), *partitions))
             }
         }
     }
@@ -180,7 +230,8 @@ mod tests {
     fn bad_urls_say_what_is_wrong() {
         for (url, says) in [
             ("http://h", "must be a nats://"),
-            ("kafka://h:9092", "not supported yet"),
+            ("kafka://h:9092?partitions=0", "partitions must be"),
+            ("kafka://", "needs HOST:PORT"),
             ("nats://h?stream=a.b", "stream name"),
             ("nats://h?subject_prefix=a..b", "subject prefix"),
             ("nats://h?bogus=1", "unknown NATS broker parameter"),

@@ -199,7 +199,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             // From the broker when there is one, so consumers run wherever workers run;
             // otherwise from this process's feed.
             let source: Box<dyn kopek_outbox::consumer::Source> = match &broker {
-                Some(broker) => broker.source(handler.name(), &types),
+                Some(broker) => broker.source(handler.name(), &types, &holder),
                 None => Box::new(kopek_outbox::consumer::feed_source::FeedSource::new(
                     store.clone(),
                     feed.clone(),
@@ -218,7 +218,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     http_state.webhook_max_attempts = notifier.max_attempts;
     if let Some(broker) = broker.as_ref().filter(|_| ingests) {
-        let source = kopek_ingest::source(broker);
+        let source = kopek_ingest::source(broker, &holder);
         background.push(kopek_ingest::start(engine.clone(), source, shutdown.clone()));
         tracing::info!(broker = %broker.describe(), "applying transfer commands from the broker");
     }

@@ -10,6 +10,7 @@
 pub mod amqp_source;
 pub mod analytics;
 pub mod feed_source;
+pub mod kafka_source;
 pub mod nats_source;
 pub mod notifier;
 pub mod payments;

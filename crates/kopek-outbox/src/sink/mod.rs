@@ -3,6 +3,7 @@
 //! drops its connection and connects again on the next call.
 
 pub mod amqp;
+pub mod kafka;
 pub mod nats;
 
 use async_trait::async_trait;

@@ -380,3 +380,61 @@ async fn rabbitmq_commands_apply_once_with_verdicts_and_a_dead_letter_across_a_k
     let _ =
         channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_commands_apply_once_with_verdicts_and_a_dead_letter_across_a_kill9() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let Some(bootstrap) = crate::events::kafka_or_skip() else { return };
+    let prefix = unique("ki");
+    let broker = format!("kafka://{bootstrap}?topic_prefix={prefix}");
+    let topic = format!("{prefix}_commands");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let (published, expected) = commands(&prefix);
+    for chunk in published.chunks(1_000) {
+        let mut deliveries = Vec::new();
+        for message in chunk {
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "content-type", value: Some(message.content_type) })
+                .insert(Header {
+                    key: "kopek-correlation-id",
+                    value: Some(message.correlation.as_str()),
+                });
+            let record = FutureRecord::to(&topic)
+                .key(message.correlation.as_str())
+                .payload(&message.body)
+                .headers(headers);
+            deliveries
+                .push(producer.send_result(record).map_err(|(error, _)| error).expect("queue"));
+        }
+        for delivery in deliveries {
+            delivery.await.expect("delivered").expect("stored");
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opener = Server::start(dir.path());
+    open_targets(&opener, &prefix).await;
+    drop(opener);
+    let mut server = Server::start_with(dir.path(), &["--broker", &broker, "--ingest"]);
+    kill_once_applying(&mut server, &prefix).await;
+    let server = Server::start_with(dir.path(), &["--broker", &broker, "--ingest"]);
+    check_balances(&server, &expected).await;
+
+    let verdicts: Vec<Value> =
+        crate::events::read_kafka(&bootstrap, &[format!("{topic}.verdicts")], COMMANDS)
+            .await
+            .iter()
+            .map(|(_, _, body)| serde_json::from_slice(body).expect("verdict JSON"))
+            .collect();
+    check_verdicts(&verdicts);
+    let dead = crate::events::read_kafka(&bootstrap, &[format!("{topic}.dead")], 1).await;
+    let reason = dead[0].1.get("kopek-dead-letter-reason").expect("reason");
+    assert!(reason.contains("not JSON"), "{reason}");
+    assert_eq!(dead[0].2, b"{this is not a command");
+}

@@ -1,0 +1,125 @@
+//! Events from Kafka: a consumer group `<prefix>.<consumer>` on the topics of the event types
+//! wanted, from the earliest offset for a new group, offsets committed only when a batch is
+//! acknowledged.
+
+use super::{BATCH_EVENTS, ConsumerError, Incoming, Source};
+use crate::sink::kafka::{consumer_config, ensure_topics, topics_for};
+use async_trait::async_trait;
+use futures_util::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+
+pub struct KafkaSource {
+    bootstrap: String,
+    group: String,
+    topics: Vec<String>,
+    partitions: i32,
+    member: String,
+    consumer: Option<StreamConsumer>,
+    /// The next offset to commit per topic and partition.
+    pending: BTreeMap<(String, i32), i64>,
+}
+
+impl KafkaSource {
+    pub fn new(
+        bootstrap: String,
+        prefix: &str,
+        partitions: i32,
+        consumer: &str,
+        types: &[&str],
+        member: &str,
+    ) -> KafkaSource {
+        KafkaSource {
+            bootstrap,
+            group: format!("{prefix}.{consumer}"),
+            topics: topics_for(prefix, types),
+            partitions,
+            member: member.to_owned(),
+            consumer: None,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    async fn connect(&self) -> Result<StreamConsumer, ConsumerError> {
+        ensure_topics(&self.bootstrap, &self.topics, self.partitions)
+            .await
+            .map_err(|error| ConsumerError(error.0))?;
+        let consumer: StreamConsumer = consumer_config(&self.bootstrap, &self.group, &self.member)
+            .create()
+            .map_err(|error| ConsumerError(format!("create the Kafka consumer: {error}")))?;
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(|error| ConsumerError(format!("subscribe to Kafka topics: {error}")))?;
+        Ok(consumer)
+    }
+}
+
+#[async_trait]
+impl Source for KafkaSource {
+    async fn next(&mut self) -> Result<Option<Vec<Incoming>>, ConsumerError> {
+        let consumer = match self.consumer.take() {
+            Some(consumer) => consumer,
+            None => self.connect().await?,
+        };
+        let mut batch = Vec::new();
+        let mut taken = 0;
+        let result = loop {
+            let next = if taken == 0 {
+                consumer.recv().await
+            } else {
+                match consumer.recv().now_or_never() {
+                    Some(next) => next,
+                    None => break Ok(()),
+                }
+            };
+            let message = match next {
+                Ok(message) => message,
+                Err(error) => break Err(ConsumerError(format!("Kafka receive: {error}"))),
+            };
+            taken += 1;
+            self.pending
+                .insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
+            match Incoming::from_document(message.payload().unwrap_or_default()) {
+                Ok(event) => batch.push(event),
+                Err(reason) => {
+                    tracing::warn!(topic = message.topic(), %reason, "dropping a message that is not an event document");
+                }
+            }
+            if taken >= BATCH_EVENTS {
+                break Ok(());
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.consumer = Some(consumer);
+                Ok(Some(batch))
+            }
+            // A fresh consumer resumes from the committed offsets.
+            Err(error) => {
+                self.pending.clear();
+                Err(error)
+            }
+        }
+    }
+
+    async fn ack(&mut self) -> Result<(), ConsumerError> {
+        let Some(consumer) = &self.consumer else { return Ok(()) };
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.pending {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|error| ConsumerError(format!("Kafka offsets: {error}")))?;
+        }
+        consumer
+            .commit(&offsets, CommitMode::Sync)
+            .map_err(|error| ConsumerError(format!("Kafka commit: {error}")))?;
+        self.pending.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Kafka: one topic per event family (`<prefix>.accounts`, `.transfers`, `.users`, `.orders`),
+//! created if missing, each message keyed by the account it concerns (the first account whose
+//! balance it changed, else its subject) so an account's events keep their order within a
+//! partition. The producer is idempotent (`enable.idempotence`, `acks=all`): its own retries
+//! never duplicate; a relay restart may publish the unconfirmed tail again, and consumers drop
+//! repeats by the `kopek-event-id` header (the document's `id`).
+
+use super::{CONFIRM_TIMEOUT, Sink, SinkError, within};
+use crate::envelope;
+use async_trait::async_trait;
+use kopek_core::EventKind;
+use kopek_store::StoredEvent;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use std::sync::Arc;
+
+/// The families, and the event types each topic carries.
+pub const FAMILIES: [(&str, &[EventKind]); 4] = [
+    ("accounts", &[EventKind::AccountOpened, EventKind::AccountUpdated]),
+    (
+        "transfers",
+        &[
+            EventKind::TransferPosted,
+            EventKind::TransferDeclined,
+            EventKind::HoldPlaced,
+            EventKind::HoldCaptured,
+            EventKind::HoldVoided,
+            EventKind::HoldExpired,
+        ],
+    ),
+    ("users", &[EventKind::UserCreated]),
+    (
+        "orders",
+        &[
+            EventKind::OrderCreated,
+            EventKind::PaymentCompleted,
+            EventKind::PaymentFailed,
+            EventKind::OrderPaid,
+            EventKind::OrderFailed,
+        ],
+    ),
+];
+
+/// The topic of an event type.
+pub fn topic_of(prefix: &str, kind: &str) -> String {
+    let family = FAMILIES
+        .iter()
+        .find(|(_, kinds)| kinds.iter().any(|candidate| candidate.as_str() == kind))
+        .map_or("other", |(family, _)| family);
+    format!("{prefix}.{family}")
+}
+
+/// The topics that carry `kinds`.
+pub fn topics_for(prefix: &str, kinds: &[&str]) -> Vec<String> {
+    let mut topics: Vec<String> = kinds.iter().map(|kind| topic_of(prefix, kind)).collect();
+    topics.sort();
+    topics.dedup();
+    topics
+}
+
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "10000")
+        .set("log_level", "3");
+    config
+}
+
+/// A consumer in group `group`: offsets committed by hand, a new group starts at the
+/// earliest offset, and a member that stops heartbeating (a crashed process) loses its
+/// partitions after seconds instead of librdkafka's default minutes.
+///
+/// `member` names this process within the group across its restarts (static membership):
+/// a process that comes back after a crash takes its partitions back at once instead of
+/// waiting for the broker to notice the old member is gone.
+pub fn consumer_config(bootstrap: &str, group: &str, member: &str) -> ClientConfig {
+    let mut config = client_config(bootstrap);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        // Also how long a rebalance waits for members to rejoin: a crashed member holds up
+        // its successor at most this long. A batch takes far less between two polls.
+        .set("max.poll.interval.ms", "10000")
+        .set("group.instance.id", format!("{group}.{member}"));
+    config
+}
+
+pub fn producer(bootstrap: &str) -> Result<FutureProducer, SinkError> {
+    client_config(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", CONFIRM_TIMEOUT.as_millis().to_string())
+        .create()
+        .map_err(|error| SinkError(format!("create the Kafka producer: {error}")))
+}
+
+/// Creates the topics that do not exist yet (one partition each unless `partitions` says).
+pub async fn ensure_topics(
+    bootstrap: &str,
+    topics: &[String],
+    partitions: i32,
+) -> Result<(), SinkError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap)
+        .create()
+        .map_err(|error| SinkError(format!("create the Kafka admin client: {error}")))?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(CONFIRM_TIMEOUT));
+    let results = admin
+        .create_topics(&new, &options)
+        .await
+        .map_err(|error| SinkError(format!("create Kafka topics: {error}")))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(SinkError(format!("create Kafka topic {topic}: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub struct KafkaSink {
+    bootstrap: String,
+    prefix: String,
+    partitions: i32,
+    producer: Option<Arc<FutureProducer>>,
+}
+
+impl KafkaSink {
+    pub fn new(bootstrap: String, prefix: String, partitions: i32) -> KafkaSink {
+        KafkaSink { bootstrap, prefix, partitions, producer: None }
+    }
+}
+
+/// The account a message is keyed by.
+fn key_of(event: &StoredEvent) -> String {
+    serde_json::from_str::<serde_json::Value>(&event.payload)
+        .ok()
+        .and_then(|payload| payload["balances"][0]["account_id"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| event.subject_id.clone())
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn publish(&mut self, events: &[Arc<StoredEvent>]) -> Result<(), SinkError> {
+        let producer = match &self.producer {
+            Some(producer) => producer.clone(),
+            None => {
+                let topics: Vec<String> = FAMILIES
+                    .iter()
+                    .map(|(family, _)| format!("{}.{family}", self.prefix))
+                    .collect();
+                within(
+                    "create Kafka topics",
+                    ensure_topics(&self.bootstrap, &topics, self.partitions),
+                )
+                .await?;
+                let producer = Arc::new(producer(&self.bootstrap)?);
+                self.producer = Some(producer.clone());
+                producer
+            }
+        };
+        let prefix = self.prefix.clone();
+        let result = within("Kafka deliveries", async move {
+            let mut deliveries = Vec::with_capacity(events.len());
+            for event in events {
+                let topic = topic_of(&prefix, &event.kind);
+                let key = key_of(event);
+                let body = envelope::document(event);
+                let sequence = event.sequence.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: "kopek-event-id", value: Some(event.id.as_str()) })
+                    .insert(Header { key: "kopek-event-type", value: Some(event.kind.as_str()) })
+                    .insert(Header { key: "kopek-sequence", value: Some(sequence.as_str()) })
+                    .insert(Header { key: "content-type", value: Some("application/json") });
+                let record = FutureRecord::to(&topic).key(&key).payload(&body).headers(headers);
+                let delivery = producer
+                    .send_result(record)
+                    .map_err(|(error, _)| SinkError(format!("queue a Kafka message: {error}")))?;
+                deliveries.push(delivery);
+            }
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => {
+                        return Err(SinkError(format!("Kafka delivery: {error}")));
+                    }
+                    Err(_) => return Err(SinkError("the Kafka producer went away".to_owned())),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if result.is_err() {
+            self.producer = None;
+        }
+        result
+    }
+}
