@@ -4,6 +4,7 @@
 //! cargo build --release -p kopek-server --bin kopek --example relay
 //! target/release/examples/relay 'nats://127.0.0.1:4222' [TRANSFERS]
 //! target/release/examples/relay 'amqp://guest:guest@127.0.0.1:5672/%2f' [TRANSFERS]
+//! target/release/examples/relay 'kafka://127.0.0.1:19092' [TRANSFERS]
 //! ```
 //!
 //! 1. Throughput: a fresh ledger (SQLite in a temp dir) takes TRANSFERS transfers while its
@@ -13,7 +14,8 @@
 //! 2. Latency: a consumer on the broker receives the events of a steady 2,000 transfers/s for
 //!    20 s; for each, the time from its commit (`at`) to its arrival.
 //!
-//! It uses a stream or exchange of its own and deletes it afterwards.
+//! It uses a stream, exchange or topic prefix of its own and deletes the stream or exchange
+//! afterwards (Kafka topics stay).
 
 use futures_util::StreamExt;
 use kopek_proto::kopek::v1 as pb;
@@ -133,8 +135,11 @@ async fn main() -> Result<(), Error> {
     let kopek = kopek.to_str().expect("path").to_owned();
     let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let nats = base.starts_with("nats://");
+    let kafka = base.starts_with("kafka://");
     let (name, query) = if nats {
         (format!("RB{tag}"), format!("stream=RB{tag}&subject_prefix=rb{tag}"))
+    } else if kafka {
+        (format!("rb{tag}"), format!("topic_prefix=rb{tag}"))
     } else {
         (format!("rb{tag}"), format!("exchange=rb{tag}"))
     };
@@ -184,7 +189,38 @@ async fn main() -> Result<(), Error> {
 
     // 2. Commit-to-consumer latency under a steady load.
     let (arrivals, mut received) = mpsc::unbounded_channel::<i64>();
-    let (nats_client, amqp) = if nats {
+    let (nats_client, amqp) = if kafka {
+        use rdkafka::consumer::{Consumer, StreamConsumer};
+        use rdkafka::message::Message;
+        let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", base.trim_start_matches("kafka://"))
+            .set("group.id", format!("{name}.latency"))
+            .set("auto.offset.reset", "latest")
+            .set("fetch.wait.max.ms", "50")
+            .create()?;
+        let topics: Vec<String> = ["accounts", "transfers", "users", "orders"]
+            .iter()
+            .map(|family| format!("{name}.{family}"))
+            .collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        tokio::spawn(async move {
+            while let Ok(message) = consumer.recv().await {
+                let document: serde_json::Value =
+                    serde_json::from_slice(message.payload().unwrap_or_default())
+                        .unwrap_or_default();
+                if let Some(at) = document["at"]
+                    .as_str()
+                    .and_then(|at| kopek_core::Timestamp::parse_rfc3339(at).ok())
+                {
+                    let _ = arrivals.send(micros_now() - at.as_unix_micros());
+                }
+            }
+        });
+        // The group's partitions are assigned a moment after subscribing.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (None, None)
+    } else if nats {
         let client = async_nats::connect(base.as_str()).await?;
         let context = async_nats::jetstream::new(client.clone());
         let stream = context.get_stream(&name).await?;

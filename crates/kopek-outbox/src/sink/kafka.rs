@@ -86,6 +86,8 @@ pub fn consumer_config(bootstrap: &str, group: &str, member: &str) -> ClientConf
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
+        // Answer within 50 ms when little is waiting, rather than librdkafka's 500 ms.
+        .set("fetch.wait.max.ms", "50")
         // Also how long a rebalance waits for members to rejoin: a crashed member holds up
         // its successor at most this long. A batch takes far less between two polls.
         .set("max.poll.interval.ms", "10000")

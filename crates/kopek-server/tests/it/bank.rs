@@ -433,7 +433,7 @@ async fn migrate_reports_what_it_applies_and_verify_creates_nothing() {
 /// worker relays the events and pays the orders from the broker. The first worker aborts
 /// between a batch's effects and its acknowledgement (`KOPEK_FAULT`); the next one gets the
 /// batch again and the inbox recognises every event in it: each order is settled once and
-/// each buyer debited once.
+/// each buyer debited once, and a webhook receiver gets every order's result at least once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_saga_runs_across_processes_through_nats_and_survives_a_consumer_crash() {
     use crate::events::{NATS, nats_or_skip, unique};
@@ -466,8 +466,30 @@ async fn the_order_saga_runs_across_processes_through_nats_and_survives_a_consum
         }
     }
 
-    let worker_args =
-        ["--database", database.url.as_str(), "--role", "worker", "--broker", &broker];
+    // Order results go to a webhook too; its receiver fails the first try of each event.
+    let receiver = crate::webhooks::Receiver::start(1).await;
+    let secret = "saga-secret-0123456789";
+    let subscription = serde_json::json!({"url": receiver.address, "event_types": ["OrderPaid", "OrderFailed"], "secret": secret});
+    let created = http(
+        address,
+        "POST",
+        "/v1/webhooks",
+        &[("Idempotency-Key", "saga-hook")],
+        Some(&subscription.to_string()),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    let worker_args = [
+        "--database",
+        database.url.as_str(),
+        "--role",
+        "worker",
+        "--broker",
+        &broker,
+        "--webhook-backoff-ms",
+        "100",
+    ];
     let mut crashing = Server::start_with_env(
         dir.path(),
         &worker_args,
@@ -520,6 +542,34 @@ async fn the_order_saga_runs_across_processes_through_nats_and_survives_a_consum
     .await
     .expect("count payments");
     assert_eq!(payments, i64::from(USERS) * 3, "each paid order debited once");
+    // Every order's result reached the webhook at least once, signed; deduplicated by event
+    // id the receiver saw each exactly once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let requests = receiver.requests();
+        let delivered: std::collections::HashSet<&str> = requests
+            .iter()
+            .filter_map(|request| request.headers.get("kopek-event-id").map(String::as_str))
+            .collect();
+        if delivered.len() == orders.len() && requests.len() >= 2 * orders.len() {
+            assert!(
+                requests.iter().all(|request| crate::webhooks::signature_verifies(secret, request))
+            );
+            let kinds: std::collections::HashSet<&str> = requests
+                .iter()
+                .filter_map(|request| request.headers.get("kopek-event-type").map(String::as_str))
+                .collect();
+            assert_eq!(kinds, ["OrderFailed", "OrderPaid"].into_iter().collect());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "webhooks: {} distinct of {}",
+            delivered.len(),
+            orders.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     pool.close().await;
     async_nats::jetstream::new(nats).delete_stream(&stream).await.expect("delete the stream");
 }

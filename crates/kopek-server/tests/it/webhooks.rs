@@ -14,21 +14,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request a receiver got.
 #[derive(Clone, Debug)]
-struct Received {
-    headers: HashMap<String, String>,
-    body: String,
+pub struct Received {
+    pub headers: HashMap<String, String>,
+    pub body: String,
 }
 
 /// A webhook receiver: answers 500 to the first `failures` requests of each event, then 200
 /// (or 503 to everything while `refuse` is set), and keeps every request.
-struct Receiver {
-    address: String,
+pub struct Receiver {
+    pub address: String,
     received: Arc<Mutex<Vec<Received>>>,
     refuse: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    async fn start(failures: usize) -> Receiver {
+    pub async fn start(failures: usize) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let received: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -65,7 +65,7 @@ impl Receiver {
         Receiver { address: format!("http://{address}/hook"), received, refuse }
     }
 
-    fn requests(&self) -> Vec<Received> {
+    pub fn requests(&self) -> Vec<Received> {
         self.received.lock().expect("log").clone()
     }
 }
@@ -103,7 +103,7 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<Received> {
 }
 
 /// Checks `Kopek-Signature` the way a receiver would.
-fn signature_verifies(secret: &str, received: &Received) -> bool {
+pub fn signature_verifies(secret: &str, received: &Received) -> bool {
     let Some(header) = received.headers.get("kopek-signature") else { return false };
     let Some((t, v1)) = header.split_once(',') else { return false };
     let (Some(t), Some(v1)) = (t.strip_prefix("t="), v1.strip_prefix("v1=")) else {
