@@ -5,9 +5,10 @@
 use crate::{BATCH_COMMANDS, CommandMessage, CommandSource, IngestError, Verdict};
 use async_trait::async_trait;
 use futures_util::{FutureExt, StreamExt};
+use kopek_outbox::sink::amqp::{Outgoing, publish_confirmed};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
@@ -74,40 +75,25 @@ impl AmqpCommands {
             .ok_or_else(|| IngestError("not connected to RabbitMQ".to_owned()))
     }
 
-    /// Publishes to a queue through the default exchange and waits for the confirms.
+    /// Publishes to queues through the default exchange and waits for the confirms.
     async fn publish(
         &self,
         messages: Vec<(String, Vec<u8>, BasicProperties)>,
     ) -> Result<(), IngestError> {
         let channel = self.channel()?;
-        let publish = async {
-            let mut confirms = Vec::with_capacity(messages.len());
-            for (queue, body, properties) in messages {
-                let confirm = channel
-                    .basic_publish(
-                        "".into(),
-                        queue.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        properties,
-                    )
-                    .await
-                    .map_err(|error| IngestError(format!("publish to RabbitMQ: {error}")))?;
-                confirms.push(confirm);
-            }
-            for confirm in confirms {
-                let confirmation = confirm
-                    .await
-                    .map_err(|error| IngestError(format!("RabbitMQ confirm: {error}")))?;
-                if !confirmation.is_ack() {
-                    return Err(IngestError("RabbitMQ refused a message (nack)".to_owned()));
-                }
-            }
-            Ok(())
-        };
-        tokio::time::timeout(CONFIRM_TIMEOUT * 3, publish)
+        let messages = messages
+            .into_iter()
+            .map(|(queue, body, properties)| Outgoing {
+                exchange: String::new(),
+                routing_key: queue,
+                body,
+                properties,
+            })
+            .collect();
+        tokio::time::timeout(CONFIRM_TIMEOUT * 3, publish_confirmed(channel, messages))
             .await
             .map_err(|_| IngestError("RabbitMQ did not confirm in time".to_owned()))?
+            .map_err(|error| IngestError(error.0))
     }
 }
 

@@ -7,11 +7,12 @@
 use crate::{BATCH_COMMANDS, CommandMessage, CommandSource, IngestError, Verdict};
 use async_trait::async_trait;
 use futures_util::FutureExt;
-use kopek_outbox::sink::kafka::{consumer_config, ensure_topics, producer};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use kopek_outbox::sink::kafka::{
+    Outgoing, commit, consumer_config, ensure_topics, producer, send_all,
+};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::FutureProducer;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -63,37 +64,14 @@ impl KafkaCommands {
         Ok((consumer, producer))
     }
 
-    async fn send(
-        &self,
-        records: Vec<(String, String, Vec<u8>, OwnedHeaders)>,
-    ) -> Result<(), IngestError> {
+    async fn send(&self, records: Vec<Outgoing>) -> Result<(), IngestError> {
         let Some((_, producer)) = &self.open else {
             return Err(IngestError("not connected to Kafka".to_owned()));
         };
-        let send = async {
-            let mut deliveries = Vec::with_capacity(records.len());
-            for (topic, key, body, headers) in &records {
-                let record =
-                    FutureRecord::to(topic).key(key).payload(body).headers(headers.clone());
-                let delivery = producer
-                    .send_result(record)
-                    .map_err(|(error, _)| IngestError(format!("queue a Kafka message: {error}")))?;
-                deliveries.push(delivery);
-            }
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((error, _))) => {
-                        return Err(IngestError(format!("Kafka delivery: {error}")));
-                    }
-                    Err(_) => return Err(IngestError("the Kafka producer went away".to_owned())),
-                }
-            }
-            Ok(())
-        };
-        tokio::time::timeout(CONFIRM_TIMEOUT, send)
+        tokio::time::timeout(CONFIRM_TIMEOUT, send_all(producer, &records))
             .await
             .map_err(|_| IngestError("Kafka did not confirm in time".to_owned()))?
+            .map_err(|error| IngestError(error.0))
     }
 }
 
@@ -156,7 +134,13 @@ impl CommandSource for KafkaCommands {
                 .insert(Header { key: "kopek-correlation-id", value: Some(correlation.as_str()) });
         }
         let key = message.correlation_id.clone().unwrap_or_default();
-        self.send(vec![(format!("{}.dead", self.topic), key, message.body.clone(), headers)]).await
+        self.send(vec![Outgoing {
+            topic: format!("{}.dead", self.topic),
+            key,
+            body: message.body.clone(),
+            headers,
+        }])
+        .await
     }
 
     async fn publish_verdicts(&mut self, verdicts: &[Verdict]) -> Result<(), IngestError> {
@@ -171,7 +155,12 @@ impl CommandSource for KafkaCommands {
                     .insert(Header { key: "content-type", value: Some("application/json") });
                 let key =
                     verdict.document["idempotency_key"].as_str().unwrap_or_default().to_owned();
-                (topic.clone(), key, verdict.document.to_string().into_bytes(), headers)
+                Outgoing {
+                    topic: topic.clone(),
+                    key,
+                    body: verdict.document.to_string().into_bytes(),
+                    headers,
+                }
             })
             .collect();
         self.send(records).await
@@ -179,18 +168,7 @@ impl CommandSource for KafkaCommands {
 
     async fn ack(&mut self) -> Result<(), IngestError> {
         let Some((consumer, _)) = &self.open else { return Ok(()) };
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.pending {
-            offsets
-                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .map_err(|error| IngestError(format!("Kafka offsets: {error}")))?;
-        }
-        consumer
-            .commit(&offsets, CommitMode::Sync)
-            .map_err(|error| IngestError(format!("Kafka commit: {error}")))?;
+        commit(consumer, &self.pending).map_err(|error| IngestError(error.0))?;
         self.pending.clear();
         Ok(())
     }

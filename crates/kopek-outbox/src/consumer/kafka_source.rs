@@ -3,12 +3,11 @@
 //! acknowledged.
 
 use super::{BATCH_EVENTS, ConsumerError, Incoming, Source};
-use crate::sink::kafka::{consumer_config, ensure_topics, topics_for};
+use crate::sink::kafka::{commit, consumer_config, ensure_topics, topics_for};
 use async_trait::async_trait;
 use futures_util::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 
 pub struct KafkaSource {
@@ -107,18 +106,7 @@ impl Source for KafkaSource {
 
     async fn ack(&mut self) -> Result<(), ConsumerError> {
         let Some(consumer) = &self.consumer else { return Ok(()) };
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.pending {
-            offsets
-                .add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .map_err(|error| ConsumerError(format!("Kafka offsets: {error}")))?;
-        }
-        consumer
-            .commit(&offsets, CommitMode::Sync)
-            .map_err(|error| ConsumerError(format!("Kafka commit: {error}")))?;
+        commit(consumer, &self.pending).map_err(|error| ConsumerError(error.0))?;
         self.pending.clear();
         Ok(())
     }

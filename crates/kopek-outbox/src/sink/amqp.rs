@@ -97,10 +97,9 @@ impl Sink for AmqpSink {
                 channel
             }
         };
-        let exchange = self.exchange.clone();
-        let result = within("RabbitMQ confirms", async move {
-            let mut confirms = Vec::with_capacity(events.len());
-            for event in events {
+        let messages = events
+            .iter()
+            .map(|event| {
                 let mut headers = FieldTable::default();
                 headers.insert("kopek-sequence".into(), AMQPValue::LongLongInt(sequence(event)));
                 headers.insert(
@@ -116,34 +115,58 @@ impl Sink for AmqpSink {
                         u64::try_from(event.at.as_unix_micros() / 1_000_000).unwrap_or(0),
                     )
                     .with_headers(headers);
-                let confirm = channel
-                    .basic_publish(
-                        exchange.as_str().into(),
-                        event.kind.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &envelope::document(event),
-                        properties,
-                    )
-                    .await
-                    .map_err(|error| SinkError(format!("publish to RabbitMQ: {error}")))?;
-                confirms.push(confirm);
-            }
-            for confirm in confirms {
-                let confirmation = confirm
-                    .await
-                    .map_err(|error| SinkError(format!("RabbitMQ confirm: {error}")))?;
-                if !confirmation.is_ack() {
-                    return Err(SinkError("RabbitMQ refused a message (nack)".to_owned()));
+                Outgoing {
+                    exchange: self.exchange.clone(),
+                    routing_key: event.kind.clone(),
+                    body: envelope::document(event),
+                    properties,
                 }
-            }
-            Ok(())
-        })
-        .await;
+            })
+            .collect();
+        let result = within("RabbitMQ confirms", publish_confirmed(&channel, messages)).await;
         if result.is_err() {
             self.open = None;
         }
         result
     }
+}
+
+/// One message to publish.
+pub struct Outgoing {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    pub properties: BasicProperties,
+}
+
+/// Publishes every message on a channel in confirm mode, then waits for every confirm; a
+/// nack fails the whole call.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    messages: Vec<Outgoing>,
+) -> Result<(), SinkError> {
+    let mut confirms = Vec::with_capacity(messages.len());
+    for message in messages {
+        let confirm = channel
+            .basic_publish(
+                message.exchange.as_str().into(),
+                message.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &message.body,
+                message.properties,
+            )
+            .await
+            .map_err(|error| SinkError(format!("publish to RabbitMQ: {error}")))?;
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        let confirmation =
+            confirm.await.map_err(|error| SinkError(format!("RabbitMQ confirm: {error}")))?;
+        if !confirmation.is_ack() {
+            return Err(SinkError("RabbitMQ refused a message (nack)".to_owned()));
+        }
+    }
+    Ok(())
 }
 
 fn sequence(event: &StoredEvent) -> i64 {

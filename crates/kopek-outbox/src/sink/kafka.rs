@@ -13,9 +13,12 @@ use kopek_store::StoredEvent;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The families, and the event types each topic carries.
@@ -134,6 +137,56 @@ pub async fn ensure_topics(
     Ok(())
 }
 
+/// One record to send.
+pub struct Outgoing {
+    pub topic: String,
+    pub key: String,
+    pub body: Vec<u8>,
+    pub headers: OwnedHeaders,
+}
+
+/// Queues every record, then waits until the broker confirmed all of them.
+pub async fn send_all(producer: &FutureProducer, records: &[Outgoing]) -> Result<(), SinkError> {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for record in records {
+        let future = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.body)
+            .headers(record.headers.clone());
+        let delivery = producer
+            .send_result(future)
+            .map_err(|(error, _)| SinkError(format!("queue a Kafka message: {error}")))?;
+        deliveries.push(delivery);
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(SinkError(format!("Kafka delivery: {error}"))),
+            Err(_) => return Err(SinkError("the Kafka producer went away".to_owned())),
+        }
+    }
+    Ok(())
+}
+
+/// Commits, for each topic and partition, the offset after the last message handled.
+pub fn commit(
+    consumer: &StreamConsumer,
+    next_offsets: &BTreeMap<(String, i32), i64>,
+) -> Result<(), SinkError> {
+    if next_offsets.is_empty() {
+        return Ok(());
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), offset) in next_offsets {
+        offsets
+            .add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(|error| SinkError(format!("Kafka offsets: {error}")))?;
+    }
+    consumer
+        .commit(&offsets, CommitMode::Sync)
+        .map_err(|error| SinkError(format!("Kafka commit: {error}")))
+}
+
 pub struct KafkaSink {
     bootstrap: String,
     prefix: String,
@@ -175,37 +228,24 @@ impl Sink for KafkaSink {
                 producer
             }
         };
-        let prefix = self.prefix.clone();
-        let result = within("Kafka deliveries", async move {
-            let mut deliveries = Vec::with_capacity(events.len());
-            for event in events {
-                let topic = topic_of(&prefix, &event.kind);
-                let key = key_of(event);
-                let body = envelope::document(event);
+        let records: Vec<Outgoing> = events
+            .iter()
+            .map(|event| {
                 let sequence = event.sequence.to_string();
                 let headers = OwnedHeaders::new()
                     .insert(Header { key: "kopek-event-id", value: Some(event.id.as_str()) })
                     .insert(Header { key: "kopek-event-type", value: Some(event.kind.as_str()) })
                     .insert(Header { key: "kopek-sequence", value: Some(sequence.as_str()) })
                     .insert(Header { key: "content-type", value: Some("application/json") });
-                let record = FutureRecord::to(&topic).key(&key).payload(&body).headers(headers);
-                let delivery = producer
-                    .send_result(record)
-                    .map_err(|(error, _)| SinkError(format!("queue a Kafka message: {error}")))?;
-                deliveries.push(delivery);
-            }
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((error, _))) => {
-                        return Err(SinkError(format!("Kafka delivery: {error}")));
-                    }
-                    Err(_) => return Err(SinkError("the Kafka producer went away".to_owned())),
+                Outgoing {
+                    topic: topic_of(&self.prefix, &event.kind),
+                    key: key_of(event),
+                    body: envelope::document(event),
+                    headers,
                 }
-            }
-            Ok(())
-        })
-        .await;
+            })
+            .collect();
+        let result = within("Kafka deliveries", send_all(&producer, &records)).await;
         if result.is_err() {
             self.producer = None;
         }
