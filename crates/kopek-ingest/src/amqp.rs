@@ -176,6 +176,12 @@ impl CommandSource for AmqpCommands {
         self.publish(messages).await
     }
 
+    async fn abandon(&mut self) {
+        // Closing the channel returns every unacknowledged delivery to the queue.
+        self.open = None;
+        self.last_tag = None;
+    }
+
     async fn ack(&mut self) -> Result<(), IngestError> {
         let Some(tag) = self.last_tag.take() else { return Ok(()) };
         self.channel()?

@@ -11,7 +11,9 @@
 //! read as JSON and told apart by its fields.
 
 use kopek_api_http::dto::NewTransferDto;
-use kopek_core::{IdempotencyKey, Rejection, TransferRequest};
+use kopek_core::{
+    Amount, Currency, ErrorCode, IdempotencyKey, Movement, Rejection, TransferRequest,
+};
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::transaction as contract;
 use prost::Message;
@@ -81,14 +83,33 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String
     if value.get("transactionId").is_some() {
         let transaction: TransactionJson = serde_json::from_value(value)
             .map_err(|error| format!("not a transaction.Transaction: {error}"))?;
-        return Ok(from_transaction(&contract::Transaction {
+        let exact = transaction.amount;
+        let currency = transaction.currency.clone();
+        let mut decoded = from_transaction(&contract::Transaction {
             transaction_id: transaction.transaction_id,
             user_id: transaction.user_id,
             category: transaction.category,
-            amount: transaction.amount as f32,
+            // The contract's amount is a 32-bit float...
+            amount: exact as f32,
             currency: transaction.currency,
             timestamp: transaction.timestamp,
-        }));
+        });
+        // ...but JSON carries more: never book a rounded amount in its place.
+        if let Ok(request) = &decoded.request
+            && let Movement::Move { amount, .. } = request.movement
+        {
+            let intended = Currency::parse(&currency)
+                .and_then(|currency| Amount::from_f64_major(exact, currency));
+            if intended.map(Amount::minor) != Ok(amount) {
+                decoded.request = Err(Rejection::new(
+                    ErrorCode::InvalidAmount,
+                    format!(
+                        "amount {exact} does not survive the contract's 32-bit float; send it as a kopek.v1 transfer"
+                    ),
+                ));
+            }
+        }
+        return Ok(decoded);
     }
     let transfer: NewTransferDto = serde_json::from_value(value)
         .map_err(|error| format!("not a kopek.v1 transfer: {error}"))?;
@@ -157,6 +178,15 @@ mod tests {
         let bad = br#"{"idempotency_key": "k3", "credit_account_id": "a", "debit_account_id": "b", "amount": "-1", "currency": "USD"}"#;
         let decoded = decode(bad, None).expect("readable");
         assert!(decoded.request.is_err());
+    }
+
+    #[test]
+    fn a_json_amount_a_float_would_round_is_refused_not_rounded() {
+        let body = br#"{"transactionId": "t9", "userId": "u1", "category": "deposit", "amount": 1234567.81, "currency": "USD"}"#;
+        let refused = decode(body, None).expect("readable").request.expect_err("refused");
+        assert_eq!(refused.code, ErrorCode::InvalidAmount);
+        let body = br#"{"transactionId": "t10", "userId": "u1", "category": "deposit", "amount": 19.99, "currency": "USD"}"#;
+        assert!(decode(body, None).expect("readable").request.is_ok());
     }
 
     #[test]

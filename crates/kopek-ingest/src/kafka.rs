@@ -96,7 +96,13 @@ impl CommandSource for KafkaCommands {
                 }
             };
             // On an error the consumer is made again and resumes from the committed offsets.
-            let message = next.map_err(|error| IngestError(format!("Kafka receive: {error}")))?;
+            let message = match next {
+                Ok(message) => message,
+                Err(error) => {
+                    self.pending.clear();
+                    return Err(IngestError(format!("Kafka receive: {error}")));
+                }
+            };
             let header = |name: &str| {
                 message.headers().and_then(|headers| {
                     headers.iter().find(|header| header.key.eq_ignore_ascii_case(name)).and_then(
@@ -164,6 +170,12 @@ impl CommandSource for KafkaCommands {
             })
             .collect();
         self.send(records).await
+    }
+
+    async fn abandon(&mut self) {
+        // A new consumer resumes from the committed offsets.
+        self.open = None;
+        self.pending.clear();
     }
 
     async fn ack(&mut self) -> Result<(), IngestError> {

@@ -46,7 +46,8 @@ pub struct CommandMessage {
 /// What became of one command, as published.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
-    /// `verdict-<idempotency key>`: the broker drops a repeat of the same verdict.
+    /// `verdict-<idempotency key>-<transfer id or error code>`: the broker drops a repeat of
+    /// the same verdict.
     pub id: String,
     pub tenant: String,
     pub document: Value,
@@ -70,6 +71,9 @@ pub trait CommandSource: Send {
     async fn publish_verdicts(&mut self, verdicts: &[Verdict]) -> Result<(), IngestError>;
     /// Acknowledges every message `next` returned so far.
     async fn ack(&mut self) -> Result<(), IngestError>;
+    /// Gives back every message `next` returned and not acknowledged (and drops the
+    /// connection), so the broker delivers them again and no later ack covers them.
+    async fn abandon(&mut self);
 }
 
 /// The command source of `broker`; `member` names this process among the readers.
@@ -107,8 +111,10 @@ pub fn start(
             match result {
                 Ok(()) => backoff = BACKOFF_FIRST,
                 Err(error) => {
-                    // Unacknowledged: the broker delivers the batch again, and the keys make
-                    // the second application a replay.
+                    // Let go of the batch without acknowledging it, so that no later ack
+                    // covers it: the broker delivers it again, and the keys make the second
+                    // application a replay.
+                    source.abandon().await;
                     tracing::warn!(%error, "ingestion batch not finished; it will be delivered again");
                     let delay = backoff;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -212,7 +218,12 @@ fn verdict(tenant: &Tenant, key: &str, correlation: &str, outcome: Outcome) -> V
         }
         Outcome::Rejected(rejection) => ("rejected", None, Some(error(rejection))),
     };
-    let id = format!("verdict-{key}");
+    // The same outcome again (a redelivery) has the same id, so the broker drops it; a key
+    // refused and then sent again, fixed, gets a verdict of its own.
+    let id = match &outcome {
+        Outcome::Applied(transfer, _) => format!("verdict-{key}-{}", transfer.id),
+        Outcome::Rejected(rejection) => format!("verdict-{key}-{}", rejection.code.as_str()),
+    };
     let document = json!({
         "schema_version": 1,
         "type": "CommandVerdict",

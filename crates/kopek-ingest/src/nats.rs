@@ -122,9 +122,15 @@ impl CommandSource for NatsCommands {
             };
             let message = match next {
                 Some(Ok(message)) => message,
-                // The pull is made again on the next call; unacked commands come again.
-                Some(Err(error)) => return Err(IngestError(format!("JetStream pull: {error}"))),
-                None => return Err(IngestError("the JetStream pull ended".to_owned())),
+                // The pull is made again on the next call; what it handed out comes again.
+                Some(Err(error)) => {
+                    self.unacked.clear();
+                    return Err(IngestError(format!("JetStream pull: {error}")));
+                }
+                None => {
+                    self.unacked.clear();
+                    return Err(IngestError("the JetStream pull ended".to_owned()));
+                }
             };
             let header = |name: &str| {
                 message
@@ -175,6 +181,14 @@ impl CommandSource for NatsCommands {
             })
             .collect();
         self.publish(messages).await
+    }
+
+    async fn abandon(&mut self) {
+        for message in self.unacked.drain(..) {
+            // A nak asks for redelivery now; if it is lost, the ack wait does the same later.
+            let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+        }
+        self.open = None;
     }
 
     async fn ack(&mut self) -> Result<(), IngestError> {

@@ -258,7 +258,33 @@ impl Relay {
     ) -> Option<Exit> {
         let mut backoff = BACKOFF_FIRST;
         loop {
-            let error = match self.sink.publish(batch).await {
+            // Renew the lease while an attempt runs: a slow broker must not let it lapse and
+            // a second relay publish beside this one.
+            let attempt = {
+                let publish = self.sink.publish(batch);
+                tokio::pin!(publish);
+                loop {
+                    tokio::select! {
+                        result = &mut publish => break result,
+                        _ = renew.tick() => {
+                            let held = advance_cursor(
+                                self.store.as_ref(),
+                                &self.sink_name,
+                                &self.holder,
+                                &self.shutdown,
+                                cursor,
+                            )
+                            .await;
+                            match held {
+                                Some(true) => {}
+                                Some(false) => return Some(Exit::LostLease),
+                                None => return Some(Exit::Shutdown),
+                            }
+                        }
+                    }
+                }
+            };
+            let error = match attempt {
                 Ok(()) => {
                     if matches!(self.status.borrow().state, RelayState::Down(_)) {
                         tracing::info!(sink = %self.sink_name, "broker is back; relay catching up");
@@ -294,28 +320,35 @@ impl Relay {
         }
     }
 
-    /// Moves the cursor and renews the lease, retrying while the store is unavailable.
-    /// `Some(false)`: the lease is lost; `None`: shutdown.
     async fn advance(&self, cursor: u64) -> Option<bool> {
-        let mut backoff = BACKOFF_FIRST;
-        loop {
-            let now = now();
-            match self
-                .store
-                .relay_advance(&self.sink_name, &self.holder, cursor, lease_end(now))
-                .await
-            {
-                Ok(held) => return Some(held),
-                Err(error) => {
-                    tracing::warn!(%error, "relay could not save its cursor; retrying");
-                }
+        advance_cursor(self.store.as_ref(), &self.sink_name, &self.holder, &self.shutdown, cursor)
+            .await
+    }
+}
+
+/// Moves the cursor and renews the lease, retrying while the store is unavailable.
+/// `Some(false)`: the lease is lost; `None`: shutdown.
+async fn advance_cursor(
+    store: &dyn Store,
+    sink: &str,
+    holder: &str,
+    shutdown: &CancellationToken,
+    cursor: u64,
+) -> Option<bool> {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let now = now();
+        match store.relay_advance(sink, holder, cursor, lease_end(now)).await {
+            Ok(held) => return Some(held),
+            Err(error) => {
+                tracing::warn!(%error, "relay could not save its cursor; retrying");
             }
-            tokio::select! {
-                () = self.shutdown.cancelled() => return None,
-                () = tokio::time::sleep(jittered(backoff)) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(jittered(backoff)) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

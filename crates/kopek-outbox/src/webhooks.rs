@@ -109,7 +109,7 @@ fn client(config: &NotifierConfig) -> Result<reqwest::Client, reqwest::Error> {
 async fn round(store: &dyn Store, client: &reqwest::Client, config: &NotifierConfig) -> usize {
     let started = now();
     // Long enough for every attempt of the round to finish before another sender may take it.
-    let claim = config.timeout.saturating_mul(2) + Duration::from_secs(5);
+    let claim = config.timeout.saturating_mul(2).saturating_add(Duration::from_secs(5));
     let until = Timestamp::from_unix_micros(
         started
             .as_unix_micros()
@@ -173,7 +173,7 @@ async fn attempt(
             let code = response.status().as_u16();
             (Some(code), Some(format!("the receiver answered HTTP {code}")))
         }
-        Err(error) => (None, Some(describe(&error))),
+        Err(error) => (None, Some(describe(&error.without_url()))),
     };
     let number = delivery.attempts.saturating_add(1);
     let (status, next_attempt_at) = match &error {
@@ -188,7 +188,8 @@ async fn attempt(
         }
     };
     if status == DeliveryStatus::Dead {
-        tracing::warn!(delivery = %delivery.id, url = %hook.url, attempts = number, "webhook delivery dead-lettered");
+        // The host only: webhook URLs often carry tokens.
+        tracing::warn!(delivery = %delivery.id, host = %host_of(&hook.url), attempts = number, "webhook delivery dead-lettered");
     }
     AttemptResult {
         attempt: Attempt {
@@ -202,6 +203,13 @@ async fn attempt(
         status,
         next_attempt_at,
     }
+}
+
+fn host_of(url: &str) -> &str {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .map(|authority| authority.rsplit_once('@').map_or(authority, |(_, host)| host))
+        .unwrap_or_default()
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -309,9 +317,11 @@ pub async fn subscribe(
             "the idempotency key must be 1 to 255 bytes".to_owned(),
         ));
     }
-    // FNV-1a of the key: the same key gives the same id on every version and platform.
+    // FNV-1a of tenant and key: the same key gives the same id on every version and
+    // platform, and tenants' key spaces stay apart.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in request.idempotency_key.bytes() {
+    let scoped = format!("{}\u{0}{}", request.tenant, request.idempotency_key);
+    for byte in scoped.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -339,6 +349,23 @@ pub async fn subscribe(
         ),
         created_at: now(),
     };
-    store.create_webhook(&hook).await?;
-    Ok((hook, true))
+    match store.create_webhook(&hook).await {
+        Ok(()) => Ok((hook, true)),
+        // The id exists but was not found above: a deleted subscription had this key, or a
+        // concurrent request with it won.
+        Err(kopek_store::StoreError::Conflict(_)) => match store
+            .webhooks(Some(request.tenant))
+            .await?
+            .into_iter()
+            .find(|existing| existing.id == hook.id)
+        {
+            Some(existing)
+                if existing.url == hook.url && existing.event_types == hook.event_types =>
+            {
+                Ok((existing, false))
+            }
+            _ => Err(SubscribeError::KeyReused),
+        },
+        Err(error) => Err(error.into()),
+    }
 }

@@ -960,7 +960,15 @@ impl Store for SqliteStore {
                         webhook.created_at.as_unix_micros()
                     ],
                 )
-                .map_err(sql_error)?;
+                .map_err(|error| match error {
+                    // The id is taken: the caller tells a replay from a reused key.
+                    rusqlite::Error::SqliteFailure(failure, _)
+                        if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        StoreError::Conflict(format!("webhook {} exists", webhook.id))
+                    }
+                    other => sql_error(other),
+                })?;
             Ok(())
         })
         .await

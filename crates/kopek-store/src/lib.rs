@@ -212,6 +212,7 @@ pub trait Store: Send + Sync + 'static {
     /// A user's spending totals, by category then currency.
     async fn spending(&self, tenant: &str, user: &str) -> StoreResult<Vec<SpendingTotal>>;
 
+    /// `Conflict` when the id is taken (by a live or a deleted subscription).
     async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()>;
     /// Subscriptions not deleted, oldest first: one tenant's, or every tenant's.
     async fn webhooks(&self, tenant: Option<&str>) -> StoreResult<Vec<Webhook>>;

@@ -88,7 +88,7 @@ impl Source for NatsSource {
         let mut batch = Vec::new();
         loop {
             // Wait for the first message; take what else is already here without waiting.
-            let next = if batch.is_empty() && self.unacked.is_empty() {
+            let next = if self.unacked.is_empty() {
                 messages.next().await
             } else {
                 match messages.next().now_or_never() {
@@ -97,10 +97,18 @@ impl Source for NatsSource {
                 }
             };
             // On an error the pull is dropped and made again on the next call.
+            // What this call pulled is dropped with the batch and must not be acked later:
+            // JetStream delivers it again after the ack wait.
             let message = match next {
                 Some(Ok(message)) => message,
-                Some(Err(error)) => return Err(ConsumerError(format!("JetStream pull: {error}"))),
-                None => return Err(ConsumerError("the JetStream pull ended".to_owned())),
+                Some(Err(error)) => {
+                    self.unacked.clear();
+                    return Err(ConsumerError(format!("JetStream pull: {error}")));
+                }
+                None => {
+                    self.unacked.clear();
+                    return Err(ConsumerError("the JetStream pull ended".to_owned()));
+                }
             };
             match Incoming::from_document(&message.payload) {
                 Ok(event) => batch.push(event),

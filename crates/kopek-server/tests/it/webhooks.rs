@@ -278,6 +278,9 @@ async fn webhooks_are_signed_retried_with_backoff_dead_lettered_and_redelivered(
     let gone =
         http(&server.http_address, "GET", &format!("/v1/webhooks/{hook_a}"), &[], None).await;
     assert_eq!(gone.status, 404);
+    // Its idempotency key stays spent: the same key again is a reuse, not a new webhook.
+    let again = http(&server.http_address, "POST", "/v1/webhooks", &key, Some(&body)).await;
+    assert_eq!(again.status, 422, "{}", again.body);
     let listed = client.list_webhooks(pb::ListWebhooksRequest {}).await.expect("list").into_inner();
     let ids: Vec<&str> = listed.webhooks.iter().map(|hook| hook.id.as_str()).collect();
     assert_eq!(ids, [hook_b.id.as_str()]);
