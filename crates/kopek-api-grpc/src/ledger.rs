@@ -680,11 +680,13 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let tenant = Self::tenant(&request);
         let request = request.into_inner();
         let types = EventFilter::parse_types(request.types.iter().map(String::as_str))
             .map_err(Status::invalid_argument)?;
         let given = |text: String| (!text.is_empty()).then_some(text);
         let filter = EventFilter {
+            tenant: Some(tenant.as_str().to_owned()),
             types,
             account: given(request.account_id),
             user: given(request.user_id),

@@ -31,6 +31,7 @@ pub struct WsQuery {
 impl WsQuery {
     fn filter(&self) -> Result<EventFilter, String> {
         Ok(EventFilter {
+            tenant: Some(crate::rest::tenant().as_str().to_owned()),
             types: EventFilter::parse_types(self.types.as_deref())?,
             account: self.account.clone(),
             user: self.user.clone(),

@@ -5,10 +5,12 @@ use kopek_core::EventKind;
 use kopek_store::StoredEvent;
 use serde_json::Value;
 
-/// An event passes when its type is one of `types` (any type if empty) and, when any of
-/// `account`, `user` and `order` is given, it concerns at least one of them.
+/// An event passes when it is of the tenant, its type is one of `types` (any type if empty)
+/// and, when any of `account`, `user` and `order` is given, it concerns at least one of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
+    /// Only this tenant's events (`None`: every tenant's, for the ledger's own use).
+    pub tenant: Option<String>,
     pub types: Vec<EventKind>,
     /// Events whose subject is this account or that changed its balance.
     pub account: Option<String>,
@@ -42,6 +44,9 @@ impl EventFilter {
 
     /// `payload` is the event's stored document, parsed.
     pub fn matches(&self, event: &StoredEvent, payload: &Value) -> bool {
+        if self.tenant.as_ref().is_some_and(|tenant| *tenant != event.tenant) {
+            return false;
+        }
         if !self.types.is_empty() && !self.types.iter().any(|kind| kind.as_str() == event.kind) {
             return false;
         }
@@ -127,6 +132,10 @@ mod tests {
         let on_y = EventFilter { types, account: Some("y".into()), ..EventFilter::default() };
         assert!(!on_y.matches(&transfer, &payload));
         assert!(EventFilter::default().matches(&opened, &opened_payload), "no filter: everything");
+        let mine = EventFilter { tenant: Some("default".into()), ..EventFilter::default() };
+        let theirs = EventFilter { tenant: Some("other".into()), ..EventFilter::default() };
+        assert!(mine.matches(&opened, &opened_payload));
+        assert!(!theirs.matches(&opened, &opened_payload), "another tenant's events never pass");
         assert_eq!(
             EventFilter::parse_types(["Transfer"]).expect_err("unknown"),
             "unknown event type \"Transfer\""

@@ -291,11 +291,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             servers.abort_all();
         }
     }
-    // The writer answers every queued command, then stops.
+    // Consumers, the sweep and ingestion end on the shutdown signal (a consumer releases its
+    // lease); whatever is still running after a moment is stopped.
     for task in background {
-        task.abort();
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+            abort.abort();
+        }
     }
-    // The relay stops after its current batch and hands its lease over.
+    // The relay stops after its current batch and hands its lease over. The writer answers
+    // every queued command, then stops.
     if let Some(relay) = relay
         && tokio::time::timeout(timeout, relay).await.is_err()
     {

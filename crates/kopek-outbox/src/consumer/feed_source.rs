@@ -7,6 +7,7 @@ use super::{BATCH_EVENTS, ConsumerError, Incoming, Source};
 use crate::Feed;
 use crate::relay::{RENEW_EVERY, lease_end, now};
 use async_trait::async_trait;
+use kopek_core::Timestamp;
 use kopek_store::{Store, StoredEvent};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -89,6 +90,19 @@ impl Source for FeedSource {
                         self.events = None;
                     }
                 }
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        if self.events.take().is_some() {
+            // Hand the consumer over at once instead of after the lease lapses.
+            let released = self
+                .store
+                .relay_advance(&self.key, &self.holder, self.cursor, Timestamp::from_unix_micros(0))
+                .await;
+            if let Err(error) = released {
+                tracing::warn!(%error, "consumer could not release its lease; it lapses on its own");
             }
         }
     }

@@ -104,6 +104,8 @@ pub trait Source: Send {
     async fn next(&mut self) -> Result<Option<Vec<Incoming>>, ConsumerError>;
     /// Acknowledges every event `next` returned so far: they will not be delivered again.
     async fn ack(&mut self) -> Result<(), ConsumerError>;
+    /// Lets go of whatever the source holds for this process (a lease) at shutdown.
+    async fn close(&mut self) {}
 }
 
 #[async_trait]
@@ -137,7 +139,10 @@ pub fn run(
         let mut backoff = BACKOFF_FIRST;
         loop {
             let batch = tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    source.close().await;
+                    return;
+                }
                 batch = source.next() => batch,
             };
             let batch = match batch {
