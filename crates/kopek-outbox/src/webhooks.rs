@@ -135,14 +135,21 @@ async fn round(store: &dyn Store, client: &reqwest::Client, config: &NotifierCon
     let attempts = due.iter().filter_map(|delivery| {
         // A subscription deleted meanwhile: its deliveries are no longer sent.
         let hook = hooks.get(&delivery.subscription_id)?;
-        Some(attempt(client, config, hook, delivery))
+        Some(attempt(client, config, hook, delivery, until))
     });
     let results = join_all(attempts).await;
     let count = results.len();
     for result in results {
-        if let Err(error) = store.record_attempt(&result).await {
+        match store.record_attempt(&result).await {
+            Ok(true) => {}
+            // Redelivered by hand (or claimed again) meanwhile: that round decides.
+            Ok(false) => {
+                tracing::debug!(delivery = %result.attempt.delivery_id, "webhook attempt outlived its claim");
+            }
             // The claim lapses and the delivery is sent again: at least once.
-            tracing::warn!(%error, delivery = %result.attempt.delivery_id, "could not record a webhook attempt");
+            Err(error) => {
+                tracing::warn!(%error, delivery = %result.attempt.delivery_id, "could not record a webhook attempt");
+            }
         }
     }
     count
@@ -153,6 +160,7 @@ async fn attempt(
     config: &NotifierConfig,
     hook: &Webhook,
     delivery: &Delivery,
+    claimed_until: Timestamp,
 ) -> AttemptResult {
     let at = now();
     let started = Instant::now();
@@ -202,6 +210,7 @@ async fn attempt(
         },
         status,
         next_attempt_at,
+        claimed_until,
     }
 }
 

@@ -223,7 +223,7 @@ impl Store for FaultyStore {
         self.inner.claim_deliveries(now, until, limit).await
     }
 
-    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<()> {
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<bool> {
         self.inner.record_attempt(result).await
     }
 

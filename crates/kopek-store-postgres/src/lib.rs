@@ -1034,9 +1034,27 @@ impl Store for PostgresStore {
         Ok(deliveries)
     }
 
-    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<()> {
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<bool> {
         let attempt = &result.attempt;
         let mut db = self.pool.begin().await.map_err(sql_error)?;
+        let updated = sqlx::query(
+            "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, claimed_until = 0, \
+             last_status_code = $5, last_error = $6, updated_at = $7 WHERE id = $1 AND claimed_until = $8",
+        )
+        .bind(&attempt.delivery_id)
+        .bind(result.status.as_str())
+        .bind(i64::from(attempt.attempt))
+        .bind(result.next_attempt_at.as_unix_micros())
+        .bind(attempt.status_code.map(i64::from))
+        .bind(&attempt.error)
+        .bind(attempt.at.as_unix_micros())
+        .bind(result.claimed_until.as_unix_micros())
+        .execute(&mut *db)
+        .await
+        .map_err(sql_error)?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, attempt) DO UPDATE SET \
@@ -1051,22 +1069,8 @@ impl Store for PostgresStore {
         .execute(&mut *db)
         .await
         .map_err(sql_error)?;
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at = $4, claimed_until = 0, \
-             last_status_code = $5, last_error = $6, updated_at = $7 WHERE id = $1",
-        )
-        .bind(&attempt.delivery_id)
-        .bind(result.status.as_str())
-        .bind(i64::from(attempt.attempt))
-        .bind(result.next_attempt_at.as_unix_micros())
-        .bind(attempt.status_code.map(i64::from))
-        .bind(&attempt.error)
-        .bind(attempt.at.as_unix_micros())
-        .execute(&mut *db)
-        .await
-        .map_err(sql_error)?;
         db.commit().await.map_err(sql_error)?;
-        Ok(())
+        Ok(true)
     }
 
     async fn deliveries(&self, subscription_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {

@@ -1048,13 +1048,33 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<()> {
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<bool> {
         let result = result.clone();
         self.write(move |connection| {
             let db_transaction = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sql_error)?;
             let attempt = &result.attempt;
+            let changed = db_transaction
+                .execute(
+                    "UPDATE webhook_deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, \
+                     claimed_until = 0, last_status_code = ?5, last_error = ?6, updated_at = ?7 \
+                     WHERE id = ?1 AND claimed_until = ?8",
+                    rusqlite::params![
+                        attempt.delivery_id,
+                        result.status.as_str(),
+                        i64::from(attempt.attempt),
+                        result.next_attempt_at.as_unix_micros(),
+                        attempt.status_code.map(i64::from),
+                        attempt.error,
+                        attempt.at.as_unix_micros(),
+                        result.claimed_until.as_unix_micros()
+                    ],
+                )
+                .map_err(sql_error)?;
+            if changed == 0 {
+                return Ok(false);
+            }
             db_transaction
                 .execute(
                     "INSERT OR REPLACE INTO webhook_attempts (delivery_id, attempt, at, status_code, error, duration_ms) \
@@ -1069,23 +1089,8 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(sql_error)?;
-            db_transaction
-                .execute(
-                    "UPDATE webhook_deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, \
-                     claimed_until = 0, last_status_code = ?5, last_error = ?6, updated_at = ?7 WHERE id = ?1",
-                    rusqlite::params![
-                        attempt.delivery_id,
-                        result.status.as_str(),
-                        i64::from(attempt.attempt),
-                        result.next_attempt_at.as_unix_micros(),
-                        attempt.status_code.map(i64::from),
-                        attempt.error,
-                        attempt.at.as_unix_micros()
-                    ],
-                )
-                .map_err(sql_error)?;
             db_transaction.commit().map_err(sql_error)?;
-            Ok(())
+            Ok(true)
         })
         .await
     }

@@ -603,19 +603,29 @@ pub async fn webhook_deliveries_are_claimed_retried_and_logged(store: &dyn Store
     assert_eq!((claimed[0].attempts, claimed[0].dead_after), (0, 2));
     assert!(store.claim_deliveries(at(11), at(21), 10).await.expect("claim").is_empty(), "taken");
 
-    let failed = |attempt: u32, when: i64, status: DeliveryStatus, next: i64| AttemptResult {
-        attempt: Attempt {
-            delivery_id: "d1".to_owned(),
-            attempt,
-            at: at(when),
-            status_code: Some(500),
-            error: Some("the receiver answered HTTP 500".to_owned()),
-            duration_ms: 3,
-        },
-        status,
-        next_attempt_at: at(next),
-    };
-    store.record_attempt(&failed(1, 12, DeliveryStatus::Pending, 30)).await.expect("record");
+    let failed =
+        |attempt: u32, when: i64, status: DeliveryStatus, next: i64, claim: i64| AttemptResult {
+            attempt: Attempt {
+                delivery_id: "d1".to_owned(),
+                attempt,
+                at: at(when),
+                status_code: Some(500),
+                error: Some("the receiver answered HTTP 500".to_owned()),
+                duration_ms: 3,
+            },
+            status,
+            next_attempt_at: at(next),
+            claimed_until: at(claim),
+        };
+    // An attempt under another claim than the delivery's changes nothing.
+    let stale = failed(1, 12, DeliveryStatus::Dead, 12, 999);
+    assert!(!store.record_attempt(&stale).await.expect("record"));
+    assert!(
+        store
+            .record_attempt(&failed(1, 12, DeliveryStatus::Pending, 30, 20))
+            .await
+            .expect("record")
+    );
     let delivery = store.delivery("d1").await.expect("read").expect("delivery");
     assert_eq!(
         (delivery.status, delivery.attempts, delivery.next_attempt_at),
@@ -624,7 +634,9 @@ pub async fn webhook_deliveries_are_claimed_retried_and_logged(store: &dyn Store
     assert_eq!(delivery.last_status_code, Some(500));
     assert!(store.claim_deliveries(at(25), at(35), 10).await.expect("claim").is_empty(), "not due");
     assert_eq!(store.claim_deliveries(at(30), at(40), 10).await.expect("claim").len(), 1);
-    store.record_attempt(&failed(2, 31, DeliveryStatus::Dead, 31)).await.expect("record");
+    assert!(
+        store.record_attempt(&failed(2, 31, DeliveryStatus::Dead, 31, 40)).await.expect("record")
+    );
     assert!(store.claim_deliveries(at(100), at(110), 10).await.expect("claim").is_empty(), "dead");
     let attempts = store.delivery_attempts("d1").await.expect("attempts");
     assert_eq!(attempts.iter().map(|attempt| attempt.attempt).collect::<Vec<_>>(), [1, 2]);

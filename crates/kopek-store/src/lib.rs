@@ -227,8 +227,9 @@ pub trait Store: Send + Sync + 'static {
         until: Timestamp,
         limit: usize,
     ) -> StoreResult<Vec<Delivery>>;
-    /// Logs an attempt and moves its delivery to the attempt's outcome.
-    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<()>;
+    /// Logs an attempt and moves its delivery to the attempt's outcome, if the delivery is
+    /// still under the attempt's claim; `false` (nothing written) if it is not.
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<bool>;
     /// A subscription's deliveries, newest first, at most `limit`.
     async fn deliveries(&self, subscription_id: &str, limit: usize) -> StoreResult<Vec<Delivery>>;
     async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>>;

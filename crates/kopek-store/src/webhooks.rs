@@ -159,4 +159,7 @@ pub struct AttemptResult {
     pub status: DeliveryStatus,
     /// When to try again (meaningful while `Pending`).
     pub next_attempt_at: Timestamp,
+    /// The claim the attempt was made under (`claim_deliveries`' `until`): the result counts
+    /// only if the delivery was not claimed again or redelivered meanwhile.
+    pub claimed_until: Timestamp,
 }
