@@ -110,7 +110,7 @@ impl Broker {
                 }
                 Ok(Broker::Kafka { bootstrap, topic_prefix, partitions })
             }
-            _ => Err("--broker must be a nats://, amqp:// or kafka:// URL".to_owned()),
+            _ => Err("must be a nats://, amqp:// or kafka:// URL".to_owned()),
         }
     }
 

@@ -97,8 +97,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(|message| anyhow::anyhow!("--broker: {message}"))?;
     let ingests = args.role == Role::Ingest || (args.role == Role::All && args.ingest);
+    if args.role == Role::Relay && broker.is_none() {
+        bail!(
+            "--role relay publishes events to a broker: give --broker nats://, amqp:// or kafka://"
+        );
+    }
     if ingests && broker.is_none() {
-        bail!("ingestion reads commands from a broker: give --broker nats://... or amqp://...");
+        bail!("ingestion reads commands from a broker: give --broker nats://, amqp:// or kafka://");
     }
     let store = open_store(&args.store).await?;
     let config = EngineConfig {

@@ -111,3 +111,27 @@ fn migrate_creates_the_schema_once_and_a_dead_server_is_a_clear_error() {
     assert_eq!(code, 2);
     assert!(stderr.contains("postgres://"), "{stderr}");
 }
+
+/// Broker settings that cannot work are refused at start, with the reason, exit 2.
+#[test]
+fn bad_broker_settings_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("a UTF-8 path");
+    let listen = ["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    for (extra, says) in [
+        (&["--ingest"][..], "ingestion reads commands from a broker"),
+        (
+            &["--broker", "http://127.0.0.1:1"][..],
+            "--broker: must be a nats://, amqp:// or kafka:// URL",
+        ),
+        (&["--broker", "kafka://127.0.0.1:1?bogus=1"][..], "unknown Kafka broker parameter"),
+        (&["--broker", "nats://127.0.0.1:1?stream=a.b"][..], "stream name"),
+    ] {
+        let mut args = vec!["serve", "--data-dir", data];
+        args.extend(listen);
+        args.extend(extra);
+        let (code, _, stderr) = cli(&args);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert!(stderr.contains(says), "{extra:?}: {stderr}");
+    }
+}
