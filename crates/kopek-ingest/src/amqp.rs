@@ -4,7 +4,7 @@
 
 use crate::{BATCH_COMMANDS, CommandMessage, CommandSource, IngestError, Verdict};
 use async_trait::async_trait;
-use futures_util::{FutureExt, StreamExt};
+use kopek_outbox::consumer::take_ready;
 use kopek_outbox::sink::amqp::{Outgoing, publish_confirmed};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -107,26 +107,17 @@ impl CommandSource for AmqpCommands {
                 self.connect().await?
             }
         };
-        let mut batch = Vec::new();
-        while batch.len() < BATCH_COMMANDS {
-            let next = if batch.is_empty() {
-                consumer.next().await
-            } else {
-                match consumer.next().now_or_never() {
-                    Some(next) => next,
-                    None => break,
-                }
-            };
-            // On an error the connection is dropped: unacked commands go back to the queue.
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => return Err(IngestError(format!("RabbitMQ delivery: {error}"))),
-                None => return Err(IngestError("the RabbitMQ consumer was cancelled".to_owned())),
-            };
+        // On an error the connection is dropped: unacked commands go back to the queue.
+        let deliveries =
+            take_ready(&mut consumer, BATCH_COMMANDS).await.map_err(|error| match error {
+                Some(error) => IngestError(format!("RabbitMQ delivery: {error}")),
+                None => IngestError("the RabbitMQ consumer was cancelled".to_owned()),
+            })?;
+        let mut batch = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
             self.last_tag = Some(delivery.delivery_tag);
             let properties = &delivery.properties;
             batch.push(CommandMessage {
-                body: delivery.data.clone(),
                 content_type: properties
                     .content_type()
                     .as_ref()
@@ -135,6 +126,7 @@ impl CommandSource for AmqpCommands {
                     .correlation_id()
                     .as_ref()
                     .map(|value| value.as_str().to_owned()),
+                body: delivery.data,
             });
         }
         self.open = Some((connection, channel, consumer));

@@ -6,7 +6,7 @@
 
 use crate::{BATCH_COMMANDS, CommandMessage, CommandSource, IngestError, Verdict};
 use async_trait::async_trait;
-use futures_util::FutureExt;
+use kopek_outbox::consumer::take_ready;
 use kopek_outbox::sink::kafka::{
     Outgoing, commit, consumer_config, ensure_topics, producer, send_all,
 };
@@ -85,41 +85,44 @@ impl CommandSource for KafkaCommands {
                 self.connect().await?
             }
         };
-        let mut batch = Vec::new();
-        while batch.len() < BATCH_COMMANDS {
-            let next = if batch.is_empty() {
-                consumer.recv().await
-            } else {
-                match consumer.recv().now_or_never() {
-                    Some(next) => next,
-                    None => break,
-                }
-            };
+        let batch = {
             // On an error the consumer is made again and resumes from the committed offsets.
-            let message = match next {
-                Ok(message) => message,
+            let received = match take_ready(&mut consumer.stream(), BATCH_COMMANDS).await {
+                Ok(received) => received,
                 Err(error) => {
                     self.pending.clear();
-                    return Err(IngestError(format!("Kafka receive: {error}")));
+                    return Err(match error {
+                        Some(error) => IngestError(format!("Kafka receive: {error}")),
+                        None => IngestError("the Kafka stream ended".to_owned()),
+                    });
                 }
             };
-            let header = |name: &str| {
-                message.headers().and_then(|headers| {
-                    headers.iter().find(|header| header.key.eq_ignore_ascii_case(name)).and_then(
-                        |header| {
-                            header.value.map(|value| String::from_utf8_lossy(value).into_owned())
-                        },
-                    )
-                })
-            };
-            batch.push(CommandMessage {
-                body: message.payload().unwrap_or_default().to_vec(),
-                content_type: header("content-type"),
-                correlation_id: header("kopek-correlation-id"),
-            });
-            self.pending
-                .insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
-        }
+            let mut batch = Vec::with_capacity(received.len());
+            for message in received {
+                let header = |name: &str| {
+                    message.headers().and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|header| header.key.eq_ignore_ascii_case(name))
+                            .and_then(|header| {
+                                header
+                                    .value
+                                    .map(|value| String::from_utf8_lossy(value).into_owned())
+                            })
+                    })
+                };
+                batch.push(CommandMessage {
+                    body: message.payload().unwrap_or_default().to_vec(),
+                    content_type: header("content-type"),
+                    correlation_id: header("kopek-correlation-id"),
+                });
+                self.pending.insert(
+                    (message.topic().to_owned(), message.partition()),
+                    message.offset() + 1,
+                );
+            }
+            batch
+        };
         self.open = Some((consumer, producer));
         Ok(batch)
     }

@@ -6,7 +6,7 @@ use crate::{BATCH_COMMANDS, CommandMessage, CommandSource, IngestError, Verdict}
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer::pull, message::PublishMessage, stream};
 use async_trait::async_trait;
-use futures_util::{FutureExt, StreamExt};
+use kopek_outbox::consumer::take_ready;
 use std::time::Duration;
 
 /// How long JetStream waits for an ack before it delivers a command again.
@@ -110,28 +110,14 @@ impl CommandSource for NatsCommands {
             Some(open) => open,
             None => self.connect().await?,
         };
-        let mut batch = Vec::new();
-        while batch.len() < BATCH_COMMANDS {
-            let next = if batch.is_empty() {
-                messages.next().await
-            } else {
-                match messages.next().now_or_never() {
-                    Some(next) => next,
-                    None => break,
-                }
-            };
-            let message = match next {
-                Some(Ok(message)) => message,
-                // The pull is made again on the next call; what it handed out comes again.
-                Some(Err(error)) => {
-                    self.unacked.clear();
-                    return Err(IngestError(format!("JetStream pull: {error}")));
-                }
-                None => {
-                    self.unacked.clear();
-                    return Err(IngestError("the JetStream pull ended".to_owned()));
-                }
-            };
+        // The pull is made again on the next call; what it handed out comes again.
+        let pulled =
+            take_ready(&mut messages, BATCH_COMMANDS).await.map_err(|error| match error {
+                Some(error) => IngestError(format!("JetStream pull: {error}")),
+                None => IngestError("the JetStream pull ended".to_owned()),
+            })?;
+        let mut batch = Vec::with_capacity(pulled.len());
+        for message in pulled {
             let header = |name: &str| {
                 message
                     .headers

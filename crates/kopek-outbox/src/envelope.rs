@@ -10,6 +10,11 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 /// The JSON bytes published for `event`.
 pub fn document(event: &StoredEvent) -> Vec<u8> {
+    document_value(event).to_string().into_bytes()
+}
+
+/// The document of `event` as a JSON value, for code that reads it rather than sends it.
+pub fn document_value(event: &StoredEvent) -> Value {
     // The stored payload already holds id, type, tenant, at, subject and balances.
     let mut fields = match serde_json::from_str::<Value>(&event.payload) {
         Ok(Value::Object(fields)) => fields,
@@ -27,7 +32,7 @@ pub fn document(event: &StoredEvent) -> Vec<u8> {
     fields.insert("schema_version".to_owned(), Value::from(SCHEMA_VERSION));
     fields.insert("sequence".to_owned(), Value::from(event.sequence));
     fields.insert("subject_id".to_owned(), Value::from(event.subject_id.as_str()));
-    Value::Object(fields).to_string().into_bytes()
+    Value::Object(fields)
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 //! batch). The queue exists from the consumer's first start; what was published before that
 //! is not in it.
 
-use super::{BATCH_EVENTS, ConsumerError, Incoming, Source};
+use super::{BATCH_EVENTS, ConsumerError, Incoming, Source, take_ready};
 use crate::sink::SinkError;
 use crate::sink::amqp::declare_exchange;
 use async_trait::async_trait;
-use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
@@ -115,40 +114,26 @@ impl Source for AmqpSource {
                 self.connect().await?
             }
         };
-        let mut batch = Vec::new();
-        let mut taken = 0;
-        loop {
-            let next = if taken == 0 {
-                consumer.next().await
-            } else {
-                match consumer.next().now_or_never() {
-                    Some(next) => next,
-                    None => break,
-                }
-            };
-            // On an error the connection is dropped (unacked deliveries return to the queue)
-            // and made again on the next call.
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => {
-                    self.last_tag = None;
-                    return Err(ConsumerError(format!("RabbitMQ delivery: {error}")));
-                }
-                None => {
-                    self.last_tag = None;
-                    return Err(ConsumerError("the RabbitMQ consumer was cancelled".to_owned()));
-                }
-            };
-            taken += 1;
+        // On an error the connection is dropped (unacked deliveries return to the queue) and
+        // made again on the next call.
+        let deliveries = match take_ready(&mut consumer, BATCH_EVENTS).await {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                self.last_tag = None;
+                return Err(match error {
+                    Some(error) => ConsumerError(format!("RabbitMQ delivery: {error}")),
+                    None => ConsumerError("the RabbitMQ consumer was cancelled".to_owned()),
+                });
+            }
+        };
+        let mut batch = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
             self.last_tag = Some(delivery.delivery_tag);
             match Incoming::from_document(&delivery.data) {
                 Ok(event) => batch.push(event),
                 Err(reason) => {
                     tracing::warn!(queue = %self.queue, %reason, "dropping a message that is not an event document");
                 }
-            }
-            if taken >= BATCH_EVENTS {
-                break;
             }
         }
         self.open = Some((connection, channel, consumer));

@@ -2,10 +2,9 @@
 //! wanted, from the earliest offset for a new group, offsets committed only when a batch is
 //! acknowledged.
 
-use super::{BATCH_EVENTS, ConsumerError, Incoming, Source};
+use super::{BATCH_EVENTS, ConsumerError, Incoming, Source, take_ready};
 use crate::sink::kafka::{commit, consumer_config, ensure_topics, topics_for};
 use async_trait::async_trait;
-use futures_util::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use std::collections::BTreeMap;
@@ -63,45 +62,35 @@ impl Source for KafkaSource {
             Some(consumer) => consumer,
             None => self.connect().await?,
         };
-        let mut batch = Vec::new();
-        let mut taken = 0;
-        let result = loop {
-            let next = if taken == 0 {
-                consumer.recv().await
-            } else {
-                match consumer.recv().now_or_never() {
-                    Some(next) => next,
-                    None => break Ok(()),
+        let batch = {
+            // On an error the consumer is made again and resumes from the committed offsets.
+            let received = match take_ready(&mut consumer.stream(), BATCH_EVENTS).await {
+                Ok(received) => received,
+                Err(error) => {
+                    self.pending.clear();
+                    return Err(match error {
+                        Some(error) => ConsumerError(format!("Kafka receive: {error}")),
+                        None => ConsumerError("the Kafka stream ended".to_owned()),
+                    });
                 }
             };
-            let message = match next {
-                Ok(message) => message,
-                Err(error) => break Err(ConsumerError(format!("Kafka receive: {error}"))),
-            };
-            taken += 1;
-            self.pending
-                .insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
-            match Incoming::from_document(message.payload().unwrap_or_default()) {
-                Ok(event) => batch.push(event),
-                Err(reason) => {
-                    tracing::warn!(topic = message.topic(), %reason, "dropping a message that is not an event document");
+            let mut batch = Vec::with_capacity(received.len());
+            for message in received {
+                self.pending.insert(
+                    (message.topic().to_owned(), message.partition()),
+                    message.offset() + 1,
+                );
+                match Incoming::from_document(message.payload().unwrap_or_default()) {
+                    Ok(event) => batch.push(event),
+                    Err(reason) => {
+                        tracing::warn!(topic = message.topic(), %reason, "dropping a message that is not an event document");
+                    }
                 }
             }
-            if taken >= BATCH_EVENTS {
-                break Ok(());
-            }
+            batch
         };
-        match result {
-            Ok(()) => {
-                self.consumer = Some(consumer);
-                Ok(Some(batch))
-            }
-            // A fresh consumer resumes from the committed offsets.
-            Err(error) => {
-                self.pending.clear();
-                Err(error)
-            }
-        }
+        self.consumer = Some(consumer);
+        Ok(Some(batch))
     }
 
     async fn ack(&mut self) -> Result<(), ConsumerError> {

@@ -58,8 +58,7 @@ impl Incoming {
             tenant: event.tenant.clone(),
             subject_id: event.subject_id.clone(),
             // The same document a broker carries, sequence and schema version included.
-            document: serde_json::from_slice(&crate::envelope::document(event))
-                .unwrap_or(Value::Null),
+            document: crate::envelope::document_value(event),
         }
     }
 
@@ -97,6 +96,34 @@ impl Incoming {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConsumerError(pub String);
+
+/// The next messages of a broker subscription: waits for the first, then takes what has
+/// already arrived without waiting, up to `max`. `Err(Some(_))` on an error and `Err(None)`
+/// when the subscription ended; what was taken before either is dropped (never acknowledged),
+/// so the broker delivers it again.
+pub async fn take_ready<S, T, E>(stream: &mut S, max: usize) -> Result<Vec<T>, Option<E>>
+where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+{
+    use futures_util::{FutureExt, StreamExt};
+    let mut taken = Vec::new();
+    while taken.len() < max.max(1) {
+        let next = if taken.is_empty() {
+            stream.next().await
+        } else {
+            match stream.next().now_or_never() {
+                Some(next) => next,
+                None => break,
+            }
+        };
+        match next {
+            Some(Ok(item)) => taken.push(item),
+            Some(Err(error)) => return Err(Some(error)),
+            None => return Err(None),
+        }
+    }
+    Ok(taken)
+}
 
 #[async_trait]
 pub trait Source: Send {

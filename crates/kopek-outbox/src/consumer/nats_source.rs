@@ -2,11 +2,10 @@
 //! stream, filtered to one event type when the consumer wants only one, with explicit acks.
 //! A new durable consumer starts at the stream's first message.
 
-use super::{BATCH_EVENTS, ConsumerError, Incoming, Source};
+use super::{BATCH_EVENTS, ConsumerError, Incoming, Source, take_ready};
 use crate::sink::nats::stream_config;
 use async_nats::jetstream::{self, consumer::pull};
 use async_trait::async_trait;
-use futures_util::{FutureExt, StreamExt};
 use std::time::Duration;
 
 /// How long JetStream waits for an ack before it delivers a message again.
@@ -85,31 +84,15 @@ impl Source for NatsSource {
             Some(messages) => messages,
             None => self.connect().await?,
         };
-        let mut batch = Vec::new();
-        loop {
-            // Wait for the first message; take what else is already here without waiting.
-            let next = if self.unacked.is_empty() {
-                messages.next().await
-            } else {
-                match messages.next().now_or_never() {
-                    Some(next) => next,
-                    None => break,
-                }
-            };
-            // On an error the pull is dropped and made again on the next call.
-            // What this call pulled is dropped with the batch and must not be acked later:
-            // JetStream delivers it again after the ack wait.
-            let message = match next {
-                Some(Ok(message)) => message,
-                Some(Err(error)) => {
-                    self.unacked.clear();
-                    return Err(ConsumerError(format!("JetStream pull: {error}")));
-                }
-                None => {
-                    self.unacked.clear();
-                    return Err(ConsumerError("the JetStream pull ended".to_owned()));
-                }
-            };
+        // On an error the pull is dropped and made again on the next call; JetStream delivers
+        // what it had handed out again after the ack wait.
+        let pulled =
+            take_ready(&mut messages, BATCH_EVENTS).await.map_err(|error| match error {
+                Some(error) => ConsumerError(format!("JetStream pull: {error}")),
+                None => ConsumerError("the JetStream pull ended".to_owned()),
+            })?;
+        let mut batch = Vec::with_capacity(pulled.len());
+        for message in pulled {
             match Incoming::from_document(&message.payload) {
                 Ok(event) => batch.push(event),
                 Err(reason) => {
@@ -118,9 +101,6 @@ impl Source for NatsSource {
                 }
             }
             self.unacked.push(message);
-            if self.unacked.len() >= BATCH_EVENTS {
-                break;
-            }
         }
         self.messages = Some(messages);
         Ok(Some(batch))

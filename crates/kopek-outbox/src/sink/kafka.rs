@@ -200,12 +200,11 @@ impl KafkaSink {
     }
 }
 
-/// The account a message is keyed by.
-fn key_of(event: &StoredEvent) -> String {
-    serde_json::from_str::<serde_json::Value>(&event.payload)
-        .ok()
-        .and_then(|payload| payload["balances"][0]["account_id"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| event.subject_id.clone())
+/// The account a message is keyed by: the first whose balance it changed, else its subject.
+fn key_of(event: &StoredEvent, document: &serde_json::Value) -> String {
+    document["balances"][0]["account_id"]
+        .as_str()
+        .map_or_else(|| event.subject_id.clone(), str::to_owned)
 }
 
 #[async_trait]
@@ -237,10 +236,11 @@ impl Sink for KafkaSink {
                     .insert(Header { key: "kopek-event-type", value: Some(event.kind.as_str()) })
                     .insert(Header { key: "kopek-sequence", value: Some(sequence.as_str()) })
                     .insert(Header { key: "content-type", value: Some("application/json") });
+                let document = envelope::document_value(event);
                 Outgoing {
                     topic: topic_of(&self.prefix, &event.kind),
-                    key: key_of(event),
-                    body: envelope::document(event),
+                    key: key_of(event, &document),
+                    body: document.to_string().into_bytes(),
                     headers,
                 }
             })
