@@ -5,13 +5,10 @@
 use crate::{BATCH_COMMANDS, CommandMessage, CommandSource, IngestError, Verdict};
 use async_trait::async_trait;
 use kopek_outbox::consumer::take_ready;
-use kopek_outbox::sink::amqp::{Outgoing, publish_confirmed};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use kopek_outbox::sink::amqp::{Outgoing, open_channel, publish_confirmed};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 use std::time::Duration;
 
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,14 +28,8 @@ impl AmqpCommands {
     async fn connect(&self) -> Result<(Connection, Channel, Consumer), IngestError> {
         let failed =
             |what: &'static str| move |error: lapin::Error| IngestError(format!("{what}: {error}"));
-        let connection = Connection::connect(&self.uri, ConnectionProperties::default())
-            .await
-            .map_err(failed("connect to RabbitMQ"))?;
-        let channel = connection.create_channel().await.map_err(failed("open a channel"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(failed("enable confirms"))?;
+        let (connection, channel) =
+            open_channel(&self.uri, true).await.map_err(|error| IngestError(error.0))?;
         for queue in
             [self.queue.clone(), format!("{}.verdicts", self.queue), format!("{}.dead", self.queue)]
         {

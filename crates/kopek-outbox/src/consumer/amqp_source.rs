@@ -5,13 +5,13 @@
 
 use super::{BATCH_EVENTS, ConsumerError, Incoming, Source, take_ready};
 use crate::sink::SinkError;
-use crate::sink::amqp::declare_exchange;
+use crate::sink::amqp::{declare_exchange, open_channel};
 use async_trait::async_trait;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, Consumer};
 
 /// The durable queue of a consumer, bound to the exchange for each of `routing_keys`.
 pub async fn declare_queue(
@@ -76,10 +76,8 @@ impl AmqpSource {
         let failed = |what: &'static str| {
             move |error: lapin::Error| ConsumerError(format!("{what}: {error}"))
         };
-        let connection = Connection::connect(&self.uri, ConnectionProperties::default())
-            .await
-            .map_err(failed("connect to RabbitMQ"))?;
-        let channel = connection.create_channel().await.map_err(failed("open a channel"))?;
+        let (connection, channel) =
+            open_channel(&self.uri, false).await.map_err(|error| ConsumerError(error.0))?;
         declare_exchange(&channel, &self.exchange).await.map_err(|error| ConsumerError(error.0))?;
         let keys: Vec<&str> = self.routing_keys.iter().map(String::as_str).collect();
         declare_queue(&channel, &self.exchange, &self.queue, &keys)

@@ -14,6 +14,23 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::sync::Arc;
 
+/// A connection and a channel on it, in publisher-confirm mode when `confirms`.
+pub async fn open_channel(uri: &str, confirms: bool) -> Result<(Connection, Channel), SinkError> {
+    let failed =
+        |what: &'static str| move |error: lapin::Error| SinkError(format!("{what}: {error}"));
+    let connection = Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .map_err(failed("connect to RabbitMQ"))?;
+    let channel = connection.create_channel().await.map_err(failed("open a channel"))?;
+    if confirms {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(failed("enable publisher confirms"))?;
+    }
+    Ok((connection, channel))
+}
+
 /// The exchange the relay publishes to and consumers bind to; whichever starts first makes it.
 pub async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), SinkError> {
     channel
@@ -44,14 +61,7 @@ impl AmqpSink {
             let what = what.to_owned();
             move |error: lapin::Error| SinkError(format!("{what}: {error}"))
         };
-        let connection = Connection::connect(&self.uri, ConnectionProperties::default())
-            .await
-            .map_err(failed("connect to RabbitMQ"))?;
-        let channel = connection.create_channel().await.map_err(failed("open a channel"))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(failed("enable publisher confirms"))?;
+        let (connection, channel) = open_channel(&self.uri, true).await?;
         declare_exchange(&channel, &self.exchange).await?;
         // Consumers' queues exist before the first event is published, so none misses one.
         for (consumer, kinds) in crate::consumer::CONSUMERS {
