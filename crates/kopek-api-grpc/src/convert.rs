@@ -34,6 +34,8 @@ pub fn error_code(code: ErrorCode) -> pb::ErrorCode {
         ErrorCode::Unavailable => pb::ErrorCode::Unavailable,
         ErrorCode::Internal => pb::ErrorCode::Internal,
         ErrorCode::NotFound => pb::ErrorCode::NotFound,
+        ErrorCode::Unauthenticated => pb::ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied => pb::ErrorCode::PermissionDenied,
     }
 }
 

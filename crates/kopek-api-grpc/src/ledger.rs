@@ -1,11 +1,13 @@
 //! `kopek.v1.Ledger`: unary RPCs and the pipelined `StreamTransfers`.
 
+use crate::auth::principal;
 use crate::convert;
 use crate::pipeline::{Answer, AnswerStream, Started, pipelined};
 use crate::status::{engine_status, rejection_status, store_status};
+use kopek_auth::Principal;
 use kopek_core::{
-    AccountResult, AccountUpdate, CommandBody, CommandResult, ErrorCode, Linking, Overdraft,
-    Rejection, Tenant, Timestamp, limits,
+    AccountResult, AccountUpdate, Command, CommandBody, CommandResult, ErrorCode, Linking,
+    Overdraft, Rejection, Tenant, Timestamp, limits,
 };
 use kopek_engine::{Engine, EngineError, Ticket};
 use kopek_outbox::Feed;
@@ -133,11 +135,6 @@ impl LedgerService {
             .find(|hook| hook.id == id)
             .ok_or_else(|| Status::not_found(format!("webhook {id} not found")))
     }
-
-    /// Until authentication lands every caller is the default tenant.
-    fn tenant<T>(_request: &Request<T>) -> Tenant {
-        Tenant::default_tenant()
-    }
 }
 
 /// A transfers request after parsing: the verdicts of items that failed to parse, and the
@@ -199,30 +196,38 @@ fn parse_request(
     Ok((slots, body))
 }
 
+/// A command in the caller's tenant, sent by the caller's key.
+pub fn command(caller: &Principal, body: CommandBody) -> Command {
+    Command::new(caller.tenant.clone(), body).by(caller.actor())
+}
+
 /// Parses and enqueues a transfers request without waiting for its commit; a full queue is
 /// `OVERLOADED` at once.
 pub fn prepare(
     engine: &Engine,
-    tenant: Tenant,
+    caller: &Principal,
     requests: Vec<pb::TransferRequest>,
     linked: bool,
 ) -> Result<Prepared, Rejection> {
     let (slots, body) = parse_request(requests, linked)?;
-    let ticket =
-        body.map(|body| engine.enqueue(tenant, body).map_err(engine_rejection)).transpose()?;
+    let ticket = body
+        .map(|body| engine.enqueue_now(command(caller, body)).map_err(engine_rejection))
+        .transpose()?;
     Ok(Prepared { slots, ticket })
 }
 
 /// `prepare` for streams: waits for room in the write queue instead of refusing.
 pub async fn prepare_waiting(
     engine: &Engine,
-    tenant: Tenant,
+    caller: &Principal,
     requests: Vec<pb::TransferRequest>,
     linked: bool,
 ) -> Result<Prepared, Rejection> {
     let (slots, body) = parse_request(requests, linked)?;
     let ticket = match body {
-        Some(body) => Some(engine.enqueue_waiting(tenant, body).await.map_err(engine_rejection)?),
+        Some(body) => {
+            Some(engine.enqueue_command(command(caller, body)).await.map_err(engine_rejection)?)
+        }
         None => None,
     };
     Ok(Prepared { slots, ticket })
@@ -289,7 +294,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::CreateAccountsRequest>,
     ) -> Result<Response<pb::CreateAccountsResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
         let accounts = request.into_inner().accounts;
         if accounts.len() > limits::ACCOUNTS_PER_REQUEST_MAX {
             return Err(Status::invalid_argument(format!(
@@ -302,7 +307,11 @@ impl pb::ledger_server::Ledger for LedgerService {
         let mut committed = if valid.is_empty() {
             Vec::new()
         } else {
-            match self.engine.submit(tenant, CommandBody::CreateAccounts(valid)).await {
+            match self
+                .engine
+                .submit_command(command(&caller, CommandBody::CreateAccounts(valid)))
+                .await
+            {
                 Ok(CommandResult::Accounts(results)) => results,
                 Ok(other) => return Err(Status::internal(format!("unexpected result {other:?}"))),
                 Err(error) => return Err(engine_status(error)),
@@ -393,7 +402,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::UpdateAccountRequest>,
     ) -> Result<Response<pb::UpdateAccountResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let reject = |r: Rejection| rejection_status(&r);
         let update = AccountUpdate {
@@ -407,7 +416,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         };
         match self
             .engine
-            .submit(tenant, CommandBody::UpdateAccount(update))
+            .submit_command(command(&caller, CommandBody::UpdateAccount(update)))
             .await
             .map_err(engine_status)?
         {
@@ -427,9 +436,9 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::CreateTransfersRequest>,
     ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
         let request = request.into_inner();
-        let prepared = prepare(&self.engine, tenant, request.transfers, request.linked)
+        let prepared = prepare(&self.engine, &caller, request.transfers, request.linked)
             .map_err(|r| rejection_status(&r))?;
         let results = prepared.results().await.map_err(|r| rejection_status(&r))?;
         Ok(Response::new(pb::CreateTransfersResponse { results }))
@@ -439,7 +448,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::GetTransferRequest>,
     ) -> Result<Response<pb::GetTransferResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
+        let tenant = caller.tenant.clone();
         let store = self.engine.store();
         let found = match request.into_inner().lookup {
             Some(pb::get_transfer_request::Lookup::Id(id)) => {
@@ -536,7 +546,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::GetSpendingRequest>,
     ) -> Result<Response<pb::GetSpendingResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
+        let tenant = caller.tenant.clone();
         let user = request.into_inner().user_id;
         if user.is_empty() || user.len() > OWNER_BYTES_MAX {
             return Err(Status::invalid_argument(format!(
@@ -565,7 +576,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::CreateWebhookRequest>,
     ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
+        let tenant = caller.tenant.clone();
         let request = request.into_inner();
         let subscribed = subscribe(
             self.engine.store().as_ref(),
@@ -595,7 +607,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::ListWebhooksRequest>,
     ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
+        let tenant = caller.tenant.clone();
         let hooks =
             self.engine.store().webhooks(Some(tenant.as_str())).await.map_err(store_status)?;
         let webhooks = hooks.iter().map(|hook| webhook_message(hook, false)).collect();
@@ -606,7 +619,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::DeleteWebhookRequest>,
     ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
+        let tenant = caller.tenant.clone();
         let id = request.into_inner().id;
         let deleted = self
             .engine
@@ -625,7 +639,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::ListWebhookDeliveriesRequest>,
     ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
+        let tenant = caller.tenant.clone();
         let request = request.into_inner();
         let store = self.engine.store();
         let hook = self.webhook(&tenant, &request.webhook_id).await?;
@@ -646,7 +661,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::RedeliverWebhookRequest>,
     ) -> Result<Response<pb::RedeliverWebhookResponse>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
+        let tenant = caller.tenant.clone();
         let request = request.into_inner();
         let store = self.engine.store();
         let hook = self.webhook(&tenant, &request.webhook_id).await?;
@@ -680,7 +696,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
+        let tenant = caller.tenant.clone();
         let request = request.into_inner();
         let types = EventFilter::parse_types(request.types.iter().map(String::as_str))
             .map_err(Status::invalid_argument)?;
@@ -727,15 +744,15 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<Streaming<pb::StreamTransfersRequest>>,
     ) -> Result<Response<Self::StreamTransfersStream>, Status> {
-        let tenant = Self::tenant(&request);
+        let caller = principal(&request)?;
         let engine = self.engine.clone();
         let start =
             move |message: pb::StreamTransfersRequest| -> Started<pb::StreamTransfersResponse> {
-                let (engine, tenant) = (engine.clone(), tenant.clone());
+                let (engine, caller) = (engine.clone(), caller.clone());
                 Box::pin(async move {
                     let request_id = message.request_id;
                     let prepared =
-                        prepare_waiting(&engine, tenant, message.transfers, message.linked).await;
+                        prepare_waiting(&engine, &caller, message.transfers, message.linked).await;
                     let answer: Answer<pb::StreamTransfersResponse> = Box::pin(async move {
                         let results = match prepared {
                             Ok(prepared) => prepared.results().await,

@@ -2,6 +2,7 @@
 //! clients speak (`transaction.TransactionService`, `payment.v1.PaymentService`),
 //! `grpc.health.v1.Health` and server reflection (v1 and v1alpha).
 
+pub mod auth;
 pub mod convert;
 pub mod ledger;
 pub mod payment;
@@ -71,12 +72,18 @@ pub async fn close_health(reporter: &HealthReporter) {
     }
 }
 
+/// What the services answer from: the write path, the event feed, and who may call.
+pub struct Ledger {
+    pub engine: Engine,
+    pub feed: kopek_outbox::Feed,
+    pub gate: auth::Gate,
+}
+
 /// Serves every gRPC service on `listener` until `shutdown` is cancelled, then lets in-flight
 /// calls finish; open streams stop reading and end after answering what they read.
 pub async fn serve(
     listener: TcpListener,
-    engine: Engine,
-    feed: kopek_outbox::Feed,
+    Ledger { engine, feed, gate }: Ledger,
     config: GrpcConfig,
     reporter: HealthReporter,
     health: tonic_health::pb::health_server::HealthServer<
@@ -99,9 +106,12 @@ pub async fn serve(
     ))
     .max_decoding_message_size(message_bytes_max)
     .max_encoding_message_size(message_bytes_max);
-    let payments = PaymentServiceServer::new(payment::PaymentService::new(engine.clone()))
-        .max_decoding_message_size(message_bytes_max)
-        .max_encoding_message_size(message_bytes_max);
+    let payments = PaymentServiceServer::new(payment::PaymentService::new(
+        engine.clone(),
+        gate.limiter.clone(),
+    ))
+    .max_decoding_message_size(message_bytes_max)
+    .max_encoding_message_size(message_bytes_max);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .include_reflection_service(false)
@@ -116,6 +126,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     set_health(&reporter, ServingStatus::Serving).await;
     Server::builder()
+        .layer(auth::AuthLayer { gate })
         .add_service(health)
         .add_service(ledger)
         .add_service(transactions)

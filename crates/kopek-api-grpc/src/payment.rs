@@ -2,11 +2,14 @@
 //! `shared/spec/README.md`. A payment is a transfer of kind `payment` from payer to payee;
 //! its id is the transfer's ULID, declined payments included.
 
+use crate::auth::principal;
+use crate::ledger::command;
 use crate::status::{engine_status, rejection_status, store_status};
+use kopek_auth::Verdict;
 use kopek_core::{
     AccountId, CommandBody, CommandResult, Currency, Details, ErrorCode, IdempotencyKey, Linking,
-    Movement, Rejection, Tenant, Transfer, TransferId, TransferKind, TransferRequest,
-    TransferResult, TransferStatus, limits,
+    Movement, Rejection, Transfer, TransferId, TransferKind, TransferRequest, TransferResult,
+    TransferStatus, limits,
 };
 use kopek_engine::{Engine, EngineError};
 use kopek_proto::payment::v1 as pb;
@@ -14,11 +17,12 @@ use tonic::{Request, Response, Status};
 
 pub struct PaymentService {
     engine: Engine,
+    limiter: kopek_auth::RateLimiter,
 }
 
 impl PaymentService {
-    pub fn new(engine: Engine) -> PaymentService {
-        PaymentService { engine }
+    pub fn new(engine: Engine, limiter: kopek_auth::RateLimiter) -> PaymentService {
+        PaymentService { engine, limiter }
     }
 }
 
@@ -106,7 +110,9 @@ fn error_code(code: ErrorCode) -> pb::PaymentErrorCode {
         | ErrorCode::InvalidArgument
         | ErrorCode::Unavailable
         | ErrorCode::Internal
-        | ErrorCode::NotFound => pb::PaymentErrorCode::Unspecified,
+        | ErrorCode::NotFound
+        | ErrorCode::Unauthenticated
+        | ErrorCode::PermissionDenied => pb::PaymentErrorCode::Unspecified,
     }
 }
 
@@ -134,13 +140,13 @@ fn authorization(transfer: &Transfer, replayed: bool) -> pb::AuthorizePaymentRes
     }
 }
 
-fn rate_limited() -> pb::AuthorizePaymentResponse {
+fn rate_limited(message: &str) -> pb::AuthorizePaymentResponse {
     pb::AuthorizePaymentResponse {
         payment_id: String::new(),
         status: pb::PaymentStatus::Declined as i32,
         error: Some(pb::PaymentError {
             code: pb::PaymentErrorCode::RateLimited as i32,
-            message: "the ledger is at capacity; retry with the same idempotency key".to_owned(),
+            message: message.to_owned(),
         }),
         processed_at: kopek_engine::Clock::wall_now().to_rfc3339(),
     }
@@ -183,16 +189,28 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         &self,
         request: Request<pb::AuthorizePaymentRequest>,
     ) -> Result<Response<pb::AuthorizePaymentResponse>, Status> {
+        let caller = principal(&request)?;
+        // The contract's answer to a key over its budget, or to load: a decline the client
+        // retries with the same key (nothing was recorded, so the retry is applied, not
+        // replayed).
+        if let Verdict::Limited { retry_after } = self.limiter.check(caller.bucket()).await {
+            let message = format!(
+                "too many requests for this key; retry in {} ms with the same idempotency key",
+                retry_after.as_millis().max(1)
+            );
+            return Ok(Response::new(rate_limited(&message)));
+        }
         let transfer = transfer_request(request.into_inner())?;
         let body = CommandBody::CreateTransfers {
             transfers: vec![transfer],
             linking: Linking::Independent,
         };
-        let result = match self.engine.submit(Tenant::default_tenant(), body).await {
+        let result = match self.engine.submit_command(command(&caller, body)).await {
             Ok(result) => result,
-            // The contract's answer to load: a decline the client retries with the same key
-            // (nothing was recorded, so the retry is applied, not replayed).
-            Err(EngineError::Overloaded) => return Ok(Response::new(rate_limited())),
+            Err(EngineError::Overloaded) => {
+                let message = "the ledger is at capacity; retry with the same idempotency key";
+                return Ok(Response::new(rate_limited(message)));
+            }
             Err(error) => return Err(engine_status(error)),
         };
         let result = match result {
@@ -212,6 +230,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         &self,
         request: Request<pb::GetPaymentRequest>,
     ) -> Result<Response<pb::GetPaymentResponse>, Status> {
+        let caller = principal(&request)?;
         let id = request.into_inner().payment_id;
         if id.is_empty() {
             return Err(invalid("payment_id is required"));
@@ -224,7 +243,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
             Some(transfer)
                 if transfer.kind == TransferKind::Payment
                     && transfer.action == kopek_core::Action::Post
-                    && transfer.tenant == Tenant::default_tenant() =>
+                    && transfer.tenant == caller.tenant =>
             {
                 Ok(Response::new(pb::GetPaymentResponse { payment: Some(payment(&transfer)) }))
             }

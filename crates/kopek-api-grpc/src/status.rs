@@ -30,6 +30,8 @@ pub fn code(error: ErrorCode) -> Code {
         ErrorCode::BalanceOverflow => Code::OutOfRange,
         ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::Internal => Code::Internal,
+        ErrorCode::Unauthenticated => Code::Unauthenticated,
+        ErrorCode::PermissionDenied => Code::PermissionDenied,
     }
 }
 

@@ -19,8 +19,8 @@ use crate::pipeline::{Answer, AnswerStream, Started, pipelined};
 use crate::status::engine_status;
 use kopek_core::{
     AccountId, AccountKind, Amount, CommandBody, CommandResult, Currency, Details, ErrorCode,
-    IdempotencyKey, Linking, Movement, NewAccount, Overdraft, Rejection, Tenant, Timestamp,
-    TransferKind, TransferRequest, TransferResult, TransferStatus,
+    IdempotencyKey, Linking, Movement, NewAccount, Overdraft, Rejection, Timestamp, TransferKind,
+    TransferRequest, TransferResult, TransferStatus,
 };
 use kopek_engine::Engine;
 use kopek_proto::transaction as pb;
@@ -193,10 +193,10 @@ impl pb::transaction_service_server::TransactionService for TransactionService {
         &self,
         request: Request<Streaming<pb::Transaction>>,
     ) -> Result<Response<Self::StreamTransactionsStream>, Status> {
-        let tenant = Tenant::default_tenant();
+        let caller = crate::auth::principal(&request)?;
         let engine = self.engine.clone();
         let start = move |transaction: pb::Transaction| -> Started<pb::TransactionResponse> {
-            let (engine, tenant) = (engine.clone(), tenant.clone());
+            let (engine, caller) = (engine.clone(), caller.clone());
             Box::pin(async move {
                 let transaction_id = transaction.transaction_id.clone();
                 // Waits for room in the write queue: a stream slows down, it is never refused.
@@ -206,7 +206,7 @@ impl pb::transaction_service_server::TransactionService for TransactionService {
                             transfers: vec![request],
                             linking: Linking::Independent,
                         };
-                        Ok(engine.enqueue_waiting(tenant, body).await)
+                        Ok(engine.enqueue_command(crate::ledger::command(&caller, body)).await)
                     }
                     Err(rejection) => Err(rejection),
                 };

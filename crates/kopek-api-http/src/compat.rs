@@ -6,25 +6,23 @@
 //! paid asynchronously, with the order's status over a WebSocket.
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kopek_auth::Scope;
 use kopek_core::{
     AccountId, AccountResult, Amount, CommandBody, CommandResult, Currency, Details, ErrorCode,
     IdempotencyKey, Linking, Movement, NewOrder, NewUser, Order, OrderId, OrderResult, Rejection,
-    Tenant, Timestamp, TransferKind, TransferRequest, TransferResult, TransferStatus, UserId,
-    UserResult, format_minor,
+    Timestamp, TransferKind, TransferRequest, TransferResult, TransferStatus, UserId, UserResult,
+    format_minor,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-
-fn tenant() -> Tenant {
-    Tenant::default_tenant()
-}
 
 // ---- Part A ----
 
@@ -63,11 +61,12 @@ pub struct NewUserA {
 
 pub async fn create_user_a(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Json<NewUserA>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
     let new = NewUser { id: None, name: body.name, currency: state.default_currency };
-    match state.engine.submit(tenant(), CommandBody::CreateUser(new)).await? {
+    match state.engine.submit_command(caller.command(CommandBody::CreateUser(new))).await? {
         CommandResult::User(UserResult::Created(user, account)) => {
             let number = user.id.number().unwrap_or_default();
             Ok((
@@ -134,6 +133,7 @@ fn transaction_json(
 
 pub async fn create_transaction_a(
     State(state): State<AppState>,
+    caller: Caller,
     body: Result<Json<TransactionA>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(body) = body.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
@@ -219,13 +219,10 @@ pub async fn create_transaction_a(
     let body_uid = body.uid.clone();
     let result = match state
         .engine
-        .submit(
-            tenant(),
-            CommandBody::CreateTransfers {
-                transfers: vec![request],
-                linking: Linking::Independent,
-            },
-        )
+        .submit_command(caller.command(CommandBody::CreateTransfers {
+            transfers: vec![request],
+            linking: Linking::Independent,
+        }))
         .await?
     {
         CommandResult::Transfers(mut results) if results.len() == 1 => results.remove(0),
@@ -258,6 +255,7 @@ pub async fn create_transaction_a(
 
 pub async fn get_transaction_a(
     State(state): State<AppState>,
+    caller: Caller,
     Path(uid): Path<String>,
 ) -> ApiResult<Response> {
     let not_found = || {
@@ -269,7 +267,7 @@ pub async fn get_transaction_a(
     };
     let key = IdempotencyKey::scoped("usertxn", &uid).map_err(|_| not_found())?;
     let transfer =
-        state.engine.store().transfer_by_key(&tenant(), &key).await?.ok_or_else(not_found)?;
+        state.engine.store().transfer_by_key(caller.tenant(), &key).await?.ok_or_else(not_found)?;
     if transfer.status != TransferStatus::Posted {
         return Err(not_found());
     }
@@ -318,16 +316,27 @@ fn from_api(error: ApiError) -> Detail {
     detail(error.status, &format!("{}: {}", error.rejection.code, error.rejection.message))
 }
 
-/// The caller: `X-User-ID`, else `?user_id=`.
-fn caller(headers: &HeaderMap, query: &HashMap<String, String>) -> PartB<UserId> {
-    let text = match headers.get("x-user-id") {
-        Some(value) => value.to_str().ok().map(str::to_owned),
+/// The user a Part B request acts for: `X-User-ID`, else `?user_id=`, which only a key of the
+/// gateway scope (or anyone, with auth off) may set; else the user the key is bound to.
+fn buyer(caller: &Caller, headers: &HeaderMap, query: &HashMap<String, String>) -> PartB<UserId> {
+    let named = match headers.get("x-user-id") {
+        Some(value) => Some(value.to_str().ok().map(str::to_owned).unwrap_or_default()),
         None => query.get("user_id").cloned(),
     };
-    let text = text
-        .ok_or_else(|| detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID header is required"))?;
-    UserId::parse(text.trim())
-        .map_err(|_| detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID is not a valid user id"))
+    let bound = caller.0.user.clone();
+    let Some(text) = named else {
+        return bound.ok_or_else(|| {
+            detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID header is required")
+        });
+    };
+    let named = UserId::parse(text.trim()).map_err(|_| {
+        detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID is not a valid user id")
+    })?;
+    match bound {
+        Some(user) if user == named => Ok(named),
+        None if caller.0.may(Scope::Gateway) => Ok(named),
+        _ => Err(detail(StatusCode::FORBIDDEN, "Forbidden")),
+    }
 }
 
 /// Whole units as a JSON integer; a balance with a fraction (moved by another API) as a
@@ -368,12 +377,13 @@ async fn balance_of(state: &AppState, user: &UserId) -> PartB<Option<i64>> {
 
 pub async fn open_account_b(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> PartB<Json<Value>> {
-    let user = caller(&headers, &query)?;
+    let user = buyer(&caller, &headers, &query)?;
     let body = CommandBody::CreateAccounts(vec![user.new_account(state.default_currency)]);
-    match state.engine.submit(tenant(), body).await.map_err(|e| from_api(e.into()))? {
+    match state.engine.submit_command(caller.command(body)).await.map_err(|e| from_api(e.into()))? {
         CommandResult::Accounts(results) => match results.first() {
             Some(AccountResult::Created(account) | AccountResult::Existed(account)) => {
                 Ok(Json(json!({"balance": whole_units(account.balance.posted, account.currency)})))
@@ -387,11 +397,12 @@ pub async fn open_account_b(
 
 pub async fn top_up_b(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> PartB<Json<Value>> {
-    let user = caller(&headers, &query)?;
+    let user = buyer(&caller, &headers, &query)?;
     let currency = state.default_currency;
     let minor = positive_units(&body, currency)?;
     // The contract has no key; a client that sends Idempotency-Key gets safe retries anyway.
@@ -419,7 +430,8 @@ pub async fn top_up_b(
     };
     let body =
         CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent };
-    let result = state.engine.submit(tenant(), body).await.map_err(|e| from_api(e.into()))?;
+    let result =
+        state.engine.submit_command(caller.command(body)).await.map_err(|e| from_api(e.into()))?;
     match &result {
         CommandResult::Transfers(results) => match results.first() {
             Some(TransferResult::Committed(transfer) | TransferResult::Replayed(transfer)) => {
@@ -441,10 +453,11 @@ pub async fn top_up_b(
 
 pub async fn balance_b(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> PartB<Json<Value>> {
-    let user = caller(&headers, &query)?;
+    let user = buyer(&caller, &headers, &query)?;
     match balance_of(&state, &user).await? {
         Some(balance) => Ok(Json(json!({"balance": whole_units(balance, state.default_currency)}))),
         None => Err(detail(StatusCode::NOT_FOUND, "Account not found")),
@@ -457,18 +470,19 @@ fn order_json(order: &Order) -> Value {
 
 pub async fn create_order_b(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     body: Result<Json<Value>, JsonRejection>,
 ) -> PartB<Json<Value>> {
-    let user = caller(&headers, &query)?;
+    let user = buyer(&caller, &headers, &query)?;
     let currency = state.default_currency;
     let minor = positive_units(&body, currency)?;
     let id = OrderId::parse(&uuid::Uuid::new_v4().to_string()).map_err(|e| from_api(e.into()))?;
     let order = NewOrder { id, user, amount: minor, currency };
     match state
         .engine
-        .submit(tenant(), CommandBody::CreateOrder(order))
+        .submit_command(caller.command(CommandBody::CreateOrder(order)))
         .await
         .map_err(|e| from_api(e.into()))?
     {
@@ -482,10 +496,11 @@ pub async fn create_order_b(
 
 pub async fn list_orders_b(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> PartB<Json<Value>> {
-    let user = caller(&headers, &query)?;
+    let user = buyer(&caller, &headers, &query)?;
     let orders = state
         .engine
         .store()
@@ -497,11 +512,12 @@ pub async fn list_orders_b(
 
 pub async fn get_order_b(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> PartB<Json<Value>> {
-    let user = caller(&headers, &query)?;
+    let user = buyer(&caller, &headers, &query)?;
     let not_found = || detail(StatusCode::NOT_FOUND, "Order not found");
     let order_id = OrderId::parse(&id).map_err(|_| not_found())?;
     let order = state

@@ -3,6 +3,7 @@
 //! `shared/spec/http-compat.md`, WebSocket feeds, the embedded web UI at `/`, and the probes
 //! `/healthz` and `/readyz`.
 
+pub mod auth;
 pub mod compat;
 pub mod dto;
 pub mod error;
@@ -44,12 +45,18 @@ pub struct AppState {
     pub relays: Vec<RelayMonitor>,
     /// The attempts a manual redelivery gives a webhook delivery.
     pub webhook_max_attempts: u32,
+    /// Turns a request's key into its principal (or everyone into the anonymous admin when
+    /// auth is off).
+    pub auth: kopek_auth::Authenticator,
+    /// Per-key request budget.
+    pub limiter: kopek_auth::RateLimiter,
 }
 
 /// Open WebSockets per process, all routes together.
 pub const WEBSOCKETS_MAX: usize = 1_024;
 
 impl AppState {
+    /// Auth is required until the caller says otherwise (`auth`), and nothing is rate limited.
     pub fn new(
         engine: Engine,
         feed: Feed,
@@ -57,6 +64,8 @@ impl AppState {
         draining: CancellationToken,
     ) -> AppState {
         let sockets = std::sync::Arc::new(tokio::sync::Semaphore::new(WEBSOCKETS_MAX));
+        let auth =
+            kopek_auth::Authenticator::new(engine.store().clone(), kopek_auth::AuthMode::Required);
         AppState {
             engine,
             feed,
@@ -65,6 +74,8 @@ impl AppState {
             sockets,
             relays: Vec::new(),
             webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
+            auth,
+            limiter: kopek_auth::RateLimiter::unlimited(),
         }
     }
 }
@@ -118,6 +129,8 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(readyz))
         .with_state(state.clone())
         .split_for_parts();
+    let guard = axum::middleware::from_fn_with_state(state.clone(), auth::guard);
+    let rest = rest.route_layer(guard.clone());
     let compat = Router::new()
         .route("/v1/user", post(compat::create_user_a))
         .route("/v1/user/{id}", get(compat::get_user_a))
@@ -132,6 +145,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .route("/orders/ws/orders/{id}", get(compat::order_status_ws))
         .route("/v1/ws", get(ws::events_ws))
         .route("/metrics", get(metrics))
+        .route_layer(guard)
         .with_state(state);
     Router::new()
         .merge(rest)

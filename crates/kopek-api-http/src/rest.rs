@@ -5,6 +5,7 @@
 //! `Idempotent-Replayed: true`; with another request it is 422 `IDEMPOTENCY_KEY_REUSED`.
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::dto::{self, *};
 use crate::error::{ApiError, ApiResult, Body, ErrorBody, Params, Segments};
 use axum::Json;
@@ -14,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use kopek_core::{
     AccountId, AccountResult, AccountUpdate, Amount, CommandBody, CommandResult, Currency, Details,
     ErrorCode, Hold, IdempotencyKey, Linking, Movement, NewAccount, NewUser, Overdraft, Rejection,
-    Tenant, Timestamp, TransferId, TransferKind, TransferRequest, TransferResult, UserId,
-    UserResult, limits,
+    Timestamp, TransferId, TransferKind, TransferRequest, TransferResult, UserId, UserResult,
+    limits,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -23,10 +24,6 @@ use utoipa::IntoParams;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 const PAGE_DEFAULT: usize = 100;
-
-pub(crate) fn tenant() -> Tenant {
-    Tenant::default_tenant()
-}
 
 pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<IdempotencyKey> {
     let value = headers
@@ -127,6 +124,7 @@ fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejec
 )]
 pub async fn create_account(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Body(request): Body<NewAccountDto>,
 ) -> ApiResult<Response> {
@@ -158,7 +156,8 @@ pub async fn create_account(
         metadata: request.metadata,
     };
     new.validate()?;
-    let result = state.engine.submit(tenant(), CommandBody::CreateAccounts(vec![new])).await?;
+    let result =
+        state.engine.submit_command(caller.command(CommandBody::CreateAccounts(vec![new]))).await?;
     match result {
         CommandResult::Accounts(mut results) if results.len() == 1 => match results.remove(0) {
             AccountResult::Created(account) => {
@@ -242,6 +241,7 @@ pub async fn get_account(
 )]
 pub async fn update_account(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
     Body(request): Body<AccountUpdateDto>,
 ) -> ApiResult<Json<AccountDto>> {
@@ -260,7 +260,7 @@ pub async fn update_account(
         })
         .transpose()?;
     let update = AccountUpdate { id: account.id, overdraft, status };
-    match state.engine.submit(tenant(), CommandBody::UpdateAccount(update)).await? {
+    match state.engine.submit_command(caller.command(CommandBody::UpdateAccount(update))).await? {
         CommandResult::Account(AccountResult::Updated(account)) => Ok(Json(dto::account(&account))),
         CommandResult::Account(AccountResult::Rejected(rejection)) => Err(rejection.into()),
         other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
@@ -394,10 +394,14 @@ fn transfer_response(result: TransferResult) -> ApiResult<Response> {
     }
 }
 
-async fn submit_one(state: &AppState, transfer: TransferRequest) -> ApiResult<Response> {
+async fn submit_one(
+    state: &AppState,
+    caller: &Caller,
+    transfer: TransferRequest,
+) -> ApiResult<Response> {
     let body =
         CommandBody::CreateTransfers { transfers: vec![transfer], linking: Linking::Independent };
-    match state.engine.submit(tenant(), body).await? {
+    match state.engine.submit_command(caller.command(body)).await? {
         CommandResult::Transfers(mut results) if results.len() == 1 => {
             transfer_response(results.remove(0))
         }
@@ -420,6 +424,7 @@ async fn submit_one(state: &AppState, transfer: TransferRequest) -> ApiResult<Re
 )]
 pub async fn create_transfer(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Body(request): Body<NewTransferDto>,
 ) -> ApiResult<Response> {
@@ -429,7 +434,7 @@ pub async fn create_transfer(
             "idempotency_key in the body differs from the Idempotency-Key header",
         ));
     }
-    submit_one(&state, transfer_request(request, key)?).await
+    submit_one(&state, &caller, transfer_request(request, key)?).await
 }
 
 #[utoipa::path(
@@ -441,6 +446,7 @@ pub async fn create_transfer(
 )]
 pub async fn create_batch(
     State(state): State<AppState>,
+    caller: Caller,
     Body(request): Body<TransferBatchDto>,
 ) -> ApiResult<Json<TransferBatchResultDto>> {
     if request.transfers.len() > limits::TRANSFERS_PER_REQUEST_MAX {
@@ -494,7 +500,9 @@ pub async fn create_batch(
     } else {
         match state
             .engine
-            .submit(tenant(), CommandBody::CreateTransfers { transfers: valid, linking })
+            .submit_command(
+                caller.command(CommandBody::CreateTransfers { transfers: valid, linking }),
+            )
             .await?
         {
             CommandResult::Transfers(results) => results,
@@ -547,6 +555,7 @@ pub async fn create_batch(
 
 async fn resolve_hold(
     state: &AppState,
+    caller: &Caller,
     id: &str,
     key: IdempotencyKey,
     capture: Option<CaptureDto>,
@@ -579,7 +588,7 @@ async fn resolve_hold(
         open_if_missing: Vec::new(),
         fingerprint_extra: String::new(),
     };
-    submit_one(state, transfer).await
+    submit_one(state, caller, transfer).await
 }
 
 #[utoipa::path(
@@ -593,12 +602,13 @@ async fn resolve_hold(
 )]
 pub async fn capture(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
     headers: HeaderMap,
     Body(request): Body<CaptureDto>,
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
-    resolve_hold(&state, &id, key, Some(request)).await
+    resolve_hold(&state, &caller, &id, key, Some(request)).await
 }
 
 #[utoipa::path(
@@ -612,11 +622,12 @@ pub async fn capture(
 )]
 pub async fn void(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
-    resolve_hold(&state, &id, key, None).await
+    resolve_hold(&state, &caller, &id, key, None).await
 }
 
 #[utoipa::path(
@@ -626,6 +637,7 @@ pub async fn void(
 )]
 pub async fn get_transfer(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
 ) -> ApiResult<Json<TransferDto>> {
     let not_found = || ApiError::not_found(format!("transfer {id} not found"));
@@ -635,7 +647,7 @@ pub async fn get_transfer(
         .store()
         .transfer(transfer_id)
         .await?
-        .filter(|t| t.tenant == tenant())
+        .filter(|t| t.tenant == *caller.tenant())
         .ok_or_else(not_found)?;
     Ok(Json(dto::transfer(&transfer)))
 }
@@ -653,11 +665,12 @@ pub struct FindTransferQuery {
 )]
 pub async fn find_transfer(
     State(state): State<AppState>,
+    caller: Caller,
     Params(query): Params<FindTransferQuery>,
 ) -> ApiResult<Json<TransferDto>> {
     let key = IdempotencyKey::parse(&query.idempotency_key)?;
     let transfer =
-        state.engine.store().transfer_by_key(&tenant(), &key).await?.ok_or_else(|| {
+        state.engine.store().transfer_by_key(caller.tenant(), &key).await?.ok_or_else(|| {
             ApiError::not_found(format!("no transfer with idempotency key {key}"))
         })?;
     Ok(Json(dto::transfer(&transfer)))
@@ -676,6 +689,7 @@ pub async fn find_transfer(
 )]
 pub async fn create_user(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Body(request): Body<NewUserDto>,
 ) -> ApiResult<Response> {
@@ -690,7 +704,7 @@ pub async fn create_user(
         None => state.default_currency,
     };
     let new = NewUser { id: Some(id.clone()), name: request.name, currency };
-    match state.engine.submit(tenant(), CommandBody::CreateUser(new)).await? {
+    match state.engine.submit_command(caller.command(CommandBody::CreateUser(new))).await? {
         CommandResult::User(UserResult::Created(user, account)) => Ok(respond(
             StatusCode::CREATED,
             &dto::user(Some(&user), user.id.as_str(), &[account]),
@@ -757,12 +771,13 @@ const OWNER_BYTES_MAX: usize = 256;
 )]
 pub async fn get_spending(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
 ) -> ApiResult<Json<SpendingDto>> {
     if id.is_empty() || id.len() > OWNER_BYTES_MAX {
         return Err(ApiError::invalid(format!("a user id is 1 to {OWNER_BYTES_MAX} bytes")));
     }
-    let totals = state.engine.store().spending(tenant().as_str(), &id).await?;
+    let totals = state.engine.store().spending(caller.tenant().as_str(), &id).await?;
     Ok(Json(dto::spending(&id, &totals)))
 }
 

@@ -3,8 +3,9 @@
 //! sender signs and posts them (`kopek_outbox::webhooks`).
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Body, ErrorBody, Params, Segments};
-use crate::rest::{idempotency_key, tenant};
+use crate::rest::idempotency_key;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -120,11 +121,11 @@ fn delivery_dto(delivery: &Delivery, attempts: Option<&[Attempt]>) -> DeliveryDt
     }
 }
 
-async fn find(state: &AppState, id: &str) -> ApiResult<Webhook> {
+async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Webhook> {
     state
         .engine
         .store()
-        .webhooks(Some(tenant().as_str()))
+        .webhooks(Some(caller.tenant().as_str()))
         .await?
         .into_iter()
         .find(|hook| hook.id == id)
@@ -142,11 +143,12 @@ async fn find(state: &AppState, id: &str) -> ApiResult<Webhook> {
 )]
 pub async fn create_webhook(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Body(request): Body<NewWebhookDto>,
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
-    let tenant = tenant();
+    let tenant = caller.tenant().clone();
     let subscribed = subscribe(
         state.engine.store().as_ref(),
         NewWebhook {
@@ -177,8 +179,11 @@ pub async fn create_webhook(
     get, path = "/v1/webhooks", tag = "webhooks",
     responses((status = 200, body = WebhookListDto), (status = 503, body = ErrorBody))
 )]
-pub async fn list_webhooks(State(state): State<AppState>) -> ApiResult<Json<WebhookListDto>> {
-    let hooks = state.engine.store().webhooks(Some(tenant().as_str())).await?;
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<WebhookListDto>> {
+    let hooks = state.engine.store().webhooks(Some(caller.tenant().as_str())).await?;
     Ok(Json(WebhookListDto {
         webhooks: hooks.iter().map(|hook| webhook_dto(hook, false)).collect(),
     }))
@@ -191,9 +196,10 @@ pub async fn list_webhooks(State(state): State<AppState>) -> ApiResult<Json<Webh
 )]
 pub async fn get_webhook(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
 ) -> ApiResult<Json<WebhookDto>> {
-    Ok(Json(webhook_dto(&find(&state, &id).await?, false)))
+    Ok(Json(webhook_dto(&find(&state, &caller, &id).await?, false)))
 }
 
 /// Stops deliveries to the subscription; its delivery log stays readable by delivery id.
@@ -204,12 +210,13 @@ pub async fn get_webhook(
 )]
 pub async fn delete_webhook(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
 ) -> ApiResult<StatusCode> {
     let deleted = state
         .engine
         .store()
-        .delete_webhook(tenant().as_str(), &id, kopek_outbox::relay_now())
+        .delete_webhook(caller.tenant().as_str(), &id, kopek_outbox::relay_now())
         .await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
@@ -226,10 +233,11 @@ pub async fn delete_webhook(
 )]
 pub async fn list_deliveries(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
     Params(query): Params<DeliveryQuery>,
 ) -> ApiResult<Json<DeliveryListDto>> {
-    let hook = find(&state, &id).await?;
+    let hook = find(&state, &caller, &id).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, kopek_core::limits::PAGE_SIZE_MAX);
     let deliveries = state.engine.store().deliveries(&hook.id, limit).await?;
     Ok(Json(DeliveryListDto {
@@ -237,8 +245,13 @@ pub async fn list_deliveries(
     }))
 }
 
-async fn find_delivery(state: &AppState, hook: &str, id: &str) -> ApiResult<Delivery> {
-    let hook = find(state, hook).await?;
+async fn find_delivery(
+    state: &AppState,
+    caller: &Caller,
+    hook: &str,
+    id: &str,
+) -> ApiResult<Delivery> {
+    let hook = find(state, caller, hook).await?;
     state
         .engine
         .store()
@@ -256,9 +269,10 @@ async fn find_delivery(state: &AppState, hook: &str, id: &str) -> ApiResult<Deli
 )]
 pub async fn get_delivery(
     State(state): State<AppState>,
+    caller: Caller,
     Segments((hook, id)): Segments<(String, String)>,
 ) -> ApiResult<Json<DeliveryDto>> {
-    let delivery = find_delivery(&state, &hook, &id).await?;
+    let delivery = find_delivery(&state, &caller, &hook, &id).await?;
     let attempts = state.engine.store().delivery_attempts(&delivery.id).await?;
     Ok(Json(delivery_dto(&delivery, Some(&attempts))))
 }
@@ -271,9 +285,10 @@ pub async fn get_delivery(
 )]
 pub async fn redeliver(
     State(state): State<AppState>,
+    caller: Caller,
     Segments((hook, id)): Segments<(String, String)>,
 ) -> ApiResult<Response> {
-    let delivery = find_delivery(&state, &hook, &id).await?;
+    let delivery = find_delivery(&state, &caller, &hook, &id).await?;
     let store = state.engine.store();
     store
         .redeliver(

@@ -4,6 +4,7 @@
 //! contract sends `{"status": ...}` once the order settles.
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::dto;
 use crate::error::{ApiError, Params};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -29,9 +30,9 @@ pub struct WsQuery {
 }
 
 impl WsQuery {
-    fn filter(&self) -> Result<EventFilter, String> {
+    fn filter(&self, tenant: &kopek_core::Tenant) -> Result<EventFilter, String> {
         Ok(EventFilter {
-            tenant: Some(crate::rest::tenant().as_str().to_owned()),
+            tenant: Some(tenant.as_str().to_owned()),
             types: EventFilter::parse_types(self.types.as_deref())?,
             account: self.account.clone(),
             user: self.user.clone(),
@@ -42,11 +43,12 @@ impl WsQuery {
 
 pub async fn events_ws(
     State(state): State<AppState>,
+    caller: Caller,
     Params(query): Params<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // A bad filter is reported as such, even to a request that is no WebSocket handshake.
-    let filter = match query.filter() {
+    let filter = match query.filter(caller.tenant()) {
         Ok(filter) => filter,
         Err(message) => return ApiError::invalid(message).into_response(),
     };

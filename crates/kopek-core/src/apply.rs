@@ -129,11 +129,20 @@ pub struct Command {
     /// Set when a consumer runs the command in answer to an event: the store records the
     /// mark in the same transaction as the command's effects.
     pub inbox: Option<InboxMark>,
+    /// The API key that sent the command (`None`: kopek itself, or auth off). Every event
+    /// the command causes carries it: the audit trail.
+    pub actor: Option<String>,
 }
 
 impl Command {
     pub fn new(tenant: Tenant, body: CommandBody) -> Command {
-        Command { tenant, body, inbox: None }
+        Command { tenant, body, inbox: None, actor: None }
+    }
+
+    /// The same command, sent by the key `actor`.
+    pub fn by(mut self, actor: Option<&str>) -> Command {
+        self.actor = actor.map(str::to_owned);
+        self
     }
 }
 
@@ -362,6 +371,8 @@ struct Ledger<'a> {
     orders_changed: Vec<OrderId>,
     last_user_number: u64,
     allocated_any_user: bool,
+    /// The key behind the command being applied.
+    actor: Option<String>,
 }
 
 /// A pure check's verdict before anything changes.
@@ -396,10 +407,12 @@ impl<'a> Ledger<'a> {
             orders_changed: Vec::new(),
             last_user_number: state.last_user_number,
             allocated_any_user: false,
+            actor: None,
         }
     }
 
     fn run(&mut self, command: &Command) -> CommandResult {
+        self.actor.clone_from(&command.actor);
         let tenant = &command.tenant;
         match &command.body {
             CommandBody::CreateAccounts(accounts) => CommandResult::Accounts(
@@ -660,6 +673,7 @@ impl<'a> Ledger<'a> {
         self.events.push(Event {
             id,
             tenant: tenant.clone(),
+            actor: self.actor.clone(),
             kind,
             at: self.now,
             subject,

@@ -37,10 +37,14 @@ pub enum ErrorCode {
     Internal,
     /// The transfer, user, order or route named does not exist.
     NotFound,
+    /// No API key, or one that is not valid or was revoked.
+    Unauthenticated,
+    /// The key's scope does not allow this.
+    PermissionDenied,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::InvalidAmount,
         ErrorCode::AccountNotFound,
         ErrorCode::InsufficientFunds,
@@ -64,6 +68,8 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::NotFound,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +97,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 

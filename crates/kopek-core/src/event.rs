@@ -117,6 +117,8 @@ impl BalanceSnapshot {
 pub struct Event {
     pub id: EventId,
     pub tenant: Tenant,
+    /// The API key whose command caused the event (`None`: kopek itself, or auth off).
+    pub actor: Option<String>,
     pub kind: EventKind,
     pub at: Timestamp,
     pub subject: Subject,

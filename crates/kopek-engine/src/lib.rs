@@ -130,9 +130,13 @@ impl Engine {
 
     /// Queues a command without waiting; `OVERLOADED` at once when the queue is full.
     pub fn enqueue(&self, tenant: Tenant, body: CommandBody) -> Result<Ticket, EngineError> {
+        self.enqueue_now(Command::new(tenant, body))
+    }
+
+    /// Queues a whole command (with its sender, for the audit trail) without waiting.
+    pub fn enqueue_now(&self, command: Command) -> Result<Ticket, EngineError> {
         let (reply, answer) = oneshot::channel();
-        let job = Job { command: Command::new(tenant, body), reply };
-        self.sender.try_send(job).map_err(|error| match error {
+        self.sender.try_send(Job { command, reply }).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => EngineError::ShuttingDown,
         })?;
@@ -159,6 +163,12 @@ impl Engine {
         let job = Job { command, reply };
         self.sender.send(job).await.map_err(|_| EngineError::ShuttingDown)?;
         Ok(Ticket(answer))
+    }
+
+    /// Queues a whole command without waiting (`OVERLOADED` at once when the queue is full)
+    /// and waits for its committed result: what the APIs use, with the caller's tenant.
+    pub async fn submit_command(&self, command: Command) -> Result<CommandResult, EngineError> {
+        self.enqueue_now(command)?.wait().await
     }
 
     /// Queues a command and waits for its committed result.

@@ -35,6 +35,89 @@ pub enum Command {
     Transfer(TransferArgs),
     /// Show an account's balances.
     Balance(BalanceArgs),
+    /// Manage API keys, in the database directly (the server need not run).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// List what API keys did: every event their writes caused, newest last.
+    Audit(AuditArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key and print it once: only its hash is kept.
+    Create(CreateKeyArgs),
+    /// List keys (ids, tenants, scopes, users; never secrets).
+    List(ListKeysArgs),
+    /// Revoke a key: it stops working at once here, within 5 s on other processes.
+    Revoke(RevokeKeyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateKeyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// read, write, gateway (write, and acting for any user through X-User-ID) or admin.
+    #[arg(long)]
+    pub scope: String,
+    /// Bind the key to this user: it sees and moves only the user's accounts.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The tenant the key acts in.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// What the key is for.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Print JSON instead of a readable line.
+    #[arg(long, env = "KOPEK_JSON")]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListKeysArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only this tenant's keys.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, env = "KOPEK_JSON")]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RevokeKeyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The key's id (the part after `kopek_`, before the second `_`), or the whole key.
+    pub id: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Only what this key did (its id).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only events at or after this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events before this RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// At most this many lines.
+    #[arg(long, default_value_t = 1_000)]
+    pub limit: usize,
+    /// Print JSON lines instead of a table.
+    #[arg(long, env = "KOPEK_JSON")]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFlag {
+    Required,
+    Off,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -116,6 +199,23 @@ pub struct ServeArgs {
     /// Seconds a webhook receiver may take to answer.
     #[arg(long, env = "KOPEK_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
     pub webhook_timeout_seconds: u64,
+    /// Whether callers need an API key. Default: off when every listener is on loopback,
+    /// required otherwise; kopek refuses to start with auth off on a non-loopback listener.
+    #[arg(long, env = "KOPEK_AUTH", value_enum)]
+    pub auth: Option<AuthFlag>,
+    /// With auth required and no admin key yet: the first admin key (`kopek_<16 hex>_<64
+    /// hex>`, e.g. from a secret store). Without it kopek makes one and prints it once.
+    #[arg(long, env = "KOPEK_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Requests per second each key may make on average (0: no limit).
+    #[arg(long, env = "KOPEK_RATE_LIMIT", default_value_t = 0.0)]
+    pub rate_limit: f64,
+    /// Requests a key may make at once above its average (default: one second's worth).
+    #[arg(long, env = "KOPEK_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<f64>,
+    /// Share rate limits between processes through this Redis (redis://HOST:PORT/DB).
+    #[arg(long, env = "KOPEK_REDIS")]
+    pub redis: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +265,9 @@ pub struct ClientArgs {
     /// Print JSON instead of a readable line.
     #[arg(long, env = "KOPEK_JSON")]
     pub json: bool,
+    /// API key, when the server requires one.
+    #[arg(long, env = "KOPEK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

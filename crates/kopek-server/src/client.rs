@@ -9,6 +9,10 @@ use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
 use serde_json::{Value, json};
 use std::process::ExitCode;
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Exit code of a rejection by the ledger (the code is printed).
@@ -64,10 +68,38 @@ fn rejected(error: &pb::Error) -> Failure {
     Failure::Rejected { code, message: error.message.clone() }
 }
 
-async fn connect(args: &ClientArgs) -> Result<LedgerClient<Channel>, Failure> {
-    LedgerClient::connect(args.addr.clone())
+/// Sends `--api-key` (`KOPEK_API_KEY`) as `authorization: Bearer ...` on every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = LedgerClient<InterceptedService<Channel, Bearer>>;
+
+async fn connect(args: &ClientArgs) -> Result<Client, Failure> {
+    let bearer = match &args.api_key {
+        None => Bearer(None),
+        Some(key) => Bearer(Some(
+            format!("Bearer {}", key.trim())
+                .parse()
+                .map_err(|_| Failure::Failed("--api-key is not a valid key".to_owned()))?,
+        )),
+    };
+    let channel = Channel::from_shared(args.addr.clone())
+        .map_err(|error| Failure::Failed(format!("--addr {}: {error}", args.addr)))?
+        .connect()
         .await
-        .map_err(|error| Failure::Failed(format!("cannot reach kopek at {}: {error}", args.addr)))
+        .map_err(|error| {
+            Failure::Failed(format!("cannot reach kopek at {}: {error}", args.addr))
+        })?;
+    Ok(LedgerClient::with_interceptor(channel, bearer))
 }
 
 pub async fn run_accounts(command: AccountsCommand) -> Result<(), (Failure, bool)> {
@@ -127,10 +159,7 @@ async fn create_account(args: CreateAccountArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn fetch_account(
-    client: &mut LedgerClient<Channel>,
-    id: &str,
-) -> Result<pb::Account, Failure> {
+async fn fetch_account(client: &mut Client, id: &str) -> Result<pb::Account, Failure> {
     let response =
         client.get_account(pb::GetAccountRequest { id: id.to_owned() }).await?.into_inner();
     response.account.ok_or_else(|| Failure::Failed("response without account".to_owned()))
@@ -220,7 +249,7 @@ pub async fn transfer(args: TransferArgs) -> Result<(), Failure> {
 
 #[allow(clippy::too_many_arguments)]
 async fn post(
-    client: &mut LedgerClient<Channel>,
+    client: &mut Client,
     args: &ClientArgs,
     kind: pb::TransferKind,
     debit: String,

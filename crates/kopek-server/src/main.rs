@@ -1,5 +1,6 @@
 //! The `kopek` binary: the ledger server and its command-line client.
 
+mod admin;
 mod cli;
 mod client;
 mod serve;
@@ -27,6 +28,8 @@ async fn run(command: Command) -> ExitCode {
             return report(serve::run(args).await);
         }
         Command::Migrate(args) => return report(migrate(&args).await),
+        Command::Keys(command) => return report(admin::keys(command).await),
+        Command::Audit(args) => return report(admin::audit(args).await),
         Command::Verify(args) => return verify(args).await,
         Command::Accounts(command) => client::run_accounts(command).await,
         Command::Deposit(args) => {

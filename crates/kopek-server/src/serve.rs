@@ -1,9 +1,10 @@
 //! `kopek serve`: opens the store, starts the write path and the listeners, and drains them
 //! on SIGTERM or Ctrl-C.
 
-use crate::cli::{LogFormat, Role, ServeArgs, StoreArgs};
+use crate::cli::{AuthFlag, LogFormat, Role, ServeArgs, StoreArgs};
 use anyhow::{Context, bail};
 use kopek_api_grpc::GrpcConfig;
+use kopek_auth::{AuthMode, Authenticator, RateLimit, RateLimiter, Scope};
 use kopek_engine::{Engine, EngineConfig};
 use kopek_store::Store;
 use kopek_store_postgres::PostgresStore;
@@ -45,6 +46,19 @@ pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match backend(args)? {
         Backend::Embedded(dir) => Arc::new(
             SqliteStore::open(&dir)
+                .with_context(|| format!("open the ledger in {}", dir.display()))?,
+        ),
+        Backend::Postgres(url) => Arc::new(
+            PostgresStore::connect(&url).await.context("connect to PostgreSQL and migrate")?,
+        ),
+    })
+}
+
+/// Opens the store for `kopek keys` and `kopek audit`, which may run beside a live server.
+pub async fn open_admin_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match backend(args)? {
+        Backend::Embedded(dir) => Arc::new(
+            SqliteStore::open_beside_server(&dir)
                 .with_context(|| format!("open the ledger in {}", dir.display()))?,
         ),
         Backend::Postgres(url) => Arc::new(
@@ -105,7 +119,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if ingests && broker.is_none() {
         bail!("ingestion reads commands from a broker: give --broker nats://, amqp:// or kafka://");
     }
+    let auth_mode = auth_mode(&args)?;
+    let limiter = rate_limiter(&args).await?;
     let store = open_store(&args.store).await?;
+    if auth_mode == AuthMode::Required && args.role.serves_api() {
+        first_admin_key(store.as_ref(), args.admin_key.as_deref()).await?;
+    }
+    let authenticator = Authenticator::new(store.clone(), auth_mode);
     let config = EngineConfig {
         queue_capacity: args.queue_capacity.max(1),
         batch_transfers_max: args.batch_transfers_max.max(1),
@@ -155,11 +175,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let grpc_engine = engine.clone();
         let grpc_feed = feed.clone();
         let grpc_reporter = reporter.clone();
+        let grpc_gate =
+            kopek_api_grpc::auth::Gate { auth: authenticator.clone(), limiter: limiter.clone() };
         servers.spawn(async move {
             kopek_api_grpc::serve(
                 grpc_listener,
-                grpc_engine,
-                grpc_feed,
+                kopek_api_grpc::Ledger { engine: grpc_engine, feed: grpc_feed, gate: grpc_gate },
                 grpc_config,
                 grpc_reporter,
                 health,
@@ -222,6 +243,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         draining.clone(),
     );
     http_state.webhook_max_attempts = notifier.max_attempts;
+    http_state.auth = authenticator.clone();
+    http_state.limiter = limiter.clone();
+    if !limiter.is_unlimited() {
+        background.push(sweep_buckets(limiter.clone(), shutdown.clone()));
+    }
     if let Some(broker) = broker.as_ref().filter(|_| ingests) {
         let source = kopek_ingest::source(broker, &holder);
         background.push(kopek_ingest::start(engine.clone(), source, shutdown.clone()));
@@ -261,7 +287,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for address in &http_addresses {
         println!("kopek: http listening on {address}");
     }
-    tracing::info!(grpc = ?grpc_address, http = ?http_addresses, role = ?args.role, store = %describe(&args.store), "kopek serving");
+    tracing::info!(grpc = ?grpc_address, http = ?http_addresses, role = ?args.role, store = %describe(&args.store), auth = ?auth_mode, "kopek serving");
 
     tokio::select! {
         () = wait_for_signal() => tracing::info!("shutdown requested; draining"),
@@ -319,6 +345,90 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("kopek stopped");
     Ok(())
+}
+
+/// `--auth`, or its default: off when every API listener is on loopback, required otherwise.
+/// Off on a listener others can reach is refused.
+fn auth_mode(args: &ServeArgs) -> anyhow::Result<AuthMode> {
+    let mut listeners = args.http_listen.clone();
+    if args.role.serves_api() {
+        listeners.push(args.grpc_listen);
+    } else {
+        // Without the API a process serves only probes and metrics.
+        listeners.clear();
+    }
+    let exposed: Vec<String> = listeners
+        .iter()
+        .filter(|address| !address.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    match (args.auth, exposed.is_empty()) {
+        (Some(AuthFlag::Required), _) | (None, false) => Ok(AuthMode::Required),
+        (Some(AuthFlag::Off), true) | (None, true) => Ok(AuthMode::Off),
+        (Some(AuthFlag::Off), false) => bail!(
+            "--auth off would let anyone who reaches {} move money: listen on loopback only, or use --auth required",
+            exposed.join(", ")
+        ),
+    }
+}
+
+/// With auth required, the API needs an admin key to be useful: `--admin-key` is stored if it
+/// is not yet; with no active admin key at all, one is made and printed once.
+async fn first_admin_key(store: &dyn Store, given: Option<&str>) -> anyhow::Result<()> {
+    let now = kopek_engine::Clock::wall_now();
+    let tenant = kopek_core::Tenant::DEFAULT_NAME;
+    if let Some(token) = given {
+        let minted = kopek_auth::adopt(token, tenant, Scope::Admin, "--admin-key", now)?.context(
+            "--admin-key must look like kopek_<16 hex>_<64 hex> (kopek keys create makes one)",
+        )?;
+        if store.api_key(&minted.key.id).await?.is_none() {
+            store.create_api_key(&minted.key).await.context("store --admin-key")?;
+            tracing::info!(key = %minted.key.id, "stored the admin key from --admin-key");
+        }
+        return Ok(());
+    }
+    let keys = store.api_keys(None).await?;
+    let admins = keys.iter().filter(|key| key.scope == "admin" && key.revoked_at.is_none());
+    if admins.count() > 0 {
+        return Ok(());
+    }
+    let minted = kopek_auth::mint(tenant, Scope::Admin, None, "first start", now)?;
+    store.create_api_key(&minted.key).await.context("store the first admin key")?;
+    println!("kopek: admin key (shown once; keep it, only its hash is stored): {}", minted.token);
+    Ok(())
+}
+
+/// `--rate-limit` per key, through Redis when `--redis` is given.
+async fn rate_limiter(args: &ServeArgs) -> anyhow::Result<RateLimiter> {
+    if !(args.rate_limit.is_finite() && args.rate_limit >= 0.0) {
+        bail!("--rate-limit must be a number of requests per second, 0 for no limit");
+    }
+    if args.rate_limit == 0.0 {
+        if args.redis.is_some() {
+            tracing::warn!("--redis is set but --rate-limit is 0: nothing is limited");
+        }
+        return Ok(RateLimiter::unlimited());
+    }
+    let burst = args.rate_limit_burst.unwrap_or(args.rate_limit).max(1.0);
+    let limit = RateLimit { rate: args.rate_limit, burst };
+    match &args.redis {
+        None => Ok(RateLimiter::local(limit)),
+        Some(url) => RateLimiter::redis(limit, url)
+            .await
+            .map_err(|message| anyhow::anyhow!("--redis: {message}")),
+    }
+}
+
+/// Forgets idle in-process buckets once a minute.
+fn sweep_buckets(limiter: RateLimiter, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(60)) => limiter.sweep(),
+            }
+        }
+    })
 }
 
 fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

@@ -9,8 +9,9 @@ use kopek_core::{
     TransferId, User, UserId,
 };
 use kopek_store::{
-    Attempt, AttemptResult, Consumed, Decide, Delivery, Page, SpendingTotal, Store, StoreError,
-    StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
+    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, Page,
+    SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
+    Watermark, Webhook,
 };
 use kopek_store_sqlite::SqliteStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -247,5 +248,25 @@ impl Store for FaultyStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         self.inner.redeliver(subscription_id, delivery_id, max_attempts, now).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        self.inner.create_api_key(key).await
+    }
+
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        self.inner.api_key(id).await
+    }
+
+    async fn api_keys(&self, tenant: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        self.inner.api_keys(tenant).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        self.inner.revoke_api_key(id, now).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        self.inner.audit(query).await
     }
 }

@@ -17,14 +17,16 @@ use kopek_core::{
     Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::{event_json, metadata_to_json};
+use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::rows::{
     ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, ORDER_COLUMNS, RawAccount, RawEntry, RawOrder,
     RawTransfer, RawUser, TRANSFER_COLUMNS,
 };
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
-    Attempt, AttemptResult, Consumed, Decide, Delivery, Effect, Page, SpendingTotal, Store,
-    StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
+    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, Effect,
+    Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
+    Watermark, Webhook,
 };
 pub use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -38,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_relay.sql"),
     include_str!("../migrations/0003_consumers.sql"),
     include_str!("../migrations/0004_webhooks.sql"),
+    include_str!("../migrations/0005_security.sql"),
 ];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
@@ -181,6 +184,10 @@ fn order_from(row: &PgRow) -> StoreResult<Order> {
 
 fn webhook_from(row: &PgRow) -> StoreResult<Webhook> {
     Webhook::read(&PgColumns(row))
+}
+
+fn api_key_from(row: &PgRow) -> StoreResult<ApiKey> {
+    ApiKey::read(&PgColumns(row))
 }
 
 fn delivery_from(row: &PgRow) -> StoreResult<Delivery> {
@@ -559,8 +566,8 @@ async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) ->
             .map_err(sql_error)?;
         let events = &outcome.events;
         sqlx::query(
-            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload) SELECT * FROM UNNEST($1::text[], \
-             $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[])",
+            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor) SELECT * FROM UNNEST($1::text[], \
+             $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])",
         )
         .bind(events.iter().map(|e| e.id.to_string()).collect::<Vec<String>>())
         .bind(events.iter().map(|e| e.tenant.to_string()).collect::<Vec<String>>())
@@ -568,6 +575,7 @@ async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) ->
         .bind(events.iter().map(|e| e.subject_id()).collect::<Vec<String>>())
         .bind(events.iter().map(|e| e.at.as_unix_micros()).collect::<Vec<i64>>())
         .bind(events.iter().map(event_json).collect::<Vec<String>>())
+        .bind(events.iter().map(|e| e.actor.clone()).collect::<Vec<Option<String>>>())
         .execute(&mut **db)
         .await
         .map_err(sql_error)?;
@@ -1128,6 +1136,74 @@ impl Store for PostgresStore {
         .await
         .map_err(sql_error)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, tenant, scope, user_id, name, secret_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&key.id)
+        .bind(&key.tenant)
+        .bind(&key.scope)
+        .bind(&key.user_id)
+        .bind(&key.name)
+        .bind(&key.secret_hash)
+        .bind(key.created_at.as_unix_micros())
+        .execute(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        Ok(())
+    }
+
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.map_err(sql_error)?;
+        row.as_ref().map(api_key_from).transpose()
+    }
+
+    async fn api_keys(&self, tenant: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        let sql = format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys \
+             WHERE ($1::text IS NULL OR tenant = $1) ORDER BY created_at, id"
+        );
+        sqlx::query(&sql)
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(api_key_from)
+            .collect()
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now.as_unix_micros())
+                .execute(&self.pool)
+                .await
+                .map_err(sql_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM outbox WHERE actor IS NOT NULL \
+             AND ($1::text IS NULL OR actor = $1) AND at >= $2 AND at < $3 ORDER BY sequence LIMIT $4"
+        );
+        sqlx::query(&sql)
+            .bind(&query.actor)
+            .bind(query.since.as_unix_micros())
+            .bind(query.until.as_unix_micros())
+            .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(|row| AuditEntry::read(&PgColumns(row)))
+            .collect()
     }
 
     async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {

@@ -14,10 +14,12 @@ use kopek_core::{
     Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::event_json;
+use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
-    Attempt, AttemptResult, Consumed, Decide, Delivery, Effect, Page, SpendingTotal, Store,
-    StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
+    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, Effect,
+    Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
+    Watermark, Webhook,
 };
 use rows::*;
 use rusqlite::types::Value;
@@ -42,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_relay.sql"),
     include_str!("../migrations/0004_consumers.sql"),
     include_str!("../migrations/0005_webhooks.sql"),
+    include_str!("../migrations/0006_security.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -85,6 +88,50 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 _lock: Some(lock),
+                writer: Mutex::new(Some(sender)),
+                idle_readers: Mutex::new(Vec::new()),
+                read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
+            }),
+        })
+    }
+
+    /// Opens the ledger for the admin commands (`kopek keys`, `kopek audit`), which may run
+    /// next to a live server: like `open` when no server holds the ledger; otherwise without
+    /// the lock and without migrating (the server did), writing through SQLite's own locking.
+    /// Only key rows are written this way; ledger writes stay with the server's writer.
+    pub fn open_beside_server(data_dir: &Path) -> StoreResult<SqliteStore> {
+        let path = data_dir.join(DATABASE_FILE_NAME);
+        if !path.is_file() {
+            return SqliteStore::open(data_dir);
+        }
+        let lock = lock_data_dir(data_dir).ok();
+        let mut connection = open_writer(&path)?;
+        if lock.is_some() {
+            migrate_connection(&mut connection)?;
+        } else {
+            let version: i64 = connection
+                .query_row("SELECT COUNT(*) FROM schema_migrations", [], |row| row.get(0))
+                .map_err(sql_error)?;
+            if usize::try_from(version).unwrap_or(0) < MIGRATIONS.len() {
+                return Err(StoreError::Unavailable(format!(
+                    "the ledger in {} has an older schema and a server is using it: upgrade that server first",
+                    data_dir.display()
+                )));
+            }
+        }
+        let (sender, receiver) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("kopek-sqlite-admin".to_owned())
+            .spawn(move || {
+                for job in receiver {
+                    job(&mut connection);
+                }
+            })
+            .map_err(|error| StoreError::Unavailable(format!("start writer thread: {error}")))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                _lock: lock,
                 writer: Mutex::new(Some(sender)),
                 idle_readers: Mutex::new(Vec::new()),
                 read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS_MAX)),
@@ -468,9 +515,10 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
             Value::Text(event.subject_id()),
             Value::Integer(event.at.as_unix_micros()),
             Value::Text(event_json(event)),
+            event.actor.clone().map_or(Value::Null, Value::Text),
         ];
         run(
-            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             values,
         )?;
     }
@@ -1159,6 +1207,98 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql_error)?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        let key = key.clone();
+        self.write(move |connection| {
+            connection
+                .execute(
+                    "INSERT INTO api_keys (id, tenant, scope, user_id, name, secret_hash, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    rusqlite::params![
+                        key.id,
+                        key.tenant,
+                        key.scope,
+                        key.user_id,
+                        key.name,
+                        key.secret_hash,
+                        key.created_at.as_unix_micros()
+                    ],
+                )
+                .map_err(|error| match error {
+                    rusqlite::Error::SqliteFailure(failure, _)
+                        if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        StoreError::Conflict(format!("API key {} exists", key.id))
+                    }
+                    other => sql_error(other),
+                })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        let id = id.to_owned();
+        self.read(move |connection| {
+            let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            statement.query_row([id], api_key_from_row).optional().map_err(sql_error)
+        })
+        .await
+    }
+
+    async fn api_keys(&self, tenant: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        let tenant = tenant.map(str::to_owned);
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys \
+                 WHERE (?1 IS NULL OR tenant = ?1) ORDER BY created_at, id"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement.query_map([tenant], api_key_from_row).map_err(sql_error)?;
+            rows.map(|row| row.map_err(sql_error)).collect()
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |connection| {
+            let changed = connection
+                .execute(
+                    "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    rusqlite::params![id, now.as_unix_micros()],
+                )
+                .map_err(sql_error)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let query = query.clone();
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {AUDIT_COLUMNS} FROM outbox WHERE actor IS NOT NULL \
+                 AND (?1 IS NULL OR actor = ?1) AND at >= ?2 AND at < ?3 ORDER BY sequence LIMIT ?4"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement
+                .query_map(
+                    rusqlite::params![
+                        query.actor,
+                        query.since.as_unix_micros(),
+                        query.until.as_unix_micros(),
+                        i64::try_from(query.limit).unwrap_or(i64::MAX)
+                    ],
+                    audit_from_row,
+                )
+                .map_err(sql_error)?;
+            rows.map(|row| row.map_err(sql_error)).collect()
         })
         .await
     }

@@ -172,3 +172,11 @@ pub fn delivery_from_row(row: &Row) -> rusqlite::Result<Decoded<kopek_store::Del
 pub fn attempt_from_row(row: &Row) -> rusqlite::Result<kopek_store::Attempt> {
     kopek_store::Attempt::read(&SqliteColumns(row))
 }
+
+pub fn api_key_from_row(row: &Row) -> rusqlite::Result<kopek_store::ApiKey> {
+    kopek_store::ApiKey::read(&SqliteColumns(row))
+}
+
+pub fn audit_from_row(row: &Row) -> rusqlite::Result<kopek_store::AuditEntry> {
+    kopek_store::AuditEntry::read(&SqliteColumns(row))
+}

@@ -25,6 +25,7 @@ macro_rules! conformance_tests {
             relay_lease_fences_the_cursor,
             consumers_apply_each_event_once,
             webhook_deliveries_are_claimed_retried_and_logged,
+            api_keys_are_kept_listed_and_revoked,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -656,4 +657,36 @@ pub async fn webhook_deliveries_are_claimed_retried_and_logged(store: &dyn Store
     assert!(!store.delete_webhook("default", "h2", at(300)).await.expect("delete"), "other tenant");
     assert!(store.claim_deliveries(at(300), at(310), 10).await.expect("claim").is_empty());
     assert_eq!(store.webhooks(Some("default")).await.expect("list"), []);
+}
+
+pub async fn api_keys_are_kept_listed_and_revoked(store: &dyn Store) {
+    let key = |id: &str, tenant: &str, micros: i64| crate::ApiKey {
+        id: id.to_owned(),
+        tenant: tenant.to_owned(),
+        scope: "write".to_owned(),
+        user_id: (tenant == "acme").then(|| "u-1".to_owned()),
+        name: format!("key {id}"),
+        secret_hash: format!("$argon2id$hash-of-{id}"),
+        created_at: Timestamp::from_unix_micros(micros),
+        revoked_at: None,
+    };
+    assert_eq!(store.api_key("k1").await.expect("read"), None);
+    store.create_api_key(&key("k1", "default", 1)).await.expect("create");
+    store.create_api_key(&key("k2", "acme", 2)).await.expect("create");
+    assert!(matches!(
+        store.create_api_key(&key("k1", "acme", 3)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.api_key("k2").await.expect("read"), Some(key("k2", "acme", 2)));
+    let all: Vec<String> =
+        store.api_keys(None).await.expect("list").into_iter().map(|key| key.id).collect();
+    assert_eq!(all, ["k1", "k2"]);
+    assert_eq!(store.api_keys(Some("acme")).await.expect("list"), [key("k2", "acme", 2)]);
+
+    let now = Timestamp::from_unix_micros(10);
+    assert!(store.revoke_api_key("k2", now).await.expect("revoke"));
+    assert!(!store.revoke_api_key("k2", now).await.expect("revoke twice"));
+    assert!(!store.revoke_api_key("nope", now).await.expect("revoke unknown"));
+    let revoked = store.api_key("k2").await.expect("read").expect("still listed");
+    assert_eq!(revoked.revoked_at, Some(now));
 }

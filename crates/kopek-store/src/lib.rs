@@ -7,9 +7,11 @@
 
 pub mod codec;
 pub mod conformance;
+pub mod keys;
 pub mod rows;
 pub mod webhooks;
 
+pub use keys::{ApiKey, AuditEntry, AuditQuery};
 pub use webhooks::{Attempt, AttemptResult, Delivery, DeliveryStatus, Webhook};
 
 use async_trait::async_trait;
@@ -244,4 +246,15 @@ pub trait Store: Send + Sync + 'static {
         max_attempts: u32,
         now: Timestamp,
     ) -> StoreResult<bool>;
+
+    /// `Conflict` when the id is taken.
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// A key by id, revoked or not.
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
+    /// Every key, revoked ones too, oldest first: one tenant's, or every tenant's.
+    async fn api_keys(&self, tenant: Option<&str>) -> StoreResult<Vec<ApiKey>>;
+    /// Revokes a key at `now`; `false` if there is no such key or it was revoked already.
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
+    /// The events caused by keys' writes, in sequence order.
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `kopek` binary on random ports with a temp data dir, driven
 //! by tonic clients and the CLI.
 
+mod auth;
 mod bank;
 mod browser;
 mod cli;

@@ -22,6 +22,8 @@ pub struct Server {
     pub http_address: String,
     /// Every HTTP listener, in the order they were given.
     pub http_addresses: Vec<String>,
+    /// The admin key a first start with auth required printed.
+    pub admin_key: Option<String>,
 }
 
 impl Server {
@@ -73,6 +75,7 @@ impl Server {
         let http_count = 1 + extra.iter().filter(|arg| **arg == "--http-listen").count();
         let mut grpc_address = None;
         let mut http_addresses = Vec::new();
+        let mut admin_key = None;
         // Workers, relays and ingesters serve no gRPC.
         let grpc_expected =
             !extra.windows(2).any(|pair| matches!(pair, ["--role", "worker" | "relay" | "ingest"]));
@@ -84,6 +87,8 @@ impl Server {
                 grpc_address = Some(address.to_owned());
             } else if let Some(address) = line.strip_prefix("kopek: http listening on ") {
                 http_addresses.push(address.to_owned());
+            } else if let Some((_, key)) = line.split_once("kopek: admin key ") {
+                admin_key = key.rsplit(' ').next().map(str::to_owned);
             }
         }
         Server {
@@ -91,6 +96,7 @@ impl Server {
             grpc_address: grpc_address.unwrap_or_default(),
             http_address: http_addresses[0].clone(),
             http_addresses,
+            admin_key,
         }
     }
 

@@ -1,0 +1,175 @@
+//! Who calls, and may they: a tower layer in front of every gRPC service. It reads the key
+//! from the `authorization` metadata (`Bearer kopek_...`), checks the method's scope from
+//! [`required_scope`], takes a token from the key's rate-limit bucket, and leaves the
+//! [`Principal`] in the request's extensions for the handler ([`principal`]).
+
+use futures_util::future::BoxFuture;
+use kopek_auth::{AuthError, Authenticator, Principal, RateLimiter, Scope, Verdict};
+use std::task::{Context, Poll};
+use tonic::Status;
+
+/// The method AuthorizePayment answers a rate limit inside its response, as its contract
+/// says (`PAYMENT_ERROR_CODE_RATE_LIMITED`), so the layer leaves that check to the handler.
+pub const AUTHORIZE_PAYMENT: &str = "/payment.v1.PaymentService/AuthorizePayment";
+
+/// The scope a method (`/package.Service/Method`) needs; `None`: public (health,
+/// reflection). Unknown methods need `admin`, so a method added without a line here fails
+/// closed.
+pub fn required_scope(path: &str) -> Option<Scope> {
+    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+    match (service, method) {
+        ("grpc.health.v1.Health", _)
+        | ("grpc.reflection.v1.ServerReflection", _)
+        | ("grpc.reflection.v1alpha.ServerReflection", _) => None,
+        (
+            "kopek.v1.Ledger",
+            "GetAccount" | "GetAccounts" | "ListAccounts" | "GetTransfer" | "ListEntries"
+            | "GetBalance" | "StreamEvents" | "GetSpending",
+        )
+        | ("payment.v1.PaymentService", "GetPayment" | "GetAccountBalance") => Some(Scope::Read),
+        ("kopek.v1.Ledger", "CreateAccounts" | "CreateTransfers" | "StreamTransfers")
+        | ("payment.v1.PaymentService", "AuthorizePayment")
+        | ("transaction.TransactionService", "StreamTransactions") => Some(Scope::Write),
+        _ => Some(Scope::Admin),
+    }
+}
+
+/// What the layer needs: the authenticator and the rate limiter of the process.
+#[derive(Clone)]
+pub struct Gate {
+    pub auth: Authenticator,
+    pub limiter: RateLimiter,
+}
+
+impl Gate {
+    /// The principal for a call to `path` with these headers; `Ok(None)` for public methods.
+    pub async fn admit(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Principal>, Status> {
+        let Some(scope) = required_scope(path) else { return Ok(None) };
+        let credential = headers.get("authorization").and_then(|value| value.to_str().ok());
+        let principal = self.auth.authenticate(credential).await.map_err(|error| match error {
+            AuthError::Missing | AuthError::Invalid => {
+                Status::unauthenticated(format!("UNAUTHENTICATED: {error}"))
+            }
+            AuthError::Unavailable(_) => Status::unavailable(format!("UNAVAILABLE: {error}")),
+        })?;
+        if !principal.may(scope) {
+            return Err(Status::permission_denied(format!(
+                "PERMISSION_DENIED: this key's scope is {}; the method needs {}",
+                principal.scope.as_str(),
+                scope.as_str()
+            )));
+        }
+        if path != AUTHORIZE_PAYMENT
+            && let Verdict::Limited { retry_after } = self.limiter.check(principal.bucket()).await
+        {
+            return Err(rate_limited(retry_after));
+        }
+        Ok(Some(principal))
+    }
+}
+
+pub fn rate_limited(retry_after: std::time::Duration) -> Status {
+    let millis = retry_after.as_millis().max(1);
+    let mut status = Status::resource_exhausted(format!(
+        "RATE_LIMITED: too many requests for this key; retry in {millis} ms"
+    ));
+    if let Ok(value) = millis.to_string().parse() {
+        status.metadata_mut().insert("retry-after-ms", value);
+    }
+    status
+}
+
+/// The principal the layer admitted. Only a service served without the layer lacks one.
+pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
+    request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("UNAUTHENTICATED: the call was not authenticated"))
+}
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    pub gate: Gate,
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService { inner, gate: self.gate.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    gate: Gate,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone that was polled ready serves this call; the fresh one waits for the next.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            match gate.admit(&path, request.headers()).await {
+                Ok(principal) => {
+                    if let Some(principal) = principal {
+                        request.extensions_mut().insert(principal);
+                    }
+                    inner.call(request).await
+                }
+                Err(status) => Ok(status.into_http()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_of_every_service_has_its_scope() {
+        let table = [
+            ("/grpc.health.v1.Health/Check", None),
+            ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", None),
+            ("/kopek.v1.Ledger/GetAccount", Some(Scope::Read)),
+            ("/kopek.v1.Ledger/StreamEvents", Some(Scope::Read)),
+            ("/kopek.v1.Ledger/CreateTransfers", Some(Scope::Write)),
+            ("/kopek.v1.Ledger/StreamTransfers", Some(Scope::Write)),
+            ("/kopek.v1.Ledger/UpdateAccount", Some(Scope::Admin)),
+            ("/kopek.v1.Ledger/CreateWebhook", Some(Scope::Admin)),
+            ("/payment.v1.PaymentService/AuthorizePayment", Some(Scope::Write)),
+            ("/payment.v1.PaymentService/GetPayment", Some(Scope::Read)),
+            ("/transaction.TransactionService/StreamTransactions", Some(Scope::Write)),
+            ("/kopek.v1.Ledger/SomethingNew", Some(Scope::Admin)),
+        ];
+        for (path, scope) in table {
+            assert_eq!(required_scope(path), scope, "{path}");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Scopes and the principal a request acts as.
+
+use kopek_core::{Tenant, UserId};
+
+/// What a key may do. Each scope includes the ones before it: `read` reads, `write` also
+/// moves money and opens accounts, `gateway` also acts for any user of its tenant named by
+/// the HTTP contract's `X-User-ID`, `admin` also manages keys, webhooks and account status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    Read,
+    Write,
+    Gateway,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Gateway, Scope::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Gateway => "gateway",
+            Scope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == text)
+    }
+}
+
+/// Who a request acts as, once its key checked out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The key's public id; `None` when auth is off.
+    pub key_id: Option<String>,
+    pub tenant: Tenant,
+    pub scope: Scope,
+    /// Set: the key sees and moves only this user's accounts.
+    pub user: Option<UserId>,
+}
+
+impl Principal {
+    /// The caller when auth is off: an admin of the default tenant, as before keys existed.
+    pub fn anonymous() -> Principal {
+        Principal {
+            key_id: None,
+            tenant: Tenant::default_tenant(),
+            scope: Scope::Admin,
+            user: None,
+        }
+    }
+
+    pub fn may(&self, required: Scope) -> bool {
+        self.scope >= required
+    }
+
+    /// The key id the audit trail records, `None` for the anonymous caller.
+    pub fn actor(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
+    /// What rate limits count against: the key, or one shared bucket when auth is off.
+    pub fn bucket(&self) -> &str {
+        self.key_id.as_deref().unwrap_or("anonymous")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_include_the_ones_before_them() {
+        let key = |scope| Principal { scope, ..Principal::anonymous() };
+        assert!(key(Scope::Admin).may(Scope::Gateway));
+        assert!(key(Scope::Gateway).may(Scope::Write));
+        assert!(key(Scope::Write).may(Scope::Read));
+        assert!(!key(Scope::Write).may(Scope::Gateway));
+        assert!(!key(Scope::Read).may(Scope::Write));
+        for scope in Scope::ALL {
+            assert_eq!(Scope::parse(scope.as_str()), Some(scope));
+        }
+        assert_eq!(Scope::parse("Admin"), None);
+    }
+}

@@ -1,0 +1,18 @@
+-- API keys (only the secret's slow hash is kept), and the key behind every outbox event for
+-- the audit trail.
+
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    scope       TEXT NOT NULL,      -- 'read' | 'write' | 'gateway' | 'admin'
+    user_id     TEXT,               -- set: the key sees and moves only this user's accounts
+    name        TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,      -- argon2id, PHC string
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT
+);
+CREATE INDEX api_keys_by_tenant ON api_keys (tenant, created_at);
+
+-- The API key that caused the event (NULL: kopek itself, or auth off).
+ALTER TABLE outbox ADD COLUMN actor TEXT;
+CREATE INDEX outbox_by_actor ON outbox (actor, sequence) WHERE actor IS NOT NULL;
