@@ -6,6 +6,9 @@ const currency = window.KOPEK_CURRENCY || "USD";
 const digits = Number(window.KOPEK_CURRENCY_DIGITS || 2);
 const $ = (id) => document.getElementById(id);
 let user = localStorage.getItem("kopek.user") || ("demo-" + Math.random().toString(36).slice(2, 8));
+// With auth on, the server answers 401 until the console has a key: it asks once, and keeps
+// the key for this tab only.
+let apiKey = sessionStorage.getItem("kopek.key") || "";
 let feed = null;
 let lastSequence = 0;
 
@@ -29,12 +32,30 @@ function toast(text, bad) {
   toast.timer = setTimeout(() => { box.className = ""; }, 3500);
 }
 
+function askForKey(message) {
+  $("key-card").hidden = false;
+  $("key-message").textContent = message;
+  $("api-key").focus();
+}
+
+// WebSockets cannot send headers: the key goes in the query.
+function withToken(url) {
+  if (!apiKey) return url;
+  return url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(apiKey);
+}
+
 async function call(method, path, body, headers) {
+  const base = { "Content-Type": "application/json", "X-User-ID": user };
+  if (apiKey) base.Authorization = "Bearer " + apiKey;
   const response = await fetch(path, {
     method,
-    headers: Object.assign({ "Content-Type": "application/json", "X-User-ID": user }, headers || {}),
+    headers: Object.assign(base, headers || {}),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  if (response.status === 401) {
+    askForKey(apiKey ? "That key was refused; enter another." : "This server needs an API key.");
+    throw new Error("an API key is needed");
+  }
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
@@ -46,12 +67,19 @@ async function call(method, path, body, headers) {
 
 function money(text) { return `${text} ${currency}`; }
 
+// Only the newest refresh paints: an older answer (another user's, or from before a change)
+// arriving late must not overwrite a newer one.
+let refreshes = 0;
+
 async function refresh() {
+  const mine = ++refreshes;
   try {
     const account = await call("GET", `/v1/accounts/${encodeURIComponent(accountOf(user))}`);
+    if (mine !== refreshes) return;
     $("balance").textContent = money(account.balance.posted);
     $("account-id").textContent = account.id;
     const statement = await call("GET", `/v1/accounts/${encodeURIComponent(accountOf(user))}/entries?limit=50`);
+    if (mine !== refreshes) return;
     const body = document.querySelector("#statement tbody");
     body.replaceChildren(...statement.entries.slice().reverse().map((entry) => {
       const sign = entry.direction === "credit" ? "+" : "−";
@@ -62,6 +90,7 @@ async function refresh() {
       return row;
     }));
   } catch (error) {
+    if (mine !== refreshes) return;
     $("balance").textContent = "–";
     $("account-id").textContent = "no account yet: open one";
   }
@@ -90,7 +119,7 @@ function showOrder(order) {
 
 function watchOrder(id) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws/orders/${encodeURIComponent(id)}`);
+  const socket = new WebSocket(withToken(`${scheme}://${location.host}/ws/orders/${encodeURIComponent(id)}`));
   socket.onmessage = (message) => {
     const update = JSON.parse(message.data);
     if (update.status) {
@@ -106,7 +135,7 @@ function follow() {
   if (feed) feed.close();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const after = lastSequence ? `&after=${lastSequence}` : "";
-  feed = new WebSocket(`${scheme}://${location.host}/v1/ws?user=${encodeURIComponent(user)}${after}`);
+  feed = new WebSocket(withToken(`${scheme}://${location.host}/v1/ws?user=${encodeURIComponent(user)}${after}`));
   const socket = feed;
   socket.onopen = () => $("live").classList.add("on");
   socket.onclose = () => {
@@ -179,6 +208,15 @@ $("order-form").addEventListener("submit", async (event) => {
     const order = await call("POST", "/orders/orders", { amount: Number($("order-amount").value) });
     showOrder(order);
   } catch (error) { toast(error.message, true); }
+});
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  apiKey = $("api-key").value.trim();
+  sessionStorage.setItem("kopek.key", apiKey);
+  $("key-card").hidden = true;
+  $("api-key").value = "";
+  selectUser(user);
 });
 
 selectUser(user);

@@ -3,7 +3,7 @@
 
 use kopek_core::{
     Account, AccountId, AccountKind, AccountStatus, Action, Amount, Balance, Currency, Details,
-    Direction, ErrorCode, Hold, IdempotencyKey, Movement, NewAccount, Overdraft, Rejection,
+    Direction, ErrorCode, Hold, IdempotencyKey, Movement, NewAccount, Overdraft, Rejection, Tenant,
     Timestamp, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus, format_minor,
 };
 use kopek_proto::kopek::v1 as pb;
@@ -105,7 +105,12 @@ fn amount(request: &pb::TransferRequest, currency: Currency) -> Result<i64, Reje
     }
 }
 
-pub fn transfer_request(request: pb::TransferRequest) -> Result<TransferRequest, Rejection> {
+/// A wire transfer as the core's request, in `tenant` (whose world account deposits and
+/// withdrawals go through).
+pub fn transfer_request(
+    request: pb::TransferRequest,
+    tenant: &Tenant,
+) -> Result<TransferRequest, Rejection> {
     let idempotency_key = IdempotencyKey::parse_client(&request.idempotency_key)?;
     let kind = kind(request.kind)?;
     let action = pb::TransferAction::try_from(request.action)
@@ -117,7 +122,7 @@ pub fn transfer_request(request: pb::TransferRequest) -> Result<TransferRequest,
             }
             let currency = Currency::parse(&request.currency)?;
             let amount = amount(&request, currency)?;
-            let world = AccountId::world(currency);
+            let world = AccountId::world_in(tenant, currency);
             let side = |text: &str, default: bool, name: &str| match optional_text(text) {
                 Some(text) => AccountId::parse(text),
                 None if default => Ok(world.clone()),

@@ -4,7 +4,7 @@ use crate::auth::principal;
 use crate::convert;
 use crate::pipeline::{Answer, AnswerStream, Started, pipelined};
 use crate::status::{engine_status, rejection_status, store_status};
-use kopek_auth::Principal;
+use kopek_auth::{Principal, access};
 use kopek_core::{
     AccountResult, AccountUpdate, Command, CommandBody, CommandResult, ErrorCode, Linking,
     Overdraft, Rejection, Tenant, Timestamp, limits,
@@ -150,6 +150,7 @@ pub struct Prepared {
 fn parse_request(
     requests: Vec<pb::TransferRequest>,
     linked: bool,
+    tenant: &Tenant,
 ) -> Result<(Vec<Option<pb::Error>>, Option<CommandBody>), Rejection> {
     if requests.len() > limits::TRANSFERS_PER_REQUEST_MAX {
         return Err(Rejection::invalid(format!(
@@ -158,7 +159,8 @@ fn parse_request(
             requests.len()
         )));
     }
-    let parsed: Vec<_> = requests.into_iter().map(convert::transfer_request).collect();
+    let parsed: Vec<_> =
+        requests.into_iter().map(|request| convert::transfer_request(request, tenant)).collect();
     if linked && let Some(culprit) = parsed.iter().position(Result::is_err) {
         let code = parsed[culprit]
             .as_ref()
@@ -196,6 +198,24 @@ fn parse_request(
     Ok((slots, body))
 }
 
+/// Refuses, for a key bound to a user, a request with a transfer the key may not make (see
+/// `access::may_move`); other keys and malformed transfers pass (the core answers those).
+pub async fn check_moves(
+    engine: &Engine,
+    caller: &Principal,
+    requests: &[pb::TransferRequest],
+) -> Result<(), Rejection> {
+    if !caller.is_bound() {
+        return Ok(());
+    }
+    for request in requests {
+        if let Ok(transfer) = convert::transfer_request(request.clone(), &caller.tenant) {
+            access::may_move(engine.store().as_ref(), caller, &transfer).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A command in the caller's tenant, sent by the caller's key.
 pub fn command(caller: &Principal, body: CommandBody) -> Command {
     Command::new(caller.tenant.clone(), body).by(caller.actor())
@@ -209,7 +229,7 @@ pub fn prepare(
     requests: Vec<pb::TransferRequest>,
     linked: bool,
 ) -> Result<Prepared, Rejection> {
-    let (slots, body) = parse_request(requests, linked)?;
+    let (slots, body) = parse_request(requests, linked, &caller.tenant)?;
     let ticket = body
         .map(|body| engine.enqueue_now(command(caller, body)).map_err(engine_rejection))
         .transpose()?;
@@ -223,7 +243,7 @@ pub async fn prepare_waiting(
     requests: Vec<pb::TransferRequest>,
     linked: bool,
 ) -> Result<Prepared, Rejection> {
-    let (slots, body) = parse_request(requests, linked)?;
+    let (slots, body) = parse_request(requests, linked, &caller.tenant)?;
     let ticket = match body {
         Some(body) => {
             Some(engine.enqueue_command(command(caller, body)).await.map_err(engine_rejection)?)
@@ -336,22 +356,19 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let caller = principal(&request)?;
         let id = convert::account_id(&request.into_inner().id).map_err(|r| rejection_status(&r))?;
-        match self.engine.store().account(&id).await.map_err(store_status)? {
-            Some(account) => Ok(Response::new(pb::GetAccountResponse {
-                account: Some(convert::account(&account)),
-            })),
-            None => Err(rejection_status(&Rejection::new(
-                ErrorCode::AccountNotFound,
-                format!("account {id} not found"),
-            ))),
-        }
+        let account = access::visible_account(self.engine.store().as_ref(), &caller, &id)
+            .await
+            .map_err(|r| rejection_status(&r))?;
+        Ok(Response::new(pb::GetAccountResponse { account: Some(convert::account(&account)) }))
     }
 
     async fn get_accounts(
         &self,
         request: Request<pb::GetAccountsRequest>,
     ) -> Result<Response<pb::GetAccountsResponse>, Status> {
+        let caller = principal(&request)?;
         let ids = request.into_inner().ids;
         if ids.len() > limits::PAGE_SIZE_MAX {
             return Err(Status::invalid_argument(format!(
@@ -362,7 +379,8 @@ impl pb::ledger_server::Ledger for LedgerService {
         let mut accounts = Vec::with_capacity(ids.len());
         for text in &ids {
             let id = convert::account_id(text).map_err(|r| rejection_status(&r))?;
-            if let Some(account) = self.engine.store().account(&id).await.map_err(store_status)? {
+            let account = self.engine.store().account(&id).await.map_err(store_status)?;
+            if let Some(account) = account.filter(|account| caller.sees(account)) {
                 accounts.push(convert::account(&account));
             }
         }
@@ -373,6 +391,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let after = match request.page_token.as_str() {
             "" => None,
@@ -381,12 +400,18 @@ impl pb::ledger_server::Ledger for LedgerService {
                     .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
             ),
         };
-        let owner = (!request.owner.is_empty()).then_some(request.owner.as_str());
+        let asked = (!request.owner.is_empty()).then(|| request.owner.clone());
+        // A key bound to a user lists that user's accounts, whatever owner it asks for.
+        let bound = caller.user.as_ref().map(ToString::to_string);
+        if bound.is_some() && asked.is_some() && asked != bound {
+            return Ok(Response::new(pb::ListAccountsResponse::default()));
+        }
+        let owner = bound.or(asked);
         let size = page_size(request.page_size);
         let accounts = self
             .engine
             .store()
-            .list_accounts(owner, after.as_ref(), size)
+            .list_accounts(Some(caller.tenant.as_str()), owner.as_deref(), after.as_ref(), size)
             .await
             .map_err(store_status)?;
         let next_page_token = if accounts.len() == size {
@@ -438,6 +463,9 @@ impl pb::ledger_server::Ledger for LedgerService {
     ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
         let caller = principal(&request)?;
         let request = request.into_inner();
+        check_moves(&self.engine, &caller, &request.transfers)
+            .await
+            .map_err(|r| rejection_status(&r))?;
         let prepared = prepare(&self.engine, &caller, request.transfers, request.linked)
             .map_err(|r| rejection_status(&r))?;
         let results = prepared.results().await.map_err(|r| rejection_status(&r))?;
@@ -467,7 +495,13 @@ impl pb::ledger_server::Ledger for LedgerService {
             }
             None => return Err(Status::invalid_argument("give id or idempotency_key")),
         };
-        match found {
+        let visible = match &found {
+            Some(transfer) => access::sees_transfer(store.as_ref(), &caller, transfer)
+                .await
+                .map_err(|r| rejection_status(&r))?,
+            None => false,
+        };
+        match found.filter(|_| visible) {
             Some(transfer) => Ok(Response::new(pb::GetTransferResponse {
                 transfer: Some(convert::transfer(&transfer)),
             })),
@@ -479,6 +513,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let id = convert::account_id(&request.account_id).map_err(|r| rejection_status(&r))?;
         let after = match request.page_token.as_str() {
@@ -490,12 +525,9 @@ impl pb::ledger_server::Ledger for LedgerService {
             ),
         };
         let store = self.engine.store();
-        if store.account(&id).await.map_err(store_status)?.is_none() {
-            return Err(rejection_status(&Rejection::new(
-                ErrorCode::AccountNotFound,
-                format!("account {id} not found"),
-            )));
-        }
+        access::visible_account(store.as_ref(), &caller, &id)
+            .await
+            .map_err(|r| rejection_status(&r))?;
         let page =
             store.entries(&id, after, page_size(request.page_size)).await.map_err(store_status)?;
         Ok(Response::new(pb::ListEntriesResponse {
@@ -508,6 +540,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<pb::GetBalanceRequest>,
     ) -> Result<Response<pb::GetBalanceResponse>, Status> {
+        let caller = principal(&request)?;
         let request = request.into_inner();
         let id = convert::account_id(&request.account_id).map_err(|r| rejection_status(&r))?;
         let as_of =
@@ -519,7 +552,9 @@ impl pb::ledger_server::Ledger for LedgerService {
                 format!("account {id} not found"),
             ))
         };
-        let account = store.account(&id).await.map_err(store_status)?.ok_or_else(not_found)?;
+        let account = access::visible_account(store.as_ref(), &caller, &id)
+            .await
+            .map_err(|r| rejection_status(&r))?;
         let balance = match as_of {
             None => convert::balance(&account),
             Some(as_of) => {
@@ -553,6 +588,9 @@ impl pb::ledger_server::Ledger for LedgerService {
             return Err(Status::invalid_argument(format!(
                 "user_id must be 1 to {OWNER_BYTES_MAX} bytes"
             )));
+        }
+        if caller.user.as_ref().is_some_and(|bound| bound.as_str() != user) {
+            return Err(Status::not_found(format!("user {user} not found")));
         }
         let totals =
             self.engine.store().spending(tenant.as_str(), &user).await.map_err(store_status)?;
@@ -697,6 +735,9 @@ impl pb::ledger_server::Ledger for LedgerService {
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let caller = principal(&request)?;
+        caller
+            .refuse_bound("follow the tenant's event stream")
+            .map_err(|r| rejection_status(&r))?;
         let tenant = caller.tenant.clone();
         let request = request.into_inner();
         let types = EventFilter::parse_types(request.types.iter().map(String::as_str))
@@ -751,8 +792,13 @@ impl pb::ledger_server::Ledger for LedgerService {
                 let (engine, caller) = (engine.clone(), caller.clone());
                 Box::pin(async move {
                     let request_id = message.request_id;
-                    let prepared =
-                        prepare_waiting(&engine, &caller, message.transfers, message.linked).await;
+                    let prepared = match check_moves(&engine, &caller, &message.transfers).await {
+                        Ok(()) => {
+                            prepare_waiting(&engine, &caller, message.transfers, message.linked)
+                                .await
+                        }
+                        Err(rejection) => Err(rejection),
+                    };
                     let answer: Answer<pb::StreamTransfersResponse> = Box::pin(async move {
                         let results = match prepared {
                             Ok(prepared) => prepared.results().await,

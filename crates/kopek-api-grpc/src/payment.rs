@@ -5,7 +5,7 @@
 use crate::auth::principal;
 use crate::ledger::command;
 use crate::status::{engine_status, rejection_status, store_status};
-use kopek_auth::Verdict;
+use kopek_auth::{Verdict, access};
 use kopek_core::{
     AccountId, CommandBody, CommandResult, Currency, Details, ErrorCode, IdempotencyKey, Linking,
     Movement, Rejection, Transfer, TransferId, TransferKind, TransferRequest, TransferResult,
@@ -201,6 +201,9 @@ impl pb::payment_service_server::PaymentService for PaymentService {
             return Ok(Response::new(rate_limited(&message)));
         }
         let transfer = transfer_request(request.into_inner())?;
+        access::may_move(self.engine.store().as_ref(), &caller, &transfer)
+            .await
+            .map_err(|r| rejection_status(&r))?;
         let body = CommandBody::CreateTransfers {
             transfers: vec![transfer],
             linking: Linking::Independent,
@@ -238,8 +241,15 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         let Ok(transfer_id) = TransferId::parse(&id) else {
             return Err(not_found("payment", &id));
         };
-        let found = self.engine.store().transfer(transfer_id).await.map_err(store_status)?;
-        match found {
+        let store = self.engine.store().as_ref();
+        let found = store.transfer(transfer_id).await.map_err(store_status)?;
+        let visible = match &found {
+            Some(transfer) => access::sees_transfer(store, &caller, transfer)
+                .await
+                .map_err(|r| rejection_status(&r))?,
+            None => false,
+        };
+        match found.filter(|_| visible) {
             Some(transfer)
                 if transfer.kind == TransferKind::Payment
                     && transfer.action == kopek_core::Action::Post
@@ -255,6 +265,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         &self,
         request: Request<pb::GetAccountBalanceRequest>,
     ) -> Result<Response<pb::GetAccountBalanceResponse>, Status> {
+        let caller = principal(&request)?;
         let id = request.into_inner().account_id;
         if id.is_empty() {
             return Err(invalid("account_id is required"));
@@ -262,8 +273,8 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         let Ok(account_id) = AccountId::parse(&id) else {
             return Err(not_found("account", &id));
         };
-        let Some(account) = self.engine.store().account(&account_id).await.map_err(store_status)?
-        else {
+        let account = self.engine.store().account(&account_id).await.map_err(store_status)?;
+        let Some(account) = account.filter(|account| caller.sees(account)) else {
             return Err(not_found("account", &id));
         };
         let balance = account.balance;

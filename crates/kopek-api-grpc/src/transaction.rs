@@ -19,8 +19,8 @@ use crate::pipeline::{Answer, AnswerStream, Started, pipelined};
 use crate::status::engine_status;
 use kopek_core::{
     AccountId, AccountKind, Amount, CommandBody, CommandResult, Currency, Details, ErrorCode,
-    IdempotencyKey, Linking, Movement, NewAccount, Overdraft, Rejection, Timestamp, TransferKind,
-    TransferRequest, TransferResult, TransferStatus,
+    IdempotencyKey, Linking, Movement, NewAccount, Overdraft, Rejection, Tenant, Timestamp,
+    TransferKind, TransferRequest, TransferResult, TransferStatus,
 };
 use kopek_engine::Engine;
 use kopek_proto::transaction as pb;
@@ -51,7 +51,12 @@ pub fn user_account(user_id: &str, currency: Currency) -> Result<AccountId, Reje
 /// The system account that collects one spending category: `category:<category>:<CUR>` with
 /// the category as sent, bytes outside `A-Z a-z 0-9 . -` written `_XX` (hex), so every distinct
 /// category has its own account and the id reads back to the category.
-pub fn category_account(category: &str, currency: Currency) -> Result<AccountId, Rejection> {
+/// Tenants other than the default have their own: `category:<tenant>:<category>:<CUR>`.
+pub fn category_account(
+    tenant: &Tenant,
+    category: &str,
+    currency: Currency,
+) -> Result<AccountId, Rejection> {
     let mut escaped = String::with_capacity(category.len());
     for byte in category.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-') {
@@ -60,13 +65,20 @@ pub fn category_account(category: &str, currency: Currency) -> Result<AccountId,
             escaped.push_str(&format!("_{byte:02X}"));
         }
     }
-    AccountId::parse(&format!("category:{escaped}:{currency}")).map_err(|_| {
-        Rejection::invalid("category is too long for an account id; keep it under 100 characters")
-    })
+    AccountId::parse(&format!("category:{}{escaped}:{currency}", tenant.qualifier())).map_err(
+        |_| {
+            Rejection::invalid(
+                "category is too long for an account id; keep it under 100 characters",
+            )
+        },
+    )
 }
 
 /// Parses one transaction into the transfer it asks for.
-pub fn transfer_request(transaction: &pb::Transaction) -> Result<TransferRequest, Rejection> {
+pub fn transfer_request(
+    transaction: &pb::Transaction,
+    tenant: &Tenant,
+) -> Result<TransferRequest, Rejection> {
     if transaction.transaction_id.is_empty() {
         return Err(Rejection::invalid("transactionId is required"));
     }
@@ -88,7 +100,7 @@ pub fn transfer_request(transaction: &pb::Transaction) -> Result<TransferRequest
         ),
     };
     let category = transaction.category.trim();
-    let world = AccountId::world(currency);
+    let world = AccountId::world_in(tenant, currency);
     let (kind, debit_account, credit_account, open_if_missing) =
         match category.to_lowercase().as_str() {
             "" => return Err(Rejection::invalid("category is required")),
@@ -99,7 +111,7 @@ pub fn transfer_request(transaction: &pb::Transaction) -> Result<TransferRequest
             }
             "withdrawal" => (TransferKind::Withdrawal, user, world, Vec::new()),
             _ => {
-                let collector = category_account(category, currency)?;
+                let collector = category_account(tenant, category, currency)?;
                 let account = NewAccount {
                     id: collector.clone(),
                     currency,
@@ -200,7 +212,15 @@ impl pb::transaction_service_server::TransactionService for TransactionService {
             Box::pin(async move {
                 let transaction_id = transaction.transaction_id.clone();
                 // Waits for room in the write queue: a stream slows down, it is never refused.
-                let ticket = match transfer_request(&transaction) {
+                let parsed = match transfer_request(&transaction, &caller.tenant) {
+                    Ok(request) => {
+                        kopek_auth::access::may_move(engine.store().as_ref(), &caller, &request)
+                            .await
+                            .map(|()| request)
+                    }
+                    Err(rejection) => Err(rejection),
+                };
+                let ticket = match parsed {
                     Ok(request) => {
                         let body = CommandBody::CreateTransfers {
                             transfers: vec![request],
@@ -256,21 +276,29 @@ mod tests {
 
     #[test]
     fn categories_decide_the_movement() {
-        let deposit = transfer_request(&transaction("TopUp", 19.99, "usd")).expect("valid");
+        let deposit =
+            transfer_request(&transaction("TopUp", 19.99, "usd"), &Tenant::default_tenant())
+                .expect("valid");
         assert_eq!(movement(&deposit), ("world:USD".into(), "user:u-1:USD".into(), 1_999));
         assert_eq!(deposit.open_if_missing.len(), 1, "the first deposit opens the account");
-        let withdrawal = transfer_request(&transaction("WITHDRAWAL", 5.0, "EUR")).expect("valid");
+        let withdrawal =
+            transfer_request(&transaction("WITHDRAWAL", 5.0, "EUR"), &Tenant::default_tenant())
+                .expect("valid");
         assert_eq!(movement(&withdrawal), ("user:u-1:EUR".into(), "world:EUR".into(), 500));
         assert!(withdrawal.open_if_missing.is_empty());
-        let purchase = transfer_request(&transaction("Eating Out", 12.5, "USD")).expect("valid");
+        let purchase =
+            transfer_request(&transaction("Eating Out", 12.5, "USD"), &Tenant::default_tenant())
+                .expect("valid");
         assert_eq!(
             movement(&purchase),
             ("user:u-1:USD".into(), "category:Eating_20Out:USD".into(), 1_250)
         );
         assert_eq!(purchase.details.category, "Eating Out");
-        let cafe = transfer_request(&transaction("Café_1", 1.0, "USD")).expect("valid");
+        let cafe = transfer_request(&transaction("Café_1", 1.0, "USD"), &Tenant::default_tenant())
+            .expect("valid");
         assert_eq!(movement(&cafe).1, "category:Caf_C3_A9_5F1:USD");
-        let food = transfer_request(&transaction("Food", 1.0, "USD")).expect("valid");
+        let food = transfer_request(&transaction("Food", 1.0, "USD"), &Tenant::default_tenant())
+            .expect("valid");
         assert_eq!(movement(&food).1, "category:Food:USD", "a plain category is its own name");
         assert_eq!(
             purchase.idempotency_key.as_str(),
@@ -281,7 +309,9 @@ mod tests {
 
     #[test]
     fn timestamp_and_category_take_part_in_the_replay_comparison() {
-        let fingerprint = |t: pb::Transaction| transfer_request(&t).expect("valid").fingerprint();
+        let fingerprint = |t: pb::Transaction| {
+            transfer_request(&t, &Tenant::default_tenant()).expect("valid").fingerprint()
+        };
         let base = transaction("deposit", 1.0, "USD");
         let later = pb::Transaction { timestamp: "2024-01-01T00:00:00Z".into(), ..base.clone() };
         let shouted = pb::Transaction { category: "DEPOSIT".into(), ..base.clone() };
@@ -299,7 +329,9 @@ mod tests {
 
     #[test]
     fn malformed_transactions_fail_with_a_clear_code() {
-        let code = |t: pb::Transaction| transfer_request(&t).err().map(|r| r.code);
+        let code = |t: pb::Transaction| {
+            transfer_request(&t, &Tenant::default_tenant()).err().map(|r| r.code)
+        };
         assert_eq!(code(transaction("Food", 19.995, "USD")), Some(ErrorCode::InvalidAmount));
         assert_eq!(code(transaction("Food", 0.0, "USD")), Some(ErrorCode::InvalidAmount));
         assert_eq!(code(transaction("Food", -1.0, "USD")), Some(ErrorCode::InvalidAmount));
@@ -321,7 +353,8 @@ mod tests {
             timestamp: "2023-01-04T00:00:00".into(),
             ..transaction("Food", 1.0, "USD")
         };
-        let parsed = transfer_request(&naive).expect("a naive time is UTC");
+        let parsed =
+            transfer_request(&naive, &Tenant::default_tenant()).expect("a naive time is UTC");
         assert_eq!(
             parsed.effective_at.map(Timestamp::to_rfc3339),
             Some("2023-01-04T00:00:00.000000Z".into())

@@ -13,7 +13,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kopek_auth::Scope;
+use kopek_auth::{Scope, access};
 use kopek_core::{
     AccountId, AccountResult, Amount, CommandBody, CommandResult, Currency, Details, ErrorCode,
     IdempotencyKey, Linking, Movement, NewOrder, NewUser, Order, OrderId, OrderResult, Rejection,
@@ -64,6 +64,7 @@ pub async fn create_user_a(
     caller: Caller,
     body: Result<Json<NewUserA>, JsonRejection>,
 ) -> ApiResult<Response> {
+    caller.0.refuse_bound("create users")?;
     let Json(body) = body.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
     let new = NewUser { id: None, name: body.name, currency: state.default_currency };
     match state.engine.submit_command(caller.command(CommandBody::CreateUser(new))).await? {
@@ -87,6 +88,7 @@ pub struct DateQuery {
 
 pub async fn get_user_a(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<DateQuery>,
 ) -> ApiResult<Response> {
@@ -94,15 +96,17 @@ pub async fn get_user_a(
         || part_a_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("user {id} not found"));
     let number: u64 = id.parse().map_err(|_| not_found())?;
     let user_id = UserId::from_number(number);
-    let user = state.engine.store().user(&user_id).await?.ok_or_else(not_found)?;
+    let store = state.engine.store().as_ref();
+    let user = access::visible_user(store, &caller.0, &user_id).await?.ok_or_else(not_found)?;
     let account_id = user_id.account(state.default_currency);
-    let balance = match query.date.as_deref() {
-        None => {
-            state.engine.store().account(&account_id).await?.map(|account| account.balance.posted)
-        }
-        Some(date) => {
+    // The user's account, if it is there and the caller's to see.
+    let account = store.account(&account_id).await?.filter(|account| caller.0.sees(account));
+    let balance = match (account, query.date.as_deref()) {
+        (None, _) => None,
+        (Some(account), None) => Some(account.balance.posted),
+        (Some(_), Some(date)) => {
             let before = parse_date_ceiling(date)?;
-            state.engine.store().balance_before(&account_id, before).await?
+            store.balance_before(&account_id, before).await?
         }
     }
     .unwrap_or(0);
@@ -181,7 +185,8 @@ pub async fn create_transaction_a(
         })
         .transpose()?;
     let user_id = UserId::from_number(user_number);
-    if state.engine.store().user(&user_id).await?.is_none() {
+    let store = state.engine.store().as_ref();
+    if access::visible_user(store, &caller.0, &user_id).await?.is_none() {
         return Err(part_a_error(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
@@ -189,7 +194,7 @@ pub async fn create_transaction_a(
         ));
     }
     let account = user_id.account(currency);
-    let world = AccountId::world(currency);
+    let world = AccountId::world_in(caller.tenant(), currency);
     let (debit_account, credit_account) = if kind == TransferKind::Deposit {
         (world, account.clone())
     } else {
@@ -216,6 +221,7 @@ pub async fn create_transaction_a(
             effective_at.map(Timestamp::to_rfc3339).unwrap_or_default()
         ),
     };
+    access::may_move(store, &caller.0, &request).await?;
     let body_uid = body.uid.clone();
     let result = match state
         .engine
@@ -268,7 +274,8 @@ pub async fn get_transaction_a(
     let key = IdempotencyKey::scoped("usertxn", &uid).map_err(|_| not_found())?;
     let transfer =
         state.engine.store().transfer_by_key(caller.tenant(), &key).await?.ok_or_else(not_found)?;
-    if transfer.status != TransferStatus::Posted {
+    let visible = access::sees_transfer(state.engine.store().as_ref(), &caller.0, &transfer);
+    if transfer.status != TransferStatus::Posted || !visible.await? {
         return Err(not_found());
     }
     let account = if transfer.kind == TransferKind::Deposit {
@@ -365,14 +372,14 @@ fn positive_units(body: &Result<Json<Value>, JsonRejection>, currency: Currency)
     units.checked_mul(10i64.pow(currency.minor_digits())).ok_or_else(invalid)
 }
 
-async fn balance_of(state: &AppState, user: &UserId) -> PartB<Option<i64>> {
+async fn balance_of(state: &AppState, caller: &Caller, user: &UserId) -> PartB<Option<i64>> {
     let account = state
         .engine
         .store()
         .account(&user.account(state.default_currency))
         .await
         .map_err(|e| from_api(e.into()))?;
-    Ok(account.map(|account| account.balance.posted))
+    Ok(account.filter(|account| caller.0.sees(account)).map(|account| account.balance.posted))
 }
 
 pub async fn open_account_b(
@@ -417,7 +424,7 @@ pub async fn top_up_b(
         idempotency_key: key,
         kind: TransferKind::Deposit,
         movement: Movement::Move {
-            debit_account: AccountId::world(currency),
+            debit_account: AccountId::world_in(caller.tenant(), currency),
             credit_account: account,
             amount: minor,
             currency,
@@ -428,6 +435,9 @@ pub async fn top_up_b(
         open_if_missing: vec![user.new_account(currency)],
         fingerprint_extra: String::new(),
     };
+    access::may_move(state.engine.store().as_ref(), &caller.0, &request)
+        .await
+        .map_err(|e| from_api(e.into()))?;
     let body =
         CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent };
     let result =
@@ -447,7 +457,7 @@ pub async fn top_up_b(
         },
         _ => return Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
     }
-    let balance = balance_of(&state, &user).await?.unwrap_or(0);
+    let balance = balance_of(&state, &caller, &user).await?.unwrap_or(0);
     Ok(Json(json!({"balance": whole_units(balance, currency)})))
 }
 
@@ -458,7 +468,7 @@ pub async fn balance_b(
     Query(query): Query<HashMap<String, String>>,
 ) -> PartB<Json<Value>> {
     let user = buyer(&caller, &headers, &query)?;
-    match balance_of(&state, &user).await? {
+    match balance_of(&state, &caller, &user).await? {
         Some(balance) => Ok(Json(json!({"balance": whole_units(balance, state.default_currency)}))),
         None => Err(detail(StatusCode::NOT_FOUND, "Account not found")),
     }
@@ -507,7 +517,8 @@ pub async fn list_orders_b(
         .orders_of_user(&user, kopek_core::limits::PAGE_SIZE_MAX)
         .await
         .map_err(|e| from_api(e.into()))?;
-    Ok(Json(Value::Array(orders.iter().map(order_json).collect())))
+    let orders = orders.iter().filter(|order| order.tenant == *caller.tenant());
+    Ok(Json(Value::Array(orders.map(order_json).collect())))
 }
 
 pub async fn get_order_b(
@@ -526,6 +537,7 @@ pub async fn get_order_b(
         .order(&order_id)
         .await
         .map_err(|e| from_api(e.into()))?
+        .filter(|order| order.tenant == *caller.tenant())
         .ok_or_else(not_found)?;
     if order.user != user {
         return Err(detail(StatusCode::FORBIDDEN, "Forbidden"));
@@ -536,9 +548,22 @@ pub async fn get_order_b(
 /// `{"status": "PAID"}` or `{"status": "FAILED"}` once the order settles (at once if it has).
 pub async fn order_status_ws(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // Another tenant's order, or another user's for a key bound to a user, is not there.
+    let order = match OrderId::parse(&id) {
+        Ok(order_id) => state.engine.store().order(&order_id).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let visible = order.as_ref().is_some_and(|order| {
+        order.tenant == *caller.tenant()
+            && caller.0.user.as_ref().is_none_or(|user| *user == order.user)
+    });
+    if order.is_some() && !visible {
+        return detail(StatusCode::NOT_FOUND, "Order not found").into_response();
+    }
     let Ok(permit) = state.sockets.clone().try_acquire_owned() else {
         return detail(StatusCode::SERVICE_UNAVAILABLE, "too many open WebSockets; retry later")
             .into_response();

@@ -12,11 +12,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kopek_auth::access;
 use kopek_core::{
     AccountId, AccountResult, AccountUpdate, Amount, CommandBody, CommandResult, Currency, Details,
     ErrorCode, Hold, IdempotencyKey, Linking, Movement, NewAccount, NewUser, Overdraft, Rejection,
-    Timestamp, TransferId, TransferKind, TransferRequest, TransferResult, UserId, UserResult,
-    limits,
+    Tenant, Timestamp, TransferId, TransferKind, TransferRequest, TransferResult, UserId,
+    UserResult, limits,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -147,14 +148,19 @@ pub async fn create_account(
         )?
         .unwrap_or(Overdraft::NONE)
     };
-    let new = NewAccount {
-        id,
-        currency,
-        owner: request.owner,
-        kind,
-        overdraft,
-        metadata: request.metadata,
+    // A key bound to a user opens accounts only for that user.
+    let owner = match (&caller.0.user, request.owner) {
+        (None, owner) => owner,
+        (Some(user), None) => Some(user.to_string()),
+        (Some(user), Some(owner)) if owner == user.as_str() => Some(owner),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                "a key bound to a user opens accounts only for that user",
+            ));
+        }
     };
+    let new = NewAccount { id, currency, owner, kind, overdraft, metadata: request.metadata };
     new.validate()?;
     let result =
         state.engine.submit_command(caller.command(CommandBody::CreateAccounts(vec![new]))).await?;
@@ -198,25 +204,36 @@ pub struct ListAccountsQuery {
 )]
 pub async fn list_accounts(
     State(state): State<AppState>,
+    caller: Caller,
     Params(query): Params<ListAccountsQuery>,
 ) -> ApiResult<Json<AccountListDto>> {
     let after = query.after.as_deref().map(AccountId::parse_reference).transpose()?;
     let size = page_size(query.limit);
-    let accounts =
-        state.engine.store().list_accounts(query.owner.as_deref(), after.as_ref(), size).await?;
+    // A key bound to a user lists that user's accounts, whatever owner it asks for.
+    let bound = caller.0.user.as_ref().map(ToString::to_string);
+    if bound.is_some() && query.owner.is_some() && query.owner != bound {
+        return Ok(Json(AccountListDto { accounts: Vec::new(), next_cursor: None }));
+    }
+    let owner = bound.or(query.owner);
+    let tenant = caller.tenant().as_str();
+    let accounts = state
+        .engine
+        .store()
+        .list_accounts(Some(tenant), owner.as_deref(), after.as_ref(), size)
+        .await?;
     let next_cursor =
         (accounts.len() == size).then(|| accounts.last().map(|a| a.id.to_string())).flatten();
     Ok(Json(AccountListDto { accounts: accounts.iter().map(dto::account).collect(), next_cursor }))
 }
 
-async fn load_account(state: &AppState, id: &str) -> ApiResult<kopek_core::Account> {
+/// The account, if the caller sees it (its tenant's, its user's); `ACCOUNT_NOT_FOUND` else.
+async fn load_account(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<kopek_core::Account> {
     let account_id = AccountId::parse_reference(id)?;
-    state
-        .engine
-        .store()
-        .account(&account_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::AccountNotFound, format!("account {id} not found")))
+    Ok(access::visible_account(state.engine.store().as_ref(), &caller.0, &account_id).await?)
 }
 
 #[utoipa::path(
@@ -226,9 +243,10 @@ async fn load_account(state: &AppState, id: &str) -> ApiResult<kopek_core::Accou
 )]
 pub async fn get_account(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
 ) -> ApiResult<Json<AccountDto>> {
-    Ok(Json(dto::account(&load_account(&state, &id).await?)))
+    Ok(Json(dto::account(&load_account(&state, &caller, &id).await?)))
 }
 
 #[utoipa::path(
@@ -245,7 +263,7 @@ pub async fn update_account(
     Segments(id): Segments<String>,
     Body(request): Body<AccountUpdateDto>,
 ) -> ApiResult<Json<AccountDto>> {
-    let account = load_account(&state, &id).await?;
+    let account = load_account(&state, &caller, &id).await?;
     let overdraft = overdraft_limit(
         request.overdraft_limit.as_deref(),
         request.overdraft_limit_minor,
@@ -281,10 +299,11 @@ pub struct BalanceQuery {
 )]
 pub async fn get_balance(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
     Params(query): Params<BalanceQuery>,
 ) -> ApiResult<Json<BalanceAtDto>> {
-    let account = load_account(&state, &id).await?;
+    let account = load_account(&state, &caller, &id).await?;
     let as_of = timestamp(query.as_of.as_deref(), "as_of")?;
     let balance = match as_of {
         None => dto::balance(&account),
@@ -319,10 +338,11 @@ pub struct PageQuery {
 )]
 pub async fn list_entries(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
     Params(query): Params<PageQuery>,
 ) -> ApiResult<Json<StatementDto>> {
-    let account = load_account(&state, &id).await?;
+    let account = load_account(&state, &caller, &id).await?;
     let page =
         state.engine.store().entries(&account.id, query.after, page_size(query.limit)).await?;
     Ok(Json(StatementDto {
@@ -337,6 +357,7 @@ pub async fn list_entries(
 pub fn transfer_request(
     request: NewTransferDto,
     key: IdempotencyKey,
+    tenant: &Tenant,
 ) -> Result<TransferRequest, Rejection> {
     let kind = match request.kind.as_deref() {
         None => TransferKind::Transfer,
@@ -346,7 +367,7 @@ pub fn transfer_request(
     let currency = Currency::parse(&request.currency)?;
     let amount = minor_units(request.amount.as_deref(), request.amount_minor, currency)?
         .ok_or_else(|| Rejection::new(ErrorCode::InvalidAmount, "give amount or amount_minor"))?;
-    let world = AccountId::world(currency);
+    let world = AccountId::world_in(tenant, currency);
     let side = |text: Option<String>, default: bool, name: &str| match text {
         Some(text) => AccountId::parse_reference(&text),
         None if default => Ok(world.clone()),
@@ -399,6 +420,7 @@ async fn submit_one(
     caller: &Caller,
     transfer: TransferRequest,
 ) -> ApiResult<Response> {
+    access::may_move(state.engine.store().as_ref(), &caller.0, &transfer).await?;
     let body =
         CommandBody::CreateTransfers { transfers: vec![transfer], linking: Linking::Independent };
     match state.engine.submit_command(caller.command(body)).await? {
@@ -434,7 +456,7 @@ pub async fn create_transfer(
             "idempotency_key in the body differs from the Idempotency-Key header",
         ));
     }
-    submit_one(&state, &caller, transfer_request(request, key)?).await
+    submit_one(&state, &caller, transfer_request(request, key, caller.tenant())?).await
 }
 
 #[utoipa::path(
@@ -466,9 +488,12 @@ pub async fn create_batch(
                     Rejection::invalid("each transfer of a batch needs its idempotency_key")
                 })
                 .and_then(IdempotencyKey::parse_client)?;
-            transfer_request(item, key)
+            transfer_request(item, key, caller.tenant())
         })
         .collect();
+    for request in parsed.iter().flatten() {
+        access::may_move(state.engine.store().as_ref(), &caller.0, request).await?;
+    }
     if request.linked
         && let Some(culprit) = parsed.iter().position(Result::is_err)
     {
@@ -642,13 +667,10 @@ pub async fn get_transfer(
 ) -> ApiResult<Json<TransferDto>> {
     let not_found = || ApiError::not_found(format!("transfer {id} not found"));
     let transfer_id = TransferId::parse(&id).map_err(|_| not_found())?;
-    let transfer = state
-        .engine
-        .store()
-        .transfer(transfer_id)
-        .await?
-        .filter(|t| t.tenant == *caller.tenant())
-        .ok_or_else(not_found)?;
+    let transfer = state.engine.store().transfer(transfer_id).await?.ok_or_else(not_found)?;
+    if !access::sees_transfer(state.engine.store().as_ref(), &caller.0, &transfer).await? {
+        return Err(not_found());
+    }
     Ok(Json(dto::transfer(&transfer)))
 }
 
@@ -673,6 +695,9 @@ pub async fn find_transfer(
         state.engine.store().transfer_by_key(caller.tenant(), &key).await?.ok_or_else(|| {
             ApiError::not_found(format!("no transfer with idempotency key {key}"))
         })?;
+    if !access::sees_transfer(state.engine.store().as_ref(), &caller.0, &transfer).await? {
+        return Err(ApiError::not_found(format!("no transfer with idempotency key {key}")));
+    }
     Ok(Json(dto::transfer(&transfer)))
 }
 
@@ -693,6 +718,7 @@ pub async fn create_user(
     headers: HeaderMap,
     Body(request): Body<NewUserDto>,
 ) -> ApiResult<Response> {
+    caller.0.refuse_bound("create users")?;
     let key = idempotency_key(&headers)?;
     let derived = request.id.is_none();
     let id = match &request.id {
@@ -714,7 +740,12 @@ pub async fn create_user(
             let accounts = state
                 .engine
                 .store()
-                .list_accounts(Some(user.id.as_str()), None, limits::PAGE_SIZE_MAX)
+                .list_accounts(
+                    Some(caller.tenant().as_str()),
+                    Some(user.id.as_str()),
+                    None,
+                    limits::PAGE_SIZE_MAX,
+                )
                 .await?;
             Ok(respond(
                 StatusCode::CREATED,
@@ -742,16 +773,19 @@ pub async fn create_user(
 )]
 pub async fn get_user(
     State(state): State<AppState>,
+    caller: Caller,
     Segments(id): Segments<String>,
 ) -> ApiResult<Json<UserDto>> {
     let not_found = || ApiError::not_found(format!("user {id} not found"));
     let user_id = UserId::parse(&id).map_err(|_| not_found())?;
-    let user = state.engine.store().user(&user_id).await?;
-    let accounts = state
-        .engine
-        .store()
-        .list_accounts(Some(user_id.as_str()), None, limits::PAGE_SIZE_MAX)
-        .await?;
+    if caller.0.user.as_ref().is_some_and(|user| *user != user_id) {
+        return Err(not_found());
+    }
+    let store = state.engine.store().as_ref();
+    let user = access::visible_user(store, &caller.0, &user_id).await?;
+    let tenant = Some(caller.tenant().as_str());
+    let accounts =
+        store.list_accounts(tenant, Some(user_id.as_str()), None, limits::PAGE_SIZE_MAX).await?;
     if user.is_none() && accounts.is_empty() {
         return Err(not_found());
     }
@@ -777,6 +811,9 @@ pub async fn get_spending(
     if id.is_empty() || id.len() > OWNER_BYTES_MAX {
         return Err(ApiError::invalid(format!("a user id is 1 to {OWNER_BYTES_MAX} bytes")));
     }
+    if caller.0.user.as_ref().is_some_and(|user| user.as_str() != id) {
+        return Err(ApiError::not_found(format!("user {id} not found")));
+    }
     let totals = state.engine.store().spending(caller.tenant().as_str(), &id).await?;
     Ok(Json(dto::spending(&id, &totals)))
 }
@@ -789,10 +826,14 @@ pub async fn get_spending(
 )]
 pub async fn list_events(
     State(state): State<AppState>,
+    caller: Caller,
     Params(query): Params<PageQuery>,
 ) -> ApiResult<Json<EventPageDto>> {
+    caller.0.refuse_bound("read the tenant's event log")?;
     let size = page_size(query.limit);
-    let events = state.engine.store().events_after(query.after.unwrap_or(0), size).await?;
+    let tenant = caller.tenant().as_str();
+    let events =
+        state.engine.store().tenant_events_after(tenant, query.after.unwrap_or(0), size).await?;
     let next_cursor =
         (events.len() == size).then(|| events.last().map(|event| event.sequence)).flatten();
     Ok(Json(EventPageDto { events: events.iter().map(dto::event).collect(), next_cursor }))

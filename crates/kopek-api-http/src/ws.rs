@@ -47,6 +47,9 @@ pub async fn events_ws(
     Params(query): Params<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Err(rejection) = caller.0.refuse_bound("follow the tenant's event stream") {
+        return ApiError::from(rejection).into_response();
+    }
     // A bad filter is reported as such, even to a request that is no WebSocket handshake.
     let filter = match query.filter(caller.tenant()) {
         Ok(filter) => filter,

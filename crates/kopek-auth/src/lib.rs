@@ -7,6 +7,7 @@
 //! in the principal's tenant, as its user when the key is bound to one. [`RateLimiter`] is the
 //! per-key token bucket, in process or shared through Redis.
 
+pub mod access;
 mod authenticator;
 mod key;
 mod limit;

@@ -1,7 +1,7 @@
 //! Accounts: one currency, a kind, an overdraft limit, a status, metadata and balances.
 
 use crate::error::Rejection;
-use crate::ids::AccountId;
+use crate::ids::{AccountId, Tenant};
 use crate::limits;
 use crate::money::Currency;
 use crate::time::Timestamp;
@@ -111,6 +111,8 @@ pub fn validate_metadata(metadata: &Metadata) -> Result<(), Rejection> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {
     pub id: AccountId,
+    /// Account ids are global; an account is seen and moved only by its own tenant.
+    pub tenant: Tenant,
     pub currency: Currency,
     pub owner: Option<String>,
     pub kind: AccountKind,

@@ -201,7 +201,7 @@ impl Batch {
                 CommandBody::PayOrder(order) => {
                     keys.orders.insert(order.id.clone());
                     keys.accounts.insert(order.user.account(order.currency));
-                    keys.accounts.insert(Order::shop_account(order.currency));
+                    keys.accounts.insert(Order::shop_account(&command.tenant, order.currency));
                     keys.idempotency_keys.insert((command.tenant.clone(), order.id.payment_key()));
                 }
             }
@@ -494,7 +494,9 @@ impl<'a> Ledger<'a> {
         let id = match &request.id {
             Some(id) => {
                 if let Some(existing) = self.users.get(id) {
-                    return if existing.name == request.name {
+                    return if existing.tenant != *tenant {
+                        UserResult::Rejected(taken("user", id))
+                    } else if existing.name == request.name {
                         UserResult::Existed(existing.clone())
                     } else {
                         UserResult::Rejected(Rejection::new(
@@ -511,13 +513,19 @@ impl<'a> Ledger<'a> {
                 UserId::from_number(self.last_user_number)
             }
         };
-        let user = User { id: id.clone(), name: request.name.clone(), created_at: self.now };
+        let user = User {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            name: request.name.clone(),
+            created_at: self.now,
+        };
         let account_id = id.account(request.currency);
         // Another surface may have opened the user's account already; it is theirs either way.
         let account = match self.accounts.get(&account_id) {
-            Some(account) => account.clone(),
+            Some(account) if account.tenant == *tenant => account.clone(),
+            Some(_) => return UserResult::Rejected(taken("account", &account_id)),
             None => {
-                let account = self.new_account_from(&id.new_account(request.currency));
+                let account = self.new_account_from(tenant, &id.new_account(request.currency));
                 self.open(tenant, account.clone());
                 account
             }
@@ -586,7 +594,7 @@ impl<'a> Ledger<'a> {
             kind: TransferKind::Payment,
             movement: Movement::Move {
                 debit_account: order.user.account(order.currency),
-                credit_account: Order::shop_account(order.currency),
+                credit_account: Order::shop_account(tenant, order.currency),
                 amount: order.amount,
                 currency: order.currency,
                 hold: None,
@@ -597,7 +605,7 @@ impl<'a> Ledger<'a> {
                 metadata: Default::default(),
             },
             effective_at: None,
-            open_if_missing: vec![Order::shop_new_account(order.currency)],
+            open_if_missing: vec![Order::shop_new_account(tenant, order.currency)],
             fingerprint_extra: String::new(),
         };
         let (payment_id, failure) = match self.transfer_once(tenant, &payment) {
@@ -723,11 +731,14 @@ impl<'a> Ledger<'a> {
     // ---- accounts ----
 
     fn create_account(&mut self, tenant: &Tenant, request: &NewAccount) -> AccountResult {
-        if let Err(rejection) = request.validate().and_then(|()| check_reserved_id(request)) {
+        if let Err(rejection) = request.validate().and_then(|()| check_reserved_id(tenant, request))
+        {
             return AccountResult::Rejected(rejection);
         }
         if let Some(existing) = self.accounts.get(&request.id) {
-            return if request.matches(existing) {
+            return if existing.tenant != *tenant {
+                AccountResult::Rejected(taken("account", &request.id))
+            } else if request.matches(existing) {
                 AccountResult::Existed(existing.clone())
             } else {
                 AccountResult::Rejected(Rejection::new(
@@ -736,14 +747,15 @@ impl<'a> Ledger<'a> {
                 ))
             };
         }
-        let account = self.new_account_from(request);
+        let account = self.new_account_from(tenant, request);
         self.open(tenant, account.clone());
         AccountResult::Created(account)
     }
 
-    fn new_account_from(&self, request: &NewAccount) -> Account {
+    fn new_account_from(&self, tenant: &Tenant, request: &NewAccount) -> Account {
         Account {
             id: request.id.clone(),
+            tenant: tenant.clone(),
             currency: request.currency,
             owner: request.owner.clone(),
             kind: request.kind,
@@ -756,6 +768,11 @@ impl<'a> Ledger<'a> {
         }
     }
 
+    /// The account, if it is the tenant's.
+    fn account_in(&self, tenant: &Tenant, id: &AccountId) -> Option<&Account> {
+        self.accounts.get(id).filter(|account| account.tenant == *tenant)
+    }
+
     fn open(&mut self, tenant: &Tenant, account: Account) {
         let id = account.id.clone();
         self.put_account(account.clone(), true);
@@ -763,7 +780,7 @@ impl<'a> Ledger<'a> {
     }
 
     fn update_account(&mut self, tenant: &Tenant, update: &AccountUpdate) -> AccountResult {
-        match self.check_update(update) {
+        match self.check_update(tenant, update) {
             Err(rejection) => AccountResult::Rejected(rejection),
             Ok(None) => AccountResult::Updated(self.accounts[&update.id].clone()),
             Ok(Some(account)) => {
@@ -780,8 +797,8 @@ impl<'a> Ledger<'a> {
     }
 
     /// The updated account, or `None` when the update changes nothing.
-    fn check_update(&self, update: &AccountUpdate) -> Check<Option<Account>> {
-        let account = self.accounts.get(&update.id).ok_or_else(|| not_found(&update.id))?;
+    fn check_update(&self, tenant: &Tenant, update: &AccountUpdate) -> Check<Option<Account>> {
+        let account = self.account_in(tenant, &update.id).ok_or_else(|| not_found(&update.id))?;
         let overdraft = update.overdraft.unwrap_or(account.overdraft);
         let status = update.status.unwrap_or(account.status);
         if overdraft == account.overdraft && status == account.status {
@@ -983,7 +1000,7 @@ impl<'a> Ledger<'a> {
     ) -> Check<Transfer> {
         match &request.movement {
             Movement::Move { .. } => {
-                let plan = self.check_move(request)?;
+                let plan = self.check_move(tenant, request)?;
                 Ok(self.commit_move(tenant, request, fingerprint, plan))
             }
             Movement::Capture { pending_id, amount } => {
@@ -997,7 +1014,7 @@ impl<'a> Ledger<'a> {
         }
     }
 
-    fn check_move(&self, request: &TransferRequest) -> Check<MovePlan> {
+    fn check_move(&self, tenant: &Tenant, request: &TransferRequest) -> Check<MovePlan> {
         let Movement::Move {
             debit_account: debit_id,
             credit_account: credit_id,
@@ -1009,7 +1026,7 @@ impl<'a> Ledger<'a> {
             return Err(Rejection::new(ErrorCode::Internal, "check_move takes a move"));
         };
         let (currency, hold) = (*currency, *hold);
-        let world = AccountId::world(currency);
+        let world = AccountId::world_in(tenant, currency);
         match request.kind {
             TransferKind::Deposit if *debit_id != world => {
                 return Err(Rejection::invalid(format!("a deposit is debited from {world}")));
@@ -1029,9 +1046,9 @@ impl<'a> Ledger<'a> {
         // Accounts opened on first use: the request's own, and the currency's world account
         // for deposits and withdrawals. They open only if the transfer goes through.
         let mut templates: Vec<Account> =
-            request.open_if_missing.iter().map(|new| self.new_account_from(new)).collect();
+            request.open_if_missing.iter().map(|new| self.new_account_from(tenant, new)).collect();
         if matches!(request.kind, TransferKind::Deposit | TransferKind::Withdrawal) {
-            templates.push(world_account(currency, self.now));
+            templates.push(world_account(tenant, currency, self.now));
         }
         // A payment moves money between customers: money outside the ledger is not a party
         // to it, so `world:` accounts are not found here.
@@ -1040,8 +1057,10 @@ impl<'a> Ledger<'a> {
             if hidden(id) {
                 return Err(not_found(id));
             }
+            // Another tenant's account is not found, and is not opened over either.
             match self.accounts.get(id) {
-                Some(account) => Ok((account.clone(), false)),
+                Some(account) if account.tenant == *tenant => Ok((account.clone(), false)),
+                Some(_) => Err(not_found(id)),
                 None => templates
                     .iter()
                     .find(|template| template.id == *id)
@@ -1470,9 +1489,10 @@ struct CapturePlan {
     captured: i64,
 }
 
-fn world_account(currency: Currency, now: Timestamp) -> Account {
+fn world_account(tenant: &Tenant, currency: Currency, now: Timestamp) -> Account {
     Account {
-        id: AccountId::world(currency),
+        id: AccountId::world_in(tenant, currency),
+        tenant: tenant.clone(),
         currency,
         owner: None,
         kind: AccountKind::System,
@@ -1485,16 +1505,22 @@ fn world_account(currency: Currency, now: Timestamp) -> Account {
     }
 }
 
-/// `world:` ids are reserved for the system account of their own currency.
-fn check_reserved_id(request: &NewAccount) -> Check<()> {
+/// `world:` ids are reserved for each tenant's system account of its own currency.
+fn check_reserved_id(tenant: &Tenant, request: &NewAccount) -> Check<()> {
     if request.id.as_str().starts_with("world:")
-        && (request.id != AccountId::world(request.currency) || request.kind != AccountKind::System)
+        && (request.id != AccountId::world_in(tenant, request.currency)
+            || request.kind != AccountKind::System)
     {
         return Err(Rejection::invalid(
             "ids starting with 'world:' are reserved for world:<CUR> system accounts",
         ));
     }
     Ok(())
+}
+
+/// An id another tenant uses: ids are global, so it cannot be taken here either.
+fn taken(what: &str, id: &dyn std::fmt::Display) -> Rejection {
+    Rejection::new(ErrorCode::AccountExists, format!("{what} id {id} is taken; choose another"))
 }
 
 fn check_status(account: &Account) -> Check<()> {

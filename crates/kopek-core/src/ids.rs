@@ -46,9 +46,17 @@ impl AccountId {
         self.0.starts_with("world:")
     }
 
-    /// The system account that stands for money outside the ledger in one currency.
+    /// The system account that stands for money outside the ledger in one currency, in the
+    /// default tenant: `world:<CUR>`.
     pub fn world(currency: crate::Currency) -> AccountId {
         AccountId(format!("world:{currency}"))
+    }
+
+    /// A tenant's own account of money outside the ledger: `world:<CUR>` in the default
+    /// tenant, `world:<tenant>:<CUR>` in the others (account ids are global, so each tenant
+    /// needs its own).
+    pub fn world_in(tenant: &Tenant, currency: crate::Currency) -> AccountId {
+        AccountId(format!("world:{}{currency}", tenant.qualifier()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -140,6 +148,16 @@ impl Tenant {
 
     pub fn default_tenant() -> Tenant {
         Tenant(Tenant::DEFAULT_NAME.to_owned())
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == Tenant::DEFAULT_NAME
+    }
+
+    /// What a tenant's system account ids carry before the currency: nothing for the default
+    /// tenant (`world:USD`), `<tenant>:` for the others (`world:acme:USD`).
+    pub fn qualifier(&self) -> String {
+        if self.is_default() { String::new() } else { format!("{}:", self.0) }
     }
 
     pub fn as_str(&self) -> &str {

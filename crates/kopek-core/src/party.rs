@@ -79,6 +79,8 @@ impl fmt::Display for UserId {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub id: UserId,
+    /// User ids are global; a user is seen only by its own tenant.
+    pub tenant: Tenant,
     pub name: String,
     pub created_at: Timestamp,
 }
@@ -179,13 +181,16 @@ pub struct Order {
 
 impl Order {
     /// The shop's account that receives payments for orders in `currency`.
-    pub fn shop_account(currency: Currency) -> AccountId {
-        AccountId::parse(&format!("orders:{currency}")).expect("a valid account id")
+    /// The account a tenant's orders are paid into: `orders:<CUR>` in the default tenant,
+    /// `orders:<tenant>:<CUR>` in the others.
+    pub fn shop_account(tenant: &Tenant, currency: Currency) -> AccountId {
+        AccountId::parse(&format!("orders:{}{currency}", tenant.qualifier()))
+            .expect("a valid account id")
     }
 
-    pub fn shop_new_account(currency: Currency) -> NewAccount {
+    pub fn shop_new_account(tenant: &Tenant, currency: Currency) -> NewAccount {
         NewAccount {
-            id: Order::shop_account(currency),
+            id: Order::shop_account(tenant, currency),
             currency,
             owner: None,
             kind: AccountKind::System,

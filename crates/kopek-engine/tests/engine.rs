@@ -184,7 +184,7 @@ async fn dropping_every_handle_drains_the_queue_and_stops_the_writer() {
         .await
         .expect("writer stops")
         .expect("writer did not panic");
-    assert_eq!(store.list_accounts(None, None, 100).await.expect("read").len(), 10);
+    assert_eq!(store.list_accounts(None, None, None, 100).await.expect("read").len(), 10);
 }
 
 #[tokio::test]

@@ -70,7 +70,7 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String
                 }
                 Ok(Decoded {
                     idempotency_key: request.idempotency_key.clone(),
-                    request: kopek_api_grpc::convert::transfer_request(request),
+                    request: kopek_api_grpc::convert::transfer_request(request, &ingested_tenant()),
                 })
             }
             other => Err(format!(
@@ -116,16 +116,22 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String
     let Some(key) = transfer.idempotency_key.clone() else {
         return Err("the transfer has no idempotency_key".to_owned());
     };
-    let request = IdempotencyKey::parse_client(&key)
-        .and_then(|parsed| kopek_api_http::rest::transfer_request(transfer, parsed));
+    let request = IdempotencyKey::parse_client(&key).and_then(|parsed| {
+        kopek_api_http::rest::transfer_request(transfer, parsed, &ingested_tenant())
+    });
     Ok(Decoded { idempotency_key: key, request })
 }
 
 fn from_transaction(transaction: &contract::Transaction) -> Decoded {
     Decoded {
         idempotency_key: format!("txn:{}", transaction.transaction_id),
-        request: kopek_api_grpc::transaction::transfer_request(transaction),
+        request: kopek_api_grpc::transaction::transfer_request(transaction, &ingested_tenant()),
     }
+}
+
+/// Commands from the broker carry no key: they are the default tenant's.
+fn ingested_tenant() -> kopek_core::Tenant {
+    kopek_core::Tenant::default_tenant()
 }
 
 #[cfg(test)]

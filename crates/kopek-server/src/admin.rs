@@ -23,18 +23,6 @@ pub fn check_key_fields(scope: &str, tenant: &str, user: Option<&str>) -> anyhow
         .with_context(|| format!("--scope {scope:?}: use read, write, gateway or admin"))?;
     Tenant::parse(tenant)
         .map_err(|rejection| anyhow::anyhow!("--tenant: {}", rejection.message))?;
-    // Accounts and users do not carry their tenant yet, so a key of another tenant, or one
-    // bound to a user, could not be held to its own: refused until they do.
-    if tenant != Tenant::DEFAULT_NAME {
-        bail!(
-            "--tenant: only the default tenant has keys for now (accounts are not yet scoped by tenant)"
-        );
-    }
-    if user.is_some() {
-        bail!(
-            "--user: keys bound to a user are not available yet (account ownership is not yet enforced per key)"
-        );
-    }
     if let Some(user) = user {
         UserId::parse(user)
             .map_err(|rejection| anyhow::anyhow!("--user: {}", rejection.message))?;

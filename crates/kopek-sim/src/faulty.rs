@@ -90,11 +90,12 @@ impl Store for FaultyStore {
 
     async fn list_accounts(
         &self,
+        tenant: Option<&str>,
         owner: Option<&str>,
         after: Option<&AccountId>,
         limit: usize,
     ) -> StoreResult<Vec<Account>> {
-        self.inner.list_accounts(owner, after, limit).await
+        self.inner.list_accounts(tenant, owner, after, limit).await
     }
 
     async fn transfer(&self, id: TransferId) -> StoreResult<Option<Transfer>> {
@@ -136,6 +137,15 @@ impl Store for FaultyStore {
 
     async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         self.inner.events_after(sequence, limit).await
+    }
+
+    async fn tenant_events_after(
+        &self,
+        tenant: &str,
+        sequence: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        self.inner.tenant_events_after(tenant, sequence, limit).await
     }
 
     async fn watermark(&self) -> StoreResult<Watermark> {

@@ -1,5 +1,5 @@
--- API keys (only the secret's slow hash is kept), and the key behind every outbox event for
--- the audit trail.
+-- API keys (only the secret's slow hash is kept), tenants on accounts and users, and the key
+-- behind every outbox event for the audit trail.
 
 CREATE TABLE api_keys (
     id          TEXT PRIMARY KEY,
@@ -12,6 +12,12 @@ CREATE TABLE api_keys (
     revoked_at  BIGINT
 );
 CREATE INDEX api_keys_by_tenant ON api_keys (tenant, created_at);
+
+-- Account and user ids stay global; each belongs to one tenant, which alone sees it.
+ALTER TABLE accounts ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE users ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+CREATE INDEX accounts_by_tenant ON accounts (tenant, id);
+CREATE INDEX outbox_by_tenant ON outbox (tenant, sequence);
 
 -- The API key that caused the event (NULL: kopek itself, or auth off).
 ALTER TABLE outbox ADD COLUMN actor TEXT;

@@ -303,7 +303,7 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
     state.last_user_number = last_user_number;
     if !keys.users.is_empty() {
         let ids: Vec<String> = keys.users.iter().map(ToString::to_string).collect();
-        for row in sqlx::query("SELECT id, name, created_at FROM users WHERE id = ANY($1)")
+        for row in sqlx::query("SELECT id, name, created_at, tenant FROM users WHERE id = ANY($1)")
             .bind(&ids)
             .fetch_all(&mut **db)
             .await
@@ -343,8 +343,9 @@ async fn insert_accounts(
     let numbers = |f: &dyn Fn(&Account) -> i64| accounts.iter().map(f).collect::<Vec<i64>>();
     sqlx::query(
         "INSERT INTO accounts (id, currency, owner, kind, overdraft_limit, status, metadata, posted, pending_out, \
-         pending_in, created_at, updated_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-         $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])",
+         pending_in, created_at, updated_at, tenant) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
+         $13::text[])",
     )
     .bind(column(&|a| a.id.to_string()))
     .bind(column(&|a| a.currency.code().to_owned()))
@@ -358,6 +359,7 @@ async fn insert_accounts(
     .bind(numbers(&|a| a.balance.pending_in))
     .bind(numbers(&|a| a.created_at.as_unix_micros()))
     .bind(numbers(&|a| a.updated_at.as_unix_micros()))
+    .bind(column(&|a| a.tenant.to_string()))
     .execute(&mut **db)
     .await
     .map_err(sql_error)?;
@@ -482,10 +484,11 @@ async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) ->
     }
     if !outcome.users_created.is_empty() {
         let users = &outcome.users_created;
-        sqlx::query("INSERT INTO users (id, name, created_at) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])")
+        sqlx::query("INSERT INTO users (id, name, created_at, tenant) SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[])")
             .bind(users.iter().map(|u| u.id.to_string()).collect::<Vec<String>>())
             .bind(users.iter().map(|u| u.name.clone()).collect::<Vec<String>>())
             .bind(users.iter().map(|u| u.created_at.as_unix_micros()).collect::<Vec<i64>>())
+            .bind(users.iter().map(|u| u.tenant.to_string()).collect::<Vec<String>>())
             .execute(&mut **db)
             .await
             .map_err(sql_error)?;
@@ -610,17 +613,20 @@ impl Store for PostgresStore {
 
     async fn list_accounts(
         &self,
+        tenant: Option<&str>,
         owner: Option<&str>,
         after: Option<&AccountId>,
         limit: usize,
     ) -> StoreResult<Vec<Account>> {
         let query = format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE ($1::text IS NULL OR owner = $1) AND id > $2 ORDER BY id LIMIT $3"
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE ($1::text IS NULL OR owner = $1) AND id > $2 \
+             AND ($4::text IS NULL OR tenant = $4) ORDER BY id LIMIT $3"
         );
         sqlx::query(&query)
             .bind(owner)
             .bind(after.map(ToString::to_string).unwrap_or_default())
             .bind(to_i64(limit.min(kopek_core::limits::PAGE_SIZE_MAX)))
+            .bind(tenant)
             .fetch_all(&self.pool)
             .await
             .map_err(sql_error)?
@@ -744,6 +750,27 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn tenant_events_after(
+        &self,
+        tenant: &str,
+        sequence: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        sqlx::query(
+            "SELECT sequence, id, tenant, kind, subject_id, at, payload FROM outbox \
+             WHERE tenant = $3 AND sequence > $1 ORDER BY sequence LIMIT $2",
+        )
+        .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+        .bind(to_i64(limit))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error)?
+        .iter()
+        .map(event_from)
+        .collect()
+    }
+
     async fn watermark(&self) -> StoreResult<Watermark> {
         let row = sqlx::query(
             "SELECT GREATEST((SELECT MAX(updated_at) FROM transfers), (SELECT MAX(updated_at) FROM accounts), \
@@ -761,7 +788,7 @@ impl Store for PostgresStore {
     }
 
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM users WHERE id = $1")
+        let row = sqlx::query("SELECT id, name, created_at, tenant FROM users WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await

@@ -411,7 +411,7 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
         statement.execute(params(&values).as_slice()).map_err(sql_error)
     };
     let insert_account = format!(
-        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     );
     for account in &outcome.accounts_opened {
         run(&insert_account, account_params(account))?;
@@ -478,8 +478,9 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
             Value::Text(user.id.to_string()),
             Value::Text(user.name.clone()),
             Value::Integer(user.created_at.as_unix_micros()),
+            Value::Text(user.tenant.to_string()),
         ];
-        run("INSERT INTO users (id, name, created_at) VALUES (?1, ?2, ?3)", values)?;
+        run("INSERT INTO users (id, name, created_at, tenant) VALUES (?1, ?2, ?3, ?4)", values)?;
     }
     if let Some(number) = outcome.last_user_number {
         let value = i64::try_from(number)
@@ -641,20 +642,23 @@ impl Store for SqliteStore {
 
     async fn list_accounts(
         &self,
+        tenant: Option<&str>,
         owner: Option<&str>,
         after: Option<&AccountId>,
         limit: usize,
     ) -> StoreResult<Vec<Account>> {
+        let tenant = tenant.map(str::to_owned);
         let owner = owner.map(str::to_owned);
         let after = after.map(ToString::to_string).unwrap_or_default();
         let limit = to_sql_int(limit.min(kopek_core::limits::PAGE_SIZE_MAX));
         self.read(move |connection| {
             let sql = format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (?1 IS NULL OR owner = ?1) AND id > ?2 ORDER BY id LIMIT ?3"
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE (?1 IS NULL OR owner = ?1) AND id > ?2 \
+                 AND (?4 IS NULL OR tenant = ?4) ORDER BY id LIMIT ?3"
             );
             let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
             let rows = statement
-                .query_map(rusqlite::params![owner, after, limit], account_from_row)
+                .query_map(rusqlite::params![owner, after, limit, tenant], account_from_row)
                 .map_err(sql_error)?;
             rows.map(decoded).collect()
         })
@@ -789,6 +793,28 @@ impl Store for SqliteStore {
             let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
             let rows = statement
                 .query_map(rusqlite::params![after, to_sql_int(limit)], event_from_row)
+                .map_err(sql_error)?;
+            rows.map(decoded).collect()
+        })
+        .await
+    }
+
+    async fn tenant_events_after(
+        &self,
+        tenant: &str,
+        sequence: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let after = i64::try_from(sequence).unwrap_or(i64::MAX);
+        let tenant = tenant.to_owned();
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM outbox WHERE tenant = ?3 AND sequence > ?1 \
+                 ORDER BY sequence LIMIT ?2"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement
+                .query_map(rusqlite::params![after, to_sql_int(limit), tenant], event_from_row)
                 .map_err(sql_error)?;
             rows.map(decoded).collect()
         })

@@ -44,6 +44,7 @@ pub fn account_params(account: &Account) -> Vec<Value> {
         Value::Integer(account.balance.pending_in),
         Value::Integer(account.created_at.as_unix_micros()),
         Value::Integer(account.updated_at.as_unix_micros()),
+        Value::Text(account.tenant.to_string()),
     ]
 }
 

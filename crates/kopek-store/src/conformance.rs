@@ -26,6 +26,7 @@ macro_rules! conformance_tests {
             consumers_apply_each_event_once,
             webhook_deliveries_are_claimed_retried_and_logged,
             api_keys_are_kept_listed_and_revoked,
+            tenants_keep_accounts_users_and_events_apart,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -63,9 +64,18 @@ async fn run(
     bodies: Vec<CommandBody>,
 ) -> Outcome {
     let tenant = Tenant::default_tenant();
-    let batch = Batch {
-        commands: bodies.into_iter().map(|body| Command::new(tenant.clone(), body)).collect(),
-    };
+    let commands = bodies.into_iter().map(|body| Command::new(tenant.clone(), body)).collect();
+    run_commands(store, now, first_id, commands).await
+}
+
+/// `run` with whole commands: any tenant, any sender.
+async fn run_commands(
+    store: &dyn Store,
+    now: Timestamp,
+    first_id: u128,
+    commands: Vec<Command>,
+) -> Outcome {
+    let batch = Batch { commands };
     let keys = batch.keys();
     store
         .write_batch(
@@ -332,11 +342,11 @@ pub async fn accounts_list_by_owner_in_pages(store: &dyn Store) {
         vec![open(&[("a1", Some("u1")), ("a2", Some("u2")), ("a3", Some("u1")), ("a4", None)])],
     )
     .await;
-    let page = store.list_accounts(Some("u1"), None, 10).await.expect("read");
+    let page = store.list_accounts(Some("default"), Some("u1"), None, 10).await.expect("read");
     let ids: Vec<String> = page.iter().map(|account| account.id.to_string()).collect();
     assert_eq!(ids, ["a1", "a3"]);
-    let first = store.list_accounts(None, None, 2).await.expect("read");
-    let rest = store.list_accounts(None, Some(&first[1].id), 10).await.expect("read");
+    let first = store.list_accounts(None, None, None, 2).await.expect("read");
+    let rest = store.list_accounts(None, None, Some(&first[1].id), 10).await.expect("read");
     let all: Vec<String> =
         first.iter().chain(&rest).map(|account| account.id.to_string()).collect();
     assert_eq!(all, ["a1", "a2", "a3", "a4"]);
@@ -479,8 +489,11 @@ pub async fn orders_are_paid_once_and_listed(store: &dyn Store) {
         .collect();
     assert_eq!(listed, ["o1", "o2"]);
     assert!(store.pending_orders(10).await.expect("read").is_empty());
-    let shop =
-        store.account(&Order::shop_account(usd())).await.expect("read").expect("shop account");
+    let shop = store
+        .account(&Order::shop_account(&Tenant::default_tenant(), usd()))
+        .await
+        .expect("read")
+        .expect("shop account");
     assert_eq!(shop.balance.posted, 300, "paid once, though paid twice");
     assert_eq!(store.verify().await.expect("verify").problems, Vec::<String>::new());
 }
@@ -689,4 +702,60 @@ pub async fn api_keys_are_kept_listed_and_revoked(store: &dyn Store) {
     assert!(!store.revoke_api_key("nope", now).await.expect("revoke unknown"));
     let revoked = store.api_key("k2").await.expect("read").expect("still listed");
     assert_eq!(revoked.revoked_at, Some(now));
+}
+
+pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
+    let acme = Tenant::parse("acme").expect("tenant");
+    let user = NewUser {
+        id: Some(UserId::parse("ann").expect("id")),
+        name: "Ann".into(),
+        currency: usd(),
+    };
+    let commands = vec![
+        Command::new(acme.clone(), open(&[("acme-1", None)])).by(Some("key-a")),
+        Command::new(acme.clone(), CommandBody::CreateUser(user)),
+        Command::new(Tenant::default_tenant(), open(&[("home-1", None)])).by(Some("key-d")),
+    ];
+    run_commands(store, at(1), 0, commands).await;
+    let account = store.account(&id("acme-1")).await.expect("read").expect("opened");
+    assert_eq!(account.tenant, acme);
+    let ann = store.user(&UserId::parse("ann").expect("id")).await.expect("read").expect("user");
+    assert_eq!(ann.tenant, acme);
+    let user_account = store.account(&id("user:ann:USD")).await.expect("read").expect("opened");
+    assert_eq!(user_account.tenant, acme, "a user's account is in the user's tenant");
+    let ids =
+        |accounts: Vec<Account>| accounts.into_iter().map(|a| a.id.to_string()).collect::<Vec<_>>();
+    let listed = store.list_accounts(Some("default"), None, None, 10).await.expect("list");
+    assert_eq!(ids(listed), ["home-1"]);
+    let listed = store.list_accounts(Some("acme"), None, None, 10).await.expect("list");
+    assert_eq!(ids(listed), ["acme-1", "user:ann:USD"]);
+    assert_eq!(store.list_accounts(None, None, None, 10).await.expect("list").len(), 3);
+
+    let acme_events = store.tenant_events_after("acme", 0, 10).await.expect("events");
+    assert_eq!(acme_events.len(), 3, "AccountOpened, AccountOpened, UserCreated");
+    assert!(acme_events.iter().all(|event| event.tenant == "acme"));
+    let home = store.tenant_events_after("default", 0, 10).await.expect("events");
+    assert_eq!(home.iter().map(|e| e.subject_id.as_str()).collect::<Vec<_>>(), ["home-1"]);
+
+    // The audit trail: the events of commands that carried a key, by key and time.
+    let query = |actor: Option<&str>, since: i64| crate::AuditQuery {
+        actor: actor.map(str::to_owned),
+        since: at(since),
+        until: at(1_000),
+        limit: 10,
+    };
+    let mine = store.audit(&query(Some("key-a"), 0)).await.expect("audit");
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        (mine[0].actor.as_str(), mine[0].kind.as_str(), mine[0].subject_id.as_str()),
+        ("key-a", "AccountOpened", "acme-1")
+    );
+    assert_eq!(mine[0].tenant, "acme");
+    let everyone = store.audit(&query(None, 0)).await.expect("audit");
+    assert_eq!(
+        everyone.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>(),
+        ["key-a", "key-d"],
+        "keyless events are not listed"
+    );
+    assert!(store.audit(&query(None, 2)).await.expect("audit").is_empty(), "nothing since");
 }

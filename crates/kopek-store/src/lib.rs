@@ -135,8 +135,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
     /// Accounts in id order, after `after` (exclusive), optionally only one owner's.
+    /// Accounts by id, after `after`: one tenant's (or every tenant's), optionally only one
+    /// owner's.
     async fn list_accounts(
         &self,
+        tenant: Option<&str>,
         owner: Option<&str>,
         after: Option<&AccountId>,
         limit: usize,
@@ -167,6 +170,13 @@ pub trait Store: Send + Sync + 'static {
     async fn next_hold_expiry(&self) -> StoreResult<Option<Timestamp>>;
     /// Outbox events after `sequence` (exclusive), in order.
     async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// One tenant's events after `sequence`, in order, at most `limit`.
+    async fn tenant_events_after(
+        &self,
+        tenant: &str,
+        sequence: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>>;
     async fn watermark(&self) -> StoreResult<Watermark>;
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>>;
     async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>>;

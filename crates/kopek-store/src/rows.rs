@@ -13,12 +13,12 @@ type Decoded<T> = Result<T, String>;
 
 /// The columns each row is selected with, in the order `read` takes them.
 pub const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, status, metadata, posted, \
-     pending_out, pending_in, created_at, updated_at";
+     pending_out, pending_in, created_at, updated_at, tenant";
 pub const TRANSFER_COLUMNS: &str = "id, tenant, idempotency_key, fingerprint, kind, action, debit_account, \
      credit_account, amount, currency, pending_id, status, error_code, error_message, expires_at, \
      captured_amount, category, description, metadata, effective_at, committed_at, updated_at";
 pub const ENTRY_COLUMNS: &str = "sequence, account_id, transfer_id, direction, amount, currency, balance_after, effective_at, committed_at";
-pub const USER_COLUMNS: &str = "id, name, created_at";
+pub const USER_COLUMNS: &str = "id, name, created_at, tenant";
 pub const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
      payment_id, created_at, updated_at";
 
@@ -67,6 +67,7 @@ pub struct RawAccount {
     pub pending_in: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    pub tenant: String,
 }
 
 impl RawAccount {
@@ -85,12 +86,14 @@ impl RawAccount {
             pending_in: row.integer(9)?,
             created_at: row.integer(10)?,
             updated_at: row.integer(11)?,
+            tenant: row.text(12)?,
         })
     }
 
     pub fn decode(self) -> Decoded<Account> {
         Ok(Account {
             id: rejected(AccountId::parse(&self.id))?,
+            tenant: rejected(Tenant::parse(&self.tenant))?,
             currency: rejected(Currency::parse(&self.currency))?,
             owner: self.owner,
             kind: parse("account kind", &self.kind, AccountKind::parse)?,
@@ -260,17 +263,24 @@ pub struct RawUser {
     pub id: String,
     pub name: String,
     pub created_at: i64,
+    pub tenant: String,
 }
 
 impl RawUser {
     /// Reads a row selected with `USER_COLUMNS`.
     pub fn read<C: Columns>(row: &C) -> Result<RawUser, C::Error> {
-        Ok(RawUser { id: row.text(0)?, name: row.text(1)?, created_at: row.integer(2)? })
+        Ok(RawUser {
+            id: row.text(0)?,
+            name: row.text(1)?,
+            created_at: row.integer(2)?,
+            tenant: row.text(3)?,
+        })
     }
 
     pub fn decode(self) -> Decoded<User> {
         Ok(User {
             id: rejected(UserId::parse(&self.id))?,
+            tenant: rejected(Tenant::parse(&self.tenant))?,
             name: self.name,
             created_at: at(self.created_at),
         })

@@ -1,5 +1,7 @@
-// Drives the web UI in headless Chromium at phone width: open an account, top up, transfer,
-// place an order and see it become PAID live, then save a screenshot.
+// Drives the web UI in headless Chromium at phone width against a server that requires API
+// keys: give the key the console asks for, open an account, top up, transfer, place an order
+// and see it become PAID live (over a WebSocket that carries the key), then save a
+// screenshot.
 // Run by the Rust test `browser::the_ui_works_in_a_real_browser`, which sets the variables.
 import { createRequire } from "node:module";
 
@@ -26,6 +28,12 @@ try {
     page.waitForFunction((want) => document.querySelector("#balance").textContent === want, text, { timeout: 20000 });
 
   await page.goto(base + "/");
+  // The server requires a key: the console asks for one before anything else works.
+  await page.waitForSelector("#key-card", { state: "visible", timeout: 20000 });
+  check((await page.textContent("#key-message")).includes("needs an API key"), "the console says why it asks");
+  await page.fill("#api-key", process.env.KOPEK_API_KEY);
+  await page.click("#key-form button");
+  await page.waitForSelector("#key-card", { state: "hidden", timeout: 20000 });
   await page.fill("#user-id", "ui-user");
   await page.click("#open-form button");
   await balanceIs("0.00 USD");
@@ -52,7 +60,8 @@ try {
   check(width <= 390, `the page overflows a phone screen: ${width}px wide`);
   await page.screenshot({ path: screenshot, fullPage: true });
 
-  const friend = await (await fetch(`${base}/v1/accounts/user:ui-friend:USD`)).json();
+  const headers = { Authorization: `Bearer ${process.env.KOPEK_API_KEY}` };
+  const friend = await (await fetch(`${base}/v1/accounts/user:ui-friend:USD`, { headers })).json();
   check(friend.balance.posted === "25.50", `the friend has ${friend.balance.posted}`);
   check(problems.length === 0, `page errors: ${problems.join("; ")}`);
   console.log(`ui ok; screenshot ${screenshot}`);

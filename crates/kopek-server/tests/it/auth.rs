@@ -10,6 +10,7 @@ use kopek_proto::payment::v1 as payment;
 use kopek_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 fn with_key<T>(message: T, key: Option<&str>) -> tonic::Request<T> {
@@ -276,13 +277,11 @@ async fn revoked_keys_stop_working_and_the_first_key_is_shown_once() {
     let headers = [("Authorization", authorization.as_str())];
     assert_eq!(http(&server.http_address, "GET", "/v1/accounts", &headers, None).await.status, 200);
 
-    // Keys of other tenants, or bound to users, wait for accounts scoped by tenant.
-    for extra in [["--tenant", "acme"], ["--user", "u1"]] {
-        let (code, _, err) =
-            cli(&[&["keys", "create", "--data-dir", data, "--scope", "read"][..], &extra[..]]
-                .concat());
-        assert_eq!(code, 2, "{extra:?}: {err}");
-    }
+    // A key bound to a user acts only as that user: never as a gateway or an admin.
+    let (code, _, err) =
+        cli(&["keys", "create", "--data-dir", data, "--scope", "gateway", "--user", "u1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("scope read or write"), "{err}");
     let (code, _, err) = cli(&["keys", "create", "--data-dir", data, "--scope", "owner"]);
     assert_eq!(code, 2);
     assert!(err.contains("use read, write, gateway or admin"), "{err}");
@@ -522,4 +521,288 @@ async fn the_audit_trail_names_the_key_behind_every_write() {
     );
     let (_, later, _) = cli(&["audit", "--data-dir", data, "--since", "2999-01-01T00:00:00Z"]);
     assert_eq!(later, "");
+}
+
+fn create_key_with(dir: &Path, scope: &str, extra: &[&str]) -> String {
+    let dir = dir.to_str().expect("utf-8 path");
+    let args = [&["keys", "create", "--data-dir", dir, "--scope", scope][..], extra].concat();
+    let (code, out, err) = cli(&args);
+    assert_eq!(code, 0, "keys create {scope} {extra:?}: {err}");
+    out.trim().to_owned()
+}
+
+async fn post_json(
+    address: &str,
+    key: &str,
+    path: &str,
+    idempotency: &str,
+    body: &str,
+) -> crate::support::HttpResponse {
+    let authorization = bearer(key);
+    http(
+        address,
+        "POST",
+        path,
+        &[("Authorization", &authorization), ("Idempotency-Key", idempotency)],
+        Some(body),
+    )
+    .await
+}
+
+async fn get_as(address: &str, key: &str, path: &str) -> crate::support::HttpResponse {
+    let authorization = bearer(key);
+    http(address, "GET", path, &[("Authorization", &authorization)], None).await
+}
+
+#[tokio::test]
+async fn a_tenant_sees_and_moves_only_its_own_ledger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, _admin) = secured(dir.path(), &[]);
+    let acme = create_key_with(dir.path(), "admin", &["--tenant", "acme"]);
+    let globex = create_key_with(dir.path(), "admin", &["--tenant", "globex"]);
+    let address = &server.http_address;
+
+    assert_eq!(
+        post_json(address, &acme, "/v1/accounts", "o1", r#"{"id":"acme-1","currency":"USD"}"#)
+            .await
+            .status,
+        201
+    );
+    assert_eq!(
+        post_json(address, &globex, "/v1/accounts", "o1", r#"{"id":"globex-1","currency":"USD"}"#)
+            .await
+            .status,
+        201
+    );
+    let deposit = post_json(
+        address,
+        &acme,
+        "/v1/transfers",
+        "shared-key",
+        r#"{"kind":"deposit","credit_account_id":"acme-1","amount":"100.00","currency":"USD"}"#,
+    )
+    .await;
+    assert_eq!(deposit.status, 201, "{}", deposit.body);
+    let acme_transfer = deposit.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        deposit.json()["debit_account_id"],
+        "world:acme:USD",
+        "each tenant has its own world account"
+    );
+
+    // Reads of the other tenant's account, transfer or key answer "not found".
+    for path in [
+        "/v1/accounts/acme-1",
+        "/v1/accounts/acme-1/balance",
+        "/v1/accounts/acme-1/entries",
+        "/v1/accounts/world:acme:USD",
+    ] {
+        let response = get_as(address, &globex, path).await;
+        assert_eq!(response.status, 404, "{path}: {}", response.body);
+        assert_eq!(response.json()["error"]["code"], "ACCOUNT_NOT_FOUND", "{path}");
+    }
+    assert_eq!(
+        get_as(address, &globex, &format!("/v1/transfers/{acme_transfer}")).await.status,
+        404
+    );
+    assert_eq!(
+        get_as(address, &globex, "/v1/transfers?idempotency_key=shared-key").await.status,
+        404,
+        "no replay probe"
+    );
+    let listed = get_as(address, &globex, "/v1/accounts").await.json();
+    let ids: Vec<&str> = listed["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["globex-1"]);
+    let events = get_as(address, &globex, "/v1/events").await;
+    assert!(!events.body.contains("acme"), "another tenant's events: {}", events.body);
+    assert!(events.body.contains("globex-1"));
+
+    // Moving the other tenant's money: not found, nothing moves.
+    let theft = post_json(address, &globex, "/v1/transfers", "t1", r#"{"debit_account_id":"acme-1","credit_account_id":"globex-1","amount":"1.00","currency":"USD"}"#).await;
+    assert_eq!(theft.status, 404, "{}", theft.body);
+    assert_eq!(theft.json()["error"]["code"], "ACCOUNT_NOT_FOUND");
+    let gift = post_json(
+        address,
+        &globex,
+        "/v1/transfers",
+        "t2",
+        r#"{"kind":"deposit","credit_account_id":"acme-1","amount":"1.00","currency":"USD"}"#,
+    )
+    .await;
+    assert_eq!(gift.status, 404, "{}", gift.body);
+    // The same idempotency key in another tenant is another transfer, not a replay.
+    let own = post_json(
+        address,
+        &globex,
+        "/v1/transfers",
+        "shared-key",
+        r#"{"kind":"deposit","credit_account_id":"globex-1","amount":"7.00","currency":"USD"}"#,
+    )
+    .await;
+    assert_eq!(own.status, 201, "{}", own.body);
+    assert_ne!(own.header("idempotent-replayed"), Some("true"));
+    assert_ne!(own.json()["id"], acme_transfer.as_str());
+    // Ids are global: one another tenant uses is taken, without saying more.
+    let taken =
+        post_json(address, &globex, "/v1/accounts", "o2", r#"{"id":"acme-1","currency":"EUR"}"#)
+            .await;
+    assert_eq!(taken.status, 409, "{}", taken.body);
+    assert_eq!(taken.json()["error"]["message"], "account id acme-1 is taken; choose another");
+    let balance = get_as(address, &acme, "/v1/accounts/acme-1/balance").await.json();
+    assert_eq!(balance["balance"]["posted"], "100.00", "nothing moved: {balance}");
+
+    // gRPC: the same walls.
+    let mut ledger = LedgerClient::new(server.channel().await);
+    let status = ledger
+        .get_account(with_key(pb::GetAccountRequest { id: "acme-1".into() }, Some(&globex)))
+        .await
+        .expect_err("hidden");
+    assert_eq!(status.code(), Code::NotFound);
+    let request = pb::CreateTransfersRequest {
+        transfers: vec![crate::support::post("g-theft", "acme-1", "globex-1", 100)],
+        linked: false,
+    };
+    let results = ledger
+        .create_transfers(with_key(request, Some(&globex)))
+        .await
+        .expect("answered")
+        .into_inner()
+        .results;
+    assert_eq!(crate::support::error_code(&results[0]), Some(pb::ErrorCode::AccountNotFound));
+    let lookup = pb::GetTransferRequest {
+        lookup: Some(pb::get_transfer_request::Lookup::IdempotencyKey("shared-key".into())),
+    };
+    let found =
+        ledger.get_transfer(with_key(lookup, Some(&globex))).await.expect("its own").into_inner();
+    assert_eq!(found.transfer.expect("transfer").credit_account_id, "globex-1");
+    // The event stream from the start holds only the tenant's own events.
+    let stream = ledger
+        .stream_events(with_key(
+            pb::StreamEventsRequest { after_sequence: 0, ..Default::default() },
+            Some(&globex),
+        ))
+        .await
+        .expect("stream")
+        .into_inner();
+    let seen: Vec<pb::Event> = tokio_stream::StreamExt::take(stream, 3)
+        .timeout(Duration::from_secs(3))
+        .take_while(Result::is_ok)
+        .filter_map(|item| item.ok().and_then(Result::ok))
+        .collect()
+        .await;
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|event| event.tenant == "globex"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_key_bound_to_a_user_sees_and_moves_only_that_users_accounts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, admin) = secured(dir.path(), &[]);
+    let address = &server.http_address;
+    for user in ["alice", "bob"] {
+        let created = post_json(
+            address,
+            &admin,
+            "/v1/users",
+            &format!("u-{user}"),
+            &format!(r#"{{"id":"{user}","name":"{user}","currency":"USD"}}"#),
+        )
+        .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let funded = post_json(address, &admin, "/v1/transfers", &format!("fund-{user}"), &format!(r#"{{"kind":"deposit","credit_account_id":"user:{user}:USD","amount":"50.00","currency":"USD"}}"#)).await;
+        assert_eq!(funded.status, 201, "{}", funded.body);
+    }
+    let alice = create_key_with(dir.path(), "write", &["--user", "alice"]);
+
+    assert_eq!(get_as(address, &alice, "/v1/accounts/user:alice:USD").await.status, 200);
+    let hidden = get_as(address, &alice, "/v1/accounts/user:bob:USD").await;
+    assert_eq!(hidden.status, 404, "{}", hidden.body);
+    let listed = get_as(address, &alice, "/v1/accounts").await.json();
+    let ids: Vec<&str> = listed["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|a| a["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["user:alice:USD"]);
+    assert_eq!(
+        get_as(address, &alice, "/v1/accounts?owner=bob").await.json()["accounts"],
+        serde_json::json!([])
+    );
+
+    let paid = post_json(address, &alice, "/v1/transfers", "a-pays-b", r#"{"debit_account_id":"user:alice:USD","credit_account_id":"user:bob:USD","amount":"10.00","currency":"USD"}"#).await;
+    assert_eq!(paid.status, 201, "paying someone else is fine: {}", paid.body);
+    let paid_id = paid.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(get_as(address, &alice, &format!("/v1/transfers/{paid_id}")).await.status, 200);
+    let pulled = post_json(address, &alice, "/v1/transfers", "b-pays-a", r#"{"debit_account_id":"user:bob:USD","credit_account_id":"user:alice:USD","amount":"10.00","currency":"USD"}"#).await;
+    assert_eq!(pulled.status, 404, "{}", pulled.body);
+    assert_eq!(pulled.json()["error"]["code"], "ACCOUNT_NOT_FOUND");
+    let minted = post_json(address, &alice, "/v1/transfers", "mint", r#"{"kind":"deposit","credit_account_id":"user:alice:USD","amount":"10.00","currency":"USD"}"#).await;
+    assert_eq!(minted.status, 403, "{}", minted.body);
+    let bobs = post_json(address, &admin, "/v1/transfers", "b-out", r#"{"kind":"withdrawal","debit_account_id":"user:bob:USD","amount":"1.00","currency":"USD"}"#).await;
+    let bobs_id = bobs.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(get_as(address, &alice, &format!("/v1/transfers/{bobs_id}")).await.status, 404);
+    assert_eq!(get_as(address, &alice, "/v1/users/bob").await.status, 404);
+    assert_eq!(get_as(address, &alice, "/v1/users/bob/spending").await.status, 404);
+    assert_eq!(get_as(address, &alice, "/v1/users/alice").await.status, 200);
+    assert_eq!(get_as(address, &alice, "/v1/events").await.status, 403);
+    assert_eq!(
+        post_json(address, &alice, "/v1/users", "u-c", r#"{"id":"carol","name":"c"}"#).await.status,
+        403
+    );
+    let opened = post_json(
+        address,
+        &alice,
+        "/v1/accounts",
+        "o-a2",
+        r#"{"id":"alice-savings","currency":"USD"}"#,
+    )
+    .await;
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    assert_eq!(opened.json()["owner"], "alice", "opened for the key's user");
+
+    // Part B acts as the key's user, and refuses another.
+    let authorization = bearer(&alice);
+    let balance = http(
+        address,
+        "GET",
+        "/payments/account/balance",
+        &[("Authorization", &authorization)],
+        None,
+    )
+    .await;
+    assert_eq!(balance.json(), serde_json::json!({"balance": 40}));
+    let other = http(
+        address,
+        "GET",
+        "/payments/account/balance",
+        &[("Authorization", &authorization), ("X-User-ID", "bob")],
+        None,
+    )
+    .await;
+    assert_eq!(other.status, 403);
+
+    let mut ledger = LedgerClient::new(server.channel().await);
+    let status = ledger
+        .get_account(with_key(pb::GetAccountRequest { id: "user:bob:USD".into() }, Some(&alice)))
+        .await
+        .expect_err("hidden");
+    assert_eq!(status.code(), Code::NotFound);
+    let request = pb::CreateTransfersRequest {
+        transfers: vec![crate::support::post("g-pull", "user:bob:USD", "user:alice:USD", 100)],
+        linked: false,
+    };
+    let status =
+        ledger.create_transfers(with_key(request, Some(&alice))).await.expect_err("refused");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    let status = ledger
+        .stream_events(with_key(pb::StreamEventsRequest::default(), Some(&alice)))
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied);
 }

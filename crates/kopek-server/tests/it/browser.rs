@@ -61,7 +61,8 @@ async fn the_ui_works_in_a_real_browser() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let Some(node_dir) = playwright(&tests) else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path());
+    let server = Server::start_with(dir.path(), &["--auth", "required"]);
+    let key = server.admin_key.clone().expect("the first start prints an admin key");
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&screenshots).expect("screenshot dir");
     let screenshot = screenshots.join("ui-phone.png");
@@ -71,6 +72,7 @@ async fn the_ui_works_in_a_real_browser() {
         .env("PLAYWRIGHT_DIR", node_dir.join("node_modules"))
         .env("KOPEK_HTTP_URL", format!("http://{}", server.http_address))
         .env("SCREENSHOT_PATH", &screenshot)
+        .env("KOPEK_API_KEY", &key)
         .env("CHROMIUM", &chromium)
         .output()
         .await
