@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod incoming;
 pub mod ledger;
 pub mod payment;
 pub mod pipeline;
@@ -15,9 +16,8 @@ use kopek_proto::kopek::v1::ledger_server::LedgerServer;
 use kopek_proto::payment::v1::payment_service_server::PaymentServiceServer;
 use kopek_proto::transaction::transaction_service_server::TransactionServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -30,11 +30,21 @@ pub const MESSAGE_BYTES_MAX: usize = 50 * 1024 * 1024;
 pub const SERVICE_NAMES: &[&str] =
     &["kopek.v1.Ledger", "transaction.TransactionService", "payment.v1.PaymentService"];
 
+/// Open gRPC connections, by default.
+pub const CONNECTIONS_MAX: usize = 4_096;
+/// Concurrent calls (streams) on one connection.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 1_024;
+/// Request metadata (headers) per call, in bytes.
+pub const METADATA_BYTES_MAX: u32 = 16 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct GrpcConfig {
     pub message_bytes_max: usize,
     /// The attempts a redelivered webhook delivery gets.
     pub webhook_max_attempts: u32,
+    pub connections_max: usize,
+    /// Serve over TLS (and verify client certificates, if it says so).
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -42,8 +52,28 @@ impl Default for GrpcConfig {
         GrpcConfig {
             message_bytes_max: MESSAGE_BYTES_DEFAULT,
             webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
+            connections_max: CONNECTIONS_MAX,
+            tls: None,
         }
     }
+}
+
+/// TLS from PEM files; with `client_ca`, every client must present a certificate it signed
+/// (mutual TLS).
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<ServerTlsConfig, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|error| format!("read {}: {error}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = client_ca {
+        config =
+            config.client_ca_root(Certificate::from_pem(read(ca)?)).client_auth_optional(false);
+    }
+    Ok(config.timeout(std::time::Duration::from_secs(10)))
 }
 
 /// Reports SERVING for `""` and every service, or NOT_SERVING for all while draining.
@@ -125,7 +155,16 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     set_health(&reporter, ServingStatus::Serving).await;
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = config.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
+        .max_concurrent_streams(STREAMS_PER_CONNECTION_MAX)
+        .http2_max_header_list_size(METADATA_BYTES_MAX)
+        // Dead peers are noticed and their connections closed.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .layer(auth::AuthLayer { gate })
         .add_service(health)
         .add_service(ledger)
@@ -133,7 +172,10 @@ pub async fn serve(
         .add_service(payments)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            incoming::limited(listener, config.connections_max),
+            shutdown.cancelled_owned(),
+        )
         .await?;
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod compat;
 pub mod dto;
 pub mod error;
 pub mod rest;
+pub mod serve;
 pub mod ui;
 pub mod webhooks;
 pub mod ws;

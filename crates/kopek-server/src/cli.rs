@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the ledger server (gRPC and HTTP).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create or upgrade the database schema, then exit.
     Migrate(StoreArgs),
     /// Recompute the books from the stored rows; exit 1 with a report on any mismatch.
@@ -216,6 +216,18 @@ pub struct ServeArgs {
     /// Share rate limits between processes through this Redis (redis://HOST:PORT/DB).
     #[arg(long, env = "KOPEK_REDIS")]
     pub redis: Option<String>,
+    /// Serve gRPC and HTTP over TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "KOPEK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "KOPEK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With TLS: gRPC clients must present a certificate signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "KOPEK_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Open connections per listener; past it new ones are closed at once.
+    #[arg(long, env = "KOPEK_CONNECTIONS_MAX", default_value_t = 4_096)]
+    pub connections_max: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,7 +25,7 @@ async fn run(command: Command) -> ExitCode {
     let outcome = match command {
         Command::Serve(args) => {
             serve::init_logging(args.log_format);
-            return report(serve::run(args).await);
+            return report(serve::run(*args).await);
         }
         Command::Migrate(args) => return report(migrate(&args).await),
         Command::Keys(command) => return report(admin::keys(command).await),

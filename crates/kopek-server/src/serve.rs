@@ -120,6 +120,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         bail!("ingestion reads commands from a broker: give --broker nats://, amqp:// or kafka://");
     }
     let auth_mode = auth_mode(&args)?;
+    let (grpc_tls, http_tls) = tls(&args)?;
     let limiter = rate_limiter(&args).await?;
     let store = open_store(&args.store).await?;
     if auth_mode == AuthMode::Required && args.role.serves_api() {
@@ -171,6 +172,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let grpc_config = GrpcConfig {
             message_bytes_max: args.grpc_message_bytes_max,
             webhook_max_attempts: args.webhook_max_attempts.max(1),
+            connections_max: args.connections_max.max(1),
+            tls: grpc_tls.clone(),
         };
         let grpc_engine = engine.clone();
         let grpc_feed = feed.clone();
@@ -275,9 +278,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             kopek_api_http::probes_router(http_state.clone())
         };
-        let stop = shutdown.clone().cancelled_owned();
+        let options = kopek_api_http::serve::ServeOptions {
+            tls: http_tls.clone(),
+            connections_max: args.connections_max.max(1),
+            ..kopek_api_http::serve::ServeOptions::default()
+        };
+        let stop = shutdown.clone();
         servers.spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(stop).await.context("HTTP server")
+            kopek_api_http::serve::serve(listener, app, options, stop).await.context("HTTP server")
         });
     }
     // These lines are the start-up contract: scripts and tests read the bound addresses here.
@@ -345,6 +353,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("kopek stopped");
     Ok(())
+}
+
+/// The TLS configurations of the gRPC and HTTP listeners, from `--tls-cert` and `--tls-key`
+/// (and `--tls-client-ca` for gRPC); none without them. Bad files fail the start.
+type TlsConfigs = (Option<tonic::transport::ServerTlsConfig>, Option<Arc<rustls::ServerConfig>>);
+
+fn tls(args: &ServeArgs) -> anyhow::Result<TlsConfigs> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok((None, None));
+    };
+    let http = kopek_api_http::serve::tls_config(cert, key)
+        .map_err(|message| anyhow::anyhow!("--tls-cert/--tls-key: {message}"))?;
+    let grpc = kopek_api_grpc::tls_config(cert, key, args.tls_client_ca.as_deref())
+        .map_err(|message| anyhow::anyhow!("--tls-cert/--tls-key/--tls-client-ca: {message}"))?;
+    Ok((Some(grpc), Some(Arc::new(http))))
 }
 
 /// `--auth`, or its default: off when every API listener is on loopback, required otherwise.

@@ -16,6 +16,7 @@ mod python;
 mod schemathesis;
 mod stream;
 mod support;
+mod tls;
 mod transactions;
 mod webhooks;
 
