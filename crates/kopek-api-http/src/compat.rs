@@ -568,6 +568,9 @@ pub async fn order_status_ws(
         return detail(StatusCode::SERVICE_UNAVAILABLE, "too many open WebSockets; retry later")
             .into_response();
     };
+    let upgrade = upgrade
+        .max_message_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX)
+        .max_frame_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX);
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
         crate::ws::order_status(state, id, socket).await;

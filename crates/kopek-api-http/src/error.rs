@@ -153,6 +153,15 @@ where
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            rejection: Rejection::invalid(format!(
+                "the body is larger than {} bytes",
+                crate::BODY_BYTES_MAX
+            )),
+        };
+    }
     let message = match &rejection {
         JsonRejection::MissingJsonContentType(_) => {
             "send a JSON body with Content-Type: application/json".to_owned()

@@ -55,6 +55,11 @@ pub struct AppState {
 
 /// Open WebSockets per process, all routes together.
 pub const WEBSOCKETS_MAX: usize = 1_024;
+/// Largest request body (a batch of `TRANSFERS_PER_REQUEST_MAX` transfers with full metadata
+/// fits); past it, 413.
+pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest message a WebSocket client may send (the feeds only push; clients need not talk).
+pub const WEBSOCKET_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 
 impl AppState {
     /// Auth is required until the caller says otherwise (`auth`), and nothing is rate limited.
@@ -154,6 +159,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .merge(ui::router_for(default_currency))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(cors(config))
 }
 

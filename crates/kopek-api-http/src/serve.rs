@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Open connections per HTTP listener, by default.
 pub const CONNECTIONS_MAX: usize = 4_096;
+/// Largest request head (request line and headers); past it, 431.
+pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 /// Time a client gets to send a request's head, and to finish a TLS handshake.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,7 +96,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(HEADER_BYTES_MAX);
+            builder.http2().max_header_list_size(HEADER_BYTES_MAX as u32);
             match acceptor {
                 None => {
                     let connection =

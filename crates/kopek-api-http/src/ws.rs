@@ -66,6 +66,9 @@ pub async fn events_ws(
         )
         .into_response();
     };
+    let upgrade = upgrade
+        .max_message_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX)
+        .max_frame_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX);
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
         follow(state, query.after, filter, socket).await;

@@ -228,6 +228,10 @@ pub struct ServeArgs {
     /// Open connections per listener; past it new ones are closed at once.
     #[arg(long, env = "KOPEK_CONNECTIONS_MAX", default_value_t = 4_096)]
     pub connections_max: usize,
+    /// Seconds an HTTP client gets to send a request's head (and to finish a TLS handshake)
+    /// before its connection is closed.
+    #[arg(long, env = "KOPEK_CLIENT_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub client_timeout_seconds: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

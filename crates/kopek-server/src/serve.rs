@@ -281,7 +281,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let options = kopek_api_http::serve::ServeOptions {
             tls: http_tls.clone(),
             connections_max: args.connections_max.max(1),
-            ..kopek_api_http::serve::ServeOptions::default()
+            header_timeout: Duration::from_secs(args.client_timeout_seconds.max(1)),
         };
         let stop = shutdown.clone();
         servers.spawn(async move {
