@@ -92,8 +92,31 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
 }
 
+/// Every route but the probes takes `Authorization: Bearer kopek_...` when auth is on.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("kopek_<id>_<secret>")
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
     info(
         title = "kopek",
         description = "A double-entry payment ledger. Amounts are decimal strings in major units with \

@@ -57,13 +57,17 @@ async fn generated_requests_get_no_5xx_and_schema_conforming_answers() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis");
     let Some(tool) = schemathesis(&tests.join("requirements.txt")) else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path());
+    // With auth on, as a deployment reachable from elsewhere runs: every call carries the key.
+    let server = Server::start_with(dir.path(), &["--auth", "required"]);
+    let key = server.admin_key.clone().expect("the first start prints an admin key");
     let reports = tempfile::tempdir().expect("report dir");
     let output = tokio::process::Command::new(tool)
         .arg("run")
         .arg(format!("http://{}/openapi.json", server.http_address))
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--max-examples", "50", "--seed", "20261121", "--no-color"])
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {key}"))
         .arg("--report-dir")
         .arg(reports.path())
         .env("SCHEMATHESIS_TELEMETRY", "false")
