@@ -9,7 +9,8 @@
 //! - `authorize`: the unary payment contract, CONCURRENCY callers each waiting for its answer.
 //!
 //! Streams keep at most 1024 requests in flight each, so latency is what one request waits
-//! at that depth, not an unbounded client-side queue.
+//! at that depth, not an unbounded client-side queue. With `KOPEK_API_KEY` set, every call
+//! carries the key (a server with auth required).
 
 use kopek_proto::kopek::v1 as ledger;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
@@ -27,6 +28,25 @@ const ACCOUNTS: u64 = 1_000;
 const WINDOW: usize = 1_024;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn connect(addr: impl Into<String>) -> Result<tonic::transport::Channel, Error> {
+    Ok(tonic::transport::Channel::from_shared(addr.into())?.connect().await?)
+}
+
+/// Adds `authorization: Bearer $KOPEK_API_KEY` to every call when the variable is set.
+fn bearer() -> Result<impl tonic::service::Interceptor + Clone, Error> {
+    let value: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+        match std::env::var("KOPEK_API_KEY") {
+            Ok(key) => Some(format!("Bearer {key}").parse()?),
+            Err(_) => None,
+        };
+    Ok(move |mut request: tonic::Request<()>| {
+        if let Some(value) = &value {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    })
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -83,7 +103,7 @@ fn pick(seed: &mut u64) -> u64 {
 
 /// Opens `load<N>` accounts and the users `load<N>` of the streaming contract, all funded.
 async fn fund(addr: &str, run: &str) -> Result<(), Error> {
-    let mut client = LedgerClient::connect(addr.to_owned()).await?;
+    let mut client = LedgerClient::with_interceptor(connect(addr.to_owned()).await?, bearer()?);
     let accounts: Vec<ledger::NewAccount> = (0..ACCOUNTS)
         .map(|n| ledger::NewAccount {
             id: format!("load{n}"),
@@ -111,7 +131,8 @@ async fn fund(addr: &str, run: &str) -> Result<(), Error> {
         })
         .collect();
     // The streaming contract's users open with their first deposit.
-    let mut stream = TransactionServiceClient::connect(addr.to_owned()).await?;
+    let mut stream =
+        TransactionServiceClient::with_interceptor(connect(addr.to_owned()).await?, bearer()?);
     let opening: Vec<transaction::Transaction> = (0..ACCOUNTS)
         .map(|n| transaction::Transaction {
             transaction_id: format!("{run}-open-{n}"),
@@ -138,7 +159,7 @@ async fn fund(addr: &str, run: &str) -> Result<(), Error> {
 type Measured = Result<(u64, Vec<Duration>), Error>;
 
 async fn stream(addr: String, run: String, worker: u64, count: u64) -> Measured {
-    let mut client = LedgerClient::connect(addr).await?;
+    let mut client = LedgerClient::with_interceptor(connect(addr).await?, bearer()?);
     let window = Arc::new(Semaphore::new(WINDOW));
     let (sender, receiver) = tokio::sync::mpsc::channel(WINDOW);
     let (times_sender, mut times) = tokio::sync::mpsc::unbounded_channel();
@@ -181,7 +202,7 @@ async fn stream(addr: String, run: String, worker: u64, count: u64) -> Measured 
 }
 
 async fn transactions(addr: String, run: String, worker: u64, count: u64) -> Measured {
-    let mut client = TransactionServiceClient::connect(addr).await?;
+    let mut client = TransactionServiceClient::with_interceptor(connect(addr).await?, bearer()?);
     let window = Arc::new(Semaphore::new(WINDOW));
     let (sender, receiver) = tokio::sync::mpsc::channel(WINDOW);
     let (times_sender, mut times) = tokio::sync::mpsc::unbounded_channel();
@@ -220,7 +241,7 @@ async fn transactions(addr: String, run: String, worker: u64, count: u64) -> Mea
 }
 
 async fn authorize(addr: String, run: String, worker: u64, count: u64) -> Measured {
-    let mut client = PaymentServiceClient::connect(addr).await?;
+    let mut client = PaymentServiceClient::with_interceptor(connect(addr).await?, bearer()?);
     let mut seed = (worker + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let (mut ok, mut latencies) = (0, Vec::with_capacity(count as usize));
     for n in 0..count {

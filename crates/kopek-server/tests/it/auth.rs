@@ -697,6 +697,40 @@ async fn a_tenant_sees_and_moves_only_its_own_ledger() {
         .await;
     assert!(!seen.is_empty());
     assert!(seen.iter().all(|event| event.tenant == "globex"), "{seen:?}");
+
+    // The WebSocket feed from the start: the tenant's own events only, then acme's new
+    // transfer never arrives.
+    let url = format!("ws://{address}/v1/ws?after=0&access_token={globex}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("ws with a key");
+    let moved = post_json(
+        address,
+        &acme,
+        "/v1/transfers",
+        "later",
+        r#"{"kind":"deposit","credit_account_id":"acme-1","amount":"1.00","currency":"USD"}"#,
+    )
+    .await;
+    assert_eq!(moved.status, 201);
+    let mut texts = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(2), socket.next()).await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            texts.push(text.to_string());
+        }
+    }
+    assert!(texts.len() >= 2, "the tenant's history arrives: {texts:?}");
+    // (Its own declined attempts name acme-1, as it sent them; nothing of acme's arrives.)
+    assert!(
+        texts
+            .iter()
+            .all(|text| text.contains(r#""tenant":"globex""#)
+                && !text.contains(r#""tenant":"acme""#)),
+        "{texts:?}"
+    );
+    assert!(!texts.iter().any(|text| text.contains("later")), "acme's new transfer arrived");
+    let refused = tokio_tungstenite::connect_async(format!("ws://{address}/v1/ws")).await;
+    assert!(refused.is_err(), "a WebSocket without a key was accepted");
 }
 
 #[tokio::test]
