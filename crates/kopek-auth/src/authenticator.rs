@@ -95,6 +95,11 @@ impl Authenticator {
         }
         if !known {
             let permit = self.hashing.acquire().await.map_err(|_| AuthError::Invalid)?;
+            // Callers that arrived together with one new key wait here for the first one's
+            // verdict instead of each paying for the hash.
+            if let Some(answer) = self.recent(id, &digest) {
+                return answer;
+            }
             let (secret, hash) = (secret.to_owned(), key.secret_hash.clone());
             let valid =
                 tokio::task::spawn_blocking(move || verify(&secret, &hash)).await.unwrap_or(false);
