@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// How long a key checked against the store is trusted before it is read again: a key revoked
-/// by another process stops working here within this time (at once when revoked here).
+/// How long a key checked against the store is trusted before it is read again: a revoked
+/// key stops working within this time.
 pub const RECHECK: Duration = Duration::from_secs(5);
 
 /// Whether callers must present a key.
@@ -110,11 +110,6 @@ impl Authenticator {
         }
         self.remember(key, principal.clone(), digest);
         principal.ok_or(AuthError::Invalid)
-    }
-
-    /// Forgets what this process knew of a key (after revoking it here).
-    pub fn forget(&self, id: &str) {
-        self.lock().remove(id);
     }
 
     /// The answer for a key checked less than [`RECHECK`] ago; `None` to ask the store.
