@@ -52,11 +52,13 @@ impl Gate {
         let credential = headers.get("authorization").and_then(|value| value.to_str().ok());
         let principal = self.auth.authenticate(credential).await.map_err(|error| match error {
             AuthError::Missing | AuthError::Invalid => {
+                refused(if error == AuthError::Missing { "missing_key" } else { "invalid_key" });
                 Status::unauthenticated(format!("UNAUTHENTICATED: {error}"))
             }
             AuthError::Unavailable(_) => Status::unavailable(format!("UNAVAILABLE: {error}")),
         })?;
         if !principal.may(scope) {
+            refused("forbidden");
             return Err(Status::permission_denied(format!(
                 "PERMISSION_DENIED: this key's scope is {}; the method needs {}",
                 principal.scope.as_str(),
@@ -66,10 +68,47 @@ impl Gate {
         if path != AUTHORIZE_PAYMENT
             && let Verdict::Limited { retry_after } = self.limiter.check(principal.bucket()).await
         {
+            refused("rate_limited");
             return Err(rate_limited(retry_after));
         }
         Ok(Some(principal))
     }
+}
+
+fn refused(reason: &str) {
+    kopek_telemetry::metrics().refusals.with_label_values(&["grpc", reason]).inc();
+}
+
+/// The method as a metric label: ours by name, anything else as `unknown`, so a client
+/// cannot make up series.
+fn method_label(path: &str) -> &str {
+    let service = path.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let known = crate::SERVICE_NAMES.contains(&service)
+        || matches!(
+            service,
+            "grpc.health.v1.Health"
+                | "grpc.reflection.v1.ServerReflection"
+                | "grpc.reflection.v1alpha.ServerReflection"
+        );
+    if known { path } else { "unknown" }
+}
+
+/// Counts, times and logs one call as its response starts: the status is the one in the
+/// headers (a refusal or an early error), else OK (a stream's final status comes later).
+fn observe<B>(path: &str, response: &http::Response<B>, started: std::time::Instant) {
+    let status = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|code| code.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+    let seconds = started.elapsed().as_secs_f64();
+    let method = method_label(path);
+    let metrics = kopek_telemetry::metrics();
+    let code = format!("{status:?}");
+    metrics.requests.with_label_values(&["grpc", method, &code]).inc();
+    metrics.request_seconds.with_label_values(&["grpc", method]).observe(seconds);
+    tracing::info!(surface = "grpc", method, status = %code, latency_ms = seconds * 1e3, "request");
 }
 
 pub fn rate_limited(retry_after: std::time::Duration) -> Status {
@@ -134,8 +173,9 @@ where
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let gate = self.gate.clone();
         Box::pin(async move {
+            let started = std::time::Instant::now();
             let path = request.uri().path().to_owned();
-            match gate.admit(&path, request.headers()).await {
+            let response = match gate.admit(&path, request.headers()).await {
                 Ok(principal) => {
                     if let Some(principal) = principal {
                         request.extensions_mut().insert(principal);
@@ -143,7 +183,11 @@ where
                     inner.call(request).await
                 }
                 Err(status) => Ok(status.into_http()),
+            };
+            if let Ok(response) = &response {
+                observe(&path, response, started);
             }
+            response
         })
     }
 }

@@ -81,7 +81,10 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let credential = header.map(str::to_owned).or(query_token);
     let principal = match state.auth.authenticate(credential.as_deref()).await {
         Ok(principal) => principal,
-        Err(error) => return refuse(&route, auth_error(&error)),
+        Err(error) => {
+            refused(if error == AuthError::Missing { "missing_key" } else { "invalid_key" });
+            return refuse(&route, auth_error(&error));
+        }
     };
     if !principal.may(scope) {
         let message = format!(
@@ -89,6 +92,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             principal.scope.as_str(),
             scope.as_str()
         );
+        refused("forbidden");
         return refuse(&route, (ErrorCode::PermissionDenied, message, None));
     }
     if let Verdict::Limited { retry_after } = state.limiter.check(principal.bucket()).await {
@@ -96,10 +100,15 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             "too many requests for this key; retry in {} ms",
             retry_after.as_millis().max(1)
         );
+        refused("rate_limited");
         return refuse(&route, (ErrorCode::RateLimited, message, Some(retry_after)));
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+fn refused(reason: &str) {
+    kopek_telemetry::metrics().refusals.with_label_values(&["http", reason]).inc();
 }
 
 type Refusal = (ErrorCode, String, Option<std::time::Duration>);

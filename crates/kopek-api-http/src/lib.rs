@@ -7,6 +7,7 @@ pub mod auth;
 pub mod compat;
 pub mod dto;
 pub mod error;
+pub mod observe;
 pub mod rest;
 pub mod serve;
 pub mod ui;
@@ -184,6 +185,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(cors(config))
+        .layer(axum::middleware::from_fn(observe::observe))
 }
 
 async fn not_found() -> ApiError {
@@ -240,6 +242,12 @@ pub fn probes_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Only `/metrics`: the `--metrics-listen` listener, which Prometheus may reach when the API
+/// listeners are private (or the other way round).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics)).fallback(not_found).with_state(state)
+}
+
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive", body = String)))]
 pub async fn healthz() -> &'static str {
@@ -290,9 +298,43 @@ fn relay_lines(relays: &[RelayMonitor]) -> String {
 /// A relay metric: name, type, help, and its value for one relay.
 type MetricFamily = (&'static str, &'static str, &'static str, fn(&RelayMonitor) -> String);
 
-/// Prometheus text exposition of what this process can tell: the outbox relays for now.
+/// Prometheus text exposition: the process registry (requests, write path, rejections,
+/// refusals, webhooks, consumers, process), then what only this state knows: the write
+/// queue, open WebSockets, the store pool and the outbox relays.
 pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
-    let mut text = String::new();
+    let mut text = kopek_telemetry::render();
+    let stats = state.engine.stats();
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let open_sockets = WEBSOCKETS_MAX - state.sockets.available_permits();
+    let (reads_busy, reads_max) = state.engine.store().pool_usage();
+    for (name, kind, help, value) in [
+        (
+            "kopek_queue_depth",
+            "gauge",
+            "Commands waiting for the writer.",
+            state.engine.queue_depth() as u64,
+        ),
+        (
+            "kopek_queue_capacity",
+            "gauge",
+            "Commands the write queue holds before OVERLOADED.",
+            state.engine.queue_capacity() as u64,
+        ),
+        ("kopek_batches_total", "counter", "Batches committed.", load(&stats.batches)),
+        ("kopek_commands_total", "counter", "Commands committed.", load(&stats.commands)),
+        (
+            "kopek_transfers_total",
+            "counter",
+            "Transfers (and other items) committed.",
+            load(&stats.transfers),
+        ),
+        ("kopek_websockets_open", "gauge", "Open WebSockets.", open_sockets as u64),
+        ("kopek_store_connections_busy", "gauge", "Store connections in use.", reads_busy as u64),
+        ("kopek_store_connections_max", "gauge", "Store connections at most.", reads_max as u64),
+    ] {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
     let families: [MetricFamily; 5] = [
         (
             "kopek_outbox_lag_events",

@@ -12,8 +12,8 @@ mod clock;
 pub use clock::{Clock, UlidGenerator};
 
 use kopek_core::{
-    Batch, Command, CommandBody, CommandResult, Outcome, Tenant, Timestamp, TransferId,
-    TransferStatus, limits,
+    AccountResult, Batch, Command, CommandBody, CommandResult, OrderResult, Outcome, Tenant,
+    Timestamp, TransferId, TransferResult, TransferStatus, UserResult, limits,
 };
 use kopek_store::{Store, StoreError};
 use std::collections::BTreeSet;
@@ -76,6 +76,40 @@ pub struct EngineStats {
     pub commands: AtomicU64,
     pub transfers: AtomicU64,
     pub failed_batches: AtomicU64,
+}
+
+/// Counts, by code, what the batch refused or declined (replays are not counted again).
+fn count_rejections(outcome: &Outcome) {
+    let rejections = &kopek_telemetry::metrics().rejections;
+    let count = |code: kopek_core::ErrorCode| rejections.with_label_values(&[code.as_str()]).inc();
+    for result in &outcome.results {
+        match result {
+            CommandResult::Transfers(results) => {
+                for result in results {
+                    match result {
+                        TransferResult::Committed(transfer) => {
+                            if let Some(error) = &transfer.error {
+                                count(error.code);
+                            }
+                        }
+                        TransferResult::Rejected(rejection) => count(rejection.code),
+                        TransferResult::Replayed(_) => {}
+                    }
+                }
+            }
+            CommandResult::Accounts(results) => {
+                for result in results {
+                    if let AccountResult::Rejected(rejection) = result {
+                        count(rejection.code);
+                    }
+                }
+            }
+            CommandResult::Account(AccountResult::Rejected(rejection))
+            | CommandResult::User(UserResult::Rejected(rejection))
+            | CommandResult::Order(OrderResult::Rejected(rejection)) => count(rejection.code),
+            _ => {}
+        }
+    }
 }
 
 struct Job {
@@ -203,6 +237,11 @@ impl Engine {
     /// Commands waiting for the writer right now.
     pub fn queue_depth(&self) -> usize {
         self.sender.max_capacity() - self.sender.capacity()
+    }
+
+    /// Commands the queue holds before `OVERLOADED`.
+    pub fn queue_capacity(&self) -> usize {
+        self.sender.max_capacity()
     }
 }
 
@@ -371,6 +410,10 @@ impl Writer {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(command_count, Ordering::Relaxed);
                 self.stats.transfers.fetch_add(transfer_count, Ordering::Relaxed);
+                let metrics = kopek_telemetry::metrics();
+                metrics.batch_items.observe(transfer_count as f64);
+                metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+                count_rejections(&outcome);
                 tracing::debug!(
                     commands = command_count,
                     transfers = transfer_count,
@@ -381,6 +424,7 @@ impl Writer {
             }
             Err(error) => {
                 self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+                kopek_telemetry::metrics().batches_failed.inc();
                 // If the connection broke during the commit, the batch may have been written after all:
                 // its callers are told "unavailable", and a retry on the same key replays.
                 tracing::error!(%error, commands = command_count, "batch failed; callers may retry");

@@ -141,7 +141,14 @@ async fn round(store: &dyn Store, client: &reqwest::Client, config: &NotifierCon
     let count = results.len();
     for result in results {
         match store.record_attempt(&result).await {
-            Ok(true) => {}
+            Ok(true) => {
+                let outcome = match result.status {
+                    kopek_store::DeliveryStatus::Delivered => "delivered",
+                    kopek_store::DeliveryStatus::Pending => "failed",
+                    kopek_store::DeliveryStatus::Dead => "dead",
+                };
+                kopek_telemetry::metrics().webhook_attempts.with_label_values(&[outcome]).inc();
+            }
             // Redelivered by hand (or claimed again) meanwhile: that round decides.
             Ok(false) => {
                 tracing::debug!(delivery = %result.attempt.delivery_id, "webhook attempt outlived its claim");

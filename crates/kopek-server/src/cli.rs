@@ -225,6 +225,9 @@ pub struct ServeArgs {
     /// With TLS: gRPC clients must present a certificate signed by this CA (PEM): mutual TLS.
     #[arg(long, env = "KOPEK_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Also serve `/metrics` (only) on this address, e.g. one only Prometheus reaches.
+    #[arg(long, env = "KOPEK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Open connections per listener; past it new ones are closed at once.
     #[arg(long, env = "KOPEK_CONNECTIONS_MAX", default_value_t = 4_096)]
     pub connections_max: usize,

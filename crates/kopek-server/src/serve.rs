@@ -150,6 +150,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let metrics_listener = match args.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listen for metrics on {address}"))?,
+        ),
+        None => None,
+    };
     let mut http_listeners = Vec::new();
     for address in &args.http_listen {
         http_listeners.push(
@@ -288,12 +296,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             kopek_api_http::serve::serve(listener, app, options, stop).await.context("HTTP server")
         });
     }
+    let metrics_address = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    if let Some(listener) = metrics_listener {
+        let app = kopek_api_http::metrics_router(http_state.clone());
+        let options = kopek_api_http::serve::ServeOptions::default();
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            kopek_api_http::serve::serve(listener, app, options, stop)
+                .await
+                .context("metrics server")
+        });
+    }
     // These lines are the start-up contract: scripts and tests read the bound addresses here.
     if let Some(grpc_address) = grpc_address {
         println!("kopek: grpc listening on {grpc_address}");
     }
     for address in &http_addresses {
         println!("kopek: http listening on {address}");
+    }
+    if let Some(address) = metrics_address {
+        println!("kopek: metrics listening on {address}");
     }
     tracing::info!(grpc = ?grpc_address, http = ?http_addresses, role = ?args.role, store = %describe(&args.store), auth = ?auth_mode, "kopek serving");
 

@@ -276,6 +276,10 @@ impl Store for FaultyStore {
         self.inner.revoke_api_key(id, now).await
     }
 
+    fn pool_usage(&self) -> (usize, usize) {
+        self.inner.pool_usage()
+    }
+
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         self.inner.audit(query).await
     }

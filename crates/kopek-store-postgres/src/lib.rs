@@ -1215,6 +1215,11 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
+    fn pool_usage(&self) -> (usize, usize) {
+        let open = usize::try_from(self.pool.size()).unwrap_or(0);
+        (open.saturating_sub(self.pool.num_idle()), POOL_CONNECTIONS_MAX as usize)
+    }
+
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         let sql = format!(
             "SELECT {AUDIT_COLUMNS} FROM outbox WHERE actor IS NOT NULL \

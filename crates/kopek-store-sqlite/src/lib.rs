@@ -1305,6 +1305,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn pool_usage(&self) -> (usize, usize) {
+        let readers = READ_CONNECTIONS_MAX - self.inner.read_permits.available_permits();
+        (readers, READ_CONNECTIONS_MAX)
+    }
+
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         let query = query.clone();
         self.read(move |connection| {

@@ -267,4 +267,7 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
     /// The events caused by keys' writes, in sequence order.
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Connections in use, and at most, for `/metrics`.
+    fn pool_usage(&self) -> (usize, usize);
 }

@@ -188,10 +188,16 @@ pub fn run(
                 .filter(|event| handler.wants().iter().any(|kind| kind.as_str() == event.kind))
                 .collect();
             let mut attempt_backoff = BACKOFF_FIRST;
+            let metrics = kopek_telemetry::metrics();
             while !wanted.is_empty() {
                 match handler.handle(&wanted).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        let handled = u64::try_from(wanted.len()).unwrap_or(u64::MAX);
+                        metrics.consumed.with_label_values(&[name]).inc_by(handled);
+                        break;
+                    }
                     Err(error) => {
+                        metrics.consumer_retries.with_label_values(&[name]).inc();
                         tracing::warn!(consumer = name, %error, "consumer effect failed; retrying the batch");
                         if pause(&shutdown, &mut attempt_backoff).await {
                             return;

@@ -12,6 +12,7 @@ mod health;
 mod http;
 mod ingest;
 mod ledger;
+mod metrics;
 mod payment;
 mod python;
 mod schemathesis;

@@ -24,6 +24,8 @@ pub struct Server {
     pub http_addresses: Vec<String>,
     /// The admin key a first start with auth required printed.
     pub admin_key: Option<String>,
+    /// The `--metrics-listen` listener, when there is one.
+    pub metrics_address: Option<String>,
 }
 
 impl Server {
@@ -76,10 +78,15 @@ impl Server {
         let mut grpc_address = None;
         let mut http_addresses = Vec::new();
         let mut admin_key = None;
+        let mut metrics_address = None;
         // Workers, relays and ingesters serve no gRPC.
         let grpc_expected =
             !extra.windows(2).any(|pair| matches!(pair, ["--role", "worker" | "relay" | "ingest"]));
-        while (grpc_expected && grpc_address.is_none()) || http_addresses.len() < http_count {
+        let metrics_expected = extra.contains(&"--metrics-listen");
+        while (grpc_expected && grpc_address.is_none())
+            || http_addresses.len() < http_count
+            || (metrics_expected && metrics_address.is_none())
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             let line =
                 received.recv_timeout(left).expect("kopek serve printed its listeners in time");
@@ -87,6 +94,8 @@ impl Server {
                 grpc_address = Some(address.to_owned());
             } else if let Some(address) = line.strip_prefix("kopek: http listening on ") {
                 http_addresses.push(address.to_owned());
+            } else if let Some(address) = line.strip_prefix("kopek: metrics listening on ") {
+                metrics_address = Some(address.to_owned());
             } else if let Some((_, key)) = line.split_once("kopek: admin key ") {
                 admin_key = key.rsplit(' ').next().map(str::to_owned);
             }
@@ -97,6 +106,7 @@ impl Server {
             http_address: http_addresses[0].clone(),
             http_addresses,
             admin_key,
+            metrics_address,
         }
     }
 
