@@ -833,7 +833,7 @@ pub async fn list_events(
     let size = page_size(query.limit);
     let tenant = caller.tenant().as_str();
     let events =
-        state.engine.store().tenant_events_after(tenant, query.after.unwrap_or(0), size).await?;
+        state.engine.store().events_after(Some(tenant), query.after.unwrap_or(0), size).await?;
     let next_cursor =
         (events.len() == size).then(|| events.last().map(|event| event.sequence)).flatten();
     Ok(Json(EventPageDto { events: events.iter().map(dto::event).collect(), next_cursor }))

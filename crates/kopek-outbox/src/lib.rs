@@ -92,7 +92,7 @@ impl Feed {
                 if sender.is_closed() {
                     return;
                 }
-                let page = match self.store.events_after(cursor, PAGE_EVENTS).await {
+                let page = match self.store.events_after(None, cursor, PAGE_EVENTS).await {
                     Ok(page) => page,
                     Err(error) => {
                         tracing::warn!(%error, "feed could not read history; retrying");
@@ -138,7 +138,7 @@ async fn last_sequence(store: &dyn Store) -> Result<u64, kopek_store::StoreError
     let mut cursor = 0;
     // The outbox only grows; walk it in large pages to its end.
     loop {
-        let page = store.events_after(cursor, 10_000).await?;
+        let page = store.events_after(None, cursor, 10_000).await?;
         match page.last() {
             Some(event) => cursor = event.sequence,
             None => return Ok(cursor),
@@ -158,7 +158,7 @@ impl Tail {
     async fn run(mut self, shutdown: CancellationToken) {
         loop {
             loop {
-                let page = match self.store.events_after(self.cursor, PAGE_EVENTS).await {
+                let page = match self.store.events_after(None, self.cursor, PAGE_EVENTS).await {
                     Ok(page) => page,
                     Err(error) => {
                         tracing::warn!(%error, "outbox tail could not read; retrying");

@@ -142,7 +142,7 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
     // knows them all and nothing moves.
     let created: Vec<Incoming> = engine
         .store()
-        .events_after(0, 1_000)
+        .events_after(None, 0, 1_000)
         .await
         .expect("events")
         .iter()

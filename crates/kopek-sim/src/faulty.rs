@@ -135,17 +135,13 @@ impl Store for FaultyStore {
         self.inner.next_hold_expiry().await
     }
 
-    async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
-        self.inner.events_after(sequence, limit).await
-    }
-
-    async fn tenant_events_after(
+    async fn events_after(
         &self,
-        tenant: &str,
+        tenant: Option<&str>,
         sequence: u64,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
-        self.inner.tenant_events_after(tenant, sequence, limit).await
+        self.inner.events_after(tenant, sequence, limit).await
     }
 
     async fn watermark(&self) -> StoreResult<Watermark> {

@@ -784,32 +784,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
-        let after = i64::try_from(sequence).unwrap_or(i64::MAX);
-        self.read(move |connection| {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM outbox WHERE sequence > ?1 ORDER BY sequence LIMIT ?2"
-            );
-            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
-            let rows = statement
-                .query_map(rusqlite::params![after, to_sql_int(limit)], event_from_row)
-                .map_err(sql_error)?;
-            rows.map(decoded).collect()
-        })
-        .await
-    }
-
-    async fn tenant_events_after(
+    async fn events_after(
         &self,
-        tenant: &str,
+        tenant: Option<&str>,
         sequence: u64,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
         let after = i64::try_from(sequence).unwrap_or(i64::MAX);
-        let tenant = tenant.to_owned();
+        let tenant = tenant.map(str::to_owned);
         self.read(move |connection| {
+            // Two statements rather than one with `?3 IS NULL OR`: each keeps its own index
+            // (the sequence for the feed, tenant and sequence for one tenant's page).
+            let filter = if tenant.is_some() { "tenant = ?3 AND" } else { "?3 IS NULL AND" };
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM outbox WHERE tenant = ?3 AND sequence > ?1 \
+                "SELECT {EVENT_COLUMNS} FROM outbox WHERE {filter} sequence > ?1 \
                  ORDER BY sequence LIMIT ?2"
             );
             let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;

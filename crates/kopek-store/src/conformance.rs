@@ -355,12 +355,12 @@ pub async fn accounts_list_by_owner_in_pages(store: &dyn Store) {
 pub async fn events_come_in_sequence(store: &dyn Store) {
     let outcome =
         run(store, at(1), 0, vec![open(&[("a", None)]), deposit("d1", "a", 5, None)]).await;
-    let events = store.events_after(0, 100).await.expect("read");
+    let events = store.events_after(None, 0, 100).await.expect("read");
     assert_eq!(events.len(), outcome.events.len());
     assert!(events.windows(2).all(|pair| pair[0].sequence < pair[1].sequence));
     let kinds: Vec<&str> = events.iter().map(|event| event.kind.as_str()).collect();
     assert_eq!(kinds, ["AccountOpened", "AccountOpened", "TransferPosted"]);
-    let later = store.events_after(events[0].sequence, 100).await.expect("read");
+    let later = store.events_after(None, events[0].sequence, 100).await.expect("read");
     assert_eq!(later.len(), events.len() - 1);
     assert!(events[2].payload.contains("\"type\":\"TransferPosted\""));
     assert!(events[2].payload.contains("\"posted_minor\":5"));
@@ -731,10 +731,10 @@ pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
     assert_eq!(ids(listed), ["acme-1", "user:ann:USD"]);
     assert_eq!(store.list_accounts(None, None, None, 10).await.expect("list").len(), 3);
 
-    let acme_events = store.tenant_events_after("acme", 0, 10).await.expect("events");
+    let acme_events = store.events_after(Some("acme"), 0, 10).await.expect("events");
     assert_eq!(acme_events.len(), 3, "AccountOpened, AccountOpened, UserCreated");
     assert!(acme_events.iter().all(|event| event.tenant == "acme"));
-    let home = store.tenant_events_after("default", 0, 10).await.expect("events");
+    let home = store.events_after(Some("default"), 0, 10).await.expect("events");
     assert_eq!(home.iter().map(|e| e.subject_id.as_str()).collect::<Vec<_>>(), ["home-1"]);
 
     // The audit trail: the events of commands that carried a key, by key and time.

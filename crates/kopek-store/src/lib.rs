@@ -169,11 +169,10 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest expiry time of any pending hold.
     async fn next_hold_expiry(&self) -> StoreResult<Option<Timestamp>>;
     /// Outbox events after `sequence` (exclusive), in order.
-    async fn events_after(&self, sequence: u64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
-    /// One tenant's events after `sequence`, in order, at most `limit`.
-    async fn tenant_events_after(
+    /// Events after `sequence`, in order, at most `limit`: one tenant's, or every tenant's.
+    async fn events_after(
         &self,
-        tenant: &str,
+        tenant: Option<&str>,
         sequence: u64,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>>;

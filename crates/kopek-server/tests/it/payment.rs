@@ -226,7 +226,7 @@ async fn an_authorized_payment_moves_money_at_once_and_replays_as_duplicate() {
         (first.payment_id.as_str(), ledger::Direction::Credit as i32)
     );
     let store = open_ledger(dir.path()).await;
-    let events = store.events_after(0, 1_000).await.expect("events");
+    let events = store.events_after(None, 0, 1_000).await.expect("events");
     let about_payment: Vec<&str> = events
         .iter()
         .filter(|event| event.subject_id == first.payment_id)

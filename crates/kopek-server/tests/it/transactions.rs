@@ -276,7 +276,7 @@ async fn ten_thousand_transactions_on_one_stream_answer_in_order_and_add_up() {
     let mut commit_times = std::collections::BTreeSet::new();
     let mut transfer_events = 0;
     loop {
-        let events = store.events_after(after, 1_000).await.expect("events");
+        let events = store.events_after(None, after, 1_000).await.expect("events");
         let Some(last) = events.last() else { break };
         after = last.sequence;
         for event in events
