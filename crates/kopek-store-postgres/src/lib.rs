@@ -20,7 +20,7 @@ use kopek_store::codec::{event_json, metadata_to_json};
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::rows::{
     ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, ORDER_COLUMNS, RawAccount, RawEntry, RawOrder,
-    RawTransfer, RawUser, TRANSFER_COLUMNS,
+    RawTransfer, RawUser, TRANSFER_COLUMNS, USER_COLUMNS,
 };
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
@@ -303,12 +303,8 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
     state.last_user_number = last_user_number;
     if !keys.users.is_empty() {
         let ids: Vec<String> = keys.users.iter().map(ToString::to_string).collect();
-        for row in sqlx::query("SELECT id, name, created_at, tenant FROM users WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut **db)
-            .await
-            .map_err(sql_error)?
-        {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1)");
+        for row in sqlx::query(&sql).bind(&ids).fetch_all(&mut **db).await.map_err(sql_error)? {
             let user = user_from(&row)?;
             state.users.insert(user.id.clone(), user);
         }
@@ -778,7 +774,8 @@ impl Store for PostgresStore {
     }
 
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT id, name, created_at, tenant FROM users WHERE id = $1")
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row = sqlx::query(&sql)
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await
