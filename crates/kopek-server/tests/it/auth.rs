@@ -28,9 +28,15 @@ fn bearer(key: &str) -> String {
 
 /// `kopek keys create` on the server's own data dir, while it runs.
 fn create_key(dir: &Path, scope: &str) -> String {
+    create_key_with(dir, scope, &[])
+}
+
+/// `kopek keys create` with more flags (`--tenant`, `--user`).
+fn create_key_with(dir: &Path, scope: &str, extra: &[&str]) -> String {
     let dir = dir.to_str().expect("utf-8 path");
-    let (code, out, err) = cli(&["keys", "create", "--data-dir", dir, "--scope", scope]);
-    assert_eq!(code, 0, "keys create {scope}: {err}");
+    let args = [&["keys", "create", "--data-dir", dir, "--scope", scope][..], extra].concat();
+    let (code, out, err) = cli(&args);
+    assert_eq!(code, 0, "keys create {scope} {extra:?}: {err}");
     let token = out.trim().to_owned();
     assert!(token.starts_with("kopek_"), "{out}");
     token
@@ -521,14 +527,6 @@ async fn the_audit_trail_names_the_key_behind_every_write() {
     );
     let (_, later, _) = cli(&["audit", "--data-dir", data, "--since", "2999-01-01T00:00:00Z"]);
     assert_eq!(later, "");
-}
-
-fn create_key_with(dir: &Path, scope: &str, extra: &[&str]) -> String {
-    let dir = dir.to_str().expect("utf-8 path");
-    let args = [&["keys", "create", "--data-dir", dir, "--scope", scope][..], extra].concat();
-    let (code, out, err) = cli(&args);
-    assert_eq!(code, 0, "keys create {scope} {extra:?}: {err}");
-    out.trim().to_owned()
 }
 
 async fn post_json(
