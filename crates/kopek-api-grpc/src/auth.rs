@@ -7,6 +7,7 @@ use futures_util::future::BoxFuture;
 use kopek_auth::{AuthError, Authenticator, Principal, RateLimiter, Scope, Verdict};
 use std::task::{Context, Poll};
 use tonic::Status;
+use tracing::Instrument;
 
 /// The method AuthorizePayment answers a rate limit inside its response, as its contract
 /// says (`PAYMENT_ERROR_CODE_RATE_LIMITED`), so the layer leaves that check to the handler.
@@ -95,7 +96,13 @@ fn method_label(path: &str) -> &str {
 
 /// Counts, times and logs one call as its response starts: the status is the one in the
 /// headers (a refusal or an early error), else OK (a stream's final status comes later).
-fn observe<B>(path: &str, response: &http::Response<B>, started: std::time::Instant) {
+fn observe<B>(
+    path: &str,
+    response: &http::Response<B>,
+    started: std::time::Instant,
+    span: &tracing::Span,
+    request_id: &str,
+) {
     let status = response
         .headers()
         .get("grpc-status")
@@ -108,7 +115,37 @@ fn observe<B>(path: &str, response: &http::Response<B>, started: std::time::Inst
     let code = format!("{status:?}");
     metrics.requests.with_label_values(&["grpc", method, &code]).inc();
     metrics.request_seconds.with_label_values(&["grpc", method]).observe(seconds);
-    tracing::info!(surface = "grpc", method, status = %code, latency_ms = seconds * 1e3, "request");
+    span.record("rpc.grpc.status_code", status as i32);
+    span.in_scope(|| {
+        tracing::info!(
+            surface = "grpc",
+            method,
+            status = %code,
+            latency_ms = seconds * 1e3,
+            request_id,
+            trace_id = %kopek_telemetry::trace::trace_id(span),
+            "request"
+        );
+    });
+}
+
+/// The call's span: named by its method, continuing the caller's trace when the metadata
+/// carries W3C `traceparent`, with the caller's `x-request-id` or a fresh one.
+fn call_span(path: &str, headers: &http::HeaderMap) -> (tracing::Span, String) {
+    let request_id = kopek_telemetry::trace::request_id(
+        headers.get("x-request-id").and_then(|value| value.to_str().ok()),
+    );
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = method_label(path),
+        otel.kind = "server",
+        request_id = %request_id,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    let traceparent =
+        headers.get(kopek_telemetry::trace::TRACEPARENT).and_then(|value| value.to_str().ok());
+    kopek_telemetry::trace::continue_from(&span, traceparent);
+    (span, request_id)
 }
 
 pub fn rate_limited(retry_after: std::time::Duration) -> Status {
@@ -175,17 +212,22 @@ where
         Box::pin(async move {
             let started = std::time::Instant::now();
             let path = request.uri().path().to_owned();
-            let response = match gate.admit(&path, request.headers()).await {
-                Ok(principal) => {
-                    if let Some(principal) = principal {
-                        request.extensions_mut().insert(principal);
+            let (span, request_id) = call_span(&path, request.headers());
+            let response = async {
+                match gate.admit(&path, request.headers()).await {
+                    Ok(principal) => {
+                        if let Some(principal) = principal {
+                            request.extensions_mut().insert(principal);
+                        }
+                        inner.call(request).await
                     }
-                    inner.call(request).await
+                    Err(status) => Ok(status.into_http()),
                 }
-                Err(status) => Ok(status.into_http()),
-            };
+            }
+            .instrument(span.clone())
+            .await;
             if let Ok(response) = &response {
-                observe(&path, response, started);
+                observe(&path, response, started, &span, &request_id);
             }
             response
         })

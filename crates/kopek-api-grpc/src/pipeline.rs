@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 /// Requests of one stream that may be committing at once. Past this the server stops reading
 /// the stream until answers go out, and HTTP/2 flow control slows the client down.
@@ -40,30 +41,34 @@ where
     let (responses, outbound) = mpsc::channel(STREAM_IN_FLIGHT_MAX);
     let (pipeline, mut in_flight) =
         mpsc::channel::<Result<Answer<Out>, Status>>(STREAM_IN_FLIGHT_MAX);
-    tokio::spawn(async move {
-        let draining =
-            || Status::unavailable("the server is shutting down: resend what was not answered");
-        loop {
-            let message = tokio::select! {
-                message = inbound.message() => message,
-                () = shutdown.cancelled() => Err(draining()),
-            };
-            let item = match message {
-                Ok(Some(message)) => {
-                    tokio::select! {
-                        answer = start(message) => Ok(answer),
-                        () = shutdown.cancelled() => Err(draining()),
+    tokio::spawn(
+        async move {
+            let draining =
+                || Status::unavailable("the server is shutting down: resend what was not answered");
+            loop {
+                let message = tokio::select! {
+                    message = inbound.message() => message,
+                    () = shutdown.cancelled() => Err(draining()),
+                };
+                let item = match message {
+                    Ok(Some(message)) => {
+                        tokio::select! {
+                            answer = start(message) => Ok(answer),
+                            () = shutdown.cancelled() => Err(draining()),
+                        }
                     }
+                    Ok(None) => break,
+                    Err(status) => Err(status),
+                };
+                let failed = item.is_err();
+                if pipeline.send(item).await.is_err() || failed {
+                    break;
                 }
-                Ok(None) => break,
-                Err(status) => Err(status),
-            };
-            let failed = item.is_err();
-            if pipeline.send(item).await.is_err() || failed {
-                break;
             }
         }
-    });
+        // The stream's commands join the call's trace.
+        .in_current_span(),
+    );
     tokio::spawn(async move {
         while let Some(item) = in_flight.recv().await {
             let response = match item {

@@ -132,11 +132,25 @@ pub struct Command {
     /// The API key that sent the command (`None`: kopek itself, or auth off). Every event
     /// the command causes carries it: the audit trail.
     pub actor: Option<String>,
+    /// The W3C `traceparent` of the span that sent the command (a request, a consumer). Every
+    /// event the command causes carries it, so whoever acts on the event joins that trace.
+    pub trace: Option<String>,
 }
 
 impl Command {
     pub fn new(tenant: Tenant, body: CommandBody) -> Command {
-        Command { tenant, body, inbox: None, actor: None }
+        Command { tenant, body, inbox: None, actor: None, trace: None }
+    }
+
+    /// The idempotency key of the command's first transfer, if it moves money: what a log
+    /// line or a span names it by.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match &self.body {
+            CommandBody::CreateTransfers { transfers, .. } => {
+                transfers.first().map(|transfer| transfer.idempotency_key.as_str())
+            }
+            _ => None,
+        }
     }
 
     /// The same command, sent by the key `actor`.
@@ -371,8 +385,9 @@ struct Ledger<'a> {
     orders_changed: Vec<OrderId>,
     last_user_number: u64,
     allocated_any_user: bool,
-    /// The key behind the command being applied.
+    /// The key behind the command being applied, and the span that sent it.
     actor: Option<String>,
+    trace: Option<String>,
 }
 
 /// A pure check's verdict before anything changes.
@@ -408,11 +423,13 @@ impl<'a> Ledger<'a> {
             last_user_number: state.last_user_number,
             allocated_any_user: false,
             actor: None,
+            trace: None,
         }
     }
 
     fn run(&mut self, command: &Command) -> CommandResult {
         self.actor.clone_from(&command.actor);
+        self.trace.clone_from(&command.trace);
         let tenant = &command.tenant;
         match &command.body {
             CommandBody::CreateAccounts(accounts) => CommandResult::Accounts(
@@ -682,6 +699,7 @@ impl<'a> Ledger<'a> {
             id,
             tenant: tenant.clone(),
             actor: self.actor.clone(),
+            trace: self.trace.clone(),
             kind,
             at: self.now,
             subject,

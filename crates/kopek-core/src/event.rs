@@ -119,6 +119,8 @@ pub struct Event {
     pub tenant: Tenant,
     /// The API key whose command caused the event (`None`: kopek itself, or auth off).
     pub actor: Option<String>,
+    /// The W3C `traceparent` of the span whose command caused the event.
+    pub trace: Option<String>,
     pub kind: EventKind,
     pub at: Timestamp,
     pub subject: Subject,

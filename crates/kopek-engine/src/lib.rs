@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -115,6 +116,21 @@ fn count_rejections(outcome: &Outcome) {
 struct Job {
     command: Command,
     reply: oneshot::Sender<Result<CommandResult, EngineError>>,
+    /// The span that queued the command: the batch links to it and records its id on it.
+    span: Span,
+}
+
+impl Job {
+    /// A job for `command`, sent from the current span. A command that names no trace of its
+    /// own joins that span's: its events carry the span's `traceparent`.
+    fn new(mut command: Command) -> (Job, Ticket) {
+        let (reply, answer) = oneshot::channel();
+        let span = Span::current();
+        if command.trace.is_none() {
+            command.trace = kopek_telemetry::trace::traceparent(&span);
+        }
+        (Job { command, reply, span }, Ticket(answer))
+    }
 }
 
 /// A handle to the write path; cheap to clone. The writer stops once every handle is gone
@@ -157,6 +173,7 @@ impl Engine {
             recheck_at,
             unexpirable: BTreeSet::new(),
             closed: closed.clone(),
+            batches: 0,
         };
         let handle = tokio::spawn(writer.run());
         (Engine { sender, store, stats, closed, commits }, handle)
@@ -169,12 +186,12 @@ impl Engine {
 
     /// Queues a whole command (with its sender, for the audit trail) without waiting.
     pub fn enqueue_now(&self, command: Command) -> Result<Ticket, EngineError> {
-        let (reply, answer) = oneshot::channel();
-        self.sender.try_send(Job { command, reply }).map_err(|error| match error {
+        let (job, ticket) = Job::new(command);
+        self.sender.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => EngineError::ShuttingDown,
         })?;
-        Ok(Ticket(answer))
+        Ok(ticket)
     }
 
     /// Queues a command, waiting for room in the queue when it is full: the back-pressure a
@@ -184,25 +201,29 @@ impl Engine {
         tenant: Tenant,
         body: CommandBody,
     ) -> Result<Ticket, EngineError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job { command: Command::new(tenant, body), reply };
-        self.sender.send(job).await.map_err(|_| EngineError::ShuttingDown)?;
-        Ok(Ticket(answer))
+        self.enqueue_command(Command::new(tenant, body)).await
     }
 
     /// Queues `command` (which may carry an inbox mark), waiting for room in the queue: what
     /// a consumer answering events uses.
     pub async fn enqueue_command(&self, command: Command) -> Result<Ticket, EngineError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job { command, reply };
+        let (job, ticket) = Job::new(command);
         self.sender.send(job).await.map_err(|_| EngineError::ShuttingDown)?;
-        Ok(Ticket(answer))
+        Ok(ticket)
     }
 
     /// Queues a whole command without waiting (`OVERLOADED` at once when the queue is full)
     /// and waits for its committed result: what the APIs use, with the caller's tenant.
+    /// The span `ledger.submit` covers the wait in the queue, the batch and the commit; the
+    /// writer records the batch's id on it.
     pub async fn submit_command(&self, command: Command) -> Result<CommandResult, EngineError> {
-        self.enqueue_now(command)?.wait().await
+        let span = tracing::info_span!(
+            "ledger.submit",
+            idempotency_key = command.idempotency_key(),
+            items = command.body.size(),
+            batch_id = tracing::field::Empty,
+        );
+        async { self.enqueue_now(command)?.wait().await }.instrument(span).await
     }
 
     /// Queues a command and waits for its committed result.
@@ -211,7 +232,7 @@ impl Engine {
         tenant: Tenant,
         body: CommandBody,
     ) -> Result<CommandResult, EngineError> {
-        self.enqueue(tenant, body)?.wait().await
+        self.submit_command(Command::new(tenant, body)).await
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -262,8 +283,12 @@ struct Writer {
     unexpirable: BTreeSet<TransferId>,
     /// Cancelled by `Engine::close`.
     closed: CancellationToken,
+    /// Batches formed since start: the id of the last one, for spans and log lines.
+    batches: u64,
 }
 
+/// Requests a batch's span links to at most.
+const LINKS_MAX: usize = 32;
 /// Times a batch is run again after a write conflict with another process.
 const CONFLICT_RETRIES: u64 = 8;
 /// Holds expired per batch of the expiry pass.
@@ -341,9 +366,30 @@ impl Writer {
     }
 
     async fn process(&mut self, jobs: Vec<Job>) {
+        self.batches = self.batches.wrapping_add(1);
+        let batch_id = self.batches;
+        let span = tracing::info_span!(
+            "ledger.batch",
+            batch_id,
+            commands = jobs.len(),
+            transfers = tracing::field::Empty,
+        );
+        for job in jobs.iter().take(LINKS_MAX) {
+            if let Some(traceparent) = &job.command.trace {
+                kopek_telemetry::trace::link_to(&span, traceparent);
+            }
+        }
+        for job in &jobs {
+            job.span.record("batch_id", batch_id);
+        }
+        self.process_batch(jobs).instrument(span).await;
+    }
+
+    async fn process_batch(&mut self, jobs: Vec<Job>) {
         let (commands, replies): (Vec<Command>, Vec<_>) =
             jobs.into_iter().map(|job| (job.command, job.reply)).unzip();
         let batch = Arc::new(Batch { commands });
+        Span::current().record("transfers", batch.transfer_count());
         match self.commit(batch.clone()).await {
             Ok(outcome) => {
                 self.note_holds(&outcome);
@@ -378,7 +424,8 @@ impl Writer {
         let command_count = batch.commands.len() as u64;
         let started = std::time::Instant::now();
         let mut attempt = 0;
-        let result = loop {
+        let span = tracing::info_span!("ledger.commit", attempts = tracing::field::Empty);
+        let result = async { loop {
             let mut ids = SharedIds { generator: self.ids.clone(), now };
             let decided = batch.clone();
             let result = self
@@ -403,7 +450,10 @@ impl Writer {
                 }
                 result => break result,
             }
-        };
+        } }
+        .instrument(span.clone())
+        .await;
+        span.record("attempts", attempt + 1);
         match result {
             Ok(outcome) => {
                 self.committed.send_modify(|count| *count += 1);

@@ -32,6 +32,9 @@ pub fn document_value(event: &StoredEvent) -> Value {
     fields.insert("schema_version".to_owned(), Value::from(SCHEMA_VERSION));
     fields.insert("sequence".to_owned(), Value::from(event.sequence));
     fields.insert("subject_id".to_owned(), Value::from(event.subject_id.as_str()));
+    if let Some(traceparent) = &event.traceparent {
+        fields.insert("traceparent".to_owned(), Value::from(traceparent.as_str()));
+    }
     Value::Object(fields)
 }
 
@@ -51,8 +54,13 @@ mod tests {
             at: Timestamp::from_unix_micros(1_700_000_000_000_000),
             payload: r#"{"id":"01J0000000000000000000000E","type":"TransferPosted","balances":[]}"#
                 .to_owned(),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
         };
         let document: Value = serde_json::from_slice(&document(&event)).expect("json");
+        assert_eq!(
+            document["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
         assert_eq!(document["sequence"], 42);
         assert_eq!(document["schema_version"], 1);
         assert_eq!(document["type"], "TransferPosted");
@@ -70,6 +78,7 @@ mod tests {
             subject_id: "a".to_owned(),
             at: Timestamp::from_unix_micros(0),
             payload: "not json".to_owned(),
+            traceparent: None,
         };
         let document: Value = serde_json::from_slice(&document(&event)).expect("json");
         assert_eq!(document["id"], "e");

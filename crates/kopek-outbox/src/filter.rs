@@ -104,6 +104,7 @@ mod tests {
             subject_id: subject.into(),
             at: kopek_core::Timestamp::EPOCH,
             payload: payload.to_string(),
+            traceparent: None,
         };
         (stored, payload)
     }

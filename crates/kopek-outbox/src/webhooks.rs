@@ -162,6 +162,12 @@ async fn round(store: &dyn Store, client: &reqwest::Client, config: &NotifierCon
     count
 }
 
+/// The `traceparent` field of an event document, if it has one.
+fn traceparent_of(body: &str) -> Option<String> {
+    let document: serde_json::Value = serde_json::from_str(body).ok()?;
+    document.get("traceparent")?.as_str().map(str::to_owned)
+}
+
 async fn attempt(
     client: &reqwest::Client,
     config: &NotifierConfig,
@@ -172,16 +178,18 @@ async fn attempt(
     let at = now();
     let started = Instant::now();
     let t = at.as_unix_micros() / 1_000_000;
-    let sent = client
+    let mut request = client
         .post(&hook.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("Kopek-Signature", signature(&hook.secret, t, &delivery.body))
         .header("Kopek-Event-Id", &delivery.event_id)
         .header("Kopek-Event-Type", &delivery.event_type)
-        .header("Kopek-Delivery-Id", &delivery.id)
-        .body(delivery.body.clone())
-        .send()
-        .await;
+        .header("Kopek-Delivery-Id", &delivery.id);
+    // The receiver joins the trace of the request behind the event.
+    if let Some(traceparent) = traceparent_of(&delivery.body) {
+        request = request.header(kopek_telemetry::trace::TRACEPARENT, traceparent);
+    }
+    let sent = request.body(delivery.body.clone()).send().await;
     let (status_code, error) = match sent {
         Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
         Ok(response) => {

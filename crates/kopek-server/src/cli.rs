@@ -228,6 +228,11 @@ pub struct ServeArgs {
     /// Also serve `/metrics` (only) on this address, e.g. one only Prometheus reaches.
     #[arg(long, env = "KOPEK_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Send traces to this OpenTelemetry collector (OTLP over gRPC, e.g.
+    /// `http://127.0.0.1:4317`). Off by default: trace context still flows through requests,
+    /// events and broker messages.
+    #[arg(long, env = "KOPEK_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Open connections per listener; past it new ones are closed at once.
     #[arg(long, env = "KOPEK_CONNECTIONS_MAX", default_value_t = 4_096)]
     pub connections_max: usize,

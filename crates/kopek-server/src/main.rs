@@ -24,8 +24,15 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> ExitCode {
     let outcome = match command {
         Command::Serve(args) => {
-            serve::init_logging(args.log_format);
-            return report(serve::run(*args).await);
+            let json = args.log_format == cli::LogFormat::Json;
+            let tracing = match kopek_telemetry::trace::init(json, args.otlp_endpoint.as_deref()) {
+                Ok(tracing) => tracing,
+                Err(message) => return report(Err(anyhow::anyhow!(message))),
+            };
+            let outcome = serve::run(*args).await;
+            // Sends the spans not yet exported; it blocks, so not on a runtime worker.
+            let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+            return report(outcome);
         }
         Command::Migrate(args) => return report(migrate(&args).await),
         Command::Keys(command) => return report(admin::keys(command).await),

@@ -1,7 +1,7 @@
 //! `kopek serve`: opens the store, starts the write path and the listeners, and drains them
 //! on SIGTERM or Ctrl-C.
 
-use crate::cli::{AuthFlag, LogFormat, Role, ServeArgs, StoreArgs};
+use crate::cli::{AuthFlag, Role, ServeArgs, StoreArgs};
 use anyhow::{Context, bail};
 use kopek_api_grpc::GrpcConfig;
 use kopek_auth::{AuthMode, Authenticator, RateLimit, RateLimiter, Scope};
@@ -79,16 +79,6 @@ pub fn describe(args: &StoreArgs) -> String {
             )
         }
         Err(_) => "unknown".to_owned(),
-    }
-}
-
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

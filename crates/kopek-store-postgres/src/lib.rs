@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_consumers.sql"),
     include_str!("../migrations/0004_webhooks.sql"),
     include_str!("../migrations/0005_security.sql"),
+    include_str!("../migrations/0006_tracing.sql"),
 ];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
@@ -229,6 +230,7 @@ fn event_from(row: &PgRow) -> StoreResult<StoredEvent> {
         subject_id: row.try_get(4).map_err(sql_error)?,
         at: Timestamp::from_unix_micros(at),
         payload: row.try_get(6).map_err(sql_error)?,
+        traceparent: row.try_get(7).map_err(sql_error)?,
     })
 }
 
@@ -565,8 +567,9 @@ async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) ->
             .map_err(sql_error)?;
         let events = &outcome.events;
         sqlx::query(
-            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor) SELECT * FROM UNNEST($1::text[], \
-             $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])",
+            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor, traceparent) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+             $6::text[], $7::text[], $8::text[])",
         )
         .bind(events.iter().map(|e| e.id.to_string()).collect::<Vec<String>>())
         .bind(events.iter().map(|e| e.tenant.to_string()).collect::<Vec<String>>())
@@ -575,6 +578,7 @@ async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) ->
         .bind(events.iter().map(|e| e.at.as_unix_micros()).collect::<Vec<i64>>())
         .bind(events.iter().map(event_json).collect::<Vec<String>>())
         .bind(events.iter().map(|e| e.actor.clone()).collect::<Vec<Option<String>>>())
+        .bind(events.iter().map(|e| e.trace.clone()).collect::<Vec<Option<String>>>())
         .execute(&mut **db)
         .await
         .map_err(sql_error)?;
@@ -739,10 +743,10 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<StoredEvent>> {
         // Two statements rather than one with `$3 IS NULL OR`: each keeps its own index.
         let sql = if tenant.is_some() {
-            "SELECT sequence, id, tenant, kind, subject_id, at, payload FROM outbox \
+            "SELECT sequence, id, tenant, kind, subject_id, at, payload, traceparent FROM outbox \
              WHERE tenant = $3 AND sequence > $1 ORDER BY sequence LIMIT $2"
         } else {
-            "SELECT sequence, id, tenant, kind, subject_id, at, payload FROM outbox \
+            "SELECT sequence, id, tenant, kind, subject_id, at, payload, traceparent FROM outbox \
              WHERE $3::text IS NULL AND sequence > $1 ORDER BY sequence LIMIT $2"
         };
         sqlx::query(sql)

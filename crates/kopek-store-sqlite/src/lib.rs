@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_consumers.sql"),
     include_str!("../migrations/0005_webhooks.sql"),
     include_str!("../migrations/0006_security.sql"),
+    include_str!("../migrations/0007_tracing.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -517,9 +518,11 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
             Value::Integer(event.at.as_unix_micros()),
             Value::Text(event_json(event)),
             event.actor.clone().map_or(Value::Null, Value::Text),
+            event.trace.clone().map_or(Value::Null, Value::Text),
         ];
         run(
-            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor, traceparent) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             values,
         )?;
     }

@@ -12,7 +12,7 @@ use kopek_store::{StoreError, StoredEntry, StoredEvent};
 use rusqlite::types::Value;
 use rusqlite::{Row, ToSql};
 
-pub const EVENT_COLUMNS: &str = "sequence, id, tenant, kind, subject_id, at, payload";
+pub const EVENT_COLUMNS: &str = "sequence, id, tenant, kind, subject_id, at, payload, traceparent";
 
 /// A row decoded into a domain value, or why it could not be.
 pub type Decoded<T> = Result<T, String>;
@@ -103,6 +103,7 @@ pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
         subject_id: row.get(4)?,
         at: Timestamp::from_unix_micros(at),
         payload: row.get(6)?,
+        traceparent: row.get(7)?,
     };
     Ok(u64::try_from(sequence)
         .map(|sequence| StoredEvent { sequence, ..event })

@@ -704,6 +704,8 @@ pub async fn api_keys_are_kept_listed_and_revoked(store: &dyn Store) {
     assert_eq!(revoked.revoked_at, Some(now));
 }
 
+const TRACED: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
     let acme = Tenant::parse("acme").expect("tenant");
     let user = NewUser {
@@ -714,7 +716,10 @@ pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
     let commands = vec![
         Command::new(acme.clone(), open(&[("acme-1", None)])).by(Some("key-a")),
         Command::new(acme.clone(), CommandBody::CreateUser(user)),
-        Command::new(Tenant::default_tenant(), open(&[("home-1", None)])).by(Some("key-d")),
+        Command {
+            trace: Some(TRACED.to_owned()),
+            ..Command::new(Tenant::default_tenant(), open(&[("home-1", None)])).by(Some("key-d"))
+        },
     ];
     run_commands(store, at(1), 0, commands).await;
     let account = store.account(&id("acme-1")).await.expect("read").expect("opened");
@@ -736,6 +741,9 @@ pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
     assert!(acme_events.iter().all(|event| event.tenant == "acme"));
     let home = store.events_after(Some("default"), 0, 10).await.expect("events");
     assert_eq!(home.iter().map(|e| e.subject_id.as_str()).collect::<Vec<_>>(), ["home-1"]);
+    // The command's trace context is kept with its events, and only there.
+    assert_eq!(home[0].traceparent.as_deref(), Some(TRACED));
+    assert!(acme_events.iter().all(|event| event.traceparent.is_none()));
 
     // The audit trail: the events of commands that carried a key, by key and time.
     let query = |actor: Option<&str>, since: i64| crate::AuditQuery {

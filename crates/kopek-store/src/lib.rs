@@ -59,6 +59,8 @@ pub struct StoredEvent {
     pub subject_id: String,
     pub at: Timestamp,
     pub payload: String,
+    /// The W3C `traceparent` of the span whose command caused the event, if it was traced.
+    pub traceparent: Option<String>,
 }
 
 /// What a consumer does for one event besides the inbox mark: `Store::consume` applies the

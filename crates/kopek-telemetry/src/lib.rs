@@ -2,6 +2,8 @@
 //! `/metrics` renders them with [`render`], after the families only the serving crate knows
 //! (relays, queue depth).
 
+pub mod trace;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
     TextEncoder,

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Every consumer kopek runs, with the event types it reads. A broker sink that needs
 /// subscriptions to exist before it publishes (RabbitMQ queues) declares them from this.
@@ -36,6 +37,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Events handed to a handler at once at most.
 pub const BATCH_EVENTS: usize = 256;
+/// Requests a consumer batch's span links to at most.
+const LINKS_MAX: usize = 32;
 
 /// One event as a consumer sees it, from the feed or from a broker's document.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,6 +48,8 @@ pub struct Incoming {
     pub kind: String,
     pub tenant: String,
     pub subject_id: String,
+    /// The W3C trace context of the command that caused the event, if it was traced.
+    pub traceparent: Option<String>,
     /// The whole event document (`docs/events.md`).
     pub document: Value,
 }
@@ -57,6 +62,7 @@ impl Incoming {
             kind: event.kind.clone(),
             tenant: event.tenant.clone(),
             subject_id: event.subject_id.clone(),
+            traceparent: event.traceparent.clone(),
             // The same document a broker carries, sequence and schema version included.
             document: crate::envelope::document_value(event),
         }
@@ -83,6 +89,7 @@ impl Incoming {
             kind: text("type")?,
             tenant: text("tenant")?,
             subject_id: text("subject_id")?,
+            traceparent: document.get("traceparent").and_then(Value::as_str).map(str::to_owned),
             document,
         })
     }
@@ -189,8 +196,9 @@ pub fn run(
                 .collect();
             let mut attempt_backoff = BACKOFF_FIRST;
             let metrics = kopek_telemetry::metrics();
+            let span = consume_span(name, &wanted);
             while !wanted.is_empty() {
-                match handler.handle(&wanted).await {
+                match handler.handle(&wanted).instrument(span.clone()).await {
                     Ok(()) => {
                         let handled = u64::try_from(wanted.len()).unwrap_or(u64::MAX);
                         metrics.consumed.with_label_values(&[name]).inc_by(handled);
@@ -216,6 +224,27 @@ pub fn run(
             backoff = BACKOFF_FIRST;
         }
     })
+}
+
+/// Links a batch's span to the request behind each of its events (the first
+/// `LINKS_MAX`); a batch of one event continues that request's trace.
+fn consume_span(name: &str, events: &[Incoming]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = %format!("consume {name}"),
+        otel.kind = "consumer",
+        consumer = name,
+        events = events.len(),
+    );
+    if let [event] = events {
+        kopek_telemetry::trace::continue_from(&span, event.traceparent.as_deref());
+    }
+    for traceparent in
+        events.iter().filter_map(|event| event.traceparent.as_deref()).take(LINKS_MAX)
+    {
+        kopek_telemetry::trace::link_to(&span, traceparent);
+    }
+    span
 }
 
 /// Sleeps the backoff (with jitter) and doubles it; `true` on shutdown.

@@ -6,6 +6,7 @@ use super::{Sink, SinkError, within};
 use crate::envelope;
 use async_trait::async_trait;
 use kopek_store::StoredEvent;
+use kopek_telemetry::trace::TRACEPARENT;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
@@ -116,6 +117,12 @@ impl Sink for AmqpSink {
                     "kopek-tenant".into(),
                     AMQPValue::LongString(event.tenant.as_str().into()),
                 );
+                if let Some(traceparent) = &event.traceparent {
+                    headers.insert(
+                        TRACEPARENT.into(),
+                        AMQPValue::LongString(traceparent.as_str().into()),
+                    );
+                }
                 let properties = BasicProperties::default()
                     .with_message_id(event.id.as_str().into())
                     .with_type(event.kind.as_str().into())

@@ -10,6 +10,7 @@ use crate::envelope;
 use async_trait::async_trait;
 use kopek_core::EventKind;
 use kopek_store::StoredEvent;
+use kopek_telemetry::trace::TRACEPARENT;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -231,11 +232,15 @@ impl Sink for KafkaSink {
             .iter()
             .map(|event| {
                 let sequence = event.sequence.to_string();
-                let headers = OwnedHeaders::new()
+                let mut headers = OwnedHeaders::new()
                     .insert(Header { key: "kopek-event-id", value: Some(event.id.as_str()) })
                     .insert(Header { key: "kopek-event-type", value: Some(event.kind.as_str()) })
                     .insert(Header { key: "kopek-sequence", value: Some(sequence.as_str()) })
                     .insert(Header { key: "content-type", value: Some("application/json") });
+                if let Some(traceparent) = &event.traceparent {
+                    headers = headers
+                        .insert(Header { key: TRACEPARENT, value: Some(traceparent.as_str()) });
+                }
                 let document = envelope::document_value(event);
                 Outgoing {
                     topic: topic_of(&self.prefix, &event.kind),

@@ -7,6 +7,7 @@ use crate::envelope;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_trait::async_trait;
 use kopek_store::StoredEvent;
+use kopek_telemetry::trace::TRACEPARENT;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,11 +68,14 @@ impl Sink for NatsSink {
             let mut acks = Vec::with_capacity(events.len());
             for event in events {
                 let subject = format!("{prefix}.{}.{}", event.tenant, event.kind);
-                let message = PublishMessage::build()
+                let mut message = PublishMessage::build()
                     .payload(envelope::document(event).into())
                     .message_id(&event.id)
                     .header("Kopek-Event-Type", event.kind.as_str())
                     .header("Kopek-Sequence", event.sequence.to_string().as_str());
+                if let Some(traceparent) = &event.traceparent {
+                    message = message.header(TRACEPARENT, traceparent.as_str());
+                }
                 let ack = context
                     .send_publish(subject, message)
                     .await

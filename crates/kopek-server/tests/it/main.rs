@@ -19,6 +19,7 @@ mod schemathesis;
 mod stream;
 mod support;
 mod tls;
+mod traces;
 mod transactions;
 mod webhooks;
 

@@ -26,6 +26,8 @@ pub struct Server {
     pub admin_key: Option<String>,
     /// The `--metrics-listen` listener, when there is one.
     pub metrics_address: Option<String>,
+    /// What the process wrote to stderr, line by line, when started with `start_logging`.
+    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -41,6 +43,15 @@ impl Server {
 
     /// Starts `kopek serve` with extra flags and environment variables.
     pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn(data_dir, extra, env, false)
+    }
+
+    /// Starts `kopek serve` with extra flags, logging at info, and keeps its stderr in `logs`.
+    pub fn start_logging(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::spawn(data_dir, extra, &[("RUST_LOG", "info")], true)
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], capture: bool) -> Server {
         let database = crate::ON_POSTGRES.then(|| PgDatabase::for_dir(data_dir));
         let database_args = match &database {
             Some(database) => vec!["--database".to_owned(), database.url.clone()],
@@ -61,9 +72,18 @@ impl Server {
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture { Stdio::piped() } else { Stdio::inherit() })
             .spawn()
             .expect("spawn kopek serve");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    logs.lock().expect("logs").push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("piped stdout");
         let (lines, received) = mpsc::channel();
         std::thread::spawn(move || {
@@ -107,7 +127,13 @@ impl Server {
             http_addresses,
             admin_key,
             metrics_address,
+            logs,
         }
+    }
+
+    /// The stderr lines captured so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
     }
 
     pub fn grpc_url(&self) -> String {
