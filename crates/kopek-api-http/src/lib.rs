@@ -377,11 +377,27 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
             ));
         }
     }
+    let newest = state.feed.published();
     text.push_str(&format!(
         "# HELP kopek_outbox_sequence The newest outbox sequence this process has seen.\n\
-         # TYPE kopek_outbox_sequence gauge\nkopek_outbox_sequence {}\n",
-        state.feed.published()
+         # TYPE kopek_outbox_sequence gauge\nkopek_outbox_sequence {newest}\n"
     ));
+    let consumers = kopek_telemetry::metrics().consumer_lags();
+    text.push_str(
+        "# HELP kopek_consumer_lag_seconds How long the event a consumer works on has waited \
+         since its commit (while idle: how old its last event was when handled).\n\
+         # TYPE kopek_consumer_lag_seconds gauge\n",
+    );
+    for (consumer, _, lag) in &consumers {
+        text.push_str(&format!("kopek_consumer_lag_seconds{{consumer=\"{consumer}\"}} {lag:.3}\n"));
+    }
+    text.push_str(
+        "# HELP kopek_consumer_sequence The outbox sequence of the newest event the consumer \
+         handled.\n# TYPE kopek_consumer_sequence gauge\n",
+    );
+    for (consumer, sequence, _) in &consumers {
+        text.push_str(&format!("kopek_consumer_sequence{{consumer=\"{consumer}\"}} {sequence}\n"));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -40,6 +40,24 @@ pub enum Command {
     Keys(KeysCommand),
     /// List what API keys did: every event their writes caused, newest last.
     Audit(AuditArgs),
+    /// One screen about a running server: health, throughput, errors, lag, the books.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Address of a running kopek server's HTTP listener.
+    #[arg(long, env = "KOPEK_HTTP_ADDR", default_value = "http://127.0.0.1:8000")]
+    pub addr: String,
+    /// Where `/metrics` is served, when it is on `--metrics-listen` (default: `--addr`).
+    #[arg(long, env = "KOPEK_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Seconds between the two reads of `/metrics` that rates are measured over.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval_seconds: f64,
+    /// Print JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -233,6 +251,10 @@ pub struct ServeArgs {
     /// events and broker messages.
     #[arg(long, env = "KOPEK_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// Check the books (what `kopek verify` does) this often, in a process that does
+    /// background work, and report the result in `/metrics` and the log; 0 turns it off.
+    #[arg(long, env = "KOPEK_VERIFY_EVERY_SECONDS", default_value_t = 3600)]
+    pub verify_every_seconds: u64,
     /// Open connections per listener; past it new ones are closed at once.
     #[arg(long, env = "KOPEK_CONNECTIONS_MAX", default_value_t = 4_096)]
     pub connections_max: usize,

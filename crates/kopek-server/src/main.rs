@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod client;
 mod serve;
+mod status;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -37,6 +38,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Migrate(args) => return report(migrate(&args).await),
         Command::Keys(command) => return report(admin::keys(command).await),
         Command::Audit(args) => return report(admin::audit(args).await),
+        Command::Status(args) => return status::run(args).await,
         Command::Verify(args) => return verify(args).await,
         Command::Accounts(command) => client::run_accounts(command).await,
         Command::Deposit(args) => {

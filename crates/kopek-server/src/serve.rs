@@ -82,6 +82,56 @@ pub fn describe(args: &StoreArgs) -> String {
     }
 }
 
+/// Checks the books every `every` (the first time one period after start) and reports in
+/// `/metrics` (`kopek_verify_*`) and the log: an error line for every problem found.
+fn check_books(
+    store: Arc<dyn Store>,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let metrics = kopek_telemetry::metrics();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let started = std::time::Instant::now();
+            match store.verify().await {
+                Ok(report) => {
+                    metrics
+                        .verify_problems
+                        .set(i64::try_from(report.problems.len()).unwrap_or(i64::MAX));
+                    metrics.verify_accounts.set(i64::try_from(report.accounts).unwrap_or(i64::MAX));
+                    if report.is_ok() {
+                        metrics.verify_runs.with_label_values(&["ok"]).inc();
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |since| since.as_secs_f64());
+                        metrics.verify_last_ok.set(now);
+                        tracing::info!(
+                            accounts = report.accounts,
+                            transfers = report.transfers,
+                            events = report.events,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "books verified"
+                        );
+                    } else {
+                        metrics.verify_runs.with_label_values(&["failed"]).inc();
+                        for problem in &report.problems {
+                            tracing::error!(%problem, "the books do not verify");
+                        }
+                    }
+                }
+                Err(error) => {
+                    metrics.verify_runs.with_label_values(&["error"]).inc();
+                    tracing::warn!(%error, "could not check the books; trying again next period");
+                }
+            }
+        }
+    })
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let default_currency = kopek_core::Currency::parse(&args.default_currency)
         .map_err(|rejection| anyhow::anyhow!("--default-currency: {}", rejection.message))?;
@@ -235,6 +285,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 )),
             };
             background.push(kopek_outbox::consumer::run(handler, source, shutdown.clone()));
+        }
+        if args.verify_every_seconds > 0 {
+            let every = Duration::from_secs(args.verify_every_seconds);
+            background.push(check_books(store.clone(), every, shutdown.clone()));
         }
     }
     let mut http_state = kopek_api_http::AppState::new(

@@ -5,10 +5,11 @@
 pub mod trace;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
-use std::sync::LazyLock;
+use std::collections::BTreeMap;
+use std::sync::{LazyLock, Mutex};
 
 /// Request and commit latencies, in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -37,6 +38,35 @@ pub struct Metrics {
     /// Events each consumer handled, and batches it had to retry.
     pub consumed: IntCounterVec,
     pub consumer_retries: IntCounterVec,
+    /// Checks of the books (every balance against its entries, every transfer balanced, the
+    /// outbox without gaps), by result: `ok`, `failed` (problems found), `error` (could not
+    /// run).
+    pub verify_runs: IntCounterVec,
+    /// Problems and accounts of the last check that ran.
+    pub verify_problems: IntGauge,
+    pub verify_accounts: IntGauge,
+    /// Unix time of the last check that found the books in order.
+    pub verify_last_ok: Gauge,
+    /// How far behind each consumer of this process is.
+    consumers: Mutex<BTreeMap<String, ConsumerProgress>>,
+}
+
+/// What one consumer is doing, for its lag.
+#[derive(Clone, Copy, Debug, Default)]
+struct ConsumerProgress {
+    /// The outbox sequence of the newest event it handled.
+    sequence: u64,
+    /// While it handles a batch: when the batch's oldest event was committed (Unix seconds).
+    handling_since: Option<f64>,
+    /// How old the newest event of its last batch was when the batch was done.
+    last_lag: f64,
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -71,6 +101,51 @@ impl Metrics {
             IntCounter::new("kopek_batches_failed_total", "Batches the store did not commit.")
                 .expect("a valid metric");
         registry.register(Box::new(batches_failed.clone())).expect("registered once");
+        let verify_runs = counter(
+            &registry,
+            "kopek_verify_runs_total",
+            "Checks of the books, by result (ok, failed, error).",
+            &["result"],
+        );
+        // Every result is a series from the start, so alerts on `failed` see a zero first.
+        for result in ["ok", "failed", "error"] {
+            verify_runs.with_label_values(&[result]);
+        }
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("a valid metric");
+            registry.register(Box::new(gauge.clone())).expect("registered once");
+            gauge
+        };
+        let refusals = counter(
+            &registry,
+            "kopek_refusals_total",
+            "Requests refused before any work, by reason.",
+            &["surface", "reason"],
+        );
+        for surface in ["http", "grpc"] {
+            for reason in ["missing_key", "invalid_key", "forbidden", "rate_limited"] {
+                refusals.with_label_values(&[surface, reason]);
+            }
+        }
+        let webhook_attempts = counter(
+            &registry,
+            "kopek_webhook_attempts_total",
+            "Webhook delivery attempts, by outcome.",
+            &["outcome"],
+        );
+        for outcome in ["delivered", "failed", "dead"] {
+            webhook_attempts.with_label_values(&[outcome]);
+        }
+        let verify_problems =
+            gauge("kopek_verify_problems", "Problems the last check of the books found.");
+        let verify_accounts =
+            gauge("kopek_verify_accounts_checked", "Accounts the last check of the books checked.");
+        let verify_last_ok = Gauge::new(
+            "kopek_verify_last_ok_timestamp_seconds",
+            "Unix time of the last check that found the books in order (0: none yet).",
+        )
+        .expect("a valid metric");
+        registry.register(Box::new(verify_last_ok.clone())).expect("registered once");
         Metrics {
             requests: counter(
                 &registry,
@@ -98,18 +173,8 @@ impl Metrics {
                 "Commands refused or transfers declined, by error code.",
                 &["code"],
             ),
-            refusals: counter(
-                &registry,
-                "kopek_refusals_total",
-                "Requests refused before any work, by reason.",
-                &["surface", "reason"],
-            ),
-            webhook_attempts: counter(
-                &registry,
-                "kopek_webhook_attempts_total",
-                "Webhook delivery attempts, by outcome.",
-                &["outcome"],
-            ),
+            refusals,
+            webhook_attempts,
             consumed: counter(
                 &registry,
                 "kopek_consumer_events_total",
@@ -122,8 +187,52 @@ impl Metrics {
                 "Batches a consumer failed to handle and will take again.",
                 &["consumer"],
             ),
+            verify_runs,
+            verify_problems,
+            verify_accounts,
+            verify_last_ok,
+            consumers: Mutex::new(BTreeMap::new()),
             registry,
         }
+    }
+
+    /// Notes that `consumer` took a batch whose oldest event was committed at `oldest`
+    /// (Unix seconds): until the batch is done, its lag grows from there.
+    pub fn consumer_took(&self, consumer: &str, oldest: f64) {
+        if let Ok(mut consumers) = self.consumers.lock() {
+            consumers.entry(consumer.to_owned()).or_default().handling_since = Some(oldest);
+        }
+    }
+
+    /// Notes that `consumer` is done with a batch whose newest event is outbox `sequence`,
+    /// committed at `newest` (Unix seconds).
+    pub fn consumer_done(&self, consumer: &str, sequence: u64, newest: f64) {
+        if let Ok(mut consumers) = self.consumers.lock() {
+            let progress = consumers.entry(consumer.to_owned()).or_default();
+            progress.sequence = progress.sequence.max(sequence);
+            progress.handling_since = None;
+            progress.last_lag = (unix_now() - newest).max(0.0);
+        }
+    }
+
+    /// Each consumer of this process: the sequence it has handled up to, and its lag in
+    /// seconds (how long the event it works on has waited, or how old its last one was).
+    pub fn consumer_lags(&self) -> Vec<(String, u64, f64)> {
+        let now = unix_now();
+        self.consumers
+            .lock()
+            .map(|consumers| {
+                consumers
+                    .iter()
+                    .map(|(name, progress)| {
+                        let lag = progress
+                            .handling_since
+                            .map_or(progress.last_lag, |since| (now - since).max(0.0));
+                        (name.clone(), progress.sequence, lag)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -16,7 +16,7 @@ pub mod notifier;
 pub mod payments;
 
 use async_trait::async_trait;
-use kopek_core::EventKind;
+use kopek_core::{EventKind, Timestamp};
 use kopek_store::StoredEvent;
 use serde_json::Value;
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub struct Incoming {
     pub kind: String,
     pub tenant: String,
     pub subject_id: String,
+    /// When the event was committed.
+    pub at: Option<Timestamp>,
     /// The W3C trace context of the command that caused the event, if it was traced.
     pub traceparent: Option<String>,
     /// The whole event document (`docs/events.md`).
@@ -62,6 +64,7 @@ impl Incoming {
             kind: event.kind.clone(),
             tenant: event.tenant.clone(),
             subject_id: event.subject_id.clone(),
+            at: Some(event.at),
             traceparent: event.traceparent.clone(),
             // The same document a broker carries, sequence and schema version included.
             document: crate::envelope::document_value(event),
@@ -89,6 +92,10 @@ impl Incoming {
             kind: text("type")?,
             tenant: text("tenant")?,
             subject_id: text("subject_id")?,
+            at: document
+                .get("at")
+                .and_then(Value::as_str)
+                .and_then(|at| Timestamp::parse_rfc3339(at).ok()),
             traceparent: document.get("traceparent").and_then(Value::as_str).map(str::to_owned),
             document,
         })
@@ -170,6 +177,9 @@ pub fn run(
     let crash = crash_after_effect(handler.name());
     tokio::spawn(async move {
         let name = handler.name();
+        // The consumer's series exist from its start, at zero.
+        kopek_telemetry::metrics().consumed.with_label_values(&[name]);
+        kopek_telemetry::metrics().consumer_retries.with_label_values(&[name]);
         let mut backoff = BACKOFF_FIRST;
         loop {
             let batch = tokio::select! {
@@ -190,12 +200,20 @@ pub fn run(
                     continue;
                 }
             };
+            let metrics = kopek_telemetry::metrics();
+            let committed = |event: &Incoming| event.at.map_or(0.0, unix_seconds);
+            if let Some(oldest) = batch.iter().map(committed).reduce(f64::min) {
+                metrics.consumer_took(name, oldest);
+            }
+            let newest = batch
+                .iter()
+                .max_by_key(|event| event.sequence)
+                .map(|event| (event.sequence, committed(event)));
             let wanted: Vec<Incoming> = batch
                 .into_iter()
                 .filter(|event| handler.wants().iter().any(|kind| kind.as_str() == event.kind))
                 .collect();
             let mut attempt_backoff = BACKOFF_FIRST;
-            let metrics = kopek_telemetry::metrics();
             let span = consume_span(name, &wanted);
             while !wanted.is_empty() {
                 match handler.handle(&wanted).instrument(span.clone()).await {
@@ -217,6 +235,9 @@ pub fn run(
                 tracing::error!(consumer = name, "KOPEK_FAULT: aborting between effect and ack");
                 std::process::abort();
             }
+            if let Some((sequence, at)) = newest {
+                metrics.consumer_done(name, sequence, at);
+            }
             if let Err(error) = source.ack().await {
                 // The events come again; the inbox knows them.
                 tracing::warn!(consumer = name, %error, "consumer could not acknowledge; the batch will be redelivered");
@@ -224,6 +245,10 @@ pub fn run(
             backoff = BACKOFF_FIRST;
         }
     })
+}
+
+fn unix_seconds(at: Timestamp) -> f64 {
+    at.as_unix_micros() as f64 / 1e6
 }
 
 /// Links a batch's span to the request behind each of its events (the first

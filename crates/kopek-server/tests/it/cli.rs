@@ -135,3 +135,74 @@ fn bad_broker_settings_are_refused_at_start() {
         assert!(stderr.contains(says), "{extra:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn status_summarises_a_running_server_under_load() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with(dir.path(), &["--verify-every-seconds", "1"]);
+    let address = server.http_address.clone();
+    let open = r#"{"id":"busy","currency":"USD"}"#;
+    let opened = http(&address, "POST", "/v1/accounts", &[("Idempotency-Key", "o")], Some(open));
+    assert_eq!(opened.await.status, 201);
+    // Deposits and one decline while status measures.
+    let load = {
+        let address = address.clone();
+        tokio::spawn(async move {
+            let deposit =
+                r#"{"kind":"deposit","credit_account_id":"busy","amount":"1.00","currency":"USD"}"#;
+            let too_much = r#"{"debit_account_id":"busy","credit_account_id":"world:USD","amount":"999999.00","currency":"USD"}"#;
+            let started = std::time::Instant::now();
+            let mut n = 0;
+            while started.elapsed() < std::time::Duration::from_secs(4) {
+                let key = format!("load-{n}");
+                let body = if n % 10 == 5 { too_much } else { deposit };
+                let headers = [("Idempotency-Key", key.as_str())];
+                http(&address, "POST", "/v1/transfers", &headers, Some(body)).await;
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let url = format!("http://{address}");
+    let run = |json: bool| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["status", "--addr", url.as_str(), "--interval-seconds", "1.5"];
+            if json {
+                args.push("--json");
+            }
+            cli(&args)
+        })
+    };
+    let (code, stdout, stderr) = run(false).await.expect("status ran");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with(&format!("kopek at {url}: ready\n")), "{stdout}");
+    let throughput = stdout.lines().find(|l| l.contains("throughput")).expect("a throughput line");
+    let per_second: f64 =
+        throughput.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("transfers/s");
+    assert!(per_second > 0.0, "the load shows: {stdout}");
+    assert!(stdout.contains("declined: INSUFFICIENT_FUNDS "), "{stdout}");
+    assert!(stdout.contains("queue 0 / 65536"), "{stdout}");
+    assert!(stdout.contains("relay       none (no --broker)"), "{stdout}");
+    assert!(stdout.contains("consumers   analytics"), "{stdout}");
+    assert!(stdout.contains("books       verified"), "{stdout}");
+    assert!(stdout.contains("rss "), "{stdout}");
+    let sent = load.await.expect("load");
+    assert!(sent > 5, "the load ran: {sent}");
+
+    let (code, stdout, _) = run(true).await.expect("status ran");
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON status");
+    assert_eq!(report["ready"], true);
+    assert_eq!(report["queue"]["capacity"], 65536.0);
+    assert!(report["books"]["checks_ok"].as_f64().is_some_and(|n| n >= 1.0), "{report}");
+    assert_eq!(report["books"]["problems"], 0.0);
+    assert!(report["process"]["rss_bytes"].as_f64().is_some_and(|n| n > 1e6), "{report}");
+
+    // Nothing listening: exit 2 with the reason.
+    drop(server);
+    let (code, _, stderr) = run(false).await.expect("status ran");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/readyz"), "{stderr}");
+}
