@@ -82,7 +82,8 @@ pub fn describe(args: &StoreArgs) -> String {
     }
 }
 
-/// Checks the books every `every` (the first time one period after start) and reports in
+/// Checks the books every `every`, give or take a tenth so that workers started together do
+/// not scan together (the first time about one period after start), and reports in
 /// `/metrics` (`kopek_verify_*`) and the log: an error line for every problem found.
 fn check_books(
     store: Arc<dyn Store>,
@@ -92,9 +93,11 @@ fn check_books(
     tokio::spawn(async move {
         let metrics = kopek_telemetry::metrics();
         loop {
+            let spread = u32::try_from(uuid::Uuid::new_v4().as_u128() % 200).unwrap_or(100);
+            let wait = every * 9 / 10 + every * spread / 1_000;
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(wait) => {}
             }
             let started = std::time::Instant::now();
             match store.verify().await {

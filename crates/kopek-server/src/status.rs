@@ -55,18 +55,24 @@ fn server_error(status: &str) -> bool {
     status.starts_with('5') || matches!(status, "Internal" | "Unknown" | "DataLoss" | "Unavailable")
 }
 
-/// The `q` quantile of a histogram over the interval, from bucket counts before and after.
+/// The `q` quantile of a histogram over the interval, from bucket counts before and after,
+/// over all its series (every route, every surface): the counts are summed by bucket first.
 fn quantile(before: &Scrape, after: &Scrape, name: &str, q: f64) -> Option<f64> {
     let bucket = format!("{name}_bucket");
-    let mut buckets: Vec<(f64, f64)> = after
-        .family(&bucket)
-        .filter_map(|(labels, count)| {
-            let bound = label(labels, "le")?;
-            let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
-            let earlier = before.get(&format!("{bucket}{labels}")).unwrap_or(0.0);
-            Some((bound, count - earlier))
-        })
-        .collect();
+    let mut by_bound: Vec<(f64, f64)> = Vec::new();
+    for (labels, count) in after.family(&bucket) {
+        let Some(bound) = label(labels, "le") else { continue };
+        let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().unwrap_or(f64::NAN) };
+        if bound.is_nan() {
+            continue;
+        }
+        let earlier = before.get(&format!("{bucket}{labels}")).unwrap_or(0.0);
+        match by_bound.iter_mut().find(|(known, _)| *known == bound) {
+            Some((_, total)) => *total += count - earlier,
+            None => by_bound.push((bound, count - earlier)),
+        }
+    }
+    let mut buckets = by_bound;
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = buckets.last()?.1;
     if total <= 0.0 {
@@ -147,7 +153,12 @@ async fn summary(args: &StatusArgs) -> Result<(bool, Value, String), String> {
     if status != 200 {
         return Err(format!("GET {metrics_url}: HTTP {status}"));
     }
-    tokio::time::sleep(Duration::from_secs_f64(args.interval_seconds.max(0.1))).await;
+    let interval = if args.interval_seconds.is_finite() {
+        args.interval_seconds.clamp(0.1, 3_600.0)
+    } else {
+        1.0
+    };
+    tokio::time::sleep(Duration::from_secs_f64(interval)).await;
     let (_, second) = get(&client, &metrics_url).await?;
     let seconds = started.elapsed().as_secs_f64();
     let (before, after) = (Scrape::parse(&first), Scrape::parse(&second));
@@ -197,7 +208,9 @@ async fn summary(args: &StatusArgs) -> Result<(bool, Value, String), String> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64());
     let verify_ok = after.get("kopek_verify_runs_total{result=\"ok\"}").unwrap_or(0.0);
-    let verify_failed = after.get("kopek_verify_runs_total{result=\"failed\"}").unwrap_or(0.0);
+    let failed_series = "kopek_verify_runs_total{result=\"failed\"}";
+    let verify_failed = after.get(failed_series).unwrap_or(0.0);
+    let failed_now = verify_failed - before.get(failed_series).unwrap_or(0.0);
     let last_ok = after.get("kopek_verify_last_ok_timestamp_seconds").unwrap_or(0.0);
     let problems = after.get("kopek_verify_problems").unwrap_or(0.0);
     let accounts_checked = after.get("kopek_verify_accounts_checked").unwrap_or(0.0);
@@ -273,7 +286,8 @@ async fn summary(args: &StatusArgs) -> Result<(bool, Value, String), String> {
     let hooks: Vec<String> =
         webhooks.iter().map(|(outcome, rate)| format!("{outcome} {rate:.1}/s")).collect();
     text.push_str(&format!("  webhooks    {}\n", hooks.join(", ")));
-    let books = if verify_failed > 0.0 || problems > 0.0 {
+    // The last check's problems (and any check that failed while status watched).
+    let books = if failed_now > 0.0 || problems > 0.0 {
         format!("DO NOT VERIFY: {problems:.0} problems in the last check (see the server log)")
     } else if last_ok > 0.0 {
         format!(
@@ -311,6 +325,20 @@ mod tests {
         let p99 = quantile(&before, &after, "h", 0.99).expect("p99");
         assert!((p99 - (0.1 + 0.9 * 49.0 / 50.0)).abs() < 1e-9, "{p99}");
         assert_eq!(quantile(&after, &after, "h", 0.5), None, "nothing observed");
+    }
+
+    #[test]
+    fn quantiles_sum_every_series_by_bucket() {
+        // Two routes: one slow request on /a, nine fast ones on /b.
+        let before = Scrape::parse("");
+        let after = Scrape::parse(
+            "h_bucket{m=\"/a\",le=\"0.1\"} 0\nh_bucket{m=\"/a\",le=\"1\"} 1\nh_bucket{m=\"/a\",le=\"+Inf\"} 1\n\
+             h_bucket{m=\"/b\",le=\"0.1\"} 9\nh_bucket{m=\"/b\",le=\"1\"} 9\nh_bucket{m=\"/b\",le=\"+Inf\"} 9\n",
+        );
+        let p50 = quantile(&before, &after, "h", 0.5).expect("p50");
+        assert!(p50 <= 0.1, "half of ten requests were fast: {p50}");
+        let p99 = quantile(&before, &after, "h", 0.99).expect("p99");
+        assert!(p99 > 0.1, "the slow one is in the top 1%: {p99}");
     }
 
     #[test]

@@ -58,8 +58,6 @@ struct ConsumerProgress {
     sequence: u64,
     /// While it handles a batch: when the batch's oldest event was committed (Unix seconds).
     handling_since: Option<f64>,
-    /// How old the newest event of its last batch was when the batch was done.
-    last_lag: f64,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -204,19 +202,18 @@ impl Metrics {
         }
     }
 
-    /// Notes that `consumer` is done with a batch whose newest event is outbox `sequence`,
-    /// committed at `newest` (Unix seconds).
-    pub fn consumer_done(&self, consumer: &str, sequence: u64, newest: f64) {
+    /// Notes that `consumer` is done with a batch whose newest event is outbox `sequence`.
+    pub fn consumer_done(&self, consumer: &str, sequence: u64) {
         if let Ok(mut consumers) = self.consumers.lock() {
             let progress = consumers.entry(consumer.to_owned()).or_default();
             progress.sequence = progress.sequence.max(sequence);
             progress.handling_since = None;
-            progress.last_lag = (unix_now() - newest).max(0.0);
         }
     }
 
     /// Each consumer of this process: the sequence it has handled up to, and its lag in
-    /// seconds (how long the event it works on has waited, or how old its last one was).
+    /// seconds: how long the oldest event of the batch it works on has waited since its
+    /// commit; 0 while it waits for events (its source has none for it).
     pub fn consumer_lags(&self) -> Vec<(String, u64, f64)> {
         let now = unix_now();
         self.consumers
@@ -225,9 +222,8 @@ impl Metrics {
                 consumers
                     .iter()
                     .map(|(name, progress)| {
-                        let lag = progress
-                            .handling_since
-                            .map_or(progress.last_lag, |since| (now - since).max(0.0));
+                        let lag =
+                            progress.handling_since.map_or(0.0, |since| (now - since).max(0.0));
                         (name.clone(), progress.sequence, lag)
                     })
                     .collect()

@@ -15,7 +15,7 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer
 use std::time::Duration;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
@@ -61,9 +61,14 @@ pub fn init(json: bool, otlp_endpoint: Option<&str>) -> Result<Tracing, String> 
     }
     let provider = builder.build();
     // Traced whatever RUST_LOG says: the ids must flow even when only warnings are logged.
+    // Spans only (log lines go to stderr, not into spans), and a level hint, so nothing below
+    // info is ever built for this layer.
     let ours = filter_fn(|metadata| {
-        metadata.target().starts_with("kopek") && *metadata.level() <= tracing::Level::INFO
-    });
+        metadata.is_span()
+            && metadata.target().starts_with("kopek")
+            && *metadata.level() <= tracing::Level::INFO
+    })
+    .with_max_level_hint(LevelFilter::INFO);
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("kopek"))
         .with_location(false)

@@ -201,21 +201,18 @@ pub fn run(
                 }
             };
             let metrics = kopek_telemetry::metrics();
-            let committed = |event: &Incoming| event.at.map_or(0.0, unix_seconds);
-            if let Some(oldest) = batch.iter().map(committed).reduce(f64::min) {
-                metrics.consumer_took(name, oldest);
+            if let Some(oldest) = batch.iter().filter_map(|event| event.at).min() {
+                metrics.consumer_took(name, unix_seconds(oldest));
             }
-            let newest = batch
-                .iter()
-                .max_by_key(|event| event.sequence)
-                .map(|event| (event.sequence, committed(event)));
+            let newest = batch.iter().map(|event| event.sequence).max();
             let wanted: Vec<Incoming> = batch
                 .into_iter()
                 .filter(|event| handler.wants().iter().any(|kind| kind.as_str() == event.kind))
                 .collect();
             let mut attempt_backoff = BACKOFF_FIRST;
-            let span = consume_span(name, &wanted);
-            while !wanted.is_empty() {
+            // A span only for batches with work in them.
+            let span = if wanted.is_empty() { None } else { Some(consume_span(name, &wanted)) };
+            while let Some(span) = &span {
                 match handler.handle(&wanted).instrument(span.clone()).await {
                     Ok(()) => {
                         let handled = u64::try_from(wanted.len()).unwrap_or(u64::MAX);
@@ -235,8 +232,8 @@ pub fn run(
                 tracing::error!(consumer = name, "KOPEK_FAULT: aborting between effect and ack");
                 std::process::abort();
             }
-            if let Some((sequence, at)) = newest {
-                metrics.consumer_done(name, sequence, at);
+            if let Some(sequence) = newest {
+                metrics.consumer_done(name, sequence);
             }
             if let Err(error) = source.ack().await {
                 // The events come again; the inbox knows them.

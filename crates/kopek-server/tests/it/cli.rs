@@ -183,7 +183,7 @@ async fn status_summarises_a_running_server_under_load() {
         throughput.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("transfers/s");
     assert!(per_second > 0.0, "the load shows: {stdout}");
     assert!(stdout.contains("declined: INSUFFICIENT_FUNDS "), "{stdout}");
-    assert!(stdout.contains("queue 0 / 65536"), "{stdout}");
+    assert!(stdout.contains(" / 65536, commit p99 "), "{stdout}");
     assert!(stdout.contains("relay       none (no --broker)"), "{stdout}");
     assert!(stdout.contains("consumers   analytics"), "{stdout}");
     assert!(stdout.contains("books       verified"), "{stdout}");
