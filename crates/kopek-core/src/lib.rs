@@ -8,6 +8,7 @@ pub mod account;
 pub mod apply;
 pub mod error;
 pub mod event;
+pub mod fx;
 pub mod ids;
 pub mod limits;
 pub mod memory;
@@ -25,6 +26,7 @@ pub use apply::{
 };
 pub use error::{ErrorCode, Rejection};
 pub use event::{BalanceSnapshot, Event, EventKind, Subject};
+pub use fx::{DerivedRate, Rate, RateStep};
 pub use ids::{AccountId, EventId, IdSource, IdempotencyKey, Tenant, TransferId, Ulid};
 pub use money::{Amount, Currency, format_minor};
 pub use party::{NewOrder, NewUser, Order, OrderId, OrderStatus, User, UserId};
