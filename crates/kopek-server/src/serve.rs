@@ -108,10 +108,7 @@ fn check_books(
                     metrics.verify_accounts.set(i64::try_from(report.accounts).unwrap_or(i64::MAX));
                     if report.is_ok() {
                         metrics.verify_runs.with_label_values(&["ok"]).inc();
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0.0, |since| since.as_secs_f64());
-                        metrics.verify_last_ok.set(now);
+                        metrics.verify_last_ok.set(kopek_telemetry::unix_now());
                         tracing::info!(
                             accounts = report.accounts,
                             transfers = report.transfers,

@@ -204,9 +204,7 @@ async fn summary(args: &StatusArgs) -> Result<(bool, Value, String), String> {
             ((*outcome).to_owned(), rate("kopek_webhook_attempts_total", &keep))
         })
         .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |since| since.as_secs_f64());
+    let now = kopek_telemetry::unix_now();
     let verify_ok = after.get("kopek_verify_runs_total{result=\"ok\"}").unwrap_or(0.0);
     let failed_series = "kopek_verify_runs_total{result=\"failed\"}";
     let verify_failed = after.get(failed_series).unwrap_or(0.0);

@@ -19,8 +19,8 @@ use kopek_core::{
 use kopek_store::codec::{event_json, metadata_to_json};
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::rows::{
-    ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, ORDER_COLUMNS, RawAccount, RawEntry, RawOrder,
-    RawTransfer, RawUser, TRANSFER_COLUMNS, USER_COLUMNS,
+    ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, RawAccount, RawEntry,
+    RawOrder, RawTransfer, RawUser, TRANSFER_COLUMNS, USER_COLUMNS,
 };
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
@@ -742,14 +742,12 @@ impl Store for PostgresStore {
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>> {
         // Two statements rather than one with `$3 IS NULL OR`: each keeps its own index.
-        let sql = if tenant.is_some() {
-            "SELECT sequence, id, tenant, kind, subject_id, at, payload, traceparent FROM outbox \
-             WHERE tenant = $3 AND sequence > $1 ORDER BY sequence LIMIT $2"
-        } else {
-            "SELECT sequence, id, tenant, kind, subject_id, at, payload, traceparent FROM outbox \
-             WHERE $3::text IS NULL AND sequence > $1 ORDER BY sequence LIMIT $2"
-        };
-        sqlx::query(sql)
+        let filter = if tenant.is_some() { "tenant = $3" } else { "$3::text IS NULL" };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM outbox WHERE {filter} AND sequence > $1 \
+             ORDER BY sequence LIMIT $2"
+        );
+        sqlx::query(&sql)
             .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
             .bind(to_i64(limit))
             .bind(tenant)

@@ -1025,15 +1025,8 @@ impl Store for SqliteStore {
                         webhook.created_at.as_unix_micros()
                     ],
                 )
-                .map_err(|error| match error {
-                    // The id is taken: the caller tells a replay from a reused key.
-                    rusqlite::Error::SqliteFailure(failure, _)
-                        if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        StoreError::Conflict(format!("webhook {} exists", webhook.id))
-                    }
-                    other => sql_error(other),
-                })?;
+                // The id is taken: the caller tells a replay from a reused key.
+                .map_err(taken(format!("webhook {}", webhook.id)))?;
             Ok(())
         })
         .await
@@ -1245,14 +1238,7 @@ impl Store for SqliteStore {
                         key.created_at.as_unix_micros()
                     ],
                 )
-                .map_err(|error| match error {
-                    rusqlite::Error::SqliteFailure(failure, _)
-                        if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
-                    {
-                        StoreError::Conflict(format!("API key {} exists", key.id))
-                    }
-                    other => sql_error(other),
-                })?;
+                .map_err(taken(format!("API key {}", key.id)))?;
             Ok(())
         })
         .await

@@ -5,17 +5,28 @@
 use kopek_core::{Account, Order, Overdraft, Timestamp, Transfer, User};
 use kopek_store::codec::metadata_to_json;
 pub use kopek_store::rows::{
-    ACCOUNT_COLUMNS, ENTRY_COLUMNS, ORDER_COLUMNS, TRANSFER_COLUMNS, USER_COLUMNS,
+    ACCOUNT_COLUMNS, ENTRY_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, TRANSFER_COLUMNS, USER_COLUMNS,
 };
 use kopek_store::rows::{Columns, RawAccount, RawEntry, RawOrder, RawTransfer, RawUser};
 use kopek_store::{StoreError, StoredEntry, StoredEvent};
 use rusqlite::types::Value;
 use rusqlite::{Row, ToSql};
 
-pub const EVENT_COLUMNS: &str = "sequence, id, tenant, kind, subject_id, at, payload, traceparent";
-
 /// A row decoded into a domain value, or why it could not be.
 pub type Decoded<T> = Result<T, String>;
+
+/// An insert's error: a broken unique constraint is `Conflict` ("<what> exists"), anything
+/// else a plain database error.
+pub fn taken(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |error| match error {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::Conflict(format!("{what} exists"))
+        }
+        other => sql_error(other),
+    }
+}
 
 pub fn sql_error(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(format!("sqlite: {error}"))

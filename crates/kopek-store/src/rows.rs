@@ -19,6 +19,7 @@ pub const TRANSFER_COLUMNS: &str = "id, tenant, idempotency_key, fingerprint, ki
      captured_amount, category, description, metadata, effective_at, committed_at, updated_at";
 pub const ENTRY_COLUMNS: &str = "sequence, account_id, transfer_id, direction, amount, currency, balance_after, effective_at, committed_at";
 pub const USER_COLUMNS: &str = "id, name, created_at, tenant";
+pub const EVENT_COLUMNS: &str = "sequence, id, tenant, kind, subject_id, at, payload, traceparent";
 pub const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
      payment_id, created_at, updated_at";
 

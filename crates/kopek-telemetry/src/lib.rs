@@ -60,8 +60,8 @@ struct ConsumerProgress {
     handling_since: Option<f64>,
 }
 
-/// Seconds since the Unix epoch, now.
-fn unix_now() -> f64 {
+/// Seconds since the Unix epoch, now: the unit of Prometheus timestamps.
+pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64())

@@ -3,7 +3,7 @@
 //! redis://127.0.0.1:6379): outside CI it skips, loudly, when none answers; with `CI=true` it
 //! must run.
 
-use crate::support::{Server, cli, http};
+use crate::support::{Server, cli, http, serve_refused};
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
 use kopek_proto::payment::v1 as payment;
@@ -58,17 +58,7 @@ fn secured(dir: &Path, extra: &[&str]) -> (Server, String) {
 fn auth_off_on_a_listener_others_can_reach_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().to_str().expect("utf-8");
-    let (code, _, err) = cli(&[
-        "serve",
-        "--data-dir",
-        data,
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "0.0.0.0:0",
-        "--auth",
-        "off",
-    ]);
+    let (code, err) = serve_refused(data, "0.0.0.0:0", &["--auth", "off"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--auth off would let anyone who reaches 0.0.0.0:0"), "{err}");
     // Without --auth, a public listener turns auth on (and makes the first admin key).

@@ -60,15 +60,7 @@ async fn client_commands_move_money_and_exit_with_the_error_code() {
     assert!(stderr.contains("ACCOUNT_NOT_FOUND"), "{stderr}");
 
     let data = dir.path().to_str().expect("utf-8 path");
-    let (code, _, stderr) = cli(&[
-        "serve",
-        "--data-dir",
-        data,
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-    ]);
+    let (code, stderr) = serve_refused(data, "127.0.0.1:0", &[]);
     assert_eq!(code, 2, "a second server on the same ledger must refuse to start");
     assert!(stderr.contains("in use by another kopek process"), "{stderr}");
     let (code, stdout, _) = cli(&["verify", "--data-dir", data]);

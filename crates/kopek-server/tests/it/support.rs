@@ -330,6 +330,23 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs `kopek serve` on `data` with gRPC on a free loopback port, HTTP on `http_listen` and
+/// `extra` flags, for a start that must fail: the exit code and stderr.
+pub fn serve_refused(data: &str, http_listen: &str, extra: &[&str]) -> (i32, String) {
+    let mut args = vec![
+        "serve",
+        "--data-dir",
+        data,
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        http_listen,
+    ];
+    args.extend_from_slice(extra);
+    let (code, _, stderr) = cli(&args);
+    (code, stderr)
+}
+
 pub fn new_account(id: &str, currency: &str) -> pb::NewAccount {
     pb::NewAccount { id: id.to_owned(), currency: currency.to_owned(), ..Default::default() }
 }

@@ -133,19 +133,11 @@ fn bad_tls_files_fail_the_start() {
     let junk = junk.to_str().expect("utf-8");
     let data = dir.path().join("data");
     let data = data.to_str().expect("utf-8");
-    let (code, _, err) = crate::support::cli(&[
-        "serve",
-        "--data-dir",
+    let (code, err) = crate::support::serve_refused(
         data,
-        "--grpc-listen",
         "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        junk,
-        "--tls-key",
-        junk,
-    ]);
+        &["--tls-cert", junk, "--tls-key", junk],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--tls-cert/--tls-key"), "{err}");
     let (code, _, err) = crate::support::cli(&["serve", "--data-dir", data, "--tls-cert", junk]);
