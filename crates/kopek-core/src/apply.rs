@@ -31,6 +31,10 @@ use crate::account::{
 };
 use crate::error::{ErrorCode, Rejection};
 use crate::event::{BalanceSnapshot, Event, EventKind, Subject};
+use crate::fx::{
+    FxLeg, FxRate, FxTerms, NewQuote, Quote, RateSet, liquidity_account, revenue_account,
+};
+use crate::ids::QuoteId;
 use crate::ids::{AccountId, EventId, IdSource, IdempotencyKey, Tenant, TransferId};
 use crate::limits;
 use crate::money::{Amount, Currency, format_minor};
@@ -42,6 +46,8 @@ use crate::transfer::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
+mod exchange;
+
 /// Everything `apply` needs to know about the world: the accounts and transfers a batch
 /// touches, as loaded by the store (see [`Batch::keys`]).
 #[derive(Clone, Debug, Default)]
@@ -52,6 +58,10 @@ pub struct State {
     pub orders: BTreeMap<OrderId, Order>,
     /// The last user number the server allocated (0 before the first).
     pub last_user_number: u64,
+    /// The newest rate of each pair the batch sets (by `valid_from`).
+    pub rates: BTreeMap<(Tenant, Currency, Currency), FxRate>,
+    /// The quotes the batch names, by id or by idempotency key.
+    pub quotes: BTreeMap<QuoteId, Quote>,
 }
 
 impl State {
@@ -68,7 +78,10 @@ impl State {
 }
 
 /// What the store must load for a batch: these accounts, the transfers recorded under these
-/// idempotency keys, these transfers by id, and the accounts of every transfer it loads.
+/// idempotency keys, these transfers by id, and for every transfer it loads its accounts and,
+/// for a leg of a conversion, every other transfer of the same quote (a capture or void
+/// resolves all legs); the quotes by id or key, with each quote's `quote_accounts`; the
+/// newest rate of each pair.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Keys {
     pub accounts: BTreeSet<AccountId>,
@@ -80,6 +93,26 @@ pub struct Keys {
     /// `user:<next numbers>:<CUR>`, which may exist already (opened by another surface).
     pub allocated_users: Vec<Currency>,
     pub transfer_ids: BTreeSet<TransferId>,
+    /// Pairs whose newest rate the store loads.
+    pub rate_pairs: BTreeSet<(Tenant, Currency, Currency)>,
+    /// Quotes by id, and the accounts each one's conversion moves through
+    /// ([`Keys::quote_accounts`]).
+    pub quotes: BTreeSet<QuoteId>,
+    /// Quotes by the key they were asked with.
+    pub quote_keys: BTreeSet<(Tenant, IdempotencyKey)>,
+}
+
+impl Keys {
+    /// The accounts a conversion of `quote` moves through: the two liquidity accounts and the
+    /// revenue account. The store loads them with every quote it loads.
+    pub fn quote_accounts(quote: &Quote) -> [AccountId; 3] {
+        let (tenant, terms) = (&quote.tenant, &quote.terms);
+        [
+            liquidity_account(tenant, terms.from),
+            liquidity_account(tenant, terms.to),
+            revenue_account(tenant, terms.to),
+        ]
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +138,10 @@ pub enum CommandBody {
     /// Pay a pending order (the same fields it was created with): the payment and the order's
     /// new status commit together. A settled order answers as it is.
     PayOrder(NewOrder),
+    /// Set exchange rates, each with a `RateUpdated` event.
+    SetRates(Vec<RateSet>),
+    /// Lock priced terms as a quote.
+    CreateQuote(NewQuote),
 }
 
 impl CommandBody {
@@ -114,7 +151,9 @@ impl CommandBody {
             CommandBody::CreateTransfers { transfers, .. } => transfers.len(),
             CommandBody::CreateAccounts(accounts) => accounts.len(),
             CommandBody::ExpireHolds(ids) => ids.len(),
-            CommandBody::UpdateAccount(_)
+            CommandBody::SetRates(rates) => rates.len(),
+            CommandBody::CreateQuote(_)
+            | CommandBody::UpdateAccount(_)
             | CommandBody::CreateUser(_)
             | CommandBody::CreateOrder(_)
             | CommandBody::PayOrder(_) => 1,
@@ -194,6 +233,22 @@ impl Batch {
                                 keys.accounts.insert(debit_account.clone());
                                 keys.accounts.insert(credit_account.clone());
                             }
+                            Movement::Exchange { debit_account, credit_account, terms, .. } => {
+                                keys.accounts.insert(debit_account.clone());
+                                keys.accounts.insert(credit_account.clone());
+                                match terms {
+                                    FxTerms::Quote(id) => {
+                                        keys.quotes.insert(*id);
+                                    }
+                                    FxTerms::Market(terms) => {
+                                        keys.accounts.extend([
+                                            liquidity_account(&command.tenant, terms.from),
+                                            liquidity_account(&command.tenant, terms.to),
+                                            revenue_account(&command.tenant, terms.to),
+                                        ]);
+                                    }
+                                }
+                            }
                             Movement::Capture { pending_id, .. }
                             | Movement::Void { pending_id } => {
                                 keys.transfer_ids.insert(*pending_id);
@@ -211,6 +266,12 @@ impl Batch {
                 },
                 CommandBody::CreateOrder(order) => {
                     keys.orders.insert(order.id.clone());
+                }
+                CommandBody::SetRates(rates) => keys.rate_pairs.extend(
+                    rates.iter().map(|rate| (command.tenant.clone(), rate.base, rate.quote)),
+                ),
+                CommandBody::CreateQuote(quote) => {
+                    keys.quote_keys.insert((command.tenant.clone(), quote.idempotency_key.clone()));
                 }
                 CommandBody::PayOrder(order) => {
                     keys.orders.insert(order.id.clone());
@@ -257,6 +318,24 @@ pub enum CommandResult {
     Expired(Vec<TransferId>),
     User(UserResult),
     Order(OrderResult),
+    Rates(Vec<RateResult>),
+    Quote(QuoteResult),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateResult {
+    Set(FxRate),
+    /// The pair's newest rate already has this value and source: nothing changed.
+    Unchanged(FxRate),
+    Rejected(Rejection),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QuoteResult {
+    Created(Quote),
+    /// The key was used for a quote of the same conversion: that quote, as it is now.
+    Existed(Quote),
+    Rejected(Rejection),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -300,6 +379,11 @@ pub struct Outcome {
     pub last_user_number: Option<u64>,
     /// The inbox marks of the batch's commands; a mark already recorded is kept as it is.
     pub inbox: Vec<InboxMark>,
+    pub rates_set: Vec<FxRate>,
+    /// New quotes, in their final state (a quote a transfer priced itself is used at once).
+    pub quotes_created: Vec<Quote>,
+    /// Quotes that existed and were used.
+    pub quotes_used: Vec<Quote>,
 }
 
 /// Applies a batch. Pure: the same state, batch, time and ids give the same outcome.
@@ -347,6 +431,12 @@ fn check_outcome(outcome: &Outcome, initial_posted: &BTreeMap<AccountId, i64>) {
     let order_events =
         outcome.events.iter().filter(|event| event.kind == EventKind::OrderCreated).count();
     assert_eq!(order_events, outcome.orders_created.len(), "one event per new order");
+    let rate_events =
+        outcome.events.iter().filter(|event| event.kind == EventKind::RateUpdated).count();
+    assert_eq!(rate_events, outcome.rates_set.len(), "one event per rate set");
+    let quote_events =
+        outcome.events.iter().filter(|event| event.kind == EventKind::QuoteCreated).count();
+    assert_eq!(quote_events, outcome.quotes_created.len(), "one event per new quote");
 }
 
 /// Undo records for a linked request, restored in reverse on failure.
@@ -354,6 +444,7 @@ enum Undo {
     Account(AccountId, Option<Account>),
     Transfer(TransferId, Option<Transfer>),
     Key((Tenant, IdempotencyKey)),
+    Quote(QuoteId, Option<Quote>),
 }
 
 struct Marks {
@@ -363,6 +454,8 @@ struct Marks {
     updated: usize,
     entries: usize,
     events: usize,
+    quotes_created: usize,
+    quotes_used: usize,
 }
 
 struct Ledger<'a> {
@@ -388,6 +481,14 @@ struct Ledger<'a> {
     /// The key behind the command being applied, and the span that sent it.
     actor: Option<String>,
     trace: Option<String>,
+    rates: BTreeMap<(Tenant, Currency, Currency), FxRate>,
+    rates_set: Vec<FxRate>,
+    quotes: BTreeMap<QuoteId, Quote>,
+    quotes_created: Vec<QuoteId>,
+    quotes_used: Vec<QuoteId>,
+    /// The conversion of the leg being recorded: every transfer record made meanwhile
+    /// carries it.
+    leg: Option<FxLeg>,
 }
 
 /// A pure check's verdict before anything changes.
@@ -424,6 +525,12 @@ impl<'a> Ledger<'a> {
             allocated_any_user: false,
             actor: None,
             trace: None,
+            rates: state.rates,
+            rates_set: Vec::new(),
+            quotes: state.quotes,
+            quotes_created: Vec::new(),
+            quotes_used: Vec::new(),
+            leg: None,
         }
     }
 
@@ -449,6 +556,12 @@ impl<'a> Ledger<'a> {
                 CommandResult::Order(self.create_order(tenant, order))
             }
             CommandBody::PayOrder(order) => CommandResult::Order(self.pay_order(tenant, order)),
+            CommandBody::SetRates(rates) => {
+                CommandResult::Rates(rates.iter().map(|rate| self.set_rate(tenant, rate)).collect())
+            }
+            CommandBody::CreateQuote(quote) => {
+                CommandResult::Quote(self.create_quote(tenant, quote))
+            }
         }
     }
 
@@ -482,6 +595,16 @@ impl<'a> Ledger<'a> {
             .filter(|id| !created_orders.contains(id) && orders_seen.insert(*id))
             .map(order)
             .collect();
+        let quote = |id: &QuoteId| self.quotes.get(id).cloned().expect("journaled quote exists");
+        let created_quotes: BTreeSet<&QuoteId> = self.quotes_created.iter().collect();
+        let mut quotes_seen = BTreeSet::new();
+        let quotes_used = self
+            .quotes_used
+            .iter()
+            .filter(|id| !created_quotes.contains(id) && quotes_seen.insert(**id))
+            .map(quote)
+            .collect();
+        let quotes_created = self.quotes_created.iter().map(quote).collect();
         Outcome {
             results,
             accounts_opened: self.opened.iter().map(account).collect(),
@@ -499,6 +622,9 @@ impl<'a> Ledger<'a> {
             entries: self.entries,
             events: self.events,
             inbox: Vec::new(),
+            rates_set: self.rates_set,
+            quotes_created,
+            quotes_used,
         }
     }
 
@@ -715,7 +841,38 @@ impl<'a> Ledger<'a> {
             updated: self.updated.len(),
             entries: self.entries.len(),
             events: self.events.len(),
+            quotes_created: self.quotes_created.len(),
+            quotes_used: self.quotes_used.len(),
         }
+    }
+
+    fn put_quote(&mut self, quote: Quote) {
+        let id = quote.id;
+        let old = self.quotes.insert(id, quote);
+        if old.is_none() {
+            self.quotes_created.push(id);
+        } else {
+            self.quotes_used.push(id);
+        }
+        if let Some(undo) = &mut self.undo {
+            undo.push(Undo::Quote(id, old));
+        }
+    }
+
+    /// Runs `body` all or nothing: on an error every change it journaled is undone. Inside a
+    /// linked request the request's own journal covers it.
+    fn atomically<T>(&mut self, body: impl FnOnce(&mut Self) -> Check<T>) -> Check<T> {
+        if self.undo.is_some() {
+            return body(self);
+        }
+        let marks = self.marks();
+        self.undo = Some(Vec::new());
+        let result = body(self);
+        let undo = self.undo.take().expect("undo log is active");
+        if result.is_err() {
+            self.rollback(undo, marks);
+        }
+        result
     }
 
     fn rollback(&mut self, undo: Vec<Undo>, marks: Marks) {
@@ -736,6 +893,12 @@ impl<'a> Ledger<'a> {
                 Undo::Key(key) => {
                     self.keys.remove(&key);
                 }
+                Undo::Quote(id, Some(old)) => {
+                    self.quotes.insert(id, old);
+                }
+                Undo::Quote(id, None) => {
+                    self.quotes.remove(&id);
+                }
             }
         }
         self.opened.truncate(marks.opened);
@@ -744,6 +907,8 @@ impl<'a> Ledger<'a> {
         self.updated.truncate(marks.updated);
         self.entries.truncate(marks.entries);
         self.events.truncate(marks.events);
+        self.quotes_created.truncate(marks.quotes_created);
+        self.quotes_used.truncate(marks.quotes_used);
     }
 
     // ---- accounts ----
@@ -1021,11 +1186,25 @@ impl<'a> Ledger<'a> {
                 let plan = self.check_move(tenant, request)?;
                 Ok(self.commit_move(tenant, request, fingerprint, plan))
             }
+            Movement::Exchange { .. } => self.exchange(tenant, request, fingerprint),
             Movement::Capture { pending_id, amount } => {
+                if let Some(legs) = self.exchange_legs(tenant, *pending_id)? {
+                    return self.resolve_exchange(
+                        tenant,
+                        request,
+                        fingerprint,
+                        legs,
+                        true,
+                        *amount,
+                    );
+                }
                 let plan = self.check_capture(tenant, *pending_id, *amount)?;
                 Ok(self.commit_capture(tenant, request, fingerprint, plan))
             }
             Movement::Void { pending_id } => {
+                if let Some(legs) = self.exchange_legs(tenant, *pending_id)? {
+                    return self.resolve_exchange(tenant, request, fingerprint, legs, false, None);
+                }
                 let hold = self.check_pending(tenant, *pending_id)?.clone();
                 Ok(self.commit_void(tenant, request, fingerprint, hold))
             }
@@ -1381,6 +1560,25 @@ impl<'a> Ledger<'a> {
                     None,
                 )
             }
+            Movement::Exchange { debit_account, credit_account, terms, hold } => {
+                let action = if hold.is_some() { Action::Hold } else { Action::Post };
+                let terms = match terms {
+                    FxTerms::Quote(id) => self
+                        .quotes
+                        .get(id)
+                        .filter(|quote| quote.tenant == *tenant)
+                        .map(|quote| quote.terms.clone()),
+                    FxTerms::Market(terms) => Some(terms.as_ref().clone()),
+                };
+                (
+                    action,
+                    Some(debit_account.clone()),
+                    Some(credit_account.clone()),
+                    terms.as_ref().map_or(0, |terms| terms.sell_amount),
+                    terms.map(|terms| terms.from),
+                    None,
+                )
+            }
             Movement::Capture { pending_id, amount } => {
                 let hold = self.transfers.get(pending_id).filter(|hold| hold.tenant == *tenant);
                 let amount =
@@ -1421,6 +1619,7 @@ impl<'a> Ledger<'a> {
             effective_at: request.effective_at.unwrap_or(self.now),
             committed_at: self.now,
             updated_at: self.now,
+            fx: None,
         };
         self.put_transfer(transfer.clone());
         self.emit(tenant, EventKind::TransferDeclined, Subject::Transfer(transfer.clone()), &[]);
@@ -1462,6 +1661,7 @@ impl<'a> Ledger<'a> {
             effective_at: request.effective_at.unwrap_or(self.now),
             committed_at: self.now,
             updated_at: self.now,
+            fx: self.leg.clone().map(Box::new),
         }
     }
 
@@ -1523,15 +1723,22 @@ fn world_account(tenant: &Tenant, currency: Currency, now: Timestamp) -> Account
     }
 }
 
-/// `world:` ids are reserved for each tenant's system account of its own currency.
+/// `world:`, `fx:` and `fx-revenue:` ids are reserved for each tenant's system accounts of
+/// their own currency. An admin may open `fx:<CUR>` ahead of use to give it a limit.
 fn check_reserved_id(tenant: &Tenant, request: &NewAccount) -> Check<()> {
-    if request.id.as_str().starts_with("world:")
-        && (request.id != AccountId::world_in(tenant, request.currency)
-            || request.kind != AccountKind::System)
-    {
-        return Err(Rejection::invalid(
-            "ids starting with 'world:' are reserved for world:<CUR> system accounts",
-        ));
+    let reserved = [
+        ("world:", AccountId::world_in(tenant, request.currency)),
+        ("fx:", liquidity_account(tenant, request.currency)),
+        ("fx-revenue:", revenue_account(tenant, request.currency)),
+    ];
+    for (prefix, allowed) in reserved {
+        if request.id.as_str().starts_with(prefix)
+            && (request.id != allowed || request.kind != AccountKind::System)
+        {
+            return Err(Rejection::invalid(format!(
+                "ids starting with '{prefix}' are reserved for {prefix}<CUR> system accounts"
+            )));
+        }
     }
     Ok(())
 }

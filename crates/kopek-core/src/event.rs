@@ -1,6 +1,7 @@
 //! Outbox events: one per committed change, produced by `apply` as data.
 
 use crate::account::Account;
+use crate::fx::{FxRate, Quote};
 use crate::ids::{AccountId, EventId, Tenant};
 use crate::money::Currency;
 use crate::party::{Order, User};
@@ -23,10 +24,12 @@ pub enum EventKind {
     PaymentFailed,
     OrderPaid,
     OrderFailed,
+    RateUpdated,
+    QuoteCreated,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::AccountOpened,
         EventKind::AccountUpdated,
         EventKind::TransferPosted,
@@ -41,6 +44,8 @@ impl EventKind {
         EventKind::PaymentFailed,
         EventKind::OrderPaid,
         EventKind::OrderFailed,
+        EventKind::RateUpdated,
+        EventKind::QuoteCreated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +64,8 @@ impl EventKind {
             EventKind::PaymentFailed => "PaymentFailed",
             EventKind::OrderPaid => "OrderPaid",
             EventKind::OrderFailed => "OrderFailed",
+            EventKind::RateUpdated => "RateUpdated",
+            EventKind::QuoteCreated => "QuoteCreated",
         }
     }
 
@@ -86,6 +93,8 @@ pub enum Subject {
     Transfer(Transfer),
     User(User),
     Order(Order),
+    Rate(FxRate),
+    Quote(Quote),
 }
 
 /// An account's balances right after the change.
@@ -135,6 +144,8 @@ impl Event {
             Subject::Transfer(transfer) => transfer.id.to_string(),
             Subject::User(user) => user.id.to_string(),
             Subject::Order(order) => order.id.to_string(),
+            Subject::Rate(rate) => format!("{}/{}", rate.base, rate.quote),
+            Subject::Quote(quote) => quote.id.to_string(),
         }
     }
 }

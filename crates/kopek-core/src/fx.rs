@@ -9,7 +9,9 @@
 //! result past the 64-bit range is refused, never wrapped.
 
 use crate::error::{ErrorCode, Rejection};
+use crate::ids::{AccountId, IdempotencyKey, QuoteId, Tenant, TransferId};
 use crate::money::Currency;
+use crate::time::Timestamp;
 use std::fmt;
 
 /// Fractional digits a rate may be given with.
@@ -261,6 +263,292 @@ pub fn derive(
     let (first, first_step) = leg(from, base)?;
     let (second, second_step) = leg(base, to)?;
     Some(DerivedRate { rate: first.then(second)?, path: vec![first_step, second_step] })
+}
+
+/// The text a rate is stored as: its exact fraction, `numerator/denominator`.
+impl Rate {
+    pub fn to_fraction_text(self) -> String {
+        format!("{}/{}", self.numerator, self.denominator)
+    }
+
+    /// Parses `to_fraction_text`'s form (or a plain decimal).
+    pub fn parse_stored(text: &str) -> Option<Rate> {
+        match text.split_once('/') {
+            Some((numerator, denominator)) => {
+                Rate::from_fraction(numerator.parse().ok()?, denominator.parse().ok()?)
+            }
+            None => Rate::parse(text).ok(),
+        }
+    }
+}
+
+/// Which amount of a conversion the caller fixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The amount is what the payer gives, in the source currency.
+    Sell,
+    /// The amount is what the payee receives, in the target currency.
+    Buy,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Sell => "sell",
+            Side::Buy => "buy",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Side> {
+        [Side::Sell, Side::Buy].into_iter().find(|side| side.as_str() == text)
+    }
+}
+
+/// Spread a quote may carry, in basis points (10% at most).
+pub const SPREAD_BASIS_POINTS_MAX: u32 = 1_000;
+/// Longest a quote may live: one day.
+pub const QUOTE_TTL_SECONDS_MAX: u32 = 86_400;
+/// Bytes of a rate's source name.
+pub const RATE_SOURCE_BYTES_MAX: usize = 64;
+
+/// The priced terms of one conversion: both amounts, the rates and how the rate was found.
+///
+/// `mid_amount` is `sell_amount` at the mid rate; the payee gets `buy_amount` and the rest,
+/// `spread_amount = mid_amount - buy_amount`, is the house's revenue, in the target currency.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terms {
+    pub from: Currency,
+    pub to: Currency,
+    pub side: Side,
+    pub sell_amount: i64,
+    pub buy_amount: i64,
+    pub mid_amount: i64,
+    pub spread_amount: i64,
+    /// The rate from the stored rates (`path`), before the spread.
+    pub mid_rate: Rate,
+    /// The rate the customer gets: `mid_rate` less the spread.
+    pub rate: Rate,
+    pub spread_bp: u32,
+    pub path: String,
+}
+
+impl Terms {
+    /// The amount the caller fixed: sold for a sell, bought for a buy.
+    pub fn requested_amount(&self) -> i64 {
+        match self.side {
+            Side::Sell => self.sell_amount,
+            Side::Buy => self.buy_amount,
+        }
+    }
+}
+
+/// Prices a conversion of `amount` minor units (of `from` for a sell, of `to` for a buy) at
+/// `mid` less `spread_bp`. Amounts round half-even in the minor units of the currency they
+/// are in; a conversion that rounds to nothing, or past the largest amount, is refused.
+pub fn price(
+    from: Currency,
+    to: Currency,
+    side: Side,
+    amount: i64,
+    mid: &DerivedRate,
+    spread_bp: u32,
+) -> Result<Terms, Rejection> {
+    if from == to {
+        return Err(Rejection::invalid(format!(
+            "a conversion needs two currencies, not {from} twice"
+        )));
+    }
+    if spread_bp > SPREAD_BASIS_POINTS_MAX {
+        return Err(Rejection::invalid(format!(
+            "a spread is at most {SPREAD_BASIS_POINTS_MAX} basis points"
+        )));
+    }
+    let amount = crate::money::Amount::new(amount)?.minor();
+    let rate = mid.rate.less_spread(spread_bp).ok_or_else(|| too_large("the rate"))?;
+    let (sell_amount, buy_amount) = match side {
+        Side::Sell => (amount, rate.convert(amount, from, to)?),
+        Side::Buy => (rate.cost(amount, from, to)?, amount),
+    };
+    // The pool pays out the sold amount at the mid rate; with no spread, exactly what the
+    // payee gets (rounding a buy's cost may land a minor unit either side of it).
+    let mid_amount = if spread_bp == 0 {
+        buy_amount
+    } else {
+        mid.rate.convert(sell_amount, from, to)?.max(buy_amount)
+    };
+    for (value, currency) in [(sell_amount, from), (buy_amount, to), (mid_amount, to)] {
+        if value < 1 {
+            return Err(Rejection::new(
+                ErrorCode::InvalidAmount,
+                format!(
+                    "{} {from} converts to less than one minor unit of {currency}",
+                    crate::money::format_minor(amount, if side == Side::Sell { from } else { to })
+                ),
+            ));
+        }
+        if value > crate::limits::AMOUNT_MINOR_MAX {
+            return Err(too_large("the converted amount"));
+        }
+    }
+    Ok(Terms {
+        from,
+        to,
+        side,
+        sell_amount,
+        buy_amount,
+        mid_amount,
+        spread_amount: mid_amount - buy_amount,
+        mid_rate: mid.rate,
+        rate,
+        spread_bp,
+        path: mid.path_text(),
+    })
+}
+
+/// A stored rate: one `base` buys `rate` of `quote` from `valid_from` on, until the pair's
+/// next rate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FxRate {
+    pub tenant: Tenant,
+    pub base: Currency,
+    pub quote: Currency,
+    pub rate: Rate,
+    /// Who gave the rate: free text such as `ecb` or `manual`.
+    pub source: String,
+    pub valid_from: Timestamp,
+    pub set_at: Timestamp,
+}
+
+/// A request to set a pair's rate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateSet {
+    pub base: Currency,
+    pub quote: Currency,
+    pub rate: Rate,
+    pub source: String,
+    /// `None`: from the commit time.
+    pub valid_from: Option<Timestamp>,
+}
+
+impl RateSet {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        for currency in [self.base, self.quote] {
+            if !currency.is_iso() {
+                return Err(Rejection::new(
+                    ErrorCode::UnknownCurrency,
+                    format!("'{currency}' is not an ISO 4217 currency code"),
+                ));
+            }
+        }
+        if self.base == self.quote {
+            return Err(Rejection::invalid(format!(
+                "a rate needs two currencies, not {} twice",
+                self.base
+            )));
+        }
+        if self.source.is_empty()
+            || self.source.len() > RATE_SOURCE_BYTES_MAX
+            || self.source.chars().any(char::is_control)
+        {
+            return Err(Rejection::invalid(format!(
+                "a rate's source must be 1 to {RATE_SOURCE_BYTES_MAX} bytes of printable text"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A quote: terms locked until `expires_at`, used by at most one transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quote {
+    pub id: QuoteId,
+    pub tenant: Tenant,
+    /// The key the quote was asked with; `None` for the quote a transfer priced itself.
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub terms: Terms,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// The transfer that used the quote.
+    pub used_by: Option<TransferId>,
+    pub used_at: Option<Timestamp>,
+}
+
+/// A request to lock priced terms for `ttl_seconds`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewQuote {
+    pub idempotency_key: IdempotencyKey,
+    pub terms: Terms,
+    pub ttl_seconds: u32,
+}
+
+impl NewQuote {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        if self.ttl_seconds == 0 || self.ttl_seconds > QUOTE_TTL_SECONDS_MAX {
+            return Err(Rejection::invalid(format!(
+                "a quote lives 1 to {QUOTE_TTL_SECONDS_MAX} seconds"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a leg of a cross-currency transfer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LegRole {
+    /// Payer -> `fx:<FROM>`, in the source currency: the transfer the caller sees.
+    Debit,
+    /// `fx:<TO>` -> payee, in the target currency.
+    Credit,
+    /// `fx:<TO>` -> `fx-revenue:<TO>`: the spread.
+    Spread,
+}
+
+impl LegRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LegRole::Debit => "debit",
+            LegRole::Credit => "credit",
+            LegRole::Spread => "spread",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LegRole> {
+        [LegRole::Debit, LegRole::Credit, LegRole::Spread]
+            .into_iter()
+            .find(|role| role.as_str() == text)
+    }
+}
+
+/// The conversion a transfer record belongs to, kept on every leg (and on the captures and
+/// voids of held legs): the quote, its terms and the two customers' accounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FxLeg {
+    pub quote_id: QuoteId,
+    pub role: LegRole,
+    pub payer: AccountId,
+    pub payee: AccountId,
+    pub terms: Terms,
+}
+
+/// How a cross-currency transfer is priced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FxTerms {
+    /// A quote taken before: its terms, if it is still live and unused.
+    Quote(QuoteId),
+    /// Priced at the current rate by the surface (an implicit quote), recorded as a quote the
+    /// transfer uses at once.
+    Market(Box<Terms>),
+}
+
+/// The liquidity account of a currency: `fx:<CUR>` (`fx:<tenant>:<CUR>` in other tenants).
+pub fn liquidity_account(tenant: &Tenant, currency: Currency) -> AccountId {
+    AccountId::parse(&format!("fx:{}{currency}", tenant.qualifier())).expect("a valid account id")
+}
+
+/// The account a conversion's spread is booked to: `fx-revenue:<CUR>`.
+pub fn revenue_account(tenant: &Tenant, currency: Currency) -> AccountId {
+    AccountId::parse(&format!("fx-revenue:{}{currency}", tenant.qualifier()))
+        .expect("a valid account id")
 }
 
 fn shorten(text: &str) -> String {

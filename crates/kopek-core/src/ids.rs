@@ -110,8 +110,9 @@ impl IdempotencyKey {
         Ok(key)
     }
 
-    /// Key spaces of the contracts and of order payments.
-    pub const RESERVED_SCOPES: [&'static str; 5] = ["txn", "pay", "usertxn", "topup", "order"];
+    /// Key spaces of the contracts, of order payments and of the legs of conversions.
+    pub const RESERVED_SCOPES: [&'static str; 6] =
+        ["txn", "pay", "usertxn", "topup", "order", "fx"];
 
     /// A client's key inside a key space of its own (`scope:key`), so clients of different
     /// surfaces never collide: the streaming contract's "1" is not the payment contract's "1".
@@ -264,6 +265,10 @@ ulid_id!(
 ulid_id!(
     /// The id of an outbox event; consumers deduplicate on it.
     EventId
+);
+ulid_id!(
+    /// The id of an FX quote.
+    QuoteId
 );
 
 /// Where the core needs fresh ids it asks this source, so `apply` stays deterministic.

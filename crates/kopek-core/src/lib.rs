@@ -22,12 +22,15 @@ pub use account::{
 };
 pub use apply::{
     AccountResult, Batch, Command, CommandBody, CommandResult, InboxMark, Keys, Linking,
-    OrderResult, Outcome, State, TransferResult, UserResult, apply,
+    OrderResult, Outcome, QuoteResult, RateResult, State, TransferResult, UserResult, apply,
 };
 pub use error::{ErrorCode, Rejection};
 pub use event::{BalanceSnapshot, Event, EventKind, Subject};
-pub use fx::{DerivedRate, Rate, RateStep};
-pub use ids::{AccountId, EventId, IdSource, IdempotencyKey, Tenant, TransferId, Ulid};
+pub use fx::{
+    DerivedRate, FxLeg, FxRate, FxTerms, LegRole, NewQuote, Quote, Rate, RateSet, RateStep, Side,
+    Terms,
+};
+pub use ids::{AccountId, EventId, IdSource, IdempotencyKey, QuoteId, Tenant, TransferId, Ulid};
 pub use money::{Amount, Currency, format_minor};
 pub use party::{NewOrder, NewUser, Order, OrderId, OrderStatus, User, UserId};
 pub use time::Timestamp;

@@ -4,7 +4,8 @@
 use crate::account::Account;
 use crate::apply::{Batch, Keys, Outcome, State, apply};
 use crate::event::Event;
-use crate::ids::{AccountId, IdSource, IdempotencyKey, Tenant, TransferId};
+use crate::fx::{FxRate, Quote};
+use crate::ids::{AccountId, IdSource, IdempotencyKey, QuoteId, Tenant, TransferId};
 use crate::time::Timestamp;
 use crate::transfer::{Entry, Transfer};
 use std::collections::BTreeMap;
@@ -19,6 +20,9 @@ pub struct MemoryLedger {
     pub users: BTreeMap<crate::UserId, crate::User>,
     pub orders: BTreeMap<crate::OrderId, crate::Order>,
     pub last_user_number: u64,
+    /// Every rate set, in order.
+    pub rates: Vec<FxRate>,
+    pub quotes: BTreeMap<QuoteId, Quote>,
 }
 
 impl MemoryLedger {
@@ -31,7 +35,31 @@ impl MemoryLedger {
                 transfers.insert(*id, transfer.clone());
             }
         }
+        // The other records of every conversion a loaded transfer belongs to.
+        let conversions: Vec<QuoteId> = transfers
+            .values()
+            .filter_map(|t: &Transfer| t.fx.as_ref().map(|fx| fx.quote_id))
+            .collect();
+        for transfer in self.transfers.values() {
+            if transfer.fx.as_ref().is_some_and(|fx| conversions.contains(&fx.quote_id)) {
+                transfers.insert(transfer.id, transfer.clone());
+            }
+        }
+        let quotes: BTreeMap<QuoteId, Quote> = self
+            .quotes
+            .values()
+            .filter(|quote| {
+                keys.quotes.contains(&quote.id)
+                    || quote.idempotency_key.as_ref().is_some_and(|key| {
+                        keys.quote_keys.contains(&(quote.tenant.clone(), key.clone()))
+                    })
+            })
+            .map(|quote| (quote.id, quote.clone()))
+            .collect();
         let mut account_ids = keys.accounts.clone();
+        for quote in quotes.values() {
+            account_ids.extend(Keys::quote_accounts(quote));
+        }
         for transfer in transfers.values() {
             account_ids.extend(transfer.debit_account.iter().cloned());
             account_ids.extend(transfer.credit_account.iter().cloned());
@@ -55,6 +83,17 @@ impl MemoryLedger {
             .filter_map(|id| self.orders.get(id).map(|order| (id.clone(), order.clone())))
             .collect();
         state.last_user_number = self.last_user_number;
+        state.quotes = quotes;
+        for rate in &self.rates {
+            let pair = (rate.tenant.clone(), rate.base, rate.quote);
+            if keys.rate_pairs.contains(&pair) {
+                let newer =
+                    state.rates.get(&pair).is_none_or(|old| rate.valid_from >= old.valid_from);
+                if newer {
+                    state.rates.insert(pair, rate.clone());
+                }
+            }
+        }
         state
     }
 
@@ -75,6 +114,10 @@ impl MemoryLedger {
         }
         if let Some(number) = outcome.last_user_number {
             self.last_user_number = number;
+        }
+        self.rates.extend(outcome.rates_set.iter().cloned());
+        for quote in outcome.quotes_created.iter().chain(&outcome.quotes_used) {
+            self.quotes.insert(quote.id, quote.clone());
         }
         self.entries.extend(outcome.entries.iter().cloned());
         self.events.extend(outcome.events.iter().cloned());

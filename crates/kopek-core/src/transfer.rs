@@ -2,6 +2,7 @@
 
 use crate::account::{Metadata, NewAccount, validate_metadata};
 use crate::error::{ErrorCode, Rejection};
+use crate::fx::{FxLeg, FxTerms};
 use crate::ids::{AccountId, IdempotencyKey, Tenant, TransferId};
 use crate::limits;
 use crate::money::{Amount, Currency};
@@ -64,6 +65,14 @@ pub enum Movement {
         currency: Currency,
         hold: Option<Hold>,
     },
+    /// Move money between accounts of two currencies at the terms of `terms`: a linked set
+    /// of legs through the liquidity accounts (see `apply`). With `hold`, every leg is held.
+    Exchange {
+        debit_account: AccountId,
+        credit_account: AccountId,
+        terms: FxTerms,
+        hold: Option<Hold>,
+    },
     /// Post a held transfer, fully (`amount: None`) or partially; the rest is released.
     Capture { pending_id: TransferId, amount: Option<Amount> },
     /// Release a held transfer without moving money.
@@ -122,8 +131,11 @@ pub struct TransferRequest {
 impl TransferRequest {
     /// Bounds on the request's own fields; a failure here is bad input and is not recorded.
     pub fn validate(&self) -> Result<(), Rejection> {
-        if let Movement::Move { hold: Some(Hold { timeout_seconds: Some(seconds) }), .. } =
-            self.movement
+        let hold = match &self.movement {
+            Movement::Move { hold, .. } | Movement::Exchange { hold, .. } => *hold,
+            Movement::Capture { .. } | Movement::Void { .. } => None,
+        };
+        if let Some(Hold { timeout_seconds: Some(seconds) }) = hold
             && (seconds == 0 || seconds > limits::HOLD_TIMEOUT_SECONDS_MAX)
         {
             return Err(Rejection::invalid(format!(
@@ -165,12 +177,23 @@ impl TransferRequest {
         let kind = self.kind.as_str();
         let mut text = match &self.movement {
             Movement::Move { debit_account, credit_account, amount, currency, hold } => {
-                let hold = match hold {
-                    None => "post".to_owned(),
-                    Some(Hold { timeout_seconds: None }) => "hold".to_owned(),
-                    Some(Hold { timeout_seconds: Some(seconds) }) => format!("hold:{seconds}"),
-                };
+                let hold = hold_text(*hold);
                 format!("v1|{kind}|{hold}|{debit_account}|{credit_account}|{amount}|{currency}")
+            }
+            Movement::Exchange { debit_account, credit_account, terms, hold } => {
+                let hold = hold_text(*hold);
+                // A market-priced request is the same request whatever the rate did since.
+                let terms = match terms {
+                    FxTerms::Quote(id) => format!("quote:{id}"),
+                    FxTerms::Market(terms) => format!(
+                        "market:{}:{}:{}:{}",
+                        terms.side.as_str(),
+                        terms.requested_amount(),
+                        terms.from,
+                        terms.to
+                    ),
+                };
+                format!("v1|{kind}|{hold}|{debit_account}|{credit_account}|fx:{terms}")
             }
             Movement::Capture { pending_id, amount } => {
                 let amount =
@@ -184,6 +207,14 @@ impl TransferRequest {
             text.push_str(&self.fingerprint_extra);
         }
         Fingerprint(text)
+    }
+}
+
+fn hold_text(hold: Option<Hold>) -> String {
+    match hold {
+        None => "post".to_owned(),
+        Some(Hold { timeout_seconds: None }) => "hold".to_owned(),
+        Some(Hold { timeout_seconds: Some(seconds) }) => format!("hold:{seconds}"),
     }
 }
 
@@ -287,6 +318,8 @@ pub struct Transfer {
     pub committed_at: Timestamp,
     /// Last change of `status`.
     pub updated_at: Timestamp,
+    /// For a leg of a cross-currency transfer: its conversion.
+    pub fx: Option<Box<FxLeg>>,
 }
 
 impl Transfer {

@@ -271,6 +271,10 @@ impl Script {
                 };
                 writeln!(self.out, "{line}").expect("write");
             }
+            // The scripts set no rates and take no quotes: tests/fx.rs covers them.
+            CommandResult::Rates(_) | CommandResult::Quote(_) => {
+                unreachable!("scripts set no rates and take no quotes")
+            }
         }
     }
 
