@@ -85,11 +85,15 @@ pub async fn may_move(
         return Ok(());
     }
     match &request.movement {
-        Movement::Move { debit_account, .. } if debit_account.is_world() => Err(Rejection::new(
-            ErrorCode::PermissionDenied,
-            "a key bound to a user moves money only out of that user's accounts",
-        )),
-        Movement::Move { debit_account, .. } => {
+        Movement::Move { debit_account, .. } | Movement::Exchange { debit_account, .. }
+            if debit_account.is_world() =>
+        {
+            Err(Rejection::new(
+                ErrorCode::PermissionDenied,
+                "a key bound to a user moves money only out of that user's accounts",
+            ))
+        }
+        Movement::Move { debit_account, .. } | Movement::Exchange { debit_account, .. } => {
             visible_account(store, who, debit_account).await.map(|_| ())
         }
         Movement::Capture { pending_id, .. } | Movement::Void { pending_id } => {

@@ -179,7 +179,7 @@ fn code(result: &TransferResult) -> Option<ErrorCode> {
 fn rates_are_set_in_time_order_and_a_repeat_changes_nothing() {
     let mut world = World::new();
     let RateResult::Set(first) = world.set_rate("USD", "EUR", "0.9234") else { panic!() };
-    assert_eq!(first.rate, Rate::parse("0.9234").unwrap());
+    assert_eq!(first.rate, Rate::parse("0.9234").expect("present"));
     assert!(matches!(world.set_rate("USD", "EUR", "0.9234"), RateResult::Unchanged(_)));
     assert!(matches!(world.set_rate("USD", "EUR", "0.9240"), RateResult::Set(_)));
     let kinds: Vec<EventKind> = world.ledger.events.iter().map(|event| event.kind).collect();
@@ -188,7 +188,7 @@ fn rates_are_set_in_time_order_and_a_repeat_changes_nothing() {
     let mut stale = RateSet {
         base: currency("USD"),
         quote: currency("EUR"),
-        rate: Rate::parse("0.5").unwrap(),
+        rate: Rate::parse("0.5").expect("present"),
         source: "test".to_owned(),
         valid_from: Some(first.valid_from),
     };
@@ -316,7 +316,7 @@ fn a_market_priced_conversion_records_its_own_quote() {
         FxTerms::Market(Box::new(terms.clone())),
         false,
     ));
-    let fx = transfer.fx.as_deref().unwrap();
+    let fx = transfer.fx.as_deref().expect("present");
     let quote = &world.ledger.quotes[&fx.quote_id];
     assert_eq!(quote.used_by, Some(transfer.id));
     assert_eq!(quote.idempotency_key, None);
@@ -351,14 +351,17 @@ fn a_held_conversion_captures_and_voids_exactly_what_it_reserved_after_the_rate_
             t.fx.as_deref().is_some_and(|fx| fx.quote_id == quote.id && fx.role == LegRole::Credit)
         })
         .map(|t| t.id)
-        .unwrap();
+        .expect("present");
     let alone =
         world.transfer("alone", TransferKind::Transfer, Movement::Void { pending_id: credit_leg });
     assert_eq!(code(&alone), Some(ErrorCode::InvalidArgument));
     let part = world.transfer(
         "part",
         TransferKind::Transfer,
-        Movement::Capture { pending_id: hold.id, amount: Some(Amount::new(5_000).unwrap()) },
+        Movement::Capture {
+            pending_id: hold.id,
+            amount: Some(Amount::new(5_000).expect("present")),
+        },
     );
     assert_eq!(code(&part), Some(ErrorCode::InvalidArgument));
     let capture = committed(world.transfer(
@@ -427,7 +430,7 @@ fn a_liquidity_account_with_a_limit_runs_out_cleanly() {
     let result = world.exchange("dry", "alice", "bob", FxTerms::Market(Box::new(terms)), false);
     assert_eq!(code(&result), Some(ErrorCode::InsufficientFunds));
     let TransferResult::Committed(declined) = &result else { panic!() };
-    assert!(declined.error.as_ref().unwrap().message.contains("fx:EUR"), "{declined:?}");
+    assert!(declined.error.as_ref().expect("present").message.contains("fx:EUR"), "{declined:?}");
     assert_eq!(world.balances(), before);
     assert!(world.ledger.quotes.is_empty(), "the declined conversion's quote is not kept");
 }
@@ -477,7 +480,7 @@ proptest! {
             let side = if buy { Side::Buy } else { Side::Sell };
             let lookup = |a: Currency, b: Currency| world.ledger.rates.iter().rev()
                 .find(|rate| rate.base == a && rate.quote == b).map(|rate| rate.rate);
-            let mid = fx::derive(currency(from_code), currency(to_code), currency("USD"), lookup).unwrap();
+            let mid = fx::derive(currency(from_code), currency(to_code), currency("USD"), lookup).expect("present");
             let Ok(terms) = fx::price(currency(from_code), currency(to_code), side, amount, &mid, spread) else {
                 continue;
             };

@@ -209,6 +209,31 @@ impl Store for FaultyStore {
         self.inner.spending(tenant, user).await
     }
 
+    async fn fx_rates(
+        &self,
+        tenant: &kopek_core::Tenant,
+        at: Timestamp,
+    ) -> StoreResult<Vec<kopek_core::FxRate>> {
+        self.inner.fx_rates(tenant, at).await
+    }
+
+    async fn quote(&self, id: kopek_core::QuoteId) -> StoreResult<Option<kopek_core::Quote>> {
+        self.inner.quote(id).await
+    }
+
+    async fn fx_accounts(&self, tenant: &kopek_core::Tenant) -> StoreResult<Vec<Account>> {
+        self.inner.fx_accounts(tenant).await
+    }
+
+    async fn fx_revenue(
+        &self,
+        tenant: &kopek_core::Tenant,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<kopek_store::FxRevenue>> {
+        self.inner.fx_revenue(tenant, from, to).await
+    }
+
     async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
         self.inner.create_webhook(webhook).await
     }

@@ -13,20 +13,21 @@ mod verify;
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, IdempotencyKey, Keys, Order, OrderId, Outcome, Overdraft, State, Tenant,
-    Timestamp, Transfer, TransferId, Ulid, User, UserId,
+    Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Overdraft,
+    Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::{event_json, metadata_to_json};
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::rows::{
-    ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, RawAccount, RawEntry,
-    RawOrder, RawTransfer, RawUser, TRANSFER_COLUMNS, USER_COLUMNS,
+    ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, QUOTE_COLUMNS,
+    RATE_COLUMNS, RawAccount, RawEntry, RawOrder, RawQuote, RawRate, RawTransfer, RawUser,
+    TRANSFER_COLUMNS, USER_COLUMNS, transfer_fx_columns,
 };
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, Effect,
-    Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
-    Watermark, Webhook,
+    FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent,
+    VerifyReport, Watermark, Webhook,
 };
 pub use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -42,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_webhooks.sql"),
     include_str!("../migrations/0005_security.sql"),
     include_str!("../migrations/0006_tracing.sql"),
+    include_str!("../migrations/0007_fx.sql"),
 ];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
@@ -270,7 +272,52 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
             transfers.insert(transfer.id, transfer);
         }
     }
+    // The other records of every conversion a loaded transfer belongs to.
+    let conversions: BTreeSet<String> = transfers
+        .values()
+        .filter_map(|transfer: &Transfer| transfer.fx.as_ref().map(|fx| fx.quote_id.to_string()))
+        .collect();
+    if !conversions.is_empty() {
+        let quote_ids: Vec<String> = conversions.into_iter().collect();
+        let query = format!(
+            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE quote_id = ANY($1) ORDER BY id FOR UPDATE"
+        );
+        for row in
+            sqlx::query(&query).bind(&quote_ids).fetch_all(&mut **db).await.map_err(sql_error)?
+        {
+            let transfer = transfer_from(&row)?;
+            transfers.insert(transfer.id, transfer);
+        }
+    }
+    // Quotes are locked, so two processes cannot both use one.
+    let mut quotes = BTreeMap::new();
+    if !keys.quotes.is_empty() || !keys.quote_keys.is_empty() {
+        let ids: Vec<String> = keys.quotes.iter().map(ToString::to_string).collect();
+        let (tenants, quote_keys): (Vec<String>, Vec<String>) = keys
+            .quote_keys
+            .iter()
+            .map(|(tenant, key)| (tenant.to_string(), key.to_string()))
+            .unzip();
+        let query = format!(
+            "SELECT {QUOTE_COLUMNS} FROM fx_quotes WHERE id = ANY($1) OR (tenant, idempotency_key) IN \
+             (SELECT * FROM UNNEST($2::text[], $3::text[])) ORDER BY id FOR UPDATE"
+        );
+        let rows = sqlx::query(&query)
+            .bind(&ids)
+            .bind(&tenants)
+            .bind(&quote_keys)
+            .fetch_all(&mut **db)
+            .await
+            .map_err(sql_error)?;
+        for row in rows {
+            let quote = RawQuote::read(&PgColumns(&row))?.decode().map_err(corrupt)?;
+            quotes.insert(quote.id, quote);
+        }
+    }
     let mut account_ids: BTreeSet<AccountId> = keys.accounts.clone();
+    for quote in quotes.values() {
+        account_ids.extend(Keys::quote_accounts(quote));
+    }
     for transfer in transfers.values() {
         account_ids.extend(transfer.debit_account.iter().cloned());
         account_ids.extend(transfer.credit_account.iter().cloned());
@@ -303,6 +350,24 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
         .collect::<StoreResult<Vec<_>>>()?;
     let mut state = State::new(accounts, transfers.into_values());
     state.last_user_number = last_user_number;
+    state.quotes = quotes;
+    for (tenant, base, quote) in &keys.rate_pairs {
+        let query = format!(
+            "SELECT {RATE_COLUMNS} FROM fx_rates WHERE tenant = $1 AND base = $2 AND quote = $3 \
+             ORDER BY valid_from DESC LIMIT 1"
+        );
+        let row = sqlx::query(&query)
+            .bind(tenant.as_str())
+            .bind(base.code())
+            .bind(quote.code())
+            .fetch_optional(&mut **db)
+            .await
+            .map_err(sql_error)?;
+        if let Some(row) = row {
+            let rate = RawRate::read(&PgColumns(&row))?.decode().map_err(corrupt)?;
+            state.rates.insert((tenant.clone(), *base, *quote), rate);
+        }
+    }
     if !keys.users.is_empty() {
         let ids: Vec<String> = keys.users.iter().map(ToString::to_string).collect();
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1)");
@@ -409,10 +474,10 @@ async fn insert_transfers(
     sqlx::query(
         "INSERT INTO transfers (id, tenant, idempotency_key, fingerprint, kind, action, debit_account, credit_account, \
          amount, currency, pending_id, status, error_code, error_message, expires_at, captured_amount, category, \
-         description, metadata, effective_at, committed_at, updated_at) SELECT * FROM UNNEST($1::text[], $2::text[], \
+         description, metadata, effective_at, committed_at, updated_at, quote_id, fx) SELECT * FROM UNNEST($1::text[], $2::text[], \
          $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], \
          $12::text[], $13::text[], $14::text[], $15::bigint[], $16::bigint[], $17::text[], $18::text[], $19::text[], \
-         $20::bigint[], $21::bigint[], $22::bigint[])",
+         $20::bigint[], $21::bigint[], $22::bigint[], $23::text[], $24::text[])",
     )
     .bind(text(&|t| t.id.to_string()))
     .bind(text(&|t| t.tenant.to_string()))
@@ -436,6 +501,8 @@ async fn insert_transfers(
     .bind(numbers(&|t| t.effective_at.as_unix_micros()))
     .bind(numbers(&|t| t.committed_at.as_unix_micros()))
     .bind(numbers(&|t| t.updated_at.as_unix_micros()))
+    .bind(optional(&|t| transfer_fx_columns(t).0))
+    .bind(optional(&|t| transfer_fx_columns(t).1))
     .execute(&mut **db)
     .await
     .map_err(sql_error)?;
@@ -559,6 +626,7 @@ async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) ->
         .await
         .map_err(sql_error)?;
     }
+    write_fx(db, outcome).await?;
     if !outcome.events.is_empty() {
         // Take the outbox lock last and hold it to commit: sequences are then in commit order.
         sqlx::query("SELECT value FROM counters WHERE name = 'outbox' FOR UPDATE")
@@ -582,6 +650,63 @@ async fn write_outcome(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) ->
         .execute(&mut **db)
         .await
         .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+/// Rates and quotes a batch set, created or used.
+async fn write_fx(db: &mut Transaction<'_, Postgres>, outcome: &Outcome) -> StoreResult<()> {
+    if !outcome.rates_set.is_empty() {
+        let rows: Vec<RawRate> = outcome.rates_set.iter().map(RawRate::of).collect();
+        let text = |f: &dyn Fn(&RawRate) -> String| rows.iter().map(f).collect::<Vec<String>>();
+        sqlx::query(&format!(
+            "INSERT INTO fx_rates ({RATE_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
+             $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])"
+        ))
+        .bind(text(&|r| r.tenant.clone()))
+        .bind(text(&|r| r.base.clone()))
+        .bind(text(&|r| r.quote.clone()))
+        .bind(text(&|r| r.rate.clone()))
+        .bind(text(&|r| r.source.clone()))
+        .bind(rows.iter().map(|r| r.valid_from).collect::<Vec<i64>>())
+        .bind(rows.iter().map(|r| r.set_at).collect::<Vec<i64>>())
+        .execute(&mut **db)
+        .await
+        .map_err(sql_error)?;
+    }
+    if !outcome.quotes_created.is_empty() {
+        let rows: Vec<RawQuote> = outcome.quotes_created.iter().map(RawQuote::of).collect();
+        sqlx::query(&format!(
+            "INSERT INTO fx_quotes ({QUOTE_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
+             $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[])"
+        ))
+        .bind(rows.iter().map(|r| r.id.clone()).collect::<Vec<String>>())
+        .bind(rows.iter().map(|r| r.tenant.clone()).collect::<Vec<String>>())
+        .bind(rows.iter().map(|r| r.idempotency_key.clone()).collect::<Vec<Option<String>>>())
+        .bind(rows.iter().map(|r| r.terms.clone()).collect::<Vec<String>>())
+        .bind(rows.iter().map(|r| r.created_at).collect::<Vec<i64>>())
+        .bind(rows.iter().map(|r| r.expires_at).collect::<Vec<i64>>())
+        .bind(rows.iter().map(|r| r.used_by.clone()).collect::<Vec<Option<String>>>())
+        .bind(rows.iter().map(|r| r.used_at).collect::<Vec<Option<i64>>>())
+        .execute(&mut **db)
+        .await
+        .map_err(sql_error)?;
+    }
+    if !outcome.quotes_used.is_empty() {
+        let rows: Vec<RawQuote> = outcome.quotes_used.iter().map(RawQuote::of).collect();
+        let result = sqlx::query(
+            "UPDATE fx_quotes q SET used_by = u.used_by, used_at = u.used_at FROM UNNEST($1::text[], \
+             $2::text[], $3::bigint[]) AS u(id, used_by, used_at) WHERE q.id = u.id AND q.used_by IS NULL",
+        )
+        .bind(rows.iter().map(|r| r.id.clone()).collect::<Vec<String>>())
+        .bind(rows.iter().map(|r| r.used_by.clone()).collect::<Vec<Option<String>>>())
+        .bind(rows.iter().map(|r| r.used_at).collect::<Vec<Option<i64>>>())
+        .execute(&mut **db)
+        .await
+        .map_err(sql_error)?;
+        if result.rows_affected() != rows.len() as u64 {
+            return Err(StoreError::Conflict("a quote was used meanwhile".to_owned()));
+        }
     }
     Ok(())
 }
@@ -1152,6 +1277,79 @@ impl Store for PostgresStore {
         .await
         .map_err(sql_error)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn fx_rates(&self, tenant: &Tenant, at: Timestamp) -> StoreResult<Vec<FxRate>> {
+        let query = format!(
+            "SELECT {RATE_COLUMNS} FROM fx_rates r WHERE tenant = $1 AND valid_from = \
+             (SELECT MAX(valid_from) FROM fx_rates WHERE tenant = r.tenant AND base = r.base \
+             AND quote = r.quote AND valid_from <= $2) ORDER BY base, quote"
+        );
+        sqlx::query(&query)
+            .bind(tenant.as_str())
+            .bind(at.as_unix_micros())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(|row| RawRate::read(&PgColumns(row))?.decode().map_err(corrupt))
+            .collect()
+    }
+
+    async fn quote(&self, id: QuoteId) -> StoreResult<Option<Quote>> {
+        let query = format!("SELECT {QUOTE_COLUMNS} FROM fx_quotes WHERE id = $1");
+        let row = sqlx::query(&query)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        row.map(|row| RawQuote::read(&PgColumns(&row))?.decode().map_err(corrupt)).transpose()
+    }
+
+    async fn fx_accounts(&self, tenant: &Tenant) -> StoreResult<Vec<Account>> {
+        let query = format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant = $1 \
+             AND (substr(id, 1, 3) = 'fx:' OR substr(id, 1, 11) = 'fx-revenue:') ORDER BY id"
+        );
+        sqlx::query(&query)
+            .bind(tenant.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(account_from)
+            .collect()
+    }
+
+    async fn fx_revenue(
+        &self,
+        tenant: &Tenant,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<FxRevenue>> {
+        let rows = sqlx::query(
+            "SELECT e.currency, SUM(CASE WHEN e.direction = 'credit' THEN e.amount ELSE -e.amount END)::bigint, \
+             COUNT(*) FROM entries e JOIN accounts a ON a.id = e.account_id \
+             WHERE a.tenant = $1 AND substr(a.id, 1, 11) = 'fx-revenue:' \
+             AND e.committed_at >= $2 AND e.committed_at < $3 GROUP BY e.currency ORDER BY e.currency",
+        )
+        .bind(tenant.as_str())
+        .bind(from.as_unix_micros())
+        .bind(to.as_unix_micros())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql_error)?;
+        rows.iter()
+            .map(|row| {
+                let currency: String = row.try_get(0).map_err(sql_error)?;
+                let entries: i64 = row.try_get(2).map_err(sql_error)?;
+                Ok(FxRevenue {
+                    currency: Currency::parse(&currency).map_err(|r| corrupt(r.message))?,
+                    total_minor: row.try_get(1).map_err(sql_error)?,
+                    entries: u64::try_from(entries).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {

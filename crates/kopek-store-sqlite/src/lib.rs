@@ -10,21 +10,21 @@ mod verify;
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, IdempotencyKey, Keys, Order, OrderId, Outcome, State, Tenant, Timestamp,
-    Transfer, TransferId, Ulid, User, UserId,
+    Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Quote,
+    QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::event_json;
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, Effect,
-    Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
-    Watermark, Webhook,
+    FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent,
+    VerifyReport, Watermark, Webhook,
 };
 use rows::*;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_webhooks.sql"),
     include_str!("../migrations/0006_security.sql"),
     include_str!("../migrations/0007_tracing.sql"),
+    include_str!("../migrations/0008_fx.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -348,7 +349,55 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
             }
         }
     }
+    // The other records of every conversion a loaded transfer belongs to.
+    let conversions: BTreeSet<String> = transfers
+        .values()
+        .filter_map(|transfer: &Transfer| transfer.fx.as_ref().map(|fx| fx.quote_id.to_string()))
+        .collect();
+    if !conversions.is_empty() {
+        let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE quote_id = ?1");
+        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+        for quote in &conversions {
+            let rows = statement.query_map([quote], transfer_from_row).map_err(sql_error)?;
+            for transfer in rows {
+                let transfer = decoded(transfer)?;
+                transfers.insert(transfer.id, transfer);
+            }
+        }
+    }
+    let mut quotes = BTreeMap::new();
+    {
+        let sql = format!("SELECT {QUOTE_COLUMNS} FROM fx_quotes WHERE id = ?1");
+        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+        for id in &keys.quotes {
+            if let Some(row) = statement
+                .query_row([id.to_string()], quote_from_row)
+                .optional()
+                .map_err(sql_error)?
+            {
+                let quote = row.map_err(StoreError::Corrupt)?;
+                quotes.insert(quote.id, quote);
+            }
+        }
+        let sql = format!(
+            "SELECT {QUOTE_COLUMNS} FROM fx_quotes WHERE tenant = ?1 AND idempotency_key = ?2"
+        );
+        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+        for (tenant, key) in &keys.quote_keys {
+            if let Some(row) = statement
+                .query_row([tenant.as_str(), key.as_str()], quote_from_row)
+                .optional()
+                .map_err(sql_error)?
+            {
+                let quote = row.map_err(StoreError::Corrupt)?;
+                quotes.insert(quote.id, quote);
+            }
+        }
+    }
     let mut account_ids = keys.accounts.clone();
+    for quote in quotes.values() {
+        account_ids.extend(Keys::quote_accounts(quote));
+    }
     for transfer in transfers.values() {
         account_ids.extend(transfer.debit_account.iter().cloned());
         account_ids.extend(transfer.credit_account.iter().cloned());
@@ -379,6 +428,24 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
     }
     let mut state = State::new(accounts, transfers.into_values());
     state.last_user_number = last_user_number;
+    state.quotes = quotes;
+    {
+        let sql = format!(
+            "SELECT {RATE_COLUMNS} FROM fx_rates WHERE tenant = ?1 AND base = ?2 AND quote = ?3 \
+             ORDER BY valid_from DESC LIMIT 1"
+        );
+        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+        for (tenant, base, quote) in &keys.rate_pairs {
+            if let Some(row) = statement
+                .query_row([tenant.as_str(), base.code(), quote.code()], rate_from_row)
+                .optional()
+                .map_err(sql_error)?
+            {
+                let rate = row.map_err(StoreError::Corrupt)?;
+                state.rates.insert((tenant.clone(), *base, *quote), rate);
+            }
+        }
+    }
     {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
         let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
@@ -439,7 +506,7 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
             )));
         }
     }
-    let placeholders: Vec<String> = (1..=22).map(|index| format!("?{index}")).collect();
+    let placeholders: Vec<String> = (1..=24).map(|index| format!("?{index}")).collect();
     let insert_transfer =
         format!("INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ({})", placeholders.join(", "));
     for transfer in &outcome.transfers_inserted {
@@ -508,6 +575,35 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
              WHERE id = ?11",
             values,
         )?;
+    }
+    let insert_rate =
+        format!("INSERT INTO fx_rates ({RATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    for rate in &outcome.rates_set {
+        connection
+            .prepare_cached(&insert_rate)
+            .and_then(|mut statement| statement.execute(params(&rate_params(rate)).as_slice()))
+            .map_err(taken(format!("rate {}/{} valid from that time", rate.base, rate.quote)))?;
+    }
+    let insert_quote =
+        format!("INSERT INTO fx_quotes ({QUOTE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    for quote in &outcome.quotes_created {
+        connection
+            .prepare_cached(&insert_quote)
+            .and_then(|mut statement| statement.execute(params(&quote_params(quote)).as_slice()))
+            .map_err(taken(format!("quote {}", quote.id)))?;
+    }
+    for quote in &outcome.quotes_used {
+        let changed = run(
+            "UPDATE fx_quotes SET used_by = ?1, used_at = ?2 WHERE id = ?3 AND used_by IS NULL",
+            vec![
+                quote.used_by.map_or(Value::Null, |id| Value::Text(id.to_string())),
+                quote.used_at.map_or(Value::Null, |at| Value::Integer(at.as_unix_micros())),
+                Value::Text(quote.id.to_string()),
+            ],
+        )?;
+        if changed != 1 {
+            return Err(StoreError::Conflict(format!("quote {} was used meanwhile", quote.id)));
+        }
     }
     for event in &outcome.events {
         let values = vec![
@@ -1278,6 +1374,86 @@ impl Store for SqliteStore {
                 )
                 .map_err(sql_error)?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn fx_rates(&self, tenant: &Tenant, at: Timestamp) -> StoreResult<Vec<FxRate>> {
+        let tenant = tenant.to_string();
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {RATE_COLUMNS} FROM fx_rates r WHERE tenant = ?1 AND valid_from = \
+                 (SELECT MAX(valid_from) FROM fx_rates WHERE tenant = r.tenant AND base = r.base \
+                 AND quote = r.quote AND valid_from <= ?2) ORDER BY base, quote"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement
+                .query_map(rusqlite::params![tenant, at.as_unix_micros()], rate_from_row)
+                .map_err(sql_error)?;
+            rows.map(decoded).collect()
+        })
+        .await
+    }
+
+    async fn quote(&self, id: QuoteId) -> StoreResult<Option<Quote>> {
+        self.read(move |connection| {
+            let sql = format!("SELECT {QUOTE_COLUMNS} FROM fx_quotes WHERE id = ?1");
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let row = statement
+                .query_row([id.to_string()], quote_from_row)
+                .optional()
+                .map_err(sql_error)?;
+            row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
+        })
+        .await
+    }
+
+    async fn fx_accounts(&self, tenant: &Tenant) -> StoreResult<Vec<Account>> {
+        let tenant = tenant.to_string();
+        self.read(move |connection| {
+            let sql = format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant = ?1 \
+                 AND (substr(id, 1, 3) = 'fx:' OR substr(id, 1, 11) = 'fx-revenue:') ORDER BY id"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = statement.query_map([tenant], account_from_row).map_err(sql_error)?;
+            rows.map(decoded).collect()
+        })
+        .await
+    }
+
+    async fn fx_revenue(
+        &self,
+        tenant: &Tenant,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<FxRevenue>> {
+        let tenant = tenant.to_string();
+        self.read(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT e.currency, SUM(CASE WHEN e.direction = 'credit' THEN e.amount ELSE -e.amount END), \
+                     COUNT(*) FROM entries e JOIN accounts a ON a.id = e.account_id \
+                     WHERE a.tenant = ?1 AND substr(a.id, 1, 11) = 'fx-revenue:' \
+                     AND e.committed_at >= ?2 AND e.committed_at < ?3 GROUP BY e.currency ORDER BY e.currency",
+                )
+                .map_err(sql_error)?;
+            let rows = statement
+                .query_map(
+                    rusqlite::params![tenant, from.as_unix_micros(), to.as_unix_micros()],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
+                )
+                .map_err(sql_error)?;
+            rows.map(|row| {
+                let (currency, total_minor, entries) = row.map_err(sql_error)?;
+                Ok(FxRevenue {
+                    currency: Currency::parse(&currency)
+                        .map_err(|rejection| StoreError::Corrupt(rejection.message))?,
+                    total_minor,
+                    entries: u64::try_from(entries).unwrap_or(0),
+                })
+            })
+            .collect()
         })
         .await
     }

@@ -2,12 +2,16 @@
 //! decoded there, as every backend does; a value that does not parse is a `Corrupt` error,
 //! never a panic.
 
-use kopek_core::{Account, Order, Overdraft, Timestamp, Transfer, User};
+use kopek_core::{Account, FxRate, Order, Overdraft, Quote, Timestamp, Transfer, User};
 use kopek_store::codec::metadata_to_json;
 pub use kopek_store::rows::{
-    ACCOUNT_COLUMNS, ENTRY_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, TRANSFER_COLUMNS, USER_COLUMNS,
+    ACCOUNT_COLUMNS, ENTRY_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, QUOTE_COLUMNS, RATE_COLUMNS,
+    TRANSFER_COLUMNS, USER_COLUMNS,
 };
-use kopek_store::rows::{Columns, RawAccount, RawEntry, RawOrder, RawTransfer, RawUser};
+use kopek_store::rows::{
+    Columns, RawAccount, RawEntry, RawOrder, RawQuote, RawRate, RawTransfer, RawUser,
+    transfer_fx_columns,
+};
 use kopek_store::{StoreError, StoredEntry, StoredEvent};
 use rusqlite::types::Value;
 use rusqlite::{Row, ToSql};
@@ -73,6 +77,7 @@ pub fn transfer_from_row(row: &Row) -> rusqlite::Result<Decoded<Transfer>> {
 pub fn transfer_params(transfer: &Transfer) -> Vec<Value> {
     let text = |value: &str| Value::Text(value.to_owned());
     let optional = |value: Option<String>| value.map_or(Value::Null, Value::Text);
+    let (quote_id, fx) = transfer_fx_columns(transfer);
     vec![
         Value::Text(transfer.id.to_string()),
         text(transfer.tenant.as_str()),
@@ -96,6 +101,43 @@ pub fn transfer_params(transfer: &Transfer) -> Vec<Value> {
         Value::Integer(transfer.effective_at.as_unix_micros()),
         Value::Integer(transfer.committed_at.as_unix_micros()),
         Value::Integer(transfer.updated_at.as_unix_micros()),
+        optional(quote_id),
+        optional(fx),
+    ]
+}
+
+pub fn rate_from_row(row: &Row) -> rusqlite::Result<Decoded<FxRate>> {
+    Ok(RawRate::read(&SqliteColumns(row))?.decode())
+}
+
+pub fn rate_params(rate: &FxRate) -> Vec<Value> {
+    let raw = RawRate::of(rate);
+    vec![
+        Value::Text(raw.tenant),
+        Value::Text(raw.base),
+        Value::Text(raw.quote),
+        Value::Text(raw.rate),
+        Value::Text(raw.source),
+        Value::Integer(raw.valid_from),
+        Value::Integer(raw.set_at),
+    ]
+}
+
+pub fn quote_from_row(row: &Row) -> rusqlite::Result<Decoded<Quote>> {
+    Ok(RawQuote::read(&SqliteColumns(row))?.decode())
+}
+
+pub fn quote_params(quote: &Quote) -> Vec<Value> {
+    let raw = RawQuote::of(quote);
+    vec![
+        Value::Text(raw.id),
+        Value::Text(raw.tenant),
+        raw.idempotency_key.map_or(Value::Null, Value::Text),
+        Value::Text(raw.terms),
+        Value::Integer(raw.created_at),
+        Value::Integer(raw.expires_at),
+        raw.used_by.map_or(Value::Null, Value::Text),
+        raw.used_at.map_or(Value::Null, Value::Integer),
     ]
 }
 

@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             webhook_deliveries_are_claimed_retried_and_logged,
             api_keys_are_kept_listed_and_revoked,
             tenants_keep_accounts_users_and_events_apart,
+            conversions_keep_rates_quotes_and_their_legs,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -766,4 +767,170 @@ pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
         "keyless events are not listed"
     );
     assert!(store.audit(&query(None, 2)).await.expect("audit").is_empty(), "nothing since");
+}
+
+fn rate_set(base: &str, quote: &str, rate: &str, valid_from: Option<Timestamp>) -> RateSet {
+    RateSet {
+        base: Currency::parse(base).expect("currency"),
+        quote: Currency::parse(quote).expect("currency"),
+        rate: Rate::parse(rate).expect("rate"),
+        source: "conformance".to_owned(),
+        valid_from,
+    }
+}
+
+fn only_transfer(outcome: &Outcome) -> Transfer {
+    match outcome.results.last() {
+        Some(CommandResult::Transfers(results)) => match &results[0] {
+            TransferResult::Committed(transfer) | TransferResult::Replayed(transfer) => {
+                transfer.clone()
+            }
+            TransferResult::Rejected(rejection) => panic!("rejected: {rejection}"),
+        },
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+pub async fn conversions_keep_rates_quotes_and_their_legs(store: &dyn Store) {
+    let (eur, tenant) = (Currency::parse("EUR").expect("EUR"), Tenant::default_tenant());
+    run(
+        store,
+        at(1),
+        0,
+        vec![
+            open(&[("alice", None)]),
+            CommandBody::CreateAccounts(vec![NewAccount::user(id("bob"), eur)]),
+            deposit("fund", "alice", 100_000, None),
+            CommandBody::SetRates(vec![
+                rate_set("USD", "EUR", "0.9234", None),
+                rate_set("USD", "JPY", "151.37", None),
+            ]),
+        ],
+    )
+    .await;
+    // A rate valid from later does not apply before then; the newest one wins after.
+    run(
+        store,
+        at(2),
+        100,
+        vec![CommandBody::SetRates(vec![rate_set("USD", "EUR", "0.95", Some(at(100)))])],
+    )
+    .await;
+    let rates = store.fx_rates(&tenant, at(3)).await.expect("rates");
+    let pairs: Vec<(String, String, String)> = rates
+        .iter()
+        .map(|rate| (rate.base.to_string(), rate.quote.to_string(), rate.rate.to_string()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("USD".to_owned(), "EUR".to_owned(), "0.9234".to_owned()),
+            ("USD".to_owned(), "JPY".to_owned(), "151.37".to_owned())
+        ]
+    );
+    let later = store.fx_rates(&tenant, at(100)).await.expect("rates");
+    assert_eq!(later[0].rate.to_string(), "0.95");
+    assert!(
+        store
+            .fx_rates(&Tenant::parse("other").expect("tenant"), at(100))
+            .await
+            .expect("rates")
+            .is_empty()
+    );
+    // Setting a pair back in time is refused against the stored rate.
+    let refused = run(
+        store,
+        at(4),
+        200,
+        vec![CommandBody::SetRates(vec![rate_set("USD", "EUR", "1", Some(at(50)))])],
+    )
+    .await;
+    assert!(
+        matches!(&refused.results[0], CommandResult::Rates(r) if matches!(r[0], RateResult::Rejected(_)))
+    );
+
+    let mid = fx::derive(usd(), eur, usd(), |a, b| {
+        rates.iter().find(|rate| rate.base == a && rate.quote == b).map(|rate| rate.rate)
+    })
+    .expect("a rate");
+    let terms = fx::price(usd(), eur, Side::Sell, 10_000, &mid, 50).expect("priced");
+    let new_quote = NewQuote { idempotency_key: key("q1"), terms: terms.clone(), ttl_seconds: 30 };
+    let outcome = run(store, at(5), 300, vec![CommandBody::CreateQuote(new_quote.clone())]).await;
+    let CommandResult::Quote(QuoteResult::Created(quote)) = &outcome.results[0] else {
+        panic!("{:?}", outcome.results)
+    };
+    assert_eq!(store.quote(quote.id).await.expect("quote").as_ref(), Some(quote));
+    // The key again, in a later batch: the stored quote.
+    let again = run(store, at(6), 400, vec![CommandBody::CreateQuote(new_quote)]).await;
+    assert!(
+        matches!(&again.results[0], CommandResult::Quote(QuoteResult::Existed(q)) if q.id == quote.id)
+    );
+
+    let exchange = |key_text: &str, movement: Movement| CommandBody::CreateTransfers {
+        transfers: vec![TransferRequest {
+            idempotency_key: key(key_text),
+            kind: TransferKind::Transfer,
+            movement,
+            details: Details::default(),
+            effective_at: None,
+            open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
+        }],
+        linking: Linking::Independent,
+    };
+    let held = Movement::Exchange {
+        debit_account: id("alice"),
+        credit_account: id("bob"),
+        terms: FxTerms::Quote(quote.id),
+        hold: Some(Hold { timeout_seconds: None }),
+    };
+    let hold = only_transfer(&run(store, at(7), 500, vec![exchange("x1", held.clone())]).await);
+    assert_eq!(hold.status, TransferStatus::Pending);
+    let stored = store.transfer(hold.id).await.expect("read").expect("stored");
+    assert_eq!(stored, hold, "the conversion round-trips with its leg");
+    assert_eq!(store.quote(quote.id).await.expect("quote").and_then(|q| q.used_by), Some(hold.id));
+    // The used quote, loaded from the store, cannot be used again.
+    let reuse = Movement::Exchange {
+        debit_account: id("alice"),
+        credit_account: id("bob"),
+        terms: FxTerms::Quote(quote.id),
+        hold: None,
+    };
+    let declined = only_transfer(&run(store, at(8), 600, vec![exchange("x2", reuse)]).await);
+    assert_eq!(declined.error_code(), Some(ErrorCode::QuoteExpired));
+    // The capture names only the debit leg: the store loads the other legs with it.
+    let capture = Movement::Capture { pending_id: hold.id, amount: None };
+    let captured = only_transfer(&run(store, at(9), 700, vec![exchange("c1", capture)]).await);
+    assert_eq!((captured.status, captured.amount), (TransferStatus::Posted, 10_000));
+    let bob = store.account(&id("bob")).await.expect("read").expect("bob");
+    assert_eq!((bob.balance.posted, bob.balance.pending_in), (9_188, 0));
+    let fx_accounts: Vec<(String, i64)> = store
+        .fx_accounts(&tenant)
+        .await
+        .expect("fx accounts")
+        .iter()
+        .map(|account| (account.id.to_string(), account.balance.posted))
+        .collect();
+    assert_eq!(
+        fx_accounts,
+        [
+            ("fx-revenue:EUR".to_owned(), 46),
+            ("fx:EUR".to_owned(), -9_234),
+            ("fx:USD".to_owned(), 10_000)
+        ]
+    );
+    let revenue = store.fx_revenue(&tenant, at(0), at(10)).await.expect("revenue");
+    assert_eq!(revenue, vec![crate::FxRevenue { currency: eur, total_minor: 46, entries: 1 }]);
+    assert!(store.fx_revenue(&tenant, at(10), at(20)).await.expect("revenue").is_empty());
+    let report = store.verify().await.expect("verify");
+    assert_eq!(report.problems, Vec::<String>::new());
+    let kinds: Vec<String> = store
+        .events_after(None, 0, 100)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.iter().filter(|kind| *kind == "RateUpdated").count(), 3);
+    assert_eq!(kinds.iter().filter(|kind| *kind == "QuoteCreated").count(), 1);
 }

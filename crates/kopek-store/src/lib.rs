@@ -16,8 +16,8 @@ pub use webhooks::{Attempt, AttemptResult, Delivery, DeliveryStatus, Webhook};
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, Entry, IdempotencyKey, Keys, Order, OrderId, Outcome, State, Tenant,
-    Timestamp, Transfer, TransferId, Ulid, User, UserId,
+    Account, AccountId, Currency, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome,
+    Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,16 @@ pub struct Page<T> {
 pub struct Watermark {
     pub committed_at: Option<Timestamp>,
     pub largest_id: Option<Ulid>,
+}
+
+/// Spread revenue in one currency over a period.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FxRevenue {
+    pub currency: Currency,
+    /// Net credits to the revenue account, in minor units.
+    pub total_minor: i64,
+    /// Entries that made it up.
+    pub entries: u64,
 }
 
 /// What `verify` checked and every problem it found.
@@ -268,6 +278,20 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
     /// The events caused by keys' writes, in sequence order.
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Every pair's rate in force at `at` (the newest `valid_from` at or before it), by pair.
+    async fn fx_rates(&self, tenant: &Tenant, at: Timestamp) -> StoreResult<Vec<FxRate>>;
+    async fn quote(&self, id: QuoteId) -> StoreResult<Option<Quote>>;
+    /// The tenant's liquidity (`fx:`) and revenue (`fx-revenue:`) accounts, by id.
+    async fn fx_accounts(&self, tenant: &Tenant) -> StoreResult<Vec<Account>>;
+    /// What the tenant's revenue accounts took in from spreads over `[from, to)` of commit
+    /// time, per currency.
+    async fn fx_revenue(
+        &self,
+        tenant: &Tenant,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<FxRevenue>>;
 
     /// Connections in use, and at most, for `/metrics`.
     fn pool_usage(&self) -> (usize, usize);

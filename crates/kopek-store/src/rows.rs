@@ -2,11 +2,14 @@
 //! a backend reads columns into these structs and calls `decode`; a value that does not parse
 //! is an error naming it, never a panic.
 
-use crate::codec::metadata_from_json;
+use crate::codec::{
+    fx_leg_from_json, fx_leg_json, metadata_from_json, terms_from_json, terms_json,
+};
 use kopek_core::{
     Account, AccountId, AccountKind, AccountStatus, Action, Balance, Currency, Details, Direction,
-    Entry, ErrorCode, Fingerprint, IdempotencyKey, Order, OrderId, OrderStatus, Overdraft,
-    Rejection, Tenant, Timestamp, Transfer, TransferId, TransferKind, TransferStatus, User, UserId,
+    Entry, ErrorCode, Fingerprint, FxRate, IdempotencyKey, Order, OrderId, OrderStatus, Overdraft,
+    Quote, QuoteId, Rate, Rejection, Tenant, Timestamp, Transfer, TransferId, TransferKind,
+    TransferStatus, User, UserId,
 };
 
 type Decoded<T> = Result<T, String>;
@@ -16,10 +19,13 @@ pub const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, s
      pending_out, pending_in, created_at, updated_at, tenant";
 pub const TRANSFER_COLUMNS: &str = "id, tenant, idempotency_key, fingerprint, kind, action, debit_account, \
      credit_account, amount, currency, pending_id, status, error_code, error_message, expires_at, \
-     captured_amount, category, description, metadata, effective_at, committed_at, updated_at";
+     captured_amount, category, description, metadata, effective_at, committed_at, updated_at, quote_id, fx";
 pub const ENTRY_COLUMNS: &str = "sequence, account_id, transfer_id, direction, amount, currency, balance_after, effective_at, committed_at";
 pub const USER_COLUMNS: &str = "id, name, created_at, tenant";
 pub const EVENT_COLUMNS: &str = "sequence, id, tenant, kind, subject_id, at, payload, traceparent";
+pub const RATE_COLUMNS: &str = "tenant, base, quote, rate, source, valid_from, set_at";
+pub const QUOTE_COLUMNS: &str =
+    "id, tenant, idempotency_key, terms, created_at, expires_at, used_by, used_at";
 pub const ORDER_COLUMNS: &str = "id, tenant, user_id, amount, currency, status, failure_code, failure_message, \
      payment_id, created_at, updated_at";
 
@@ -135,6 +141,8 @@ pub struct RawTransfer {
     pub effective_at: i64,
     pub committed_at: i64,
     pub updated_at: i64,
+    /// The conversion, as `codec::fx_leg_json` (the quote id is also a column of its own).
+    pub fx: Option<String>,
 }
 
 impl RawTransfer {
@@ -163,6 +171,7 @@ impl RawTransfer {
             effective_at: row.integer(19)?,
             committed_at: row.integer(20)?,
             updated_at: row.integer(21)?,
+            fx: row.optional_text(23)?,
         })
     }
 
@@ -197,7 +206,125 @@ impl RawTransfer {
             effective_at: at(self.effective_at),
             committed_at: at(self.committed_at),
             updated_at: at(self.updated_at),
+            fx: self.fx.map(|text| fx_leg_from_json(&text).map(Box::new)).transpose()?,
         })
+    }
+}
+
+/// A transfer's conversion as its two columns: the quote id and the document.
+pub fn transfer_fx_columns(transfer: &Transfer) -> (Option<String>, Option<String>) {
+    match transfer.fx.as_deref() {
+        Some(leg) => (Some(leg.quote_id.to_string()), Some(fx_leg_json(leg).to_string())),
+        None => (None, None),
+    }
+}
+
+pub struct RawRate {
+    pub tenant: String,
+    pub base: String,
+    pub quote: String,
+    pub rate: String,
+    pub source: String,
+    pub valid_from: i64,
+    pub set_at: i64,
+}
+
+impl RawRate {
+    /// Reads a row selected with `RATE_COLUMNS`.
+    pub fn read<C: Columns>(row: &C) -> Result<RawRate, C::Error> {
+        Ok(RawRate {
+            tenant: row.text(0)?,
+            base: row.text(1)?,
+            quote: row.text(2)?,
+            rate: row.text(3)?,
+            source: row.text(4)?,
+            valid_from: row.integer(5)?,
+            set_at: row.integer(6)?,
+        })
+    }
+
+    pub fn decode(self) -> Decoded<FxRate> {
+        Ok(FxRate {
+            tenant: rejected(Tenant::parse(&self.tenant))?,
+            base: rejected(Currency::parse(&self.base))?,
+            quote: rejected(Currency::parse(&self.quote))?,
+            rate: parse("rate", &self.rate, Rate::parse_stored)?,
+            source: self.source,
+            valid_from: at(self.valid_from),
+            set_at: at(self.set_at),
+        })
+    }
+
+    /// The row of a rate, in `RATE_COLUMNS` order.
+    pub fn of(rate: &FxRate) -> RawRate {
+        RawRate {
+            tenant: rate.tenant.to_string(),
+            base: rate.base.code().to_owned(),
+            quote: rate.quote.code().to_owned(),
+            rate: rate.rate.to_fraction_text(),
+            source: rate.source.clone(),
+            valid_from: rate.valid_from.as_unix_micros(),
+            set_at: rate.set_at.as_unix_micros(),
+        }
+    }
+}
+
+pub struct RawQuote {
+    pub id: String,
+    pub tenant: String,
+    pub idempotency_key: Option<String>,
+    pub terms: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_by: Option<String>,
+    pub used_at: Option<i64>,
+}
+
+impl RawQuote {
+    /// Reads a row selected with `QUOTE_COLUMNS`.
+    pub fn read<C: Columns>(row: &C) -> Result<RawQuote, C::Error> {
+        Ok(RawQuote {
+            id: row.text(0)?,
+            tenant: row.text(1)?,
+            idempotency_key: row.optional_text(2)?,
+            terms: row.text(3)?,
+            created_at: row.integer(4)?,
+            expires_at: row.integer(5)?,
+            used_by: row.optional_text(6)?,
+            used_at: row.optional_integer(7)?,
+        })
+    }
+
+    pub fn decode(self) -> Decoded<Quote> {
+        let terms: serde_json::Value = serde_json::from_str(&self.terms)
+            .map_err(|error| format!("quote terms are not JSON: {error}"))?;
+        Ok(Quote {
+            id: rejected(QuoteId::parse(&self.id))?,
+            tenant: rejected(Tenant::parse(&self.tenant))?,
+            idempotency_key: self
+                .idempotency_key
+                .map(|key| rejected(IdempotencyKey::parse(&key)))
+                .transpose()?,
+            terms: terms_from_json(&terms)?,
+            created_at: at(self.created_at),
+            expires_at: at(self.expires_at),
+            used_by: self.used_by.map(|id| rejected(TransferId::parse(&id))).transpose()?,
+            used_at: self.used_at.map(at),
+        })
+    }
+
+    /// The row of a quote, in `QUOTE_COLUMNS` order.
+    pub fn of(quote: &Quote) -> RawQuote {
+        RawQuote {
+            id: quote.id.to_string(),
+            tenant: quote.tenant.to_string(),
+            idempotency_key: quote.idempotency_key.as_ref().map(ToString::to_string),
+            terms: terms_json(&quote.terms).to_string(),
+            created_at: quote.created_at.as_unix_micros(),
+            expires_at: quote.expires_at.as_unix_micros(),
+            used_by: quote.used_by.map(|id| id.to_string()),
+            used_at: quote.used_at.map(Timestamp::as_unix_micros),
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The families, and the event types each topic carries.
-pub const FAMILIES: [(&str, &[EventKind]); 4] = [
+pub const FAMILIES: [(&str, &[EventKind]); 5] = [
     ("accounts", &[EventKind::AccountOpened, EventKind::AccountUpdated]),
     (
         "transfers",
@@ -47,6 +47,7 @@ pub const FAMILIES: [(&str, &[EventKind]); 4] = [
             EventKind::OrderFailed,
         ],
     ),
+    ("fx", &[EventKind::RateUpdated, EventKind::QuoteCreated]),
 ];
 
 /// The topic of an event type.
