@@ -26,6 +26,9 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         | "/v1/webhooks/{id}/deliveries"
         | "/v1/webhooks/{id}/deliveries/{delivery_id}"
         | "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver" => Some(Scope::Admin),
+        // Rates are set by operators; everyone with a key reads them and asks for prices.
+        "/v1/fx/rates" | "/v1/fx/rates/{base}/{quote}" if !read => Some(Scope::Admin),
+        "/v1/fx/convert" => Some(Scope::Read),
         // Freezing, unfreezing, closing and changing limits are operator acts.
         "/v1/accounts/{id}" if method == Method::PATCH => Some(Scope::Admin),
         "/v1/accounts"
@@ -41,6 +44,11 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         | "/v1/users/{id}"
         | "/v1/users/{id}/spending"
         | "/v1/events"
+        | "/v1/fx/rates"
+        | "/v1/fx/quotes"
+        | "/v1/fx/quotes/{id}"
+        | "/v1/fx/positions"
+        | "/v1/fx/spread"
         | "/v1/ws"
         | "/v1/user"
         | "/v1/user/{id}"

@@ -139,6 +139,13 @@ pub struct NewTransferDto {
     pub metadata: BTreeMap<String, String>,
     /// RFC 3339; absent: the commit time.
     pub effective_at: Option<String>,
+    /// Convert at this quote's terms: the payer (in the quote's source currency) pays what
+    /// the quote sells, the payee (in its target currency) gets what it buys. `amount` may
+    /// be left out; if given it must be the quote's.
+    pub quote_id: Option<String>,
+    /// Convert `amount` of `currency` into this currency at the rate in force now (a quote
+    /// the transfer takes itself), when the server allows it (`--fx-implicit-quotes`).
+    pub to_currency: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, ToSchema)]
@@ -184,6 +191,8 @@ pub struct TransferDto {
     pub effective_at: String,
     pub committed_at: String,
     pub updated_at: String,
+    /// For a leg of a cross-currency transfer: its conversion (quote, terms, rate, path).
+    pub fx: Option<crate::fx::TransferFxDto>,
 }
 
 pub fn transfer(transfer: &Transfer) -> TransferDto {
@@ -212,6 +221,7 @@ pub fn transfer(transfer: &Transfer) -> TransferDto {
         effective_at: transfer.effective_at.to_rfc3339(),
         committed_at: transfer.committed_at.to_rfc3339(),
         updated_at: transfer.updated_at.to_rfc3339(),
+        fx: transfer.fx.as_deref().map(crate::fx::transfer_fx_dto),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod compat;
 pub mod dto;
 pub mod error;
+pub mod fx;
 pub mod observe;
 pub mod rest;
 pub mod serve;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub auth: kopek_auth::Authenticator,
     /// Per-key request budget.
     pub limiter: kopek_auth::RateLimiter,
+    /// Rates in force and prices.
+    pub fx: kopek_fx::Fx,
 }
 
 /// Open WebSockets per process, all routes together.
@@ -73,6 +76,7 @@ impl AppState {
         let sockets = std::sync::Arc::new(tokio::sync::Semaphore::new(WEBSOCKETS_MAX));
         let auth =
             kopek_auth::Authenticator::new(engine.store().clone(), kopek_auth::AuthMode::Required);
+        let engine_store = engine.store().clone();
         AppState {
             engine,
             feed,
@@ -83,6 +87,7 @@ impl AppState {
             webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
             auth,
             limiter: kopek_auth::RateLimiter::unlimited(),
+            fx: kopek_fx::Fx::local(engine_store, kopek_fx::FxConfig::default()),
         }
     }
 }
@@ -128,6 +133,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "transfers", description = "Transfers, deposits, withdrawals and holds"),
         (name = "users", description = "Users and their accounts"),
         (name = "events", description = "The outbox event log"),
+        (name = "fx", description = "Exchange rates, quotes, price checks, liquidity positions and spread"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -155,6 +161,13 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(webhooks::get_delivery))
         .routes(routes!(webhooks::redeliver))
         .routes(routes!(rest::list_events))
+        .routes(routes!(fx::list_rates, fx::import_rates))
+        .routes(routes!(fx::put_rate))
+        .routes(routes!(fx::create_quote))
+        .routes(routes!(fx::get_quote))
+        .routes(routes!(fx::convert))
+        .routes(routes!(fx::positions))
+        .routes(routes!(fx::spread))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .with_state(state.clone())

@@ -19,6 +19,7 @@ use kopek_core::{
     Tenant, Timestamp, TransferId, TransferKind, TransferRequest, TransferResult, UserId,
     UserResult, limits,
 };
+use kopek_core::{FxTerms, QuoteId, Side, format_minor};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -60,7 +61,7 @@ fn page_size(limit: Option<usize>) -> usize {
     limit.unwrap_or(PAGE_DEFAULT).clamp(1, limits::PAGE_SIZE_MAX)
 }
 
-fn minor_units(
+pub(crate) fn minor_units(
     amount: Option<&str>,
     minor: Option<i64>,
     currency: Currency,
@@ -103,7 +104,7 @@ fn overdraft_limit(
     }
 }
 
-fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejection> {
+pub(crate) fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejection> {
     text.map(|text| {
         Timestamp::parse_rfc3339(text)
             .map_err(|error| Rejection::invalid(format!("{field}: {error}")))
@@ -395,6 +396,84 @@ pub fn transfer_request(
     Ok(transfer)
 }
 
+/// A transfer request from JSON, with its conversion when it names a quote (`quote_id`) or a
+/// target currency (`to_currency`, priced now at the rate in force, if the server allows it).
+pub async fn transfer_request_fx(
+    state: &AppState,
+    request: NewTransferDto,
+    key: IdempotencyKey,
+    tenant: &Tenant,
+) -> Result<TransferRequest, Rejection> {
+    let (quote_id, to_currency) = (request.quote_id.clone(), request.to_currency.clone());
+    if quote_id.is_none() && to_currency.is_none() {
+        return transfer_request(request, key, tenant);
+    }
+    if quote_id.is_some() && to_currency.is_some() {
+        return Err(Rejection::invalid("give quote_id or to_currency, not both"));
+    }
+    let currency = Currency::parse(&request.currency)?;
+    let amount = minor_units(request.amount.as_deref(), request.amount_minor, currency)?;
+    let terms = match (quote_id, to_currency) {
+        (Some(text), _) => {
+            let id = QuoteId::parse(&text)?;
+            // What the request says must be what the quote sells; an unknown quote is the
+            // core's to decline (and record).
+            let quote = state
+                .engine
+                .store()
+                .quote(id)
+                .await
+                .map_err(|error| Rejection::new(ErrorCode::Unavailable, error.to_string()))?;
+            if let Some(quote) = quote.filter(|quote| quote.tenant == *tenant) {
+                if quote.terms.from != currency {
+                    return Err(Rejection::new(
+                        ErrorCode::CurrencyMismatch,
+                        format!("quote {id} sells {}, not {currency}", quote.terms.from),
+                    ));
+                }
+                if amount.is_some_and(|amount| amount != quote.terms.sell_amount) {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidAmount,
+                        format!(
+                            "quote {id} sells {} {currency}; leave the amount out or send that",
+                            format_minor(quote.terms.sell_amount, currency)
+                        ),
+                    ));
+                }
+            }
+            FxTerms::Quote(id)
+        }
+        (None, Some(text)) => {
+            if !state.fx.config().implicit_quotes {
+                return Err(Rejection::invalid(
+                    "this server converts only at quoted rates: take a quote (POST /v1/fx/quotes) \
+                     and send its quote_id",
+                ));
+            }
+            let to = Currency::parse(&text)?;
+            let amount = amount.ok_or_else(|| {
+                Rejection::new(ErrorCode::InvalidAmount, "give amount or amount_minor")
+            })?;
+            let terms = state.fx.price(tenant, currency, to, Side::Sell, amount, None).await?;
+            FxTerms::Market(Box::new(terms))
+        }
+        (None, None) => unreachable!("handled above"),
+    };
+    // The rest of the request reads as a plain transfer of the amount the terms sell.
+    let mut plain = request;
+    plain.quote_id = None;
+    plain.to_currency = None;
+    plain.amount = None;
+    plain.amount_minor = Some(1);
+    let mut transfer = transfer_request(plain, key, tenant)?;
+    let Movement::Move { debit_account, credit_account, hold, .. } = transfer.movement else {
+        return Err(Rejection::new(ErrorCode::Internal, "a transfer request is a move"));
+    };
+    transfer.movement = Movement::Exchange { debit_account, credit_account, terms, hold };
+    transfer.validate()?;
+    Ok(transfer)
+}
+
 /// The HTTP answer to one transfer: 201 with the transfer, or the error status with the
 /// declined record; a replay answers the same with `Idempotent-Replayed: true`.
 fn transfer_response(result: TransferResult) -> ApiResult<Response> {
@@ -456,7 +535,8 @@ pub async fn create_transfer(
             "idempotency_key in the body differs from the Idempotency-Key header",
         ));
     }
-    submit_one(&state, &caller, transfer_request(request, key, caller.tenant())?).await
+    let transfer = transfer_request_fx(&state, request, key, caller.tenant()).await?;
+    submit_one(&state, &caller, transfer).await
 }
 
 #[utoipa::path(
@@ -477,20 +557,18 @@ pub async fn create_batch(
             limits::TRANSFERS_PER_REQUEST_MAX
         )));
     }
-    let parsed: Vec<Result<TransferRequest, Rejection>> = request
-        .transfers
-        .into_iter()
-        .map(|item| {
-            let key = item
-                .idempotency_key
-                .as_deref()
-                .ok_or_else(|| {
-                    Rejection::invalid("each transfer of a batch needs its idempotency_key")
-                })
-                .and_then(IdempotencyKey::parse_client)?;
-            transfer_request(item, key, caller.tenant())
-        })
-        .collect();
+    let mut parsed: Vec<Result<TransferRequest, Rejection>> = Vec::new();
+    for item in request.transfers {
+        let key = item
+            .idempotency_key
+            .as_deref()
+            .ok_or_else(|| Rejection::invalid("each transfer of a batch needs its idempotency_key"))
+            .and_then(IdempotencyKey::parse_client);
+        parsed.push(match key {
+            Ok(key) => transfer_request_fx(&state, item, key, caller.tenant()).await,
+            Err(rejection) => Err(rejection),
+        });
+    }
     for request in parsed.iter().flatten() {
         access::may_move(state.engine.store().as_ref(), &caller.0, request).await?;
     }

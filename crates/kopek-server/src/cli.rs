@@ -231,9 +231,24 @@ pub struct ServeArgs {
     /// Requests a key may make at once above its average (default: one second's worth).
     #[arg(long, env = "KOPEK_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<f64>,
-    /// Share rate limits between processes through this Redis (redis://HOST:PORT/DB).
+    /// Share rate limits, and cache exchange rates, between processes through this Redis
+    /// (redis://HOST:PORT/DB).
     #[arg(long, env = "KOPEK_REDIS")]
     pub redis: Option<String>,
+    /// Cross rates go through this currency when no pair or inverse is stored.
+    #[arg(long, env = "KOPEK_FX_BASE", default_value = "USD")]
+    pub fx_base: String,
+    /// Spread taken from what a converting customer receives, in basis points (1 bp = 0.01%),
+    /// booked to fx-revenue:<CUR>; at most 1000.
+    #[arg(long, env = "KOPEK_FX_SPREAD_BP", default_value_t = 0)]
+    pub fx_spread_bp: u32,
+    /// How long a quote locks its rate, in seconds.
+    #[arg(long, env = "KOPEK_FX_QUOTE_TTL_SECONDS", default_value_t = 30)]
+    pub fx_quote_ttl_seconds: u32,
+    /// Let a cross-currency transfer without a quote convert at the rate in force
+    /// (`to_currency`); otherwise it needs a quote.
+    #[arg(long, env = "KOPEK_FX_IMPLICIT_QUOTES")]
+    pub fx_implicit_quotes: bool,
     /// Serve gRPC and HTTP over TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "KOPEK_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

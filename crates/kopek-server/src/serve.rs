@@ -298,6 +298,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         draining.clone(),
     );
     http_state.webhook_max_attempts = notifier.max_attempts;
+    let fx = exchange_rates(&args, store.clone()).await?;
+    background.push(tokio::spawn(fx.clone().watch(feed.subscribe_live())));
+    http_state.fx = fx;
     http_state.auth = authenticator.clone();
     http_state.limiter = limiter.clone();
     if !limiter.is_unlimited() {
@@ -485,6 +488,38 @@ async fn first_admin_key(store: &dyn Store, given: Option<&str>) -> anyhow::Resu
     store.create_api_key(&minted.key).await.context("store the first admin key")?;
     println!("kopek: admin key (shown once; keep it, only its hash is stored): {}", minted.token);
     Ok(())
+}
+
+/// Rates in force and prices: cached in Redis when `--redis` is given, in process otherwise.
+async fn exchange_rates(
+    args: &ServeArgs,
+    store: Arc<dyn kopek_store::Store>,
+) -> anyhow::Result<kopek_fx::Fx> {
+    let base = kopek_core::Currency::parse(&args.fx_base)
+        .map_err(|rejection| anyhow::anyhow!("--fx-base: {}", rejection.message))?;
+    if args.fx_spread_bp > kopek_core::fx::SPREAD_BASIS_POINTS_MAX {
+        anyhow::bail!("--fx-spread-bp must be at most {}", kopek_core::fx::SPREAD_BASIS_POINTS_MAX);
+    }
+    if args.fx_quote_ttl_seconds == 0
+        || args.fx_quote_ttl_seconds > kopek_core::fx::QUOTE_TTL_SECONDS_MAX
+    {
+        anyhow::bail!(
+            "--fx-quote-ttl-seconds must be 1 to {}",
+            kopek_core::fx::QUOTE_TTL_SECONDS_MAX
+        );
+    }
+    let config = kopek_fx::FxConfig {
+        base,
+        spread_bp: args.fx_spread_bp,
+        quote_ttl_seconds: args.fx_quote_ttl_seconds,
+        implicit_quotes: args.fx_implicit_quotes,
+    };
+    match &args.redis {
+        None => Ok(kopek_fx::Fx::local(store, config)),
+        Some(url) => kopek_fx::Fx::redis(store, config, url)
+            .await
+            .map_err(|message| anyhow::anyhow!("--redis: {message}")),
+    }
 }
 
 /// `--rate-limit` per key, through Redis when `--redis` is given.
