@@ -42,6 +42,58 @@ pub enum Command {
     Audit(AuditArgs),
     /// One screen about a running server: health, throughput, errors, lag, the books.
     Status(StatusArgs),
+    /// Exchange rates on a running server: set one, import a file, list those in force.
+    #[command(subcommand)]
+    Rates(RatesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RatesCommand {
+    /// Set how many QUOTE one BASE buys, e.g. `kopek rates set USD EUR 0.9234` (admin key).
+    Set(RatesSetArgs),
+    /// Set every rate of a CSV (base,quote,rate[,source[,valid_from]]) or JSON file (admin key).
+    Import(RatesImportArgs),
+    /// The rates in force, one per pair.
+    List(RatesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RatesArgs {
+    /// Address of a running kopek server's HTTP listener.
+    #[arg(long, env = "KOPEK_HTTP_ADDR", default_value = "http://127.0.0.1:8000")]
+    pub addr: String,
+    /// API key (`kopek_...`); setting rates needs an admin key.
+    #[arg(long, env = "KOPEK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RatesSetArgs {
+    pub base: String,
+    pub quote: String,
+    /// A decimal: how many QUOTE one BASE buys.
+    pub rate: String,
+    /// Who gave the rate (default: manual).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// RFC 3339: from when the rate applies (default: now).
+    #[arg(long)]
+    pub valid_from: Option<String>,
+    #[command(flatten)]
+    pub api: RatesArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RatesImportArgs {
+    pub file: PathBuf,
+    /// The source of rates whose line names none (default: manual).
+    #[arg(long)]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub api: RatesArgs,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod client;
+mod rates;
 mod serve;
 mod status;
 
@@ -39,6 +40,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Keys(command) => return report(admin::keys(command).await),
         Command::Audit(args) => return report(admin::audit(args).await),
         Command::Status(args) => return status::run(args).await,
+        Command::Rates(command) => return rates::run(command).await,
         Command::Verify(args) => return verify(args).await,
         Command::Accounts(command) => client::run_accounts(command).await,
         Command::Deposit(args) => {

@@ -3,7 +3,7 @@
 //! redis://127.0.0.1:6379): outside CI it skips, loudly, when none answers; with `CI=true` it
 //! must run.
 
-use crate::support::{Server, cli, http, serve_refused};
+use crate::support::{Server, cli, http, redis_or_skip, serve_refused};
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
 use kopek_proto::payment::v1 as payment;
@@ -384,25 +384,6 @@ async fn a_key_over_its_rate_is_refused_on_every_surface() {
         "{codes:?}"
     );
     assert_eq!(codes[3], Ok(Some(payment::PaymentErrorCode::RateLimited as i32)), "{codes:?}");
-}
-
-fn redis_or_skip() -> Option<String> {
-    let url =
-        std::env::var("KOPEK_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
-    let address =
-        url.trim_start_matches("redis://").split('/').next().unwrap_or_default().to_owned();
-    if std::net::TcpStream::connect_timeout(
-        &address.parse().expect("KOPEK_TEST_REDIS is redis://IP:PORT/DB"),
-        Duration::from_secs(1),
-    )
-    .is_ok()
-    {
-        return Some(url);
-    }
-    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
-    assert!(!in_ci, "CI must have Redis at {url}");
-    eprintln!("SKIPPED: no Redis answers at {url}; set KOPEK_TEST_REDIS or start redis-server");
-    None
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod crash;
 mod events;
+mod fx;
 mod health;
 mod http;
 mod ingest;

@@ -496,3 +496,37 @@ fn dechunk(mut rest: &str) -> String {
     }
     body
 }
+
+/// The Redis of KOPEK_TEST_REDIS (default redis://127.0.0.1:6379/0): outside CI `None`, with a
+/// loud line, when none answers; with `CI=true` a missing Redis fails the test.
+pub fn redis_or_skip() -> Option<String> {
+    let url =
+        std::env::var("KOPEK_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
+    let address =
+        url.trim_start_matches("redis://").split('/').next().unwrap_or_default().to_owned();
+    if std::net::TcpStream::connect_timeout(
+        &address.parse().expect("KOPEK_TEST_REDIS is redis://IP:PORT/DB"),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+    {
+        return Some(url);
+    }
+    let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+    assert!(!in_ci, "CI must have Redis at {url}");
+    eprintln!("SKIPPED: no Redis answers at {url}; set KOPEK_TEST_REDIS or start redis-server");
+    None
+}
+
+/// A throwaway PostgreSQL database for `data_dir` on the server of KOPEK_TEST_DATABASE_URL, for
+/// tests that start several processes on one database: outside CI `None`, loudly, without the
+/// variable; with `CI=true` its absence fails the test.
+pub fn postgres_or_skip(data_dir: &Path) -> Option<String> {
+    if std::env::var("KOPEK_TEST_DATABASE_URL").is_err() {
+        let in_ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+        assert!(!in_ci, "CI must set KOPEK_TEST_DATABASE_URL");
+        eprintln!("SKIPPED: KOPEK_TEST_DATABASE_URL is not set; this test needs PostgreSQL");
+        return None;
+    }
+    Some(PgDatabase::for_dir(data_dir).url.clone())
+}
