@@ -25,10 +25,13 @@ pub fn required_scope(path: &str) -> Option<Scope> {
         (
             "kopek.v1.Ledger",
             "GetAccount" | "GetAccounts" | "ListAccounts" | "GetTransfer" | "ListEntries"
-            | "GetBalance" | "StreamEvents" | "GetSpending",
+            | "GetBalance" | "StreamEvents" | "GetSpending" | "ListRates" | "GetQuote" | "Convert",
         )
         | ("payment.v1.PaymentService", "GetPayment" | "GetAccountBalance") => Some(Scope::Read),
-        ("kopek.v1.Ledger", "CreateAccounts" | "CreateTransfers" | "StreamTransfers")
+        (
+            "kopek.v1.Ledger",
+            "CreateAccounts" | "CreateTransfers" | "StreamTransfers" | "CreateQuote",
+        )
         | ("payment.v1.PaymentService", "AuthorizePayment")
         | ("transaction.TransactionService", "StreamTransactions") => Some(Scope::Write),
         _ => Some(Scope::Admin),

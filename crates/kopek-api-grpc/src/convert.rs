@@ -1,13 +1,93 @@
 //! kopek.v1 wire messages <-> core types. Every field from the network is parsed here, once;
 //! a field that does not parse becomes a `Rejection` with a clear code and message.
 
+use kopek_core::fx::{RATE_DIGITS_MAX, Side, Terms};
 use kopek_core::{
     Account, AccountId, AccountKind, AccountStatus, Action, Amount, Balance, Currency, Details,
     Direction, ErrorCode, Hold, IdempotencyKey, Movement, NewAccount, Overdraft, Rejection, Tenant,
     Timestamp, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus, format_minor,
 };
+use kopek_core::{FxLeg, FxRate, FxTerms, Quote, QuoteId};
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEntry;
+
+pub fn side(value: i32) -> Result<Side, Rejection> {
+    match pb::ConversionSide::try_from(value) {
+        Ok(pb::ConversionSide::Unspecified | pb::ConversionSide::Sell) => Ok(Side::Sell),
+        Ok(pb::ConversionSide::Buy) => Ok(Side::Buy),
+        Err(_) => Err(Rejection::invalid(format!("unknown conversion side {value}"))),
+    }
+}
+
+/// The amount of a conversion request, in `currency`: `amount_minor`, the decimal `amount`,
+/// or both if they agree.
+pub fn conversion_amount(minor: i64, text: &str, currency: Currency) -> Result<i64, Rejection> {
+    let from_text = optional_text(text)
+        .map(|text| Amount::parse_major(text, currency).map(Amount::minor))
+        .transpose()?;
+    match ((minor != 0).then_some(minor), from_text) {
+        (Some(minor), Some(parsed)) if minor != parsed => Err(Rejection::new(
+            ErrorCode::InvalidAmount,
+            format!("amount_minor {minor} and amount '{text}' disagree"),
+        )),
+        (None, None) => Err(Rejection::new(ErrorCode::InvalidAmount, "amount is required")),
+        (minor, parsed) => Ok(minor.or(parsed).unwrap_or_default()),
+    }
+}
+
+pub fn conversion_terms(terms: &Terms) -> pb::ConversionTerms {
+    pb::ConversionTerms {
+        from: terms.from.to_string(),
+        to: terms.to.to_string(),
+        side: match terms.side {
+            Side::Sell => pb::ConversionSide::Sell,
+            Side::Buy => pb::ConversionSide::Buy,
+        } as i32,
+        sell_amount_minor: terms.sell_amount,
+        sell_amount: format_minor(terms.sell_amount, terms.from),
+        buy_amount_minor: terms.buy_amount,
+        buy_amount: format_minor(terms.buy_amount, terms.to),
+        spread_amount_minor: terms.spread_amount,
+        spread_amount: format_minor(terms.spread_amount, terms.to),
+        spread_bp: terms.spread_bp,
+        rate: terms.rate.to_decimal(RATE_DIGITS_MAX),
+        rate_exact: terms.rate.to_fraction_text(),
+        mid_rate: terms.mid_rate.to_decimal(RATE_DIGITS_MAX),
+        rate_path: terms.path.clone(),
+    }
+}
+
+fn transfer_conversion(leg: &FxLeg) -> pb::TransferConversion {
+    pb::TransferConversion {
+        quote_id: leg.quote_id.to_string(),
+        leg: leg.role.as_str().to_owned(),
+        payer_account_id: leg.payer.to_string(),
+        payee_account_id: leg.payee.to_string(),
+        terms: Some(conversion_terms(&leg.terms)),
+    }
+}
+
+pub fn exchange_rate(rate: &FxRate) -> pb::ExchangeRate {
+    pb::ExchangeRate {
+        base: rate.base.to_string(),
+        quote: rate.quote.to_string(),
+        rate: rate.rate.to_decimal(RATE_DIGITS_MAX),
+        rate_exact: rate.rate.to_fraction_text(),
+        source: rate.source.clone(),
+        valid_from: rate.valid_from.to_rfc3339(),
+        set_at: rate.set_at.to_rfc3339(),
+    }
+}
+
+pub fn quote(quote: &Quote) -> pb::Quote {
+    pb::Quote {
+        id: quote.id.to_string(),
+        terms: Some(conversion_terms(&quote.terms)),
+        created_at: quote.created_at.to_rfc3339(),
+        expires_at: quote.expires_at.to_rfc3339(),
+        used_by_transfer_id: quote.used_by.map(|id| id.to_string()).unwrap_or_default(),
+    }
+}
 
 pub fn error_code(code: ErrorCode) -> pb::ErrorCode {
     match code {
@@ -116,6 +196,37 @@ pub fn transfer_request(
     let action = pb::TransferAction::try_from(request.action)
         .map_err(|_| Rejection::invalid(format!("unknown transfer action {}", request.action)))?;
     let movement = match action {
+        pb::TransferAction::Unspecified | pb::TransferAction::Post | pb::TransferAction::Hold
+            if !request.quote_id.is_empty() =>
+        {
+            // The quote fixes the currencies and both amounts.
+            if !request.currency.is_empty()
+                || !request.amount.is_empty()
+                || request.amount_minor != 0
+            {
+                return Err(Rejection::invalid(
+                    "a transfer with quote_id takes its currencies and amounts from the quote: \
+                     leave currency and amount out",
+                ));
+            }
+            let terms = FxTerms::Quote(QuoteId::parse(&request.quote_id).map_err(|_| {
+                Rejection::invalid(format!("quote_id '{}' is not a quote id", request.quote_id))
+            })?);
+            let side = |text: &str, name: &str| {
+                optional_text(text)
+                    .ok_or_else(|| Rejection::invalid(format!("{name} is required")))
+                    .and_then(AccountId::parse)
+            };
+            let hold = (action == pb::TransferAction::Hold).then_some(Hold {
+                timeout_seconds: (request.timeout_seconds > 0).then_some(request.timeout_seconds),
+            });
+            Movement::Exchange {
+                debit_account: side(&request.debit_account_id, "debit_account_id")?,
+                credit_account: side(&request.credit_account_id, "credit_account_id")?,
+                terms,
+                hold,
+            }
+        }
         pb::TransferAction::Unspecified | pb::TransferAction::Post | pb::TransferAction::Hold => {
             if request.currency.is_empty() {
                 return Err(Rejection::invalid("currency is required"));
@@ -313,6 +424,7 @@ pub fn transfer(transfer: &Transfer) -> pb::Transfer {
         metadata: transfer.details.metadata.clone().into_iter().collect(),
         effective_at: transfer.effective_at.to_rfc3339(),
         committed_at: transfer.committed_at.to_rfc3339(),
+        fx: transfer.fx.as_deref().map(transfer_conversion),
         updated_at: transfer.updated_at.to_rfc3339(),
     }
 }

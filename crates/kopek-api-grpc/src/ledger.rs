@@ -5,9 +5,11 @@ use crate::convert;
 use crate::pipeline::{Answer, AnswerStream, Started, pipelined};
 use crate::status::{engine_status, rejection_status, store_status};
 use kopek_auth::{Principal, access};
+use kopek_core::fx::Side;
 use kopek_core::{
-    AccountResult, AccountUpdate, Command, CommandBody, CommandResult, ErrorCode, Linking,
-    Overdraft, Rejection, Tenant, Timestamp, limits,
+    AccountResult, AccountUpdate, Command, CommandBody, CommandResult, Currency, ErrorCode,
+    IdempotencyKey, Linking, NewQuote, Overdraft, QuoteId, QuoteResult, RateResult, RateSet,
+    Rejection, Tenant, Timestamp, limits,
 };
 use kopek_engine::{Engine, EngineError, Ticket};
 use kopek_outbox::Feed;
@@ -113,6 +115,8 @@ pub struct LedgerService {
     webhook_max_attempts: u32,
     /// Cancelled when the server drains: streams stop reading and finish what they took.
     shutdown: CancellationToken,
+    /// Rates in force and prices.
+    fx: kopek_fx::Fx,
 }
 
 impl LedgerService {
@@ -122,7 +126,14 @@ impl LedgerService {
         webhook_max_attempts: u32,
         shutdown: CancellationToken,
     ) -> LedgerService {
-        LedgerService { engine, feed, webhook_max_attempts, shutdown }
+        let fx = kopek_fx::Fx::local(engine.store().clone(), kopek_fx::FxConfig::default());
+        LedgerService { engine, feed, webhook_max_attempts, shutdown, fx }
+    }
+
+    /// Prices with `fx` (the server's rates, cache and configuration).
+    pub fn with_fx(mut self, fx: kopek_fx::Fx) -> LedgerService {
+        self.fx = fx;
+        self
     }
 
     async fn webhook(&self, tenant: &Tenant, id: &str) -> Result<kopek_store::Webhook, Status> {
@@ -725,6 +736,189 @@ impl pb::ledger_server::Ledger for LedgerService {
         let attempts = store.delivery_attempts(&delivery.id).await.map_err(store_status)?;
         Ok(Response::new(pb::RedeliverWebhookResponse {
             delivery: Some(delivery_message(&delivery, &attempts)),
+        }))
+    }
+
+    async fn set_rates(
+        &self,
+        request: Request<pb::SetRatesRequest>,
+    ) -> Result<Response<pb::SetRatesResponse>, Status> {
+        let caller = principal(&request)?;
+        let inputs = request.into_inner().rates;
+        if inputs.is_empty() || inputs.len() > limits::TRANSFERS_PER_REQUEST_MAX {
+            return Err(Status::invalid_argument(format!(
+                "INVALID_ARGUMENT: a request sets 1 to {} rates",
+                limits::TRANSFERS_PER_REQUEST_MAX
+            )));
+        }
+        let parsed: Vec<Result<RateSet, Rejection>> = inputs
+            .into_iter()
+            .map(|input| {
+                Ok(RateSet {
+                    base: Currency::parse(&input.base)?,
+                    quote: Currency::parse(&input.quote)?,
+                    rate: kopek_core::Rate::parse(&input.rate)?,
+                    source: if input.source.is_empty() {
+                        "manual".to_owned()
+                    } else {
+                        input.source
+                    },
+                    valid_from: convert::timestamp(&input.valid_from, "valid_from")?,
+                })
+            })
+            .collect();
+        let valid: Vec<RateSet> =
+            parsed.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
+        let mut committed = if valid.is_empty() {
+            Vec::new()
+        } else {
+            let result = self
+                .engine
+                .submit_command(command(&caller, CommandBody::SetRates(valid)))
+                .await
+                .map_err(engine_status)?;
+            self.fx.invalidate(&caller.tenant).await;
+            match result {
+                CommandResult::Rates(results) => results,
+                other => return Err(Status::internal(format!("unexpected result {other:?}"))),
+            }
+        }
+        .into_iter();
+        let results = parsed
+            .into_iter()
+            .map(|item| {
+                let result = match item {
+                    Err(rejection) => RateResult::Rejected(rejection),
+                    Ok(_) => committed.next().unwrap_or_else(|| {
+                        RateResult::Rejected(Rejection::new(
+                            ErrorCode::Internal,
+                            "a result is missing",
+                        ))
+                    }),
+                };
+                match result {
+                    RateResult::Set(rate) => pb::RateResult {
+                        rate: Some(convert::exchange_rate(&rate)),
+                        changed: true,
+                        error: None,
+                    },
+                    RateResult::Unchanged(rate) => pb::RateResult {
+                        rate: Some(convert::exchange_rate(&rate)),
+                        changed: false,
+                        error: None,
+                    },
+                    RateResult::Rejected(rejection) => pb::RateResult {
+                        rate: None,
+                        changed: false,
+                        error: Some(convert::error(&rejection)),
+                    },
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::SetRatesResponse { results }))
+    }
+
+    async fn list_rates(
+        &self,
+        request: Request<pb::ListRatesRequest>,
+    ) -> Result<Response<pb::ListRatesResponse>, Status> {
+        let caller = principal(&request)?;
+        let rates = self.fx.rates(&caller.tenant).await.map_err(|r| rejection_status(&r))?;
+        Ok(Response::new(pb::ListRatesResponse {
+            base_currency: self.fx.config().base.to_string(),
+            rates: rates.iter().map(convert::exchange_rate).collect(),
+        }))
+    }
+
+    async fn create_quote(
+        &self,
+        request: Request<pb::CreateQuoteRequest>,
+    ) -> Result<Response<pb::CreateQuoteResponse>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let priced = async {
+            let key = IdempotencyKey::parse_client(&request.idempotency_key)?;
+            let (from, to) = (Currency::parse(&request.from)?, Currency::parse(&request.to)?);
+            let side = convert::side(request.side)?;
+            let currency = if side == Side::Sell { from } else { to };
+            let amount =
+                convert::conversion_amount(request.amount_minor, &request.amount, currency)?;
+            let config = self.fx.config();
+            if request.spread_bp.is_some_and(|spread| spread > config.spread_bp) {
+                return Err(Rejection::invalid(format!(
+                    "spread_bp may only lower the server's spread of {} basis points",
+                    config.spread_bp
+                )));
+            }
+            let ttl_seconds = if request.ttl_seconds == 0 {
+                config.quote_ttl_seconds
+            } else {
+                request.ttl_seconds
+            };
+            let terms =
+                self.fx.price(&caller.tenant, from, to, side, amount, request.spread_bp).await?;
+            Ok(NewQuote { idempotency_key: key, terms, ttl_seconds })
+        };
+        let new_quote = priced.await.map_err(|r: Rejection| rejection_status(&r))?;
+        let result = self
+            .engine
+            .submit_command(command(&caller, CommandBody::CreateQuote(new_quote)))
+            .await
+            .map_err(engine_status)?;
+        let (quote, replayed) = match result {
+            CommandResult::Quote(QuoteResult::Created(quote)) => (quote, false),
+            CommandResult::Quote(QuoteResult::Existed(quote)) => (quote, true),
+            CommandResult::Quote(QuoteResult::Rejected(rejection)) => {
+                return Err(rejection_status(&rejection));
+            }
+            other => return Err(Status::internal(format!("unexpected result {other:?}"))),
+        };
+        Ok(Response::new(pb::CreateQuoteResponse { quote: Some(convert::quote(&quote)), replayed }))
+    }
+
+    async fn get_quote(
+        &self,
+        request: Request<pb::GetQuoteRequest>,
+    ) -> Result<Response<pb::GetQuoteResponse>, Status> {
+        let caller = principal(&request)?;
+        let id = request.into_inner().id;
+        let not_found = || Status::not_found(format!("NOT_FOUND: no quote {id}"));
+        let quote_id = QuoteId::parse(&id).map_err(|_| not_found())?;
+        let quote = self
+            .engine
+            .store()
+            .quote(quote_id)
+            .await
+            .map_err(store_status)?
+            .filter(|quote| quote.tenant == caller.tenant)
+            .ok_or_else(not_found)?;
+        Ok(Response::new(pb::GetQuoteResponse { quote: Some(convert::quote(&quote)) }))
+    }
+
+    async fn convert(
+        &self,
+        request: Request<pb::ConvertRequest>,
+    ) -> Result<Response<pb::ConvertResponse>, Status> {
+        let caller = principal(&request)?;
+        let request = request.into_inner();
+        let priced = async {
+            let from = Currency::parse(&request.from_currency)?;
+            let to = Currency::parse(&request.to_currency)?;
+            let side = convert::side(request.side)?;
+            let currency = if side == Side::Sell { from } else { to };
+            let amount =
+                convert::conversion_amount(request.amount_minor, &request.amount, currency)?;
+            self.fx.price(&caller.tenant, from, to, side, amount, None).await
+        };
+        let terms = priced.await.map_err(|r: Rejection| rejection_status(&r))?;
+        let (converted, currency) = match terms.side {
+            Side::Sell => (terms.buy_amount, terms.to),
+            Side::Buy => (terms.sell_amount, terms.from),
+        };
+        Ok(Response::new(pb::ConvertResponse {
+            converted_amount_minor: converted,
+            converted_amount: kopek_core::format_minor(converted, currency),
+            terms: Some(convert::conversion_terms(&terms)),
         }))
     }
 

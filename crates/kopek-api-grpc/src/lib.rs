@@ -107,13 +107,15 @@ pub struct Ledger {
     pub engine: Engine,
     pub feed: kopek_outbox::Feed,
     pub gate: auth::Gate,
+    /// Rates in force and prices.
+    pub fx: kopek_fx::Fx,
 }
 
 /// Serves every gRPC service on `listener` until `shutdown` is cancelled, then lets in-flight
 /// calls finish; open streams stop reading and end after answering what they read.
 pub async fn serve(
     listener: TcpListener,
-    Ledger { engine, feed, gate }: Ledger,
+    Ledger { engine, feed, gate, fx }: Ledger,
     config: GrpcConfig,
     reporter: HealthReporter,
     health: tonic_health::pb::health_server::HealthServer<
@@ -122,12 +124,15 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let message_bytes_max = config.message_bytes_max.min(MESSAGE_BYTES_MAX);
-    let ledger = LedgerServer::new(ledger::LedgerService::new(
-        engine.clone(),
-        feed,
-        config.webhook_max_attempts,
-        shutdown.clone(),
-    ))
+    let ledger = LedgerServer::new(
+        ledger::LedgerService::new(
+            engine.clone(),
+            feed,
+            config.webhook_max_attempts,
+            shutdown.clone(),
+        )
+        .with_fx(fx),
+    )
     .max_decoding_message_size(message_bytes_max)
     .max_encoding_message_size(message_bytes_max);
     let transactions = TransactionServiceServer::new(transaction::TransactionService::new(

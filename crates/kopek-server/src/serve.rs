@@ -215,6 +215,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let feed = kopek_outbox::Feed::start(&engine, shutdown.clone())
         .await
         .context("start the outbox feed")?;
+    let fx = exchange_rates(&args, store.clone()).await?;
     if let Some(grpc_listener) = grpc_listener {
         let grpc_shutdown = shutdown.clone();
         let grpc_config = GrpcConfig {
@@ -226,12 +227,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let grpc_engine = engine.clone();
         let grpc_feed = feed.clone();
         let grpc_reporter = reporter.clone();
+        let grpc_fx = fx.clone();
         let grpc_gate =
             kopek_api_grpc::auth::Gate { auth: authenticator.clone(), limiter: limiter.clone() };
         servers.spawn(async move {
             kopek_api_grpc::serve(
                 grpc_listener,
-                kopek_api_grpc::Ledger { engine: grpc_engine, feed: grpc_feed, gate: grpc_gate },
+                kopek_api_grpc::Ledger {
+                    engine: grpc_engine,
+                    feed: grpc_feed,
+                    gate: grpc_gate,
+                    fx: grpc_fx,
+                },
                 grpc_config,
                 grpc_reporter,
                 health,
@@ -298,7 +305,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         draining.clone(),
     );
     http_state.webhook_max_attempts = notifier.max_attempts;
-    let fx = exchange_rates(&args, store.clone()).await?;
     background.push(tokio::spawn(fx.clone().watch(feed.subscribe_live())));
     http_state.fx = fx;
     http_state.auth = authenticator.clone();

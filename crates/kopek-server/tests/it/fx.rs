@@ -298,3 +298,112 @@ async fn rate_caches_follow_updates_across_two_processes() {
         }
     }
 }
+
+/// The gRPC twin: rates, a price check, a quote (replayed), a transfer at its terms, the quote
+/// used once, and the transfer's conversion on the wire.
+#[tokio::test]
+async fn grpc_sets_rates_quotes_and_converts() {
+    use crate::support::{new_account, open_accounts};
+    use kopek_proto::kopek::v1 as pb;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with(&dir.path().join("data"), &["--fx-spread-bp", "50"]);
+    let mut client = server.client().await;
+    open_accounts(&mut client, &["alice"]).await;
+    client
+        .create_accounts(pb::CreateAccountsRequest { accounts: vec![new_account("bob", "EUR")] })
+        .await
+        .expect("open bob");
+    deposit(&server, "alice", "500.00", "USD").await;
+    let rate = |base: &str, quote: &str, rate: &str| pb::RateInput {
+        base: base.to_owned(),
+        quote: quote.to_owned(),
+        rate: rate.to_owned(),
+        ..Default::default()
+    };
+    let set = client
+        .set_rates(pb::SetRatesRequest {
+            rates: vec![rate("USD", "EUR", "0.9234"), rate("USD", "EUR", "x")],
+        })
+        .await
+        .expect("set rates")
+        .into_inner();
+    assert!(set.results[0].changed && set.results[0].error.is_none(), "{set:?}");
+    assert_eq!(
+        set.results[1].error.as_ref().map(|e| e.code),
+        Some(pb::ErrorCode::InvalidArgument as i32)
+    );
+    let listed = client.list_rates(pb::ListRatesRequest {}).await.expect("list").into_inner();
+    assert_eq!((listed.base_currency.as_str(), listed.rates.len()), ("USD", 1));
+    let price = client
+        .convert(pb::ConvertRequest {
+            from_currency: "USD".to_owned(),
+            to_currency: "EUR".to_owned(),
+            amount: "100.00".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("convert")
+        .into_inner();
+    assert_eq!(price.converted_amount, "91.88");
+    let ask = pb::CreateQuoteRequest {
+        idempotency_key: "gq1".to_owned(),
+        from: "USD".to_owned(),
+        to: "EUR".to_owned(),
+        amount_minor: 10_000,
+        ..Default::default()
+    };
+    let quote = client.create_quote(ask.clone()).await.expect("quote").into_inner();
+    let again = client.create_quote(ask).await.expect("quote again").into_inner();
+    assert!(!quote.replayed && again.replayed);
+    let quote = quote.quote.expect("a quote");
+    assert_eq!(again.quote.as_ref().map(|q| q.id.as_str()), Some(quote.id.as_str()));
+    let pay = |key: &str| pb::TransferRequest {
+        idempotency_key: key.to_owned(),
+        debit_account_id: "alice".to_owned(),
+        credit_account_id: "bob".to_owned(),
+        quote_id: quote.id.clone(),
+        ..Default::default()
+    };
+    let results = client
+        .create_transfers(pb::CreateTransfersRequest {
+            transfers: vec![pay("g1"), pay("g2")],
+            linked: false,
+        })
+        .await
+        .expect("transfers")
+        .into_inner()
+        .results;
+    let first = results[0].transfer.as_ref().expect("recorded");
+    let fx = first.fx.as_ref().expect("the conversion on the wire");
+    assert_eq!(
+        (fx.leg.as_str(), fx.terms.as_ref().map(|t| t.buy_amount_minor)),
+        ("debit", Some(9_188))
+    );
+    assert_eq!(results[1].error.as_ref().map(|e| e.code), Some(pb::ErrorCode::QuoteExpired as i32));
+    let stored = client
+        .get_quote(pb::GetQuoteRequest { id: quote.id.clone() })
+        .await
+        .expect("get quote")
+        .into_inner()
+        .quote
+        .expect("quote");
+    assert_eq!(stored.used_by_transfer_id, first.id);
+    assert_eq!(posted(&server, "bob").await, 9_188);
+    // A quote fixes the amounts: a request that also gives one is refused, unrecorded.
+    let mut with_amount = pay("g3");
+    with_amount.amount_minor = 10_000;
+    let refused = client
+        .create_transfers(pb::CreateTransfersRequest {
+            transfers: vec![with_amount],
+            linked: false,
+        })
+        .await
+        .expect("transfers")
+        .into_inner()
+        .results;
+    assert!(refused[0].transfer.is_none());
+    assert_eq!(
+        refused[0].error.as_ref().map(|e| e.code),
+        Some(pb::ErrorCode::InvalidArgument as i32)
+    );
+}
