@@ -525,3 +525,16 @@ proptest! {
         prop_assert!(totals.values().all(|sum| *sum == 0), "books: {:?}", totals);
     }
 }
+
+#[test]
+fn a_missing_account_is_found_out_before_a_currency_mismatch() {
+    let mut world = World::new();
+    world.set_rate("USD", "EUR", "0.9234");
+    // alice holds USD, the quote sells EUR, and the payee does not exist: not found wins.
+    let terms = world.terms("EUR", "USD", Side::Sell, 1_000, 0);
+    let result =
+        world.exchange("order", "alice", "ghost", FxTerms::Market(Box::new(terms.clone())), false);
+    assert_eq!(code(&result), Some(ErrorCode::AccountNotFound));
+    let result = world.exchange("order-2", "alice", "bob", FxTerms::Market(Box::new(terms)), false);
+    assert_eq!(code(&result), Some(ErrorCode::CurrencyMismatch));
+}

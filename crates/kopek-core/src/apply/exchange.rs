@@ -149,6 +149,10 @@ impl Ledger<'_> {
             ));
         }
         let terms = &quote.terms;
+        // Both accounts are found before either currency is compared, as for any transfer.
+        for id in [debit_account, credit_account] {
+            self.account_in(tenant, id).ok_or_else(|| not_found(id))?;
+        }
         for (id, currency, side) in
             [(debit_account, terms.from, "sells"), (credit_account, terms.to, "buys")]
         {
