@@ -19,9 +19,9 @@ pub fn side(value: i32) -> Result<Side, Rejection> {
     }
 }
 
-/// The amount of a conversion request, in `currency`: `amount_minor`, the decimal `amount`,
-/// or both if they agree.
-pub fn conversion_amount(minor: i64, text: &str, currency: Currency) -> Result<i64, Rejection> {
+/// An amount in `currency` from its two wire forms: `amount_minor` (0: not given), the
+/// decimal `amount`, or both if they agree.
+pub fn money(minor: i64, text: &str, currency: Currency) -> Result<i64, Rejection> {
     let from_text = optional_text(text)
         .map(|text| Amount::parse_major(text, currency).map(Amount::minor))
         .transpose()?;
@@ -171,18 +171,7 @@ fn kind_to_proto(kind: TransferKind) -> pb::TransferKind {
 /// they agree. A malformed decimal is refused here; a negative `amount_minor` goes on to the
 /// ledger, which records it as declined with `INVALID_AMOUNT`.
 fn amount(request: &pb::TransferRequest, currency: Currency) -> Result<i64, Rejection> {
-    let from_text = optional_text(&request.amount)
-        .map(|text| Amount::parse_major(text, currency).map(Amount::minor))
-        .transpose()?;
-    let from_minor = (request.amount_minor != 0).then_some(request.amount_minor);
-    match (from_minor, from_text) {
-        (Some(minor), Some(text)) if minor != text => Err(Rejection::new(
-            ErrorCode::InvalidAmount,
-            format!("amount_minor {minor} and amount '{}' disagree", request.amount),
-        )),
-        (None, None) => Err(Rejection::new(ErrorCode::InvalidAmount, "amount is required")),
-        (minor, text) => Ok(minor.or(text).unwrap_or_default()),
-    }
+    money(request.amount_minor, &request.amount, currency)
 }
 
 /// A wire transfer as the core's request, in `tenant` (whose world account deposits and

@@ -759,7 +759,7 @@ impl pb::ledger_server::Ledger for LedgerService {
                     quote: Currency::parse(&input.quote)?,
                     rate: kopek_core::Rate::parse(&input.rate)?,
                     source: if input.source.is_empty() {
-                        "manual".to_owned()
+                        kopek_core::fx::DEFAULT_RATE_SOURCE.to_owned()
                     } else {
                         input.source
                     },
@@ -841,8 +841,7 @@ impl pb::ledger_server::Ledger for LedgerService {
             let (from, to) = (Currency::parse(&request.from)?, Currency::parse(&request.to)?);
             let side = convert::side(request.side)?;
             let currency = if side == Side::Sell { from } else { to };
-            let amount =
-                convert::conversion_amount(request.amount_minor, &request.amount, currency)?;
+            let amount = convert::money(request.amount_minor, &request.amount, currency)?;
             let config = self.fx.config();
             if request.spread_bp.is_some_and(|spread| spread > config.spread_bp) {
                 return Err(Rejection::invalid(format!(
@@ -906,8 +905,7 @@ impl pb::ledger_server::Ledger for LedgerService {
             let to = Currency::parse(&request.to_currency)?;
             let side = convert::side(request.side)?;
             let currency = if side == Side::Sell { from } else { to };
-            let amount =
-                convert::conversion_amount(request.amount_minor, &request.amount, currency)?;
+            let amount = convert::money(request.amount_minor, &request.amount, currency)?;
             self.fx.price(&caller.tenant, from, to, side, amount, None).await
         };
         let terms = priced.await.map_err(|r: Rejection| rejection_status(&r))?;

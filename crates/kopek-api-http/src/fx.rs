@@ -14,16 +14,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kopek_core::fx::{RATE_DIGITS_MAX, Side, Terms};
+use kopek_core::fx::{DEFAULT_RATE_SOURCE, RATE_DIGITS_MAX, Side, Terms};
 use kopek_core::{
     CommandBody, CommandResult, Currency, ErrorCode, FxLeg, FxRate, NewQuote, Quote, QuoteId,
     QuoteResult, Rate, RateResult, RateSet, Rejection, Timestamp, format_minor, limits,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-
-/// Who set a rate when the request does not say.
-const DEFAULT_SOURCE: &str = "manual";
 
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -105,7 +102,7 @@ fn rate_set(base: &str, quote: &str, request: SetRateDto) -> Result<RateSet, Rej
         base: Currency::parse(base)?,
         quote: Currency::parse(quote)?,
         rate: Rate::parse(&request.rate)?,
-        source: request.source.unwrap_or_else(|| DEFAULT_SOURCE.to_owned()),
+        source: request.source.unwrap_or_else(|| DEFAULT_RATE_SOURCE.to_owned()),
         valid_from: timestamp(request.valid_from.as_deref(), "valid_from")?,
     })
 }

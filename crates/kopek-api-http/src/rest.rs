@@ -360,40 +360,95 @@ pub fn transfer_request(
     key: IdempotencyKey,
     tenant: &Tenant,
 ) -> Result<TransferRequest, Rejection> {
-    let kind = match request.kind.as_deref() {
-        None => TransferKind::Transfer,
-        Some(text) => TransferKind::parse(text)
-            .ok_or_else(|| Rejection::invalid(format!("unknown transfer kind '{text}'")))?,
+    let parts = TransferParts::parse(request, tenant, true)?;
+    let movement = Movement::Move {
+        debit_account: parts.debit_account.clone(),
+        credit_account: parts.credit_account.clone(),
+        amount: parts.amount.unwrap_or_default(),
+        currency: parts.currency,
+        hold: parts.hold,
     };
-    let currency = Currency::parse(&request.currency)?;
-    let amount = minor_units(request.amount.as_deref(), request.amount_minor, currency)?
-        .ok_or_else(|| Rejection::new(ErrorCode::InvalidAmount, "give amount or amount_minor"))?;
-    let world = AccountId::world_in(tenant, currency);
-    let side = |text: Option<String>, default: bool, name: &str| match text {
-        Some(text) => AccountId::parse_reference(&text),
-        None if default => Ok(world.clone()),
-        None => Err(Rejection::invalid(format!("{name} is required"))),
-    };
-    let debit_account =
-        side(request.debit_account_id, kind == TransferKind::Deposit, "debit_account_id")?;
-    let credit_account =
-        side(request.credit_account_id, kind == TransferKind::Withdrawal, "credit_account_id")?;
-    let hold = request.hold.map(|hold| Hold { timeout_seconds: hold.timeout_seconds });
-    let transfer = TransferRequest {
-        idempotency_key: key,
-        kind,
-        movement: Movement::Move { debit_account, credit_account, amount, currency, hold },
-        details: Details {
-            category: request.category.unwrap_or_default(),
-            description: request.description.unwrap_or_default(),
-            metadata: request.metadata,
-        },
-        effective_at: timestamp(request.effective_at.as_deref(), "effective_at")?,
-        open_if_missing: Vec::new(),
-        fingerprint_extra: String::new(),
-    };
-    transfer.validate()?;
-    Ok(transfer)
+    parts.into_request(key, movement)
+}
+
+/// What a JSON transfer says besides how it is priced: a plain move and a conversion read
+/// the same fields the same way.
+struct TransferParts {
+    kind: TransferKind,
+    currency: Currency,
+    amount: Option<i64>,
+    debit_account: AccountId,
+    credit_account: AccountId,
+    hold: Option<Hold>,
+    details: Details,
+    effective_at: Option<Timestamp>,
+}
+
+impl TransferParts {
+    /// Reads the request; `amount_required`: refuse it without an amount (only a quote may
+    /// leave it out).
+    fn parse(
+        request: NewTransferDto,
+        tenant: &Tenant,
+        amount_required: bool,
+    ) -> Result<TransferParts, Rejection> {
+        let kind = match request.kind.as_deref() {
+            None => TransferKind::Transfer,
+            Some(text) => TransferKind::parse(text)
+                .ok_or_else(|| Rejection::invalid(format!("unknown transfer kind '{text}'")))?,
+        };
+        let currency = Currency::parse(&request.currency)?;
+        let amount = minor_units(request.amount.as_deref(), request.amount_minor, currency)?;
+        if amount_required && amount.is_none() {
+            return Err(Rejection::new(ErrorCode::InvalidAmount, "give amount or amount_minor"));
+        }
+        let world = AccountId::world_in(tenant, currency);
+        let side = |text: Option<String>, default: bool, name: &str| match text {
+            Some(text) => AccountId::parse_reference(&text),
+            None if default => Ok(world.clone()),
+            None => Err(Rejection::invalid(format!("{name} is required"))),
+        };
+        Ok(TransferParts {
+            kind,
+            currency,
+            amount,
+            debit_account: side(
+                request.debit_account_id,
+                kind == TransferKind::Deposit,
+                "debit_account_id",
+            )?,
+            credit_account: side(
+                request.credit_account_id,
+                kind == TransferKind::Withdrawal,
+                "credit_account_id",
+            )?,
+            hold: request.hold.map(|hold| Hold { timeout_seconds: hold.timeout_seconds }),
+            details: Details {
+                category: request.category.unwrap_or_default(),
+                description: request.description.unwrap_or_default(),
+                metadata: request.metadata,
+            },
+            effective_at: timestamp(request.effective_at.as_deref(), "effective_at")?,
+        })
+    }
+
+    fn into_request(
+        self,
+        key: IdempotencyKey,
+        movement: Movement,
+    ) -> Result<TransferRequest, Rejection> {
+        let transfer = TransferRequest {
+            idempotency_key: key,
+            kind: self.kind,
+            movement,
+            details: self.details,
+            effective_at: self.effective_at,
+            open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
+        };
+        transfer.validate()?;
+        Ok(transfer)
+    }
 }
 
 /// A transfer request from JSON, with its conversion when it names a quote (`quote_id`) or a
@@ -404,16 +459,17 @@ pub async fn transfer_request_fx(
     key: IdempotencyKey,
     tenant: &Tenant,
 ) -> Result<TransferRequest, Rejection> {
-    let (quote_id, to_currency) = (request.quote_id.clone(), request.to_currency.clone());
-    if quote_id.is_none() && to_currency.is_none() {
-        return transfer_request(request, key, tenant);
-    }
-    if quote_id.is_some() && to_currency.is_some() {
-        return Err(Rejection::invalid("give quote_id or to_currency, not both"));
-    }
-    let currency = Currency::parse(&request.currency)?;
-    let amount = minor_units(request.amount.as_deref(), request.amount_minor, currency)?;
-    let terms = match (quote_id, to_currency) {
+    let terms = match (request.quote_id.clone(), request.to_currency.clone()) {
+        (None, None) => return transfer_request(request, key, tenant),
+        (Some(_), Some(_)) => {
+            return Err(Rejection::invalid("give quote_id or to_currency, not both"));
+        }
+        (quote_id, to_currency) => (quote_id, to_currency),
+    };
+    let implicit = terms.0.is_none();
+    let parts = TransferParts::parse(request, tenant, implicit)?;
+    let (currency, amount) = (parts.currency, parts.amount);
+    let terms = match terms {
         (Some(text), _) => {
             let id = QuoteId::parse(&text)?;
             // What the request says must be what the quote sells; an unknown quote is the
@@ -451,27 +507,19 @@ pub async fn transfer_request_fx(
                 ));
             }
             let to = Currency::parse(&text)?;
-            let amount = amount.ok_or_else(|| {
-                Rejection::new(ErrorCode::InvalidAmount, "give amount or amount_minor")
-            })?;
+            let amount = amount.unwrap_or_default();
             let terms = state.fx.price(tenant, currency, to, Side::Sell, amount, None).await?;
             FxTerms::Market(Box::new(terms))
         }
-        (None, None) => unreachable!("handled above"),
+        (None, None) => unreachable!("a plain transfer returned above"),
     };
-    // The rest of the request reads as a plain transfer of the amount the terms sell.
-    let mut plain = request;
-    plain.quote_id = None;
-    plain.to_currency = None;
-    plain.amount = None;
-    plain.amount_minor = Some(1);
-    let mut transfer = transfer_request(plain, key, tenant)?;
-    let Movement::Move { debit_account, credit_account, hold, .. } = transfer.movement else {
-        return Err(Rejection::new(ErrorCode::Internal, "a transfer request is a move"));
+    let movement = Movement::Exchange {
+        debit_account: parts.debit_account.clone(),
+        credit_account: parts.credit_account.clone(),
+        terms,
+        hold: parts.hold,
     };
-    transfer.movement = Movement::Exchange { debit_account, credit_account, terms, hold };
-    transfer.validate()?;
-    Ok(transfer)
+    parts.into_request(key, movement)
 }
 
 /// The HTTP answer to one transfer: 201 with the transfer, or the error status with the

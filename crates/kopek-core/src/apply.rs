@@ -106,7 +106,11 @@ impl Keys {
     /// The accounts a conversion of `quote` moves through: the two liquidity accounts and the
     /// revenue account. The store loads them with every quote it loads.
     pub fn quote_accounts(quote: &Quote) -> [AccountId; 3] {
-        let (tenant, terms) = (&quote.tenant, &quote.terms);
+        Keys::conversion_accounts(&quote.tenant, &quote.terms)
+    }
+
+    /// The liquidity accounts of both currencies of `terms` and the revenue account.
+    pub fn conversion_accounts(tenant: &Tenant, terms: &crate::fx::Terms) -> [AccountId; 3] {
         [
             liquidity_account(tenant, terms.from),
             liquidity_account(tenant, terms.to),
@@ -240,13 +244,9 @@ impl Batch {
                                     FxTerms::Quote(id) => {
                                         keys.quotes.insert(*id);
                                     }
-                                    FxTerms::Market(terms) => {
-                                        keys.accounts.extend([
-                                            liquidity_account(&command.tenant, terms.from),
-                                            liquidity_account(&command.tenant, terms.to),
-                                            revenue_account(&command.tenant, terms.to),
-                                        ]);
-                                    }
+                                    FxTerms::Market(terms) => keys
+                                        .accounts
+                                        .extend(Keys::conversion_accounts(&command.tenant, terms)),
                                 }
                             }
                             Movement::Capture { pending_id, .. }

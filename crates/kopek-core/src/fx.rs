@@ -308,6 +308,8 @@ impl Side {
 pub const SPREAD_BASIS_POINTS_MAX: u32 = 1_000;
 /// Longest a quote may live: one day.
 pub const QUOTE_TTL_SECONDS_MAX: u32 = 86_400;
+/// The source of a rate whose setter names none.
+pub const DEFAULT_RATE_SOURCE: &str = "manual";
 /// Bytes of a rate's source name.
 pub const RATE_SOURCE_BYTES_MAX: usize = 64;
 

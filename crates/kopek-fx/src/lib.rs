@@ -184,7 +184,7 @@ impl Fx {
     }
 
     async fn load(&self, tenant: &Tenant) -> Result<Vec<FxRate>, Rejection> {
-        self.inner.store.fx_rates(tenant, now()).await.map_err(unavailable)
+        self.inner.store.fx_rates(tenant, kopek_store::wall_clock()).await.map_err(unavailable)
     }
 
     /// Forgets the tenant's cached rates: the next read loads them from the store.
@@ -258,30 +258,9 @@ impl Fx {
         amount: i64,
         spread_bp: Option<u32>,
     ) -> Result<Terms, Rejection> {
-        for currency in [from, to] {
-            if !currency.is_iso() {
-                return Err(Rejection::new(
-                    ErrorCode::UnknownCurrency,
-                    format!("'{currency}' is not an ISO 4217 currency code"),
-                ));
-            }
-        }
-        if from == to {
-            return Err(Rejection::invalid(format!(
-                "a conversion needs two currencies, not {from} twice"
-            )));
-        }
         let mid = self.derive(tenant, from, to).await?;
         fx::price(from, to, side, amount, &mid, spread_bp.unwrap_or(self.inner.config.spread_bp))
     }
-}
-
-/// The wall clock as a ledger time (rates in force "now" for reads; writes use the engine's).
-fn now() -> Timestamp {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX));
-    Timestamp::from_unix_micros(micros)
 }
 
 fn encode(rates: &[FxRate]) -> String {

@@ -14,7 +14,7 @@ use crate::sink::Sink;
 use kopek_core::Timestamp;
 use kopek_store::{Store, StoredEvent};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -354,8 +354,7 @@ async fn advance_cursor(
 
 /// The wall clock as a `Timestamp`.
 pub fn now() -> Timestamp {
-    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros());
-    Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    kopek_store::wall_clock()
 }
 
 pub(crate) fn lease_end(now: Timestamp) -> Timestamp {

@@ -471,6 +471,8 @@ async fn insert_transfers(
         transfers.iter().map(f).collect::<Vec<Option<String>>>()
     };
     let numbers = |f: &dyn Fn(&Transfer) -> i64| transfers.iter().map(f).collect::<Vec<i64>>();
+    let (quote_ids, conversions): (Vec<Option<String>>, Vec<Option<String>>) =
+        transfers.iter().map(transfer_fx_columns).unzip();
     sqlx::query(
         "INSERT INTO transfers (id, tenant, idempotency_key, fingerprint, kind, action, debit_account, credit_account, \
          amount, currency, pending_id, status, error_code, error_message, expires_at, captured_amount, category, \
@@ -501,8 +503,8 @@ async fn insert_transfers(
     .bind(numbers(&|t| t.effective_at.as_unix_micros()))
     .bind(numbers(&|t| t.committed_at.as_unix_micros()))
     .bind(numbers(&|t| t.updated_at.as_unix_micros()))
-    .bind(optional(&|t| transfer_fx_columns(t).0))
-    .bind(optional(&|t| transfer_fx_columns(t).1))
+    .bind(quote_ids)
+    .bind(conversions)
     .execute(&mut **db)
     .await
     .map_err(sql_error)?;

@@ -150,13 +150,12 @@ impl Ledger<'_> {
         }
         let terms = &quote.terms;
         // Both accounts are found before either currency is compared, as for any transfer.
-        for id in [debit_account, credit_account] {
-            self.account_in(tenant, id).ok_or_else(|| not_found(id))?;
-        }
-        for (id, currency, side) in
-            [(debit_account, terms.from, "sells"), (credit_account, terms.to, "buys")]
-        {
-            let account = self.account_in(tenant, id).ok_or_else(|| not_found(id))?;
+        let payer =
+            self.account_in(tenant, debit_account).ok_or_else(|| not_found(debit_account))?;
+        let payee =
+            self.account_in(tenant, credit_account).ok_or_else(|| not_found(credit_account))?;
+        for (account, currency, side) in [(payer, terms.from, "sells"), (payee, terms.to, "buys")] {
+            let id = &account.id;
             if account.currency != currency {
                 return Err(Rejection::new(
                     ErrorCode::CurrencyMismatch,
@@ -191,7 +190,7 @@ impl Ledger<'_> {
             legs.push((leg(LegRole::Spread), to_pool, revenue, terms.spread_amount, terms.to));
         }
         let hold = *hold;
-        let mut quote = quote.clone();
+        let mut quote = quote;
         self.atomically(|ledger| {
             let mut first = None;
             for (leg, debit, credit, amount, currency) in legs {
