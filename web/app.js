@@ -1,5 +1,6 @@
-// The kopek console: a user's account, top-ups, transfers, orders with live status, the
-// statement and a live event log, all over kopek's own HTTP API and WebSockets.
+// The kopek console: a user's account, top-ups, transfers, cross-currency transfers at a
+// locked quote, orders with live status, the statement and a live event log, all over kopek's
+// own HTTP API and WebSockets.
 "use strict";
 
 const currency = window.KOPEK_CURRENCY || "USD";
@@ -66,6 +67,8 @@ async function call(method, path, body, headers) {
 }
 
 function money(text) { return `${text} ${currency}`; }
+
+function newKey() { return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`; }
 
 // Only the newest refresh paints: an older answer (another user's, or from before a change)
 // arriving late must not overwrite a newer one.
@@ -166,6 +169,8 @@ function selectUser(id) {
   follow();
   refresh();
   refreshOrders();
+  loadCurrencies();
+  price();
 }
 
 $("open-form").addEventListener("submit", async (event) => {
@@ -182,7 +187,7 @@ $("topup-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
     const result = await call("POST", "/payments/account/topup", { amount: Number($("topup-amount").value) },
-      { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) });
+      { "Idempotency-Key": newKey() });
     toast(`topped up: balance ${result.balance} ${currency}`);
     refresh();
   } catch (error) { toast(error.message, true); }
@@ -196,11 +201,151 @@ $("transfer-form").addEventListener("submit", async (event) => {
     const transfer = await call("POST", "/v1/transfers", {
       debit_account_id: accountOf(user), credit_account_id: accountOf(to),
       amount: $("transfer-amount").value.trim(), currency, kind: "transfer",
-    }, { "Idempotency-Key": crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) });
+    }, { "Idempotency-Key": newKey() });
     toast(`sent ${transfer.amount} ${currency} to ${to}`);
     refresh();
   } catch (error) { toast(error.message, true); }
 });
+
+// Convert and send. While the form changes, a live price (POST /v1/fx/convert writes
+// nothing) at the rates in force, refreshed every few seconds. "Lock quote" asks for a firm
+// quote and counts down its life; "Send" pays at exactly the quote's terms. The transfer's
+// key is made from the quote id, so a second click replays the first transfer instead of
+// being declined for reusing the quote.
+let quote = null; // the locked quote, until it is used, expires or the form changes
+let prices = 0; // only the newest price check paints
+let priceTimer = null;
+
+function conversion() {
+  return {
+    to: $("convert-to").value.trim(),
+    currency: $("convert-currency").value.trim().toUpperCase(),
+    amount: $("convert-amount").value.trim(),
+  };
+}
+
+// Rates are exact to 18 places; the console shows 8 and marks what it left out.
+function rateText(rate) {
+  const [whole, fraction = ""] = rate.split(".");
+  return fraction.length > 8 ? `${whole}.${fraction.slice(0, 8)}…` : rate;
+}
+
+function showTerms(terms, firm) {
+  $("convert-price").textContent =
+    `${terms.sell_amount} ${terms.from} ${firm ? "→" : "≈"} ${terms.buy_amount} ${terms.to}`;
+  $("convert-price").className = firm ? "firm" : "";
+  const spread = terms.spread_amount_minor ? ` · spread ${terms.spread_amount} ${terms.to}` : "";
+  $("convert-terms").textContent =
+    `rate ${rateText(terms.rate)} (mid ${rateText(terms.mid_rate)} via ${terms.rate_path})${spread}`;
+}
+
+function dropQuote(message) {
+  quote = null;
+  $("convert-send").disabled = true;
+  $("convert-expiry").textContent = message || "";
+}
+
+async function price() {
+  const mine = ++prices;
+  const wanted = conversion();
+  const quiet = (text) => {
+    $("convert-price").textContent = text;
+    $("convert-price").className = "";
+    $("convert-terms").textContent = "";
+  };
+  if (!/^[A-Z]{3}$/.test(wanted.currency) || !wanted.amount) return quiet("–");
+  if (wanted.currency === currency) return quiet(`both sides are ${currency}: use Transfer`);
+  try {
+    const priced = await call("POST", "/v1/fx/convert",
+      { amount: wanted.amount, from_currency: currency, to_currency: wanted.currency });
+    if (mine !== prices || quote) return;
+    showTerms(priced, false);
+  } catch (error) {
+    if (mine !== prices || quote) return;
+    quiet(error.message);
+    $("convert-price").className = "bad";
+  }
+}
+
+function priceSoon() {
+  clearTimeout(priceTimer);
+  priceTimer = setTimeout(price, 250);
+}
+
+async function loadCurrencies() {
+  try {
+    const listed = await call("GET", "/v1/fx/rates");
+    const codes = new Set();
+    listed.rates.forEach((rate) => { codes.add(rate.base); codes.add(rate.quote); });
+    codes.delete(currency);
+    $("currencies").replaceChildren(...[...codes].sort().map((code) => {
+      const option = element("option");
+      option.value = code;
+      return option;
+    }));
+    if (!codes.size) $("convert-expiry").textContent = "no exchange rates yet: an admin sets them with kopek rates set";
+  } catch (error) { /* the price check says what is wrong */ }
+}
+
+// Counts the locked quote down; the server decides, so an expired quote is dropped.
+function tick() {
+  if (!quote) return;
+  const left = Math.ceil((Date.parse(quote.expires_at) - Date.now()) / 1000);
+  if (left <= 0) {
+    dropQuote("the quote expired: lock a new one");
+    price();
+    return;
+  }
+  $("convert-expiry").textContent = `quote ${quote.id} holds for ${left} s`;
+}
+
+["convert-to", "convert-currency", "convert-amount"].forEach((id) => $(id).addEventListener("input", () => {
+  if (quote) dropQuote("the form changed: lock a new quote");
+  priceSoon();
+}));
+
+$("convert-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const wanted = conversion();
+  try {
+    const locked = await call("POST", "/v1/fx/quotes",
+      { from: currency, to: wanted.currency, amount: wanted.amount, side: "sell" },
+      { "Idempotency-Key": newKey() });
+    // A quote asked for a form that has changed since is not this form's quote.
+    if (JSON.stringify(conversion()) !== JSON.stringify(wanted)) return;
+    quote = Object.assign(locked, { payee: wanted.to });
+    showTerms(quote, true);
+    $("convert-send").disabled = false;
+    tick();
+  } catch (error) {
+    dropQuote();
+    toast(error.message, true);
+  }
+});
+
+$("convert-send").addEventListener("click", async () => {
+  if (!quote) return;
+  const used = quote;
+  $("convert-send").disabled = true;
+  try {
+    await call("POST", "/v1/accounts", { id: `user:${used.payee}:${used.to}`, currency: used.to, owner: used.payee },
+      { "Idempotency-Key": newKey() });
+    await call("POST", "/v1/transfers", {
+      debit_account_id: accountOf(user), credit_account_id: `user:${used.payee}:${used.to}`,
+      currency, quote_id: used.id,
+    }, { "Idempotency-Key": `convert-${used.id}` });
+    dropQuote(`sent: ${used.payee} got ${used.buy_amount} ${used.to}`);
+    toast(`sent ${used.sell_amount} ${used.from}; ${used.payee} got ${used.buy_amount} ${used.to}`);
+    refresh();
+  } catch (error) {
+    // A declined transfer is recorded under the quote's key: sending again would replay it.
+    dropQuote(error.message);
+    toast(error.message, true);
+  }
+});
+
+setInterval(tick, 500);
+setInterval(() => { if (!quote && !document.hidden) price(); }, 5000);
 
 $("order-form").addEventListener("submit", async (event) => {
   event.preventDefault();

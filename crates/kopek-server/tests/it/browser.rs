@@ -61,7 +61,7 @@ async fn the_ui_works_in_a_real_browser() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let Some(node_dir) = playwright(&tests) else { return };
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start_with(dir.path(), &["--auth", "required"]);
+    let server = Server::start_with(dir.path(), &["--auth", "required", "--fx-spread-bp", "50"]);
     let key = server.admin_key.clone().expect("the first start prints an admin key");
     let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&screenshots).expect("screenshot dir");
