@@ -45,6 +45,9 @@ pub enum Command {
     /// Exchange rates on a running server: set one, import a file, list those in force.
     #[command(subcommand)]
     Rates(RatesCommand),
+    /// Load generator: drive transfers through a surface and report throughput, latencies,
+    /// memory and file size, then check the ledger (docs/performance.md).
+    Bench(Box<BenchArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -353,6 +356,80 @@ impl Role {
     pub fn relays(self) -> bool {
         matches!(self, Role::All | Role::Worker | Role::Relay)
     }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// gRPC address of a running server to load; absent, the bench starts its own `kopek
+    /// serve` on a temporary data directory and stops it afterwards.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// HTTP address of that server (the `http` surface and its memory from `/metrics`).
+    #[arg(long, requires = "addr")]
+    pub http_addr: Option<String>,
+    /// With `--addr`: the server's API key, if it needs one.
+    #[arg(long, env = "KOPEK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Our own server on PostgreSQL at this URL instead of SQLite.
+    #[arg(long, conflicts_with = "addr")]
+    pub database: Option<String>,
+    /// Our own server's data directory, kept afterwards; absent, a temporary one.
+    #[arg(long, conflicts_with = "addr")]
+    pub data_dir: Option<PathBuf>,
+    /// More flags for our own server, e.g. `--server-arg=--batch-transfers-max=16384`.
+    #[arg(long, conflicts_with = "addr", allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub transfers: u64,
+    /// Transfers per request on `stream` (at most 1,024); on `transactions`, messages in
+    /// flight are `--window` x this.
+    #[arg(long, default_value_t = 1_024)]
+    pub batch_size: usize,
+    /// Streams (`stream`, `transactions`; default 1) or concurrent unary callers and HTTP
+    /// clients (`authorize`, `http`; default 64).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Requests each stream keeps in flight.
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+    #[arg(long, value_enum, default_value_t = Surface::Stream)]
+    pub surface: Surface,
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    pub distribution: Distribution,
+    /// The same seed makes the same transfers; absent, from the clock.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Check every bench balance against the plan and run the books check afterwards.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where `kopek bench` sends its transfers.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// `kopek.v1.Ledger/StreamTransfers`, `--batch-size` transfers per request.
+    Stream,
+    /// `transaction.TransactionService/StreamTransactions`, one purchase per message.
+    Transactions,
+    /// `payment.v1.PaymentService/AuthorizePayment`, unary.
+    Authorize,
+    /// `POST /v1/transfers` over keep-alive HTTP/1.1.
+    Http,
+}
+
+/// Which accounts the transfers touch.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distribution {
+    /// Payer and payee uniformly at random.
+    Uniform,
+    /// Zipf's law (exponent 1): a few accounts take most transfers.
+    Zipf,
+    /// Every transfer pays or is paid by one of two accounts.
+    Hot,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -83,15 +83,20 @@ impl Interceptor for Bearer {
 
 type Client = LedgerClient<InterceptedService<Channel, Bearer>>;
 
-async fn connect(args: &ClientArgs) -> Result<Client, Failure> {
-    let bearer = match &args.api_key {
+/// The `authorization` header for `--api-key`, if one was given.
+pub fn bearer(api_key: Option<&str>) -> Result<Bearer, Failure> {
+    Ok(match api_key {
         None => Bearer(None),
         Some(key) => Bearer(Some(
             format!("Bearer {}", key.trim())
                 .parse()
                 .map_err(|_| Failure::Failed("--api-key is not a valid key".to_owned()))?,
         )),
-    };
+    })
+}
+
+async fn connect(args: &ClientArgs) -> Result<Client, Failure> {
+    let bearer = bearer(args.api_key.as_deref())?;
     let channel = Channel::from_shared(args.addr.clone())
         .map_err(|error| Failure::Failed(format!("--addr {}: {error}", args.addr)))?
         .connect()

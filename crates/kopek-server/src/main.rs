@@ -1,6 +1,7 @@
 //! The `kopek` binary: the ledger server and its command-line client.
 
 mod admin;
+mod bench;
 mod cli;
 mod client;
 mod rates;
@@ -42,6 +43,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Status(args) => return status::run(args).await,
         Command::Rates(command) => return rates::run(command).await,
         Command::Verify(args) => return verify(args).await,
+        Command::Bench(args) => return report(bench::run(*args).await),
         Command::Accounts(command) => client::run_accounts(command).await,
         Command::Deposit(args) => {
             let json = args.client.json;
@@ -99,22 +101,21 @@ async fn migrate(args: &cli::StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store to check the books of: read-only on SQLite, so it runs next to a live server and
+/// never creates an empty ledger.
+async fn open_for_verify(args: &cli::StoreArgs) -> anyhow::Result<Box<dyn kopek_store::Store>> {
+    Ok(match serve::backend(args)? {
+        serve::Backend::Embedded(dir) => {
+            Box::new(kopek_store_sqlite::SqliteStore::open_read_only(&dir)?)
+        }
+        serve::Backend::Postgres(url) => {
+            Box::new(kopek_store_postgres::PostgresStore::open(&url).await?)
+        }
+    })
+}
+
 async fn verify(args: cli::VerifyArgs) -> ExitCode {
-    // Read-only on SQLite, so it runs next to a live server and never creates an empty ledger.
-    let store: Result<Box<dyn kopek_store::Store>, anyhow::Error> =
-        match serve::backend(&args.store) {
-            Ok(serve::Backend::Embedded(dir)) => {
-                kopek_store_sqlite::SqliteStore::open_read_only(&dir)
-                    .map(|store| Box::new(store) as Box<dyn kopek_store::Store>)
-                    .map_err(Into::into)
-            }
-            Ok(serve::Backend::Postgres(url)) => kopek_store_postgres::PostgresStore::open(&url)
-                .await
-                .map(|store| Box::new(store) as Box<dyn kopek_store::Store>)
-                .map_err(Into::into),
-            Err(error) => Err(error),
-        };
-    let store = match store {
+    let store = match open_for_verify(&args.store).await {
         Ok(store) => store,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bank;
+mod bench;
 mod bounds;
 mod browser;
 mod cli;

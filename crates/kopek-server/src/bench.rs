@@ -1,0 +1,995 @@
+//! `kopek bench`: a load generator in the binary. By default it starts its own `kopek serve`
+//! on a temporary data directory (SQLite, or PostgreSQL with `--database`), opens accounts,
+//! drives transfers through one of four surfaces, measures throughput and latencies while a
+//! side task looks up random accounts, then checks every balance against the plan and runs
+//! the books check. Commits are durable: the server is the ordinary one, nothing is relaxed.
+//!
+//! The whole workload is generated before the clock starts, from a seed, so the client spends
+//! its CPU on sending, not on making up transfers: server and bench share the machine.
+
+use crate::cli::{BenchArgs, Distribution, Surface};
+use anyhow::{Context, bail};
+use kopek_proto::kopek::v1 as pb;
+use kopek_proto::payment::v1 as payment;
+use kopek_proto::transaction as contract;
+use pb::ledger_client::LedgerClient;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+/// The bench accounts' currency.
+const CURRENCY: &str = "USD";
+/// How far a bench account may go below zero: far more than any run moves, so no transfer is
+/// declined and every balance can be checked against the plan.
+const OVERDRAFT_MINOR: i64 = 1_000_000_000_000;
+/// What each user of the transactions contract deposits first, in major units.
+const DEPOSIT_MAJOR: f32 = 1_000_000.0;
+/// Purchase categories of the transactions contract (each a `category:<name>:USD` account).
+const CATEGORIES: [&str; 4] = ["Food", "Transport", "Shopping", "Travel"];
+/// Accounts per `CreateAccounts` / `GetAccounts` call.
+const ACCOUNTS_PER_CALL: usize = 1_000;
+/// Pause between two lookups of the query task.
+const QUERY_PAUSE: Duration = Duration::from_millis(5);
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider (the server picks ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.accounts < 3 {
+        bail!("--accounts must be at least 3");
+    }
+    if args.batch_size == 0 || args.batch_size > kopek_core::limits::TRANSFERS_PER_REQUEST_MAX {
+        bail!("--batch-size must be 1 to {}", kopek_core::limits::TRANSFERS_PER_REQUEST_MAX);
+    }
+    let server = match &args.addr {
+        Some(addr) => Target::remote(addr, args.http_addr.as_deref()),
+        None => Target::start(&args).await?,
+    };
+    let result = bench(&args, &server).await;
+    server.stop().await;
+    let report = result?;
+    report.print(args.json);
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("the ledger does not match the load: {}", report.problems.join("; "))
+    }
+}
+
+async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
+    let rss_idle = server.rss().await;
+    let channel = Channel::from_shared(server.grpc.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach kopek at {}", server.grpc))?;
+    let bearer = crate::client::bearer(args.api_key.as_deref())
+        .map_err(|_| anyhow::anyhow!("--api-key is not a valid key"))?;
+    let ledger = LedgerClient::with_interceptor(channel.clone(), bearer.clone());
+    let plan = Plan::new(args);
+    eprintln!(
+        "kopek bench: {} transfers over {} accounts, {:?} surface, {:?} distribution, run {}",
+        plan.moves.len(),
+        args.accounts,
+        args.surface,
+        args.distribution,
+        plan.run
+    );
+    let setup = Instant::now();
+    match args.surface {
+        Surface::Transactions => deposit_for_users(&channel, &bearer, &plan).await?,
+        _ => open_accounts(ledger.clone(), &plan).await?,
+    }
+    eprintln!("kopek bench: set up in {:.1} s; loading", setup.elapsed().as_secs_f64());
+    let done = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let queries = tokio::spawn(query_load(
+        ledger.clone(),
+        plan.account_ids(args.surface),
+        finished.clone(),
+        done.clone(),
+    ));
+    let started = Instant::now();
+    let tally = match args.surface {
+        Surface::Stream => stream_load(&channel, &bearer, &plan, args).await?,
+        Surface::Transactions => transactions_load(&channel, &bearer, &plan, args).await?,
+        Surface::Authorize => authorize_load(&channel, &bearer, &plan, args).await?,
+        Surface::Http => http_load(server, args, &plan).await?,
+    };
+    let elapsed = started.elapsed();
+    finished.store(true, Ordering::Relaxed);
+    done.notify_waiters();
+    let query_latencies = queries.await.unwrap_or_default();
+    let rss = server.rss().await;
+    let mut problems = Vec::new();
+    if tally.accepted() != plan.moves.len() as u64 {
+        problems.push(format!(
+            "{} of {} transfers accepted ({} declined, {} refused)",
+            tally.accepted(),
+            plan.moves.len(),
+            tally.declined.load(Ordering::Relaxed),
+            tally.refused.load(Ordering::Relaxed)
+        ));
+    }
+    let mut verified = None;
+    if args.verify && problems.is_empty() {
+        problems.extend(check_balances(ledger, &plan, args.surface).await?);
+        verified = server.verify().await?;
+        if let Some(report) = &verified {
+            problems.extend(report.problems.iter().cloned());
+        }
+    }
+    Ok(Report {
+        surface: args.surface,
+        distribution: args.distribution,
+        transfers: plan.moves.len() as u64,
+        accepted: tally.accepted(),
+        elapsed,
+        batch: Latencies::of(tally.batch.into_inner().unwrap_or_default()),
+        request: Latencies::of(tally.request.into_inner().unwrap_or_default()),
+        query: Latencies::of(query_latencies),
+        rss_idle,
+        rss,
+        datafile: server.datafile(),
+        verified,
+        problems,
+    })
+}
+
+/// The workload: who pays whom how much, in order, fixed by the seed.
+struct Plan {
+    /// Makes this run's ids and keys unique, so runs against one database never replay.
+    run: String,
+    accounts: usize,
+    /// (payer index, payee index, amount in minor units).
+    moves: Vec<(u32, u32, i64)>,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Plan {
+        let seed = args.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_nanos() as u64)
+        });
+        let mut random = SplitMix(seed);
+        // Ids and keys are the run's own even with a fixed seed: a second run against the same
+        // server must not replay the first one's transfers.
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros() as u64);
+        let run =
+            format!("b{:08x}", SplitMix(started ^ u64::from(std::process::id())).next() as u32);
+        let accounts = args.accounts;
+        let zipf = matches!(args.distribution, Distribution::Zipf).then(|| zipf_table(accounts));
+        let mut moves = Vec::with_capacity(args.transfers as usize);
+        for _ in 0..args.transfers {
+            let pick = |random: &mut SplitMix| match &zipf {
+                Some(table) => {
+                    let point = random.unit();
+                    table.partition_point(|&edge| edge < point).min(accounts - 1)
+                }
+                None => random.below(accounts),
+            };
+            let (payer, payee) = match args.distribution {
+                // Every transfer touches one of two accounts, paying or paid.
+                Distribution::Hot => {
+                    let hot = random.below(2);
+                    let other = 2 + random.below(accounts - 2);
+                    if random.below(2) == 0 { (hot, other) } else { (other, hot) }
+                }
+                Distribution::Uniform | Distribution::Zipf => {
+                    let payer = pick(&mut random);
+                    let mut payee = pick(&mut random);
+                    while payee == payer {
+                        payee = random.below(accounts);
+                    }
+                    (payer, payee)
+                }
+            };
+            moves.push((payer as u32, payee as u32, 1 + random.below(100) as i64));
+        }
+        Plan { run, accounts, moves }
+    }
+
+    fn account(&self, index: u32) -> String {
+        format!("{}-{index:07}", self.run)
+    }
+
+    fn key(&self, index: usize) -> String {
+        format!("{}-t{index}", self.run)
+    }
+
+    /// The ledger account of bench account `index` on `surface`.
+    fn ledger_account(&self, surface: Surface, index: u32) -> String {
+        match surface {
+            Surface::Transactions => format!("user:{}:{CURRENCY}", self.account(index)),
+            _ => self.account(index),
+        }
+    }
+
+    fn account_ids(&self, surface: Surface) -> Vec<String> {
+        (0..self.accounts as u32).map(|index| self.ledger_account(surface, index)).collect()
+    }
+
+    /// What every account's posted balance must be after the run (all accepted).
+    fn expected_balances(&self, surface: Surface) -> Vec<i64> {
+        let start = match surface {
+            Surface::Transactions => (DEPOSIT_MAJOR as i64) * 100,
+            _ => 0,
+        };
+        let mut balances = vec![start; self.accounts];
+        for &(payer, payee, amount) in &self.moves {
+            balances[payer as usize] -= amount;
+            // A purchase pays a category account, not another user.
+            if surface != Surface::Transactions {
+                balances[payee as usize] += amount;
+            }
+        }
+        balances
+    }
+}
+
+/// A small, fast, seeded generator (SplitMix64): the same seed gives the same workload.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        (self.next() % bound as u64) as usize
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The cumulative distribution of Zipf's law with exponent 1 over `n` ranks: account 0 is
+/// the most used, account k about 1/(k+1) as often.
+fn zipf_table(n: usize) -> Vec<f64> {
+    let mut table: Vec<f64> = Vec::with_capacity(n);
+    let mut total = 0.0;
+    for rank in 1..=n {
+        total += 1.0 / rank as f64;
+        table.push(total);
+    }
+    for edge in &mut table {
+        *edge /= total;
+    }
+    table
+}
+
+type Ledger =
+    LedgerClient<tonic::service::interceptor::InterceptedService<Channel, crate::client::Bearer>>;
+
+async fn open_accounts(mut ledger: Ledger, plan: &Plan) -> anyhow::Result<()> {
+    let indexes: Vec<u32> = (0..plan.accounts as u32).collect();
+    for chunk in indexes.chunks(ACCOUNTS_PER_CALL) {
+        let accounts = chunk
+            .iter()
+            .map(|&index| pb::NewAccount {
+                id: plan.account(index),
+                currency: CURRENCY.to_owned(),
+                overdraft_limit_minor: OVERDRAFT_MINOR,
+                ..Default::default()
+            })
+            .collect();
+        let response = ledger
+            .create_accounts(pb::CreateAccountsRequest { accounts })
+            .await
+            .context("open the bench accounts")?
+            .into_inner();
+        if let Some(error) = response.results.iter().find_map(|result| result.error.as_ref()) {
+            bail!("opening a bench account failed: {}", error.message);
+        }
+    }
+    Ok(())
+}
+
+/// The transactions contract opens a user's account on the first deposit: one per user.
+async fn deposit_for_users(
+    channel: &Channel,
+    bearer: &crate::client::Bearer,
+    plan: &Plan,
+) -> anyhow::Result<()> {
+    let messages: Vec<contract::Transaction> = (0..plan.accounts as u32)
+        .map(|index| contract::Transaction {
+            transaction_id: format!("{}-deposit-{index}", plan.run),
+            user_id: plan.account(index),
+            category: "deposit".to_owned(),
+            amount: DEPOSIT_MAJOR,
+            currency: CURRENCY.to_owned(),
+            timestamp: String::new(),
+        })
+        .collect();
+    let tally = Tally::default();
+    send_transactions(channel, bearer, messages, 8_192, &tally).await?;
+    if tally.accepted() != plan.accounts as u64 {
+        bail!("{} of {} deposits succeeded", tally.accepted(), plan.accounts);
+    }
+    Ok(())
+}
+
+/// What the load did: counts and every latency, in seconds.
+#[derive(Default)]
+struct Tally {
+    posted: AtomicU64,
+    declined: AtomicU64,
+    refused: AtomicU64,
+    batch: Mutex<Vec<f64>>,
+    request: Mutex<Vec<f64>>,
+}
+
+impl Tally {
+    fn accepted(&self) -> u64 {
+        self.posted.load(Ordering::Relaxed)
+    }
+
+    fn record(&self, into: &Mutex<Vec<f64>>, latencies: Vec<f64>) {
+        if let Ok(mut all) = into.lock() {
+            all.extend(latencies);
+        }
+    }
+
+    fn transfer_results(&self, results: &[pb::TransferResult]) {
+        for result in results {
+            match (&result.error, &result.transfer) {
+                (None, Some(_)) => self.posted.fetch_add(1, Ordering::Relaxed),
+                (Some(_), Some(_)) => self.declined.fetch_add(1, Ordering::Relaxed),
+                _ => self.refused.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+}
+
+/// `kopek.v1` StreamTransfers: `--concurrency` streams, each with `--window` requests of
+/// `--batch-size` transfers in flight.
+async fn stream_load(
+    channel: &Channel,
+    bearer: &crate::client::Bearer,
+    plan: &Plan,
+    args: &BenchArgs,
+) -> anyhow::Result<Tally> {
+    let streams = args.concurrency.unwrap_or(1).max(1);
+    let mut per_stream: Vec<Vec<pb::StreamTransfersRequest>> = vec![Vec::new(); streams];
+    for (number, chunk) in plan.moves.chunks(args.batch_size).enumerate() {
+        let first = number * args.batch_size;
+        let transfers = chunk
+            .iter()
+            .enumerate()
+            .map(|(offset, &(payer, payee, amount))| pb::TransferRequest {
+                idempotency_key: plan.key(first + offset),
+                debit_account_id: plan.account(payer),
+                credit_account_id: plan.account(payee),
+                amount_minor: amount,
+                currency: CURRENCY.to_owned(),
+                ..Default::default()
+            })
+            .collect();
+        per_stream[number % streams].push(pb::StreamTransfersRequest {
+            request_id: number as u64,
+            transfers,
+            linked: false,
+        });
+    }
+    let tally = Arc::new(Tally::default());
+    let mut tasks = Vec::new();
+    for requests in per_stream {
+        let mut ledger = LedgerClient::with_interceptor(channel.clone(), bearer.clone())
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let (tally, window) = (tally.clone(), args.window.max(1));
+        tasks.push(tokio::spawn(async move {
+            let (sender, receiver) = tokio::sync::mpsc::channel(window);
+            let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+            let room = Arc::new(Semaphore::new(window));
+            let expected = requests.len();
+            let feeder = {
+                let (sent, room) = (sent.clone(), room.clone());
+                tokio::spawn(async move {
+                    for request in requests {
+                        let Ok(permit) = room.acquire().await else { return };
+                        permit.forget();
+                        if let Ok(mut sent) = sent.lock() {
+                            sent.push_back(Instant::now());
+                        }
+                        if sender.send(request).await.is_err() {
+                            return;
+                        }
+                    }
+                })
+            };
+            let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+            let mut responses = ledger.stream_transfers(stream).await?.into_inner();
+            let mut latencies = Vec::with_capacity(expected);
+            while let Some(response) = responses.message().await? {
+                let sent_at = sent.lock().ok().and_then(|mut sent| sent.pop_front());
+                room.add_permits(1);
+                if let Some(sent_at) = sent_at {
+                    latencies.push(sent_at.elapsed().as_secs_f64());
+                }
+                if response.error.is_some() {
+                    tally.refused.fetch_add(args_len(&response) as u64, Ordering::Relaxed);
+                }
+                tally.transfer_results(&response.results);
+                if latencies.len() == expected {
+                    break;
+                }
+            }
+            feeder.abort();
+            tally.record(&tally.request, latencies.clone());
+            tally.record(&tally.batch, latencies);
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(Arc::into_inner(tally).unwrap_or_default())
+}
+
+/// A refused request names no results; it counts as one refusal.
+fn args_len(response: &pb::StreamTransfersResponse) -> usize {
+    response.results.len().max(1)
+}
+
+/// The streaming contract: one stream (or `--concurrency`), one transaction per message,
+/// `--window` x `--batch-size` messages in flight. Each purchase debits a user and credits a
+/// category account.
+async fn transactions_load(
+    channel: &Channel,
+    bearer: &crate::client::Bearer,
+    plan: &Plan,
+    args: &BenchArgs,
+) -> anyhow::Result<Tally> {
+    let streams = args.concurrency.unwrap_or(1).max(1);
+    let mut per_stream: Vec<Vec<contract::Transaction>> = vec![Vec::new(); streams];
+    for (index, &(payer, payee, amount)) in plan.moves.iter().enumerate() {
+        per_stream[index % streams].push(contract::Transaction {
+            transaction_id: plan.key(index),
+            user_id: plan.account(payer),
+            category: CATEGORIES[payee as usize % CATEGORIES.len()].to_owned(),
+            amount: amount as f32 / 100.0,
+            currency: CURRENCY.to_owned(),
+            timestamp: String::new(),
+        });
+    }
+    let tally = Arc::new(Tally::default());
+    let in_flight = args.window.max(1) * args.batch_size;
+    let mut tasks = Vec::new();
+    for messages in per_stream {
+        let (channel, bearer, tally) = (channel.clone(), bearer.clone(), tally.clone());
+        tasks.push(tokio::spawn(async move {
+            send_transactions(&channel, &bearer, messages, in_flight, &tally).await
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(Arc::into_inner(tally).unwrap_or_default())
+}
+
+async fn send_transactions(
+    channel: &Channel,
+    bearer: &crate::client::Bearer,
+    messages: Vec<contract::Transaction>,
+    in_flight: usize,
+    tally: &Tally,
+) -> anyhow::Result<()> {
+    let mut client =
+        contract::transaction_service_client::TransactionServiceClient::with_interceptor(
+            channel.clone(),
+            bearer.clone(),
+        );
+    let (sender, receiver) = tokio::sync::mpsc::channel(in_flight.min(1_024));
+    let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+    let room = Arc::new(Semaphore::new(in_flight));
+    let expected = messages.len();
+    let feeder = {
+        let (sent, room) = (sent.clone(), room.clone());
+        tokio::spawn(async move {
+            for message in messages {
+                let Ok(permit) = room.acquire().await else { return };
+                permit.forget();
+                if let Ok(mut sent) = sent.lock() {
+                    sent.push_back(Instant::now());
+                }
+                if sender.send(message).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let mut responses = client.stream_transactions(stream).await?.into_inner();
+    let mut latencies = Vec::with_capacity(expected);
+    while latencies.len() < expected {
+        let Some(response) = responses.message().await? else { break };
+        let sent_at = sent.lock().ok().and_then(|mut sent| sent.pop_front());
+        room.add_permits(1);
+        if let Some(sent_at) = sent_at {
+            latencies.push(sent_at.elapsed().as_secs_f64());
+        }
+        if response.status == "success" {
+            tally.posted.fetch_add(1, Ordering::Relaxed);
+        } else if response.message.starts_with("INSUFFICIENT_FUNDS") {
+            tally.declined.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tally.refused.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    feeder.abort();
+    tally.record(&tally.request, latencies.clone());
+    tally.record(&tally.batch, latencies);
+    Ok(())
+}
+
+/// The payment contract: `--concurrency` (default 64) callers, each waiting for its answer
+/// before the next AuthorizePayment.
+async fn authorize_load(
+    channel: &Channel,
+    bearer: &crate::client::Bearer,
+    plan: &Plan,
+    args: &BenchArgs,
+) -> anyhow::Result<Tally> {
+    let callers = args.concurrency.unwrap_or(64).max(1);
+    let requests: Arc<Vec<payment::AuthorizePaymentRequest>> = Arc::new(
+        plan.moves
+            .iter()
+            .enumerate()
+            .map(|(index, &(payer, payee, amount))| payment::AuthorizePaymentRequest {
+                idempotency_key: plan.key(index),
+                payer_account_id: plan.account(payer),
+                payee_account_id: plan.account(payee),
+                amount_cents: amount,
+                currency: CURRENCY.to_owned(),
+                description: String::new(),
+            })
+            .collect(),
+    );
+    let tally = Arc::new(Tally::default());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut client = payment::payment_service_client::PaymentServiceClient::with_interceptor(
+            channel.clone(),
+            bearer.clone(),
+        );
+        let (requests, tally, next) = (requests.clone(), tally.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(request) = requests.get(index) else { break };
+                let sent_at = Instant::now();
+                let answer = client.authorize_payment(request.clone()).await;
+                latencies.push(sent_at.elapsed().as_secs_f64());
+                match answer.map(tonic::Response::into_inner) {
+                    Ok(response)
+                        if response.status == payment::PaymentStatus::Authorized as i32 =>
+                    {
+                        tally.posted.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Ok(_) => tally.declined.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => tally.refused.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            tally.record(&tally.request, latencies.clone());
+            tally.record(&tally.batch, latencies);
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    Ok(Arc::into_inner(tally).unwrap_or_default())
+}
+
+/// `POST /v1/transfers`: `--concurrency` (default 64) keep-alive HTTP/1.1 clients.
+async fn http_load(server: &Target, args: &BenchArgs, plan: &Plan) -> anyhow::Result<Tally> {
+    let Some(base) = server.http.clone() else {
+        bail!("the http surface needs --http-addr with --addr");
+    };
+    let clients = args.concurrency.unwrap_or(64).max(1);
+    let bodies: Arc<Vec<(String, String)>> = Arc::new(
+        plan.moves
+            .iter()
+            .enumerate()
+            .map(|(index, &(payer, payee, amount))| {
+                let body = json!({
+                    "debit_account_id": plan.account(payer),
+                    "credit_account_id": plan.account(payee),
+                    "amount_minor": amount,
+                    "currency": CURRENCY,
+                });
+                (plan.key(index), body.to_string())
+            })
+            .collect(),
+    );
+    let url = format!("{base}/v1/transfers");
+    let tally = Arc::new(Tally::default());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        // One client per task: each keeps its own connection alive.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(1).http1_only().build()?;
+        let (bodies, tally, next, url) = (bodies.clone(), tally.clone(), next.clone(), url.clone());
+        let key = args.api_key.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some((idempotency_key, body)) = bodies.get(index) else { break };
+                let mut request = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", idempotency_key)
+                    .body(body.clone());
+                if let Some(key) = &key {
+                    request = request.bearer_auth(key);
+                }
+                let sent_at = Instant::now();
+                let answer = request.send().await;
+                let status = match answer {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.bytes().await;
+                        Some(status)
+                    }
+                    Err(_) => None,
+                };
+                latencies.push(sent_at.elapsed().as_secs_f64());
+                match status {
+                    Some(201) => tally.posted.fetch_add(1, Ordering::Relaxed),
+                    Some(402 | 409 | 422) => tally.declined.fetch_add(1, Ordering::Relaxed),
+                    _ => tally.refused.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            tally.record(&tally.request, latencies.clone());
+            tally.record(&tally.batch, latencies);
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    Ok(Arc::into_inner(tally).unwrap_or_default())
+}
+
+/// Looks up random accounts, one at a time, until the load ends: reads under write load.
+async fn query_load(
+    mut ledger: Ledger,
+    ids: Vec<String>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<tokio::sync::Notify>,
+) -> Vec<f64> {
+    let mut random = SplitMix(0x5eed);
+    let mut latencies = Vec::new();
+    while !finished.load(Ordering::Relaxed) {
+        let id = ids[random.below(ids.len())].clone();
+        let sent_at = Instant::now();
+        if ledger.get_account(pb::GetAccountRequest { id }).await.is_ok() {
+            latencies.push(sent_at.elapsed().as_secs_f64());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(QUERY_PAUSE) => {}
+            () = done.notified() => break,
+        }
+    }
+    latencies
+}
+
+/// Every bench account's posted balance against the plan: exact, account by account.
+async fn check_balances(
+    mut ledger: Ledger,
+    plan: &Plan,
+    surface: Surface,
+) -> anyhow::Result<Vec<String>> {
+    let expected = plan.expected_balances(surface);
+    let ids = plan.account_ids(surface);
+    let mut problems = Vec::new();
+    for (chunk_number, chunk) in ids.chunks(ACCOUNTS_PER_CALL).enumerate() {
+        let accounts = ledger
+            .get_accounts(pb::GetAccountsRequest { ids: chunk.to_vec() })
+            .await
+            .context("read the bench accounts back")?
+            .into_inner()
+            .accounts;
+        if accounts.len() != chunk.len() {
+            problems.push(format!("{} of {} accounts found", accounts.len(), chunk.len()));
+            continue;
+        }
+        for (offset, account) in accounts.iter().enumerate() {
+            let want = expected[chunk_number * ACCOUNTS_PER_CALL + offset];
+            let got = account.balance.as_ref().map_or(i64::MIN, |balance| balance.posted_minor);
+            if got != want && problems.len() < 10 {
+                problems.push(format!("{} holds {got}, the plan says {want}", account.id));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// The server under load: one this run started, or one at `--addr`.
+struct Target {
+    grpc: String,
+    http: Option<String>,
+    own: Option<OwnServer>,
+}
+
+struct OwnServer {
+    child: tokio::process::Child,
+    data_dir: PathBuf,
+    database: Option<String>,
+    keep: bool,
+}
+
+impl Target {
+    fn remote(grpc: &str, http: Option<&str>) -> Target {
+        Target {
+            grpc: grpc.to_owned(),
+            http: http.map(|addr| addr.trim_end_matches('/').to_owned()),
+            own: None,
+        }
+    }
+
+    /// `kopek serve` from this very binary on loopback ports the system picks.
+    async fn start(args: &BenchArgs) -> anyhow::Result<Target> {
+        let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("kopek-bench-{}", std::process::id()))
+        });
+        if data_dir.exists() && args.data_dir.is_none() {
+            std::fs::remove_dir_all(&data_dir)?;
+        }
+        std::fs::create_dir_all(&data_dir)?;
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command
+            .args(["serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args.database.iter().flat_map(|url| ["--database", url.as_str()]))
+            .args(&args.server_arg)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().context("start kopek serve")?;
+        let stdout = child.stdout.take().context("the server's stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut grpc, mut http) = (None, None);
+        let listening = async {
+            while grpc.is_none() || http.is_none() {
+                let Some(line) = lines.next_line().await? else { break };
+                if let Some(address) = line.strip_prefix("kopek: grpc listening on ") {
+                    grpc = Some(format!("http://{address}"));
+                } else if let Some(address) = line.strip_prefix("kopek: http listening on ") {
+                    http = Some(format!("http://{address}"));
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        tokio::time::timeout(Duration::from_secs(60), listening)
+            .await
+            .context("kopek serve did not start listening within 60 s")??;
+        // Keep reading what it prints, so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (Some(grpc), Some(http)) = (grpc, http) else {
+            bail!("kopek serve stopped before listening (see its errors above)");
+        };
+        Ok(Target {
+            grpc,
+            http: Some(http),
+            own: Some(OwnServer {
+                child,
+                data_dir,
+                database: args.database.clone(),
+                keep: args.data_dir.is_some(),
+            }),
+        })
+    }
+
+    /// The server's resident memory: from /proc for our own, from `/metrics` otherwise.
+    async fn rss(&self) -> Option<u64> {
+        if let Some(pid) = self.own.as_ref().and_then(|own| own.child.id()) {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            return Some(kilobytes * 1024);
+        }
+        let page = reqwest::get(format!("{}/metrics", self.http.as_ref()?)).await.ok()?;
+        let page = page.text().await.ok()?;
+        let line = page.lines().find(|line| line.starts_with("process_resident_memory_bytes "))?;
+        line.rsplit(' ').next()?.parse::<f64>().ok().map(|bytes| bytes as u64)
+    }
+
+    /// Bytes of the SQLite files (database and write-ahead log) of our own server.
+    fn datafile(&self) -> Option<u64> {
+        let own = self.own.as_ref().filter(|own| own.database.is_none())?;
+        Some(directory_size(&own.data_dir))
+    }
+
+    /// The books check on the store our own server wrote (read-only next to it).
+    async fn verify(&self) -> anyhow::Result<Option<kopek_store::VerifyReport>> {
+        let Some(own) = &self.own else { return Ok(None) };
+        let store = crate::open_for_verify(&crate::cli::StoreArgs {
+            data_dir: own.data_dir.clone(),
+            database: own.database.clone(),
+        })
+        .await?;
+        Ok(Some(store.verify().await?))
+    }
+
+    async fn stop(self) {
+        let Some(mut own) = self.own else { return };
+        if let Some(pid) = own.child.id() {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(20), own.child.wait()).await.is_err() {
+            let _ = own.child.kill().await;
+        }
+        if !own.keep {
+            let _ = std::fs::remove_dir_all(&own.data_dir);
+        }
+    }
+}
+
+fn directory_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| entry.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|meta| meta.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Percentiles of a set of latencies, in milliseconds.
+#[derive(Default)]
+struct Latencies {
+    sorted: Vec<f64>,
+}
+
+impl Latencies {
+    fn of(mut seconds: Vec<f64>) -> Latencies {
+        seconds.sort_by(f64::total_cmp);
+        Latencies { sorted: seconds.into_iter().map(|s| s * 1e3).collect() }
+    }
+
+    /// The nearest-rank percentile `p` (0 to 100); 0 with no samples.
+    fn at(&self, p: f64) -> f64 {
+        if self.sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p / 100.0) * self.sorted.len() as f64).ceil() as usize;
+        self.sorted[rank.clamp(1, self.sorted.len()) - 1]
+    }
+}
+
+struct Report {
+    surface: Surface,
+    distribution: Distribution,
+    transfers: u64,
+    accepted: u64,
+    elapsed: Duration,
+    batch: Latencies,
+    request: Latencies,
+    query: Latencies,
+    rss_idle: Option<u64>,
+    rss: Option<u64>,
+    datafile: Option<u64>,
+    verified: Option<kopek_store::VerifyReport>,
+    problems: Vec<String>,
+}
+
+impl Report {
+    fn rate(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn print(&self, as_json: bool) {
+        let optional = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        if as_json {
+            let latencies = |set: &Latencies| json!({"p1": set.at(1.0), "p50": set.at(50.0), "p99": set.at(99.0), "p100": set.at(100.0), "samples": set.sorted.len()});
+            let report = json!({
+                "surface": format!("{:?}", self.surface).to_lowercase(),
+                "distribution": format!("{:?}", self.distribution).to_lowercase(),
+                "transfers": self.transfers,
+                "accepted": self.accepted,
+                "seconds": self.elapsed.as_secs_f64(),
+                "accepted_per_second": self.rate().round(),
+                "batch_latency_ms": latencies(&self.batch),
+                "request_latency_ms": latencies(&self.request),
+                "query_latency_ms": latencies(&self.query),
+                "rss_idle_bytes": self.rss_idle,
+                "rss_bytes": self.rss,
+                "datafile_bytes": self.datafile,
+                "verified": self.verified.as_ref().map(|report| json!({
+                    "ok": report.is_ok(), "accounts": report.accounts,
+                    "transfers": report.transfers, "entries": report.entries, "events": report.events,
+                })),
+                "problems": self.problems,
+            });
+            println!("{report}");
+            return;
+        }
+        println!("load accepted = {:.0} tx/s", self.rate());
+        println!(
+            "batch latency p1 = {:.2} ms  p50 = {:.2} ms  p99 = {:.2} ms  p100 = {:.2} ms",
+            self.batch.at(1.0),
+            self.batch.at(50.0),
+            self.batch.at(99.0),
+            self.batch.at(100.0)
+        );
+        println!(
+            "request latency p50 = {:.2} ms  p99 = {:.2} ms",
+            self.request.at(50.0),
+            self.request.at(99.0)
+        );
+        println!(
+            "query latency p50 = {:.2} ms  p99 = {:.2} ms",
+            self.query.at(50.0),
+            self.query.at(99.0)
+        );
+        println!(
+            "rss = {} bytes   datafile = {} bytes",
+            optional(self.rss),
+            optional(self.datafile)
+        );
+        println!(
+            "{} of {} transfers in {:.2} s; idle rss = {} bytes",
+            self.accepted,
+            self.transfers,
+            self.elapsed.as_secs_f64(),
+            optional(self.rss_idle)
+        );
+        match &self.verified {
+            Some(report) if report.is_ok() => println!(
+                "verified: every balance matches the plan; the books balance ({} accounts, {} transfers, {} entries, {} events)",
+                report.accounts, report.transfers, report.entries, report.events
+            ),
+            Some(_) => println!("verify FAILED"),
+            None if self.problems.is_empty() => {
+                println!("verified: every balance matches the plan (books check needs the store)")
+            }
+            None => {}
+        }
+        for problem in &self.problems {
+            println!("PROBLEM: {problem}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let set = Latencies::of((1..=100).map(|ms| f64::from(ms) / 1e3).collect());
+        assert_eq!(
+            (set.at(1.0), set.at(50.0), set.at(99.0), set.at(100.0)),
+            (1.0, 50.0, 99.0, 100.0)
+        );
+        assert_eq!(Latencies::of(Vec::new()).at(50.0), 0.0);
+    }
+
+    #[test]
+    fn zipf_favours_the_first_accounts() {
+        let table = zipf_table(1_000);
+        assert!((table[999] - 1.0).abs() < 1e-12);
+        // Rank 1 of 1,000 carries 1/H(1000), about 13%.
+        assert!((table[0] - 0.1336).abs() < 0.001, "{}", table[0]);
+    }
+}
