@@ -4,6 +4,7 @@ use kopek_core::{
     Account, Currency, Event, FxLeg, FxRate, LegRole, Metadata, Order, Quote, QuoteId, Rate, Side,
     Subject, Terms, Transfer, User, format_minor,
 };
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 pub fn metadata_to_json(metadata: &Metadata) -> String {
@@ -45,30 +46,63 @@ pub fn account_json(account: &Account) -> Value {
 }
 
 pub fn transfer_json(transfer: &Transfer) -> Value {
-    let amount = transfer.currency.map(|currency| format_minor(transfer.amount, currency));
-    json!({
-        "id": transfer.id.to_string(),
-        "idempotency_key": transfer.idempotency_key.as_str(),
-        "kind": transfer.kind.as_str(),
-        "action": transfer.action.as_str(),
-        "status": transfer.status.as_str(),
-        "debit_account_id": transfer.debit_account.as_ref().map(|id| id.as_str()),
-        "credit_account_id": transfer.credit_account.as_ref().map(|id| id.as_str()),
-        "amount_minor": transfer.amount,
-        "amount": amount,
-        "currency": transfer.currency.map(|currency| currency.code().to_owned()),
-        "pending_id": transfer.pending_id.map(|id| id.to_string()),
-        "error_code": transfer.error.as_ref().map(|error| error.code.as_str()),
-        "error_message": transfer.error.as_ref().map(|error| error.message.as_str()),
-        "expires_at": transfer.expires_at.map(|at| at.to_rfc3339()),
-        "captured_amount_minor": transfer.captured_amount,
-        "category": transfer.details.category,
-        "description": transfer.details.description,
-        "metadata": transfer.details.metadata,
-        "effective_at": transfer.effective_at.to_rfc3339(),
-        "committed_at": transfer.committed_at.to_rfc3339(),
-        "fx": transfer.fx.as_deref().map(fx_leg_json),
-    })
+    serde_json::to_value(TransferDocument::of(transfer)).unwrap_or(Value::Null)
+}
+
+/// A transfer as documents show it, serialised straight from borrowed fields: the outbox
+/// writes one per transfer on the hot path, so no `Value` tree is built. Fields are in key
+/// order, the order a `Value` map would print them in.
+#[derive(Serialize)]
+struct TransferDocument<'a> {
+    action: &'static str,
+    amount: Option<String>,
+    amount_minor: i64,
+    captured_amount_minor: i64,
+    category: &'a str,
+    committed_at: String,
+    credit_account_id: Option<&'a str>,
+    currency: Option<String>,
+    debit_account_id: Option<&'a str>,
+    description: &'a str,
+    effective_at: String,
+    error_code: Option<&'static str>,
+    error_message: Option<&'a str>,
+    expires_at: Option<String>,
+    fx: Option<Value>,
+    id: String,
+    idempotency_key: &'a str,
+    kind: &'static str,
+    metadata: &'a kopek_core::Metadata,
+    pending_id: Option<String>,
+    status: &'static str,
+}
+
+impl<'a> TransferDocument<'a> {
+    fn of(transfer: &'a Transfer) -> TransferDocument<'a> {
+        TransferDocument {
+            action: transfer.action.as_str(),
+            amount: transfer.currency.map(|currency| format_minor(transfer.amount, currency)),
+            amount_minor: transfer.amount,
+            captured_amount_minor: transfer.captured_amount,
+            category: &transfer.details.category,
+            committed_at: transfer.committed_at.to_rfc3339(),
+            credit_account_id: transfer.credit_account.as_ref().map(|id| id.as_str()),
+            currency: transfer.currency.map(|currency| currency.code().to_owned()),
+            debit_account_id: transfer.debit_account.as_ref().map(|id| id.as_str()),
+            description: &transfer.details.description,
+            effective_at: transfer.effective_at.to_rfc3339(),
+            error_code: transfer.error.as_ref().map(|error| error.code.as_str()),
+            error_message: transfer.error.as_ref().map(|error| error.message.as_str()),
+            expires_at: transfer.expires_at.map(|at| at.to_rfc3339()),
+            fx: transfer.fx.as_deref().map(fx_leg_json),
+            id: transfer.id.to_string(),
+            idempotency_key: transfer.idempotency_key.as_str(),
+            kind: transfer.kind.as_str(),
+            metadata: &transfer.details.metadata,
+            pending_id: transfer.pending_id.map(|id| id.to_string()),
+            status: transfer.status.as_str(),
+        }
+    }
 }
 
 /// Rates in documents: a decimal rounded half-even to 18 places, and the exact fraction.
@@ -205,35 +239,151 @@ pub fn order_json(order: &Order) -> Value {
 /// The event document published to consumers. The outbox sequence is added by the relay.
 pub fn event_json(event: &Event) -> String {
     let (subject_type, subject) = match &event.subject {
-        Subject::Account(account) => ("account", account_json(account)),
-        Subject::Transfer(transfer) => ("transfer", transfer_json(transfer)),
-        Subject::User(user) => ("user", user_json(user)),
-        Subject::Order(order) => ("order", order_json(order)),
-        Subject::Rate(rate) => ("rate", rate_json(rate)),
-        Subject::Quote(quote) => ("quote", quote_json(quote)),
+        Subject::Account(account) => ("account", SubjectDocument::Value(account_json(account))),
+        Subject::Transfer(transfer) => {
+            ("transfer", SubjectDocument::Transfer(TransferDocument::of(transfer)))
+        }
+        Subject::User(user) => ("user", SubjectDocument::Value(user_json(user))),
+        Subject::Order(order) => ("order", SubjectDocument::Value(order_json(order))),
+        Subject::Rate(rate) => ("rate", SubjectDocument::Value(rate_json(rate))),
+        Subject::Quote(quote) => ("quote", SubjectDocument::Value(quote_json(quote))),
     };
-    let balances: Vec<Value> = event
-        .balances
-        .iter()
-        .map(|balance| {
-            json!({
-                "account_id": balance.account_id.as_str(),
-                "currency": balance.currency.code(),
-                "posted_minor": balance.posted,
-                "pending_out_minor": balance.pending_out,
-                "pending_in_minor": balance.pending_in,
-                "available_minor": balance.available.and_then(|available| i64::try_from(available).ok()),
+    let document = EventDocument {
+        at: event.at.to_rfc3339(),
+        balances: event
+            .balances
+            .iter()
+            .map(|balance| BalanceDocument {
+                account_id: balance.account_id.as_str(),
+                available_minor: balance
+                    .available
+                    .and_then(|available| i64::try_from(available).ok()),
+                currency: balance.currency.code(),
+                pending_in_minor: balance.pending_in,
+                pending_out_minor: balance.pending_out,
+                posted_minor: balance.posted,
             })
-        })
-        .collect();
-    json!({
-        "id": event.id.to_string(),
-        "type": event.kind.as_str(),
-        "tenant": event.tenant.as_str(),
-        "at": event.at.to_rfc3339(),
-        "subject_type": subject_type,
-        "subject": subject,
-        "balances": balances,
-    })
-    .to_string()
+            .collect(),
+        id: event.id.to_string(),
+        subject,
+        subject_type,
+        tenant: event.tenant.as_str(),
+        kind: event.kind.as_str(),
+    };
+    serde_json::to_string(&document).unwrap_or_default()
+}
+
+/// The event document, serialised from borrowed fields in key order (see `TransferDocument`).
+#[derive(Serialize)]
+struct EventDocument<'a> {
+    at: String,
+    balances: Vec<BalanceDocument<'a>>,
+    id: String,
+    subject: SubjectDocument<'a>,
+    subject_type: &'static str,
+    tenant: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SubjectDocument<'a> {
+    Transfer(TransferDocument<'a>),
+    Value(Value),
+}
+
+#[derive(Serialize)]
+struct BalanceDocument<'a> {
+    account_id: &'a str,
+    available_minor: Option<i64>,
+    currency: &'a str,
+    pending_in_minor: i64,
+    pending_out_minor: i64,
+    posted_minor: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kopek_core::memory::{MemoryLedger, SequentialIds};
+    use kopek_core::{
+        AccountId, Batch, Command, CommandBody, Currency, Details, IdempotencyKey, Linking,
+        Movement, NewAccount, Tenant, Timestamp, TransferKind, TransferRequest,
+    };
+
+    /// Documents are written straight from typed fields; they must read exactly as a
+    /// `Value` map prints them (keys in order), which is what consumers have always seen.
+    #[test]
+    fn event_documents_print_as_value_maps_do() {
+        let usd = Currency::parse("USD").expect("currency");
+        let mut ledger = MemoryLedger::default();
+        let tenant = Tenant::default_tenant();
+        let alice = AccountId::parse("alice").expect("id");
+        let mut details = Details { category: "food".to_owned(), ..Details::default() };
+        details.metadata.insert("order".to_owned(), "o-1 \"quoted\"".to_owned());
+        let deposit = TransferRequest {
+            idempotency_key: IdempotencyKey::parse("d-1").expect("key"),
+            kind: TransferKind::Deposit,
+            movement: Movement::Move {
+                debit_account: AccountId::world(usd),
+                credit_account: alice.clone(),
+                amount: 1_250,
+                currency: usd,
+                hold: None,
+            },
+            details,
+            effective_at: None,
+            open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
+        };
+        let batch = Batch {
+            commands: vec![
+                Command::new(
+                    tenant.clone(),
+                    CommandBody::CreateAccounts(vec![NewAccount::user(alice, usd)]),
+                ),
+                Command::new(
+                    tenant,
+                    CommandBody::CreateTransfers {
+                        transfers: vec![deposit],
+                        linking: Linking::Independent,
+                    },
+                ),
+            ],
+        };
+        let outcome = ledger.execute(
+            &batch,
+            Timestamp::from_unix_micros(1_000_000),
+            &mut SequentialIds::default(),
+        );
+        let mut kinds = Vec::new();
+        for event in &outcome.events {
+            let text = event_json(event);
+            let value: Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(value.to_string(), text, "keys in order, nothing else printed differently");
+            kinds.push(value["subject_type"].as_str().expect("subject type").to_owned());
+            if value["subject_type"] == "transfer" {
+                let subject = &value["subject"];
+                assert_eq!(
+                    subject,
+                    &transfer_json(match &event.subject {
+                        Subject::Transfer(transfer) => transfer,
+                        other => panic!("{other:?}"),
+                    })
+                );
+                assert_eq!(
+                    (subject["amount"].as_str(), subject["amount_minor"].as_i64()),
+                    (Some("12.50"), Some(1_250))
+                );
+                assert_eq!(subject["metadata"]["order"], "o-1 \"quoted\"");
+                assert_eq!(subject["error_code"], Value::Null);
+                assert_eq!(value["balances"][0]["posted_minor"], json!(-1_250));
+            }
+        }
+        assert!(
+            kinds.contains(&"transfer".to_owned()) && kinds.contains(&"account".to_owned()),
+            "{kinds:?}"
+        );
+    }
 }
