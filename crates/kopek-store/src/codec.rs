@@ -241,7 +241,7 @@ pub fn event_json(event: &Event) -> String {
     let (subject_type, subject) = match &event.subject {
         Subject::Account(account) => ("account", SubjectDocument::Value(account_json(account))),
         Subject::Transfer(transfer) => {
-            ("transfer", SubjectDocument::Transfer(TransferDocument::of(transfer)))
+            ("transfer", SubjectDocument::Transfer(Box::new(TransferDocument::of(transfer))))
         }
         Subject::User(user) => ("user", SubjectDocument::Value(user_json(user))),
         Subject::Order(order) => ("order", SubjectDocument::Value(order_json(order))),
@@ -289,7 +289,7 @@ struct EventDocument<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum SubjectDocument<'a> {
-    Transfer(TransferDocument<'a>),
+    Transfer(Box<TransferDocument<'a>>),
     Value(Value),
 }
 
