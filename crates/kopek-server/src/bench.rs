@@ -129,8 +129,7 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
         transfers: plan.moves.len() as u64,
         accepted: tally.accepted(),
         elapsed,
-        batch: Latencies::of(tally.batch.into_inner().unwrap_or_default()),
-        request: Latencies::of(tally.request.into_inner().unwrap_or_default()),
+        latency: Latencies::of(tally.latencies.into_inner().unwrap_or_default()),
         query: Latencies::of(query_latencies),
         rss_idle,
         rss,
@@ -328,8 +327,9 @@ struct Tally {
     posted: AtomicU64,
     declined: AtomicU64,
     refused: AtomicU64,
-    batch: Mutex<Vec<f64>>,
-    request: Mutex<Vec<f64>>,
+    /// One per request a client made, answer included: a `stream` request of `--batch-size`
+    /// transfers, or one message or call on the other surfaces.
+    latencies: Mutex<Vec<f64>>,
 }
 
 impl Tally {
@@ -337,8 +337,8 @@ impl Tally {
         self.posted.load(Ordering::Relaxed)
     }
 
-    fn record(&self, into: &Mutex<Vec<f64>>, latencies: Vec<f64>) {
-        if let Ok(mut all) = into.lock() {
+    fn record(&self, latencies: Vec<f64>) {
+        if let Ok(mut all) = self.latencies.lock() {
             all.extend(latencies);
         }
     }
@@ -391,45 +391,15 @@ async fn stream_load(
             .max_decoding_message_size(64 * 1024 * 1024);
         let (tally, window) = (tally.clone(), args.window.max(1));
         tasks.push(tokio::spawn(async move {
-            let (sender, receiver) = tokio::sync::mpsc::channel(window);
-            let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
-            let room = Arc::new(Semaphore::new(window));
-            let expected = requests.len();
-            let feeder = {
-                let (sent, room) = (sent.clone(), room.clone());
-                tokio::spawn(async move {
-                    for request in requests {
-                        let Ok(permit) = room.acquire().await else { return };
-                        permit.forget();
-                        if let Ok(mut sent) = sent.lock() {
-                            sent.push_back(Instant::now());
-                        }
-                        if sender.send(request).await.is_err() {
-                            return;
-                        }
-                    }
-                })
-            };
-            let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
-            let mut responses = ledger.stream_transfers(stream).await?.into_inner();
-            let mut latencies = Vec::with_capacity(expected);
-            while let Some(response) = responses.message().await? {
-                let sent_at = sent.lock().ok().and_then(|mut sent| sent.pop_front());
-                room.add_permits(1);
-                if let Some(sent_at) = sent_at {
-                    latencies.push(sent_at.elapsed().as_secs_f64());
-                }
+            let open = |stream| async move { ledger.stream_transfers(stream).await };
+            let latencies = pipeline(requests, window, open, |response| {
                 if response.error.is_some() {
-                    tally.refused.fetch_add(args_len(&response) as u64, Ordering::Relaxed);
+                    tally.refused.fetch_add(refused_transfers(response), Ordering::Relaxed);
                 }
                 tally.transfer_results(&response.results);
-                if latencies.len() == expected {
-                    break;
-                }
-            }
-            feeder.abort();
-            tally.record(&tally.request, latencies.clone());
-            tally.record(&tally.batch, latencies);
+            })
+            .await?;
+            tally.record(latencies);
             Ok::<(), anyhow::Error>(())
         }));
     }
@@ -440,8 +410,8 @@ async fn stream_load(
 }
 
 /// A refused request names no results; it counts as one refusal.
-fn args_len(response: &pb::StreamTransfersResponse) -> usize {
-    response.results.len().max(1)
+fn refused_transfers(response: &pb::StreamTransfersResponse) -> u64 {
+    response.results.len().max(1) as u64
 }
 
 /// The streaming contract: one stream (or `--concurrency`), one transaction per message,
@@ -492,9 +462,39 @@ async fn send_transactions(
             channel.clone(),
             bearer.clone(),
         );
-    let (sender, receiver) = tokio::sync::mpsc::channel(in_flight.min(1_024));
+    let open = |stream| async move { client.stream_transactions(stream).await };
+    let latencies = pipeline(messages, in_flight, open, |response| {
+        let count = if response.status == "success" {
+            &tally.posted
+        } else if response.message.starts_with("INSUFFICIENT_FUNDS") {
+            &tally.declined
+        } else {
+            &tally.refused
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+    })
+    .await?;
+    tally.record(latencies);
+    Ok(())
+}
+
+/// Keeps `in_flight` messages outstanding on one bidirectional stream: a feeder sends while
+/// it has room, each answer makes room for one more and is timed against its message (a
+/// stream answers in order). One latency per answer, in seconds.
+async fn pipeline<M, R, Open, Opened>(
+    messages: Vec<M>,
+    in_flight: usize,
+    open: Open,
+    mut answered: impl FnMut(&R),
+) -> anyhow::Result<Vec<f64>>
+where
+    M: Send + 'static,
+    Open: FnOnce(tokio_stream::wrappers::ReceiverStream<M>) -> Opened,
+    Opened: Future<Output = Result<tonic::Response<tonic::Streaming<R>>, tonic::Status>>,
+{
+    let (sender, receiver) = tokio::sync::mpsc::channel(in_flight.clamp(1, 1_024));
     let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
-    let room = Arc::new(Semaphore::new(in_flight));
+    let room = Arc::new(Semaphore::new(in_flight.max(1)));
     let expected = messages.len();
     let feeder = {
         let (sent, room) = (sent.clone(), room.clone());
@@ -511,28 +511,24 @@ async fn send_transactions(
             }
         })
     };
-    let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
-    let mut responses = client.stream_transactions(stream).await?.into_inner();
-    let mut latencies = Vec::with_capacity(expected);
-    while latencies.len() < expected {
-        let Some(response) = responses.message().await? else { break };
-        let sent_at = sent.lock().ok().and_then(|mut sent| sent.pop_front());
-        room.add_permits(1);
-        if let Some(sent_at) = sent_at {
-            latencies.push(sent_at.elapsed().as_secs_f64());
+    let opened = open(tokio_stream::wrappers::ReceiverStream::new(receiver)).await;
+    let result = async {
+        let mut responses = opened?.into_inner();
+        let mut latencies = Vec::with_capacity(expected);
+        while latencies.len() < expected {
+            let Some(response) = responses.message().await? else { break };
+            let sent_at = sent.lock().ok().and_then(|mut sent| sent.pop_front());
+            room.add_permits(1);
+            if let Some(sent_at) = sent_at {
+                latencies.push(sent_at.elapsed().as_secs_f64());
+            }
+            answered(&response);
         }
-        if response.status == "success" {
-            tally.posted.fetch_add(1, Ordering::Relaxed);
-        } else if response.message.starts_with("INSUFFICIENT_FUNDS") {
-            tally.declined.fetch_add(1, Ordering::Relaxed);
-        } else {
-            tally.refused.fetch_add(1, Ordering::Relaxed);
-        }
+        Ok(latencies)
     }
+    .await;
     feeder.abort();
-    tally.record(&tally.request, latencies.clone());
-    tally.record(&tally.batch, latencies);
-    Ok(())
+    result
 }
 
 /// The payment contract: `--concurrency` (default 64) callers, each waiting for its answer
@@ -544,55 +540,33 @@ async fn authorize_load(
     args: &BenchArgs,
 ) -> anyhow::Result<Tally> {
     let callers = args.concurrency.unwrap_or(64).max(1);
-    let requests: Arc<Vec<payment::AuthorizePaymentRequest>> = Arc::new(
-        plan.moves
-            .iter()
-            .enumerate()
-            .map(|(index, &(payer, payee, amount))| payment::AuthorizePaymentRequest {
-                idempotency_key: plan.key(index),
-                payer_account_id: plan.account(payer),
-                payee_account_id: plan.account(payee),
-                amount_cents: amount,
-                currency: CURRENCY.to_owned(),
-                description: String::new(),
-            })
-            .collect(),
+    let requests: Vec<payment::AuthorizePaymentRequest> = plan
+        .moves
+        .iter()
+        .enumerate()
+        .map(|(index, &(payer, payee, amount))| payment::AuthorizePaymentRequest {
+            idempotency_key: plan.key(index),
+            payer_account_id: plan.account(payer),
+            payee_account_id: plan.account(payee),
+            amount_cents: amount,
+            currency: CURRENCY.to_owned(),
+            description: String::new(),
+        })
+        .collect();
+    let client = payment::payment_service_client::PaymentServiceClient::with_interceptor(
+        channel.clone(),
+        bearer.clone(),
     );
-    let tally = Arc::new(Tally::default());
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..callers {
-        let mut client = payment::payment_service_client::PaymentServiceClient::with_interceptor(
-            channel.clone(),
-            bearer.clone(),
-        );
-        let (requests, tally, next) = (requests.clone(), tally.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(request) = requests.get(index) else { break };
-                let sent_at = Instant::now();
-                let answer = client.authorize_payment(request.clone()).await;
-                latencies.push(sent_at.elapsed().as_secs_f64());
-                match answer.map(tonic::Response::into_inner) {
-                    Ok(response)
-                        if response.status == payment::PaymentStatus::Authorized as i32 =>
-                    {
-                        tally.posted.fetch_add(1, Ordering::Relaxed)
-                    }
-                    Ok(_) => tally.declined.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => tally.refused.fetch_add(1, Ordering::Relaxed),
-                };
+    unary_load(requests, callers, client, |mut client, request| async move {
+        match client.authorize_payment(request).await.map(tonic::Response::into_inner) {
+            Ok(response) if response.status == payment::PaymentStatus::Authorized as i32 => {
+                Verdict::Posted
             }
-            tally.record(&tally.request, latencies.clone());
-            tally.record(&tally.batch, latencies);
-        }));
-    }
-    for task in tasks {
-        task.await?;
-    }
-    Ok(Arc::into_inner(tally).unwrap_or_default())
+            Ok(_) => Verdict::Declined,
+            Err(_) => Verdict::Refused,
+        }
+    })
+    .await
 }
 
 /// `POST /v1/transfers`: `--concurrency` (default 64) keep-alive HTTP/1.1 clients.
@@ -601,62 +575,96 @@ async fn http_load(server: &Target, args: &BenchArgs, plan: &Plan) -> anyhow::Re
         bail!("the http surface needs --http-addr with --addr");
     };
     let clients = args.concurrency.unwrap_or(64).max(1);
-    let bodies: Arc<Vec<(String, String)>> = Arc::new(
-        plan.moves
-            .iter()
-            .enumerate()
-            .map(|(index, &(payer, payee, amount))| {
-                let body = json!({
-                    "debit_account_id": plan.account(payer),
-                    "credit_account_id": plan.account(payee),
-                    "amount_minor": amount,
-                    "currency": CURRENCY,
-                });
-                (plan.key(index), body.to_string())
-            })
-            .collect(),
-    );
-    let url = format!("{base}/v1/transfers");
+    let bodies: Vec<(String, String)> = plan
+        .moves
+        .iter()
+        .enumerate()
+        .map(|(index, &(payer, payee, amount))| {
+            let body = json!({
+                "debit_account_id": plan.account(payer),
+                "credit_account_id": plan.account(payee),
+                "amount_minor": amount,
+                "currency": CURRENCY,
+            });
+            (plan.key(index), body.to_string())
+        })
+        .collect();
+    let url: Arc<str> = format!("{base}/v1/transfers").into();
+    let key: Option<Arc<str>> = args.api_key.as_deref().map(Into::into);
+    // Keep-alive connections: the pool keeps up to one per caller.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(clients).http1_only().build()?;
+    unary_load(bodies, clients, client, move |client, (idempotency_key, body)| {
+        let (url, key) = (url.clone(), key.clone());
+        async move {
+            let mut request = client
+                .post(&*url)
+                .header("content-type", "application/json")
+                .header("idempotency-key", idempotency_key)
+                .body(body);
+            if let Some(key) = &key {
+                request = request.bearer_auth(key);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let _ = response.bytes().await;
+                    match status {
+                        201 => Verdict::Posted,
+                        402 | 409 | 422 => Verdict::Declined,
+                        _ => Verdict::Refused,
+                    }
+                }
+                Err(_) => Verdict::Refused,
+            }
+        }
+    })
+    .await
+}
+
+/// What one unary request came to.
+enum Verdict {
+    Posted,
+    Declined,
+    Refused,
+}
+
+/// `callers` tasks share `requests`: each sends the next one and waits for its verdict
+/// before taking another. One latency per request.
+async fn unary_load<T, C, Call, Answer>(
+    requests: Vec<T>,
+    callers: usize,
+    client: C,
+    call: Call,
+) -> anyhow::Result<Tally>
+where
+    T: Clone + Send + Sync + 'static,
+    C: Clone + Send + 'static,
+    Call: Fn(C, T) -> Answer + Clone + Send + 'static,
+    Answer: Future<Output = Verdict> + Send,
+{
+    let requests = Arc::new(requests);
     let tally = Arc::new(Tally::default());
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..clients {
-        // One client per task: each keeps its own connection alive.
-        let client = reqwest::Client::builder().pool_max_idle_per_host(1).http1_only().build()?;
-        let (bodies, tally, next, url) = (bodies.clone(), tally.clone(), next.clone(), url.clone());
-        let key = args.api_key.clone();
+    for _ in 0..callers {
+        let (requests, tally, next) = (requests.clone(), tally.clone(), next.clone());
+        let (client, call) = (client.clone(), call.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some((idempotency_key, body)) = bodies.get(index) else { break };
-                let mut request = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", idempotency_key)
-                    .body(body.clone());
-                if let Some(key) = &key {
-                    request = request.bearer_auth(key);
-                }
+                let Some(request) = requests.get(index) else { break };
                 let sent_at = Instant::now();
-                let answer = request.send().await;
-                let status = match answer {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let _ = response.bytes().await;
-                        Some(status)
-                    }
-                    Err(_) => None,
-                };
+                let verdict = call(client.clone(), request.clone()).await;
                 latencies.push(sent_at.elapsed().as_secs_f64());
-                match status {
-                    Some(201) => tally.posted.fetch_add(1, Ordering::Relaxed),
-                    Some(402 | 409 | 422) => tally.declined.fetch_add(1, Ordering::Relaxed),
-                    _ => tally.refused.fetch_add(1, Ordering::Relaxed),
+                let count = match verdict {
+                    Verdict::Posted => &tally.posted,
+                    Verdict::Declined => &tally.declined,
+                    Verdict::Refused => &tally.refused,
                 };
+                count.fetch_add(1, Ordering::Relaxed);
             }
-            tally.record(&tally.request, latencies.clone());
-            tally.record(&tally.batch, latencies);
+            tally.record(latencies);
         }));
     }
     for task in tasks {
@@ -883,8 +891,8 @@ struct Report {
     transfers: u64,
     accepted: u64,
     elapsed: Duration,
-    batch: Latencies,
-    request: Latencies,
+    /// Batch and request latency: the same requests, per the two report lines.
+    latency: Latencies,
     query: Latencies,
     rss_idle: Option<u64>,
     rss: Option<u64>,
@@ -909,8 +917,8 @@ impl Report {
                 "accepted": self.accepted,
                 "seconds": self.elapsed.as_secs_f64(),
                 "accepted_per_second": self.rate().round(),
-                "batch_latency_ms": latencies(&self.batch),
-                "request_latency_ms": latencies(&self.request),
+                "batch_latency_ms": latencies(&self.latency),
+                "request_latency_ms": latencies(&self.latency),
                 "query_latency_ms": latencies(&self.query),
                 "rss_idle_bytes": self.rss_idle,
                 "rss_bytes": self.rss,
@@ -927,15 +935,15 @@ impl Report {
         println!("load accepted = {:.0} tx/s", self.rate());
         println!(
             "batch latency p1 = {:.2} ms  p50 = {:.2} ms  p99 = {:.2} ms  p100 = {:.2} ms",
-            self.batch.at(1.0),
-            self.batch.at(50.0),
-            self.batch.at(99.0),
-            self.batch.at(100.0)
+            self.latency.at(1.0),
+            self.latency.at(50.0),
+            self.latency.at(99.0),
+            self.latency.at(100.0)
         );
         println!(
             "request latency p50 = {:.2} ms  p99 = {:.2} ms",
-            self.request.at(50.0),
-            self.request.at(99.0)
+            self.latency.at(50.0),
+            self.latency.at(99.0)
         );
         println!(
             "query latency p50 = {:.2} ms  p99 = {:.2} ms",

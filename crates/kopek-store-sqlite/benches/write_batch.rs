@@ -4,25 +4,14 @@
 //! Run: `cargo bench -p kopek-store-sqlite`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kopek_core::{
-    AccountId, Batch, Command, CommandBody, Currency, Details, IdempotencyKey, Linking, Movement,
-    NewAccount, Overdraft, Tenant, Timestamp, TransferKind, TransferRequest, apply,
-};
+use kopek_core::{Batch, Timestamp, apply};
 use kopek_store::Store;
 use kopek_store_sqlite::SqliteStore;
 use std::cell::Cell;
 
-const ACCOUNTS: usize = 10_000;
-const TRANSFERS: usize = 8_000;
-const PER_COMMAND: usize = 1_000;
-
-fn account(index: usize) -> AccountId {
-    AccountId::parse(&format!("acct-{index:05}")).expect("account id")
-}
-
-fn usd() -> Currency {
-    Currency::parse("USD").expect("currency")
-}
+#[path = "../../kopek-core/benches/workload/mod.rs"]
+mod workload;
+use workload::TRANSFERS;
 
 /// Ids from a counter that starts at the batch's own offset: unique across iterations.
 struct Ids(u128);
@@ -47,62 +36,13 @@ async fn write(store: &SqliteStore, batch: Batch, at: i64) {
     assert!(!outcome.results.is_empty());
 }
 
-fn transfers(round: u64) -> Batch {
-    let mut seed = round.wrapping_add(7);
-    let mut next = move || {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) as usize
-    };
-    let requests: Vec<TransferRequest> = (0..TRANSFERS)
-        .map(|index| {
-            let payer = next() % ACCOUNTS;
-            let payee = (payer + 1 + next() % (ACCOUNTS - 1)) % ACCOUNTS;
-            TransferRequest {
-                idempotency_key: IdempotencyKey::parse(&format!("r{round}-{index}")).expect("key"),
-                kind: TransferKind::Transfer,
-                movement: Movement::Move {
-                    debit_account: account(payer),
-                    credit_account: account(payee),
-                    amount: 1 + (next() % 100) as i64,
-                    currency: usd(),
-                    hold: None,
-                },
-                details: Details::default(),
-                effective_at: None,
-                open_if_missing: Vec::new(),
-                fingerprint_extra: String::new(),
-            }
-        })
-        .collect();
-    let commands = requests
-        .chunks(PER_COMMAND)
-        .map(|chunk| {
-            let body = CommandBody::CreateTransfers {
-                transfers: chunk.to_vec(),
-                linking: Linking::Independent,
-            };
-            Command::new(Tenant::default_tenant(), body)
-        })
-        .collect();
-    Batch { commands }
-}
-
 fn write_8000(c: &mut Criterion) {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path()).expect("open the store");
     runtime.block_on(async {
-        let accounts: Vec<NewAccount> = (0..ACCOUNTS)
-            .map(|index| {
-                let mut new = NewAccount::user(account(index), usd());
-                new.overdraft = Overdraft::Limited(1_000_000_000_000);
-                new
-            })
-            .collect();
-        for (round, chunk) in accounts.chunks(1_000).enumerate() {
-            let body = CommandBody::CreateAccounts(chunk.to_vec());
-            let batch = Batch { commands: vec![Command::new(Tenant::default_tenant(), body)] };
+        for (round, batch) in workload::open_accounts().into_iter().enumerate() {
             write(&store, batch, round as i64 + 1).await;
         }
     });
@@ -116,7 +56,7 @@ fn write_8000(c: &mut Criterion) {
             for _ in 0..iterations {
                 let this = round.get();
                 round.set(this + 1);
-                let batch = transfers(this);
+                let batch = workload::transfers(this);
                 let started = std::time::Instant::now();
                 runtime.block_on(write(&store, batch, this as i64));
                 spent += started.elapsed();
