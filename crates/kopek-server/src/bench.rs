@@ -85,14 +85,9 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
         _ => open_accounts(ledger.clone(), &plan).await?,
     }
     eprintln!("kopek bench: set up in {:.1} s; loading", setup.elapsed().as_secs_f64());
-    let done = Arc::new(tokio::sync::Notify::new());
-    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let queries = tokio::spawn(query_load(
-        ledger.clone(),
-        plan.account_ids(args.surface),
-        finished.clone(),
-        done.clone(),
-    ));
+    let loaded = tokio_util::sync::CancellationToken::new();
+    let queries =
+        tokio::spawn(query_load(ledger.clone(), plan.account_ids(args.surface), loaded.clone()));
     let started = Instant::now();
     let tally = match args.surface {
         Surface::Stream => stream_load(&channel, &bearer, &plan, args).await?,
@@ -101,8 +96,7 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
         Surface::Http => http_load(server, args, &plan).await?,
     };
     let elapsed = started.elapsed();
-    finished.store(true, Ordering::Relaxed);
-    done.notify_waiters();
+    loaded.cancel();
     let query_latencies = queries.await.unwrap_or_default();
     let rss = server.rss().await;
     let mut problems = Vec::new();
@@ -677,12 +671,11 @@ where
 async fn query_load(
     mut ledger: Ledger,
     ids: Vec<String>,
-    finished: Arc<std::sync::atomic::AtomicBool>,
-    done: Arc<tokio::sync::Notify>,
+    loaded: tokio_util::sync::CancellationToken,
 ) -> Vec<f64> {
     let mut random = SplitMix(0x5eed);
     let mut latencies = Vec::new();
-    while !finished.load(Ordering::Relaxed) {
+    while !loaded.is_cancelled() {
         let id = ids[random.below(ids.len())].clone();
         let sent_at = Instant::now();
         if ledger.get_account(pb::GetAccountRequest { id }).await.is_ok() {
@@ -690,7 +683,7 @@ async fn query_load(
         }
         tokio::select! {
             () = tokio::time::sleep(QUERY_PAUSE) => {}
-            () = done.notified() => break,
+            () = loaded.cancelled() => break,
         }
     }
     latencies
