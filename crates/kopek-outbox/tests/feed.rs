@@ -145,9 +145,9 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
         .events_after(None, 0, 1_000)
         .await
         .expect("events")
-        .iter()
+        .into_iter()
         .filter(|event| event.kind == "OrderCreated")
-        .map(Incoming::from_stored)
+        .map(|event| Incoming::from_stored(Arc::new(event)))
         .collect();
     assert_eq!(created.len(), 3);
     for event in &created {
@@ -159,4 +159,108 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
     assert_eq!(buyer_account.balance.posted, 200, "a redelivery pays nothing again");
     assert!(engine.store().verify().await.expect("verify").is_ok());
     shutdown.cancel();
+}
+
+/// The analytics and notifier consumers mark only the events they acted on: the others
+/// change nothing however often they come, so they cost no inbox row and no transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_mark_only_the_events_they_acted_on() {
+    use kopek_outbox::consumer::analytics::{self, Analytics};
+    use kopek_outbox::consumer::notifier::{self, Notifier};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+    let (engine, _writer) = Engine::start(store.clone(), EngineConfig::default());
+    let tenant = Tenant::default_tenant();
+    let buyer = UserId::parse("spender").expect("id");
+    engine
+        .submit(tenant.clone(), CommandBody::CreateAccounts(vec![buyer.new_account(usd())]))
+        .await
+        .expect("account");
+    engine.submit(tenant.clone(), open("shop")).await.expect("shop");
+    let transfer = |key: &str, debit: AccountId, credit: AccountId, kind: TransferKind| {
+        let request = TransferRequest {
+            idempotency_key: IdempotencyKey::parse(key).expect("key"),
+            kind,
+            movement: Movement::Move {
+                debit_account: debit,
+                credit_account: credit,
+                amount: 700,
+                currency: usd(),
+                hold: None,
+            },
+            details: Details::default(),
+            effective_at: None,
+            open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
+        };
+        CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent }
+    };
+    let shop = AccountId::parse("shop").expect("id");
+    let deposit =
+        transfer("in", AccountId::world(usd()), buyer.account(usd()), TransferKind::Deposit);
+    let purchase = transfer("buy", buyer.account(usd()), shop, TransferKind::Payment);
+    engine.submit(tenant.clone(), deposit).await.expect("deposit");
+    engine.submit(tenant.clone(), purchase).await.expect("purchase");
+    let events: Vec<Incoming> = store
+        .events_after(None, 0, 1_000)
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|event| Incoming::from_stored(Arc::new(event)))
+        .collect();
+    let posted: Vec<Incoming> =
+        events.iter().filter(|event| event.kind == "TransferPosted").cloned().collect();
+    assert_eq!(posted.len(), 2);
+    let marked = |consumer: &'static str, event: &Incoming| {
+        let (store, id) = (store.clone(), event.id.clone());
+        async move { store.inbox_contains(consumer, &id).await.expect("inbox") }
+    };
+
+    // The deposit is no user's spending; the purchase is, once however often it comes.
+    let spending = Analytics::new(store.clone());
+    for _ in 0..2 {
+        spending.handle(&posted).await.expect("analytics");
+    }
+    let totals = store.spending("default", "spender").await.expect("spending");
+    assert_eq!(
+        totals.iter().map(|total| (total.total_minor, total.transfers)).collect::<Vec<_>>(),
+        [(700, 1)]
+    );
+    assert!(!marked(analytics::NAME, &posted[0]).await, "the deposit left no mark");
+    assert!(marked(analytics::NAME, &posted[1]).await, "the purchase is marked");
+
+    // With no webhook nothing is queued or marked; once one exists, what it wants is queued
+    // once and marked.
+    let notifier = Notifier::new(store.clone(), 3);
+    notifier.handle(&events).await.expect("notifier");
+    for event in &events {
+        assert!(!marked(notifier::NAME, event).await, "{} left no mark", event.kind);
+    }
+    let hook = kopek_store::Webhook {
+        id: "wh_1".to_owned(),
+        tenant: "default".to_owned(),
+        url: "http://127.0.0.1:9/".to_owned(),
+        event_types: vec!["TransferPosted".to_owned()],
+        secret: "s".to_owned(),
+        created_at: Timestamp::from_unix_micros(0),
+    };
+    store.create_webhook(&hook).await.expect("webhook");
+    for _ in 0..2 {
+        notifier.handle(&events).await.expect("notifier");
+    }
+    let mut queued: Vec<String> = store
+        .deliveries("wh_1", 100)
+        .await
+        .expect("deliveries")
+        .into_iter()
+        .map(|delivery| delivery.event_id)
+        .collect();
+    queued.sort();
+    let mut wanted: Vec<String> = posted.iter().map(|event| event.id.clone()).collect();
+    wanted.sort();
+    assert_eq!(queued, wanted, "each posted transfer queued once");
+    for event in &events {
+        let is_posted = event.kind == "TransferPosted";
+        assert_eq!(marked(notifier::NAME, event).await, is_posted, "{}", event.kind);
+    }
 }

@@ -1,7 +1,8 @@
 //! Spending analytics: every `TransferPosted` whose debit account belongs to a user adds the
 //! amount to that user's total for the transfer's category (empty when it had none) and
 //! currency. Deposits credit a user and are not spending; payments, transfers out and
-//! withdrawals are. Totals commit with the inbox marks in one transaction.
+//! withdrawals are. Totals commit with the inbox marks in one transaction; a transfer that
+//! is no user's spending changes nothing and leaves no mark.
 
 use super::{ConsumerError, Handler, Incoming};
 use async_trait::async_trait;
@@ -62,27 +63,22 @@ impl Handler for Analytics {
         let mut items = Vec::with_capacity(events.len());
         for event in events {
             let text = |name: &str| event.subject_field(name).and_then(Value::as_str);
-            let mut effects = Vec::new();
             if let (Some(debit), Some(currency), Some(amount)) = (
                 text("debit_account_id"),
                 text("currency"),
                 event.subject_field("amount_minor").and_then(Value::as_i64),
             ) && let Some(user) = self.owner(debit).await?
             {
-                effects.push(Effect::Spend {
+                let spend = Effect::Spend {
                     tenant: event.tenant.clone(),
                     user,
                     category: text("category").unwrap_or_default().to_owned(),
                     currency: currency.to_owned(),
                     amount_minor: amount,
-                });
+                };
+                items.push(Consumed { event_id: event.id.clone(), effects: vec![spend] });
             }
-            items.push(Consumed { event_id: event.id.clone(), effects });
         }
-        self.store
-            .consume(NAME, items, crate::relay::now())
-            .await
-            .map(|_| ())
-            .map_err(|error| ConsumerError(error.to_string()))
+        super::consume(self.store.as_ref(), NAME, items).await
     }
 }

@@ -67,10 +67,10 @@ impl Source for FeedSource {
             };
             match tokio::time::timeout(RENEW_EVERY, events.recv()).await {
                 Ok(Some(first)) => {
-                    let mut batch = vec![Incoming::from_stored(&first)];
+                    let mut batch = vec![Incoming::from_stored(first)];
                     while batch.len() < BATCH_EVENTS {
                         match events.try_recv() {
-                            Ok(event) => batch.push(Incoming::from_stored(&event)),
+                            Ok(event) => batch.push(Incoming::from_stored(event)),
                             Err(_) => break,
                         }
                     }

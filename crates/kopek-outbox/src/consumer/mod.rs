@@ -17,9 +17,9 @@ pub mod payments;
 
 use async_trait::async_trait;
 use kopek_core::{EventKind, Timestamp};
-use kopek_store::StoredEvent;
+use kopek_store::{Consumed, Store, StoredEvent};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -52,12 +52,15 @@ pub struct Incoming {
     pub at: Option<Timestamp>,
     /// The W3C trace context of the command that caused the event, if it was traced.
     pub traceparent: Option<String>,
-    /// The whole event document (`docs/events.md`).
-    pub document: Value,
+    /// The outbox row, when the event came from the feed: its document is parsed from it
+    /// only if a handler asks, so events a consumer skips cost no parse.
+    stored: Option<Arc<StoredEvent>>,
+    /// The whole event document (`docs/events.md`), once parsed.
+    document: OnceLock<Value>,
 }
 
 impl Incoming {
-    pub fn from_stored(event: &StoredEvent) -> Incoming {
+    pub fn from_stored(event: Arc<StoredEvent>) -> Incoming {
         Incoming {
             sequence: event.sequence,
             id: event.id.clone(),
@@ -66,9 +69,18 @@ impl Incoming {
             subject_id: event.subject_id.clone(),
             at: Some(event.at),
             traceparent: event.traceparent.clone(),
-            // The same document a broker carries, sequence and schema version included.
-            document: crate::envelope::document_value(event),
+            stored: Some(event),
+            document: OnceLock::new(),
         }
+    }
+
+    /// The whole event document: the same one a broker carries, sequence and schema version
+    /// included.
+    pub fn document(&self) -> &Value {
+        self.document.get_or_init(|| match &self.stored {
+            Some(event) => crate::envelope::document_value(event),
+            None => Value::Null,
+        })
     }
 
     /// Parses a broker message body; `Err` says why it is not an event document.
@@ -97,19 +109,38 @@ impl Incoming {
                 .and_then(Value::as_str)
                 .and_then(|at| Timestamp::parse_rfc3339(at).ok()),
             traceparent: document.get("traceparent").and_then(Value::as_str).map(str::to_owned),
-            document,
+            stored: None,
+            document: OnceLock::from(document),
         })
     }
 
     /// A field of the event's subject (the account, transfer, user or order).
     pub fn subject_field(&self, name: &str) -> Option<&Value> {
-        self.document.get("subject").and_then(|subject| subject.get(name))
+        self.document().get("subject").and_then(|subject| subject.get(name))
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConsumerError(pub String);
+
+/// Commits the effects of a handler's batch with their inbox marks. Only events with an
+/// effect are marked: handling any other again changes nothing, so it needs no mark, and a
+/// batch without effects needs no transaction at all.
+async fn consume(
+    store: &dyn Store,
+    consumer: &str,
+    items: Vec<Consumed>,
+) -> Result<(), ConsumerError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    store
+        .consume(consumer, items, crate::relay::now())
+        .await
+        .map(|_| ())
+        .map_err(|error| ConsumerError(error.to_string()))
+}
 
 /// The next messages of a broker subscription: waits for the first, then takes what has
 /// already arrived without waiting, up to `max`. `Err(Some(_))` on an error and `Err(None)`

@@ -1,6 +1,7 @@
 //! The notifier consumer: for every event, one webhook delivery per subscription of the
-//! event's tenant that wants its type, queued with the inbox mark in one transaction. The
-//! sender (`crate::webhooks`) does the HTTP.
+//! event's tenant that wants its type, queued with the inbox mark in one transaction. An
+//! event no subscription wants is neither parsed nor marked. The sender (`crate::webhooks`)
+//! does the HTTP.
 
 use super::{ConsumerError, Handler, Incoming};
 use async_trait::async_trait;
@@ -34,13 +35,17 @@ impl Handler for Notifier {
     async fn handle(&self, events: &[Incoming]) -> Result<(), ConsumerError> {
         let hooks =
             self.store.webhooks(None).await.map_err(|error| ConsumerError(error.to_string()))?;
-        let items = events
+        let items: Vec<Consumed> = events
             .iter()
-            .map(|event| {
-                let body = event.document.to_string();
-                let effects = hooks
+            .filter_map(|event| {
+                let mut wanting = hooks
                     .iter()
                     .filter(|hook| hook.tenant == event.tenant && hook.wants(&event.kind))
+                    .peekable();
+                // No subscription wants it: nothing to queue, so no inbox mark either.
+                wanting.peek()?;
+                let body = event.document().to_string();
+                let effects = wanting
                     .map(|hook| Effect::Deliver {
                         delivery_id: format!("dl_{}", uuid::Uuid::new_v4().simple()),
                         subscription_id: hook.id.clone(),
@@ -50,13 +55,9 @@ impl Handler for Notifier {
                         max_attempts: self.max_attempts,
                     })
                     .collect();
-                Consumed { event_id: event.id.clone(), effects }
+                Some(Consumed { event_id: event.id.clone(), effects })
             })
             .collect();
-        self.store
-            .consume(NAME, items, crate::relay::now())
-            .await
-            .map(|_| ())
-            .map_err(|error| ConsumerError(error.to_string()))
+        super::consume(self.store.as_ref(), NAME, items).await
     }
 }
