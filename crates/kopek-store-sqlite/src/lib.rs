@@ -5,6 +5,7 @@
 //! write lock; reads run on a small pool of read-only connections in blocking tasks and, in
 //! WAL mode, never wait for the writer.
 
+mod payload;
 mod rows;
 mod verify;
 
@@ -612,7 +613,7 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
             Value::Text(event.kind.as_str().to_owned()),
             Value::Text(event.subject_id()),
             Value::Integer(event.at.as_unix_micros()),
-            Value::Text(event_json(event)),
+            Value::Blob(payload::encode(&event_json(event)).map_err(StoreError::Invariant)?),
             event.actor.clone().map_or(Value::Null, Value::Text),
             event.trace.clone().map_or(Value::Null, Value::Text),
         ];

@@ -155,11 +155,15 @@ pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
         kind: row.get(3)?,
         subject_id: row.get(4)?,
         at: Timestamp::from_unix_micros(at),
-        payload: row.get(6)?,
+        payload: String::new(),
         traceparent: row.get(7)?,
     };
+    let payload = match crate::payload::decode(row.get_ref(6)?) {
+        Ok(payload) => payload,
+        Err(problem) => return Ok(Err(format!("event {}: {problem}", event.id))),
+    };
     Ok(u64::try_from(sequence)
-        .map(|sequence| StoredEvent { sequence, ..event })
+        .map(|sequence| StoredEvent { sequence, payload, ..event })
         .map_err(|_| format!("event sequence {sequence} is negative")))
 }
 
