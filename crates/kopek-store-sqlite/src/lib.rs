@@ -37,6 +37,12 @@ pub const DATABASE_FILE_NAME: &str = "kopek.sqlite3";
 const READ_CONNECTIONS_MAX: usize = 8;
 /// How long a connection waits for a lock before it reports the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// WAL pages past which the writer checkpoints on its own: the checkpoint thread fell behind.
+const WAL_PAGES_BEFORE_WRITER_CHECKPOINTS: i64 = 16_384;
+/// The checkpoint thread's rest between two checkpoints.
+const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
+/// A batch with at least this many events has their documents encoded on a second thread.
+const EVENTS_ENCODED_ASIDE_MIN: usize = 256;
 
 /// Schema migrations, applied in order; the version is the position plus one.
 const MIGRATIONS: &[&str] = &[
@@ -77,13 +83,22 @@ impl SqliteStore {
         let path = data_dir.join(DATABASE_FILE_NAME);
         let mut connection = open_writer(&path)?;
         migrate_connection(&mut connection)?;
+        // Checkpoints run on a thread of their own; the writer starts one itself only if
+        // that thread falls behind.
+        connection
+            .pragma_update(None, "wal_autocheckpoint", WAL_PAGES_BEFORE_WRITER_CHECKPOINTS)
+            .map_err(sql_error)?;
+        let nudge = start_checkpointer(&path)?;
         let (sender, receiver) = mpsc::channel::<WriteJob>();
         std::thread::Builder::new()
             .name("kopek-sqlite-writer".to_owned())
             .spawn(move || {
-                // The thread ends when every sender is gone: the store was dropped.
+                // The thread ends when every sender is gone: the store was dropped. The
+                // checkpointer ends with it.
                 for job in receiver {
                     job(&mut connection);
+                    // A checkpoint already due covers this commit too.
+                    let _ = nudge.try_send(());
                 }
             })
             .map_err(|error| StoreError::Unavailable(format!("start writer thread: {error}")))?;
@@ -229,6 +244,29 @@ impl SqliteStore {
         .await
         .map_err(|error| StoreError::Unavailable(format!("read task failed: {error}")))?
     }
+}
+
+/// Starts the thread that copies committed pages from the WAL into the database file, so
+/// the writer does not: it runs a passive checkpoint (one that never blocks the writer or
+/// readers) after commits, at most once per `CHECKPOINT_PAUSE`. Nudge it through the
+/// returned sender; it ends when the sender is dropped.
+fn start_checkpointer(path: &Path) -> StoreResult<mpsc::SyncSender<()>> {
+    let connection = open_writer(path)?;
+    let (nudge, nudged) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("kopek-sqlite-ckpt".to_owned())
+        .spawn(move || {
+            while nudged.recv().is_ok() {
+                let checkpoint =
+                    connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(error) = checkpoint {
+                    tracing::warn!(%error, "WAL checkpoint failed; the next commit tries again");
+                }
+                std::thread::sleep(CHECKPOINT_PAUSE);
+            }
+        })
+        .map_err(|error| StoreError::Unavailable(format!("start checkpoint thread: {error}")))?;
+    Ok(nudge)
 }
 
 /// Takes the data directory's lock file, or fails if another process holds it.
@@ -474,7 +512,64 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
     Ok(state)
 }
 
+/// Writes what a batch decided. The outbox documents of a large batch are serialised and
+/// compressed on a second thread while this one inserts the other rows: the writer is the
+/// ledger's one serial path, and that work is a sixth of it.
 fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
+    let encode_all = || -> StoreResult<Vec<Vec<u8>>> {
+        outcome
+            .events
+            .iter()
+            .map(|event| payload::encode(&event_json(event)).map_err(StoreError::Invariant))
+            .collect()
+    };
+    if outcome.events.len() < EVENTS_ENCODED_ASIDE_MIN {
+        write_rows(connection, outcome)?;
+        return write_events(connection, outcome, encode_all()?);
+    }
+    std::thread::scope(|scope| {
+        let encoding = std::thread::Builder::new()
+            .name("kopek-sqlite-enc".to_owned())
+            .spawn_scoped(scope, encode_all)
+            .map_err(|error| StoreError::Unavailable(format!("start encoder thread: {error}")))?;
+        write_rows(connection, outcome)?;
+        let payloads = encoding
+            .join()
+            .map_err(|_| StoreError::Invariant("the event encoder panicked".to_owned()))??;
+        write_events(connection, outcome, payloads)
+    })
+}
+
+fn write_events(
+    connection: &Connection,
+    outcome: &Outcome,
+    payloads: Vec<Vec<u8>>,
+) -> StoreResult<()> {
+    let mut statement = connection
+        .prepare_cached(
+            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor, traceparent) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sql_error)?;
+    for (event, payload) in outcome.events.iter().zip(payloads) {
+        statement
+            .execute(rusqlite::params![
+                event.id.to_string(),
+                event.tenant.as_str(),
+                event.kind.as_str(),
+                event.subject_id(),
+                event.at.as_unix_micros(),
+                payload,
+                event.actor,
+                event.trace,
+            ])
+            .map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+/// Every row of a batch but its outbox events.
+fn write_rows(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
     let run = |sql: &str, values: Vec<Value>| -> StoreResult<usize> {
         let mut statement = connection.prepare_cached(sql).map_err(sql_error)?;
         statement.execute(params(&values).as_slice()).map_err(sql_error)
@@ -605,23 +700,6 @@ fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> 
         if changed != 1 {
             return Err(StoreError::Conflict(format!("quote {} was used meanwhile", quote.id)));
         }
-    }
-    for event in &outcome.events {
-        let values = vec![
-            Value::Text(event.id.to_string()),
-            Value::Text(event.tenant.to_string()),
-            Value::Text(event.kind.as_str().to_owned()),
-            Value::Text(event.subject_id()),
-            Value::Integer(event.at.as_unix_micros()),
-            Value::Blob(payload::encode(&event_json(event)).map_err(StoreError::Invariant)?),
-            event.actor.clone().map_or(Value::Null, Value::Text),
-            event.trace.clone().map_or(Value::Null, Value::Text),
-        ];
-        run(
-            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor, traceparent) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            values,
-        )?;
     }
     for mark in &outcome.inbox {
         run(
@@ -1533,6 +1611,58 @@ mod tests {
         let missing =
             SqliteStore::open_read_only(&dir.path().join("nowhere")).err().map(|e| e.to_string());
         assert!(missing.unwrap_or_default().contains("no ledger found"));
+    }
+
+    /// A batch large enough to have its documents encoded on the second thread stores each
+    /// document with its own row, compressed, in order; the checkpoint thread empties the WAL.
+    #[tokio::test]
+    async fn a_large_batch_stores_every_event_document_with_its_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let usd = Currency::parse("USD").expect("USD");
+        let count = EVENTS_ENCODED_ASIDE_MIN + 44;
+        let accounts: Vec<NewAccount> = (0..count)
+            .map(|index| {
+                NewAccount::user(AccountId::parse(&format!("big-{index:04}")).expect("id"), usd)
+            })
+            .collect();
+        let batch = Batch {
+            commands: vec![Command::new(
+                Tenant::default_tenant(),
+                CommandBody::CreateAccounts(accounts),
+            )],
+        };
+        let now = Timestamp::from_unix_micros(1_700_000_000_000_000);
+        let keys = batch.keys();
+        let size_before = std::fs::metadata(store.path()).expect("file").len();
+        store
+            .write_batch(
+                keys,
+                Box::new(move |state| Ok(apply(state, &batch, now, &mut SequentialIds::default()))),
+            )
+            .await
+            .expect("commit");
+        let events = store.events_after(None, 0, 1_000).await.expect("events");
+        assert_eq!(events.len(), count);
+        for (index, event) in events.iter().enumerate() {
+            let document: serde_json::Value =
+                serde_json::from_str(&event.payload).expect("a JSON document");
+            assert_eq!(document["subject"]["id"], format!("big-{index:04}"));
+            assert_eq!(document["id"], event.id.as_str());
+        }
+        let raw = Connection::open(store.path()).expect("open file");
+        let stored: Vec<u8> = raw
+            .query_row("SELECT payload FROM outbox ORDER BY sequence LIMIT 1", [], |row| row.get(0))
+            .expect("a blob payload");
+        assert_eq!(stored[0], 1, "format 1");
+        assert!(stored.len() < events[0].payload.len() / 2, "{} bytes", stored.len());
+        // Only a checkpoint moves the committed pages from the WAL into the database file,
+        // and the writer leaves that to the checkpoint thread.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(store.path()).expect("file").len() < size_before + 100_000 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint copied the batch");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `verify` must notice books that no longer add up, whoever changed the rows.
