@@ -20,6 +20,32 @@ fn open(name: &str) -> CommandBody {
     CommandBody::CreateAccounts(vec![NewAccount::user(AccountId::parse(name).expect("id"), usd())])
 }
 
+/// One transfer of `amount` USD cents as a command of its own.
+fn transfer(
+    key: &str,
+    kind: TransferKind,
+    debit: AccountId,
+    credit: AccountId,
+    amount: i64,
+) -> CommandBody {
+    let request = TransferRequest {
+        idempotency_key: IdempotencyKey::parse(key).expect("key"),
+        kind,
+        movement: Movement::Move {
+            debit_account: debit,
+            credit_account: credit,
+            amount,
+            currency: usd(),
+            hold: None,
+        },
+        details: Details::default(),
+        effective_at: None,
+        open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
+    };
+    CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent }
+}
+
 async fn next(
     receiver: &mut tokio::sync::mpsc::Receiver<Arc<kopek_store::StoredEvent>>,
 ) -> Arc<kopek_store::StoredEvent> {
@@ -70,24 +96,14 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
         .submit(tenant.clone(), CommandBody::CreateAccounts(vec![buyer.new_account(usd())]))
         .await
         .expect("account");
-    let deposit = TransferRequest {
-        idempotency_key: IdempotencyKey::parse("fund").expect("key"),
-        kind: TransferKind::Deposit,
-        movement: Movement::Move {
-            debit_account: AccountId::world(usd()),
-            credit_account: buyer.account(usd()),
-            amount: 1_000,
-            currency: usd(),
-            hold: None,
-        },
-        details: Details::default(),
-        effective_at: None,
-        open_if_missing: Vec::new(),
-        fingerprint_extra: String::new(),
-    };
-    let body =
-        CommandBody::CreateTransfers { transfers: vec![deposit], linking: Linking::Independent };
-    engine.submit(tenant.clone(), body).await.expect("fund");
+    let deposit = transfer(
+        "fund",
+        TransferKind::Deposit,
+        AccountId::world(usd()),
+        buyer.account(usd()),
+        1_000,
+    );
+    engine.submit(tenant.clone(), deposit).await.expect("fund");
     let order = |name: &str, amount: i64| NewOrder {
         id: OrderId::parse(name).expect("id"),
         user: buyer.clone(),
@@ -177,28 +193,10 @@ async fn consumers_mark_only_the_events_they_acted_on() {
         .await
         .expect("account");
     engine.submit(tenant.clone(), open("shop")).await.expect("shop");
-    let transfer = |key: &str, debit: AccountId, credit: AccountId, kind: TransferKind| {
-        let request = TransferRequest {
-            idempotency_key: IdempotencyKey::parse(key).expect("key"),
-            kind,
-            movement: Movement::Move {
-                debit_account: debit,
-                credit_account: credit,
-                amount: 700,
-                currency: usd(),
-                hold: None,
-            },
-            details: Details::default(),
-            effective_at: None,
-            open_if_missing: Vec::new(),
-            fingerprint_extra: String::new(),
-        };
-        CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent }
-    };
     let shop = AccountId::parse("shop").expect("id");
     let deposit =
-        transfer("in", AccountId::world(usd()), buyer.account(usd()), TransferKind::Deposit);
-    let purchase = transfer("buy", buyer.account(usd()), shop, TransferKind::Payment);
+        transfer("in", TransferKind::Deposit, AccountId::world(usd()), buyer.account(usd()), 700);
+    let purchase = transfer("buy", TransferKind::Payment, buyer.account(usd()), shop, 700);
     engine.submit(tenant.clone(), deposit).await.expect("deposit");
     engine.submit(tenant.clone(), purchase).await.expect("purchase");
     let events: Vec<Incoming> = store

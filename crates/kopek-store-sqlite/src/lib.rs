@@ -1590,6 +1590,19 @@ mod tests {
     use kopek_core::memory::SequentialIds;
     use kopek_core::*;
 
+    /// Decides `batch` at a fixed time and commits it.
+    async fn commit(store: &SqliteStore, batch: Batch) {
+        let now = Timestamp::from_unix_micros(1_700_000_000_000_000);
+        let keys = batch.keys();
+        store
+            .write_batch(
+                keys,
+                Box::new(move |state| Ok(apply(state, &batch, now, &mut SequentialIds::default()))),
+            )
+            .await
+            .expect("commit");
+    }
+
     #[tokio::test]
     async fn one_process_writes_a_data_dir_at_a_time() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -1632,16 +1645,8 @@ mod tests {
                 CommandBody::CreateAccounts(accounts),
             )],
         };
-        let now = Timestamp::from_unix_micros(1_700_000_000_000_000);
-        let keys = batch.keys();
         let size_before = std::fs::metadata(store.path()).expect("file").len();
-        store
-            .write_batch(
-                keys,
-                Box::new(move |state| Ok(apply(state, &batch, now, &mut SequentialIds::default()))),
-            )
-            .await
-            .expect("commit");
+        commit(&store, batch).await;
         let events = store.events_after(None, 0, 1_000).await.expect("events");
         assert_eq!(events.len(), count);
         for (index, event) in events.iter().enumerate() {
@@ -1703,15 +1708,7 @@ mod tests {
                 ),
             ],
         };
-        let keys = batch.keys();
-        let now = Timestamp::from_unix_micros(1_700_000_000_000_000);
-        store
-            .write_batch(
-                keys,
-                Box::new(move |state| Ok(apply(state, &batch, now, &mut SequentialIds::default()))),
-            )
-            .await
-            .expect("commit");
+        commit(&store, batch).await;
         assert!(store.verify().await.expect("verify").is_ok());
         let path = store.path().to_owned();
         store.close_writer();

@@ -147,24 +147,24 @@ pub fn entry_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEntry>> {
 
 pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
     let sequence: i64 = row.get(0)?;
-    let at: i64 = row.get(5)?;
-    let event = StoredEvent {
-        sequence: 0,
-        id: row.get(1)?,
+    let id: String = row.get(1)?;
+    let payload = match crate::payload::decode(row.get_ref(6)?) {
+        Ok(payload) => payload,
+        Err(problem) => return Ok(Err(format!("event {id}: {problem}"))),
+    };
+    let Ok(sequence) = u64::try_from(sequence) else {
+        return Ok(Err(format!("event sequence {sequence} is negative")));
+    };
+    Ok(Ok(StoredEvent {
+        sequence,
+        id,
         tenant: row.get(2)?,
         kind: row.get(3)?,
         subject_id: row.get(4)?,
-        at: Timestamp::from_unix_micros(at),
-        payload: String::new(),
+        at: Timestamp::from_unix_micros(row.get(5)?),
+        payload,
         traceparent: row.get(7)?,
-    };
-    let payload = match crate::payload::decode(row.get_ref(6)?) {
-        Ok(payload) => payload,
-        Err(problem) => return Ok(Err(format!("event {}: {problem}", event.id))),
-    };
-    Ok(u64::try_from(sequence)
-        .map(|sequence| StoredEvent { sequence, payload, ..event })
-        .map_err(|_| format!("event sequence {sequence} is negative")))
+    }))
 }
 
 /// A rusqlite row as `kopek_store::rows::Columns`.
