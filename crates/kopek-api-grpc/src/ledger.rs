@@ -209,27 +209,9 @@ fn parse_request(
     Ok((slots, body))
 }
 
-/// Refuses, for a key bound to a user, a request with a transfer the key may not make (see
-/// `access::may_move`); other keys and malformed transfers pass (the core answers those).
-pub async fn check_moves(
-    engine: &Engine,
-    caller: &Principal,
-    requests: &[pb::TransferRequest],
-) -> Result<(), Rejection> {
-    if !caller.is_bound() {
-        return Ok(());
-    }
-    for request in requests {
-        if let Ok(transfer) = convert::transfer_request(request.clone(), &caller.tenant) {
-            access::may_move(engine.store().as_ref(), caller, &transfer).await?;
-        }
-    }
-    Ok(())
-}
-
 /// A command in the caller's tenant, sent by the caller's key.
 pub fn command(caller: &Principal, body: CommandBody) -> Command {
-    Command::new(caller.tenant.clone(), body).by(caller.actor())
+    caller.command(body)
 }
 
 /// Parses and enqueues a transfers request without waiting for its commit; a full queue is
@@ -333,7 +315,14 @@ impl pb::ledger_server::Ledger for LedgerService {
                 limits::ACCOUNTS_PER_REQUEST_MAX
             )));
         }
-        let parsed: Vec<_> = accounts.into_iter().map(convert::new_account).collect();
+        let parsed: Vec<_> = accounts
+            .into_iter()
+            .map(|account| {
+                let mut account = convert::new_account(account)?;
+                account.owner = caller.owner_of_new_account(account.owner.take());
+                Ok(account)
+            })
+            .collect();
         let valid: Vec<_> = parsed.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
         let mut committed = if valid.is_empty() {
             Vec::new()
@@ -474,9 +463,6 @@ impl pb::ledger_server::Ledger for LedgerService {
     ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
         let caller = principal(&request)?;
         let request = request.into_inner();
-        check_moves(&self.engine, &caller, &request.transfers)
-            .await
-            .map_err(|r| rejection_status(&r))?;
         let prepared = prepare(&self.engine, &caller, request.transfers, request.linked)
             .map_err(|r| rejection_status(&r))?;
         let results = prepared.results().await.map_err(|r| rejection_status(&r))?;
@@ -984,13 +970,8 @@ impl pb::ledger_server::Ledger for LedgerService {
                 let (engine, caller) = (engine.clone(), caller.clone());
                 Box::pin(async move {
                     let request_id = message.request_id;
-                    let prepared = match check_moves(&engine, &caller, &message.transfers).await {
-                        Ok(()) => {
-                            prepare_waiting(&engine, &caller, message.transfers, message.linked)
-                                .await
-                        }
-                        Err(rejection) => Err(rejection),
-                    };
+                    let prepared =
+                        prepare_waiting(&engine, &caller, message.transfers, message.linked).await;
                     let answer: Answer<pb::StreamTransfersResponse> = Box::pin(async move {
                         let results = match prepared {
                             Ok(prepared) => prepared.results().await,

@@ -201,9 +201,6 @@ impl pb::payment_service_server::PaymentService for PaymentService {
             return Ok(Response::new(rate_limited(&message)));
         }
         let transfer = transfer_request(request.into_inner())?;
-        access::may_move(self.engine.store().as_ref(), &caller, &transfer)
-            .await
-            .map_err(|r| rejection_status(&r))?;
         let body = CommandBody::CreateTransfers {
             transfers: vec![transfer],
             linking: Linking::Independent,

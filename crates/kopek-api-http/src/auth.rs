@@ -171,7 +171,7 @@ impl Caller {
 
     /// A command in the caller's tenant, sent by the caller's key.
     pub fn command(&self, body: CommandBody) -> Command {
-        Command::new(self.0.tenant.clone(), body).by(self.0.actor())
+        self.0.command(body)
     }
 }
 

@@ -221,7 +221,6 @@ pub async fn create_transaction_a(
             effective_at.map(Timestamp::to_rfc3339).unwrap_or_default()
         ),
     };
-    access::may_move(store, &caller.0, &request).await?;
     let body_uid = body.uid.clone();
     let result = match state
         .engine
@@ -435,9 +434,6 @@ pub async fn top_up_b(
         open_if_missing: vec![user.new_account(currency)],
         fingerprint_extra: String::new(),
     };
-    access::may_move(state.engine.store().as_ref(), &caller.0, &request)
-        .await
-        .map_err(|e| from_api(e.into()))?;
     let body =
         CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent };
     let result =

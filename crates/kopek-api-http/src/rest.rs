@@ -149,18 +149,7 @@ pub async fn create_account(
         )?
         .unwrap_or(Overdraft::NONE)
     };
-    // A key bound to a user opens accounts only for that user.
-    let owner = match (&caller.0.user, request.owner) {
-        (None, owner) => owner,
-        (Some(user), None) => Some(user.to_string()),
-        (Some(user), Some(owner)) if owner == user.as_str() => Some(owner),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::PermissionDenied,
-                "a key bound to a user opens accounts only for that user",
-            ));
-        }
-    };
+    let owner = caller.0.owner_of_new_account(request.owner);
     let new = NewAccount { id, currency, owner, kind, overdraft, metadata: request.metadata };
     new.validate()?;
     let result =
@@ -547,7 +536,6 @@ async fn submit_one(
     caller: &Caller,
     transfer: TransferRequest,
 ) -> ApiResult<Response> {
-    access::may_move(state.engine.store().as_ref(), &caller.0, &transfer).await?;
     let body =
         CommandBody::CreateTransfers { transfers: vec![transfer], linking: Linking::Independent };
     match state.engine.submit_command(caller.command(body)).await? {
@@ -616,9 +604,6 @@ pub async fn create_batch(
             Ok(key) => transfer_request_fx(&state, item, key, caller.tenant()).await,
             Err(rejection) => Err(rejection),
         });
-    }
-    for request in parsed.iter().flatten() {
-        access::may_move(state.engine.store().as_ref(), &caller.0, request).await?;
     }
     if request.linked
         && let Some(culprit) = parsed.iter().position(Result::is_err)

@@ -1,10 +1,11 @@
-//! What a principal may see and move, beyond its scope: its tenant's accounts and transfers
-//! only, and its user's only when the key is bound to a user. Another tenant's or user's
+//! What a principal may see, beyond its scope: its tenant's accounts and transfers only, and
+//! its user's only when the key is bound to a user. What it may move and open is the core's
+//! decision (`kopek_core::Authority`, from `Principal::authority`). Another tenant's or user's
 //! account answers "not found", never "forbidden", so keys learn nothing of what they may not
 //! see.
 
 use crate::Principal;
-use kopek_core::{Account, AccountId, ErrorCode, Movement, Rejection, Transfer, TransferRequest};
+use kopek_core::{Account, AccountId, ErrorCode, Rejection, Transfer};
 use kopek_store::{Store, StoreError};
 
 impl Principal {
@@ -71,48 +72,6 @@ pub async fn sees_transfer(
         }
     }
     Ok(false)
-}
-
-/// Refuses a transfer a key bound to a user may not make: money leaves only the user's own
-/// accounts (so no deposits), and only the user's holds are captured or voided. Tenants are
-/// held apart by the core itself.
-pub async fn may_move(
-    store: &dyn Store,
-    who: &Principal,
-    request: &TransferRequest,
-) -> Result<(), Rejection> {
-    if who.user.is_none() {
-        return Ok(());
-    }
-    match &request.movement {
-        Movement::Move { debit_account, .. } | Movement::Exchange { debit_account, .. }
-            if debit_account.is_world() =>
-        {
-            Err(Rejection::new(
-                ErrorCode::PermissionDenied,
-                "a key bound to a user moves money only out of that user's accounts",
-            ))
-        }
-        Movement::Move { debit_account, .. } | Movement::Exchange { debit_account, .. } => {
-            visible_account(store, who, debit_account).await.map(|_| ())
-        }
-        Movement::Capture { pending_id, .. } | Movement::Void { pending_id } => {
-            let hold = store.transfer(*pending_id).await.map_err(unavailable)?;
-            let payer = hold.filter(|hold| hold.tenant == who.tenant).and_then(|h| h.debit_account);
-            let owned = match payer {
-                Some(id) => visible_account(store, who, &id).await.is_ok(),
-                None => false,
-            };
-            if owned {
-                Ok(())
-            } else {
-                Err(Rejection::new(
-                    ErrorCode::PendingNotFound,
-                    format!("no hold with id {pending_id}"),
-                ))
-            }
-        }
-    }
 }
 
 /// The user, if the principal sees it: its tenant's and, for a bound key, its own user.

@@ -1,6 +1,6 @@
 //! Scopes and the principal a request acts as.
 
-use kopek_core::{Tenant, UserId};
+use kopek_core::{Authority, Command, CommandBody, Tenant, UserId};
 
 /// What a key may do. Each scope includes the ones before it: `read` reads, `write` also
 /// moves money and opens accounts, `gateway` also acts for any user of its tenant named by
@@ -59,6 +59,32 @@ impl Principal {
     /// The key id the audit trail records, `None` for the anonymous caller.
     pub fn actor(&self) -> Option<&str> {
         self.key_id.as_deref()
+    }
+
+    /// What the core lets the key do in its tenant: everything for an admin key (credit,
+    /// system accounts, account status, rates), only the user's own money for a key bound to
+    /// a user, and moving money without credit for the others.
+    pub fn authority(&self) -> Authority {
+        match (&self.user, self.scope) {
+            (Some(user), _) => Authority::User(user.clone()),
+            (None, Scope::Admin) => Authority::Ledger,
+            (None, Scope::Read | Scope::Write | Scope::Gateway) => Authority::Client,
+        }
+    }
+
+    /// A command in the principal's tenant, with its authority, sent by its key: the only way
+    /// the surfaces make commands.
+    pub fn command(&self, body: CommandBody) -> Command {
+        Command::new(self.tenant.clone(), self.authority(), body).by(self.actor())
+    }
+
+    /// The owner of an account the principal opens: a key bound to a user opens accounts for
+    /// that user when it names no owner (the core refuses any other owner).
+    pub fn owner_of_new_account(&self, named: Option<String>) -> Option<String> {
+        match &self.user {
+            Some(user) if named.is_none() => Some(user.as_str().to_owned()),
+            _ => named,
+        }
     }
 
     /// What rate limits count against: the key, or one shared bucket when auth is off.

@@ -29,6 +29,7 @@
 use crate::account::{
     Account, AccountKind, AccountStatus, AccountUpdate, Balance, NewAccount, Overdraft,
 };
+use crate::authority::Authority;
 use crate::error::{ErrorCode, Rejection};
 use crate::event::{BalanceSnapshot, Event, EventKind, Subject};
 use crate::fx::{
@@ -168,6 +169,8 @@ impl CommandBody {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
     pub tenant: Tenant,
+    /// What the sender may do in its tenant: `apply` refuses the rest.
+    pub authority: Authority,
     pub body: CommandBody,
     /// Set when a consumer runs the command in answer to an event: the store records the
     /// mark in the same transaction as the command's effects.
@@ -181,8 +184,8 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn new(tenant: Tenant, body: CommandBody) -> Command {
-        Command { tenant, body, inbox: None, actor: None, trace: None }
+    pub fn new(tenant: Tenant, authority: Authority, body: CommandBody) -> Command {
+        Command { tenant, authority, body, inbox: None, actor: None, trace: None }
     }
 
     /// The idempotency key of the command's first transfer, if it moves money: what a log
@@ -538,27 +541,59 @@ impl<'a> Ledger<'a> {
         self.actor.clone_from(&command.actor);
         self.trace.clone_from(&command.trace);
         let tenant = &command.tenant;
+        let authority = &command.authority;
         match &command.body {
             CommandBody::CreateAccounts(accounts) => CommandResult::Accounts(
-                accounts.iter().map(|account| self.create_account(tenant, account)).collect(),
+                accounts
+                    .iter()
+                    .map(|account| match authority.permit_account(account) {
+                        Ok(()) => self.create_account(tenant, account),
+                        Err(rejection) => AccountResult::Rejected(rejection),
+                    })
+                    .collect(),
             ),
-            CommandBody::UpdateAccount(update) => {
-                CommandResult::Account(self.update_account(tenant, update))
-            }
-            CommandBody::CreateTransfers { transfers, linking } => {
-                CommandResult::Transfers(self.create_transfers(tenant, transfers, *linking))
-            }
+            CommandBody::UpdateAccount(update) => CommandResult::Account(
+                match authority.permit_ledger_only("change an account's status or limit") {
+                    Ok(()) => self.update_account(tenant, update),
+                    Err(rejection) => AccountResult::Rejected(rejection),
+                },
+            ),
+            CommandBody::CreateTransfers { transfers, linking } => CommandResult::Transfers(
+                self.create_transfers(tenant, authority, transfers, *linking),
+            ),
             CommandBody::ExpireHolds(ids) => {
-                CommandResult::Expired(ids.iter().filter_map(|id| self.expire(*id)).collect())
+                CommandResult::Expired(match authority.permit_ledger_only("expire holds") {
+                    Ok(()) => ids.iter().filter_map(|id| self.expire(*id)).collect(),
+                    Err(_) => Vec::new(),
+                })
             }
-            CommandBody::CreateUser(user) => CommandResult::User(self.create_user(tenant, user)),
+            CommandBody::CreateUser(user) => {
+                CommandResult::User(match authority.refuse_bound("create users") {
+                    Ok(()) => self.create_user(tenant, user),
+                    Err(rejection) => UserResult::Rejected(rejection),
+                })
+            }
             CommandBody::CreateOrder(order) => {
-                CommandResult::Order(self.create_order(tenant, order))
+                CommandResult::Order(match permit_order(authority, order) {
+                    Ok(()) => self.create_order(tenant, order),
+                    Err(rejection) => OrderResult::Rejected(rejection),
+                })
             }
-            CommandBody::PayOrder(order) => CommandResult::Order(self.pay_order(tenant, order)),
-            CommandBody::SetRates(rates) => {
-                CommandResult::Rates(rates.iter().map(|rate| self.set_rate(tenant, rate)).collect())
+            CommandBody::PayOrder(order) => {
+                CommandResult::Order(match permit_order(authority, order) {
+                    Ok(()) => self.pay_order(tenant, order),
+                    Err(rejection) => OrderResult::Rejected(rejection),
+                })
             }
+            CommandBody::SetRates(rates) => CommandResult::Rates(
+                rates
+                    .iter()
+                    .map(|rate| match authority.permit_ledger_only("set rates") {
+                        Ok(()) => self.set_rate(tenant, rate),
+                        Err(rejection) => RateResult::Rejected(rejection),
+                    })
+                    .collect(),
+            ),
             CommandBody::CreateQuote(quote) => {
                 CommandResult::Quote(self.create_quote(tenant, quote))
             }
@@ -751,7 +786,7 @@ impl<'a> Ledger<'a> {
             open_if_missing: vec![Order::shop_new_account(tenant, order.currency)],
             fingerprint_extra: String::new(),
         };
-        let (payment_id, failure) = match self.transfer_once(tenant, &payment) {
+        let (payment_id, failure) = match self.transfer_once(tenant, &Authority::Ledger, &payment) {
             TransferResult::Committed(transfer) | TransferResult::Replayed(transfer) => {
                 (Some(transfer.id), transfer.error.clone())
             }
@@ -1029,6 +1064,7 @@ impl<'a> Ledger<'a> {
     fn create_transfers(
         &mut self,
         tenant: &Tenant,
+        authority: &Authority,
         requests: &[TransferRequest],
         linking: Linking,
     ) -> Vec<TransferResult> {
@@ -1040,10 +1076,56 @@ impl<'a> Ledger<'a> {
             return requests.iter().map(|_| TransferResult::Rejected(rejection.clone())).collect();
         }
         match linking {
-            Linking::Independent => {
-                requests.iter().map(|request| self.transfer_once(tenant, request)).collect()
+            Linking::Independent => requests
+                .iter()
+                .map(|request| self.transfer_once(tenant, authority, request))
+                .collect(),
+            Linking::Linked => self.transfer_linked(tenant, authority, requests),
+        }
+    }
+
+    /// Refuses a transfer the sender may not make, before its key is looked at (so a key
+    /// bound to a user cannot replay another user's transfer) and without recording it: a
+    /// key bound to a user moves money only out of the user's own accounts (so makes no
+    /// deposits) and resolves only the user's holds. Another user's account or hold answers
+    /// as missing, so the key learns nothing of it.
+    fn permit_transfer(
+        &self,
+        tenant: &Tenant,
+        authority: &Authority,
+        request: &TransferRequest,
+    ) -> Check<()> {
+        let Some(user) = authority.user() else {
+            return Ok(());
+        };
+        let owned = |id: &AccountId| {
+            self.account_in(tenant, id)
+                .is_some_and(|account| account.owner.as_deref() == Some(user.as_str()))
+        };
+        match &request.movement {
+            Movement::Move { debit_account, .. } | Movement::Exchange { debit_account, .. } => {
+                if debit_account.is_world() {
+                    return Err(crate::authority::denied(
+                        "a key bound to a user moves money only out of that user's accounts",
+                    ));
+                }
+                if owned(debit_account) { Ok(()) } else { Err(not_found(debit_account)) }
             }
-            Linking::Linked => self.transfer_linked(tenant, requests),
+            Movement::Capture { pending_id, .. } | Movement::Void { pending_id } => {
+                let payer = self
+                    .transfers
+                    .get(pending_id)
+                    .filter(|hold| hold.tenant == *tenant)
+                    .and_then(|hold| hold.debit_account.as_ref());
+                if payer.is_some_and(owned) {
+                    Ok(())
+                } else {
+                    Err(Rejection::new(
+                        ErrorCode::PendingNotFound,
+                        format!("no hold with id {pending_id}"),
+                    ))
+                }
+            }
         }
     }
 
@@ -1052,8 +1134,15 @@ impl<'a> Ledger<'a> {
         self.transfers.get(id)
     }
 
-    fn transfer_once(&mut self, tenant: &Tenant, request: &TransferRequest) -> TransferResult {
-        if let Err(rejection) = request.validate() {
+    fn transfer_once(
+        &mut self,
+        tenant: &Tenant,
+        authority: &Authority,
+        request: &TransferRequest,
+    ) -> TransferResult {
+        if let Err(rejection) =
+            request.validate().and_then(|()| self.permit_transfer(tenant, authority, request))
+        {
             return TransferResult::Rejected(rejection);
         }
         let fingerprint = request.fingerprint();
@@ -1075,9 +1164,10 @@ impl<'a> Ledger<'a> {
     fn transfer_linked(
         &mut self,
         tenant: &Tenant,
+        authority: &Authority,
         requests: &[TransferRequest],
     ) -> Vec<TransferResult> {
-        if let Some(results) = self.linked_precheck(tenant, requests) {
+        if let Some(results) = self.linked_precheck(tenant, authority, requests) {
             return results;
         }
         let marks = self.marks();
@@ -1122,6 +1212,7 @@ impl<'a> Ledger<'a> {
     fn linked_precheck(
         &self,
         tenant: &Tenant,
+        authority: &Authority,
         requests: &[TransferRequest],
     ) -> Option<Vec<TransferResult>> {
         let fail_all = |culprit: usize, rejection: Rejection| -> Vec<TransferResult> {
@@ -1137,7 +1228,9 @@ impl<'a> Ledger<'a> {
         };
         let mut seen = BTreeSet::new();
         for (index, request) in requests.iter().enumerate() {
-            if let Err(rejection) = request.validate() {
+            if let Err(rejection) =
+                request.validate().and_then(|()| self.permit_transfer(tenant, authority, request))
+            {
                 return Some(fail_all(index, rejection));
             }
             if !seen.insert(&request.idempotency_key) {
@@ -1725,6 +1818,16 @@ fn world_account(tenant: &Tenant, currency: Currency, now: Timestamp) -> Account
 
 /// `world:`, `fx:` and `fx-revenue:` ids are reserved for each tenant's system accounts of
 /// their own currency. An admin may open `fx:<CUR>` ahead of use to give it a limit.
+/// Refuses an order a key bound to a user places or pays for another user.
+fn permit_order(authority: &Authority, order: &NewOrder) -> Check<()> {
+    match authority.user() {
+        Some(user) if *user != order.user => {
+            Err(crate::authority::denied("a key bound to a user orders only for that user"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_reserved_id(tenant: &Tenant, request: &NewAccount) -> Check<()> {
     let reserved = [
         ("world:", AccountId::world_in(tenant, request.currency)),

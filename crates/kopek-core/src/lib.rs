@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod apply;
+pub mod authority;
 pub mod error;
 pub mod event;
 pub mod fx;
@@ -24,6 +25,7 @@ pub use apply::{
     AccountResult, Batch, Command, CommandBody, CommandResult, InboxMark, Keys, Linking,
     OrderResult, Outcome, QuoteResult, RateResult, State, TransferResult, UserResult, apply,
 };
+pub use authority::Authority;
 pub use error::{ErrorCode, Rejection};
 pub use event::{BalanceSnapshot, Event, EventKind, Subject};
 pub use fx::{

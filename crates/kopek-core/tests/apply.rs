@@ -9,6 +9,8 @@
 //! - `linked KEY DEBIT->CREDIT AMOUNT; KEY DEBIT->CREDIT AMOUNT; ...`
 //! - `freeze|unfreeze|close ID`, `limit ID MINOR`, `wait SECONDS`, `expire`
 //! - `user NAME [ID]`, `order ID USER AMOUNT`, `pay ID USER AMOUNT`, `force ID POSTED_MINOR`
+//! - `as client LINE`, `as user:USER LINE`: the line sent with a key's authority instead of the
+//!   ledger's own (`Authority::Client`, `Authority::User`)
 
 use expect_test::{Expect, expect};
 use kopek_core::memory::{MemoryLedger, SequentialIds};
@@ -39,6 +41,24 @@ impl Script {
     }
 
     fn run_line(&mut self, line: &str) {
+        let (authority, command) = match line.strip_prefix("as ") {
+            None => (Authority::Ledger, line),
+            Some(rest) => {
+                let (who, command) = rest.split_once(' ').expect("as WHO LINE");
+                let authority = match who.strip_prefix("user:") {
+                    Some(user) => Authority::User(UserId::parse(user).expect("user id")),
+                    None if who == "client" => Authority::Client,
+                    None => panic!("unknown authority {who}"),
+                };
+                (authority, command)
+            }
+        };
+        self.run_command(line, authority, command);
+    }
+
+    fn run_command(&mut self, line: &str, authority: Authority, command: &str) {
+        let line_as_sent = line;
+        let line = command;
         let words: Vec<&str> = line.split_whitespace().collect();
         let body = match words[0] {
             "account" => CommandBody::CreateAccounts(vec![self.new_account(&words[1..])]),
@@ -151,9 +171,9 @@ impl Script {
             other => panic!("unknown script word {other}"),
         };
         self.now = Timestamp::from_unix_micros(self.now.as_unix_micros() + 1_000_000);
-        let batch = Batch { commands: vec![Command::new(self.tenant.clone(), body)] };
+        let batch = Batch { commands: vec![Command::new(self.tenant.clone(), authority, body)] };
         let outcome = self.ledger.execute(&batch, self.now, &mut self.ids);
-        writeln!(self.out, "{line}").expect("write");
+        writeln!(self.out, "{line_as_sent}").expect("write");
         for result in &outcome.results {
             self.describe(result);
         }
@@ -933,6 +953,99 @@ fn an_allocated_user_adopts_an_account_another_surface_opened() {
             user:1:USD USD posted=500
             world:USD USD posted=-500
             events: AccountOpened AccountOpened TransferPosted UserCreated
+        "#]],
+    );
+}
+
+/// Regression for issue 19, finding 1: a key that is not an admin's cannot give itself credit
+/// (an overdraft limit, or a system account, which may be unbounded), and a key bound to a
+/// user opens, moves and resolves only that user's things. Refusals record nothing.
+#[test]
+fn authorities_limit_what_keys_open_and_move() {
+    check(
+        "
+        account alice USD owner=u1
+        account bob USD owner=u2
+        deposit d1 alice 100
+        deposit d2 bob 100
+        as client account od1 USD limit=100000000
+        as client account sys USD system unbounded
+        as user:u1 account od2 USD limit=100 owner=u1
+        as user:u1 account mine USD owner=u2
+        as user:u1 account mine USD owner=u1
+        as client account plain USD
+        as user:u1 transfer t1 bob->alice 10
+        as user:u1 deposit t2 alice 10
+        as user:u1 transfer t3 alice->bob 10
+        transfer h1 bob->alice 5 hold
+        as user:u1 void v1 h1
+        as user:u2 void v1 h1
+        as user:u1 transfer d2 alice->bob 100
+        as user:u1 linked l1 alice->bob 1; l2 bob->alice 1
+        as client limit alice 500
+        as client freeze bob
+        as user:u1 user carol
+        as user:u1 order o1 u2 1.00
+        as user:u1 order o1 u1 1.00
+        as client transfer t4 bob->alice 1
+        ",
+        expect![[r#"
+            account alice USD owner=u1
+              created alice
+            account bob USD owner=u2
+              created bob
+            deposit d1 alice 100
+              post posted 10000
+            deposit d2 bob 100
+              post posted 10000
+            as client account od1 USD limit=100000000
+              rejected PERMISSION_DENIED: only an admin key sets an overdraft limit
+            as client account sys USD system unbounded
+              rejected PERMISSION_DENIED: only an admin key opens system accounts
+            as user:u1 account od2 USD limit=100 owner=u1
+              rejected PERMISSION_DENIED: only an admin key sets an overdraft limit
+            as user:u1 account mine USD owner=u2
+              rejected PERMISSION_DENIED: a key bound to a user opens accounts only for that user
+            as user:u1 account mine USD owner=u1
+              created mine
+            as client account plain USD
+              created plain
+            as user:u1 transfer t1 bob->alice 10
+              rejected ACCOUNT_NOT_FOUND: account bob not found
+            as user:u1 deposit t2 alice 10
+              rejected PERMISSION_DENIED: a key bound to a user moves money only out of that user's accounts
+            as user:u1 transfer t3 alice->bob 10
+              post posted 1000
+            transfer h1 bob->alice 5 hold
+              hold pending 500
+            as user:u1 void v1 h1
+              rejected PENDING_NOT_FOUND: no hold with id 0000000000000000000000000C
+            as user:u2 void v1 h1
+              void voided 500
+            as user:u1 transfer d2 alice->bob 100
+              rejected IDEMPOTENCY_KEY_REUSED: idempotency key 'd2' was already used with other parameters
+            as user:u1 linked l1 alice->bob 1; l2 bob->alice 1
+              rejected LINKED_EVENT_FAILED: the transfer at index 1 of this linked request failed with ACCOUNT_NOT_FOUND
+              rejected ACCOUNT_NOT_FOUND: account bob not found
+            as client limit alice 500
+              rejected PERMISSION_DENIED: only an admin key may change an account's status or limit
+            as client freeze bob
+              rejected PERMISSION_DENIED: only an admin key may change an account's status or limit
+            as user:u1 user carol
+              rejected PERMISSION_DENIED: a key bound to a user cannot create users
+            as user:u1 order o1 u2 1.00
+              rejected PERMISSION_DENIED: a key bound to a user orders only for that user
+            as user:u1 order o1 u1 1.00
+              created order o1 PENDING 100
+            as client transfer t4 bob->alice 1
+              post posted 100
+            --
+            alice USD posted=9100
+            bob USD posted=10900
+            mine USD posted=0
+            plain USD posted=0
+            world:USD USD posted=-20000
+            events: AccountOpened AccountOpened AccountOpened TransferPosted TransferPosted AccountOpened AccountOpened TransferPosted HoldPlaced HoldVoided OrderCreated TransferPosted
         "#]],
     );
 }

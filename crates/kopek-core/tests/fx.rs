@@ -54,7 +54,9 @@ impl World {
 
     fn run(&mut self, body: CommandBody) -> CommandResult {
         self.now = Timestamp::from_unix_micros(self.now.as_unix_micros() + 1_000_000);
-        let batch = Batch { commands: vec![Command::new(self.tenant.clone(), body)] };
+        let batch = Batch {
+            commands: vec![Command::new(self.tenant.clone(), kopek_core::Authority::Ledger, body)],
+        };
         let mut outcome = self.ledger.execute(&batch, self.now, &mut self.ids);
         outcome.results.remove(0)
     }

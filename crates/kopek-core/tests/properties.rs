@@ -165,8 +165,10 @@ impl World {
 
     fn run(&mut self, bodies: Vec<CommandBody>) -> (Batch, Outcome) {
         self.now = Timestamp::from_unix_micros(self.now.as_unix_micros() + 1_000);
-        let commands =
-            bodies.into_iter().map(|body| Command::new(self.tenant.clone(), body)).collect();
+        let commands = bodies
+            .into_iter()
+            .map(|body| Command::new(self.tenant.clone(), kopek_core::Authority::Ledger, body))
+            .collect();
         let batch = Batch { commands };
         let outcome = self.ledger.execute(&batch, self.now, &mut self.ids);
         for transfer in &outcome.transfers_inserted {

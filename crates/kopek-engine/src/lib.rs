@@ -12,8 +12,8 @@ mod clock;
 pub use clock::{Clock, UlidGenerator};
 
 use kopek_core::{
-    AccountResult, Batch, Command, CommandBody, CommandResult, OrderResult, Outcome, Tenant,
-    Timestamp, TransferId, TransferResult, TransferStatus, UserResult, limits,
+    AccountResult, Authority, Batch, Command, CommandBody, CommandResult, OrderResult, Outcome,
+    Tenant, Timestamp, TransferId, TransferResult, TransferStatus, UserResult, limits,
 };
 use kopek_store::{Store, StoreError};
 use std::collections::BTreeSet;
@@ -179,9 +179,15 @@ impl Engine {
         (Engine { sender, store, stats, closed, commits }, handle)
     }
 
-    /// Queues a command without waiting; `OVERLOADED` at once when the queue is full.
-    pub fn enqueue(&self, tenant: Tenant, body: CommandBody) -> Result<Ticket, EngineError> {
-        self.enqueue_now(Command::new(tenant, body))
+    /// Queues kopek's own command (`Authority::Ledger`) without waiting; `OVERLOADED` at once
+    /// when the queue is full. The APIs never use it: they send the caller's command
+    /// (`enqueue_now`, `submit_command`) with the authority of the caller's key.
+    pub fn enqueue_as_ledger(
+        &self,
+        tenant: Tenant,
+        body: CommandBody,
+    ) -> Result<Ticket, EngineError> {
+        self.enqueue_now(Command::new(tenant, Authority::Ledger, body))
     }
 
     /// Queues a whole command (with its sender, for the audit trail) without waiting.
@@ -192,16 +198,6 @@ impl Engine {
             mpsc::error::TrySendError::Closed(_) => EngineError::ShuttingDown,
         })?;
         Ok(ticket)
-    }
-
-    /// Queues a command, waiting for room in the queue when it is full: the back-pressure a
-    /// stream wants, where refusing one message would break the stream's order.
-    pub async fn enqueue_waiting(
-        &self,
-        tenant: Tenant,
-        body: CommandBody,
-    ) -> Result<Ticket, EngineError> {
-        self.enqueue_command(Command::new(tenant, body)).await
     }
 
     /// Queues `command` (which may carry an inbox mark), waiting for room in the queue: what
@@ -226,13 +222,13 @@ impl Engine {
         async { self.enqueue_now(command)?.wait().await }.instrument(span).await
     }
 
-    /// Queues a command and waits for its committed result.
-    pub async fn submit(
+    /// Queues kopek's own command (`Authority::Ledger`) and waits for its committed result.
+    pub async fn submit_as_ledger(
         &self,
         tenant: Tenant,
         body: CommandBody,
     ) -> Result<CommandResult, EngineError> {
-        self.submit_command(Command::new(tenant, body)).await
+        self.submit_command(Command::new(tenant, Authority::Ledger, body)).await
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -566,7 +562,9 @@ impl Writer {
 }
 
 fn expire_batch(ids: Vec<TransferId>) -> Batch {
-    Batch { commands: vec![Command::new(Tenant::default_tenant(), CommandBody::ExpireHolds(ids))] }
+    let command =
+        Command::new(Tenant::default_tenant(), Authority::Ledger, CommandBody::ExpireHolds(ids));
+    Batch { commands: vec![command] }
 }
 
 /// Time left until `at` by the wall clock.

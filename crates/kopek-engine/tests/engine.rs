@@ -66,10 +66,10 @@ async fn concurrent_callers_share_batches_and_all_commit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (engine, _writer) = start(&dir, EngineConfig::default());
     let tenant = Tenant::default_tenant();
-    engine.submit(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
+    engine.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
     let world = AccountId::world(usd());
     engine
-        .submit(
+        .submit_as_ledger(
             tenant.clone(),
             transfer("fund", world, "a", 1_000_000, TransferKind::Deposit, None),
         )
@@ -85,7 +85,7 @@ async fn concurrent_callers_share_batches_and_all_commit() {
             tokio::spawn(async move {
                 for n in 0..per_caller {
                     let body = transfer(&format!("t-{caller}-{n}"), id("a"), "b", 1, TransferKind::Transfer, None);
-                    let result = engine.submit(tenant.clone(), body).await.expect("committed");
+                    let result = engine.submit_as_ledger(tenant.clone(), body).await.expect("committed");
                     assert!(matches!(single(result), TransferResult::Committed(t) if t.status == TransferStatus::Posted));
                 }
             })
@@ -114,9 +114,9 @@ async fn a_full_queue_answers_overloaded_at_once() {
     let (engine, _writer) = start(&dir, config);
     let tenant = Tenant::default_tenant();
     // On this single-threaded runtime the writer cannot run between these calls.
-    let first = engine.enqueue(tenant.clone(), open(&["a"])).expect("queued");
-    let second = engine.enqueue(tenant.clone(), open(&["b"])).expect("queued");
-    let third = engine.enqueue(tenant.clone(), open(&["c"]));
+    let first = engine.enqueue_as_ledger(tenant.clone(), open(&["a"])).expect("queued");
+    let second = engine.enqueue_as_ledger(tenant.clone(), open(&["b"])).expect("queued");
+    let third = engine.enqueue_as_ledger(tenant.clone(), open(&["c"]));
     assert!(matches!(third, Err(EngineError::Overloaded)));
     assert!(first.wait().await.is_ok());
     assert!(second.wait().await.is_ok());
@@ -125,7 +125,7 @@ async fn a_full_queue_answers_overloaded_at_once() {
         "the refused command left no trace"
     );
     assert!(
-        engine.submit(tenant, open(&["c"])).await.is_ok(),
+        engine.submit_as_ledger(tenant, open(&["c"])).await.is_ok(),
         "space frees up once the writer drains"
     );
 }
@@ -135,15 +135,18 @@ async fn holds_expire_on_time_without_any_other_traffic() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (engine, _writer) = start(&dir, EngineConfig::default());
     let tenant = Tenant::default_tenant();
-    engine.submit(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
+    engine.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
     let world = AccountId::world(usd());
     engine
-        .submit(tenant.clone(), transfer("fund", world, "a", 500, TransferKind::Deposit, None))
+        .submit_as_ledger(
+            tenant.clone(),
+            transfer("fund", world, "a", 500, TransferKind::Deposit, None),
+        )
         .await
         .expect("fund");
     let hold = Some(Hold { timeout_seconds: Some(1) });
     let result = engine
-        .submit(tenant, transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold))
+        .submit_as_ledger(tenant, transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold))
         .await
         .expect("hold");
     let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
@@ -173,7 +176,9 @@ async fn dropping_every_handle_drains_the_queue_and_stops_the_writer() {
     let (engine, writer) = start(&dir, EngineConfig::default());
     let tenant = Tenant::default_tenant();
     let tickets: Vec<_> = (0..10)
-        .map(|n| engine.enqueue(tenant.clone(), open(&[&format!("acct{n}")])).expect("queued"))
+        .map(|n| {
+            engine.enqueue_as_ledger(tenant.clone(), open(&[&format!("acct{n}")])).expect("queued")
+        })
         .collect();
     let store = engine.store().clone();
     drop(engine);
@@ -194,7 +199,9 @@ async fn close_answers_what_is_queued_and_stops_while_handles_live_on() {
     let other_handle = engine.clone();
     let tenant = Tenant::default_tenant();
     let tickets: Vec<_> = (0..5)
-        .map(|n| engine.enqueue(tenant.clone(), open(&[&format!("acct{n}")])).expect("queued"))
+        .map(|n| {
+            engine.enqueue_as_ledger(tenant.clone(), open(&[&format!("acct{n}")])).expect("queued")
+        })
         .collect();
     engine.close();
     for ticket in tickets {
@@ -204,7 +211,7 @@ async fn close_answers_what_is_queued_and_stops_while_handles_live_on() {
         .await
         .expect("writer stops")
         .expect("no panic");
-    let late = other_handle.enqueue(tenant, open(&["late"]));
+    let late = other_handle.enqueue_as_ledger(tenant, open(&["late"]));
     assert!(matches!(late, Err(EngineError::ShuttingDown)), "a closed engine takes nothing new");
 }
 
@@ -216,7 +223,13 @@ async fn a_restarted_writer_commits_after_everything_already_stored() {
     let ahead = Timestamp::from_unix_micros(
         kopek_engine::Clock::wall_now().as_unix_micros() + 3_600_000_000,
     );
-    let batch = Batch { commands: vec![Command::new(Tenant::default_tenant(), open(&["early"]))] };
+    let batch = Batch {
+        commands: vec![Command::new(
+            Tenant::default_tenant(),
+            kopek_core::Authority::Ledger,
+            open(&["early"]),
+        )],
+    };
     let keys = batch.keys();
     let mut ids = kopek_core::memory::SequentialIds::default();
     store
@@ -225,7 +238,8 @@ async fn a_restarted_writer_commits_after_everything_already_stored() {
         .expect("commit");
 
     let (engine, _writer) = Engine::start(store, EngineConfig::default());
-    let result = engine.submit(Tenant::default_tenant(), open(&["later"])).await.expect("commit");
+    let result =
+        engine.submit_as_ledger(Tenant::default_tenant(), open(&["later"])).await.expect("commit");
     let CommandResult::Accounts(results) = result else { panic!("accounts expected") };
     let AccountResult::Created(account) = &results[0] else { panic!("created expected") };
     assert!(account.created_at > ahead, "commit time went back: {} <= {ahead}", account.created_at);
@@ -244,14 +258,20 @@ async fn a_busy_writer_still_finds_and_expires_holds_placed_elsewhere() {
         EngineConfig { expiry_recheck: Duration::from_millis(300), ..EngineConfig::default() };
     let (worker, _worker_writer) = Engine::start(store, worker);
     let tenant = Tenant::default_tenant();
-    api.submit(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
+    api.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
     let world = AccountId::world(usd());
-    api.submit(tenant.clone(), transfer("fund", world, "a", 500, TransferKind::Deposit, None))
-        .await
-        .expect("fund");
+    api.submit_as_ledger(
+        tenant.clone(),
+        transfer("fund", world, "a", 500, TransferKind::Deposit, None),
+    )
+    .await
+    .expect("fund");
     let hold = Some(Hold { timeout_seconds: Some(1) });
     let result = api
-        .submit(tenant.clone(), transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold))
+        .submit_as_ledger(
+            tenant.clone(),
+            transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold),
+        )
         .await
         .expect("hold");
     let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
@@ -261,7 +281,10 @@ async fn a_busy_writer_still_finds_and_expires_holds_placed_elsewhere() {
     for n in 0.. {
         let key = format!("busy-{n}");
         worker
-            .submit(tenant.clone(), transfer(&key, id("a"), "b", 1, TransferKind::Transfer, None))
+            .submit_as_ledger(
+                tenant.clone(),
+                transfer(&key, id("a"), "b", 1, TransferKind::Transfer, None),
+            )
             .await
             .expect("busy work");
         let status = worker.store().transfer(hold.id).await.expect("read").map(|t| t.status);

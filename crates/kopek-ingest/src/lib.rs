@@ -19,7 +19,8 @@ pub mod nats;
 
 use async_trait::async_trait;
 use kopek_core::{
-    Command, CommandBody, CommandResult, Linking, Rejection, Tenant, TransferResult, TransferStatus,
+    Authority, Command, CommandBody, CommandResult, Linking, Rejection, Tenant, TransferResult,
+    TransferStatus,
 };
 use kopek_engine::{Engine, Ticket};
 use kopek_outbox::broker::Broker;
@@ -152,7 +153,8 @@ async fn handle(
                             transfers: vec![request],
                             linking: Linking::Independent,
                         };
-                        let command = Command::new(tenant.clone(), body);
+                        // A broker message moves money as a write key does: no credit.
+                        let command = Command::new(tenant.clone(), Authority::Client, body);
                         Ok(engine
                             .enqueue_command(command)
                             .await

@@ -50,7 +50,9 @@ async fn pay(engine: &Engine, order: &Order) {
         amount: order.amount,
         currency: order.currency,
     };
-    if let Err(error) = engine.submit(order.tenant.clone(), CommandBody::PayOrder(request)).await {
+    if let Err(error) =
+        engine.submit_as_ledger(order.tenant.clone(), CommandBody::PayOrder(request)).await
+    {
         tracing::warn!(%error, order = %order.id, "order payment not applied; the sweep retries");
     }
 }

@@ -62,7 +62,7 @@ async fn subscribers_get_history_then_live_events_in_order_without_gaps() {
     let (engine, _writer) = Engine::start(store, EngineConfig::default());
     let tenant = Tenant::default_tenant();
     for name in ["a", "b", "c"] {
-        engine.submit(tenant.clone(), open(name)).await.expect("commit");
+        engine.submit_as_ledger(tenant.clone(), open(name)).await.expect("commit");
     }
     let shutdown = CancellationToken::new();
     let feed = Feed::start(&engine, shutdown.clone()).await.expect("feed");
@@ -71,7 +71,7 @@ async fn subscribers_get_history_then_live_events_in_order_without_gaps() {
     let mut from_second = feed.subscribe_after(1);
     let mut live = feed.subscribe_live();
     for name in ["d", "e"] {
-        engine.submit(tenant.clone(), open(name)).await.expect("commit");
+        engine.submit_as_ledger(tenant.clone(), open(name)).await.expect("commit");
     }
     let mut sequences = Vec::new();
     for _ in 0..5 {
@@ -93,7 +93,10 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
     let tenant = Tenant::default_tenant();
     let buyer = UserId::parse("buyer").expect("id");
     engine
-        .submit(tenant.clone(), CommandBody::CreateAccounts(vec![buyer.new_account(usd())]))
+        .submit_as_ledger(
+            tenant.clone(),
+            CommandBody::CreateAccounts(vec![buyer.new_account(usd())]),
+        )
         .await
         .expect("account");
     let deposit = transfer(
@@ -103,7 +106,7 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
         buyer.account(usd()),
         1_000,
     );
-    engine.submit(tenant.clone(), deposit).await.expect("fund");
+    engine.submit_as_ledger(tenant.clone(), deposit).await.expect("fund");
     let order = |name: &str, amount: i64| NewOrder {
         id: OrderId::parse(name).expect("id"),
         user: buyer.clone(),
@@ -112,7 +115,7 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
     };
     // Created before the consumer runs: it starts from the first event.
     engine
-        .submit(tenant.clone(), CommandBody::CreateOrder(order("early", 300)))
+        .submit_as_ledger(tenant.clone(), CommandBody::CreateOrder(order("early", 300)))
         .await
         .expect("order");
 
@@ -122,11 +125,11 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
     let source = FeedSource::new(engine.store().clone(), feed.clone(), NAME, "test".to_owned());
     let _consumer = consumer::run(payments.clone(), Box::new(source), shutdown.clone());
     engine
-        .submit(tenant.clone(), CommandBody::CreateOrder(order("paid", 500)))
+        .submit_as_ledger(tenant.clone(), CommandBody::CreateOrder(order("paid", 500)))
         .await
         .expect("order");
     engine
-        .submit(tenant.clone(), CommandBody::CreateOrder(order("too-much", 5_000)))
+        .submit_as_ledger(tenant.clone(), CommandBody::CreateOrder(order("too-much", 5_000)))
         .await
         .expect("order");
 
@@ -189,16 +192,19 @@ async fn consumers_mark_only_the_events_they_acted_on() {
     let tenant = Tenant::default_tenant();
     let buyer = UserId::parse("spender").expect("id");
     engine
-        .submit(tenant.clone(), CommandBody::CreateAccounts(vec![buyer.new_account(usd())]))
+        .submit_as_ledger(
+            tenant.clone(),
+            CommandBody::CreateAccounts(vec![buyer.new_account(usd())]),
+        )
         .await
         .expect("account");
-    engine.submit(tenant.clone(), open("shop")).await.expect("shop");
+    engine.submit_as_ledger(tenant.clone(), open("shop")).await.expect("shop");
     let shop = AccountId::parse("shop").expect("id");
     let deposit =
         transfer("in", TransferKind::Deposit, AccountId::world(usd()), buyer.account(usd()), 700);
     let purchase = transfer("buy", TransferKind::Payment, buyer.account(usd()), shop, 700);
-    engine.submit(tenant.clone(), deposit).await.expect("deposit");
-    engine.submit(tenant.clone(), purchase).await.expect("purchase");
+    engine.submit_as_ledger(tenant.clone(), deposit).await.expect("deposit");
+    engine.submit_as_ledger(tenant.clone(), purchase).await.expect("purchase");
     let events: Vec<Incoming> = store
         .events_after(None, 0, 1_000)
         .await

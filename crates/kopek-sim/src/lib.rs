@@ -368,7 +368,7 @@ async fn submit_until_answered(
     body: &CommandBody,
 ) -> Result<(CommandResult, bool), String> {
     for attempt in 0..100 {
-        match engine.submit(Tenant::default_tenant(), body.clone()).await {
+        match engine.submit_as_ledger(Tenant::default_tenant(), body.clone()).await {
             Ok(result) => return Ok((result, attempt > 0)),
             Err(kopek_engine::EngineError::Unavailable(_)) => continue,
             Err(error) => return Err(format!("submit: {error}")),
@@ -382,7 +382,7 @@ fn enqueue_all(engine: &Engine, commands: &[CommandBody]) -> Result<Vec<Ticket>,
         .iter()
         .map(|body| {
             engine
-                .enqueue(Tenant::default_tenant(), body.clone())
+                .enqueue_as_ledger(Tenant::default_tenant(), body.clone())
                 .map_err(|e| format!("enqueue: {e}"))
         })
         .collect()
@@ -417,7 +417,7 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
         new_accounts.push(account);
     }
     engine
-        .submit(Tenant::default_tenant(), CommandBody::CreateAccounts(new_accounts))
+        .submit_as_ledger(Tenant::default_tenant(), CommandBody::CreateAccounts(new_accounts))
         .await
         .map_err(|e| e.to_string())?;
 

@@ -1642,6 +1642,7 @@ mod tests {
         let batch = Batch {
             commands: vec![Command::new(
                 Tenant::default_tenant(),
+                kopek_core::Authority::Ledger,
                 CommandBody::CreateAccounts(accounts),
             )],
         };
@@ -1697,10 +1698,12 @@ mod tests {
             commands: vec![
                 Command::new(
                     tenant.clone(),
+                    kopek_core::Authority::Ledger,
                     CommandBody::CreateAccounts(vec![NewAccount::user(a, usd)]),
                 ),
                 Command::new(
                     tenant,
+                    kopek_core::Authority::Ledger,
                     CommandBody::CreateTransfers {
                         transfers: vec![deposit],
                         linking: Linking::Independent,

@@ -341,10 +341,12 @@ mod tests {
             commands: vec![
                 Command::new(
                     tenant.clone(),
+                    kopek_core::Authority::Ledger,
                     CommandBody::CreateAccounts(vec![NewAccount::user(alice, usd)]),
                 ),
                 Command::new(
                     tenant,
+                    kopek_core::Authority::Ledger,
                     CommandBody::CreateTransfers {
                         transfers: vec![deposit],
                         linking: Linking::Independent,

@@ -65,7 +65,10 @@ async fn run(
     bodies: Vec<CommandBody>,
 ) -> Outcome {
     let tenant = Tenant::default_tenant();
-    let commands = bodies.into_iter().map(|body| Command::new(tenant.clone(), body)).collect();
+    let commands = bodies
+        .into_iter()
+        .map(|body| Command::new(tenant.clone(), kopek_core::Authority::Ledger, body))
+        .collect();
     run_commands(store, now, first_id, commands).await
 }
 
@@ -209,7 +212,13 @@ pub async fn failed_decision_writes_nothing(store: &dyn Store) {
     assert!(matches!(result, Err(StoreError::Invariant(message)) if message == "boom"));
     run(store, at(1), 0, vec![open(&[("a", None)])]).await;
     let tenant = Tenant::default_tenant();
-    let batch = Batch { commands: vec![Command::new(tenant, deposit("d1", "a", 500, None))] };
+    let batch = Batch {
+        commands: vec![Command::new(
+            tenant,
+            kopek_core::Authority::Ledger,
+            deposit("d1", "a", 500, None),
+        )],
+    };
     let result = store
         .write_batch(
             batch.keys(),
@@ -556,7 +565,11 @@ pub async fn consumers_apply_each_event_once(store: &dyn Store) {
     // A ledger command run for an event records its mark in the batch's transaction; the
     // same mark again is no error.
     for _ in 0..2 {
-        let mut command = Command::new(Tenant::default_tenant(), open(&[("inbox-a", None)]));
+        let mut command = Command::new(
+            Tenant::default_tenant(),
+            kopek_core::Authority::Ledger,
+            open(&[("inbox-a", None)]),
+        );
         command.inbox =
             Some(InboxMark { consumer: "payments".to_owned(), event_id: "order-1".to_owned() });
         let batch = Batch { commands: vec![command] };
@@ -715,11 +728,17 @@ pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
         currency: usd(),
     };
     let commands = vec![
-        Command::new(acme.clone(), open(&[("acme-1", None)])).by(Some("key-a")),
-        Command::new(acme.clone(), CommandBody::CreateUser(user)),
+        Command::new(acme.clone(), kopek_core::Authority::Ledger, open(&[("acme-1", None)]))
+            .by(Some("key-a")),
+        Command::new(acme.clone(), kopek_core::Authority::Ledger, CommandBody::CreateUser(user)),
         Command {
             trace: Some(TRACED.to_owned()),
-            ..Command::new(Tenant::default_tenant(), open(&[("home-1", None)])).by(Some("key-d"))
+            ..Command::new(
+                Tenant::default_tenant(),
+                kopek_core::Authority::Ledger,
+                open(&[("home-1", None)]),
+            )
+            .by(Some("key-d"))
         },
     ];
     run_commands(store, at(1), 0, commands).await;

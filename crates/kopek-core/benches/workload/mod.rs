@@ -33,7 +33,13 @@ pub fn open_accounts() -> Vec<Batch> {
         .chunks(1_000)
         .map(|chunk| {
             let body = CommandBody::CreateAccounts(chunk.to_vec());
-            Batch { commands: vec![Command::new(Tenant::default_tenant(), body)] }
+            Batch {
+                commands: vec![Command::new(
+                    Tenant::default_tenant(),
+                    kopek_core::Authority::Ledger,
+                    body,
+                )],
+            }
         })
         .collect()
 }
@@ -73,7 +79,7 @@ pub fn transfers(round: u64) -> Batch {
                 transfers: chunk.to_vec(),
                 linking: Linking::Independent,
             };
-            Command::new(Tenant::default_tenant(), body)
+            Command::new(Tenant::default_tenant(), kopek_core::Authority::Ledger, body)
         })
         .collect();
     Batch { commands }

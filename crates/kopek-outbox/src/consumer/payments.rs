@@ -76,7 +76,8 @@ impl Handler for Payments {
                 }
             };
             let order_id = order.id.clone();
-            let mut command = Command::new(tenant, CommandBody::PayOrder(order));
+            let mut command =
+                Command::new(tenant, kopek_core::Authority::Ledger, CommandBody::PayOrder(order));
             command.inbox =
                 Some(InboxMark { consumer: NAME.to_owned(), event_id: event.id.clone() });
             let ticket = self

@@ -18,6 +18,7 @@ mod metrics;
 mod payment;
 mod python;
 mod schemathesis;
+mod security;
 mod stream;
 mod support;
 mod tls;
