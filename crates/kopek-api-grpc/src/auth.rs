@@ -4,7 +4,7 @@
 //! [`Principal`] in the request's extensions for the handler ([`principal`]).
 
 use futures_util::future::BoxFuture;
-use kopek_auth::{AuthError, Authenticator, Principal, RateLimiter, Scope, Verdict};
+use kopek_auth::{AuthError, Authenticator, KeyWatch, Principal, RateLimiter, Scope, Verdict};
 use std::task::{Context, Poll};
 use tonic::Status;
 use tracing::Instrument;
@@ -55,7 +55,7 @@ impl Gate {
         let Some(scope) = required_scope(path) else { return Ok(None) };
         let credential = headers.get("authorization").and_then(|value| value.to_str().ok());
         let principal = self.auth.authenticate(credential).await.map_err(|error| match error {
-            AuthError::Missing | AuthError::Invalid => {
+            AuthError::Missing | AuthError::Invalid | AuthError::NotBearer => {
                 refused(if error == AuthError::Missing { "missing_key" } else { "invalid_key" });
                 Status::unauthenticated(format!("UNAUTHENTICATED: {error}"))
             }
@@ -171,6 +171,12 @@ pub fn principal<T>(request: &tonic::Request<T>) -> Result<Principal, Status> {
         .ok_or_else(|| Status::unauthenticated("UNAUTHENTICATED: the call was not authenticated"))
 }
 
+/// The watch on the call's key, for streams that must end once it is revoked; a call the
+/// layer did not admit (auth off, or no layer) has none, and nothing revokes it.
+pub fn key_watch<T>(request: &tonic::Request<T>) -> Option<KeyWatch> {
+    request.extensions().get::<KeyWatch>().cloned()
+}
+
 #[derive(Clone)]
 pub struct AuthLayer {
     pub gate: Gate,
@@ -220,6 +226,7 @@ where
                 match gate.admit(&path, request.headers()).await {
                     Ok(principal) => {
                         if let Some(principal) = principal {
+                            request.extensions_mut().insert(gate.auth.watch(&principal));
                             request.extensions_mut().insert(principal);
                         }
                         inner.call(request).await

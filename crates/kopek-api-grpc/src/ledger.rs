@@ -1,10 +1,10 @@
 //! `kopek.v1.Ledger`: unary RPCs and the pipelined `StreamTransfers`.
 
-use crate::auth::principal;
+use crate::auth::{key_watch, principal};
 use crate::convert;
-use crate::pipeline::{Answer, AnswerStream, Started, pipelined};
+use crate::pipeline::{Answer, AnswerStream, Started, pipelined, revoked_status};
 use crate::status::{engine_status, rejection_status, store_status};
-use kopek_auth::{Principal, access};
+use kopek_auth::{Ended, Ending, FinishOnDrop, Principal, access};
 use kopek_core::fx::Side;
 use kopek_core::{
     AccountResult, AccountUpdate, Command, CommandBody, CommandResult, Currency, ErrorCode,
@@ -916,6 +916,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         caller
             .refuse_bound("follow the tenant's event stream")
             .map_err(|r| rejection_status(&r))?;
+        let ending = Ending::new(&self.shutdown, key_watch(&request));
         let tenant = caller.tenant.clone();
         let request = request.into_inner();
         let types = EventFilter::parse_types(request.types.iter().map(String::as_str))
@@ -933,9 +934,9 @@ impl pb::ledger_server::Ledger for LedgerService {
         } else {
             self.feed.subscribe_after(request.after_sequence)
         };
-        let shutdown = self.shutdown.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_EVENTS_BUFFER);
         tokio::spawn(async move {
+            let _finish = FinishOnDrop(ending.clone());
             loop {
                 tokio::select! {
                     event = events.recv() => {
@@ -946,10 +947,13 @@ impl pb::ledger_server::Ledger for LedgerService {
                         }
                     }
                     () = sender.closed() => return,
-                    () = shutdown.cancelled() => {
-                        let status = Status::unavailable(
-                            "the server is shutting down; resume after the last sequence received",
-                        );
+                    why = ending.ended() => {
+                        let status = match why {
+                            Ended::Shutdown => Status::unavailable(
+                                "the server is shutting down; resume after the last sequence received",
+                            ),
+                            Ended::Revoked => revoked_status(),
+                        };
                         let _ = sender.send(Err(status)).await;
                         return;
                     }
@@ -987,7 +991,8 @@ impl pb::ledger_server::Ledger for LedgerService {
                     answer
                 })
             };
-        Ok(Response::new(pipelined(request.into_inner(), self.shutdown.clone(), start)))
+        let ending = Ending::new(&self.shutdown, key_watch(&request));
+        Ok(Response::new(pipelined(request.into_inner(), ending, start)))
     }
 }
 

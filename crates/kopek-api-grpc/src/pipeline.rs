@@ -4,11 +4,11 @@
 //! One stream can so keep a whole batch's worth of requests in flight.
 
 use futures_util::Stream;
+use kopek_auth::{Ended, Ending};
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
@@ -26,12 +26,13 @@ pub type Started<T> = Pin<Box<dyn Future<Output = Answer<T>> + Send>>;
 pub type AnswerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Runs `start` on every message in arrival order and streams the answers in that order.
-/// On `shutdown` the reader stops reading, what it read is still answered, and the stream
-/// ends with `UNAVAILABLE` so the client knows to resend what got no answer. A client that
-/// goes away leaves nothing half done: what was queued commits once.
+/// When the server shuts down, or the call's key is revoked (`ending`), the reader stops
+/// reading, what it read is still answered, and the stream ends with `UNAVAILABLE` (resend
+/// what got no answer) or `UNAUTHENTICATED`. A client that goes away leaves nothing half
+/// done: what was queued commits once.
 pub fn pipelined<In, Out>(
     mut inbound: Streaming<In>,
-    shutdown: CancellationToken,
+    ending: Ending,
     mut start: impl FnMut(In) -> Started<Out> + Send + 'static,
 ) -> AnswerStream<Out>
 where
@@ -43,18 +44,22 @@ where
         mpsc::channel::<Result<Answer<Out>, Status>>(STREAM_IN_FLIGHT_MAX);
     tokio::spawn(
         async move {
-            let draining =
-                || Status::unavailable("the server is shutting down: resend what was not answered");
+            let stopped = |why: Ended| match why {
+                Ended::Shutdown => {
+                    Status::unavailable("the server is shutting down: resend what was not answered")
+                }
+                Ended::Revoked => revoked_status(),
+            };
             loop {
                 let message = tokio::select! {
                     message = inbound.message() => message,
-                    () = shutdown.cancelled() => Err(draining()),
+                    why = ending.ended() => Err(stopped(why)),
                 };
                 let item = match message {
                     Ok(Some(message)) => {
                         tokio::select! {
                             answer = start(message) => Ok(answer),
-                            () = shutdown.cancelled() => Err(draining()),
+                            why = ending.ended() => Err(stopped(why)),
                         }
                     }
                     Ok(None) => break,
@@ -65,6 +70,7 @@ where
                     break;
                 }
             }
+            ending.finish();
         }
         // The stream's commands join the call's trace.
         .in_current_span(),
@@ -84,4 +90,11 @@ where
         }
     });
     Box::pin(ReceiverStream::new(outbound))
+}
+
+/// How a stream ends once its key is revoked.
+pub fn revoked_status() -> Status {
+    Status::unauthenticated(
+        "UNAUTHENTICATED: the API key was revoked; open a new stream with a valid key",
+    )
 }

@@ -238,7 +238,8 @@ impl pb::transaction_service_server::TransactionService for TransactionService {
                 answer
             })
         };
-        Ok(Response::new(pipelined(request.into_inner(), self.shutdown.clone(), start)))
+        let ending = kopek_auth::Ending::new(&self.shutdown, crate::auth::key_watch(&request));
+        Ok(Response::new(pipelined(request.into_inner(), ending, start)))
     }
 }
 

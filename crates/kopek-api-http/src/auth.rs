@@ -84,10 +84,13 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let Some(scope) = required_scope(request.method(), &route) else {
         return next.run(request).await;
     };
-    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let header = request.headers().get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
     let query_token = is_websocket(&route).then(|| access_token(request.uri().query())).flatten();
-    let credential = header.map(str::to_owned).or(query_token);
-    let principal = match state.auth.authenticate(credential.as_deref()).await {
+    let admitted = match (header, query_token) {
+        (None, Some(token)) => state.auth.authenticate_token(Some(&token)).await,
+        (header, _) => state.auth.authenticate(header).await,
+    };
+    let principal = match admitted {
         Ok(principal) => principal,
         Err(error) => {
             refused(if error == AuthError::Missing { "missing_key" } else { "invalid_key" });
@@ -111,6 +114,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         refused("rate_limited");
         return refuse(&route, (ErrorCode::RateLimited, message, Some(retry_after)));
     }
+    request.extensions_mut().insert(state.auth.watch(&principal));
     request.extensions_mut().insert(principal);
     next.run(request).await
 }
@@ -123,7 +127,9 @@ type Refusal = (ErrorCode, String, Option<std::time::Duration>);
 
 fn auth_error(error: &AuthError) -> Refusal {
     let code = match error {
-        AuthError::Missing | AuthError::Invalid => ErrorCode::Unauthenticated,
+        AuthError::Missing | AuthError::Invalid | AuthError::NotBearer => {
+            ErrorCode::Unauthenticated
+        }
         AuthError::Unavailable(_) => ErrorCode::Unavailable,
     };
     (code, error.to_string(), None)

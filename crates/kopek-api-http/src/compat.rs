@@ -542,24 +542,15 @@ pub async fn get_order_b(
 }
 
 /// `{"status": "PAID"}` or `{"status": "FAILED"}` once the order settles (at once if it has).
+/// Upgrades first and looks after (`ws::order_status`), so a missing order and one the caller
+/// may not see (another tenant's, another user's) answer alike.
 pub async fn order_status_ws(
     State(state): State<AppState>,
     caller: Caller,
+    key: Option<axum::extract::Extension<kopek_auth::KeyWatch>>,
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    // Another tenant's order, or another user's for a key bound to a user, is not there.
-    let order = match OrderId::parse(&id) {
-        Ok(order_id) => state.engine.store().order(&order_id).await.ok().flatten(),
-        Err(_) => None,
-    };
-    let visible = order.as_ref().is_some_and(|order| {
-        order.tenant == *caller.tenant()
-            && caller.0.user.as_ref().is_none_or(|user| *user == order.user)
-    });
-    if order.is_some() && !visible {
-        return detail(StatusCode::NOT_FOUND, "Order not found").into_response();
-    }
     let Ok(permit) = state.sockets.clone().try_acquire_owned() else {
         return detail(StatusCode::SERVICE_UNAVAILABLE, "too many open WebSockets; retry later")
             .into_response();
@@ -567,8 +558,10 @@ pub async fn order_status_ws(
     let upgrade = upgrade
         .max_message_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX)
         .max_frame_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX);
+    let ending = kopek_auth::Ending::new(&state.draining, key.map(|extension| extension.0));
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
-        crate::ws::order_status(state, id, socket).await;
+        let _finish = kopek_auth::FinishOnDrop(ending.clone());
+        crate::ws::order_status(state, caller.0, id, ending, socket).await;
     })
 }

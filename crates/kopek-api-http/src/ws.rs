@@ -8,10 +8,11 @@ use crate::auth::Caller;
 use crate::dto;
 use crate::error::{ApiError, Params};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use kopek_core::{OrderId, OrderStatus};
+use kopek_auth::{Ended, Ending, FinishOnDrop, KeyWatch, Principal};
+use kopek_core::{Order, OrderId, OrderStatus};
 use kopek_outbox::filter::EventFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,6 +45,7 @@ impl WsQuery {
 pub async fn events_ws(
     State(state): State<AppState>,
     caller: Caller,
+    key: Option<Extension<KeyWatch>>,
     Params(query): Params<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -69,13 +71,33 @@ pub async fn events_ws(
     let upgrade = upgrade
         .max_message_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX)
         .max_frame_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX);
+    let ending = Ending::new(&state.draining, key.map(|Extension(key)| key));
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
-        follow(state, query.after, filter, socket).await;
+        let _finish = FinishOnDrop(ending.clone());
+        follow(state, query.after, filter, ending, socket).await;
     })
 }
 
-async fn follow(state: AppState, after: Option<u64>, filter: EventFilter, mut socket: WebSocket) {
+/// The frame that closes a socket: a normal close when the server drains, 1008 (policy
+/// violation) with the reason when the socket's key was revoked.
+pub fn close_frame(why: Ended) -> Message {
+    match why {
+        Ended::Shutdown => Message::Close(None),
+        Ended::Revoked => Message::Close(Some(CloseFrame {
+            code: close_code::POLICY,
+            reason: Utf8Bytes::from_static("the API key was revoked"),
+        })),
+    }
+}
+
+async fn follow(
+    state: AppState,
+    after: Option<u64>,
+    filter: EventFilter,
+    ending: Ending,
+    mut socket: WebSocket,
+) {
     let mut events = match after {
         Some(after) => state.feed.subscribe_after(after),
         None => state.feed.subscribe_live(),
@@ -101,8 +123,8 @@ async fn follow(state: AppState, after: Option<u64>, filter: EventFilter, mut so
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
-            () = state.draining.cancelled() => {
-                let _ = socket.send(Message::Close(None)).await;
+            why = ending.ended() => {
+                let _ = socket.send(close_frame(why)).await;
                 return;
             }
         }
@@ -113,8 +135,15 @@ fn settled(status: OrderStatus) -> bool {
     matches!(status, OrderStatus::Paid | OrderStatus::Failed)
 }
 
-/// Sends the order's final status once, then closes.
-pub async fn order_status(state: AppState, id: String, mut socket: WebSocket) {
+/// Sends the order's final status once, then closes. Another tenant's order, or another
+/// user's for a key bound to a user, answers exactly as a missing one does.
+pub async fn order_status(
+    state: AppState,
+    caller: Principal,
+    id: String,
+    ending: Ending,
+    mut socket: WebSocket,
+) {
     let Ok(order_id) = OrderId::parse(&id) else {
         let _ = socket
             .send(Message::Text(Utf8Bytes::from(json!({"detail": "Order not found"}).to_string())))
@@ -123,13 +152,16 @@ pub async fn order_status(state: AppState, id: String, mut socket: WebSocket) {
     };
     // Subscribe first, then look: a settlement between the two is seen either way.
     let mut events = state.feed.subscribe_live();
-    let status = match state.engine.store().order(&order_id).await {
+    let visible = |order: &Order| {
+        order.tenant == caller.tenant && caller.user.as_ref().is_none_or(|user| *user == order.user)
+    };
+    let status = match state.engine.store().order(&order_id).await.map(|o| o.filter(visible)) {
         Ok(Some(order)) if settled(order.status) => Some(order.status),
         Ok(Some(_)) => loop {
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break None };
-                    if event.subject_id == id && (event.kind == "OrderPaid" || event.kind == "OrderFailed") {
+                    if event.subject_id == id && event.tenant == caller.tenant.as_str() && (event.kind == "OrderPaid" || event.kind == "OrderFailed") {
                         break Some(if event.kind == "OrderPaid" { OrderStatus::Paid } else { OrderStatus::Failed });
                     }
                 }
@@ -137,7 +169,10 @@ pub async fn order_status(state: AppState, id: String, mut socket: WebSocket) {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                     Some(Ok(_)) => {}
                 },
-                () = state.draining.cancelled() => break None,
+                why = ending.ended() => {
+                    let _ = socket.send(close_frame(why)).await;
+                    return;
+                }
             }
         },
         Ok(None) => {

@@ -6,9 +6,11 @@ use kopek_core::{Tenant, UserId};
 use kopek_store::{ApiKey, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 /// How long a key checked against the store is trusted before it is read again: a revoked
 /// key stops working within this time.
@@ -28,6 +30,8 @@ pub enum AuthError {
     Missing,
     #[error("the API key is not valid or was revoked")]
     Invalid,
+    #[error("send the key as Authorization: Bearer <key>")]
+    NotBearer,
     #[error("keys cannot be checked now: {0}")]
     Unavailable(String),
 }
@@ -63,15 +67,25 @@ impl Authenticator {
         &self.store
     }
 
-    /// The principal of a request whose `Authorization` value (or WebSocket `access_token`)
-    /// is `credential`.
-    pub async fn authenticate(&self, credential: Option<&str>) -> Result<Principal, AuthError> {
+    /// The principal of a request whose `Authorization` value (gRPC: `authorization`
+    /// metadata) is `header`: `Bearer <key>`, and nothing else.
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         if self.mode == AuthMode::Off {
             return Ok(Principal::anonymous());
         }
-        let credential = credential.map(str::trim).filter(|text| !text.is_empty());
-        let token = credential.ok_or(AuthError::Missing)?;
-        let token = strip_bearer(token).unwrap_or(token);
+        let header = header.map(str::trim).filter(|text| !text.is_empty());
+        let token = strip_bearer(header.ok_or(AuthError::Missing)?).ok_or(AuthError::NotBearer)?;
+        self.authenticate_token(Some(token)).await
+    }
+
+    /// The principal of a WebSocket whose `access_token` query parameter is `token`: the bare
+    /// key (browsers cannot set headers on a WebSocket).
+    pub async fn authenticate_token(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+        if self.mode == AuthMode::Off {
+            return Ok(Principal::anonymous());
+        }
+        let token = token.map(str::trim).filter(|text| !text.is_empty());
+        let token = token.ok_or(AuthError::Missing)?;
         let (id, secret) = parse_token(token).ok_or(AuthError::Invalid)?;
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         if let Some(answer) = self.recent(id, &digest) {
@@ -112,6 +126,42 @@ impl Authenticator {
         principal.ok_or(AuthError::Invalid)
     }
 
+    /// A watch on the key of a long-lived call (a stream, a WebSocket), which must end once
+    /// the key is revoked, as unary calls stop working then.
+    pub fn watch(&self, principal: &Principal) -> KeyWatch {
+        KeyWatch { auth: self.clone(), key_id: principal.key_id.clone() }
+    }
+
+    /// Whether the key `id` still stands, from what was checked less than [`RECHECK`] ago or
+    /// else from the store. A store that cannot answer now keeps the key standing: the key
+    /// was valid, and a stream should not end because of one failed read.
+    async fn still_valid(&self, id: &str) -> bool {
+        {
+            let checked = self.lock();
+            if let Some(seen) = checked.get(id).filter(|seen| seen.at.elapsed() < RECHECK) {
+                return seen.principal.is_some();
+            }
+        }
+        let key = match self.store.api_key(id).await {
+            Ok(Some(key)) => key,
+            Ok(None) => return false,
+            Err(error) => {
+                tracing::warn!(%error, key_id = id, "keys cannot be checked now; the stream goes on");
+                return true;
+            }
+        };
+        let mut checked = self.lock();
+        let Some(seen) = checked.get_mut(id) else {
+            return key.revoked_at.is_none() && principal_of(&key).is_some();
+        };
+        if key.revoked_at.is_some() || key.secret_hash != seen.key.secret_hash {
+            seen.principal = None;
+        }
+        seen.at = Instant::now();
+        seen.key = key;
+        seen.principal.is_some()
+    }
+
     /// The answer for a key checked less than [`RECHECK`] ago; `None` to ask the store.
     fn recent(&self, id: &str, digest: &[u8; 32]) -> Option<Result<Principal, AuthError>> {
         let checked = self.lock();
@@ -137,6 +187,88 @@ impl Authenticator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Checked>> {
         self.checked.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The key behind a long-lived call, checked again every [`RECHECK`].
+#[derive(Clone)]
+pub struct KeyWatch {
+    auth: Authenticator,
+    /// `None`: auth is off, and nothing is ever revoked.
+    key_id: Option<String>,
+}
+
+impl KeyWatch {
+    /// Resolves once the key no longer stands (revoked or deleted), at most [`RECHECK`] after
+    /// that happened; never when auth is off.
+    pub async fn revoked(&self) {
+        let Some(id) = &self.key_id else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(RECHECK).await;
+            if !self.auth.still_valid(id).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Why a long-lived call (a stream, a WebSocket) ended before its client closed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The server is draining.
+    Shutdown,
+    /// The call's key was revoked.
+    Revoked,
+}
+
+/// The end of one long-lived call: the server's shutdown, or its key's revocation, noticed
+/// by a task that checks the key every [`RECHECK`]. Call [`Ending::finish`] when the call is
+/// over, so the check stops.
+#[derive(Clone)]
+pub struct Ending {
+    token: CancellationToken,
+    revoked: Arc<AtomicBool>,
+}
+
+impl Ending {
+    pub fn new(shutdown: &CancellationToken, key: Option<KeyWatch>) -> Ending {
+        let token = shutdown.child_token();
+        let revoked = Arc::new(AtomicBool::new(false));
+        if let Some(key) = key {
+            let (token, revoked) = (token.clone(), revoked.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = key.revoked() => {
+                        revoked.store(true, Ordering::SeqCst);
+                        token.cancel();
+                    }
+                    () = token.cancelled() => {}
+                }
+            });
+        }
+        Ending { token, revoked }
+    }
+
+    /// Resolves once the call must end, with why.
+    pub async fn ended(&self) -> Ended {
+        self.token.cancelled().await;
+        if self.revoked.load(Ordering::SeqCst) { Ended::Revoked } else { Ended::Shutdown }
+    }
+
+    /// The call is over: stops watching its key.
+    pub fn finish(&self) {
+        self.token.cancel();
+    }
+}
+
+/// Finishes an [`Ending`] when dropped: held by the task that serves the call.
+pub struct FinishOnDrop(pub Ending);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 

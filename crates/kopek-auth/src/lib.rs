@@ -13,7 +13,9 @@ mod key;
 mod limit;
 mod principal;
 
-pub use authenticator::{AuthError, AuthMode, Authenticator};
+pub use authenticator::{
+    AuthError, AuthMode, Authenticator, Ended, Ending, FinishOnDrop, KeyWatch,
+};
 pub use key::{MintedKey, adopt, mint, parse_token};
 pub use limit::{RateLimit, RateLimiter, Verdict};
 pub use principal::{Principal, Scope};

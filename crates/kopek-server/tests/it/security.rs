@@ -1,10 +1,14 @@
 //! Regression tests for the holes a black-box attack found (issue 19), each against the real
 //! binary with auth required, over REST and gRPC.
 
-use crate::auth::{create_key_with, get_as, post_json, secured, with_key};
-use crate::support::error_code;
+use crate::auth::{bearer, create_key, create_key_with, get_as, post_json, secured, with_key};
+use crate::support::{cli, deposit, error_code, http};
+use futures_util::StreamExt;
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+use tonic::Code;
 
 /// Finding 1: no key but an admin's gives itself credit. A key bound to a user, and a plain
 /// write key, are refused an overdraft limit and a system account on both surfaces, nothing
@@ -141,4 +145,139 @@ async fn grpc_opens_accounts_only_for_the_keys_user() {
         let missing = get_as(&server.http_address, &admin, &format!("/v1/accounts/{id}")).await;
         assert_eq!(missing.status, 404, "{id} was opened: {}", missing.body);
     }
+}
+
+/// Finding 2: streams opened before `kopek keys revoke` end once the server notices (within
+/// its 5 s recheck, as unary calls): `StreamTransfers` and `StreamEvents` with
+/// `UNAUTHENTICATED`, `/v1/ws` with a close frame 1008 that says why.
+#[tokio::test]
+async fn a_revoked_key_ends_its_open_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, admin) = secured(dir.path(), &[]);
+    let address = &server.http_address;
+    let opened =
+        post_json(address, &admin, "/v1/accounts", "o-acc", r#"{"id":"acc","currency":"USD"}"#)
+            .await;
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    let writer = create_key(dir.path(), "write");
+    let mut ledger = LedgerClient::new(server.channel().await);
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    let outbound = tokio_stream::wrappers::ReceiverStream::new(receiver);
+    let mut answers = ledger
+        .stream_transfers(with_key(outbound, Some(&writer)))
+        .await
+        .expect("stream opened")
+        .into_inner();
+    let request = pb::StreamEventsRequest { from_now: true, ..Default::default() };
+    let mut events =
+        ledger.stream_events(with_key(request, Some(&writer))).await.expect("events").into_inner();
+    let url = format!("ws://{address}/v1/ws?access_token={writer}");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket");
+
+    let deposit = |n: u64| pb::StreamTransfersRequest {
+        request_id: n,
+        transfers: vec![deposit(&format!("d{n}"), "acc", 100)],
+        linked: false,
+    };
+    sender.send(deposit(0)).await.expect("send");
+    let first = answers.message().await.expect("answer").expect("one");
+    assert_eq!(first.results.len(), 1);
+    assert!(first.results[0].error.is_none(), "{first:?}");
+
+    let data = dir.path().to_str().expect("utf-8");
+    let (code, _, err) = cli(&["keys", "revoke", "--data-dir", data, &writer]);
+    assert_eq!(code, 0, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let mut sent = 1;
+    let ended = loop {
+        assert!(Instant::now() < deadline, "StreamTransfers still posts 12 s after the revoke");
+        if sender.send(deposit(sent)).await.is_ok() {
+            sent += 1;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), answers.message()).await {
+            Err(_) | Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the stream ended without a status"),
+            Ok(Err(status)) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+    assert!(ended.message().contains("revoked"), "{ended:?}");
+
+    let ended = loop {
+        match tokio::time::timeout_at(deadline.into(), events.message()).await {
+            Err(_) => panic!("StreamEvents still delivers 12 s after the revoke"),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the event stream ended without a status"),
+            Ok(Err(status)) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+
+    let close = loop {
+        match tokio::time::timeout_at(deadline.into(), socket.next()).await {
+            Err(_) => panic!("/v1/ws still open 12 s after the revoke"),
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.expect("a close frame with why"),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    assert_eq!(close.reason.as_str(), "the API key was revoked");
+}
+
+/// Finding 6: `/ws/orders/{id}` answers another tenant's order exactly as a missing one: the
+/// upgrade, then `{"detail": "Order not found"}`.
+#[tokio::test]
+async fn another_tenants_order_looks_missing_on_the_order_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, admin) = secured(dir.path(), &[]);
+    let address = &server.http_address;
+    let acme = bearer(&create_key_with(dir.path(), "gateway", &["--tenant", "acme"]));
+    let as_acme = |path: &'static str, body: &'static str| {
+        let headers = [("Authorization", acme.as_str()), ("X-User-ID", "42")];
+        async move { http(address, "POST", path, &headers, Some(body)).await }
+    };
+    assert_eq!(as_acme("/payments/account", "{}").await.status, 200);
+    let order = as_acme("/orders/orders", r#"{"amount": 100}"#).await;
+    assert!(order.status < 300, "{}", order.body);
+    let theirs = order.json()["id"].as_str().expect("id").to_owned();
+
+    let mut answers = Vec::new();
+    for id in [theirs.as_str(), "00000000-0000-4000-8000-000000000000"] {
+        for route in ["/ws/orders", "/orders/ws/orders"] {
+            let url = format!("ws://{address}{route}/{id}?access_token={admin}");
+            let (mut socket, response) =
+                tokio_tungstenite::connect_async(url).await.expect("upgraded");
+            let first = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("in time")
+                .expect("a message")
+                .expect("ok");
+            answers.push((response.status().as_u16(), first.into_text().expect("text")));
+        }
+    }
+    let missing = (101, r#"{"detail":"Order not found"}"#.into());
+    assert!(answers.iter().all(|answer| *answer == missing), "{answers:?}");
+}
+
+/// Finding 8: the Authorization header takes `Bearer <key>` only; a bare key is refused on
+/// both surfaces (a WebSocket's `access_token` is the bare key, as before).
+#[tokio::test]
+async fn a_key_without_the_bearer_scheme_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, admin) = secured(dir.path(), &[]);
+    let bare = [("Authorization", admin.as_str())];
+    let refused = http(&server.http_address, "GET", "/v1/accounts", &bare, None).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(refused.body.contains("Bearer"), "{}", refused.body);
+    let lower = format!("bearer {admin}");
+    let headers = [("Authorization", lower.as_str())];
+    let accepted = http(&server.http_address, "GET", "/v1/accounts", &headers, None).await;
+    assert_eq!(accepted.status, 200, "the scheme is case-insensitive: {}", accepted.body);
+
+    let mut ledger = LedgerClient::new(server.channel().await);
+    let mut request = tonic::Request::new(pb::GetAccountRequest { id: "nope".into() });
+    request.metadata_mut().insert("authorization", admin.parse().expect("ascii"));
+    let status = ledger.get_account(request).await.expect_err("refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
