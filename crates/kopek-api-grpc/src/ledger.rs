@@ -14,6 +14,7 @@ use kopek_core::{
 use kopek_engine::{Engine, EngineError, Ticket};
 use kopek_outbox::Feed;
 use kopek_outbox::filter::EventFilter;
+use kopek_outbox::targets::Targets;
 use kopek_outbox::webhooks::{NewWebhook, SubscribeError, subscribe};
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEvent;
@@ -113,6 +114,8 @@ pub struct LedgerService {
     feed: Feed,
     /// The attempts a redelivered webhook delivery gets.
     webhook_max_attempts: u32,
+    /// Which addresses webhook URLs may reach.
+    webhook_targets: Targets,
     /// Cancelled when the server drains: streams stop reading and finish what they took.
     shutdown: CancellationToken,
     /// Rates in force and prices.
@@ -124,10 +127,11 @@ impl LedgerService {
         engine: Engine,
         feed: Feed,
         webhook_max_attempts: u32,
+        webhook_targets: Targets,
         shutdown: CancellationToken,
     ) -> LedgerService {
         let fx = kopek_fx::Fx::local(engine.store().clone(), kopek_fx::FxConfig::default());
-        LedgerService { engine, feed, webhook_max_attempts, shutdown, fx }
+        LedgerService { engine, feed, webhook_max_attempts, webhook_targets, shutdown, fx }
     }
 
     /// Prices with `fx` (the server's rates, cache and configuration).
@@ -622,6 +626,7 @@ impl pb::ledger_server::Ledger for LedgerService {
                 url: &request.url,
                 event_types: &request.event_types,
                 secret: (!request.secret.is_empty()).then_some(request.secret.as_str()),
+                targets: self.webhook_targets,
             },
         )
         .await;

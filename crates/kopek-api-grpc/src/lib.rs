@@ -42,6 +42,8 @@ pub struct GrpcConfig {
     pub message_bytes_max: usize,
     /// The attempts a redelivered webhook delivery gets.
     pub webhook_max_attempts: u32,
+    /// Which addresses webhook URLs may reach.
+    pub webhook_targets: kopek_outbox::targets::Targets,
     pub connections_max: usize,
     /// Serve over TLS (and verify client certificates, if it says so).
     pub tls: Option<ServerTlsConfig>,
@@ -52,6 +54,7 @@ impl Default for GrpcConfig {
         GrpcConfig {
             message_bytes_max: MESSAGE_BYTES_DEFAULT,
             webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
+            webhook_targets: kopek_outbox::targets::Targets::PublicOnly,
             connections_max: CONNECTIONS_MAX,
             tls: None,
         }
@@ -129,6 +132,7 @@ pub async fn serve(
             engine.clone(),
             feed,
             config.webhook_max_attempts,
+            config.webhook_targets,
             shutdown.clone(),
         )
         .with_fx(fx),

@@ -48,6 +48,8 @@ pub struct AppState {
     pub relays: Vec<RelayMonitor>,
     /// The attempts a manual redelivery gives a webhook delivery.
     pub webhook_max_attempts: u32,
+    /// Which addresses webhook URLs may reach.
+    pub webhook_targets: kopek_outbox::targets::Targets,
     /// Turns a request's key into its principal (or everyone into the anonymous admin when
     /// auth is off).
     pub auth: kopek_auth::Authenticator,
@@ -85,6 +87,7 @@ impl AppState {
             sockets,
             relays: Vec::new(),
             webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
+            webhook_targets: kopek_outbox::targets::Targets::PublicOnly,
             auth,
             limiter: kopek_auth::RateLimiter::unlimited(),
             fx: kopek_fx::Fx::local(engine_store, kopek_fx::FxConfig::default()),

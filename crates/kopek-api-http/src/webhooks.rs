@@ -157,6 +157,7 @@ pub async fn create_webhook(
             url: &request.url,
             event_types: &request.event_types,
             secret: request.secret.as_deref(),
+            targets: state.webhook_targets,
         },
     )
     .await;

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod orders;
 pub mod relay;
 pub mod sink;
+pub mod targets;
 pub mod webhooks;
 
 pub use relay::now as relay_now;

@@ -8,6 +8,7 @@
 //! A receiver recomputes it over the raw body and refuses a stale `t`.
 
 use crate::relay::{jittered, now};
+use crate::targets::{PublicResolver, Targets};
 use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
 use kopek_core::Timestamp;
@@ -34,6 +35,8 @@ pub struct NotifierConfig {
     pub backoff_max: Duration,
     /// How long a receiver may take to answer.
     pub timeout: Duration,
+    /// Which addresses deliveries may reach.
+    pub targets: Targets,
 }
 
 impl Default for NotifierConfig {
@@ -43,6 +46,7 @@ impl Default for NotifierConfig {
             backoff_first: Duration::from_secs(1),
             backoff_max: Duration::from_secs(3_600),
             timeout: Duration::from_secs(10),
+            targets: Targets::PublicOnly,
         }
     }
 }
@@ -97,12 +101,15 @@ pub fn start(
 fn client(config: &NotifierConfig) -> Result<reqwest::Client, reqwest::Error> {
     // reqwest is built without a crypto provider of its own; kopek uses ring everywhere.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(config.timeout)
         .connect_timeout(config.timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("kopek-webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("kopek-webhooks/", env!("CARGO_PKG_VERSION")));
+    match config.targets {
+        Targets::PublicOnly => builder.dns_resolver(Arc::new(PublicResolver)).build(),
+        Targets::Any => builder.build(),
+    }
 }
 
 /// Sends what is due; answers how many deliveries it attempted.
@@ -189,14 +196,20 @@ async fn attempt(
     if let Some(traceparent) = traceparent_of(&delivery.body) {
         request = request.header(kopek_telemetry::trace::TRACEPARENT, traceparent);
     }
-    let sent = request.body(delivery.body.clone()).send().await;
-    let (status_code, error) = match sent {
-        Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
-        Ok(response) => {
-            let code = response.status().as_u16();
-            (Some(code), Some(format!("the receiver answered HTTP {code}")))
-        }
-        Err(error) => (None, Some(describe(&error.without_url()))),
+    // Checked again at each delivery: an address in the URL is not resolved, so the resolver
+    // cannot drop it, and the rule may have changed since the subscription was made.
+    let (status_code, error) = match config.targets.check_url(&hook.url) {
+        Err(refused) => (None, Some(refused)),
+        Ok(()) => match request.body(delivery.body.clone()).send().await {
+            Ok(response) if response.status().is_success() => {
+                (Some(response.status().as_u16()), None)
+            }
+            Ok(response) => {
+                let code = response.status().as_u16();
+                (Some(code), Some(format!("the receiver answered HTTP {code}")))
+            }
+            Err(error) => (None, Some(describe(&error.without_url()))),
+        },
     };
     let number = delivery.attempts.saturating_add(1);
     let (status, next_attempt_at) = match &error {
@@ -240,6 +253,14 @@ fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         "the receiver did not answer in time".to_owned()
     } else if error.is_connect() {
+        // The resolver's refusal of an internal address is a connect error; say so.
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            if cause.to_string().contains("resolves to no public address") {
+                return format!("could not connect to the receiver: {cause}");
+            }
+            source = cause.source();
+        }
         "could not connect to the receiver".to_owned()
     } else {
         format!("the request failed: {error}")
@@ -302,6 +323,8 @@ pub struct NewWebhook<'a> {
     pub url: &'a str,
     pub event_types: &'a [String],
     pub secret: Option<&'a str>,
+    /// Which addresses the URL may reach.
+    pub targets: Targets,
 }
 
 /// Subscribes, or answers the subscription the same idempotency key made (`false`: not new).
@@ -323,6 +346,7 @@ pub async fn subscribe(
             "url must be an http:// or https:// URL with a host, at most {URL_BYTES_MAX} bytes"
         )));
     }
+    request.targets.check_url(url).map_err(SubscribeError::Invalid)?;
     let event_types: Vec<String> =
         crate::filter::EventFilter::parse_types(request.event_types.iter().map(String::as_str))
             .map_err(SubscribeError::Invalid)?

@@ -269,6 +269,11 @@ pub struct ServeArgs {
     /// between half and all of it), up to an hour.
     #[arg(long, env = "KOPEK_WEBHOOK_BACKOFF_MS", default_value_t = 1_000)]
     pub webhook_backoff_ms: u64,
+    /// Let webhooks reach loopback, private, link-local and metadata addresses (refused by
+    /// default, at subscription and again at each delivery after DNS resolution): for
+    /// receivers on the operator's own network.
+    #[arg(long, env = "KOPEK_WEBHOOKS_ALLOW_PRIVATE_TARGETS")]
+    pub webhooks_allow_private_targets: bool,
     /// Seconds a webhook receiver may take to answer.
     #[arg(long, env = "KOPEK_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
     pub webhook_timeout_seconds: u64,

@@ -221,6 +221,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let grpc_config = GrpcConfig {
             message_bytes_max: args.grpc_message_bytes_max,
             webhook_max_attempts: args.webhook_max_attempts.max(1),
+            webhook_targets: webhook_targets(&args),
             connections_max: args.connections_max.max(1),
             tls: grpc_tls.clone(),
         };
@@ -259,6 +260,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_attempts: args.webhook_max_attempts.max(1),
         backoff_first: Duration::from_millis(args.webhook_backoff_ms.max(1)),
         timeout: Duration::from_secs(args.webhook_timeout_seconds.max(1)),
+        targets: webhook_targets(&args),
         ..kopek_outbox::webhooks::NotifierConfig::default()
     };
     let mut background = Vec::new();
@@ -305,6 +307,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         draining.clone(),
     );
     http_state.webhook_max_attempts = notifier.max_attempts;
+    http_state.webhook_targets = notifier.targets;
     background.push(tokio::spawn(fx.clone().watch(feed.subscribe_live())));
     http_state.fx = fx;
     http_state.auth = authenticator.clone();
@@ -585,5 +588,13 @@ async fn wait_for_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+fn webhook_targets(args: &ServeArgs) -> kopek_outbox::targets::Targets {
+    if args.webhooks_allow_private_targets {
+        kopek_outbox::targets::Targets::Any
+    } else {
+        kopek_outbox::targets::Targets::PublicOnly
     }
 }

@@ -286,3 +286,81 @@ async fn webhooks_are_signed_retried_with_backoff_dead_lettered_and_redelivered(
     assert_eq!(ids, [hook_b.id.as_str()]);
     assert!(listed.webhooks[0].secret.is_empty(), "the secret is shown only at creation");
 }
+
+/// Regression for issue 19, finding 7: by default a webhook reaches only public addresses.
+/// Loopback, private, link-local and metadata URLs are refused at subscription on both
+/// surfaces, and a name that resolves inward (the machine's own name: DNS rebinding looks the
+/// same) is refused at delivery, after resolution, so the receiver behind it gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_only_public_addresses_by_default() {
+    let receiver = Receiver::start(0).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start_with_env(
+        dir.path(),
+        &["--webhook-max-attempts", "1"],
+        &[("KOPEK_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "false")],
+    );
+    let internal = [
+        receiver.address.as_str(),
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:9/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.1/hook",
+        "http://[::1]:9/hook",
+        "http://[::ffff:127.0.0.1]:9/hook",
+    ];
+    for (n, url) in internal.iter().enumerate() {
+        let body = serde_json::json!({"url": url}).to_string();
+        let key = format!("internal-{n}");
+        let refused = http(
+            &server.http_address,
+            "POST",
+            "/v1/webhooks",
+            &[("Idempotency-Key", &key)],
+            Some(&body),
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{url}: {}", refused.body);
+        assert!(refused.body.contains("public address"), "{url}: {}", refused.body);
+    }
+    let mut client = server.client().await;
+    let status = client
+        .create_webhook(pb::CreateWebhookRequest {
+            idempotency_key: "grpc-internal".into(),
+            url: "http://169.254.169.254/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let host = host.trim();
+    let resolved: Vec<_> =
+        tokio::net::lookup_host((host, 0)).await.expect("the machine's name resolves").collect();
+    assert!(
+        resolved.iter().all(|address| address.ip().is_loopback()),
+        "this test needs the machine's name to resolve to loopback: {resolved:?}"
+    );
+    let port = receiver.address.rsplit(':').next().expect("port");
+    let url = format!("http://{host}:{port}");
+    let body = serde_json::json!({"url": url}).to_string();
+    let created = http(
+        &server.http_address,
+        "POST",
+        "/v1/webhooks",
+        &[("Idempotency-Key", "name")],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(created.status, 201, "a name is resolved at delivery: {}", created.body);
+    let hook = created.json()["id"].as_str().expect("id").to_owned();
+    open_accounts(&mut client, &["hooked"]).await;
+    let list = until(&server, &format!("/v1/webhooks/{hook}/deliveries"), "refused", |list| {
+        list["deliveries"][0]["status"] == "dead"
+    })
+    .await;
+    let error = list["deliveries"][0]["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("no public address"), "{list}");
+    assert!(receiver.requests().is_empty(), "the delivery reached loopback");
+}
