@@ -1140,8 +1140,10 @@ impl<'a> Ledger<'a> {
         authority: &Authority,
         request: &TransferRequest,
     ) -> TransferResult {
-        if let Err(rejection) =
-            request.validate().and_then(|()| self.permit_transfer(tenant, authority, request))
+        if let Err(rejection) = request
+            .validate()
+            .and_then(|()| check_effective_at(request, self.now))
+            .and_then(|()| self.permit_transfer(tenant, authority, request))
         {
             return TransferResult::Rejected(rejection);
         }
@@ -1228,8 +1230,10 @@ impl<'a> Ledger<'a> {
         };
         let mut seen = BTreeSet::new();
         for (index, request) in requests.iter().enumerate() {
-            if let Err(rejection) =
-                request.validate().and_then(|()| self.permit_transfer(tenant, authority, request))
+            if let Err(rejection) = request
+                .validate()
+                .and_then(|()| check_effective_at(request, self.now))
+                .and_then(|()| self.permit_transfer(tenant, authority, request))
             {
                 return Some(fail_all(index, rejection));
             }
@@ -1818,6 +1822,24 @@ fn world_account(tenant: &Tenant, currency: Currency, now: Timestamp) -> Account
 
 /// `world:`, `fx:` and `fx-revenue:` ids are reserved for each tenant's system accounts of
 /// their own currency. An admin may open `fx:<CUR>` ahead of use to give it a limit.
+/// Refuses an effective time outside its window: from the Unix epoch to a day after the
+/// commit time (`limits::EFFECTIVE_AT_AHEAD_SECONDS_MAX`). Bad input, not recorded.
+fn check_effective_at(request: &TransferRequest, now: Timestamp) -> Check<()> {
+    let Some(at) = request.effective_at else {
+        return Ok(());
+    };
+    let latest =
+        now.as_unix_micros().saturating_add(limits::EFFECTIVE_AT_AHEAD_SECONDS_MAX * 1_000_000);
+    if at.as_unix_micros() < 0 || at.as_unix_micros() > latest {
+        return Err(Rejection::invalid(format!(
+            "effective_at {} must be between 1970-01-01T00:00:00Z and a day after the commit \
+             time",
+            at.to_rfc3339()
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses an order a key bound to a user places or pays for another user.
 fn permit_order(authority: &Authority, order: &NewOrder) -> Check<()> {
     match authority.user() {

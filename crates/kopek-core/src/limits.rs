@@ -20,6 +20,9 @@ pub const METADATA_KEY_BYTES_MAX: usize = 64;
 pub const METADATA_VALUE_BYTES_MAX: usize = 512;
 /// Longest hold: 30 days. A longer reservation is a business process, not a hold.
 pub const HOLD_TIMEOUT_SECONDS_MAX: u32 = 30 * 24 * 3_600;
+/// How far after its commit time a transfer's `effective_at` may be: a day, for clients'
+/// clocks and time zones. The earliest is the Unix epoch (times are microseconds since it).
+pub const EFFECTIVE_AT_AHEAD_SECONDS_MAX: i64 = 24 * 3_600;
 /// Largest page a list query returns.
 pub const PAGE_SIZE_MAX: usize = 1_000;
 /// Largest amount of one transfer in minor units (10^15: ten trillion dollars in cents). Far

@@ -316,7 +316,7 @@ fn float_text(finite: bool, text: String) -> String {
 
 /// Parses an unsigned decimal into minor units with `digits` fractional digits.
 pub fn parse_decimal_minor(text: &str, digits: u32) -> Result<i64, &'static str> {
-    let text = text.trim();
+    // No trimming: an amount is its digits, and " 1.00" or "1.00\n" is not one.
     if text.starts_with('-') {
         return Err("amount must be positive");
     }
@@ -386,6 +386,18 @@ mod tests {
         assert_eq!(Currency::parse("XYZ").map_err(|r| r.code), Err(ErrorCode::UnknownCurrency));
     }
 
+    /// Issue 19, finding 8: one rule for currency codes on every surface. Case does not
+    /// matter (`usd` is USD), nothing else is forgiven, and the ISO 4217 codes without minor
+    /// units (no currency, testing, metals, fund units) are not currencies an account holds.
+    #[test]
+    fn currency_codes_are_three_letters_of_a_currency_with_minor_units() {
+        assert_eq!(Currency::parse("usd").map(|currency| currency.to_string()), Ok("USD".into()));
+        for refused in [" USD", "USD ", "USD\n", "US", "USDX", "XXX", "XTS", "XAU", "XDR"] {
+            let code = Currency::parse(refused).map_err(|r| r.code);
+            assert_eq!(code, Err(ErrorCode::UnknownCurrency), "{refused:?}");
+        }
+    }
+
     #[test]
     fn parses_decimals_exactly() {
         let minor = |text| Amount::parse_major(text, usd()).map(Amount::minor);
@@ -394,7 +406,23 @@ mod tests {
         assert_eq!(minor("100.0"), Ok(10_000));
         assert_eq!(minor("0.010"), Ok(1));
         assert_eq!(minor(".5"), Ok(50));
-        for bad in ["0", "0.00", "-1", "1.001", "abc", "", ".", "1e5", "92233720368547758.08"] {
+        // Issue 19, finding 8: whitespace is not forgiven, " 1.00" and "1.00\n" are refused.
+        for bad in [
+            "0",
+            "0.00",
+            "-1",
+            "1.001",
+            "abc",
+            "",
+            ".",
+            "1e5",
+            "92233720368547758.08",
+            " 1.00",
+            "1.00 ",
+            "1.00\n",
+            "\t1",
+            "1 000",
+        ] {
             let code = Amount::parse_major(bad, usd()).map_err(|r| r.code);
             assert_eq!(code, Err(ErrorCode::InvalidAmount), "{bad:?}");
         }

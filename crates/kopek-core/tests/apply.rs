@@ -1049,3 +1049,47 @@ fn authorities_limit_what_keys_open_and_move() {
         "#]],
     );
 }
+
+/// Issue 19, finding 8: an effective time lies between the Unix epoch and a day after the
+/// commit time; outside it the request is bad input, refused and not recorded.
+#[test]
+fn effective_times_lie_in_a_window() {
+    let mut script = Script::new();
+    script.run_line("account a USD");
+    script.run_line("account b USD limit=100000");
+    let now = script.now.as_unix_micros();
+    let day = 24 * 3_600 * 1_000_000;
+    let cases = [
+        ("year-1", Timestamp::parse_rfc3339("0001-01-01T00:00:00Z").expect("time"), false),
+        ("before-epoch", Timestamp::from_unix_micros(-1), false),
+        ("epoch", Timestamp::from_unix_micros(0), true),
+        ("yesterday", Timestamp::from_unix_micros(now - day), true),
+        ("next-hour", Timestamp::from_unix_micros(now + day / 24), true),
+        ("next-week", Timestamp::from_unix_micros(now + 7 * day), false),
+    ];
+    for (key, at, accepted) in cases {
+        let mut request = request(key, TransferKind::Transfer, id("b"), id("a"), 100, usd(), None);
+        request.effective_at = Some(at);
+        let batch = Batch {
+            commands: vec![Command::new(
+                Tenant::default_tenant(),
+                Authority::Ledger,
+                transfers(vec![request], Linking::Independent),
+            )],
+        };
+        let outcome = script.ledger.execute(&batch, script.now, &mut script.ids);
+        let result = match &outcome.results[0] {
+            CommandResult::Transfers(results) => results[0].clone(),
+            other => panic!("{other:?}"),
+        };
+        match result {
+            TransferResult::Committed(transfer) if accepted => {
+                assert_eq!(transfer.effective_at, at, "{key}");
+            }
+            TransferResult::Rejected(rejection) if !accepted => {
+                assert_eq!(rejection.code, ErrorCode::InvalidArgument, "{key}");
+            }
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+}

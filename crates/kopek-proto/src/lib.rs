@@ -2,6 +2,8 @@
 //! copies of the contracts in `shared/spec` under `proto/contracts/`), and the encoded file
 //! descriptor set that gRPC reflection serves.
 
+pub mod codec;
+
 /// `kopek.v1`: the ledger's own API.
 pub mod kopek {
     pub mod v1 {

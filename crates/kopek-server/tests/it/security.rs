@@ -281,3 +281,110 @@ async fn a_key_without_the_bearer_scheme_is_refused() {
     let status = ledger.get_account(request).await.expect_err("refused");
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
+
+/// A `GetAccountRequest` whose id is raw bytes, so the test can send what no client library
+/// would: a string that is not UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawIdRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    id: Vec<u8>,
+}
+
+/// Finding 8: a message that does not decode (a string that is not UTF-8, a truncated
+/// field) is the client's mistake: `INVALID_ARGUMENT`, not `INTERNAL`, on unary calls and on
+/// streams.
+#[tokio::test]
+async fn undecodable_protobuf_is_invalid_argument() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = crate::support::Server::start(dir.path());
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    for id in [vec![0xff, 0xfe, 0x41], vec![0xc3]] {
+        grpc.ready().await.expect("ready");
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/kopek.v1.Ledger/GetAccount");
+        let codec = kopek_proto::codec::Codec::<RawIdRequest, pb::GetAccountResponse>::default();
+        let request = tonic::Request::new(RawIdRequest { id: id.clone() });
+        let status = grpc.unary(request, path, codec).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{id:?}: {status:?}");
+    }
+    // Garbage on a stream: field 2 (transfers) says 100 bytes follow, and 1 does.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Garbage {
+        #[prost(bytes = "vec", tag = "2")]
+        transfers: Vec<u8>,
+    }
+    let mut ledger = LedgerClient::new(server.channel().await);
+    grpc.ready().await.expect("ready");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/kopek.v1.Ledger/StreamTransfers");
+    let codec = kopek_proto::codec::Codec::<Garbage, pb::StreamTransfersResponse>::default();
+    let outbound = tokio_stream::iter([Garbage { transfers: vec![0x0a, 0x64, 0x01] }]);
+    let answered = grpc.streaming(tonic::Request::new(outbound), path, codec).await;
+    let status = match answered {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the stream ended without an error"),
+                    Err(status) => break status,
+                }
+            }
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // The server is unharmed.
+    let status =
+        ledger.get_account(pb::GetAccountRequest { id: "nope".into() }).await.expect_err("missing");
+    assert_eq!(status.code(), Code::NotFound);
+}
+
+/// Finding 8: REST refuses amounts with whitespace and effective times outside their window,
+/// records nothing, and takes currency codes in any case, as gRPC and the CLI do.
+#[tokio::test]
+async fn rest_applies_the_input_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = crate::support::Server::start(dir.path());
+    let address = &server.http_address;
+    let post = |key: &'static str, body: String| async move {
+        let headers = [("Idempotency-Key", key)];
+        http(address, "POST", "/v1/transfers", &headers, Some(&body)).await
+    };
+    let headers = [("Idempotency-Key", "open-a")];
+    let opened =
+        http(address, "POST", "/v1/accounts", &headers, Some(r#"{"id":"a","currency":"usd"}"#))
+            .await;
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    assert_eq!(opened.json()["currency"], "USD");
+    let deposit = |amount: &str, extra: &str| {
+        format!(
+            r#"{{"kind":"deposit","credit_account_id":"a","amount":{amount},"currency":"USD"{extra}}}"#
+        )
+    };
+    for (key, body, code) in [
+        ("ws-lead", deposit(r#"" 1.00""#, ""), "INVALID_AMOUNT"),
+        ("ws-tail", deposit(r#""1.00\n""#, ""), "INVALID_AMOUNT"),
+        (
+            "year-1",
+            deposit(r#""1.00""#, r#","effective_at":"0001-01-01T00:00:00Z""#),
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "far",
+            deposit(r#""1.00""#, r#","effective_at":"2999-01-01T00:00:00Z""#),
+            "INVALID_ARGUMENT",
+        ),
+    ] {
+        let refused = post(key, body).await;
+        assert_eq!(refused.status, 400, "{key}: {}", refused.body);
+        assert_eq!(refused.json()["error"]["code"], code, "{key}: {}", refused.body);
+        let lookup = format!("/v1/transfers?idempotency_key={key}");
+        let recorded = http(address, "GET", &lookup, &[], None).await;
+        assert_eq!(recorded.status, 404, "{key} was recorded: {}", recorded.body);
+    }
+    let body = r#"{"kind":"deposit","credit_account_id":"a","amount":"1.00","currency":"usd"}"#;
+    let posted = post("fine", body.to_owned()).await;
+    assert_eq!(posted.status, 201, "{}", posted.body);
+    assert_eq!(posted.json()["currency"], "USD");
+}
