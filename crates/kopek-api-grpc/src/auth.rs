@@ -3,8 +3,10 @@
 //! [`required_scope`], takes a token from the key's rate-limit bucket, and leaves the
 //! [`Principal`] in the request's extensions for the handler ([`principal`]).
 
+use crate::incoming::ConnectionInfo;
 use futures_util::future::BoxFuture;
 use kopek_auth::{AuthError, Authenticator, KeyWatch, Principal, RateLimiter, Scope, Verdict};
+use kopek_net::{Activity, BusyBody};
 use std::task::{Context, Poll};
 use tonic::Status;
 use tracing::Instrument;
@@ -177,6 +179,30 @@ pub fn key_watch<T>(request: &tonic::Request<T>) -> Option<KeyWatch> {
     request.extensions().get::<KeyWatch>().cloned()
 }
 
+/// The longest a unary call may take, reading its request included.
+pub const UNARY_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The calls that stay open: streams, health watches and reflection.
+fn is_streaming(path: &str) -> bool {
+    matches!(
+        path,
+        "/kopek.v1.Ledger/StreamTransfers"
+            | "/kopek.v1.Ledger/StreamEvents"
+            | "/transaction.TransactionService/StreamTransactions"
+            | "/grpc.health.v1.Health/Watch"
+    ) || path.starts_with("/grpc.reflection.")
+}
+
+/// The activity of the connection a call came on (plain or TLS).
+fn connection_activity<B>(request: &http::Request<B>) -> Option<&Activity> {
+    let extensions = request.extensions();
+    extensions.get::<ConnectionInfo>().map(|info| &info.activity).or_else(|| {
+        extensions
+            .get::<tonic::transport::server::TlsConnectInfo<ConnectionInfo>>()
+            .map(|info| &info.get_ref().activity)
+    })
+}
+
 #[derive(Clone)]
 pub struct AuthLayer {
     pub gate: Gate,
@@ -221,6 +247,8 @@ where
         Box::pin(async move {
             let started = std::time::Instant::now();
             let path = request.uri().path().to_owned();
+            // The call is in flight on its connection until its response body ends.
+            let busy = connection_activity(&request).map(Activity::busy);
             let (span, request_id) = call_span(&path, request.headers());
             let response = async {
                 match gate.admit(&path, request.headers()).await {
@@ -229,7 +257,19 @@ where
                             request.extensions_mut().insert(gate.auth.watch(&principal));
                             request.extensions_mut().insert(principal);
                         }
-                        inner.call(request).await
+                        if is_streaming(&path) {
+                            return inner.call(request).await;
+                        }
+                        // A unary call, its request body included, finishes in time: a body
+                        // trickled in holds no connection for long.
+                        match tokio::time::timeout(UNARY_CALL_TIMEOUT, inner.call(request)).await {
+                            Ok(response) => response,
+                            Err(_) => Ok(Status::deadline_exceeded(format!(
+                                "DEADLINE_EXCEEDED: a unary call must finish within {} s",
+                                UNARY_CALL_TIMEOUT.as_secs()
+                            ))
+                            .into_http()),
+                        }
                     }
                     Err(status) => Ok(status.into_http()),
                 }
@@ -239,7 +279,9 @@ where
             if let Ok(response) = &response {
                 observe(&path, response, started, &span, &request_id);
             }
-            response
+            response.map(|response| {
+                response.map(|body| tonic::body::Body::new(BusyBody::new(body, busy)))
+            })
         })
     }
 }

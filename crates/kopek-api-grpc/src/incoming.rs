@@ -1,7 +1,11 @@
 //! The gRPC listener's connections, at most `max` open at once: past it a new connection is
-//! closed at once instead of queueing. Each accepted connection holds a permit until it closes.
+//! closed at once instead of queueing. Each accepted connection holds a permit until it closes,
+//! and lives under `kopek-net`'s deadlines: it must start a call within the client timeout and
+//! is closed after going idle (no call in flight) for the idle timeout. Its `Activity` reaches
+//! the auth layer through the connect info, which counts every call in flight.
 
 use futures_util::Stream;
+use kopek_net::{Activity, ConnectionLimits, Watched};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,8 +17,15 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// A connection and its place among the open ones.
 pub struct Limited {
-    stream: TcpStream,
+    stream: Watched<TcpStream>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What tonic puts in every request's extensions about its connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    pub tcp: TcpConnectInfo,
+    pub activity: Activity,
 }
 
 impl AsyncRead for Limited {
@@ -58,17 +69,24 @@ impl AsyncWrite for Limited {
 }
 
 impl Connected for Limited {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            tcp: self.stream.get_ref().connect_info(),
+            activity: self.stream.activity(),
+        }
     }
 }
 
-/// Accepted connections of `listener`, at most `max` open at once.
-pub fn limited(listener: TcpListener, max: usize) -> impl Stream<Item = io::Result<Limited>> {
+/// Accepted connections of `listener`, at most `max` open at once, under `limits`.
+pub fn limited(
+    listener: TcpListener,
+    max: usize,
+    limits: ConnectionLimits,
+) -> impl Stream<Item = io::Result<Limited>> {
     let permits = Arc::new(Semaphore::new(max.max(1)));
-    futures_util::stream::unfold((listener, permits), |(listener, permits)| async move {
+    futures_util::stream::unfold((listener, permits), move |(listener, permits)| async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
@@ -77,6 +95,7 @@ pub fn limited(listener: TcpListener, max: usize) -> impl Stream<Item = io::Resu
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
+                    let stream = Watched::new(stream, limits);
                     let item = Ok(Limited { stream, _permit: permit });
                     return Some((item, (listener, permits)));
                 }

@@ -45,6 +45,8 @@ pub struct GrpcConfig {
     /// Which addresses webhook URLs may reach.
     pub webhook_targets: kopek_outbox::targets::Targets,
     pub connections_max: usize,
+    /// The time a connection gets to start a call, and may then go without one in flight.
+    pub connection_limits: kopek_net::ConnectionLimits,
     /// Serve over TLS (and verify client certificates, if it says so).
     pub tls: Option<ServerTlsConfig>,
 }
@@ -56,6 +58,10 @@ impl Default for GrpcConfig {
             webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
             webhook_targets: kopek_outbox::targets::Targets::PublicOnly,
             connections_max: CONNECTIONS_MAX,
+            connection_limits: kopek_net::ConnectionLimits {
+                first_request: std::time::Duration::from_secs(10),
+                idle: kopek_net::IDLE_TIMEOUT,
+            },
             tls: None,
         }
     }
@@ -182,7 +188,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
-            incoming::limited(listener, config.connections_max),
+            incoming::limited(listener, config.connections_max, config.connection_limits),
             shutdown.cancelled_owned(),
         )
         .await?;

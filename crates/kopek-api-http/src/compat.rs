@@ -548,6 +548,7 @@ pub async fn order_status_ws(
     State(state): State<AppState>,
     caller: Caller,
     key: Option<axum::extract::Extension<kopek_auth::KeyWatch>>,
+    connection: Option<axum::extract::Extension<kopek_net::Activity>>,
     Path(id): Path<String>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -561,6 +562,8 @@ pub async fn order_status_ws(
     let ending = kopek_auth::Ending::new(&state.draining, key.map(|extension| extension.0));
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
+        // An open socket is a request in flight: its connection is not idle.
+        let _busy = connection.map(|extension| extension.0.busy());
         let _finish = kopek_auth::FinishOnDrop(ending.clone());
         crate::ws::order_status(state, caller.0, id, ending, socket).await;
     })

@@ -1,13 +1,16 @@
 //! The HTTP listener: accepts connections (at most `connections_max` at once: more are closed
-//! at once), speaks TLS when configured, gives a client `header_timeout` to send its request
-//! head (slow clients are dropped, not waited for), serves HTTP/1.1 with WebSocket upgrades
-//! and HTTP/2, and on shutdown stops accepting and lets open requests finish.
+//! at once), speaks TLS when configured, gives a client `header_timeout` to start a request
+//! and to send its head, closes connections with no request in flight for `idle_timeout`
+//! (HTTP/1 keep-alive and HTTP/2 alike) and request bodies that arrive slower than
+//! `kopek_net::BODY_BYTES_PER_SECOND_MIN` (see `kopek-net`), serves HTTP/1.1 with WebSocket
+//! upgrades and HTTP/2, and on shutdown stops accepting and lets open requests finish.
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use kopek_net::{Activity, BusyBody, ConnectionLimits, SlowBodyGuard, Watched};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
@@ -17,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 /// Open connections per HTTP listener, by default.
 pub const CONNECTIONS_MAX: usize = 4_096;
@@ -31,11 +35,17 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub connections_max: usize,
     pub header_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> ServeOptions {
-        ServeOptions { tls: None, connections_max: CONNECTIONS_MAX, header_timeout: HEADER_TIMEOUT }
+        ServeOptions {
+            tls: None,
+            connections_max: CONNECTIONS_MAX,
+            header_timeout: HEADER_TIMEOUT,
+            idle_timeout: kopek_net::IDLE_TIMEOUT,
+        }
     }
 }
 
@@ -90,7 +100,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let limits =
+            ConnectionLimits { first_request: options.header_timeout, idle: options.idle_timeout };
+        let stream = Watched::new(stream, limits);
+        let service = watched_service(app.clone(), stream.activity(), options.header_timeout);
         let watcher = graceful.watcher();
         let (acceptor, header_timeout) = (acceptor.clone(), options.header_timeout);
         tokio::spawn(async move {
@@ -124,4 +137,34 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The app as one connection serves it: each request is in flight (for the idle rule) until
+/// its response body ends, carries the connection's `Activity` (a WebSocket holds it busy
+/// while open), and has its body read under the minimum rate, after `grace`.
+fn watched_service(
+    app: Router,
+    activity: Activity,
+    grace: Duration,
+) -> TowerToHyperService<
+    impl tower::Service<
+        axum::http::Request<hyper::body::Incoming>,
+        Response = axum::http::Response<axum::body::Body>,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone,
+> {
+    TowerToHyperService::new(tower::service_fn(
+        move |request: axum::http::Request<hyper::body::Incoming>| {
+            let busy = activity.busy();
+            let mut request =
+                request.map(|body| axum::body::Body::new(SlowBodyGuard::new(body, grace)));
+            request.extensions_mut().insert(activity.clone());
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request).await?;
+                Ok(response.map(|body| axum::body::Body::new(BusyBody::new(body, Some(busy)))))
+            }
+        },
+    ))
 }

@@ -46,6 +46,7 @@ pub async fn events_ws(
     State(state): State<AppState>,
     caller: Caller,
     key: Option<Extension<KeyWatch>>,
+    connection: Option<Extension<kopek_net::Activity>>,
     Params(query): Params<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -74,6 +75,8 @@ pub async fn events_ws(
     let ending = Ending::new(&state.draining, key.map(|Extension(key)| key));
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
+        // An open socket is a request in flight: its connection is not idle.
+        let _busy = connection.map(|Extension(activity)| activity.busy());
         let _finish = FinishOnDrop(ending.clone());
         follow(state, query.after, filter, ending, socket).await;
     })

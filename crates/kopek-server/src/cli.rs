@@ -333,10 +333,15 @@ pub struct ServeArgs {
     /// Open connections per listener; past it new ones are closed at once.
     #[arg(long, env = "KOPEK_CONNECTIONS_MAX", default_value_t = 4_096)]
     pub connections_max: usize,
-    /// Seconds an HTTP client gets to send a request's head (and to finish a TLS handshake)
-    /// before its connection is closed.
+    /// Seconds a client gets to start a request on a new connection, to send a request's
+    /// head and to finish a TLS handshake, before its connection is closed (both listeners);
+    /// also the grace before a request body must arrive at 1 KiB a second.
     #[arg(long, env = "KOPEK_CLIENT_TIMEOUT_SECONDS", default_value_t = 10)]
     pub client_timeout_seconds: u64,
+    /// Seconds a connection may go without a request in flight (HTTP/1 keep-alive, HTTP/2
+    /// and gRPC channels) before it is closed; open streams and WebSockets count as requests.
+    #[arg(long, env = "KOPEK_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub idle_timeout_seconds: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

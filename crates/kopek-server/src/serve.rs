@@ -223,6 +223,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             webhook_max_attempts: args.webhook_max_attempts.max(1),
             webhook_targets: webhook_targets(&args),
             connections_max: args.connections_max.max(1),
+            connection_limits: connection_limits(&args),
             tls: grpc_tls.clone(),
         };
         let grpc_engine = engine.clone();
@@ -346,6 +347,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tls: http_tls.clone(),
             connections_max: args.connections_max.max(1),
             header_timeout: Duration::from_secs(args.client_timeout_seconds.max(1)),
+            idle_timeout: connection_limits(&args).idle,
         };
         let stop = shutdown.clone();
         servers.spawn(async move {
@@ -596,5 +598,13 @@ fn webhook_targets(args: &ServeArgs) -> kopek_outbox::targets::Targets {
         kopek_outbox::targets::Targets::Any
     } else {
         kopek_outbox::targets::Targets::PublicOnly
+    }
+}
+
+/// The deadlines of both listeners' connections.
+fn connection_limits(args: &ServeArgs) -> kopek_net::ConnectionLimits {
+    kopek_net::ConnectionLimits {
+        first_request: Duration::from_secs(args.client_timeout_seconds.max(1)),
+        idle: Duration::from_secs(args.idle_timeout_seconds.max(1)),
     }
 }

@@ -388,3 +388,100 @@ async fn rest_applies_the_input_rules() {
     assert_eq!(posted.status, 201, "{}", posted.body);
     assert_eq!(posted.json()["currency"], "USD");
 }
+
+/// One `GET /healthz` on a new connection; `None` when the server closed it unanswered.
+async fn healthz(address: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address).await.ok()?;
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await.ok()?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut raw)).await.ok()?.ok()?;
+    String::from_utf8_lossy(&raw).split(' ').nth(1)?.parse().ok()
+}
+
+/// Whether the server closed `socket` within `within` (end of stream or a reset).
+async fn closed_by_server(socket: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Finding 4: silent connections, bodies trickled in and idle connections are closed on both
+/// listeners, so sockets without a key cannot hold the connection limit; a stream and a
+/// WebSocket that are open but quiet are requests in flight, and stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_slow_and_idle_connections_are_closed_and_open_streams_stay() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = crate::support::Server::start_with(
+        dir.path(),
+        &["--connections-max", "8", "--client-timeout-seconds", "1", "--idle-timeout-seconds", "2"],
+    );
+    let address = server.http_address.clone();
+    let mut ledger = LedgerClient::new(server.channel().await);
+    let request = pb::StreamEventsRequest { from_now: true, ..Default::default() };
+    let mut events = ledger.stream_events(request).await.expect("events").into_inner();
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{address}/v1/ws")).await.expect("ws");
+
+    // Fill both listeners past their cap with connections that say nothing.
+    let mut silent = Vec::new();
+    for listener in [&address, &server.grpc_address] {
+        for _ in 0..8 {
+            silent.push(tokio::net::TcpStream::connect(listener).await.expect("connect"));
+        }
+    }
+    // A body that trickles in a byte every 200 ms.
+    let mut trickle = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let head = "POST /v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Idempotency-Key: slow\r\nContent-Length: 1000\r\n\r\n";
+    trickle.write_all(head.as_bytes()).await.expect("head");
+    let trickling = tokio::spawn(async move {
+        for _ in 0..100 {
+            if trickle.write_all(b" ").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while healthz(&address).await != Some(200) {
+        assert!(Instant::now() < deadline, "/healthz unreachable while silent sockets are open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url()).expect("url");
+    let channel = channel.connect().await.expect("a gRPC connection is accepted again");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let check = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    assert_eq!(health.check(check).await.expect("health").into_inner().status, 1, "SERVING");
+    for socket in &mut silent {
+        assert!(closed_by_server(socket, Duration::from_secs(3)).await, "a silent socket stayed");
+    }
+    assert!(trickling.await.expect("joined"), "a trickled body was still read after 20 s");
+
+    // Quiet for longer than the idle timeout, the stream and the socket still deliver.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    crate::support::open_accounts(&mut ledger, &["after-quiet"]).await;
+    let event = tokio::time::timeout(Duration::from_secs(5), events.message())
+        .await
+        .expect("in time")
+        .expect("the stream is open")
+        .expect("an event");
+    assert_eq!(event.r#type, "AccountOpened", "{event:?}");
+    let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .expect("in time")
+        .expect("the socket is open")
+        .expect("a message");
+    assert!(message.into_text().expect("text").contains("after-quiet"));
+}
