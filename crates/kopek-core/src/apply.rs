@@ -1850,7 +1850,38 @@ fn permit_order(authority: &Authority, order: &NewOrder) -> Check<()> {
     }
 }
 
+/// Prefixes of the accounts kopek opens by itself on first use (the shop's account of orders,
+/// the streaming contract's categories): no request opens one, so no tenant can take
+/// another's, or its own before kopek opens it with the right fields.
+pub const SERVER_PREFIXES: [&str; 2] = ["orders:", "category:"];
+
+/// Refuses an account id kopek keeps for itself: the [`SERVER_PREFIXES`] not at all;
+/// `user:<id>:<CUR>` only as that user's own account (owned by the user, kind user, no
+/// credit), as the HTTP contract opens it; `world:`, `fx:` and `fx-revenue:` only as the
+/// tenant's own system account of that currency.
 fn check_reserved_id(tenant: &Tenant, request: &NewAccount) -> Check<()> {
+    if let Some(prefix) =
+        SERVER_PREFIXES.iter().find(|prefix| request.id.as_str().starts_with(**prefix))
+    {
+        return Err(Rejection::invalid(format!(
+            "ids starting with '{prefix}' are reserved for the accounts kopek opens itself"
+        )));
+    }
+    if request.id.as_str().starts_with("user:") {
+        let owner = request.owner.as_deref().and_then(|owner| UserId::parse(owner).ok());
+        let own = owner.is_some_and(|owner| {
+            let derived = owner.new_account(request.currency);
+            derived.id == request.id
+                && derived.kind == request.kind
+                && derived.overdraft == request.overdraft
+        });
+        if !own {
+            return Err(Rejection::invalid(
+                "ids starting with 'user:' are reserved for user:<id>:<CUR>, the account of user \
+                 <id> (owned by that user, of kind user, without overdraft)",
+            ));
+        }
+    }
     let reserved = [
         ("world:", AccountId::world_in(tenant, request.currency)),
         ("fx:", liquidity_account(tenant, request.currency)),

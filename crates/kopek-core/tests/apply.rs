@@ -1093,3 +1093,54 @@ fn effective_times_lie_in_a_window() {
         }
     }
 }
+
+/// Issue 19, finding 5: the prefixes of the accounts kopek derives are the server's. No
+/// request opens `orders:` or `category:` accounts (not even an admin's), so one tenant cannot
+/// take the shop or category account of another; `user:<id>:<CUR>` only as that user's own
+/// account; `world:`, `fx:` and `fx-revenue:` only as the tenant's own system account.
+#[test]
+fn derived_account_prefixes_are_reserved_for_the_server() {
+    check(
+        "
+        account orders:tc:USD USD system
+        account orders:USD USD system
+        account category:Gadgets:USD USD system
+        account user:b42:USD USD owner=attacker
+        account user:b42:USD USD owner=b42 limit=100
+        account user:b42:USD USD
+        account user:b42:USD USD owner=b42
+        account world:acme:USD USD system
+        account fx:EUR EUR
+        account fx-revenue:USD USD system unbounded
+        user bob b42
+        ",
+        expect![[r#"
+            account orders:tc:USD USD system
+              rejected INVALID_ARGUMENT: ids starting with 'orders:' are reserved for the accounts kopek opens itself
+            account orders:USD USD system
+              rejected INVALID_ARGUMENT: ids starting with 'orders:' are reserved for the accounts kopek opens itself
+            account category:Gadgets:USD USD system
+              rejected INVALID_ARGUMENT: ids starting with 'category:' are reserved for the accounts kopek opens itself
+            account user:b42:USD USD owner=attacker
+              rejected INVALID_ARGUMENT: ids starting with 'user:' are reserved for user:<id>:<CUR>, the account of user <id> (owned by that user, of kind user, without overdraft)
+            account user:b42:USD USD owner=b42 limit=100
+              rejected INVALID_ARGUMENT: ids starting with 'user:' are reserved for user:<id>:<CUR>, the account of user <id> (owned by that user, of kind user, without overdraft)
+            account user:b42:USD USD
+              rejected INVALID_ARGUMENT: ids starting with 'user:' are reserved for user:<id>:<CUR>, the account of user <id> (owned by that user, of kind user, without overdraft)
+            account user:b42:USD USD owner=b42
+              created user:b42:USD
+            account world:acme:USD USD system
+              rejected INVALID_ARGUMENT: ids starting with 'world:' are reserved for world:<CUR> system accounts
+            account fx:EUR EUR
+              rejected INVALID_ARGUMENT: ids starting with 'fx:' are reserved for fx:<CUR> system accounts
+            account fx-revenue:USD USD system unbounded
+              created fx-revenue:USD
+            user bob b42
+              created user b42 (bob) with user:b42:USD
+            --
+            fx-revenue:USD USD posted=0
+            user:b42:USD USD posted=0
+            events: AccountOpened AccountOpened UserCreated
+        "#]],
+    );
+}

@@ -485,3 +485,43 @@ async fn silent_slow_and_idle_connections_are_closed_and_open_streams_stay() {
         .expect("a message");
     assert!(message.into_text().expect("text").contains("after-quiet"));
 }
+
+/// Finding 5 (the derived accounts): a tenant cannot open the accounts kopek derives for
+/// another (`orders:<tenant>:<CUR>`, `category:<name>:<CUR>`, `world:`, `fx:`), so another
+/// tenant's orders and purchases keep working.
+#[tokio::test]
+async fn no_tenant_takes_the_accounts_kopek_derives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, _admin) = secured(dir.path(), &[]);
+    let address = &server.http_address;
+    let acme = create_key_with(dir.path(), "admin", &["--tenant", "acme"]);
+    for (n, id) in
+        ["orders:tc:USD", "orders:USD", "category:Gadgets:USD", "world:tc:USD", "fx:tc:USD"]
+            .iter()
+            .enumerate()
+    {
+        let body = format!(r#"{{"id":"{id}","currency":"USD","kind":"system"}}"#);
+        let refused = post_json(address, &acme, "/v1/accounts", &format!("r-{n}"), &body).await;
+        assert_eq!(refused.status, 400, "{id}: {}", refused.body);
+        assert_eq!(refused.json()["error"]["code"], "INVALID_ARGUMENT", "{id}");
+    }
+    let tc = bearer(&create_key_with(dir.path(), "gateway", &["--tenant", "tc"]));
+    let headers = [("Authorization", tc.as_str()), ("X-User-ID", "7")];
+    let opened = http(address, "POST", "/payments/account", &headers, Some("{}")).await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let topped =
+        http(address, "POST", "/payments/account/topup", &headers, Some(r#"{"amount": 5}"#)).await;
+    assert_eq!(topped.status, 200, "{}", topped.body);
+    let order = http(address, "POST", "/orders/orders", &headers, Some(r#"{"amount": 2}"#)).await;
+    let id = order.json()["id"].as_str().expect("order id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = http(address, "GET", &format!("/orders/orders/{id}"), &headers, None).await;
+        if status.json()["status"] == "PAID" {
+            break;
+        }
+        assert_ne!(status.json()["status"], "FAILED", "{}", status.body);
+        assert!(Instant::now() < deadline, "tc's order was not paid: {}", status.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
