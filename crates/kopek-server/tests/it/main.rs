@@ -13,6 +13,7 @@ mod fx;
 mod health;
 mod http;
 mod ingest;
+mod isolation;
 mod ledger;
 mod metrics;
 mod payment;
