@@ -157,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
             };
             let tenant = Tenant::parse(TENANTS[tenant]).expect("tenant");
             if let Some(body) = body(&op, &tenant, &holds) {
-                commands.push(Command::new(tenant, body));
+                commands.push(Command::new(tenant, Authority::Ledger, body));
             }
         }
         if commands.is_empty() {
