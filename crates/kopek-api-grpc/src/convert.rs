@@ -61,8 +61,8 @@ fn transfer_conversion(leg: &FxLeg) -> pb::TransferConversion {
     pb::TransferConversion {
         quote_id: leg.quote_id.to_string(),
         leg: leg.role.as_str().to_owned(),
-        payer_account_id: leg.payer.to_string(),
-        payee_account_id: leg.payee.to_string(),
+        payer_account_id: leg.payer.name().to_owned(),
+        payee_account_id: leg.payee.name().to_owned(),
         terms: Some(conversion_terms(&leg.terms)),
     }
 }
@@ -348,7 +348,7 @@ pub fn posted_balance(posted: i64, currency: Currency) -> pb::Balance {
 
 pub fn account(account: &Account) -> pb::Account {
     pb::Account {
-        id: account.id.to_string(),
+        id: account.id.name().to_owned(),
         currency: account.currency.code().to_owned(),
         owner: account.owner.clone().unwrap_or_default(),
         kind: match account.kind {
@@ -394,12 +394,12 @@ pub fn transfer(transfer: &Transfer) -> pb::Transfer {
         debit_account_id: transfer
             .debit_account
             .as_ref()
-            .map(ToString::to_string)
+            .map(|id| id.name().to_owned())
             .unwrap_or_default(),
         credit_account_id: transfer
             .credit_account
             .as_ref()
-            .map(ToString::to_string)
+            .map(|id| id.name().to_owned())
             .unwrap_or_default(),
         amount_minor: transfer.amount,
         amount: money(transfer.amount),
@@ -441,7 +441,7 @@ pub fn entry(stored: &StoredEntry) -> pb::Entry {
     pb::Entry {
         sequence: stored.sequence,
         transfer_id: entry.transfer_id.to_string(),
-        account_id: entry.account_id.to_string(),
+        account_id: entry.account_id.name().to_owned(),
         direction: match entry.direction {
             Direction::Debit => pb::Direction::Debit,
             Direction::Credit => pb::Direction::Credit,

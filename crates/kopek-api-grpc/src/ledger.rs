@@ -383,6 +383,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let mut accounts = Vec::with_capacity(ids.len());
         for text in &ids {
             let id = convert::account_id(text).map_err(|r| rejection_status(&r))?;
+            let id = id.in_tenant(&caller.tenant);
             let account = self.engine.store().account(&id).await.map_err(store_status)?;
             if let Some(account) = account.filter(|account| caller.sees(account)) {
                 accounts.push(convert::account(&account));
@@ -401,12 +402,13 @@ impl pb::ledger_server::Ledger for LedgerService {
             "" => None,
             token => Some(
                 convert::account_id(token)
-                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
+                    .map_err(|_| Status::invalid_argument("page_token is not valid"))?
+                    .in_tenant(&caller.tenant),
             ),
         };
         let asked = (!request.owner.is_empty()).then(|| request.owner.clone());
         // A key bound to a user lists that user's accounts, whatever owner it asks for.
-        let bound = caller.user.as_ref().map(ToString::to_string);
+        let bound = caller.user.as_ref().map(|user| user.name().to_owned());
         if bound.is_some() && asked.is_some() && asked != bound {
             return Ok(Response::new(pb::ListAccountsResponse::default()));
         }
@@ -419,7 +421,7 @@ impl pb::ledger_server::Ledger for LedgerService {
             .await
             .map_err(store_status)?;
         let next_page_token = if accounts.len() == size {
-            accounts.last().map(|a| a.id.to_string()).unwrap_or_default()
+            accounts.last().map(|a| a.id.name().to_owned()).unwrap_or_default()
         } else {
             String::new()
         };
@@ -526,11 +528,13 @@ impl pb::ledger_server::Ledger for LedgerService {
             ),
         };
         let store = self.engine.store();
-        access::visible_account(store.as_ref(), &caller, &id)
+        let account = access::visible_account(store.as_ref(), &caller, &id)
             .await
             .map_err(|r| rejection_status(&r))?;
-        let page =
-            store.entries(&id, after, page_size(request.page_size)).await.map_err(store_status)?;
+        let page = store
+            .entries(&account.id, after, page_size(request.page_size))
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(pb::ListEntriesResponse {
             entries: page.items.iter().map(convert::entry).collect(),
             next_page_token: page.next_cursor.map(|cursor| cursor.to_string()).unwrap_or_default(),
@@ -562,7 +566,7 @@ impl pb::ledger_server::Ledger for LedgerService {
                 // "As of T" includes entries effective at T: everything before T + 1µs.
                 let before = Timestamp::from_unix_micros(as_of.as_unix_micros().saturating_add(1));
                 let posted = store
-                    .balance_before(&id, before)
+                    .balance_before(&account.id, before)
                     .await
                     .map_err(store_status)?
                     .ok_or_else(not_found)?;
@@ -590,7 +594,7 @@ impl pb::ledger_server::Ledger for LedgerService {
                 "user_id must be 1 to {OWNER_BYTES_MAX} bytes"
             )));
         }
-        if caller.user.as_ref().is_some_and(|bound| bound.as_str() != user) {
+        if caller.user.as_ref().is_some_and(|bound| bound.name() != user) {
             return Err(Status::not_found(format!("user {user} not found")));
         }
         let totals =

@@ -163,12 +163,12 @@ fn payment(transfer: &Transfer) -> pb::Payment {
         payer_account_id: transfer
             .debit_account
             .as_ref()
-            .map(ToString::to_string)
+            .map(|id| id.name().to_owned())
             .unwrap_or_default(),
         payee_account_id: transfer
             .credit_account
             .as_ref()
-            .map(ToString::to_string)
+            .map(|id| id.name().to_owned())
             .unwrap_or_default(),
         amount_cents: transfer.amount,
         currency: transfer.currency.map(|currency| currency.code().to_owned()).unwrap_or_default(),
@@ -270,13 +270,14 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         let Ok(account_id) = AccountId::parse(&id) else {
             return Err(not_found("account", &id));
         };
+        let account_id = account_id.in_tenant(&caller.tenant);
         let account = self.engine.store().account(&account_id).await.map_err(store_status)?;
         let Some(account) = account.filter(|account| caller.sees(account)) else {
             return Err(not_found("account", &id));
         };
         let balance = account.balance;
         Ok(Response::new(pb::GetAccountBalanceResponse {
-            account_id: account.id.to_string(),
+            account_id: account.id.name().to_owned(),
             // The contract's available balance leaves the overdraft limit out: posted - held.
             available_balance_cents: balance.posted.saturating_sub(balance.pending_out),
             pending_balance_cents: balance.pending_out,

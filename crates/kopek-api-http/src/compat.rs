@@ -95,7 +95,7 @@ pub async fn get_user_a(
     let not_found =
         || part_a_error(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("user {id} not found"));
     let number: u64 = id.parse().map_err(|_| not_found())?;
-    let user_id = UserId::from_number(number);
+    let user_id = UserId::from_number(number).in_tenant(caller.tenant());
     let store = state.engine.store().as_ref();
     let user = access::visible_user(store, &caller.0, &user_id).await?.ok_or_else(not_found)?;
     let account_id = user_id.account(state.default_currency);
@@ -184,7 +184,7 @@ pub async fn create_transaction_a(
                 .map_err(|error| Rejection::invalid(format!("timestamp: {error}")))
         })
         .transpose()?;
-    let user_id = UserId::from_number(user_number);
+    let user_id = UserId::from_number(user_number).in_tenant(caller.tenant());
     let store = state.engine.store().as_ref();
     if access::visible_user(store, &caller.0, &user_id).await?.is_none() {
         return Err(part_a_error(
@@ -284,7 +284,7 @@ pub async fn get_transaction_a(
     };
     let user = account
         .as_ref()
-        .and_then(|id| id.as_str().split(':').nth(1).and_then(|number| number.parse().ok()))
+        .and_then(|id| id.name().split(':').nth(1).and_then(|number| number.parse().ok()))
         .unwrap_or_default();
     let currency = transfer.currency.unwrap_or(state.default_currency);
     Ok(Json(transaction_json(
@@ -335,9 +335,9 @@ fn buyer(caller: &Caller, headers: &HeaderMap, query: &HashMap<String, String>) 
             detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID header is required")
         });
     };
-    let named = UserId::parse(text.trim()).map_err(|_| {
-        detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID is not a valid user id")
-    })?;
+    let named = UserId::parse(text.trim())
+        .map_err(|_| detail(StatusCode::UNPROCESSABLE_ENTITY, "X-User-ID is not a valid user id"))?
+        .in_tenant(caller.tenant());
     match bound {
         Some(user) if user == named => Ok(named),
         None if caller.0.may(Scope::Gateway) => Ok(named),
@@ -471,7 +471,7 @@ pub async fn balance_b(
 }
 
 fn order_json(order: &Order) -> Value {
-    json!({"id": order.id.as_str(), "amount": whole_units(order.amount, order.currency), "status": order.status.as_str()})
+    json!({"id": order.id.name(), "amount": whole_units(order.amount, order.currency), "status": order.status.as_str()})
 }
 
 pub async fn create_order_b(
@@ -526,7 +526,7 @@ pub async fn get_order_b(
 ) -> PartB<Json<Value>> {
     let user = buyer(&caller, &headers, &query)?;
     let not_found = || detail(StatusCode::NOT_FOUND, "Order not found");
-    let order_id = OrderId::parse(&id).map_err(|_| not_found())?;
+    let order_id = OrderId::parse(&id).map_err(|_| not_found())?.in_tenant(caller.tenant());
     let order = state
         .engine
         .store()

@@ -58,7 +58,7 @@ pub fn balance(account: &Account) -> BalanceDto {
 
 pub fn account(account: &Account) -> AccountDto {
     AccountDto {
-        id: account.id.to_string(),
+        id: account.id.name().to_owned(),
         currency: account.currency.code().to_owned(),
         owner: account.owner.clone(),
         kind: account.kind.as_str().to_owned(),
@@ -203,8 +203,8 @@ pub fn transfer(transfer: &Transfer) -> TransferDto {
         kind: transfer.kind.as_str().to_owned(),
         action: transfer.action.as_str().to_owned(),
         status: transfer.status.as_str().to_owned(),
-        debit_account_id: transfer.debit_account.as_ref().map(ToString::to_string),
-        credit_account_id: transfer.credit_account.as_ref().map(ToString::to_string),
+        debit_account_id: transfer.debit_account.as_ref().map(|id| id.name().to_owned()),
+        credit_account_id: transfer.credit_account.as_ref().map(|id| id.name().to_owned()),
         amount: money(transfer.amount),
         amount_minor: transfer.amount,
         currency: transfer.currency.map(|currency| currency.code().to_owned()),
@@ -261,7 +261,7 @@ pub fn entry(stored: &StoredEntry) -> EntryDto {
     EntryDto {
         sequence: stored.sequence,
         transfer_id: entry.transfer_id.to_string(),
-        account_id: entry.account_id.to_string(),
+        account_id: entry.account_id.name().to_owned(),
         direction: match entry.direction {
             Direction::Debit => "debit",
             Direction::Credit => "credit",

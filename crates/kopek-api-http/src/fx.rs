@@ -277,8 +277,8 @@ pub fn transfer_fx_dto(leg: &FxLeg) -> TransferFxDto {
     TransferFxDto {
         quote_id: leg.quote_id.to_string(),
         leg: leg.role.as_str().to_owned(),
-        payer_account_id: leg.payer.to_string(),
-        payee_account_id: leg.payee.to_string(),
+        payer_account_id: leg.payer.name().to_owned(),
+        payee_account_id: leg.payee.name().to_owned(),
         terms: terms_dto(&leg.terms),
     }
 }
@@ -498,8 +498,8 @@ pub async fn positions(
     let positions = accounts
         .iter()
         .map(|account| PositionDto {
-            account_id: account.id.to_string(),
-            role: if account.id.as_str().starts_with("fx-revenue:") {
+            account_id: account.id.name().to_owned(),
+            role: if account.id.name().starts_with("fx-revenue:") {
                 "revenue"
             } else {
                 "liquidity"

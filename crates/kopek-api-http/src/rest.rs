@@ -198,9 +198,10 @@ pub async fn list_accounts(
     Params(query): Params<ListAccountsQuery>,
 ) -> ApiResult<Json<AccountListDto>> {
     let after = query.after.as_deref().map(AccountId::parse_reference).transpose()?;
+    let after = after.map(|id| id.in_tenant(caller.tenant()));
     let size = page_size(query.limit);
     // A key bound to a user lists that user's accounts, whatever owner it asks for.
-    let bound = caller.0.user.as_ref().map(ToString::to_string);
+    let bound = caller.0.user.as_ref().map(|user| user.name().to_owned());
     if bound.is_some() && query.owner.is_some() && query.owner != bound {
         return Ok(Json(AccountListDto { accounts: Vec::new(), next_cursor: None }));
     }
@@ -212,7 +213,7 @@ pub async fn list_accounts(
         .list_accounts(Some(tenant), owner.as_deref(), after.as_ref(), size)
         .await?;
     let next_cursor =
-        (accounts.len() == size).then(|| accounts.last().map(|a| a.id.to_string())).flatten();
+        (accounts.len() == size).then(|| accounts.last().map(|a| a.id.name().to_owned())).flatten();
     Ok(Json(AccountListDto { accounts: accounts.iter().map(dto::account).collect(), next_cursor }))
 }
 
@@ -305,7 +306,7 @@ pub async fn get_balance(
         }
     };
     Ok(Json(BalanceAtDto {
-        account_id: account.id.to_string(),
+        account_id: account.id.name().to_owned(),
         currency: account.currency.code().to_owned(),
         balance,
         as_of: as_of.map(Timestamp::to_rfc3339),
@@ -844,7 +845,7 @@ pub async fn create_user(
     match state.engine.submit_command(caller.command(CommandBody::CreateUser(new))).await? {
         CommandResult::User(UserResult::Created(user, account)) => Ok(respond(
             StatusCode::CREATED,
-            &dto::user(Some(&user), user.id.as_str(), &[account]),
+            &dto::user(Some(&user), user.id.name(), &[account]),
             false,
         )),
         CommandResult::User(UserResult::Existed(user)) => {
@@ -853,14 +854,14 @@ pub async fn create_user(
                 .store()
                 .list_accounts(
                     Some(caller.tenant().as_str()),
-                    Some(user.id.as_str()),
+                    Some(user.id.name()),
                     None,
                     limits::PAGE_SIZE_MAX,
                 )
                 .await?;
             Ok(respond(
                 StatusCode::CREATED,
-                &dto::user(Some(&user), user.id.as_str(), &accounts),
+                &dto::user(Some(&user), user.id.name(), &accounts),
                 true,
             ))
         }
@@ -888,7 +889,7 @@ pub async fn get_user(
     Segments(id): Segments<String>,
 ) -> ApiResult<Json<UserDto>> {
     let not_found = || ApiError::not_found(format!("user {id} not found"));
-    let user_id = UserId::parse(&id).map_err(|_| not_found())?;
+    let user_id = UserId::parse(&id).map_err(|_| not_found())?.in_tenant(caller.tenant());
     if caller.0.user.as_ref().is_some_and(|user| *user != user_id) {
         return Err(not_found());
     }
@@ -896,11 +897,11 @@ pub async fn get_user(
     let user = access::visible_user(store, &caller.0, &user_id).await?;
     let tenant = Some(caller.tenant().as_str());
     let accounts =
-        store.list_accounts(tenant, Some(user_id.as_str()), None, limits::PAGE_SIZE_MAX).await?;
+        store.list_accounts(tenant, Some(user_id.name()), None, limits::PAGE_SIZE_MAX).await?;
     if user.is_none() && accounts.is_empty() {
         return Err(not_found());
     }
-    Ok(Json(dto::user(user.as_ref(), user_id.as_str(), &accounts)))
+    Ok(Json(dto::user(user.as_ref(), user_id.name(), &accounts)))
 }
 
 /// Longest owner id the spending route looks up.
@@ -922,7 +923,7 @@ pub async fn get_spending(
     if id.is_empty() || id.len() > OWNER_BYTES_MAX {
         return Err(ApiError::invalid(format!("a user id is 1 to {OWNER_BYTES_MAX} bytes")));
     }
-    if caller.0.user.as_ref().is_some_and(|user| user.as_str() != id) {
+    if caller.0.user.as_ref().is_some_and(|user| user.name() != id) {
         return Err(ApiError::not_found(format!("user {id} not found")));
     }
     let totals = state.engine.store().spending(caller.tenant().as_str(), &id).await?;

@@ -147,7 +147,7 @@ pub async fn order_status(
     ending: Ending,
     mut socket: WebSocket,
 ) {
-    let Ok(order_id) = OrderId::parse(&id) else {
+    let Ok(order_id) = OrderId::parse(&id).map(|id| id.in_tenant(&caller.tenant)) else {
         let _ = socket
             .send(Message::Text(Utf8Bytes::from(json!({"detail": "Order not found"}).to_string())))
             .await;

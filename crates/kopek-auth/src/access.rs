@@ -12,7 +12,7 @@ impl Principal {
     /// Whether the principal sees the account: its tenant's, and its user's when bound.
     pub fn sees(&self, account: &Account) -> bool {
         account.tenant == self.tenant
-            && self.user.as_ref().is_none_or(|user| account.owner.as_deref() == Some(user.as_str()))
+            && self.user.as_ref().is_none_or(|user| account.owner.as_deref() == Some(user.name()))
     }
 
     /// Whether the key may name any user of its tenant (not bound to one).
@@ -38,16 +38,17 @@ fn unavailable(error: StoreError) -> Rejection {
 }
 
 pub fn account_not_found(id: &AccountId) -> Rejection {
-    Rejection::new(ErrorCode::AccountNotFound, format!("account {id} not found"))
+    Rejection::new(ErrorCode::AccountNotFound, format!("account {} not found", id.name()))
 }
 
-/// The account, if the principal sees it; `ACCOUNT_NOT_FOUND` otherwise.
+/// The account `id` names in the principal's tenant, if the principal sees it;
+/// `ACCOUNT_NOT_FOUND` otherwise.
 pub async fn visible_account(
     store: &dyn Store,
     who: &Principal,
     id: &AccountId,
 ) -> Result<Account, Rejection> {
-    match store.account(id).await.map_err(unavailable)? {
+    match store.account(&id.in_tenant(&who.tenant)).await.map_err(unavailable)? {
         Some(account) if who.sees(&account) => Ok(account),
         _ => Err(account_not_found(id)),
     }
@@ -74,12 +75,14 @@ pub async fn sees_transfer(
     Ok(false)
 }
 
-/// The user, if the principal sees it: its tenant's and, for a bound key, its own user.
+/// The user `id` names in the principal's tenant, if the principal sees it: for a bound key,
+/// only its own user.
 pub async fn visible_user(
     store: &dyn Store,
     who: &Principal,
     id: &kopek_core::UserId,
 ) -> Result<Option<kopek_core::User>, Rejection> {
+    let id = &id.in_tenant(&who.tenant);
     if who.user.as_ref().is_some_and(|user| user != id) {
         return Ok(None);
     }

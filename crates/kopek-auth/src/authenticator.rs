@@ -274,14 +274,16 @@ impl Drop for FinishOnDrop {
 
 /// The principal a stored key stands for; `None` if the row does not parse (never trusted).
 fn principal_of(key: &ApiKey) -> Option<Principal> {
+    let tenant = Tenant::parse(&key.tenant).ok()?;
     Some(Principal {
         key_id: Some(key.id.clone()),
-        tenant: Tenant::parse(&key.tenant).ok()?,
         scope: Scope::parse(&key.scope)?,
+        // The key names its user; the user is its tenant's.
         user: match &key.user_id {
-            Some(user) => Some(UserId::parse(user).ok()?),
+            Some(user) => Some(UserId::parse(user).ok()?.in_tenant(&tenant)),
             None => None,
         },
+        tenant,
     })
 }
 

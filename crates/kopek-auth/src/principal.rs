@@ -82,7 +82,7 @@ impl Principal {
     /// that user when it names no owner (the core refuses any other owner).
     pub fn owner_of_new_account(&self, named: Option<String>) -> Option<String> {
         match &self.user {
-            Some(user) if named.is_none() => Some(user.as_str().to_owned()),
+            Some(user) if named.is_none() => Some(user.name().to_owned()),
             _ => named,
         }
     }

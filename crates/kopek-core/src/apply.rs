@@ -89,10 +89,11 @@ pub struct Keys {
     pub idempotency_keys: BTreeSet<(Tenant, IdempotencyKey)>,
     pub users: BTreeSet<UserId>,
     pub orders: BTreeSet<OrderId>,
-    /// One entry per user the batch creates without an id, in order: the currency of the
-    /// account that user opens. The store loads the last allocated number and the accounts
-    /// `user:<next numbers>:<CUR>`, which may exist already (opened by another surface).
-    pub allocated_users: Vec<Currency>,
+    /// One entry per user the batch creates without an id, in order: the tenant and the
+    /// currency of the account that user opens. The store loads the last allocated number and
+    /// the accounts `user:<next numbers>:<CUR>` in those tenants, which may exist already
+    /// (opened by another surface).
+    pub allocated_users: Vec<(Tenant, Currency)>,
     pub transfer_ids: BTreeSet<TransferId>,
     /// Pairs whose newest rate the store loads.
     pub rate_pairs: BTreeSet<(Tenant, Currency, Currency)>,
@@ -166,6 +167,45 @@ impl CommandBody {
     }
 }
 
+impl CommandBody {
+    /// Moves every account, user and order id of the body into `tenant`.
+    fn scope_to(&mut self, tenant: &Tenant) {
+        match self {
+            CommandBody::CreateAccounts(accounts) => {
+                accounts.iter_mut().for_each(|account| account.id.scope_to(tenant));
+            }
+            CommandBody::UpdateAccount(update) => update.id.scope_to(tenant),
+            CommandBody::CreateTransfers { transfers, .. } => {
+                for request in transfers {
+                    match &mut request.movement {
+                        Movement::Move { debit_account, credit_account, .. }
+                        | Movement::Exchange { debit_account, credit_account, .. } => {
+                            debit_account.scope_to(tenant);
+                            credit_account.scope_to(tenant);
+                        }
+                        Movement::Capture { .. } | Movement::Void { .. } => {}
+                    }
+                    for account in &mut request.open_if_missing {
+                        account.id.scope_to(tenant);
+                    }
+                }
+            }
+            CommandBody::CreateUser(user) => {
+                if let Some(id) = &mut user.id {
+                    id.scope_to(tenant);
+                }
+            }
+            CommandBody::CreateOrder(order) | CommandBody::PayOrder(order) => {
+                order.id.scope_to(tenant);
+                order.user.scope_to(tenant);
+            }
+            CommandBody::ExpireHolds(_)
+            | CommandBody::SetRates(_)
+            | CommandBody::CreateQuote(_) => {}
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
     pub tenant: Tenant,
@@ -184,7 +224,10 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn new(tenant: Tenant, authority: Authority, body: CommandBody) -> Command {
+    /// A command in `tenant`: every account, user and order id in `body` is taken as the
+    /// tenant's (ids belong to their tenant; see `ids`), whatever tenant it was parsed in.
+    pub fn new(tenant: Tenant, authority: Authority, mut body: CommandBody) -> Command {
+        body.scope_to(&tenant);
         Command { tenant, authority, body, inbox: None, actor: None, trace: None }
     }
 
@@ -265,7 +308,7 @@ impl Batch {
                         keys.users.insert(id.clone());
                         keys.accounts.insert(id.account(user.currency));
                     }
-                    None => keys.allocated_users.push(user.currency),
+                    None => keys.allocated_users.push((command.tenant.clone(), user.currency)),
                 },
                 CommandBody::CreateOrder(order) => {
                     keys.orders.insert(order.id.clone());
@@ -673,13 +716,13 @@ impl<'a> Ledger<'a> {
             Some(id) => {
                 if let Some(existing) = self.users.get(id) {
                     return if existing.tenant != *tenant {
-                        UserResult::Rejected(taken("user", id))
+                        UserResult::Rejected(taken("user", &id.name()))
                     } else if existing.name == request.name {
                         UserResult::Existed(existing.clone())
                     } else {
                         UserResult::Rejected(Rejection::new(
                             ErrorCode::AccountExists,
-                            format!("user {id} already exists with another name"),
+                            format!("user {} already exists with another name", id.name()),
                         ))
                     };
                 }
@@ -688,7 +731,7 @@ impl<'a> Ledger<'a> {
             None => {
                 self.last_user_number += 1;
                 self.allocated_any_user = true;
-                UserId::from_number(self.last_user_number)
+                UserId::from_number(self.last_user_number).in_tenant(tenant)
             }
         };
         let user = User {
@@ -701,7 +744,7 @@ impl<'a> Ledger<'a> {
         // Another surface may have opened the user's account already; it is theirs either way.
         let account = match self.accounts.get(&account_id) {
             Some(account) if account.tenant == *tenant => account.clone(),
-            Some(_) => return UserResult::Rejected(taken("account", &account_id)),
+            Some(_) => return UserResult::Rejected(taken("account", &account_id.name())),
             None => {
                 let account = self.new_account_from(tenant, &id.new_account(request.currency));
                 self.open(tenant, account.clone());
@@ -728,7 +771,7 @@ impl<'a> Ledger<'a> {
             } else {
                 OrderResult::Rejected(Rejection::new(
                     ErrorCode::IdempotencyKeyReused,
-                    format!("order {} already exists with other fields", request.id),
+                    format!("order {} already exists with other fields", request.id.name()),
                 ))
             };
         }
@@ -752,7 +795,10 @@ impl<'a> Ledger<'a> {
 
     fn pay_order(&mut self, tenant: &Tenant, request: &NewOrder) -> OrderResult {
         let Some(order) = self.orders.get(&request.id).cloned() else {
-            return OrderResult::Rejected(Rejection::invalid(format!("no order {}", request.id)));
+            return OrderResult::Rejected(Rejection::invalid(format!(
+                "no order {}",
+                request.id.name()
+            )));
         };
         let same = order.user == request.user
             && order.amount == request.amount
@@ -761,7 +807,7 @@ impl<'a> Ledger<'a> {
         if !same {
             return OrderResult::Rejected(Rejection::invalid(format!(
                 "order {} has other fields",
-                request.id
+                request.id.name()
             )));
         }
         if order.status != OrderStatus::Pending {
@@ -779,7 +825,7 @@ impl<'a> Ledger<'a> {
             },
             details: crate::transfer::Details {
                 category: "order".to_owned(),
-                description: format!("order {}", order.id),
+                description: format!("order {}", order.id.name()),
                 metadata: Default::default(),
             },
             effective_at: None,
@@ -955,13 +1001,13 @@ impl<'a> Ledger<'a> {
         }
         if let Some(existing) = self.accounts.get(&request.id) {
             return if existing.tenant != *tenant {
-                AccountResult::Rejected(taken("account", &request.id))
+                AccountResult::Rejected(taken("account", &request.id.name()))
             } else if request.matches(existing) {
                 AccountResult::Existed(existing.clone())
             } else {
                 AccountResult::Rejected(Rejection::new(
                     ErrorCode::AccountExists,
-                    format!("account {} already exists with other fields", request.id),
+                    format!("account {} already exists with other fields", request.id.name()),
                 ))
             };
         }
@@ -1025,7 +1071,7 @@ impl<'a> Ledger<'a> {
         if account.status == AccountStatus::Closed {
             return Err(Rejection::new(
                 ErrorCode::AccountClosed,
-                format!("account {} is closed", account.id),
+                format!("account {} is closed", account.id.name()),
             ));
         }
         if account.kind == AccountKind::User && overdraft == Overdraft::Unbounded {
@@ -1100,7 +1146,7 @@ impl<'a> Ledger<'a> {
         };
         let owned = |id: &AccountId| {
             self.account_in(tenant, id)
-                .is_some_and(|account| account.owner.as_deref() == Some(user.as_str()))
+                .is_some_and(|account| account.owner.as_deref() == Some(user.name()))
         };
         match &request.movement {
             Movement::Move { debit_account, .. } | Movement::Exchange { debit_account, .. } => {
@@ -1323,10 +1369,16 @@ impl<'a> Ledger<'a> {
         let world = AccountId::world_in(tenant, currency);
         match request.kind {
             TransferKind::Deposit if *debit_id != world => {
-                return Err(Rejection::invalid(format!("a deposit is debited from {world}")));
+                return Err(Rejection::invalid(format!(
+                    "a deposit is debited from {}",
+                    world.name()
+                )));
             }
             TransferKind::Withdrawal if *credit_id != world => {
-                return Err(Rejection::invalid(format!("a withdrawal is credited to {world}")));
+                return Err(Rejection::invalid(format!(
+                    "a withdrawal is credited to {}",
+                    world.name()
+                )));
             }
             _ => {}
         }
@@ -1334,7 +1386,7 @@ impl<'a> Ledger<'a> {
         if debit_id == credit_id {
             return Err(Rejection::new(
                 ErrorCode::SameAccount,
-                format!("debit and credit account are both {debit_id}"),
+                format!("debit and credit account are both {}", debit_id.name()),
             ));
         }
         // Accounts opened on first use: the request's own, and the currency's world account
@@ -1373,7 +1425,11 @@ impl<'a> Ledger<'a> {
             if account.currency != currency {
                 return Err(Rejection::new(
                     ErrorCode::CurrencyMismatch,
-                    format!("account {} holds {}, not {currency}", account.id, account.currency),
+                    format!(
+                        "account {} holds {}, not {currency}",
+                        account.id.name(),
+                        account.currency
+                    ),
                 ));
             }
         }
@@ -1861,16 +1917,16 @@ pub const SERVER_PREFIXES: [&str; 2] = ["orders:", "category:"];
 /// tenant's own system account of that currency.
 fn check_reserved_id(tenant: &Tenant, request: &NewAccount) -> Check<()> {
     if let Some(prefix) =
-        SERVER_PREFIXES.iter().find(|prefix| request.id.as_str().starts_with(**prefix))
+        SERVER_PREFIXES.iter().find(|prefix| request.id.name().starts_with(**prefix))
     {
         return Err(Rejection::invalid(format!(
             "ids starting with '{prefix}' are reserved for the accounts kopek opens itself"
         )));
     }
-    if request.id.as_str().starts_with("user:") {
+    if request.id.name().starts_with("user:") {
         let owner = request.owner.as_deref().and_then(|owner| UserId::parse(owner).ok());
         let own = owner.is_some_and(|owner| {
-            let derived = owner.new_account(request.currency);
+            let derived = owner.in_tenant(tenant).new_account(request.currency);
             derived.id == request.id
                 && derived.kind == request.kind
                 && derived.overdraft == request.overdraft
@@ -1888,7 +1944,7 @@ fn check_reserved_id(tenant: &Tenant, request: &NewAccount) -> Check<()> {
         ("fx-revenue:", revenue_account(tenant, request.currency)),
     ];
     for (prefix, allowed) in reserved {
-        if request.id.as_str().starts_with(prefix)
+        if request.id.name().starts_with(prefix)
             && (request.id != allowed || request.kind != AccountKind::System)
         {
             return Err(Rejection::invalid(format!(
@@ -1909,11 +1965,11 @@ fn check_status(account: &Account) -> Check<()> {
         AccountStatus::Active => Ok(()),
         AccountStatus::Closed => Err(Rejection::new(
             ErrorCode::AccountClosed,
-            format!("account {} is closed", account.id),
+            format!("account {} is closed", account.id.name()),
         )),
         AccountStatus::Frozen => Err(Rejection::new(
             ErrorCode::AccountFrozen,
-            format!("account {} is frozen", account.id),
+            format!("account {} is frozen", account.id.name()),
         )),
     }
 }
@@ -1922,13 +1978,13 @@ fn checked(value: Option<i64>, account: &AccountId) -> Check<i64> {
     value.ok_or_else(|| {
         Rejection::new(
             ErrorCode::BalanceOverflow,
-            format!("a balance of account {account} would overflow"),
+            format!("a balance of account {} would overflow", account.name()),
         )
     })
 }
 
 fn not_found(id: &AccountId) -> Rejection {
-    Rejection::new(ErrorCode::AccountNotFound, format!("account {id} not found"))
+    Rejection::new(ErrorCode::AccountNotFound, format!("account {} not found", id.name()))
 }
 
 fn key_reused(key: &IdempotencyKey) -> Rejection {

@@ -46,7 +46,7 @@ impl Authority {
             return Err(denied("only an admin key sets an overdraft limit"));
         }
         if let Authority::User(user) = self
-            && request.owner.as_deref() != Some(user.as_str())
+            && request.owner.as_deref() != Some(user.name())
         {
             return Err(denied("a key bound to a user opens accounts only for that user"));
         }

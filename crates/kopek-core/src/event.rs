@@ -136,14 +136,34 @@ pub struct Event {
     pub balances: Vec<BalanceSnapshot>,
 }
 
+/// The subject id clients see, from the one a store keeps: an account, user or order is
+/// stored by its key (its tenant's, see `ids`), and seen by its name.
+pub fn subject_name<'a>(kind: &str, stored: &'a str) -> &'a str {
+    let keyed = matches!(
+        EventKind::parse(kind),
+        Some(
+            EventKind::AccountOpened
+                | EventKind::AccountUpdated
+                | EventKind::UserCreated
+                | EventKind::OrderCreated
+                | EventKind::PaymentCompleted
+                | EventKind::PaymentFailed
+                | EventKind::OrderPaid
+                | EventKind::OrderFailed
+        )
+    );
+    if keyed { crate::ids::name_of(stored) } else { stored }
+}
+
 impl Event {
-    /// The id of the account or transfer the event is about.
+    /// The id of the thing the event is about, as stores keep it: an account, user or order
+    /// by its key ([`subject_name`] gives what clients see).
     pub fn subject_id(&self) -> String {
         match &self.subject {
-            Subject::Account(account) => account.id.to_string(),
+            Subject::Account(account) => account.id.as_str().to_owned(),
             Subject::Transfer(transfer) => transfer.id.to_string(),
-            Subject::User(user) => user.id.to_string(),
-            Subject::Order(order) => order.id.to_string(),
+            Subject::User(user) => user.id.as_str().to_owned(),
+            Subject::Order(order) => order.id.as_str().to_owned(),
             Subject::Rate(rate) => format!("{}/{}", rate.base, rate.quote),
             Subject::Quote(quote) => quote.id.to_string(),
         }

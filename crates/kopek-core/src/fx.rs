@@ -544,13 +544,16 @@ pub enum FxTerms {
 
 /// The liquidity account of a currency: `fx:<CUR>` (`fx:<tenant>:<CUR>` in other tenants).
 pub fn liquidity_account(tenant: &Tenant, currency: Currency) -> AccountId {
-    AccountId::parse(&format!("fx:{}{currency}", tenant.qualifier())).expect("a valid account id")
+    AccountId::parse(&format!("fx:{}{currency}", tenant.qualifier()))
+        .expect("a valid account id")
+        .in_tenant(tenant)
 }
 
 /// The account a conversion's spread is booked to: `fx-revenue:<CUR>`.
 pub fn revenue_account(tenant: &Tenant, currency: Currency) -> AccountId {
     AccountId::parse(&format!("fx-revenue:{}{currency}", tenant.qualifier()))
         .expect("a valid account id")
+        .in_tenant(tenant)
 }
 
 fn shorten(text: &str) -> String {

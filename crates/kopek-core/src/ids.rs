@@ -5,7 +5,64 @@ use crate::error::Rejection;
 use crate::limits;
 use std::fmt;
 
-/// A client-chosen or server-made account id: `[A-Za-z0-9_.:-]{1,128}`.
+/// Ids of accounts, users and orders belong to a tenant: two tenants may both have an account
+/// `alice`. Such an id is held as its *key*, the form stores keep and the core compares: the
+/// name itself in the default tenant (so its ids are what they always were), and
+/// `<tenant>/<name>` in the others. `/` is in neither a tenant nor a parsed id, so a key names
+/// one tenant and one id; a default-tenant reference that holds a `/` is keyed
+/// `default/<name>`. `Display` and `as_str` give the key, for stores; clients only ever see
+/// `name()`.
+const TENANT_SEPARATOR: char = '/';
+
+/// The key of `name` in `tenant`.
+pub(crate) fn scoped_key(tenant: &Tenant, name: &str) -> String {
+    if tenant.is_default() && !name.contains(TENANT_SEPARATOR) {
+        name.to_owned()
+    } else {
+        format!("{}{TENANT_SEPARATOR}{name}", tenant.0)
+    }
+}
+
+/// The name part of a key.
+pub(crate) fn name_of(key: &str) -> &str {
+    key.split_once(TENANT_SEPARATOR).map_or(key, |(_, name)| name)
+}
+
+/// Whether a key is in `tenant`.
+pub(crate) fn key_in(key: &str, tenant: &Tenant) -> bool {
+    match key.split_once(TENANT_SEPARATOR) {
+        Some((owner, _)) => owner == tenant.0,
+        None => tenant.is_default(),
+    }
+}
+
+/// The tenant part of a key.
+pub(crate) fn tenant_of(key: &str) -> Tenant {
+    match key.split_once(TENANT_SEPARATOR) {
+        Some((tenant, _)) => Tenant(tenant.to_owned()),
+        None => Tenant::default_tenant(),
+    }
+}
+
+/// Checks a stored key: a tenant, if any, then a name.
+pub(crate) fn check_key(
+    key: &str,
+    what: &str,
+    name_ok: impl Fn(&str) -> bool,
+) -> Result<(), Rejection> {
+    let (tenant_ok, name) = match key.split_once(TENANT_SEPARATOR) {
+        Some((tenant, name)) => (Tenant::parse(tenant).is_ok(), name),
+        None => (true, key),
+    };
+    if tenant_ok && name_ok(name) {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(format!("'{}' is not a stored {what} key", printable(key))))
+    }
+}
+
+/// A client-chosen or server-made account id: `[A-Za-z0-9_.:-]{1,128}`, in its tenant (see
+/// [`TENANT_SEPARATOR`]).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AccountId(String);
 
@@ -30,20 +87,44 @@ impl AccountId {
     /// bytes. Accounts are only ever opened with `parse`'s ids, so one outside that alphabet is
     /// simply not found; the contracts decline it (and record the decline) rather than refuse it.
     pub fn parse_reference(text: &str) -> Result<AccountId, Rejection> {
-        if text.is_empty()
-            || text.len() > limits::ACCOUNT_ID_BYTES_MAX
-            || text.chars().any(char::is_control)
-        {
+        if !reference_ok(text) {
             return Err(Rejection::invalid(format!(
                 "account id must be 1 to {} bytes of printable text",
                 limits::ACCOUNT_ID_BYTES_MAX
             )));
         }
-        Ok(AccountId(text.to_owned()))
+        Ok(AccountId(scoped_key(&Tenant::default_tenant(), text)))
+    }
+
+    /// An id as a store keeps it (its key).
+    pub fn from_key(key: &str) -> Result<AccountId, Rejection> {
+        check_key(key, "account", reference_ok)?;
+        Ok(AccountId(key.to_owned()))
+    }
+
+    /// The same name in `tenant`.
+    pub fn in_tenant(&self, tenant: &Tenant) -> AccountId {
+        AccountId(scoped_key(tenant, self.name()))
+    }
+
+    /// Moves the id into `tenant`, if it is not there already.
+    pub fn scope_to(&mut self, tenant: &Tenant) {
+        if !key_in(&self.0, tenant) {
+            *self = self.in_tenant(tenant);
+        }
+    }
+
+    /// The id as its clients name it, without its tenant.
+    pub fn name(&self) -> &str {
+        name_of(&self.0)
+    }
+
+    pub fn tenant(&self) -> Tenant {
+        tenant_of(&self.0)
     }
 
     pub fn is_world(&self) -> bool {
-        self.0.starts_with("world:")
+        self.name().starts_with("world:")
     }
 
     /// The system account that stands for money outside the ledger in one currency, in the
@@ -53,17 +134,25 @@ impl AccountId {
     }
 
     /// A tenant's own account of money outside the ledger: `world:<CUR>` in the default
-    /// tenant, `world:<tenant>:<CUR>` in the others (account ids are global, so each tenant
-    /// needs its own).
+    /// tenant, `world:<tenant>:<CUR>` in the others (the name data written before ids
+    /// belonged to tenants carries).
     pub fn world_in(tenant: &Tenant, currency: crate::Currency) -> AccountId {
-        AccountId(format!("world:{}{currency}", tenant.qualifier()))
+        AccountId(scoped_key(tenant, &format!("world:{}{currency}", tenant.qualifier())))
     }
 
+    /// The key: what stores keep and compare (`<tenant>/<name>` outside the default tenant).
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+fn reference_ok(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= limits::ACCOUNT_ID_BYTES_MAX
+        && !text.chars().any(char::is_control)
+}
+
+/// The key, as stores keep it: what `to_string` gives. Clients see `name()`.
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -163,6 +252,12 @@ impl Tenant {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// What the keys of this tenant's ids start with: nothing in the default tenant,
+    /// `<tenant>/` in the others (see `TENANT_SEPARATOR`).
+    pub fn key_prefix(&self) -> String {
+        if self.is_default() { String::new() } else { format!("{}{TENANT_SEPARATOR}", self.0) }
     }
 }
 

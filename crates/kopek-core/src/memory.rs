@@ -64,9 +64,10 @@ impl MemoryLedger {
             account_ids.extend(transfer.debit_account.iter().cloned());
             account_ids.extend(transfer.credit_account.iter().cloned());
         }
-        for (offset, currency) in keys.allocated_users.iter().enumerate() {
+        for (offset, (tenant, currency)) in keys.allocated_users.iter().enumerate() {
             account_ids.insert(
                 crate::UserId::from_number(self.last_user_number + 1 + offset as u64)
+                    .in_tenant(tenant)
                     .account(*currency),
             );
         }

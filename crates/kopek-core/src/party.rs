@@ -7,7 +7,10 @@
 
 use crate::account::{AccountKind, NewAccount, Overdraft};
 use crate::error::{ErrorCode, Rejection};
-use crate::ids::{AccountId, IdempotencyKey, Tenant, TransferId};
+use crate::ids::{
+    AccountId, IdempotencyKey, Tenant, TransferId, check_key, key_in, name_of, scoped_key,
+    tenant_of,
+};
 use crate::money::Currency;
 use crate::time::Timestamp;
 use std::fmt;
@@ -43,18 +46,47 @@ impl UserId {
         UserId(number.to_string())
     }
 
-    pub fn number(&self) -> Option<u64> {
-        self.0.parse().ok()
+    /// A user id as a store keeps it (its key; see `ids::TENANT_SEPARATOR`).
+    pub fn from_key(key: &str) -> Result<UserId, Rejection> {
+        check_key(key, "user", |name| id_alphabet(name, USER_ID_BYTES_MAX))?;
+        Ok(UserId(key.to_owned()))
     }
 
+    /// The same user id in `tenant`.
+    pub fn in_tenant(&self, tenant: &Tenant) -> UserId {
+        UserId(scoped_key(tenant, self.name()))
+    }
+
+    /// Moves the id into `tenant`, if it is not there already.
+    pub fn scope_to(&mut self, tenant: &Tenant) {
+        if !key_in(&self.0, tenant) {
+            *self = self.in_tenant(tenant);
+        }
+    }
+
+    pub fn number(&self) -> Option<u64> {
+        self.name().parse().ok()
+    }
+
+    /// The key: what stores keep and compare.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The user's account in `currency`.
+    /// The id as clients name it, without its tenant: what accounts name as their owner.
+    pub fn name(&self) -> &str {
+        name_of(&self.0)
+    }
+
+    pub fn tenant(&self) -> Tenant {
+        tenant_of(&self.0)
+    }
+
+    /// The user's account in `currency`, in the user's tenant.
     pub fn account(&self, currency: Currency) -> AccountId {
-        AccountId::parse(&format!("user:{}:{currency}", self.0))
+        AccountId::parse(&format!("user:{}:{currency}", self.name()))
             .expect("user ids fit the account alphabet")
+            .in_tenant(&self.tenant())
     }
 
     /// The request to open the user's account in `currency`, for open-on-first-use.
@@ -62,7 +94,7 @@ impl UserId {
         NewAccount {
             id: self.account(currency),
             currency,
-            owner: Some(self.0.clone()),
+            owner: Some(self.name().to_owned()),
             kind: AccountKind::User,
             overdraft: Overdraft::NONE,
             metadata: Default::default(),
@@ -70,6 +102,7 @@ impl UserId {
     }
 }
 
+/// The key, as stores keep it. Clients see `name()`.
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -124,16 +157,42 @@ impl OrderId {
         Ok(OrderId(text.to_owned()))
     }
 
+    /// An order id as a store keeps it (its key; see `ids::TENANT_SEPARATOR`).
+    pub fn from_key(key: &str) -> Result<OrderId, Rejection> {
+        check_key(key, "order", |name| id_alphabet(name, ORDER_ID_BYTES_MAX))?;
+        Ok(OrderId(key.to_owned()))
+    }
+
+    /// The same order id in `tenant`.
+    pub fn in_tenant(&self, tenant: &Tenant) -> OrderId {
+        OrderId(scoped_key(tenant, self.name()))
+    }
+
+    /// Moves the id into `tenant`, if it is not there already.
+    pub fn scope_to(&mut self, tenant: &Tenant) {
+        if !key_in(&self.0, tenant) {
+            *self = self.in_tenant(tenant);
+        }
+    }
+
+    /// The key: what stores keep and compare.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
-    /// The idempotency key of the order's payment: one payment per order, ever.
+    /// The id as clients name it, without its tenant.
+    pub fn name(&self) -> &str {
+        name_of(&self.0)
+    }
+
+    /// The idempotency key of the order's payment: one payment per order, ever (keys are
+    /// per tenant already).
     pub fn payment_key(&self) -> IdempotencyKey {
-        IdempotencyKey::parse(&format!("order:{}", self.0)).expect("order ids fit a key")
+        IdempotencyKey::parse(&format!("order:{}", self.name())).expect("order ids fit a key")
     }
 }
 
+/// The key, as stores keep it. Clients see `name()`.
 impl fmt::Display for OrderId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -186,6 +245,7 @@ impl Order {
     pub fn shop_account(tenant: &Tenant, currency: Currency) -> AccountId {
         AccountId::parse(&format!("orders:{}{currency}", tenant.qualifier()))
             .expect("a valid account id")
+            .in_tenant(tenant)
     }
 
     pub fn shop_new_account(tenant: &Tenant, currency: Currency) -> NewAccount {

@@ -153,7 +153,7 @@ impl TransferRequest {
             for account in &self.open_if_missing {
                 account.validate()?;
                 let own = account.id == *debit_account || account.id == *credit_account;
-                if !own || account.id.as_str().starts_with("world:") {
+                if !own || account.id.is_world() {
                     return Err(Rejection::invalid(format!(
                         "a transfer cannot open account {}",
                         account.id
@@ -176,8 +176,11 @@ impl TransferRequest {
     pub fn fingerprint(&self) -> Fingerprint {
         let kind = self.kind.as_str();
         let mut text = match &self.movement {
+            // Accounts by name: the key scope is the tenant already, and fingerprints recorded
+            // before ids belonged to tenants name them so.
             Movement::Move { debit_account, credit_account, amount, currency, hold } => {
                 let hold = hold_text(*hold);
+                let (debit_account, credit_account) = (debit_account.name(), credit_account.name());
                 format!("v1|{kind}|{hold}|{debit_account}|{credit_account}|{amount}|{currency}")
             }
             Movement::Exchange { debit_account, credit_account, terms, hold } => {
@@ -193,6 +196,7 @@ impl TransferRequest {
                         terms.to
                     ),
                 };
+                let (debit_account, credit_account) = (debit_account.name(), credit_account.name());
                 format!("v1|{kind}|{hold}|{debit_account}|{credit_account}|fx:{terms}")
             }
             Movement::Capture { pending_id, amount } => {

@@ -9,6 +9,7 @@
 //! - `linked KEY DEBIT->CREDIT AMOUNT; KEY DEBIT->CREDIT AMOUNT; ...`
 //! - `freeze|unfreeze|close ID`, `limit ID MINOR`, `wait SECONDS`, `expire`
 //! - `user NAME [ID]`, `order ID USER AMOUNT`, `pay ID USER AMOUNT`, `force ID POSTED_MINOR`
+//! - `tenant NAME`: the lines after it are sent in that tenant
 //! - `as client LINE`, `as user:USER LINE`: the line sent with a key's authority instead of the
 //!   ledger's own (`Authority::Client`, `Authority::User`)
 
@@ -72,7 +73,7 @@ impl Script {
                     .filter_map(|word| word.strip_prefix("opens="))
                     .map(|name| NewAccount::user(id(name), currency))
                     .collect();
-                let world = AccountId::world(currency);
+                let world = AccountId::world_in(&self.tenant, currency);
                 let (kind, debit, credit) = if words[0] == "deposit" {
                     (TransferKind::Deposit, world, account)
                 } else {
@@ -155,6 +156,10 @@ impl Script {
                 // Sets a balance directly, to reach the edges of the 64-bit range in a table.
                 let account = self.ledger.accounts.get_mut(&id(words[1])).expect("account");
                 account.balance.posted = words[2].parse().expect("balance");
+                return;
+            }
+            "tenant" => {
+                self.tenant = Tenant::parse(words[1]).expect("tenant");
                 return;
             }
             "wait" => {
@@ -1141,6 +1146,60 @@ fn derived_account_prefixes_are_reserved_for_the_server() {
             fx-revenue:USD USD posted=0
             user:b42:USD USD posted=0
             events: AccountOpened AccountOpened UserCreated
+        "#]],
+    );
+}
+
+/// Issue 19, finding 5: ids belong to their tenant. Two tenants both open `alice`, both have a
+/// user `u42` and both use the key `k1`; each moves only its own money, and neither sees the
+/// other's `alice` as taken (keys show the tenant: `acme/alice`).
+#[test]
+fn two_tenants_have_the_same_ids_apart() {
+    check(
+        "
+        account alice USD
+        user Ann u42
+        deposit k1 alice 10
+        tenant acme
+        account alice USD
+        user Ann u42
+        deposit k1 alice 3
+        transfer t1 alice->user:u42:USD 1
+        order o1 u42 1.00
+        pay o1 u42 1.00
+        tenant default
+        transfer t1 alice->user:u42:USD 4
+        ",
+        expect![[r#"
+            account alice USD
+              created alice
+            user Ann u42
+              created user u42 (Ann) with user:u42:USD
+            deposit k1 alice 10
+              post posted 1000
+            account alice USD
+              created acme/alice
+            user Ann u42
+              created user acme/u42 (Ann) with acme/user:u42:USD
+            deposit k1 alice 3
+              post posted 300
+            transfer t1 alice->user:u42:USD 1
+              post posted 100
+            order o1 u42 1.00
+              created order acme/o1 PENDING 100
+            pay o1 u42 1.00
+              settled order acme/o1 PAID 100
+            transfer t1 alice->user:u42:USD 4
+              post posted 400
+            --
+            acme/alice USD posted=200
+            acme/orders:acme:USD USD posted=100
+            acme/user:u42:USD USD posted=0
+            acme/world:acme:USD USD posted=-300
+            alice USD posted=600
+            user:u42:USD USD posted=400
+            world:USD USD posted=-1000
+            events: AccountOpened AccountOpened UserCreated AccountOpened TransferPosted AccountOpened AccountOpened UserCreated AccountOpened TransferPosted TransferPosted OrderCreated AccountOpened TransferPosted PaymentCompleted OrderPaid TransferPosted
         "#]],
     );
 }

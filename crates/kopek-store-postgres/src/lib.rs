@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_security.sql"),
     include_str!("../migrations/0006_tracing.sql"),
     include_str!("../migrations/0007_fx.sql"),
+    include_str!("../migrations/0008_tenant_ids.sql"),
 ];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;
@@ -223,13 +224,15 @@ impl Columns for PgColumns<'_> {
 fn event_from(row: &PgRow) -> StoreResult<StoredEvent> {
     let sequence: i64 = row.try_get(0).map_err(sql_error)?;
     let at: i64 = row.try_get(5).map_err(sql_error)?;
+    let kind: String = row.try_get(3).map_err(sql_error)?;
+    let subject: String = row.try_get(4).map_err(sql_error)?;
     Ok(StoredEvent {
         sequence: u64::try_from(sequence)
             .map_err(|_| corrupt(format!("event sequence {sequence} is negative")))?,
         id: row.try_get(1).map_err(sql_error)?,
         tenant: row.try_get(2).map_err(sql_error)?,
-        kind: row.try_get(3).map_err(sql_error)?,
-        subject_id: row.try_get(4).map_err(sql_error)?,
+        subject_id: kopek_core::event::subject_name(&kind, &subject).to_owned(),
+        kind,
         at: Timestamp::from_unix_micros(at),
         payload: row.try_get(6).map_err(sql_error)?,
         traceparent: row.try_get(7).map_err(sql_error)?,
@@ -331,9 +334,11 @@ async fn load_state(db: &mut Transaction<'_, Postgres>, keys: &Keys) -> StoreRes
                 .map_err(sql_error)?;
         last_user_number =
             u64::try_from(value).map_err(|_| corrupt("negative user counter".to_owned()))?;
-        for (offset, currency) in keys.allocated_users.iter().enumerate() {
+        for (offset, (tenant, currency)) in keys.allocated_users.iter().enumerate() {
             account_ids.insert(
-                UserId::from_number(last_user_number + 1 + offset as u64).account(*currency),
+                UserId::from_number(last_user_number + 1 + offset as u64)
+                    .in_tenant(tenant)
+                    .account(*currency),
             );
         }
     }
@@ -1311,10 +1316,12 @@ impl Store for PostgresStore {
     async fn fx_accounts(&self, tenant: &Tenant) -> StoreResult<Vec<Account>> {
         let query = format!(
             "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant = $1 \
-             AND (substr(id, 1, 3) = 'fx:' OR substr(id, 1, 11) = 'fx-revenue:') ORDER BY id"
+             AND (substr(id, length($2) + 1, 3) = 'fx:' \
+             OR substr(id, length($2) + 1, 11) = 'fx-revenue:') ORDER BY id"
         );
         sqlx::query(&query)
             .bind(tenant.as_str())
+            .bind(tenant.key_prefix())
             .fetch_all(&self.pool)
             .await
             .map_err(sql_error)?
@@ -1332,12 +1339,13 @@ impl Store for PostgresStore {
         let rows = sqlx::query(
             "SELECT e.currency, SUM(CASE WHEN e.direction = 'credit' THEN e.amount ELSE -e.amount END)::bigint, \
              COUNT(*) FROM entries e JOIN accounts a ON a.id = e.account_id \
-             WHERE a.tenant = $1 AND substr(a.id, 1, 11) = 'fx-revenue:' \
+             WHERE a.tenant = $1 AND substr(a.id, length($4) + 1, 11) = 'fx-revenue:' \
              AND e.committed_at >= $2 AND e.committed_at < $3 GROUP BY e.currency ORDER BY e.currency",
         )
         .bind(tenant.as_str())
         .bind(from.as_unix_micros())
         .bind(to.as_unix_micros())
+        .bind(tenant.key_prefix())
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error)?;

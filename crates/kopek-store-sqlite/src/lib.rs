@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_security.sql"),
     include_str!("../migrations/0007_tracing.sql"),
     include_str!("../migrations/0008_fx.sql"),
+    include_str!("../migrations/0009_tenant_ids.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -450,8 +451,9 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
             .map_err(sql_error)?;
         let last = u64::try_from(value)
             .map_err(|_| StoreError::Corrupt("negative user counter".to_owned()))?;
-        for (offset, currency) in keys.allocated_users.iter().enumerate() {
-            account_ids.insert(UserId::from_number(last + 1 + offset as u64).account(*currency));
+        for (offset, (tenant, currency)) in keys.allocated_users.iter().enumerate() {
+            let user = UserId::from_number(last + 1 + offset as u64).in_tenant(tenant);
+            account_ids.insert(user.account(*currency));
         }
         last
     };
@@ -1488,14 +1490,17 @@ impl Store for SqliteStore {
     }
 
     async fn fx_accounts(&self, tenant: &Tenant) -> StoreResult<Vec<Account>> {
-        let tenant = tenant.to_string();
+        let (prefix, tenant) = (tenant.key_prefix(), tenant.to_string());
         self.read(move |connection| {
+            // Names start after the tenant's key prefix (?2).
             let sql = format!(
                 "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant = ?1 \
-                 AND (substr(id, 1, 3) = 'fx:' OR substr(id, 1, 11) = 'fx-revenue:') ORDER BY id"
+                 AND (substr(id, length(?2) + 1, 3) = 'fx:' \
+                 OR substr(id, length(?2) + 1, 11) = 'fx-revenue:') ORDER BY id"
             );
             let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
-            let rows = statement.query_map([tenant], account_from_row).map_err(sql_error)?;
+            let rows =
+                statement.query_map([tenant, prefix], account_from_row).map_err(sql_error)?;
             rows.map(decoded).collect()
         })
         .await
@@ -1507,19 +1512,19 @@ impl Store for SqliteStore {
         from: Timestamp,
         to: Timestamp,
     ) -> StoreResult<Vec<FxRevenue>> {
-        let tenant = tenant.to_string();
+        let (prefix, tenant) = (tenant.key_prefix(), tenant.to_string());
         self.read(move |connection| {
             let mut statement = connection
                 .prepare_cached(
                     "SELECT e.currency, SUM(CASE WHEN e.direction = 'credit' THEN e.amount ELSE -e.amount END), \
                      COUNT(*) FROM entries e JOIN accounts a ON a.id = e.account_id \
-                     WHERE a.tenant = ?1 AND substr(a.id, 1, 11) = 'fx-revenue:' \
+                     WHERE a.tenant = ?1 AND substr(a.id, length(?4) + 1, 11) = 'fx-revenue:' \
                      AND e.committed_at >= ?2 AND e.committed_at < ?3 GROUP BY e.currency ORDER BY e.currency",
                 )
                 .map_err(sql_error)?;
             let rows = statement
                 .query_map(
-                    rusqlite::params![tenant, from.as_unix_micros(), to.as_unix_micros()],
+                    rusqlite::params![tenant, from.as_unix_micros(), to.as_unix_micros(), prefix],
                     |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
                 )
                 .map_err(sql_error)?;
@@ -1601,6 +1606,123 @@ mod tests {
             )
             .await
             .expect("commit");
+    }
+
+    /// Issue 19, finding 5: a data directory written before ids belonged to their tenant
+    /// (another tenant's rows keyed by their bare ids) is upgraded on open: the rows move to
+    /// their tenant's keys, every reference follows, and the books verify before and after.
+    #[tokio::test]
+    async fn another_tenants_rows_move_to_their_keys_on_upgrade() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let usd = Currency::parse("USD").expect("USD");
+        let acme = Tenant::parse("acme").expect("tenant");
+        let (alice, bob) =
+            (AccountId::parse("alice").expect("id"), AccountId::parse("bob").expect("id"));
+        let ann = UserId::parse("ann").expect("id");
+        {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            let deposit = |key: &str, to: &AccountId, minor: i64| TransferRequest {
+                idempotency_key: IdempotencyKey::parse(key).expect("key"),
+                kind: TransferKind::Deposit,
+                movement: Movement::Move {
+                    debit_account: AccountId::world_in(&acme, usd),
+                    credit_account: to.clone(),
+                    amount: minor,
+                    currency: usd,
+                    hold: None,
+                },
+                details: Details::default(),
+                effective_at: None,
+                open_if_missing: Vec::new(),
+                fingerprint_extra: String::new(),
+            };
+            let body = |bodies: Vec<CommandBody>| Batch {
+                commands: bodies
+                    .into_iter()
+                    .map(|body| Command::new(acme.clone(), Authority::Ledger, body))
+                    .collect(),
+            };
+            commit(
+                &store,
+                body(vec![
+                    CommandBody::CreateAccounts(vec![
+                        NewAccount::user(alice.clone(), usd),
+                        NewAccount::user(bob.clone(), usd),
+                    ]),
+                    CommandBody::CreateUser(NewUser {
+                        id: Some(ann.clone()),
+                        name: "Ann".into(),
+                        currency: usd,
+                    }),
+                    CommandBody::CreateTransfers {
+                        transfers: vec![
+                            deposit("d1", &alice, 500),
+                            deposit("d2", &ann.in_tenant(&acme).account(usd), 300),
+                        ],
+                        linking: Linking::Independent,
+                    },
+                ]),
+            )
+            .await;
+            assert!(store.verify().await.expect("verify").is_ok());
+        }
+        // Back to the layout of before: acme's rows under their bare ids, version 8.
+        {
+            let connection = Connection::open(dir.path().join(DATABASE_FILE_NAME)).expect("open");
+            connection
+                .execute_batch(
+                    "UPDATE accounts SET id = substr(id, 6) WHERE tenant = 'acme';
+                     UPDATE entries SET account_id = substr(account_id, 6) WHERE account_id LIKE 'acme/%';
+                     UPDATE transfers SET debit_account = substr(debit_account, 6),
+                         credit_account = substr(credit_account, 6) WHERE tenant = 'acme';
+                     UPDATE users SET id = substr(id, 6) WHERE tenant = 'acme';
+                     UPDATE outbox SET subject_id = substr(subject_id, 6) WHERE subject_id LIKE 'acme/%';
+                     DELETE FROM schema_migrations WHERE version = 9;",
+                )
+                .expect("the old layout");
+            let bare: i64 = connection
+                .query_row("SELECT COUNT(*) FROM accounts WHERE id = 'alice'", [], |row| row.get(0))
+                .expect("count");
+            assert_eq!(bare, 1, "the old layout keys acme's alice bare");
+        }
+        let store = SqliteStore::open(dir.path()).expect("the upgrade runs on open");
+        let account = store.account(&alice.in_tenant(&acme)).await.expect("read").expect("moved");
+        assert_eq!((account.tenant.clone(), account.balance.posted), (acme.clone(), 500));
+        assert_eq!(store.account(&alice).await.expect("read"), None, "no longer bare");
+        let user = store.user(&ann.in_tenant(&acme)).await.expect("read").expect("moved");
+        assert_eq!(user.name, "Ann");
+        let theirs = store.account(&ann.in_tenant(&acme).account(usd)).await.expect("read");
+        assert_eq!(theirs.map(|account| account.balance.posted), Some(300));
+        let page = store.entries(&alice.in_tenant(&acme), None, 10).await.expect("entries");
+        assert_eq!(page.items.len(), 1, "the entries follow their account");
+        let key = IdempotencyKey::parse("d1").expect("key");
+        let transfer = store.transfer_by_key(&acme, &key).await.expect("read").expect("there");
+        assert_eq!(transfer.credit_account, Some(alice.in_tenant(&acme)));
+        assert_eq!(transfer.debit_account, Some(AccountId::world_in(&acme, usd)));
+        let report = store.verify().await.expect("verify");
+        assert!(report.is_ok(), "{:?}", report.problems);
+        // The default tenant may now have its own alice.
+        let home = Batch {
+            commands: vec![Command::new(
+                Tenant::default_tenant(),
+                Authority::Ledger,
+                CommandBody::CreateAccounts(vec![NewAccount::user(alice.clone(), usd)]),
+            )],
+        };
+        let later = Timestamp::from_unix_micros(1_800_000_000_000_000);
+        // Ids after those of the first batch.
+        let mut ids = SequentialIds::default();
+        for _ in 0..100 {
+            ids.next_ulid();
+        }
+        store
+            .write_batch(
+                home.keys(),
+                Box::new(move |state| Ok(apply(state, &home, later, &mut ids))),
+            )
+            .await
+            .expect("commit");
+        assert!(store.account(&alice).await.expect("read").is_some());
     }
 
     #[tokio::test]

@@ -155,12 +155,14 @@ pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
     let Ok(sequence) = u64::try_from(sequence) else {
         return Ok(Err(format!("event sequence {sequence} is negative")));
     };
+    let kind: String = row.get(3)?;
+    let subject: String = row.get(4)?;
     Ok(Ok(StoredEvent {
         sequence,
         id,
         tenant: row.get(2)?,
-        kind: row.get(3)?,
-        subject_id: row.get(4)?,
+        subject_id: kopek_core::event::subject_name(&kind, &subject).to_owned(),
+        kind,
         at: Timestamp::from_unix_micros(row.get(5)?),
         payload,
         traceparent: row.get(7)?,

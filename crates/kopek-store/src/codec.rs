@@ -30,7 +30,7 @@ pub fn metadata_from_json(text: &str) -> Result<Metadata, String> {
 
 pub fn account_json(account: &Account) -> Value {
     json!({
-        "id": account.id.as_str(),
+        "id": account.id.name(),
         "currency": account.currency.code(),
         "owner": account.owner,
         "kind": account.kind.as_str(),
@@ -86,9 +86,9 @@ impl<'a> TransferDocument<'a> {
             captured_amount_minor: transfer.captured_amount,
             category: &transfer.details.category,
             committed_at: transfer.committed_at.to_rfc3339(),
-            credit_account_id: transfer.credit_account.as_ref().map(|id| id.as_str()),
+            credit_account_id: transfer.credit_account.as_ref().map(|id| id.name()),
             currency: transfer.currency.map(|currency| currency.code().to_owned()),
-            debit_account_id: transfer.debit_account.as_ref().map(|id| id.as_str()),
+            debit_account_id: transfer.debit_account.as_ref().map(|id| id.name()),
             description: &transfer.details.description,
             effective_at: transfer.effective_at.to_rfc3339(),
             error_code: transfer.error.as_ref().map(|error| error.code.as_str()),
@@ -167,21 +167,25 @@ pub fn fx_leg_json(leg: &FxLeg) -> Value {
     json!({
         "quote_id": leg.quote_id.to_string(),
         "leg": leg.role.as_str(),
-        "payer_account_id": leg.payer.as_str(),
-        "payee_account_id": leg.payee.as_str(),
+        "payer_account_id": leg.payer.name(),
+        "payee_account_id": leg.payee.name(),
         "terms": terms_json(&leg.terms),
     })
 }
 
-pub fn fx_leg_from_json(text: &str) -> Result<FxLeg, String> {
+/// A leg's conversion from its JSON, its accounts in `tenant` (the JSON names them).
+pub fn fx_leg_from_json(text: &str, tenant: &kopek_core::Tenant) -> Result<FxLeg, String> {
     let value: Value =
         serde_json::from_str(text).map_err(|error| format!("fx is not JSON: {error}"))?;
     let field = |name: &str| {
         value.get(name).and_then(Value::as_str).ok_or_else(|| format!("fx lacks '{name}'"))
     };
     let account = |name: &str| {
-        field(name)
-            .and_then(|id| kopek_core::AccountId::parse(id).map_err(|rejection| rejection.message))
+        field(name).and_then(|id| {
+            kopek_core::AccountId::parse(id)
+                .map(|id| id.in_tenant(tenant))
+                .map_err(|rejection| rejection.message)
+        })
     };
     Ok(FxLeg {
         quote_id: QuoteId::parse(field("quote_id")?).map_err(|rejection| rejection.message)?,
@@ -217,13 +221,13 @@ pub fn rate_json(rate: &FxRate) -> Value {
 }
 
 pub fn user_json(user: &User) -> Value {
-    json!({"id": user.id.as_str(), "name": user.name, "created_at": user.created_at.to_rfc3339()})
+    json!({"id": user.id.name(), "name": user.name, "created_at": user.created_at.to_rfc3339()})
 }
 
 pub fn order_json(order: &Order) -> Value {
     json!({
-        "id": order.id.as_str(),
-        "user_id": order.user.as_str(),
+        "id": order.id.name(),
+        "user_id": order.user.name(),
         "amount_minor": order.amount,
         "amount": format_minor(order.amount, order.currency),
         "currency": order.currency.code(),
@@ -254,7 +258,7 @@ pub fn event_json(event: &Event) -> String {
             .balances
             .iter()
             .map(|balance| BalanceDocument {
-                account_id: balance.account_id.as_str(),
+                account_id: balance.account_id.name(),
                 available_minor: balance
                     .available
                     .and_then(|available| i64::try_from(available).ok()),

@@ -730,39 +730,68 @@ pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
     let commands = vec![
         Command::new(acme.clone(), kopek_core::Authority::Ledger, open(&[("acme-1", None)]))
             .by(Some("key-a")),
+        // Ids belong to their tenant: both may have a `shared` account and a user `ann`.
+        Command::new(acme.clone(), kopek_core::Authority::Ledger, open(&[("shared", None)])),
         Command::new(acme.clone(), kopek_core::Authority::Ledger, CommandBody::CreateUser(user)),
         Command {
             trace: Some(TRACED.to_owned()),
             ..Command::new(
                 Tenant::default_tenant(),
                 kopek_core::Authority::Ledger,
-                open(&[("home-1", None)]),
+                open(&[("home-1", None), ("shared", None)]),
             )
             .by(Some("key-d"))
         },
+        Command::new(
+            Tenant::default_tenant(),
+            kopek_core::Authority::Ledger,
+            CommandBody::CreateUser(NewUser {
+                id: Some(UserId::parse("ann").expect("id")),
+                name: "Ann at home".into(),
+                currency: usd(),
+            }),
+        ),
     ];
     run_commands(store, at(1), 0, commands).await;
-    let account = store.account(&id("acme-1")).await.expect("read").expect("opened");
+    let in_acme = |name: &str| id(name).in_tenant(&acme);
+    let account = store.account(&in_acme("acme-1")).await.expect("read").expect("opened");
     assert_eq!(account.tenant, acme);
-    let ann = store.user(&UserId::parse("ann").expect("id")).await.expect("read").expect("user");
-    assert_eq!(ann.tenant, acme);
-    let user_account = store.account(&id("user:ann:USD")).await.expect("read").expect("opened");
+    assert_eq!(store.account(&id("acme-1")).await.expect("read"), None, "acme's, not ours");
+    let theirs = store.account(&in_acme("shared")).await.expect("read").expect("acme's");
+    let ours = store.account(&id("shared")).await.expect("read").expect("ours");
+    assert_eq!((theirs.tenant, ours.tenant), (acme.clone(), Tenant::default_tenant()));
+    let ann = UserId::parse("ann").expect("id");
+    let acme_ann = store.user(&ann.in_tenant(&acme)).await.expect("read").expect("user");
+    assert_eq!((acme_ann.tenant.clone(), acme_ann.name.as_str()), (acme.clone(), "Ann"));
+    let home_ann = store.user(&ann).await.expect("read").expect("user");
+    assert_eq!(home_ann.name, "Ann at home");
+    let user_account =
+        store.account(&in_acme("user:ann:USD")).await.expect("read").expect("opened");
     assert_eq!(user_account.tenant, acme, "a user's account is in the user's tenant");
-    let ids =
-        |accounts: Vec<Account>| accounts.into_iter().map(|a| a.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(user_account.owner.as_deref(), Some("ann"), "owners are named, not keyed");
+    let ids = |accounts: Vec<Account>| {
+        accounts.into_iter().map(|a| a.id.name().to_owned()).collect::<Vec<_>>()
+    };
     let listed = store.list_accounts(Some("default"), None, None, 10).await.expect("list");
-    assert_eq!(ids(listed), ["home-1"]);
+    assert_eq!(ids(listed), ["home-1", "shared", "user:ann:USD"]);
     let listed = store.list_accounts(Some("acme"), None, None, 10).await.expect("list");
-    assert_eq!(ids(listed), ["acme-1", "user:ann:USD"]);
-    assert_eq!(store.list_accounts(None, None, None, 10).await.expect("list").len(), 3);
+    assert_eq!(ids(listed), ["acme-1", "shared", "user:ann:USD"]);
+    assert_eq!(store.list_accounts(None, None, None, 10).await.expect("list").len(), 6);
 
     let acme_events = store.events_after(Some("acme"), 0, 10).await.expect("events");
-    assert_eq!(acme_events.len(), 3, "AccountOpened, AccountOpened, UserCreated");
+    assert_eq!(acme_events.len(), 4, "AccountOpened x3, UserCreated");
     assert!(acme_events.iter().all(|event| event.tenant == "acme"));
+    let subjects: Vec<&str> = acme_events.iter().map(|e| e.subject_id.as_str()).collect();
+    assert_eq!(subjects, ["acme-1", "shared", "user:ann:USD", "ann"], "subjects by name");
     let home = store.events_after(Some("default"), 0, 10).await.expect("events");
-    assert_eq!(home.iter().map(|e| e.subject_id.as_str()).collect::<Vec<_>>(), ["home-1"]);
+    assert_eq!(
+        home.iter().map(|e| e.subject_id.as_str()).collect::<Vec<_>>(),
+        ["home-1", "shared", "user:ann:USD", "ann"]
+    );
+    assert!(store.verify().await.expect("verify").is_ok(), "the books of both tenants verify");
     // The command's trace context is kept with its events, and only there.
     assert_eq!(home[0].traceparent.as_deref(), Some(TRACED));
+    assert_eq!(home[1].traceparent.as_deref(), Some(TRACED));
     assert!(acme_events.iter().all(|event| event.traceparent.is_none()));
 
     // The audit trail: the events of commands that carried a key, by key and time.
@@ -782,7 +811,7 @@ pub async fn tenants_keep_accounts_users_and_events_apart(store: &dyn Store) {
     let everyone = store.audit(&query(None, 0)).await.expect("audit");
     assert_eq!(
         everyone.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>(),
-        ["key-a", "key-d"],
+        ["key-a", "key-d", "key-d"],
         "keyless events are not listed"
     );
     assert!(store.audit(&query(None, 2)).await.expect("audit").is_empty(), "nothing since");

@@ -58,13 +58,15 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     pub fn read<C: Columns>(row: &C) -> Result<AuditEntry, C::Error> {
+        let kind = row.text(4)?;
+        let subject = row.text(5)?;
         Ok(AuditEntry {
             sequence: u64::try_from(row.integer(0)?).unwrap_or(0),
             at: Timestamp::from_unix_micros(row.integer(1)?),
             actor: row.text(2)?,
             tenant: row.text(3)?,
-            kind: row.text(4)?,
-            subject_id: row.text(5)?,
+            subject_id: kopek_core::event::subject_name(&kind, &subject).to_owned(),
+            kind,
         })
     }
 }

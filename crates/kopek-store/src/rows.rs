@@ -99,7 +99,7 @@ impl RawAccount {
 
     pub fn decode(self) -> Decoded<Account> {
         Ok(Account {
-            id: rejected(AccountId::parse(&self.id))?,
+            id: rejected(AccountId::from_key(&self.id))?,
             tenant: rejected(Tenant::parse(&self.tenant))?,
             currency: rejected(Currency::parse(&self.currency))?,
             owner: self.owner,
@@ -178,10 +178,12 @@ impl RawTransfer {
     pub fn decode(self) -> Decoded<Transfer> {
         // Declined payments keep what the client sent: references and codes no account has.
         let account =
-            |id: Option<String>| id.map(|id| rejected(AccountId::parse_reference(&id))).transpose();
+            |id: Option<String>| id.map(|id| rejected(AccountId::from_key(&id))).transpose();
+        let tenant = rejected(Tenant::parse(&self.tenant))?;
         Ok(Transfer {
             id: rejected(TransferId::parse(&self.id))?,
-            tenant: rejected(Tenant::parse(&self.tenant))?,
+            fx: self.fx.map(|text| fx_leg_from_json(&text, &tenant).map(Box::new)).transpose()?,
+            tenant,
             idempotency_key: rejected(stored_key(&self.idempotency_key))?,
             fingerprint: Fingerprint(self.fingerprint),
             kind: parse("transfer kind", &self.kind, TransferKind::parse)?,
@@ -206,7 +208,6 @@ impl RawTransfer {
             effective_at: at(self.effective_at),
             committed_at: at(self.committed_at),
             updated_at: at(self.updated_at),
-            fx: self.fx.map(|text| fx_leg_from_json(&text).map(Box::new)).transpose()?,
         })
     }
 }
@@ -375,7 +376,7 @@ impl RawEntry {
                 .map_err(|_| format!("entry sequence {} is negative", self.sequence))?,
             entry: Entry {
                 transfer_id: rejected(TransferId::parse(&self.transfer_id))?,
-                account_id: rejected(AccountId::parse(&self.account_id))?,
+                account_id: rejected(AccountId::from_key(&self.account_id))?,
                 direction: parse("direction", &self.direction, Direction::parse)?,
                 amount: self.amount,
                 currency: rejected(Currency::parse(&self.currency))?,
@@ -407,7 +408,7 @@ impl RawUser {
 
     pub fn decode(self) -> Decoded<User> {
         Ok(User {
-            id: rejected(UserId::parse(&self.id))?,
+            id: rejected(UserId::from_key(&self.id))?,
             tenant: rejected(Tenant::parse(&self.tenant))?,
             name: self.name,
             created_at: at(self.created_at),
@@ -449,9 +450,9 @@ impl RawOrder {
 
     pub fn decode(self) -> Decoded<Order> {
         Ok(Order {
-            id: rejected(OrderId::parse(&self.id))?,
+            id: rejected(OrderId::from_key(&self.id))?,
             tenant: rejected(Tenant::parse(&self.tenant))?,
-            user: rejected(UserId::parse(&self.user_id))?,
+            user: rejected(UserId::from_key(&self.user_id))?,
             amount: self.amount,
             currency: rejected(Currency::parse(&self.currency))?,
             status: parse("order status", &self.status, OrderStatus::parse)?,

@@ -145,7 +145,7 @@ impl Ledger<'_> {
         if debit_account == credit_account {
             return Err(Rejection::new(
                 ErrorCode::SameAccount,
-                format!("debit and credit account are both {debit_account}"),
+                format!("debit and credit account are both {}", debit_account.name()),
             ));
         }
         let terms = &quote.terms;

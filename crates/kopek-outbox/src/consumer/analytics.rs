@@ -6,7 +6,7 @@
 
 use super::{ConsumerError, Handler, Incoming};
 use async_trait::async_trait;
-use kopek_core::{AccountId, AccountKind, EventKind};
+use kopek_core::{AccountId, AccountKind, EventKind, Tenant};
 use kopek_store::{Consumed, Effect, Store};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -27,12 +27,17 @@ impl Analytics {
         Analytics { store, owners: Mutex::new(HashMap::new()) }
     }
 
-    async fn owner(&self, account: &str) -> Result<Option<String>, ConsumerError> {
+    /// The owner of the account a document names, in the event's tenant.
+    async fn owner(&self, tenant: &str, account: &str) -> Result<Option<String>, ConsumerError> {
+        let (Ok(tenant), Ok(id)) = (Tenant::parse(tenant), AccountId::parse(account)) else {
+            return Ok(None);
+        };
+        let id = id.in_tenant(&tenant);
+        let account = id.as_str();
         if let Some(owner) = self.owners.lock().ok().and_then(|owners| owners.get(account).cloned())
         {
             return Ok(owner);
         }
-        let Ok(id) = AccountId::parse(account) else { return Ok(None) };
         let found =
             self.store.account(&id).await.map_err(|error| ConsumerError(error.to_string()))?;
         let owner = found
@@ -67,7 +72,7 @@ impl Handler for Analytics {
                 text("debit_account_id"),
                 text("currency"),
                 event.subject_field("amount_minor").and_then(Value::as_i64),
-            ) && let Some(user) = self.owner(debit).await?
+            ) && let Some(user) = self.owner(&event.tenant, debit).await?
             {
                 let spend = Effect::Spend {
                     tenant: event.tenant.clone(),

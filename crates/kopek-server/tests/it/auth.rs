@@ -616,14 +616,6 @@ async fn a_tenant_sees_and_moves_only_its_own_ledger() {
     assert_eq!(own.status, 201, "{}", own.body);
     assert_ne!(own.header("idempotent-replayed"), Some("true"));
     assert_ne!(own.json()["id"], acme_transfer.as_str());
-    // Ids are global: one another tenant uses is taken, without saying more.
-    let taken =
-        post_json(address, &globex, "/v1/accounts", "o2", r#"{"id":"acme-1","currency":"EUR"}"#)
-            .await;
-    assert_eq!(taken.status, 409, "{}", taken.body);
-    assert_eq!(taken.json()["error"]["message"], "account id acme-1 is taken; choose another");
-    let balance = get_as(address, &acme, "/v1/accounts/acme-1/balance").await.json();
-    assert_eq!(balance["balance"]["posted"], "100.00", "nothing moved: {balance}");
 
     // gRPC: the same walls.
     let mut ledger = LedgerClient::new(server.channel().await);
@@ -700,6 +692,32 @@ async fn a_tenant_sees_and_moves_only_its_own_ledger() {
     assert!(!texts.iter().any(|text| text.contains("later")), "acme's new transfer arrived");
     let refused = tokio_tungstenite::connect_async(format!("ws://{address}/v1/ws")).await;
     assert!(refused.is_err(), "a WebSocket without a key was accepted");
+
+    // Ids belong to their tenant (issue 19, finding 5): globex opens an acme-1 of its own,
+    // which is not acme's, and learns nothing of acme's.
+    let own =
+        post_json(address, &globex, "/v1/accounts", "o2", r#"{"id":"acme-1","currency":"EUR"}"#)
+            .await;
+    assert_eq!(own.status, 201, "{}", own.body);
+    assert_eq!(
+        (own.json()["id"].clone(), own.json()["currency"].clone()),
+        ("acme-1".into(), "EUR".into())
+    );
+    let theirs = get_as(address, &globex, "/v1/accounts/acme-1").await.json();
+    assert_eq!(
+        (theirs["currency"].clone(), theirs["balance"]["posted"].clone()),
+        ("EUR".into(), "0.00".into())
+    );
+    let balance = get_as(address, &acme, "/v1/accounts/acme-1/balance").await.json();
+    assert_eq!(balance["balance"]["posted"], "101.00", "acme's acme-1 is untouched: {balance}");
+    let account = ledger
+        .get_account(with_key(pb::GetAccountRequest { id: "acme-1".into() }, Some(&acme)))
+        .await
+        .expect("acme's own")
+        .into_inner()
+        .account
+        .expect("account");
+    assert_eq!((account.id.as_str(), account.currency.as_str()), ("acme-1", "USD"));
 }
 
 #[tokio::test]

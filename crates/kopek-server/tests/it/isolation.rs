@@ -4,8 +4,10 @@
 //! ids, and a key bound to one user on another user's things. A route or method the table
 //! does not cover fails the test, so the next surface added is covered on day one.
 //!
-//! A leak is an answer that shows the victim's data (every piece of it carries `VICTIM-SECRET`)
-//! or a change to the victim's money, holds, accounts, webhooks or orders.
+//! A leak is an answer that shows the victim's data (every piece of it carries `VICTIM-SECRET`),
+//! one that says an id is taken elsewhere (ids belong to their tenant: another tenant's
+//! attempts with the victim's ids act on things of its own), or a change to the victim's
+//! money, holds, accounts, webhooks or orders.
 
 use crate::auth::{bearer, create_key, create_key_with, post_json, secured, with_key};
 use crate::support::{Server, cli, http};
@@ -292,7 +294,7 @@ async fn snapshot(server: &Server, admin: &str, victim: &Victim) -> Value {
 
 /// One leak found: what was tried, and what came back.
 fn leaked(leaks: &mut Vec<String>, what: &str, answer: &str) {
-    if answer.contains(SECRET) {
+    if answer.contains(SECRET) || answer.contains("is taken") {
         leaks.push(format!("{what}: {}", answer.chars().take(300).collect::<String>()));
     }
 }

@@ -525,3 +525,60 @@ async fn no_tenant_takes_the_accounts_kopek_derives() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Finding 5: ids belong to their tenant. Two tenants both open an account `alice` and a user
+/// `u42`, and both serve a contract user `b42`; each moves and sees only its own, by name.
+#[tokio::test]
+async fn two_tenants_use_the_same_ids_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, _admin) = secured(dir.path(), &[]);
+    let address = &server.http_address;
+    let mut tenants = Vec::new();
+    for (tenant, amount, units) in [("acme", "5.00", 2), ("globex", "7.00", 3)] {
+        let admin = create_key_with(dir.path(), "admin", &["--tenant", tenant]);
+        let body = r#"{"id":"alice","currency":"USD"}"#;
+        let opened = post_json(address, &admin, "/v1/accounts", "o-alice", body).await;
+        assert_eq!(opened.status, 201, "{tenant}: {}", opened.body);
+        let body = r#"{"id":"u42","name":"n"}"#;
+        let user = post_json(address, &admin, "/v1/users", "u-42", body).await;
+        assert_eq!(user.status, 201, "{tenant}: {}", user.body);
+        assert_eq!(user.json()["accounts"][0]["id"], "user:u42:USD", "{tenant}: names, not keys");
+        let body = format!(
+            r#"{{"kind":"deposit","credit_account_id":"alice","amount":"{amount}","currency":"USD"}}"#
+        );
+        let deposit = post_json(address, &admin, "/v1/transfers", "d-1", &body).await;
+        assert_eq!(deposit.status, 201, "{tenant}: {}", deposit.body);
+        assert_eq!(deposit.json()["credit_account_id"], "alice");
+        let gateway = bearer(&create_key_with(dir.path(), "gateway", &["--tenant", tenant]));
+        let headers = [("Authorization", gateway.as_str()), ("X-User-ID", "b42")];
+        let opened = http(address, "POST", "/payments/account", &headers, Some("{}")).await;
+        assert_eq!(opened.status, 200, "{tenant}: {}", opened.body);
+        let body = format!(r#"{{"amount": {units}}}"#);
+        let topped = http(address, "POST", "/payments/account/topup", &headers, Some(&body)).await;
+        assert_eq!(topped.status, 200, "{tenant}: {}", topped.body);
+        tenants.push((admin, gateway, amount, units));
+    }
+    for (admin, gateway, amount, units) in &tenants {
+        let account = get_as(address, admin, "/v1/accounts/alice").await.json();
+        assert_eq!(account["balance"]["posted"], *amount, "{account}");
+        let headers = [("Authorization", gateway.as_str()), ("X-User-ID", "b42")];
+        let balance = http(address, "GET", "/payments/account/balance", &headers, None).await;
+        assert_eq!(balance.json(), serde_json::json!({"balance": units}));
+        let listed = get_as(address, admin, "/v1/accounts").await.body;
+        assert!(!listed.contains("acme/") && !listed.contains("globex/"), "keys leaked: {listed}");
+        let events = get_as(address, admin, "/v1/events").await.body;
+        assert!(!events.contains("acme/") && !events.contains("globex/"), "keys leaked: {events}");
+        let mut ledger = LedgerClient::new(server.channel().await);
+        let request = with_key(pb::ListAccountsRequest::default(), Some(admin));
+        let listed = ledger.list_accounts(request).await.expect("listed").into_inner();
+        let ids: Vec<&str> = listed.accounts.iter().map(|account| account.id.as_str()).collect();
+        assert!(ids.contains(&"alice") && ids.contains(&"user:u42:USD"), "{ids:?}");
+        assert!(ids.iter().all(|id| !id.contains('/')), "keys leaked over gRPC: {ids:?}");
+        let request = with_key(
+            pb::GetBalanceRequest { account_id: "alice".into(), as_of: String::new() },
+            Some(admin),
+        );
+        let balance = ledger.get_balance(request).await.expect("balance").into_inner();
+        assert_eq!(balance.account_id, "alice");
+    }
+}
