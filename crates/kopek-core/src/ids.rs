@@ -61,6 +61,50 @@ pub(crate) fn check_key(
     }
 }
 
+/// What every id that belongs to a tenant has: its key (`as_str`, `Display`: what stores keep
+/// and compare), its `name` (what clients see), its `tenant`, and the same name in another
+/// tenant.
+macro_rules! tenant_keyed {
+    ($type:ident) => {
+        impl $type {
+            /// The key: what stores keep and compare (`<tenant>/<name>` outside the default
+            /// tenant).
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The id as its clients name it, without its tenant.
+            pub fn name(&self) -> &str {
+                $crate::ids::name_of(&self.0)
+            }
+
+            pub fn tenant(&self) -> $crate::ids::Tenant {
+                $crate::ids::tenant_of(&self.0)
+            }
+
+            /// The same name in `tenant`.
+            pub fn in_tenant(&self, tenant: &$crate::ids::Tenant) -> $type {
+                $type($crate::ids::scoped_key(tenant, self.name()))
+            }
+
+            /// Moves the id into `tenant`, if it is not there already.
+            pub fn scope_to(&mut self, tenant: &$crate::ids::Tenant) {
+                if !$crate::ids::key_in(&self.0, tenant) {
+                    *self = self.in_tenant(tenant);
+                }
+            }
+        }
+
+        /// The key, as stores keep it: what `to_string` gives. Clients see `name()`.
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+pub(crate) use tenant_keyed;
+
 /// A client-chosen or server-made account id: `[A-Za-z0-9_.:-]{1,128}`, in its tenant (see
 /// [`TENANT_SEPARATOR`]).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -102,27 +146,6 @@ impl AccountId {
         Ok(AccountId(key.to_owned()))
     }
 
-    /// The same name in `tenant`.
-    pub fn in_tenant(&self, tenant: &Tenant) -> AccountId {
-        AccountId(scoped_key(tenant, self.name()))
-    }
-
-    /// Moves the id into `tenant`, if it is not there already.
-    pub fn scope_to(&mut self, tenant: &Tenant) {
-        if !key_in(&self.0, tenant) {
-            *self = self.in_tenant(tenant);
-        }
-    }
-
-    /// The id as its clients name it, without its tenant.
-    pub fn name(&self) -> &str {
-        name_of(&self.0)
-    }
-
-    pub fn tenant(&self) -> Tenant {
-        tenant_of(&self.0)
-    }
-
     pub fn is_world(&self) -> bool {
         self.name().starts_with("world:")
     }
@@ -139,11 +162,6 @@ impl AccountId {
     pub fn world_in(tenant: &Tenant, currency: crate::Currency) -> AccountId {
         AccountId(scoped_key(tenant, &format!("world:{}{currency}", tenant.qualifier())))
     }
-
-    /// The key: what stores keep and compare (`<tenant>/<name>` outside the default tenant).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 fn reference_ok(text: &str) -> bool {
@@ -152,12 +170,7 @@ fn reference_ok(text: &str) -> bool {
         && !text.chars().any(char::is_control)
 }
 
-/// The key, as stores keep it: what `to_string` gives. Clients see `name()`.
-impl fmt::Display for AccountId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+tenant_keyed!(AccountId);
 
 impl fmt::Debug for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

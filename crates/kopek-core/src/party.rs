@@ -7,13 +7,9 @@
 
 use crate::account::{AccountKind, NewAccount, Overdraft};
 use crate::error::{ErrorCode, Rejection};
-use crate::ids::{
-    AccountId, IdempotencyKey, Tenant, TransferId, check_key, key_in, name_of, scoped_key,
-    tenant_of,
-};
+use crate::ids::{AccountId, IdempotencyKey, Tenant, TransferId, check_key, tenant_keyed};
 use crate::money::Currency;
 use crate::time::Timestamp;
-use std::fmt;
 
 pub const USER_ID_BYTES_MAX: usize = 100;
 pub const USER_NAME_BYTES_MAX: usize = 200;
@@ -52,34 +48,8 @@ impl UserId {
         Ok(UserId(key.to_owned()))
     }
 
-    /// The same user id in `tenant`.
-    pub fn in_tenant(&self, tenant: &Tenant) -> UserId {
-        UserId(scoped_key(tenant, self.name()))
-    }
-
-    /// Moves the id into `tenant`, if it is not there already.
-    pub fn scope_to(&mut self, tenant: &Tenant) {
-        if !key_in(&self.0, tenant) {
-            *self = self.in_tenant(tenant);
-        }
-    }
-
     pub fn number(&self) -> Option<u64> {
         self.name().parse().ok()
-    }
-
-    /// The key: what stores keep and compare.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The id as clients name it, without its tenant: what accounts name as their owner.
-    pub fn name(&self) -> &str {
-        name_of(&self.0)
-    }
-
-    pub fn tenant(&self) -> Tenant {
-        tenant_of(&self.0)
     }
 
     /// The user's account in `currency`, in the user's tenant.
@@ -102,12 +72,7 @@ impl UserId {
     }
 }
 
-/// The key, as stores keep it. Clients see `name()`.
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+tenant_keyed!(UserId);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -163,28 +128,6 @@ impl OrderId {
         Ok(OrderId(key.to_owned()))
     }
 
-    /// The same order id in `tenant`.
-    pub fn in_tenant(&self, tenant: &Tenant) -> OrderId {
-        OrderId(scoped_key(tenant, self.name()))
-    }
-
-    /// Moves the id into `tenant`, if it is not there already.
-    pub fn scope_to(&mut self, tenant: &Tenant) {
-        if !key_in(&self.0, tenant) {
-            *self = self.in_tenant(tenant);
-        }
-    }
-
-    /// The key: what stores keep and compare.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The id as clients name it, without its tenant.
-    pub fn name(&self) -> &str {
-        name_of(&self.0)
-    }
-
     /// The idempotency key of the order's payment: one payment per order, ever (keys are
     /// per tenant already).
     pub fn payment_key(&self) -> IdempotencyKey {
@@ -192,12 +135,7 @@ impl OrderId {
     }
 }
 
-/// The key, as stores keep it. Clients see `name()`.
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+tenant_keyed!(OrderId);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrderStatus {
