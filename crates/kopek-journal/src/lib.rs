@@ -1,0 +1,419 @@
+//! kopek-journal: the append-only journal that will be the embedded store's commit point
+//! (issue 20, `docs/storage.md` once the store uses it). Each batch's decided outcome is one
+//! *frame*; frames are written one after another into preallocated *segment* files, and a
+//! frame counts once its segment was made durable (`Journal::sync`).
+//!
+//! # Frame layout (little-endian)
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..4 | magic `KJF1` |
+//! | 4..8 | payload length |
+//! | 8..16 | sequence: 1 for the journal's first frame, then one more per frame |
+//! | 16..32 | the previous frame's checksum (0 before the first frame) |
+//! | 32..48 | checksum of the payload (XXH3-128) |
+//! | 48..64 | the frame's checksum: XXH3-128 of bytes 0..48 |
+//! | 64.. | payload |
+//!
+//! The frame's checksum covers the payload's, the sequence and the previous frame's
+//! checksum, so the frames form a chain: a lost frame, a frame from elsewhere or frames in
+//! another order break it. A frame never spans segments; a segment is named by its index
+//! (`00000000000000000001.segment`) and what is after its last frame is zeros.
+//!
+//! # Recovery
+//!
+//! `Journal::open` reads every frame in order. The first frame that does not check out ends
+//! the journal: if nothing valid follows it anywhere (a write cut short by a crash, never
+//! acknowledged), that tail is cleared and appending goes on after the last valid frame; if
+//! a valid frame follows it, a frame that was made durable is damaged, and the open fails
+//! with the segment and offset, so nothing acknowledged is silently lost.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::xxh3_128;
+
+/// Bytes of a frame header.
+pub const HEADER_BYTES: usize = 64;
+/// The size of a segment file, by default.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+const MAGIC: [u8; 4] = *b"KJF1";
+const SEGMENT_SUFFIX: &str = ".segment";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A frame that was made durable does not check out: start no further.
+    #[error("journal damaged in {segment} at offset {offset}: {reason}")]
+    Damaged { segment: PathBuf, offset: u64, reason: String },
+    /// The disk is full: refuse writes, keep serving reads.
+    #[error("the journal's disk is full")]
+    Full,
+    /// A sync failed: what was written since the last sync may or may not be on disk, so the
+    /// process must stop without acknowledging it (fail-stop; never retry the sync).
+    #[error("the journal could not be made durable: {0}")]
+    SyncFailed(std::io::Error),
+    #[error("the journal failed earlier and takes no more writes")]
+    Poisoned,
+    #[error("a frame of {0} bytes does not fit a segment")]
+    TooLarge(usize),
+    #[error("journal I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One recovered frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub sequence: u64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// The size of each segment file.
+    pub segment_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { segment_bytes: SEGMENT_BYTES_DEFAULT }
+    }
+}
+
+/// What `open` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The last valid frame's sequence (0: an empty journal).
+    pub last_sequence: u64,
+    /// Where a torn tail was cleared, if there was one: the segment and the offset.
+    pub torn_tail: Option<(PathBuf, u64)>,
+}
+
+/// The journal, open for appending.
+pub struct Journal {
+    dir: PathBuf,
+    options: Options,
+    segment: File,
+    segment_index: u64,
+    /// Where the next frame goes in the current segment.
+    offset: u64,
+    next_sequence: u64,
+    last_checksum: u128,
+    /// Segments written since the last sync, besides the current one.
+    unsynced: Vec<File>,
+    poisoned: bool,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`, giving every valid frame to `replay` in order.
+    pub fn open(
+        dir: &Path,
+        options: Options,
+        mut replay: impl FnMut(Frame),
+    ) -> Result<(Journal, Recovery), JournalError> {
+        assert!(options.segment_bytes > HEADER_BYTES as u64);
+        std::fs::create_dir_all(dir)?;
+        let segments = segment_indexes(dir)?;
+        let mut recovery = Recovery::default();
+        let mut last_checksum = 0u128;
+        let mut position = None;
+        'segments: for (order, index) in segments.iter().enumerate() {
+            let path = segment_path(dir, *index);
+            let bytes = std::fs::read(&path)?;
+            let mut offset = 0usize;
+            loop {
+                match check_frame(&bytes, offset, recovery.last_sequence + 1, last_checksum) {
+                    Checked::Valid { length, checksum } => {
+                        let start = offset + HEADER_BYTES;
+                        replay(Frame {
+                            sequence: recovery.last_sequence + 1,
+                            payload: bytes[start..start + length].to_vec(),
+                        });
+                        recovery.last_sequence += 1;
+                        last_checksum = checksum;
+                        offset = start + length;
+                        position = Some((*index, offset as u64));
+                    }
+                    Checked::End => {
+                        // The rest of the segment is empty; the journal goes on in the next.
+                        if position.is_none() {
+                            position = Some((*index, offset as u64));
+                        }
+                        continue 'segments;
+                    }
+                    Checked::Invalid(reason) => {
+                        let later = &segments[order + 1..];
+                        if valid_frame_after(dir, &bytes, offset, later, recovery.last_sequence)? {
+                            return Err(JournalError::Damaged {
+                                segment: path,
+                                offset: offset as u64,
+                                reason,
+                            });
+                        }
+                        clear_tail(&path, offset as u64)?;
+                        for index in later {
+                            std::fs::remove_file(segment_path(dir, *index))?;
+                        }
+                        recovery.torn_tail = Some((path, offset as u64));
+                        position = Some((*index, offset as u64));
+                        break 'segments;
+                    }
+                }
+            }
+        }
+        let (segment_index, offset) = position.unwrap_or((1, 0));
+        let segment = open_segment(dir, segment_index, options.segment_bytes)?;
+        let journal = Journal {
+            dir: dir.to_owned(),
+            options,
+            segment,
+            segment_index,
+            offset,
+            next_sequence: recovery.last_sequence + 1,
+            last_checksum,
+            unsynced: Vec::new(),
+            poisoned: false,
+        };
+        Ok((journal, recovery))
+    }
+
+    /// Writes one frame after the last; it is durable only after the next `sync`. Answers
+    /// the frame's sequence.
+    pub fn append(&mut self, payload: &[u8]) -> Result<u64, JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        let frame_bytes = (HEADER_BYTES + payload.len()) as u64;
+        if frame_bytes > self.options.segment_bytes || u32::try_from(payload.len()).is_err() {
+            return Err(JournalError::TooLarge(payload.len()));
+        }
+        if self.offset + frame_bytes > self.options.segment_bytes {
+            self.next_segment()?;
+        }
+        let sequence = self.next_sequence;
+        let (header, checksum) = header(payload, sequence, self.last_checksum);
+        let written = self
+            .segment
+            .seek(SeekFrom::Start(self.offset))
+            .and_then(|_| self.segment.write_all(&header))
+            .and_then(|()| self.segment.write_all(payload));
+        if let Err(error) = written {
+            // What was written is not acknowledged, and the next frame would follow a gap:
+            // the caller stops writing (a full disk) or the process (anything else).
+            self.poisoned = true;
+            return Err(if is_disk_full(&error) { JournalError::Full } else { error.into() });
+        }
+        self.offset += frame_bytes;
+        self.next_sequence += 1;
+        self.last_checksum = checksum;
+        Ok(sequence)
+    }
+
+    /// Makes every frame appended so far durable (`fdatasync`). A failure poisons the
+    /// journal for good: the caller must stop the process without acknowledging anything.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned);
+        }
+        let synced = self
+            .unsynced
+            .iter()
+            .try_for_each(File::sync_data)
+            .and_then(|()| self.segment.sync_data());
+        match synced {
+            Ok(()) => {
+                self.unsynced.clear();
+                Ok(())
+            }
+            Err(error) => {
+                self.poisoned = true;
+                Err(JournalError::SyncFailed(error))
+            }
+        }
+    }
+
+    /// The sequence the next frame will have.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    fn next_segment(&mut self) -> Result<(), JournalError> {
+        let next = open_segment(&self.dir, self.segment_index + 1, self.options.segment_bytes)?;
+        let previous = std::mem::replace(&mut self.segment, next);
+        self.unsynced.push(previous);
+        self.segment_index += 1;
+        self.offset = 0;
+        // The new segment's directory entry must survive a crash too.
+        File::open(&self.dir).and_then(|dir| dir.sync_all())?;
+        Ok(())
+    }
+}
+
+/// A frame header for `payload`, and the frame's checksum.
+fn header(payload: &[u8], sequence: u64, previous: u128) -> ([u8; HEADER_BYTES], u128) {
+    let mut header = [0u8; HEADER_BYTES];
+    header[0..4].copy_from_slice(&MAGIC);
+    let length = u32::try_from(payload.len()).expect("checked by the caller");
+    header[4..8].copy_from_slice(&length.to_le_bytes());
+    header[8..16].copy_from_slice(&sequence.to_le_bytes());
+    header[16..32].copy_from_slice(&previous.to_le_bytes());
+    header[32..48].copy_from_slice(&xxh3_128(payload).to_le_bytes());
+    let checksum = xxh3_128(&header[0..48]);
+    header[48..64].copy_from_slice(&checksum.to_le_bytes());
+    (header, checksum)
+}
+
+enum Checked {
+    Valid {
+        length: usize,
+        checksum: u128,
+    },
+    /// Zeros: nothing was ever written here.
+    End,
+    Invalid(String),
+}
+
+fn u128_at(bytes: &[u8], at: usize) -> u128 {
+    let mut word = [0u8; 16];
+    word.copy_from_slice(&bytes[at..at + 16]);
+    u128::from_le_bytes(word)
+}
+
+/// Checks the frame at `offset` of a segment as the one after `previous`.
+fn check_frame(bytes: &[u8], offset: usize, sequence: u64, previous: u128) -> Checked {
+    let Some(head) = bytes.get(offset..offset + HEADER_BYTES) else {
+        let rest = &bytes[offset.min(bytes.len())..];
+        return if rest.iter().all(|byte| *byte == 0) {
+            Checked::End
+        } else {
+            Checked::Invalid("a frame header cut short".to_owned())
+        };
+    };
+    if head.iter().all(|byte| *byte == 0) {
+        // A frame is never all zeros; zeros here and after mean the end.
+        return if bytes[offset..].iter().all(|byte| *byte == 0) {
+            Checked::End
+        } else {
+            Checked::Invalid("zeros where a frame should be".to_owned())
+        };
+    }
+    if head[0..4] != MAGIC {
+        return Checked::Invalid("not a frame header".to_owned());
+    }
+    if xxh3_128(&head[0..48]) != u128_at(head, 48) {
+        return Checked::Invalid("the header checksum does not match".to_owned());
+    }
+    let length = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    let Some(payload) = bytes.get(offset + HEADER_BYTES..offset + HEADER_BYTES + length) else {
+        return Checked::Invalid("the payload is cut short".to_owned());
+    };
+    if xxh3_128(payload) != u128_at(head, 32) {
+        return Checked::Invalid("the payload checksum does not match".to_owned());
+    }
+    let found = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    if found != sequence {
+        return Checked::Invalid(format!("sequence {found} where {sequence} belongs"));
+    }
+    if u128_at(head, 16) != previous {
+        return Checked::Invalid("the frame does not follow the previous one".to_owned());
+    }
+    Checked::Valid { length, checksum: u128_at(head, 48) }
+}
+
+/// Whether a frame that checks out on its own, with a later sequence than `last`, lies
+/// after `offset` of this segment or in a later one: then the damage is not a torn tail.
+fn valid_frame_after(
+    dir: &Path,
+    bytes: &[u8],
+    offset: usize,
+    later: &[u64],
+    last: u64,
+) -> Result<bool, JournalError> {
+    if self_valid_after(bytes, offset + 1, last) {
+        return Ok(true);
+    }
+    for index in later {
+        let bytes = std::fs::read(segment_path(dir, *index))?;
+        if self_valid_after(&bytes, 0, last) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether any frame from `from` on checks out by its own checksums with a sequence past
+/// `last` (its place in the chain cannot be known once the chain is broken).
+fn self_valid_after(bytes: &[u8], from: usize, last: u64) -> bool {
+    let mut at = from;
+    while at + HEADER_BYTES <= bytes.len() {
+        match bytes[at..].windows(4).position(|window| window == MAGIC) {
+            None => return false,
+            Some(found) => at += found,
+        }
+        if let Some(head) = bytes.get(at..at + HEADER_BYTES) {
+            let sequence = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+            let length = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+            let whole = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + length);
+            if sequence > last
+                && xxh3_128(&head[0..48]) == u128_at(head, 48)
+                && whole.is_some_and(|payload| xxh3_128(payload) == u128_at(head, 32))
+            {
+                return true;
+            }
+        }
+        at += 1;
+    }
+    false
+}
+
+fn segment_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:020}{SEGMENT_SUFFIX}"))
+}
+
+/// The segment indexes in `dir`, in order.
+fn segment_indexes(dir: &Path) -> Result<Vec<u64>, JournalError> {
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(index) = name.strip_suffix(SEGMENT_SUFFIX).and_then(|n| n.parse().ok()) {
+            indexes.push(index);
+        }
+    }
+    indexes.sort_unstable();
+    Ok(indexes)
+}
+
+/// Opens segment `index` for writing, preallocated to `size` bytes (zeros).
+fn open_segment(dir: &Path, index: u64, size: u64) -> Result<File, JournalError> {
+    let path = segment_path(dir, index);
+    let file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    if file.metadata()?.len() < size {
+        file.set_len(size).map_err(|error| {
+            if is_disk_full(&error) { JournalError::Full } else { error.into() }
+        })?;
+    }
+    Ok(file)
+}
+
+/// Zeros a segment from `offset` on, and makes that durable.
+fn clear_tail(path: &Path, offset: u64) -> Result<(), JournalError> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let length = file.metadata()?.len();
+    let mut rest = Vec::new();
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_to_end(&mut rest)?;
+    if rest.iter().any(|byte| *byte != 0) {
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(&vec![0u8; (length - offset) as usize])?;
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+fn is_disk_full(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::StorageFull
+}
+
+#[cfg(test)]
+mod tests;
