@@ -35,7 +35,9 @@ impl Clock {
 }
 
 /// Monotonic ULIDs: the millisecond of `now` and 80 random bits; within one millisecond (or
-/// when the clock steps back) the previous id plus one.
+/// when the clock steps back) the previous id plus one. The random bits are drawn once per
+/// millisecond, so a batch of thousands of transfers costs one call to the OS's random source,
+/// not one per transfer.
 #[derive(Debug, Default)]
 pub struct UlidGenerator {
     last: u128,
@@ -49,8 +51,11 @@ impl UlidGenerator {
 
     pub fn next(&mut self, now: Timestamp) -> Ulid {
         let millis = u64::try_from(now.as_unix_micros() / 1_000).unwrap_or(0);
-        let fresh = Ulid::from_parts(millis, uuid::Uuid::new_v4().as_u128()).as_u128();
-        let next = if fresh > self.last { fresh } else { self.last + 1 };
+        let next = if u128::from(millis) > self.last >> 80 {
+            Ulid::from_parts(millis, uuid::Uuid::new_v4().as_u128()).as_u128()
+        } else {
+            self.last + 1
+        };
         self.last = next;
         Ulid::from_u128(next)
     }
@@ -74,6 +79,16 @@ mod tests {
             assert_eq!(id.to_string().len(), 26);
             (last_time, last_id) = (time, id);
         }
+        // Within one millisecond ids count up from one random draw.
+        let instant = Timestamp::from_unix_micros(last_time.as_unix_micros() + 5_000);
+        let first = ids.next(instant);
+        let second = ids.next(instant);
+        assert_eq!(second.as_u128(), first.as_u128() + 1);
+        assert_eq!(
+            first.unix_millis(),
+            u64::try_from(instant.as_unix_micros() / 1_000).expect("ms")
+        );
+        last_id = second;
         let stepped_back = ids.next(Timestamp::EPOCH);
         assert!(stepped_back > last_id, "a clock step back still gives a larger id");
 
