@@ -715,9 +715,9 @@ impl<'a> Ledger<'a> {
         let id = match &request.id {
             Some(id) => {
                 if let Some(existing) = self.users.get(id) {
-                    return if existing.tenant != *tenant {
-                        UserResult::Rejected(taken("user", &id.name()))
-                    } else if existing.name == request.name {
+                    // Ids are keyed by their tenant, so a user found is the tenant's.
+                    assert_eq!(existing.tenant, *tenant);
+                    return if existing.name == request.name {
                         UserResult::Existed(existing.clone())
                     } else {
                         UserResult::Rejected(Rejection::new(
@@ -743,8 +743,10 @@ impl<'a> Ledger<'a> {
         let account_id = id.account(request.currency);
         // Another surface may have opened the user's account already; it is theirs either way.
         let account = match self.accounts.get(&account_id) {
-            Some(account) if account.tenant == *tenant => account.clone(),
-            Some(_) => return UserResult::Rejected(taken("account", &account_id.name())),
+            Some(account) => {
+                assert_eq!(account.tenant, *tenant);
+                account.clone()
+            }
             None => {
                 let account = self.new_account_from(tenant, &id.new_account(request.currency));
                 self.open(tenant, account.clone());
@@ -1000,9 +1002,9 @@ impl<'a> Ledger<'a> {
             return AccountResult::Rejected(rejection);
         }
         if let Some(existing) = self.accounts.get(&request.id) {
-            return if existing.tenant != *tenant {
-                AccountResult::Rejected(taken("account", &request.id.name()))
-            } else if request.matches(existing) {
+            // Ids are keyed by their tenant, so an account found is the tenant's.
+            assert_eq!(existing.tenant, *tenant);
+            return if request.matches(existing) {
                 AccountResult::Existed(existing.clone())
             } else {
                 AccountResult::Rejected(Rejection::new(
@@ -1953,11 +1955,6 @@ fn check_reserved_id(tenant: &Tenant, request: &NewAccount) -> Check<()> {
         }
     }
     Ok(())
-}
-
-/// An id another tenant uses: ids are global, so it cannot be taken here either.
-fn taken(what: &str, id: &dyn std::fmt::Display) -> Rejection {
-    Rejection::new(ErrorCode::AccountExists, format!("{what} id {id} is taken; choose another"))
 }
 
 fn check_status(account: &Account) -> Check<()> {
