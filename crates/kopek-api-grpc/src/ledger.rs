@@ -925,7 +925,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         caller
             .refuse_bound("follow the tenant's event stream")
             .map_err(|r| rejection_status(&r))?;
-        let ending = Ending::new(&self.shutdown, key_watch(&request));
+        let key = key_watch(&request);
         let tenant = caller.tenant.clone();
         let request = request.into_inner();
         let types = EventFilter::parse_types(request.types.iter().map(String::as_str))
@@ -944,8 +944,11 @@ impl pb::ledger_server::Ledger for LedgerService {
             self.feed.subscribe_after(request.after_sequence)
         };
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_EVENTS_BUFFER);
+        // Made once the request checked out, and finished with the task that serves it.
+        let ending = Ending::new(&self.shutdown, key);
+        let finish = FinishOnDrop(ending.clone());
         tokio::spawn(async move {
-            let _finish = FinishOnDrop(ending.clone());
+            let _finish = finish;
             loop {
                 tokio::select! {
                     event = events.recv() => {

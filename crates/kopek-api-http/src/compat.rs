@@ -560,11 +560,13 @@ pub async fn order_status_ws(
         .max_message_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX)
         .max_frame_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX);
     let ending = kopek_auth::Ending::new(&state.draining, key.map(|extension| extension.0));
+    // Finished when the socket ends, or with the callback if the upgrade never completes.
+    let finish = kopek_auth::FinishOnDrop(ending.clone());
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
         // An open socket is a request in flight: its connection is not idle.
         let _busy = connection.map(|extension| extension.0.busy());
-        let _finish = kopek_auth::FinishOnDrop(ending.clone());
+        let _finish = finish;
         crate::ws::order_status(state, caller.0, id, ending, socket).await;
     })
 }

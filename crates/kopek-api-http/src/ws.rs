@@ -73,11 +73,13 @@ pub async fn events_ws(
         .max_message_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX)
         .max_frame_size(crate::WEBSOCKET_MESSAGE_BYTES_MAX);
     let ending = Ending::new(&state.draining, key.map(|Extension(key)| key));
+    // Finished when the socket ends, or with the callback if the upgrade never completes.
+    let finish = FinishOnDrop(ending.clone());
     upgrade.on_upgrade(move |socket| async move {
         let _permit = permit;
         // An open socket is a request in flight: its connection is not idle.
         let _busy = connection.map(|Extension(activity)| activity.busy());
-        let _finish = FinishOnDrop(ending.clone());
+        let _finish = finish;
         follow(state, query.after, filter, ending, socket).await;
     })
 }

@@ -156,7 +156,7 @@ impl TransferRequest {
                 if !own || account.id.is_world() {
                     return Err(Rejection::invalid(format!(
                         "a transfer cannot open account {}",
-                        account.id
+                        account.id.name()
                     )));
                 }
             }

@@ -98,8 +98,14 @@ fn is_public_v6(address: Ipv6Addr) -> bool {
         || (first & 0xffc0) == 0xfec0
         // Documentation, 2001:db8::/32.
         || (first == 0x2001 && address.segments()[1] == 0x0db8)
-        // IPv4-compatible and NAT64 forms of an IPv4 address: judged as that address.
-        || address.to_ipv4().is_some_and(|v4| !is_public_v4(v4)))
+        // IPv4-compatible forms of an IPv4 address: judged as that address.
+        || address.to_ipv4().is_some_and(|v4| !is_public_v4(v4))
+        // Forms that carry an IPv4 address a gateway reaches for us (NAT64 64:ff9b::/96 and
+        // 64:ff9b:1::/48, both in 64:ff9b::/32; 6to4 2002::/16; Teredo 2001::/32): refused
+        // outright, since the IPv4 address inside may be a private one.
+        || (first == 0x0064 && address.segments()[1] == 0xff9b)
+        || first == 0x2002
+        || (first == 0x2001 && address.segments()[1] == 0))
 }
 
 /// The sender's resolver under [`Targets::PublicOnly`]: the system's answer without internal
@@ -145,6 +151,10 @@ mod tests {
             "http://api.localhost/",
             "http://2130706433/",
             "http://0x7f.1/",
+            "http://[64:ff9b::a00:5]/",
+            "http://[64:ff9b:1::a00:5]/",
+            "http://[2002:a00:5::]/",
+            "http://[2001:0:4136:e378::1]/",
         ];
         for url in refused {
             assert!(Targets::PublicOnly.check_url(url).is_err(), "{url} was allowed");

@@ -107,7 +107,8 @@ fn client(config: &NotifierConfig) -> Result<reqwest::Client, reqwest::Error> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("kopek-webhooks/", env!("CARGO_PKG_VERSION")));
     match config.targets {
-        Targets::PublicOnly => builder.dns_resolver(Arc::new(PublicResolver)).build(),
+        // No proxy: a proxy would resolve the name itself, past the resolver's rule.
+        Targets::PublicOnly => builder.no_proxy().dns_resolver(Arc::new(PublicResolver)).build(),
         Targets::Any => builder.build(),
     }
 }

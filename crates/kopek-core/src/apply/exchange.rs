@@ -155,7 +155,7 @@ impl Ledger<'_> {
         let payee =
             self.account_in(tenant, credit_account).ok_or_else(|| not_found(credit_account))?;
         for (account, currency, side) in [(payer, terms.from, "sells"), (payee, terms.to, "buys")] {
-            let id = &account.id;
+            let id = account.id.name();
             if account.currency != currency {
                 return Err(Rejection::new(
                     ErrorCode::CurrencyMismatch,
