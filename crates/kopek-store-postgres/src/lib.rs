@@ -1515,88 +1515,18 @@ mod tests {
     /// their tenant's keys, every reference follows, and the books verify.
     #[tokio::test]
     async fn another_tenants_rows_move_to_their_keys_on_upgrade() {
-        use kopek_core::memory::SequentialIds;
-        use kopek_core::*;
-        use kopek_store::Store;
+        use kopek_core::{AccountId, Tenant};
+        use kopek_store::{Store, conformance};
         let Some((store, _database)) = fresh_store().await else { return };
-        let usd = Currency::parse("USD").expect("USD");
-        let acme = Tenant::parse("acme").expect("tenant");
-        let alice = AccountId::parse("alice").expect("id");
-        let ann = UserId::parse("ann").expect("id");
-        let deposit = |key: &str, to: AccountId, minor: i64| TransferRequest {
-            idempotency_key: IdempotencyKey::parse(key).expect("key"),
-            kind: TransferKind::Deposit,
-            movement: Movement::Move {
-                debit_account: AccountId::world_in(&acme, usd),
-                credit_account: to,
-                amount: minor,
-                currency: usd,
-                hold: None,
-            },
-            details: Details::default(),
-            effective_at: None,
-            open_if_missing: Vec::new(),
-            fingerprint_extra: String::new(),
-        };
-        let bodies = vec![
-            CommandBody::CreateAccounts(vec![NewAccount::user(alice.clone(), usd)]),
-            CommandBody::CreateUser(NewUser {
-                id: Some(ann.clone()),
-                name: "Ann".into(),
-                currency: usd,
-            }),
-            CommandBody::CreateTransfers {
-                transfers: vec![
-                    deposit("d1", alice.clone(), 500),
-                    deposit("d2", ann.in_tenant(&acme).account(usd), 300),
-                ],
-                linking: Linking::Independent,
-            },
-        ];
-        let batch = Batch {
-            commands: bodies
-                .into_iter()
-                .map(|body| Command::new(acme.clone(), Authority::Ledger, body))
-                .collect(),
-        };
-        let now = Timestamp::from_unix_micros(1_700_000_000_000_000);
-        store
-            .write_batch(
-                batch.keys(),
-                Box::new(move |state| Ok(apply(state, &batch, now, &mut SequentialIds::default()))),
-            )
-            .await
-            .expect("commit");
-        for statement in [
-            "UPDATE accounts SET id = substr(id, 6) WHERE tenant = 'acme'",
-            "UPDATE entries SET account_id = substr(account_id, 6) WHERE account_id LIKE 'acme/%'",
-            "UPDATE transfers SET debit_account = substr(debit_account, 6), \
-             credit_account = substr(credit_account, 6) WHERE tenant = 'acme'",
-            "UPDATE users SET id = substr(id, 6) WHERE tenant = 'acme'",
-            "UPDATE outbox SET subject_id = substr(subject_id, 6) WHERE subject_id LIKE 'acme/%'",
-            "DELETE FROM schema_migrations WHERE version = 8",
-        ] {
-            crate::execute(store.pool(), statement).await.expect("the old layout");
+        conformance::other_tenant_before_upgrade(&store).await;
+        for statement in conformance::old_layout_statements(8) {
+            crate::execute(store.pool(), &statement).await.expect("the old layout");
         }
-        assert_eq!(
-            store.account(&alice).await.expect("read").map(|a| a.tenant),
-            Some(acme.clone())
-        );
+        let alice = AccountId::parse("alice").expect("id");
+        let acme = Tenant::parse("acme").expect("tenant");
+        assert_eq!(store.account(&alice).await.expect("read").map(|a| a.tenant), Some(acme));
         assert_eq!(store.migrate().await.expect("upgrade"), [8]);
-        let account = store.account(&alice.in_tenant(&acme)).await.expect("read").expect("moved");
-        assert_eq!(account.balance.posted, 500);
-        assert_eq!(store.account(&alice).await.expect("read"), None, "no longer bare");
-        assert_eq!(
-            store.user(&ann.in_tenant(&acme)).await.expect("read").expect("moved").name,
-            "Ann"
-        );
-        let page = store.entries(&alice.in_tenant(&acme), None, 10).await.expect("entries");
-        assert_eq!(page.items.len(), 1, "the entries follow their account");
-        let key = IdempotencyKey::parse("d1").expect("key");
-        let transfer = store.transfer_by_key(&acme, &key).await.expect("read").expect("there");
-        assert_eq!(transfer.credit_account, Some(alice.in_tenant(&acme)));
-        let report = store.verify().await.expect("verify");
-        assert!(report.is_ok(), "{:?}", report.problems);
+        conformance::other_tenant_after_upgrade(&store).await;
     }
 
     #[tokio::test]

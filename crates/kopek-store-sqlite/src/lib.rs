@@ -1613,72 +1613,14 @@ mod tests {
     /// their tenant's keys, every reference follows, and the books verify before and after.
     #[tokio::test]
     async fn another_tenants_rows_move_to_their_keys_on_upgrade() {
+        use kopek_store::conformance;
         let dir = tempfile::tempdir().expect("temp dir");
-        let usd = Currency::parse("USD").expect("USD");
-        let acme = Tenant::parse("acme").expect("tenant");
-        let (alice, bob) =
-            (AccountId::parse("alice").expect("id"), AccountId::parse("bob").expect("id"));
-        let ann = UserId::parse("ann").expect("id");
-        {
-            let store = SqliteStore::open(dir.path()).expect("open");
-            let deposit = |key: &str, to: &AccountId, minor: i64| TransferRequest {
-                idempotency_key: IdempotencyKey::parse(key).expect("key"),
-                kind: TransferKind::Deposit,
-                movement: Movement::Move {
-                    debit_account: AccountId::world_in(&acme, usd),
-                    credit_account: to.clone(),
-                    amount: minor,
-                    currency: usd,
-                    hold: None,
-                },
-                details: Details::default(),
-                effective_at: None,
-                open_if_missing: Vec::new(),
-                fingerprint_extra: String::new(),
-            };
-            let body = |bodies: Vec<CommandBody>| Batch {
-                commands: bodies
-                    .into_iter()
-                    .map(|body| Command::new(acme.clone(), Authority::Ledger, body))
-                    .collect(),
-            };
-            commit(
-                &store,
-                body(vec![
-                    CommandBody::CreateAccounts(vec![
-                        NewAccount::user(alice.clone(), usd),
-                        NewAccount::user(bob.clone(), usd),
-                    ]),
-                    CommandBody::CreateUser(NewUser {
-                        id: Some(ann.clone()),
-                        name: "Ann".into(),
-                        currency: usd,
-                    }),
-                    CommandBody::CreateTransfers {
-                        transfers: vec![
-                            deposit("d1", &alice, 500),
-                            deposit("d2", &ann.in_tenant(&acme).account(usd), 300),
-                        ],
-                        linking: Linking::Independent,
-                    },
-                ]),
-            )
+        conformance::other_tenant_before_upgrade(&SqliteStore::open(dir.path()).expect("open"))
             .await;
-            assert!(store.verify().await.expect("verify").is_ok());
-        }
-        // Back to the layout of before: acme's rows under their bare ids, version 8.
         {
             let connection = Connection::open(dir.path().join(DATABASE_FILE_NAME)).expect("open");
             connection
-                .execute_batch(
-                    "UPDATE accounts SET id = substr(id, 6) WHERE tenant = 'acme';
-                     UPDATE entries SET account_id = substr(account_id, 6) WHERE account_id LIKE 'acme/%';
-                     UPDATE transfers SET debit_account = substr(debit_account, 6),
-                         credit_account = substr(credit_account, 6) WHERE tenant = 'acme';
-                     UPDATE users SET id = substr(id, 6) WHERE tenant = 'acme';
-                     UPDATE outbox SET subject_id = substr(subject_id, 6) WHERE subject_id LIKE 'acme/%';
-                     DELETE FROM schema_migrations WHERE version = 9;",
-                )
+                .execute_batch(&conformance::old_layout_statements(9).join(";\n"))
                 .expect("the old layout");
             let bare: i64 = connection
                 .query_row("SELECT COUNT(*) FROM accounts WHERE id = 'alice'", [], |row| row.get(0))
@@ -1686,43 +1628,7 @@ mod tests {
             assert_eq!(bare, 1, "the old layout keys acme's alice bare");
         }
         let store = SqliteStore::open(dir.path()).expect("the upgrade runs on open");
-        let account = store.account(&alice.in_tenant(&acme)).await.expect("read").expect("moved");
-        assert_eq!((account.tenant.clone(), account.balance.posted), (acme.clone(), 500));
-        assert_eq!(store.account(&alice).await.expect("read"), None, "no longer bare");
-        let user = store.user(&ann.in_tenant(&acme)).await.expect("read").expect("moved");
-        assert_eq!(user.name, "Ann");
-        let theirs = store.account(&ann.in_tenant(&acme).account(usd)).await.expect("read");
-        assert_eq!(theirs.map(|account| account.balance.posted), Some(300));
-        let page = store.entries(&alice.in_tenant(&acme), None, 10).await.expect("entries");
-        assert_eq!(page.items.len(), 1, "the entries follow their account");
-        let key = IdempotencyKey::parse("d1").expect("key");
-        let transfer = store.transfer_by_key(&acme, &key).await.expect("read").expect("there");
-        assert_eq!(transfer.credit_account, Some(alice.in_tenant(&acme)));
-        assert_eq!(transfer.debit_account, Some(AccountId::world_in(&acme, usd)));
-        let report = store.verify().await.expect("verify");
-        assert!(report.is_ok(), "{:?}", report.problems);
-        // The default tenant may now have its own alice.
-        let home = Batch {
-            commands: vec![Command::new(
-                Tenant::default_tenant(),
-                Authority::Ledger,
-                CommandBody::CreateAccounts(vec![NewAccount::user(alice.clone(), usd)]),
-            )],
-        };
-        let later = Timestamp::from_unix_micros(1_800_000_000_000_000);
-        // Ids after those of the first batch.
-        let mut ids = SequentialIds::default();
-        for _ in 0..100 {
-            ids.next_ulid();
-        }
-        store
-            .write_batch(
-                home.keys(),
-                Box::new(move |state| Ok(apply(state, &home, later, &mut ids))),
-            )
-            .await
-            .expect("commit");
-        assert!(store.account(&alice).await.expect("read").is_some());
+        conformance::other_tenant_after_upgrade(&store).await;
     }
 
     #[tokio::test]

@@ -982,3 +982,78 @@ pub async fn conversions_keep_rates_quotes_and_their_legs(store: &dyn Store) {
     assert_eq!(kinds.iter().filter(|kind| *kind == "RateUpdated").count(), 3);
     assert_eq!(kinds.iter().filter(|kind| *kind == "QuoteCreated").count(), 1);
 }
+
+// ---- the upgrade to tenant keys (issue 19, finding 5), run by each backend's own test ----
+
+fn acme() -> Tenant {
+    Tenant::parse("acme").expect("tenant")
+}
+
+/// Writes tenant `acme`'s things for an upgrade test: accounts `alice` and `bob`, user `ann`,
+/// and a deposit to `alice` and to `ann`'s account.
+pub async fn other_tenant_before_upgrade(store: &dyn Store) {
+    let acme = acme();
+    // Ids are taken in the command's tenant (`Command::new`), so plain names do.
+    let deposit = |key_text: &str, account: &str, minor: i64| {
+        let world = AccountId::world_in(&acme, usd());
+        movement(TransferKind::Deposit, key_text, world, account, minor, None, None)
+    };
+    let ann = UserId::parse("ann").expect("id");
+    let bodies = vec![
+        open(&[("alice", None), ("bob", None)]),
+        CommandBody::CreateUser(NewUser { id: Some(ann), name: "Ann".into(), currency: usd() }),
+        CommandBody::CreateTransfers {
+            transfers: vec![deposit("d1", "alice", 500), deposit("d2", "user:ann:USD", 300)],
+            linking: Linking::Independent,
+        },
+    ];
+    let commands = bodies
+        .into_iter()
+        .map(|body| Command::new(acme.clone(), kopek_core::Authority::Ledger, body))
+        .collect();
+    run_commands(store, at(1), 0, commands).await;
+    assert!(store.verify().await.expect("verify").is_ok());
+}
+
+/// Portable SQL that puts tenant `acme` back into the layout from before ids belonged to
+/// their tenant (its rows and every reference to them keyed by bare ids), and forgets the
+/// migration `version` that moves them, so the next migration runs it again.
+pub fn old_layout_statements(version: usize) -> Vec<String> {
+    vec![
+        "UPDATE accounts SET id = substr(id, 6) WHERE tenant = 'acme'".to_owned(),
+        "UPDATE entries SET account_id = substr(account_id, 6) WHERE account_id LIKE 'acme/%'"
+            .to_owned(),
+        "UPDATE transfers SET debit_account = substr(debit_account, 6), \
+         credit_account = substr(credit_account, 6) WHERE tenant = 'acme'"
+            .to_owned(),
+        "UPDATE users SET id = substr(id, 6) WHERE tenant = 'acme'".to_owned(),
+        "UPDATE outbox SET subject_id = substr(subject_id, 6) WHERE subject_id LIKE 'acme/%'"
+            .to_owned(),
+        format!("DELETE FROM schema_migrations WHERE version = {version}"),
+    ]
+}
+
+/// After the upgrade: `acme`'s rows are found by their keys and no longer bare, the entries
+/// and transfers follow them, the books verify, and the default tenant may have its own
+/// `alice`.
+pub async fn other_tenant_after_upgrade(store: &dyn Store) {
+    let acme = acme();
+    let alice = id("alice");
+    let ann = UserId::parse("ann").expect("id");
+    let account = store.account(&alice.in_tenant(&acme)).await.expect("read").expect("moved");
+    assert_eq!((account.tenant.clone(), account.balance.posted), (acme.clone(), 500));
+    assert_eq!(store.account(&alice).await.expect("read"), None, "no longer bare");
+    let user = store.user(&ann.in_tenant(&acme)).await.expect("read").expect("moved");
+    assert_eq!(user.name, "Ann");
+    let theirs = store.account(&ann.in_tenant(&acme).account(usd())).await.expect("read");
+    assert_eq!(theirs.map(|account| account.balance.posted), Some(300));
+    let page = store.entries(&alice.in_tenant(&acme), None, 10).await.expect("entries");
+    assert_eq!(page.items.len(), 1, "the entries follow their account");
+    let transfer = store.transfer_by_key(&acme, &key("d1")).await.expect("read").expect("there");
+    assert_eq!(transfer.credit_account, Some(alice.in_tenant(&acme)));
+    assert_eq!(transfer.debit_account, Some(AccountId::world_in(&acme, usd())));
+    let report = store.verify().await.expect("verify");
+    assert!(report.is_ok(), "{:?}", report.problems);
+    run(store, at(2), 100, vec![open(&[("alice", None)])]).await;
+    assert!(store.account(&alice).await.expect("read").is_some(), "ours, beside acme's");
+}
