@@ -182,15 +182,36 @@ pub fn key_watch<T>(request: &tonic::Request<T>) -> Option<KeyWatch> {
 /// The longest a unary call may take, reading its request included.
 pub const UNARY_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The calls that stay open: streams, health watches and reflection.
+/// The calls that stay open (a stream on either side), read from the descriptors of every
+/// service served, so a new streaming method is known without a list to keep.
 fn is_streaming(path: &str) -> bool {
-    matches!(
-        path,
-        "/kopek.v1.Ledger/StreamTransfers"
-            | "/kopek.v1.Ledger/StreamEvents"
-            | "/transaction.TransactionService/StreamTransactions"
-            | "/grpc.health.v1.Health/Watch"
-    ) || path.starts_with("/grpc.reflection.")
+    static STREAMING: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            [
+                kopek_proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ]
+            .into_iter()
+            .filter_map(|bytes| {
+                <prost_types::FileDescriptorSet as prost::Message>::decode(bytes).ok()
+            })
+            .flat_map(|set| set.file)
+            .flat_map(|file| {
+                let package = file.package.clone().unwrap_or_default();
+                file.service.into_iter().flat_map(move |service| {
+                    let full = format!("{package}.{}", service.name());
+                    service
+                        .method
+                        .into_iter()
+                        .filter(|method| method.client_streaming() || method.server_streaming())
+                        .map(move |method| format!("/{full}/{}", method.name()))
+                })
+            })
+            .collect()
+        });
+    STREAMING.contains(path)
 }
 
 /// The activity of the connection a call came on (plain or TLS).
@@ -289,6 +310,23 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_methods_come_from_the_descriptors() {
+        for path in [
+            "/kopek.v1.Ledger/StreamTransfers",
+            "/kopek.v1.Ledger/StreamEvents",
+            "/transaction.TransactionService/StreamTransactions",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert!(is_streaming(path), "{path}");
+        }
+        for path in ["/kopek.v1.Ledger/CreateTransfers", "/grpc.health.v1.Health/Check", "/x/Y"] {
+            assert!(!is_streaming(path), "{path}");
+        }
+    }
 
     #[test]
     fn every_method_of_every_service_has_its_scope() {
