@@ -5,9 +5,12 @@
 //! write lock; reads run on a small pool of read-only connections in blocking tasks and, in
 //! WAL mode, never wait for the writer.
 
+mod journal;
 mod payload;
 mod rows;
 mod verify;
+
+pub use journal::{JOURNAL_DIR_NAME, JournalStore};
 
 use async_trait::async_trait;
 use kopek_core::{
@@ -55,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_tracing.sql"),
     include_str!("../migrations/0008_fx.sql"),
     include_str!("../migrations/0009_tenant_ids.sql"),
+    include_str!("../migrations/0010_projection.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -75,8 +79,21 @@ struct Inner {
 
 impl SqliteStore {
     /// Opens (creating if needed) the ledger in `data_dir`, applies pending migrations and
-    /// starts the writer thread.
+    /// starts the writer thread. A ledger with a journal is refused: its tables may lack the
+    /// journal's last frames, so only `JournalStore` may open it.
     pub fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        if has_journal(data_dir) {
+            return Err(StoreError::Unavailable(format!(
+                "the ledger in {} is journal-first (it has a {JOURNAL_DIR_NAME}/ directory): \
+                 open it with --journal",
+                data_dir.display()
+            )));
+        }
+        SqliteStore::open_projection(data_dir)
+    }
+
+    /// Opens the tables of a ledger for `JournalStore`, which keeps them as its projection.
+    fn open_projection(data_dir: &Path) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(data_dir).map_err(|error| {
             StoreError::Unavailable(format!("create data dir {}: {error}", data_dir.display()))
         })?;
@@ -217,6 +234,71 @@ impl SqliteStore {
         })?
     }
 
+    /// Runs `work` on the writer thread and waits for it, off any async runtime: what the
+    /// journal's projector and its start-up replay use.
+    fn write_blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: WriteJob = Box::new(move |connection| {
+            let _ = reply.send(work(connection));
+        });
+        let sent = match self.inner.writer.lock() {
+            Ok(writer) => writer.as_ref().is_some_and(|sender| sender.send(job).is_ok()),
+            Err(_) => false,
+        };
+        if !sent {
+            return Err(StoreError::Unavailable("the sqlite writer is stopped".to_owned()));
+        }
+        answer.recv().map_err(|_| {
+            StoreError::Unavailable("the sqlite writer stopped mid-batch".to_owned())
+        })?
+    }
+
+    /// Writes committed journal frames into the tables in one transaction, with the last
+    /// frame's sequence as the projection's mark.
+    fn project(&self, frames: Vec<(u64, Outcome)>) -> StoreResult<()> {
+        let Some(last) = frames.last().map(|(sequence, _)| *sequence) else {
+            return Ok(());
+        };
+        self.write_blocking(move |connection| {
+            let db_transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql_error)?;
+            for (_, outcome) in &frames {
+                write_outcome(&db_transaction, outcome)?;
+            }
+            db_transaction
+                .execute(
+                    "UPDATE projection SET frame = ?1 WHERE id = 1",
+                    [i64::try_from(last).unwrap_or(i64::MAX)],
+                )
+                .map_err(sql_error)?;
+            db_transaction.commit().map_err(sql_error)
+        })
+    }
+
+    /// The last journal frame the tables hold (0: none, or a ledger without a journal).
+    fn projection_mark(&self) -> StoreResult<u64> {
+        let frame: i64 = open_reader(&self.inner.path)?
+            .query_row("SELECT frame FROM projection WHERE id = 1", [], |row| row.get(0))
+            .map_err(sql_error)?;
+        u64::try_from(frame)
+            .map_err(|_| StoreError::Corrupt(format!("the projection's mark {frame} is negative")))
+    }
+
+    /// Every account, for `JournalStore::verify`.
+    async fn all_accounts(&self) -> StoreResult<Vec<Account>> {
+        self.read(|connection| {
+            let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts");
+            let mut statement = connection.prepare(&sql).map_err(sql_error)?;
+            let rows = statement.query_map([], account_from_row).map_err(sql_error)?;
+            rows.map(decoded).collect()
+        })
+        .await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -271,6 +353,13 @@ fn start_checkpointer(path: &Path) -> StoreResult<mpsc::SyncSender<()>> {
 }
 
 /// Takes the data directory's lock file, or fails if another process holds it.
+/// Whether `data_dir` holds a journal with at least one segment.
+fn has_journal(data_dir: &Path) -> bool {
+    std::fs::read_dir(data_dir.join(JOURNAL_DIR_NAME))
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false)
+}
+
 fn lock_data_dir(data_dir: &Path) -> StoreResult<std::fs::File> {
     let path = data_dir.join("kopek.lock");
     let file =

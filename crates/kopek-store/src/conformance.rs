@@ -1017,7 +1017,7 @@ pub async fn other_tenant_before_upgrade(store: &dyn Store) {
 
 /// Portable SQL that puts tenant `acme` back into the layout from before ids belonged to
 /// their tenant (its rows and every reference to them keyed by bare ids), and forgets the
-/// migration `version` that moves them, so the next migration runs it again.
+/// migration `version` that moves them and every later one, so the next open runs them again.
 pub fn old_layout_statements(version: usize) -> Vec<String> {
     vec![
         "UPDATE accounts SET id = substr(id, 6) WHERE tenant = 'acme'".to_owned(),
@@ -1029,7 +1029,7 @@ pub fn old_layout_statements(version: usize) -> Vec<String> {
         "UPDATE users SET id = substr(id, 6) WHERE tenant = 'acme'".to_owned(),
         "UPDATE outbox SET subject_id = substr(subject_id, 6) WHERE subject_id LIKE 'acme/%'"
             .to_owned(),
-        format!("DELETE FROM schema_migrations WHERE version = {version}"),
+        format!("DELETE FROM schema_migrations WHERE version >= {version}"),
     ]
 }
 

@@ -1,0 +1,985 @@
+//! The journal-first embedded store (`docs/storage.md`): a batch is decided from state held
+//! in memory and committed by one frame in the journal; SQLite is the projection that
+//! answers queries, written behind the journal in large transactions.
+//!
+//! Three threads share the work:
+//! - the **journal writer** owns the journal and the working state. For each batch it loads
+//!   the state from memory (the projection only for records old enough to have left memory),
+//!   runs the decision, appends the outcome as one frame, `fdatasync`s it, updates memory and
+//!   only then answers. A failed sync stops the process: nothing after it is acknowledged.
+//! - the **projector** decodes committed frames and writes them, many at a time, through the
+//!   SQLite store's writer, with the last frame's sequence (the projection's mark) in the same
+//!   transaction. It needs no durability of its own: a restart replays the frames after the
+//!   mark. At most `PROJECTION_FRAMES_BEHIND_MAX` frames wait for it; beyond that the journal
+//!   writer waits, so a sustained load runs at the rate the projection sustains.
+//! - the SQLite store's own writer, which the projector and the side tables (keys, webhooks,
+//!   relay cursors, consumers) share.
+//!
+//! Reads see every acknowledged write: an account is read from memory; any other read first
+//! waits until the projection's mark reaches the last frame acknowledged when the read
+//! started (at most `READ_WAIT_MAX`, then `Unavailable`).
+
+pub mod frame;
+
+use crate::rows::{
+    ACCOUNT_COLUMNS, RATE_COLUMNS, TRANSFER_COLUMNS, account_from_row, decoded, rate_from_row,
+    sql_error, transfer_from_row,
+};
+use crate::{SqliteStore, load_state, open_reader};
+use async_trait::async_trait;
+use kopek_core::{
+    Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Quote,
+    QuoteId, State, Tenant, Timestamp, Transfer, TransferId, TransferStatus, User, UserId,
+};
+use kopek_journal::{Journal, JournalError, Options};
+use kopek_store::{
+    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, FxRevenue,
+    Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
+    Watermark, Webhook,
+};
+use rusqlite::Connection;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The journal's directory inside the data directory.
+pub const JOURNAL_DIR_NAME: &str = "journal";
+/// Committed frames that may wait for the projector before the journal writer waits too.
+const PROJECTION_FRAMES_BEHIND_MAX: usize = 8;
+/// Payload bytes the projector writes in one SQLite transaction at most.
+const PROJECTION_BYTES_PER_TRANSACTION_MAX: usize = 16 * 1024 * 1024;
+/// How long a read waits for the projection to reach the last acknowledged frame.
+const READ_WAIT_MAX: Duration = Duration::from_secs(10);
+/// The projector's pause before it tries a failed projection again.
+const PROJECTION_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// The embedded store, journal first. See the module documentation.
+pub struct JournalStore {
+    projection: SqliteStore,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    shared: Arc<Shared>,
+}
+
+/// What the journal writer shares with readers and the projector.
+struct Shared {
+    /// Every account, as of the last acknowledged frame.
+    accounts: RwLock<HashMap<AccountId, Account>>,
+    /// The last frame made durable and acknowledged.
+    committed: AtomicU64,
+    /// The last frame the projection holds.
+    projected: watch::Sender<u64>,
+}
+
+struct WriteJob {
+    keys: Keys,
+    decide: Decide,
+    reply: oneshot::Sender<StoreResult<Outcome>>,
+}
+
+impl JournalStore {
+    /// Opens (creating if needed) the ledger in `data_dir`: migrates the projection, replays
+    /// the journal's frames it does not hold yet, loads the working state and starts the
+    /// journal writer and the projector. A data directory of the SQLite layout (no journal)
+    /// opens as it is: its tables are the projection of an empty journal.
+    pub fn open(data_dir: &Path) -> StoreResult<JournalStore> {
+        let projection = SqliteStore::open_projection(data_dir)?;
+        let mark = projection.projection_mark()?;
+        let journal_dir = data_dir.join(JOURNAL_DIR_NAME);
+        let mut replayed = Replay::new(&projection, mark);
+        let (journal, recovery) =
+            Journal::open(&journal_dir, Options::default(), |frame| replayed.frame(frame))
+                .map_err(|error| match error {
+                    JournalError::Damaged { .. } => StoreError::Corrupt(error.to_string()),
+                    other => StoreError::Unavailable(format!("open the journal: {other}")),
+                })?;
+        replayed.finish()?;
+        if recovery.last_sequence < mark {
+            return Err(StoreError::Corrupt(format!(
+                "the projection holds frames up to {mark} but the journal in {} ends at {}: \
+                 journal segments are missing",
+                journal_dir.display(),
+                recovery.last_sequence
+            )));
+        }
+        if let Some((segment, offset)) = &recovery.torn_tail {
+            tracing::warn!(
+                segment = %segment.display(),
+                offset,
+                "cut a torn frame off the journal's end (it was never acknowledged)"
+            );
+        }
+        let last = recovery.last_sequence;
+        let reader = open_reader(projection.path())?;
+        let (accounts, memory) = Memory::load(&reader)?;
+        let (projected, _) = watch::channel(last);
+        let shared = Arc::new(Shared {
+            accounts: RwLock::new(accounts),
+            committed: AtomicU64::new(last),
+            projected,
+        });
+        let (to_projector, frames) = mpsc::sync_channel(PROJECTION_FRAMES_BEHIND_MAX);
+        {
+            let projection = projection.clone();
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("kopek-projector".to_owned())
+                .spawn(move || project(&frames, &projection, &shared))
+                .map_err(|error| {
+                    StoreError::Unavailable(format!("start the projector: {error}"))
+                })?;
+        }
+        let (sender, jobs) = mpsc::channel::<WriteJob>();
+        let mut writer =
+            Writer { journal, memory, shared: shared.clone(), reader, projector: to_projector };
+        std::thread::Builder::new()
+            .name("kopek-journal".to_owned())
+            .spawn(move || {
+                for job in jobs {
+                    let result = writer.write(&job.keys, job.decide);
+                    // The caller may have gone away; the batch is committed either way.
+                    let _ = job.reply.send(result);
+                }
+            })
+            .map_err(|error| {
+                StoreError::Unavailable(format!("start the journal writer: {error}"))
+            })?;
+        Ok(JournalStore { projection, writer: Mutex::new(Some(sender)), shared })
+    }
+
+    /// The last frame acknowledged, and the last the projection holds.
+    pub fn marks(&self) -> (u64, u64) {
+        (self.shared.committed.load(Ordering::Acquire), *self.shared.projected.borrow())
+    }
+
+    /// Waits until the projection holds every frame acknowledged before the call.
+    async fn caught_up(&self) -> StoreResult<()> {
+        let target = self.shared.committed.load(Ordering::Acquire);
+        let mut projected = self.shared.projected.subscribe();
+        if *projected.borrow() >= target {
+            return Ok(());
+        }
+        match tokio::time::timeout(READ_WAIT_MAX, projected.wait_for(|mark| *mark >= target)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(StoreError::Unavailable(format!(
+                "the query projection has not reached frame {target} within {} s",
+                READ_WAIT_MAX.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Replays the frames the projection does not hold at open, many per transaction.
+struct Replay<'a> {
+    projection: &'a SqliteStore,
+    mark: u64,
+    pending: Vec<(u64, Outcome)>,
+    bytes: usize,
+    error: Option<StoreError>,
+}
+
+impl Replay<'_> {
+    fn new(projection: &SqliteStore, mark: u64) -> Replay<'_> {
+        Replay { projection, mark, pending: Vec::new(), bytes: 0, error: None }
+    }
+
+    fn frame(&mut self, frame: kopek_journal::Frame) {
+        if self.error.is_some() || frame.sequence <= self.mark {
+            return;
+        }
+        match frame::decode(&frame.payload) {
+            Ok(outcome) => {
+                self.bytes += frame.payload.len();
+                self.pending.push((frame.sequence, outcome));
+            }
+            Err(problem) => {
+                self.error = Some(StoreError::Corrupt(format!(
+                    "journal frame {} does not decode: {problem}",
+                    frame.sequence
+                )));
+                return;
+            }
+        }
+        if self.bytes >= PROJECTION_BYTES_PER_TRANSACTION_MAX {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() || self.error.is_some() {
+            return;
+        }
+        let frames = std::mem::take(&mut self.pending);
+        self.bytes = 0;
+        if let Err(error) = self.projection.project(frames) {
+            self.error = Some(error);
+        }
+    }
+
+    fn finish(mut self) -> StoreResult<()> {
+        self.flush();
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The projector's loop: takes every frame waiting (up to a transaction's worth), decodes
+/// them and writes them in one transaction, then moves the mark. It ends when the journal
+/// writer is gone and every frame sent is projected.
+fn project(frames: &mpsc::Receiver<(u64, Vec<u8>)>, projection: &SqliteStore, shared: &Shared) {
+    while let Ok(first) = frames.recv() {
+        let mut bytes = first.1.len();
+        let mut batch = vec![first];
+        while bytes < PROJECTION_BYTES_PER_TRANSACTION_MAX {
+            match frames.try_recv() {
+                Ok(next) => {
+                    bytes += next.1.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut decoded = Vec::with_capacity(batch.len());
+        for (sequence, payload) in batch {
+            match frame::decode(&payload) {
+                Ok(outcome) => decoded.push((sequence, outcome)),
+                Err(problem) => {
+                    // The writer encoded it a moment ago: this is a bug, and the frames after
+                    // it cannot be projected in order. Reads will report the projection
+                    // behind; a restart replays from the journal.
+                    tracing::error!(sequence, %problem, "a committed frame does not decode; the projection stops");
+                    return;
+                }
+            }
+        }
+        let last = decoded.last().map_or(0, |(sequence, _)| *sequence);
+        loop {
+            match projection.project(decoded.clone()) {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::error!(%error, last, "projecting committed frames failed; retrying");
+                    std::thread::sleep(PROJECTION_RETRY_PAUSE);
+                }
+            }
+        }
+        shared.projected.send_replace(last);
+    }
+}
+
+/// What the journal writer owns.
+struct Writer {
+    journal: Journal,
+    memory: Memory,
+    shared: Arc<Shared>,
+    /// A read connection on the projection, for records that left memory.
+    reader: Connection,
+    projector: mpsc::SyncSender<(u64, Vec<u8>)>,
+}
+
+impl Writer {
+    fn write(&mut self, keys: &Keys, decide: Decide) -> StoreResult<Outcome> {
+        let state = self.load(keys)?;
+        let outcome = decide(state).map_err(StoreError::Invariant)?;
+        self.memory.check(&outcome)?;
+        let mut payload = Vec::new();
+        frame::encode(&outcome, &mut payload);
+        let sequence = match self.journal.append(&payload) {
+            Ok(sequence) => sequence,
+            Err(JournalError::Full) => {
+                tracing::error!("the journal's disk is full: writes are refused until restart");
+                return Err(StoreError::Unavailable(
+                    "the disk is full: the ledger takes no writes; reads go on".to_owned(),
+                ));
+            }
+            Err(JournalError::TooLarge(bytes)) => {
+                return Err(StoreError::Invariant(format!(
+                    "the batch's frame of {bytes} bytes is larger than a journal segment"
+                )));
+            }
+            Err(JournalError::Poisoned) => {
+                return Err(StoreError::Unavailable(
+                    "the journal failed earlier and takes no writes until restart".to_owned(),
+                ));
+            }
+            Err(error) => fail_stop(&error),
+        };
+        if let Err(error) = self.journal.sync() {
+            fail_stop(&error);
+        }
+        self.memory.remember(sequence, &outcome, &self.shared);
+        self.shared.committed.store(sequence, Ordering::Release);
+        // Waits while the projection is `PROJECTION_FRAMES_BEHIND_MAX` frames behind.
+        if self.projector.send((sequence, payload)).is_err() {
+            tracing::error!("the projector stopped; reads will wait for it until restart");
+        }
+        let projected = *self.shared.projected.borrow();
+        self.memory.forget(projected);
+        Ok(outcome)
+    }
+
+    /// The state `keys` name: from memory, and from the projection for what left memory.
+    fn load(&self, keys: &Keys) -> StoreResult<State> {
+        let memory = &self.memory;
+        let mut state = State::default();
+        let mut older = Keys::default();
+        for pair in &keys.idempotency_keys {
+            match memory.keys.get(pair).and_then(|id| memory.transfer(*id)) {
+                Some(transfer) => {
+                    state.transfers.insert(transfer.id, transfer.clone());
+                }
+                None if memory.seen.contains(&key_hash(&pair.0, &pair.1)) => {
+                    older.idempotency_keys.insert(pair.clone());
+                }
+                None => {}
+            }
+        }
+        for id in &keys.transfer_ids {
+            match memory.transfer(*id) {
+                Some(transfer) => {
+                    state.transfers.insert(*id, transfer.clone());
+                }
+                None => {
+                    older.transfer_ids.insert(*id);
+                }
+            }
+        }
+        for id in &keys.quotes {
+            match memory.quotes.get(id) {
+                Some((_, quote)) => {
+                    state.quotes.insert(*id, quote.clone());
+                }
+                None => {
+                    older.quotes.insert(*id);
+                }
+            }
+        }
+        for pair in &keys.quote_keys {
+            match memory.quote_keys.get(pair).and_then(|id| memory.quotes.get(id)) {
+                Some((_, quote)) => {
+                    state.quotes.insert(quote.id, quote.clone());
+                }
+                None => {
+                    older.quote_keys.insert(pair.clone());
+                }
+            }
+        }
+        for id in &keys.users {
+            match memory.users.get(id) {
+                Some((_, user)) => {
+                    state.users.insert(id.clone(), user.clone());
+                }
+                None => {
+                    older.users.insert(id.clone());
+                }
+            }
+        }
+        for id in &keys.orders {
+            match memory.orders.get(id) {
+                Some((_, order)) => {
+                    state.orders.insert(id.clone(), order.clone());
+                }
+                None => {
+                    older.orders.insert(id.clone());
+                }
+            }
+        }
+        if older != Keys::default() {
+            // What memory does not hold is as the projection has it: memory holds every
+            // record of the frames the projection does not.
+            let stored = load_state(&self.reader, &older)?;
+            for (id, transfer) in stored.transfers {
+                state.transfers.entry(id).or_insert(transfer);
+            }
+            for (id, quote) in stored.quotes {
+                state.quotes.entry(id).or_insert(quote);
+            }
+            state.users.extend(stored.users);
+            state.orders.extend(stored.orders);
+        }
+        // Every other leg of a conversion a loaded transfer belongs to.
+        let conversions: BTreeSet<QuoteId> = state
+            .transfers
+            .values()
+            .filter_map(|transfer| transfer.fx.as_ref().map(|leg| leg.quote_id))
+            .collect();
+        for quote in conversions {
+            for transfer in legs_of(&self.reader, quote)? {
+                state.transfers.entry(transfer.id).or_insert(transfer);
+            }
+            for id in memory.by_quote.get(&quote).into_iter().flatten() {
+                if let Some(transfer) = memory.transfer(*id) {
+                    state.transfers.insert(*id, transfer.clone());
+                }
+            }
+        }
+        // Memory holds every account: the projection's may be older.
+        let mut account_ids: BTreeSet<&AccountId> = keys.accounts.iter().collect();
+        let mut derived = Vec::new();
+        for quote in state.quotes.values() {
+            derived.extend(Keys::quote_accounts(quote));
+        }
+        for (offset, (tenant, currency)) in keys.allocated_users.iter().enumerate() {
+            let user =
+                UserId::from_number(memory.last_user_number + 1 + offset as u64).in_tenant(tenant);
+            derived.push(user.account(*currency));
+        }
+        account_ids.extend(&derived);
+        for transfer in state.transfers.values() {
+            account_ids.extend(transfer.debit_account.iter());
+            account_ids.extend(transfer.credit_account.iter());
+        }
+        let accounts = self.shared.accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.accounts = account_ids
+            .into_iter()
+            .filter_map(|id| accounts.get(id).map(|account| (id.clone(), account.clone())))
+            .collect();
+        drop(accounts);
+        state.last_user_number = memory.last_user_number;
+        for pair in &keys.rate_pairs {
+            if let Some(rate) = memory.rates.get(pair).and_then(|rates| rates.values().next_back())
+            {
+                state.rates.insert(pair.clone(), rate.clone());
+            }
+        }
+        Ok(state)
+    }
+}
+
+/// Every leg the projection holds of the conversion priced by `quote`.
+fn legs_of(reader: &Connection, quote: QuoteId) -> StoreResult<Vec<Transfer>> {
+    let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE quote_id = ?1");
+    let mut statement = reader.prepare_cached(&sql).map_err(sql_error)?;
+    let rows = statement.query_map([quote.to_string()], transfer_from_row).map_err(sql_error)?;
+    rows.map(decoded).collect()
+}
+
+/// Stops the process after the journal failed to write or sync: what was written since the
+/// last sync may or may not be on disk, so nothing more may be acknowledged, and the only
+/// safe way on is a restart that reads back what the disk holds (fail-stop).
+fn fail_stop(error: &JournalError) -> ! {
+    tracing::error!(%error, "the journal could not be made durable; stopping the process");
+    eprintln!("kopek: the journal could not be made durable ({error}); stopping");
+    std::process::abort()
+}
+
+/// A 64-bit hash of a transfer's idempotency key in its tenant: the filter of keys that
+/// left memory, so a fresh key costs no projection read.
+fn key_hash(tenant: &Tenant, key: &IdempotencyKey) -> u64 {
+    let mut bytes = Vec::with_capacity(tenant.as_str().len() + key.as_str().len() + 1);
+    bytes.extend_from_slice(tenant.as_str().as_bytes());
+    bytes.push(0xff);
+    bytes.extend_from_slice(key.as_str().as_bytes());
+    xxh3_64(&bytes)
+}
+
+/// The working state besides the accounts (which readers share): every record of the frames
+/// the projection does not hold yet (the tail), open holds, rates, the user counter and the
+/// filter of every transfer key. Tail records carry the frame that wrote them last, and leave
+/// once the projection holds that frame.
+#[derive(Default)]
+struct Memory {
+    last_user_number: u64,
+    /// Every rate, by pair and `valid_from`.
+    rates: HashMap<(Tenant, Currency, Currency), BTreeMap<Timestamp, FxRate>>,
+    /// Open holds.
+    holds: HashMap<TransferId, Transfer>,
+    transfers: HashMap<TransferId, (u64, Transfer)>,
+    keys: HashMap<(Tenant, IdempotencyKey), TransferId>,
+    /// The legs of conversions in the tail or held.
+    by_quote: HashMap<QuoteId, BTreeSet<TransferId>>,
+    users: HashMap<UserId, (u64, User)>,
+    orders: HashMap<OrderId, (u64, Order)>,
+    quotes: HashMap<QuoteId, (u64, Quote)>,
+    quote_keys: HashMap<(Tenant, IdempotencyKey), QuoteId>,
+    /// `key_hash` of every transfer's key.
+    seen: HashSet<u64>,
+    /// The tail's frames in order, with what each wrote.
+    frames: VecDeque<(u64, Written)>,
+}
+
+/// The tail records one frame wrote.
+#[derive(Default)]
+struct Written {
+    transfers: Vec<TransferId>,
+    users: Vec<UserId>,
+    orders: Vec<OrderId>,
+    quotes: Vec<QuoteId>,
+}
+
+impl Memory {
+    /// Loads the working state from a projection that holds every frame.
+    fn load(reader: &Connection) -> StoreResult<(HashMap<AccountId, Account>, Memory)> {
+        let mut memory = Memory::default();
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts");
+        let mut statement = reader.prepare(&sql).map_err(sql_error)?;
+        let accounts = statement
+            .query_map([], account_from_row)
+            .map_err(sql_error)?
+            .map(|row| decoded(row).map(|account| (account.id.clone(), account)))
+            .collect::<StoreResult<HashMap<_, _>>>()?;
+        let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE status = 'pending'");
+        let mut statement = reader.prepare(&sql).map_err(sql_error)?;
+        for row in statement.query_map([], transfer_from_row).map_err(sql_error)? {
+            let hold = decoded(row)?;
+            if let Some(leg) = &hold.fx {
+                memory.by_quote.entry(leg.quote_id).or_default().insert(hold.id);
+            }
+            memory.holds.insert(hold.id, hold);
+        }
+        let sql = format!("SELECT {RATE_COLUMNS} FROM fx_rates");
+        let mut statement = reader.prepare(&sql).map_err(sql_error)?;
+        for row in statement.query_map([], rate_from_row).map_err(sql_error)? {
+            let rate = decoded(row)?;
+            memory
+                .rates
+                .entry((rate.tenant.clone(), rate.base, rate.quote))
+                .or_default()
+                .insert(rate.valid_from, rate);
+        }
+        let number: i64 = reader
+            .query_row("SELECT value FROM counters WHERE name = 'user_number'", [], |row| {
+                row.get(0)
+            })
+            .map_err(sql_error)?;
+        memory.last_user_number = u64::try_from(number)
+            .map_err(|_| StoreError::Corrupt("negative user counter".to_owned()))?;
+        let mut statement =
+            reader.prepare("SELECT tenant, idempotency_key FROM transfers").map_err(sql_error)?;
+        let mut rows = statement.query([]).map_err(sql_error)?;
+        while let Some(row) = rows.next().map_err(sql_error)? {
+            let tenant = row.get_ref(0).map_err(sql_error)?.as_bytes().map_err(|error| {
+                StoreError::Corrupt(format!("a transfer's tenant is not text: {error}"))
+            })?;
+            let key = row.get_ref(1).map_err(sql_error)?.as_bytes().map_err(|error| {
+                StoreError::Corrupt(format!("a transfer's key is not text: {error}"))
+            })?;
+            let mut bytes = Vec::with_capacity(tenant.len() + key.len() + 1);
+            bytes.extend_from_slice(tenant);
+            bytes.push(0xff);
+            bytes.extend_from_slice(key);
+            memory.seen.insert(xxh3_64(&bytes));
+        }
+        Ok((accounts, memory))
+    }
+
+    /// The newest transfer `id` memory holds.
+    fn transfer(&self, id: TransferId) -> Option<&Transfer> {
+        self.transfers.get(&id).map(|(_, transfer)| transfer).or_else(|| self.holds.get(&id))
+    }
+
+    /// What the projection's constraints would refuse, refused before the frame is written.
+    fn check(&self, outcome: &Outcome) -> StoreResult<()> {
+        for rate in &outcome.rates_set {
+            let pair = (rate.tenant.clone(), rate.base, rate.quote);
+            if self.rates.get(&pair).is_some_and(|rates| rates.contains_key(&rate.valid_from)) {
+                return Err(StoreError::Conflict(format!(
+                    "rate {}/{} valid from that time exists",
+                    rate.base, rate.quote
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in what frame `sequence` committed.
+    fn remember(&mut self, sequence: u64, outcome: &Outcome, shared: &Shared) {
+        {
+            let mut accounts =
+                shared.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for account in outcome.accounts_opened.iter().chain(&outcome.accounts_changed) {
+                accounts.insert(account.id.clone(), account.clone());
+            }
+        }
+        let mut written = Written::default();
+        for transfer in outcome.transfers_inserted.iter().chain(&outcome.transfers_updated) {
+            if let Some(leg) = &transfer.fx {
+                self.by_quote.entry(leg.quote_id).or_default().insert(transfer.id);
+            }
+            if transfer.status == TransferStatus::Pending {
+                self.holds.insert(transfer.id, transfer.clone());
+            } else {
+                self.holds.remove(&transfer.id);
+            }
+            self.keys
+                .insert((transfer.tenant.clone(), transfer.idempotency_key.clone()), transfer.id);
+            self.seen.insert(key_hash(&transfer.tenant, &transfer.idempotency_key));
+            self.transfers.insert(transfer.id, (sequence, transfer.clone()));
+            written.transfers.push(transfer.id);
+        }
+        for user in &outcome.users_created {
+            self.users.insert(user.id.clone(), (sequence, user.clone()));
+            written.users.push(user.id.clone());
+        }
+        for order in outcome.orders_created.iter().chain(&outcome.orders_changed) {
+            self.orders.insert(order.id.clone(), (sequence, order.clone()));
+            written.orders.push(order.id.clone());
+        }
+        for quote in outcome.quotes_created.iter().chain(&outcome.quotes_used) {
+            if let Some(key) = &quote.idempotency_key {
+                self.quote_keys.insert((quote.tenant.clone(), key.clone()), quote.id);
+            }
+            self.quotes.insert(quote.id, (sequence, quote.clone()));
+            written.quotes.push(quote.id);
+        }
+        if let Some(number) = outcome.last_user_number {
+            self.last_user_number = number;
+        }
+        for rate in &outcome.rates_set {
+            self.rates
+                .entry((rate.tenant.clone(), rate.base, rate.quote))
+                .or_default()
+                .insert(rate.valid_from, rate.clone());
+        }
+        self.frames.push_back((sequence, written));
+    }
+
+    /// Lets go of the tail records of every frame up to `projected`, unless a later frame
+    /// wrote them again.
+    fn forget(&mut self, projected: u64) {
+        while self.frames.front().is_some_and(|(sequence, _)| *sequence <= projected) {
+            let Some((sequence, written)) = self.frames.pop_front() else { break };
+            for id in written.transfers {
+                if self.transfers.get(&id).is_some_and(|(last, _)| *last == sequence) {
+                    if let Some((_, transfer)) = self.transfers.remove(&id) {
+                        let pair = (transfer.tenant, transfer.idempotency_key);
+                        if self.keys.get(&pair) == Some(&id) {
+                            self.keys.remove(&pair);
+                        }
+                        if let Some(leg) = transfer.fx
+                            && !self.holds.contains_key(&id)
+                            && let Some(legs) = self.by_quote.get_mut(&leg.quote_id)
+                        {
+                            legs.remove(&id);
+                            if legs.is_empty() {
+                                self.by_quote.remove(&leg.quote_id);
+                            }
+                        }
+                    }
+                }
+            }
+            for id in written.users {
+                if self.users.get(&id).is_some_and(|(last, _)| *last == sequence) {
+                    self.users.remove(&id);
+                }
+            }
+            for id in written.orders {
+                if self.orders.get(&id).is_some_and(|(last, _)| *last == sequence) {
+                    self.orders.remove(&id);
+                }
+            }
+            for id in written.quotes {
+                if self.quotes.get(&id).is_some_and(|(last, _)| *last == sequence)
+                    && let Some((_, quote)) = self.quotes.remove(&id)
+                    && let Some(key) = quote.idempotency_key
+                {
+                    let pair = (quote.tenant, key);
+                    if self.quote_keys.get(&pair) == Some(&id) {
+                        self.quote_keys.remove(&pair);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for JournalStore {
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome> {
+        let (reply, answer) = oneshot::channel();
+        let sent = match self.writer.lock() {
+            Ok(writer) => writer
+                .as_ref()
+                .is_some_and(|sender| sender.send(WriteJob { keys, decide, reply }).is_ok()),
+            Err(_) => false,
+        };
+        if !sent {
+            return Err(StoreError::Unavailable("the journal writer is stopped".to_owned()));
+        }
+        answer.await.map_err(|_| {
+            StoreError::Unavailable("the journal writer stopped mid-batch".to_owned())
+        })?
+    }
+
+    async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
+        let accounts = self.shared.accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(accounts.get(id).cloned())
+    }
+
+    async fn list_accounts(
+        &self,
+        tenant: Option<&str>,
+        owner: Option<&str>,
+        after: Option<&AccountId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Account>> {
+        self.caught_up().await?;
+        self.projection.list_accounts(tenant, owner, after, limit).await
+    }
+
+    async fn transfer(&self, id: TransferId) -> StoreResult<Option<Transfer>> {
+        self.caught_up().await?;
+        self.projection.transfer(id).await
+    }
+
+    async fn transfer_by_key(
+        &self,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+    ) -> StoreResult<Option<Transfer>> {
+        self.caught_up().await?;
+        self.projection.transfer_by_key(tenant, key).await
+    }
+
+    async fn entries(
+        &self,
+        account: &AccountId,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Page<StoredEntry>> {
+        self.caught_up().await?;
+        self.projection.entries(account, after, limit).await
+    }
+
+    async fn balance_before(
+        &self,
+        account: &AccountId,
+        before: Timestamp,
+    ) -> StoreResult<Option<i64>> {
+        self.caught_up().await?;
+        self.projection.balance_before(account, before).await
+    }
+
+    async fn holds_due(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<TransferId>> {
+        self.caught_up().await?;
+        self.projection.holds_due(now, limit).await
+    }
+
+    async fn next_hold_expiry(&self) -> StoreResult<Option<Timestamp>> {
+        self.caught_up().await?;
+        self.projection.next_hold_expiry().await
+    }
+
+    async fn events_after(
+        &self,
+        tenant: Option<&str>,
+        sequence: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        self.caught_up().await?;
+        self.projection.events_after(tenant, sequence, limit).await
+    }
+
+    async fn watermark(&self) -> StoreResult<Watermark> {
+        self.caught_up().await?;
+        self.projection.watermark().await
+    }
+
+    async fn user(&self, id: &UserId) -> StoreResult<Option<User>> {
+        self.caught_up().await?;
+        self.projection.user(id).await
+    }
+
+    async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
+        self.caught_up().await?;
+        self.projection.order(id).await
+    }
+
+    async fn orders_of_user(&self, user: &UserId, limit: usize) -> StoreResult<Vec<Order>> {
+        self.caught_up().await?;
+        self.projection.orders_of_user(user, limit).await
+    }
+
+    async fn pending_orders(&self, limit: usize) -> StoreResult<Vec<Order>> {
+        self.caught_up().await?;
+        self.projection.pending_orders(limit).await
+    }
+
+    /// The books as the projection has them, and every account in memory against its row.
+    async fn verify(&self) -> StoreResult<VerifyReport> {
+        self.caught_up().await?;
+        let mut report = self.projection.verify().await?;
+        let memory: Vec<Account> = {
+            let accounts =
+                self.shared.accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            accounts.values().cloned().collect()
+        };
+        let stored = self.projection.all_accounts().await?;
+        let stored: HashMap<&AccountId, &Account> =
+            stored.iter().map(|account| (&account.id, account)).collect();
+        for account in &memory {
+            match stored.get(&account.id) {
+                None => report
+                    .problems
+                    .push(format!("account {} is in memory but not in the projection", account.id)),
+                Some(row) if row.balance != account.balance || row.status != account.status => {
+                    report.problems.push(format!(
+                        "account {}: the projection has {:?} ({}), the journal {:?} ({})",
+                        account.id,
+                        row.balance,
+                        row.status.as_str(),
+                        account.balance,
+                        account.status.as_str()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if stored.len() != memory.len() {
+            report.problems.push(format!(
+                "the projection has {} accounts, the journal {}",
+                stored.len(),
+                memory.len()
+            ));
+        }
+        Ok(report)
+    }
+
+    async fn relay_claim(
+        &self,
+        sink: &str,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<u64>> {
+        self.projection.relay_claim(sink, holder, now, until).await
+    }
+
+    async fn relay_advance(
+        &self,
+        sink: &str,
+        holder: &str,
+        sequence: u64,
+        until: Timestamp,
+    ) -> StoreResult<bool> {
+        self.projection.relay_advance(sink, holder, sequence, until).await
+    }
+
+    async fn relay_cursors(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.projection.relay_cursors().await
+    }
+
+    async fn inbox_contains(&self, consumer: &str, event_id: &str) -> StoreResult<bool> {
+        self.caught_up().await?;
+        self.projection.inbox_contains(consumer, event_id).await
+    }
+
+    async fn consume(
+        &self,
+        consumer: &str,
+        items: Vec<Consumed>,
+        now: Timestamp,
+    ) -> StoreResult<usize> {
+        self.caught_up().await?;
+        self.projection.consume(consumer, items, now).await
+    }
+
+    async fn spending(&self, tenant: &str, user: &str) -> StoreResult<Vec<SpendingTotal>> {
+        self.projection.spending(tenant, user).await
+    }
+
+    async fn create_webhook(&self, webhook: &Webhook) -> StoreResult<()> {
+        self.projection.create_webhook(webhook).await
+    }
+
+    async fn webhooks(&self, tenant: Option<&str>) -> StoreResult<Vec<Webhook>> {
+        self.projection.webhooks(tenant).await
+    }
+
+    async fn delete_webhook(&self, tenant: &str, id: &str, now: Timestamp) -> StoreResult<bool> {
+        self.projection.delete_webhook(tenant, id, now).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.projection.claim_deliveries(now, until, limit).await
+    }
+
+    async fn record_attempt(&self, result: &AttemptResult) -> StoreResult<bool> {
+        self.projection.record_attempt(result).await
+    }
+
+    async fn deliveries(&self, subscription_id: &str, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.projection.deliveries(subscription_id, limit).await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        self.projection.delivery(id).await
+    }
+
+    async fn delivery_attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+        self.projection.delivery_attempts(delivery_id).await
+    }
+
+    async fn redeliver(
+        &self,
+        subscription_id: &str,
+        delivery_id: &str,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        self.projection.redeliver(subscription_id, delivery_id, max_attempts, now).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        self.projection.create_api_key(key).await
+    }
+
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        self.projection.api_key(id).await
+    }
+
+    async fn api_keys(&self, tenant: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+        self.projection.api_keys(tenant).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        self.projection.revoke_api_key(id, now).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        self.caught_up().await?;
+        self.projection.audit(query).await
+    }
+
+    async fn fx_rates(&self, tenant: &Tenant, at: Timestamp) -> StoreResult<Vec<FxRate>> {
+        self.caught_up().await?;
+        self.projection.fx_rates(tenant, at).await
+    }
+
+    async fn quote(&self, id: QuoteId) -> StoreResult<Option<Quote>> {
+        self.caught_up().await?;
+        self.projection.quote(id).await
+    }
+
+    async fn fx_accounts(&self, tenant: &Tenant) -> StoreResult<Vec<Account>> {
+        self.caught_up().await?;
+        self.projection.fx_accounts(tenant).await
+    }
+
+    async fn fx_revenue(
+        &self,
+        tenant: &Tenant,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<FxRevenue>> {
+        self.caught_up().await?;
+        self.projection.fx_revenue(tenant, from, to).await
+    }
+
+    fn pool_usage(&self) -> (usize, usize) {
+        self.projection.pool_usage()
+    }
+}
+
+#[cfg(test)]
+mod tests;
