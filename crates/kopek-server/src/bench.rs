@@ -823,6 +823,7 @@ impl Target {
         let store = crate::open_for_verify(&crate::cli::StoreArgs {
             data_dir: own.data_dir.clone(),
             database: own.database.clone(),
+            journal: false,
         })
         .await?;
         Ok(Some(store.verify().await?))

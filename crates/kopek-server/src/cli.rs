@@ -202,6 +202,12 @@ pub struct StoreArgs {
     /// processes may share it) or `sqlite:DIR`. `DATABASE_URL` is read too.
     #[arg(long, env = "KOPEK_DATABASE")]
     pub database: Option<String>,
+    /// Run the embedded store journal-first (`docs/storage.md`): a batch commits as one frame
+    /// of an append-only journal, decided from state in memory, and the SQLite tables become
+    /// the journal's projection for queries. A data directory that has a journal always opens
+    /// this way.
+    #[arg(long, env = "KOPEK_JOURNAL", default_value_t = false)]
+    pub journal: bool,
 }
 
 #[derive(Args, Debug)]

@@ -102,9 +102,21 @@ async fn migrate(args: &cli::StoreArgs) -> anyhow::Result<()> {
 }
 
 /// The store to check the books of: read-only on SQLite, so it runs next to a live server and
-/// never creates an empty ledger.
+/// never creates an empty ledger. A journal-first ledger no server holds is opened whole, so
+/// its projection first takes in every frame and memory is checked against it.
 async fn open_for_verify(args: &cli::StoreArgs) -> anyhow::Result<Box<dyn kopek_store::Store>> {
     Ok(match serve::backend(args)? {
+        serve::Backend::Embedded(dir) if kopek_store_sqlite::has_journal(&dir) => {
+            match kopek_store_sqlite::JournalStore::open(&dir) {
+                Ok(store) => Box::new(store),
+                Err(kopek_store::StoreError::Unavailable(message))
+                    if message.contains("in use by another") =>
+                {
+                    Box::new(kopek_store_sqlite::SqliteStore::open_read_only(&dir)?)
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
         serve::Backend::Embedded(dir) => {
             Box::new(kopek_store_sqlite::SqliteStore::open_read_only(&dir)?)
         }

@@ -8,7 +8,7 @@ use kopek_auth::{AuthMode, Authenticator, RateLimit, RateLimiter, Scope};
 use kopek_engine::{Engine, EngineConfig};
 use kopek_store::Store;
 use kopek_store_postgres::PostgresStore;
-use kopek_store_sqlite::SqliteStore;
+use kopek_store_sqlite::{JournalStore, SqliteStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,13 @@ pub fn backend(args: &StoreArgs) -> anyhow::Result<Backend> {
 /// Opens the store for serving (migrating it first).
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match backend(args)? {
+        Backend::Embedded(dir) if args.journal || kopek_store_sqlite::has_journal(&dir) => {
+            Arc::new(
+                JournalStore::open(&dir).with_context(|| {
+                    format!("open the journal-first ledger in {}", dir.display())
+                })?,
+            )
+        }
         Backend::Embedded(dir) => Arc::new(
             SqliteStore::open(&dir)
                 .with_context(|| format!("open the ledger in {}", dir.display()))?,
@@ -70,6 +77,9 @@ pub async fn open_admin_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>
 /// A description of the backend for logs, without credentials.
 pub fn describe(args: &StoreArgs) -> String {
     match backend(args) {
+        Ok(Backend::Embedded(dir)) if args.journal || kopek_store_sqlite::has_journal(&dir) => {
+            format!("journal-first {}", dir.display())
+        }
         Ok(Backend::Embedded(dir)) => format!("sqlite {}", dir.display()),
         Ok(Backend::Postgres(url)) => {
             let host = url.rsplit_once('@').map_or(url.as_str(), |(_, host)| host);

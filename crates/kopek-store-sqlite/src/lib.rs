@@ -353,8 +353,9 @@ fn start_checkpointer(path: &Path) -> StoreResult<mpsc::SyncSender<()>> {
 }
 
 /// Takes the data directory's lock file, or fails if another process holds it.
-/// Whether `data_dir` holds a journal with at least one segment.
-fn has_journal(data_dir: &Path) -> bool {
+/// Whether `data_dir` holds a journal (`JournalStore`'s): then only `JournalStore` opens it
+/// for writing.
+pub fn has_journal(data_dir: &Path) -> bool {
     std::fs::read_dir(data_dir.join(JOURNAL_DIR_NAME))
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false)

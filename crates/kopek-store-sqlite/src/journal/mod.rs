@@ -62,6 +62,8 @@ pub struct JournalStore {
     projection: SqliteStore,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     shared: Arc<Shared>,
+    /// The journal writer and the projector, joined on drop.
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// What the journal writer shares with readers and the projector.
@@ -122,20 +124,18 @@ impl JournalStore {
             projected,
         });
         let (to_projector, frames) = mpsc::sync_channel(PROJECTION_FRAMES_BEHIND_MAX);
-        {
+        let projector = {
             let projection = projection.clone();
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("kopek-projector".to_owned())
                 .spawn(move || project(&frames, &projection, &shared))
-                .map_err(|error| {
-                    StoreError::Unavailable(format!("start the projector: {error}"))
-                })?;
-        }
+                .map_err(|error| StoreError::Unavailable(format!("start the projector: {error}")))?
+        };
         let (sender, jobs) = mpsc::channel::<WriteJob>();
         let mut writer =
             Writer { journal, memory, shared: shared.clone(), reader, projector: to_projector };
-        std::thread::Builder::new()
+        let journal_writer = std::thread::Builder::new()
             .name("kopek-journal".to_owned())
             .spawn(move || {
                 for job in jobs {
@@ -147,7 +147,12 @@ impl JournalStore {
             .map_err(|error| {
                 StoreError::Unavailable(format!("start the journal writer: {error}"))
             })?;
-        Ok(JournalStore { projection, writer: Mutex::new(Some(sender)), shared })
+        Ok(JournalStore {
+            projection,
+            writer: Mutex::new(Some(sender)),
+            shared,
+            threads: vec![journal_writer, projector],
+        })
     }
 
     /// The last frame acknowledged, and the last the projection holds.
@@ -169,6 +174,20 @@ impl JournalStore {
                 "the query projection has not reached frame {target} within {} s",
                 READ_WAIT_MAX.as_secs()
             ))),
+        }
+    }
+}
+
+/// Dropping the store stops the journal writer after the batches sent to it and waits until
+/// the projector has written every committed frame, so the data directory can be opened
+/// again at once.
+impl Drop for JournalStore {
+    fn drop(&mut self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
         }
     }
 }
@@ -645,20 +664,20 @@ impl Memory {
         while self.frames.front().is_some_and(|(sequence, _)| *sequence <= projected) {
             let Some((sequence, written)) = self.frames.pop_front() else { break };
             for id in written.transfers {
-                if self.transfers.get(&id).is_some_and(|(last, _)| *last == sequence) {
-                    if let Some((_, transfer)) = self.transfers.remove(&id) {
-                        let pair = (transfer.tenant, transfer.idempotency_key);
-                        if self.keys.get(&pair) == Some(&id) {
-                            self.keys.remove(&pair);
-                        }
-                        if let Some(leg) = transfer.fx
-                            && !self.holds.contains_key(&id)
-                            && let Some(legs) = self.by_quote.get_mut(&leg.quote_id)
-                        {
-                            legs.remove(&id);
-                            if legs.is_empty() {
-                                self.by_quote.remove(&leg.quote_id);
-                            }
+                if self.transfers.get(&id).is_some_and(|(last, _)| *last == sequence)
+                    && let Some((_, transfer)) = self.transfers.remove(&id)
+                {
+                    let pair = (transfer.tenant, transfer.idempotency_key);
+                    if self.keys.get(&pair) == Some(&id) {
+                        self.keys.remove(&pair);
+                    }
+                    if let Some(leg) = transfer.fx
+                        && !self.holds.contains_key(&id)
+                        && let Some(legs) = self.by_quote.get_mut(&leg.quote_id)
+                    {
+                        legs.remove(&id);
+                        if legs.is_empty() {
+                            self.by_quote.remove(&leg.quote_id);
                         }
                     }
                 }

@@ -1,7 +1,206 @@
 use super::*;
+use crate::DATABASE_FILE_NAME;
+use kopek_core::memory::SequentialIds;
+use kopek_core::{
+    AccountStatus, Authority, Batch, Command, CommandBody, CommandResult, Details, Linking,
+    Movement, NewAccount, TransferKind, TransferRequest, TransferResult, apply,
+};
 
 kopek_store::conformance_tests!(async {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = JournalStore::open(dir.path()).expect("open the journal store");
     Some((store, dir))
 });
+
+fn usd() -> Currency {
+    Currency::parse("USD").expect("USD")
+}
+
+fn id(name: &str) -> AccountId {
+    AccountId::parse(name).expect("account id")
+}
+
+/// Commits one batch of `bodies`, decided by the real `apply`, with ids from `first_id`.
+async fn run(store: &dyn Store, first_id: u128, bodies: Vec<CommandBody>) -> Outcome {
+    let commands = bodies
+        .into_iter()
+        .map(|body| Command::new(Tenant::default_tenant(), Authority::Ledger, body))
+        .collect();
+    let batch = Batch { commands };
+    let now = Timestamp::from_unix_micros(1_700_000_000_000_000 + first_id as i64);
+    store
+        .write_batch(
+            batch.keys(),
+            Box::new(move |state| {
+                let mut ids = SequentialIds::default();
+                for _ in 0..first_id {
+                    kopek_core::IdSource::next_ulid(&mut ids);
+                }
+                Ok(apply(state, &batch, now, &mut ids))
+            }),
+        )
+        .await
+        .expect("the batch commits")
+}
+
+fn open(names: &[&str]) -> CommandBody {
+    CommandBody::CreateAccounts(
+        names.iter().map(|name| NewAccount::user(id(name), usd())).collect(),
+    )
+}
+
+fn transfer(key: &str, debit: AccountId, credit: &str, minor: i64) -> CommandBody {
+    let kind = if debit == AccountId::world(usd()) {
+        TransferKind::Deposit
+    } else {
+        TransferKind::Transfer
+    };
+    let request = TransferRequest {
+        idempotency_key: IdempotencyKey::parse(key).expect("key"),
+        kind,
+        movement: Movement::Move {
+            debit_account: debit,
+            credit_account: id(credit),
+            amount: minor,
+            currency: usd(),
+            hold: None,
+        },
+        details: Details::default(),
+        effective_at: None,
+        open_if_missing: Vec::new(),
+        fingerprint_extra: String::new(),
+    };
+    CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent }
+}
+
+/// Opens alice and bob, pays alice 100 from the world and 30 of it to bob: three frames.
+async fn three_frames(store: &dyn Store) {
+    run(store, 0, vec![open(&["alice", "bob"])]).await;
+    run(store, 100, vec![transfer("fund", AccountId::world(usd()), "alice", 100)]).await;
+    run(store, 200, vec![transfer("pay", id("alice"), "bob", 30)]).await;
+}
+
+async fn posted(store: &dyn Store, name: &str) -> i64 {
+    store.account(&id(name)).await.expect("read").expect("exists").balance.posted
+}
+
+/// The ledger `three_frames` left: balances, the transfer by key, its replay, the books.
+async fn assert_three_frames(store: &dyn Store) {
+    assert_eq!((posted(store, "alice").await, posted(store, "bob").await), (70, 30));
+    let tenant = Tenant::default_tenant();
+    let key = IdempotencyKey::parse("pay").expect("key");
+    let paid = store.transfer_by_key(&tenant, &key).await.expect("read").expect("recorded");
+    assert_eq!(paid.amount, 30);
+    let page = store.entries(&id("bob"), None, 10).await.expect("entries");
+    assert_eq!(page.items.len(), 1);
+    let again = run(store, 300, vec![transfer("pay", id("alice"), "bob", 30)]).await;
+    match &again.results[0] {
+        CommandResult::Transfers(results) => {
+            assert!(matches!(&results[0], TransferResult::Replayed(t) if t.id == paid.id))
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    assert_eq!(posted(store, "alice").await, 70, "a replay moves nothing");
+    let report = store.verify().await.expect("verify");
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+fn segment(dir: &Path) -> std::path::PathBuf {
+    dir.join(JOURNAL_DIR_NAME).join(format!("{:020}.segment", 1))
+}
+
+#[tokio::test]
+async fn a_restart_rebuilds_what_the_projection_lost_from_the_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    three_frames(&JournalStore::open(dir.path()).expect("open")).await;
+    {
+        // The projection loses everything it held: it is a cache of the journal.
+        let connection = Connection::open(dir.path().join(DATABASE_FILE_NAME)).expect("open");
+        connection
+            .execute_batch(
+                "DELETE FROM accounts; DELETE FROM transfers; DELETE FROM entries; \
+                 DELETE FROM outbox; UPDATE projection SET frame = 0;",
+            )
+            .expect("empty the projection");
+    }
+    let store = JournalStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.marks(), (3, 3), "every frame replayed into the projection");
+    assert_three_frames(&store).await;
+    let events = store.events_after(None, 0, 100).await.expect("events");
+    assert_eq!(events.len(), 5, "alice, bob and world:USD opened, two transfers posted");
+}
+
+#[tokio::test]
+async fn a_torn_last_frame_is_cut_and_the_ledger_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    three_frames(&JournalStore::open(dir.path()).expect("open")).await;
+    let mut bytes = std::fs::read(segment(dir.path())).expect("segment");
+    let mut end = 0;
+    while bytes[end..end + 4] == *b"KJF1" {
+        let length = u32::from_le_bytes(bytes[end + 4..end + 8].try_into().expect("4 bytes"));
+        end += kopek_journal::HEADER_BYTES + length as usize;
+    }
+    // A fourth frame cut short by a crash: a header that promises more than is there.
+    bytes[end..end + 4].copy_from_slice(b"KJF1");
+    bytes[end + 4..end + 8].copy_from_slice(&4_096u32.to_le_bytes());
+    bytes[end + 8] = 4;
+    std::fs::write(segment(dir.path()), &bytes).expect("tear");
+    let store = JournalStore::open(dir.path()).expect("a torn tail does not stop the start");
+    assert_eq!(store.marks(), (3, 3));
+    assert_three_frames(&store).await;
+    drop(store);
+    let store = JournalStore::open(dir.path()).expect("and the frame after it chains on");
+    assert_eq!(store.marks(), (4, 4));
+    assert_eq!(posted(&store, "alice").await, 70);
+}
+
+#[tokio::test]
+async fn a_damaged_frame_with_frames_after_it_stops_the_start_and_says_where() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    three_frames(&JournalStore::open(dir.path()).expect("open")).await;
+    let mut bytes = std::fs::read(segment(dir.path())).expect("segment");
+    bytes[kopek_journal::HEADER_BYTES + 5] ^= 0x01;
+    std::fs::write(segment(dir.path()), &bytes).expect("flip a byte of the first frame");
+    let error = JournalStore::open(dir.path()).err().expect("the start stops");
+    let message = error.to_string();
+    assert!(matches!(error, StoreError::Corrupt(_)), "{message}");
+    assert!(message.contains("00000000000000000001.segment"), "{message}");
+    assert!(message.contains("at offset 0"), "{message}");
+}
+
+#[tokio::test]
+async fn the_sqlite_store_refuses_a_journal_first_ledger() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    three_frames(&JournalStore::open(dir.path()).expect("open")).await;
+    let error = SqliteStore::open(dir.path()).err().expect("refused");
+    assert!(error.to_string().contains("--journal"), "{error}");
+}
+
+#[tokio::test]
+async fn a_sqlite_ledger_opens_journal_first_with_its_books() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = SqliteStore::open(dir.path()).expect("open the sqlite layout");
+        run(&store, 0, vec![open(&["alice", "bob"])]).await;
+        run(&store, 100, vec![transfer("fund", AccountId::world(usd()), "alice", 100)]).await;
+        store.close_writer();
+    }
+    // The old store's lock goes with its last handle; the writer thread may still be ending.
+    let store = loop {
+        match JournalStore::open(dir.path()) {
+            Ok(store) => break store,
+            Err(StoreError::Unavailable(message)) if message.contains("in use by another") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("open journal-first: {error}"),
+        }
+    };
+    assert_eq!(store.marks(), (0, 0));
+    run(&store, 200, vec![transfer("pay", id("alice"), "bob", 30)]).await;
+    assert_three_frames(&store).await;
+    drop(store);
+    let store = JournalStore::open(dir.path()).expect("reopen");
+    assert_eq!(posted(&store, "bob").await, 30);
+    let frozen = store.account(&id("alice")).await.expect("read").expect("there");
+    assert_eq!(frozen.status, AccountStatus::Active);
+}
