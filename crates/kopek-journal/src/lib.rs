@@ -79,6 +79,33 @@ impl Default for Options {
     }
 }
 
+/// The sequence of the last frame in the journal in `dir` whose header checks out (0: none),
+/// without checking payloads or the chain: how far a reader beside a running writer should
+/// expect the journal to go. Reads only the headers.
+pub fn last_sequence(dir: &Path) -> Result<u64, JournalError> {
+    let mut last = 0;
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    for index in segment_indexes(dir)? {
+        let mut file = File::open(segment_path(dir, index))?;
+        let size = file.metadata()?.len();
+        let mut offset = 0u64;
+        let mut head = [0u8; HEADER_BYTES];
+        while offset + HEADER_BYTES as u64 <= size {
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut head)?;
+            if head[0..4] != MAGIC || xxh3_128(&head[0..48]) != u128_at(&head, 48) {
+                break;
+            }
+            last = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+            let length = u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
+            offset += HEADER_BYTES as u64 + length;
+        }
+    }
+    Ok(last)
+}
+
 /// What `open` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {

@@ -44,6 +44,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const WAL_PAGES_BEFORE_WRITER_CHECKPOINTS: i64 = 16_384;
 /// The checkpoint thread's rest between two checkpoints.
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
+/// How long a read-only open of a journal-first ledger waits for its tables to catch up.
+const READ_ONLY_PROJECTION_WAIT_MAX: Duration = Duration::from_secs(10);
 /// A batch with at least this many events has their documents encoded on a second thread.
 const EVENTS_ENCODED_ASIDE_MIN: usize = 256;
 
@@ -183,7 +185,8 @@ impl SqliteStore {
             return Err(StoreError::Unavailable(format!("no ledger found at {}", path.display())));
         }
         // Fails early on a file that is not a kopek database.
-        open_reader(&path)?
+        let reader = open_reader(&path)?;
+        reader
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |row| row.get::<_, i64>(0))
             .map_err(|error| {
                 StoreError::Unavailable(format!(
@@ -191,6 +194,9 @@ impl SqliteStore {
                     path.display()
                 ))
             })?;
+        if has_journal(data_dir) {
+            await_projection(&reader, data_dir)?;
+        }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -288,13 +294,19 @@ impl SqliteStore {
             .map_err(|_| StoreError::Corrupt(format!("the projection's mark {frame} is negative")))
     }
 
-    /// Every account, for `JournalStore::verify`.
-    async fn all_accounts(&self) -> StoreResult<Vec<Account>> {
+    /// Every account and the projection's mark, read in one transaction, for
+    /// `JournalStore::verify`.
+    async fn accounts_at_mark(&self) -> StoreResult<(u64, Vec<Account>)> {
         self.read(|connection| {
+            let snapshot = connection.unchecked_transaction().map_err(sql_error)?;
+            let mark: i64 = snapshot
+                .query_row("SELECT frame FROM projection WHERE id = 1", [], |row| row.get(0))
+                .map_err(sql_error)?;
             let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts");
-            let mut statement = connection.prepare(&sql).map_err(sql_error)?;
+            let mut statement = snapshot.prepare(&sql).map_err(sql_error)?;
             let rows = statement.query_map([], account_from_row).map_err(sql_error)?;
-            rows.map(decoded).collect()
+            let accounts = rows.map(decoded).collect::<StoreResult<Vec<_>>>()?;
+            Ok((u64::try_from(mark).unwrap_or(0), accounts))
         })
         .await
     }
@@ -353,6 +365,33 @@ fn start_checkpointer(path: &Path) -> StoreResult<mpsc::SyncSender<()>> {
 }
 
 /// Takes the data directory's lock file, or fails if another process holds it.
+/// Waits (at most `READ_ONLY_PROJECTION_WAIT_MAX`) until the tables hold every frame the
+/// journal in `data_dir` holds now, so a read-only view opened beside a running journal-first
+/// server sees every write acknowledged before it opened. A journal whose last frame never
+/// reaches the tables (a torn frame the next start cuts off) only delays the open.
+fn await_projection(reader: &Connection, data_dir: &Path) -> StoreResult<()> {
+    let journal = kopek_journal::last_sequence(&data_dir.join(JOURNAL_DIR_NAME))
+        .map_err(|error| StoreError::Unavailable(format!("read the journal: {error}")))?;
+    let started = std::time::Instant::now();
+    loop {
+        let mark: i64 = reader
+            .query_row("SELECT frame FROM projection WHERE id = 1", [], |row| row.get(0))
+            .map_err(sql_error)?;
+        if u64::try_from(mark).unwrap_or(0) >= journal {
+            return Ok(());
+        }
+        if started.elapsed() > READ_ONLY_PROJECTION_WAIT_MAX {
+            tracing::warn!(
+                mark,
+                journal,
+                "the tables are behind the journal; reading them as they are"
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Whether `data_dir` holds a journal (`JournalStore`'s): then only `JournalStore` opens it
 /// for writing.
 pub fn has_journal(data_dir: &Path) -> bool {

@@ -54,6 +54,8 @@ const PROJECTION_FRAMES_BEHIND_MAX: usize = 8;
 const PROJECTION_BYTES_PER_TRANSACTION_MAX: usize = 16 * 1024 * 1024;
 /// How long a read waits for the projection to reach the last acknowledged frame.
 const READ_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Tries `verify` makes to find memory and the projection at the same frame.
+const VERIFY_ATTEMPTS_MAX: usize = 20;
 /// The projector's pause before it tries a failed projection again.
 const PROJECTION_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -70,7 +72,8 @@ pub struct JournalStore {
 struct Shared {
     /// Every account, as of the last acknowledged frame.
     accounts: RwLock<HashMap<AccountId, Account>>,
-    /// The last frame made durable and acknowledged.
+    /// The last frame made durable and acknowledged; stored while `accounts` is locked for
+    /// writing, so the two are read together.
     committed: AtomicU64,
     /// The last frame the projection holds.
     projected: watch::Sender<u64>,
@@ -332,7 +335,6 @@ impl Writer {
             fail_stop(&error);
         }
         self.memory.remember(sequence, &outcome, &self.shared);
-        self.shared.committed.store(sequence, Ordering::Release);
         // Waits while the projection is `PROJECTION_FRAMES_BEHIND_MAX` frames behind.
         if self.projector.send((sequence, payload)).is_err() {
             tracing::error!("the projector stopped; reads will wait for it until restart");
@@ -614,6 +616,8 @@ impl Memory {
             for account in outcome.accounts_opened.iter().chain(&outcome.accounts_changed) {
                 accounts.insert(account.id.clone(), account.clone());
             }
+            // Under the same lock, so a reader sees the accounts and their frame together.
+            shared.committed.store(sequence, Ordering::Release);
         }
         let mut written = Written::default();
         for transfer in outcome.transfers_inserted.iter().chain(&outcome.transfers_updated) {
@@ -819,43 +823,57 @@ impl Store for JournalStore {
         self.projection.pending_orders(limit).await
     }
 
-    /// The books as the projection has them, and every account in memory against its row.
+    /// The books as the projection has them, and every account in memory against its row
+    /// at the same frame (while writes go on, a few tries find a moment when both agree on
+    /// the frame; a ledger that never pauses skips that comparison).
     async fn verify(&self) -> StoreResult<VerifyReport> {
         self.caught_up().await?;
         let mut report = self.projection.verify().await?;
-        let memory: Vec<Account> = {
-            let accounts =
-                self.shared.accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            accounts.values().cloned().collect()
-        };
-        let stored = self.projection.all_accounts().await?;
-        let stored: HashMap<&AccountId, &Account> =
-            stored.iter().map(|account| (&account.id, account)).collect();
-        for account in &memory {
-            match stored.get(&account.id) {
-                None => report
-                    .problems
-                    .push(format!("account {} is in memory but not in the projection", account.id)),
-                Some(row) if row.balance != account.balance || row.status != account.status => {
-                    report.problems.push(format!(
-                        "account {}: the projection has {:?} ({}), the journal {:?} ({})",
-                        account.id,
-                        row.balance,
-                        row.status.as_str(),
-                        account.balance,
-                        account.status.as_str()
-                    ));
-                }
-                Some(_) => {}
+        for _ in 0..VERIFY_ATTEMPTS_MAX {
+            let (committed, memory): (u64, Vec<Account>) = {
+                let accounts =
+                    self.shared.accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Stored under the write lock with the accounts: the two agree.
+                let committed = self.shared.committed.load(Ordering::Acquire);
+                (committed, accounts.values().cloned().collect())
+            };
+            self.caught_up().await?;
+            let (mark, stored) = self.projection.accounts_at_mark().await?;
+            if mark != committed {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
             }
+            let stored: HashMap<&AccountId, &Account> =
+                stored.iter().map(|account| (&account.id, account)).collect();
+            for account in &memory {
+                match stored.get(&account.id) {
+                    None => report.problems.push(format!(
+                        "account {} is in the journal but not in the projection",
+                        account.id
+                    )),
+                    Some(row) if row.balance != account.balance || row.status != account.status => {
+                        report.problems.push(format!(
+                            "account {}: the projection has {:?} ({}), the journal {:?} ({})",
+                            account.id,
+                            row.balance,
+                            row.status.as_str(),
+                            account.balance,
+                            account.status.as_str()
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            if stored.len() != memory.len() {
+                report.problems.push(format!(
+                    "the projection has {} accounts, the journal {}",
+                    stored.len(),
+                    memory.len()
+                ));
+            }
+            return Ok(report);
         }
-        if stored.len() != memory.len() {
-            report.problems.push(format!(
-                "the projection has {} accounts, the journal {}",
-                stored.len(),
-                memory.len()
-            ));
-        }
+        tracing::debug!("writes never paused; memory was not compared with the projection");
         Ok(report)
     }
 
