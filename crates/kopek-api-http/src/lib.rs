@@ -393,6 +393,22 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
             ));
         }
     }
+    if let Some(journal) = state.engine.store().journal_progress() {
+        let lag = journal.committed.saturating_sub(journal.projected);
+        text.push_str(&format!(
+            "# HELP kopek_journal_frames_total Journal frames made durable (one per batch).\n\
+             # TYPE kopek_journal_frames_total counter\nkopek_journal_frames_total {}\n\
+             # HELP kopek_projection_frame The last journal frame the query projection holds.\n\
+             # TYPE kopek_projection_frame gauge\nkopek_projection_frame {}\n\
+             # HELP kopek_projection_lag_frames Committed frames the query projection does not hold yet.\n\
+             # TYPE kopek_projection_lag_frames gauge\nkopek_projection_lag_frames {lag}\n\
+             # HELP kopek_projection_lag_seconds Age of the oldest committed frame the projection does not hold.\n\
+             # TYPE kopek_projection_lag_seconds gauge\nkopek_projection_lag_seconds {:.6}\n\
+             # HELP kopek_projection_lag_seconds_max The largest projection lag since start.\n\
+             # TYPE kopek_projection_lag_seconds_max gauge\nkopek_projection_lag_seconds_max {:.6}\n",
+            journal.committed, journal.projected, journal.lag_seconds, journal.lag_seconds_max
+        ));
+    }
     let newest = state.feed.published();
     text.push_str(&format!(
         "# HELP kopek_outbox_sequence The newest outbox sequence this process has seen.\n\

@@ -88,6 +88,7 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
     let loaded = tokio_util::sync::CancellationToken::new();
     let queries =
         tokio::spawn(query_load(ledger.clone(), plan.account_ids(args.surface), loaded.clone()));
+    let cpu_before = server.cpu_seconds().await;
     let started = Instant::now();
     let tally = match args.surface {
         Surface::Stream => stream_load(&channel, &bearer, &plan, args).await?,
@@ -96,9 +97,14 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
         Surface::Http => http_load(server, args, &plan).await?,
     };
     let elapsed = started.elapsed();
+    let cpu_seconds = match (cpu_before, server.cpu_seconds().await) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
     loaded.cancel();
     let query_latencies = queries.await.unwrap_or_default();
     let rss = server.rss().await;
+    let projection = server.projection_catch_up().await;
     let mut problems = Vec::new();
     if tally.accepted() != plan.moves.len() as u64 {
         problems.push(format!(
@@ -127,6 +133,8 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
         query: Latencies::of(query_latencies),
         rss_idle,
         rss,
+        cpu_seconds,
+        projection,
         datafile: server.datafile(),
         verified,
         problems,
@@ -797,6 +805,47 @@ impl Target {
         })
     }
 
+    /// One value of the server's `/metrics` (the first series of `name`).
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let page = reqwest::get(format!("{}/metrics", self.http.as_ref()?)).await.ok()?;
+        let page = page.text().await.ok()?;
+        let line = page.lines().find(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })?;
+        line.rsplit(' ').next()?.parse::<f64>().ok()
+    }
+
+    /// CPU seconds the server used so far (user and system): from /proc for our own, from
+    /// `/metrics` otherwise.
+    async fn cpu_seconds(&self) -> Option<f64> {
+        if let Some(pid) = self.own.as_ref().and_then(|own| own.child.id()) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The fields after the command name, which is in parentheses and may hold spaces.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks: f64 =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            // /proc counts in USER_HZ, which Linux fixes at 100 for every program.
+            return Some(ticks / 100.0);
+        }
+        self.metric("process_cpu_seconds_total").await
+    }
+
+    /// On a journal-first server: the largest projection lag it saw, and how long after the
+    /// load its projection took to hold every frame (at most a minute).
+    async fn projection_catch_up(&self) -> Option<(f64, f64)> {
+        self.metric("kopek_journal_frames_total").await?;
+        let started = Instant::now();
+        while self.metric("kopek_projection_lag_frames").await.unwrap_or(0.0) > 0.0
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let caught_up = started.elapsed().as_secs_f64();
+        let largest = self.metric("kopek_projection_lag_seconds_max").await.unwrap_or(0.0);
+        Some((largest, caught_up))
+    }
+
     /// The server's resident memory: from /proc for our own, from `/metrics` otherwise.
     async fn rss(&self) -> Option<u64> {
         if let Some(pid) = self.own.as_ref().and_then(|own| own.child.id()) {
@@ -890,6 +939,11 @@ struct Report {
     query: Latencies,
     rss_idle: Option<u64>,
     rss: Option<u64>,
+    /// CPU seconds the server used during the load.
+    cpu_seconds: Option<f64>,
+    /// A journal-first server's largest projection lag and its catch-up time after the load,
+    /// in seconds.
+    projection: Option<(f64, f64)>,
     datafile: Option<u64>,
     verified: Option<kopek_store::VerifyReport>,
     problems: Vec<String>,
@@ -898,6 +952,11 @@ struct Report {
 impl Report {
     fn rate(&self) -> f64 {
         self.accepted as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Server CPU microseconds per accepted transfer.
+    fn cpu_per_transfer(&self) -> Option<f64> {
+        self.cpu_seconds.filter(|_| self.accepted > 0).map(|cpu| cpu * 1e6 / self.accepted as f64)
     }
 
     fn print(&self, as_json: bool) {
@@ -916,6 +975,10 @@ impl Report {
                 "query_latency_ms": latencies(&self.query),
                 "rss_idle_bytes": self.rss_idle,
                 "rss_bytes": self.rss,
+                "server_cpu_seconds": self.cpu_seconds,
+                "server_cpu_us_per_transfer": self.cpu_per_transfer(),
+                "projection_lag_seconds_max": self.projection.map(|(largest, _)| largest),
+                "projection_catch_up_seconds": self.projection.map(|(_, catch_up)| catch_up),
                 "datafile_bytes": self.datafile,
                 "verified": self.verified.as_ref().map(|report| json!({
                     "ok": report.is_ok(), "accounts": report.accounts,
@@ -949,6 +1012,16 @@ impl Report {
             optional(self.rss),
             optional(self.datafile)
         );
+        if let (Some(cpu), Some(per_transfer)) = (self.cpu_seconds, self.cpu_per_transfer()) {
+            println!("server cpu = {cpu:.2} s = {per_transfer:.1} us per transfer");
+        }
+        if let Some((largest, catch_up)) = self.projection {
+            println!(
+                "projection lag largest = {:.1} ms   caught up {:.1} ms after the load",
+                largest * 1e3,
+                catch_up * 1e3
+            );
+        }
         println!(
             "{} of {} transfers in {:.2} s; idle rss = {} bytes",
             self.accepted,

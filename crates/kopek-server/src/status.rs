@@ -216,6 +216,14 @@ async fn summary(args: &StatusArgs) -> Result<(bool, Value, String), String> {
     let cpu = rate("process_cpu_seconds_total", &everything);
     let uptime = after.get("process_start_time_seconds").map(|start| now - start);
     let outbox = after.get("kopek_outbox_sequence").unwrap_or(0.0);
+    let journal = after.get("kopek_journal_frames_total").map(|frames| {
+        (
+            frames,
+            after.get("kopek_projection_frame").unwrap_or(0.0),
+            after.get("kopek_projection_lag_seconds").unwrap_or(0.0),
+            after.get("kopek_projection_lag_seconds_max").unwrap_or(0.0),
+        )
+    });
 
     let report = json!({
         "address": base,
@@ -231,6 +239,12 @@ async fn summary(args: &StatusArgs) -> Result<(bool, Value, String), String> {
         "commit_p99_seconds": commit_p99,
         "request_p99_seconds": request_p99,
         "outbox_sequence": outbox,
+        "journal": journal.map(|(frames, projected, lag, lag_max)| json!({
+            "frames": frames,
+            "projected": projected,
+            "lag_seconds": lag,
+            "lag_seconds_max": lag_max,
+        })),
         "relays": relays,
         "consumers": consumers.iter().map(|(name, lag, sequence)| json!({"name": name, "lag_seconds": lag, "sequence": sequence})).collect::<Vec<_>>(),
         "webhook_attempts_per_second": webhooks.iter().map(|(outcome, rate)| (outcome.clone(), json!(rate))).collect::<serde_json::Map<_, _>>(),
@@ -266,6 +280,14 @@ async fn summary(args: &StatusArgs) -> Result<(bool, Value, String), String> {
         milliseconds(commit_p99),
         milliseconds(request_p99)
     ));
+    if let Some((frames, projected, lag, lag_max)) = journal {
+        text.push_str(&format!(
+            "  journal     frame {frames:.0}, projection at {projected:.0} ({:.0} behind, lag {}, largest {})\n",
+            frames - projected,
+            milliseconds(Some(lag)),
+            milliseconds(Some(lag_max))
+        ));
+    }
     if relays.is_empty() {
         text.push_str("  relay       none (no --broker)\n");
     }

@@ -304,4 +304,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Connections in use, and at most, for `/metrics`.
     fn pool_usage(&self) -> (usize, usize);
+
+    /// How far the journal and its projection are, for a store that has a journal.
+    fn journal_progress(&self) -> Option<JournalProgress> {
+        None
+    }
+}
+
+/// The journal-first store's progress (`/metrics`, `kopek status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct JournalProgress {
+    /// The last frame made durable and acknowledged.
+    pub committed: u64,
+    /// The last frame the query projection holds.
+    pub projected: u64,
+    /// How long the oldest frame the projection does not hold has been committed (0 when it
+    /// holds every frame).
+    pub lag_seconds: f64,
+    /// The largest `lag_seconds` seen since start.
+    pub lag_seconds_max: f64,
 }

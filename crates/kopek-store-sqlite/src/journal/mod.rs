@@ -34,15 +34,15 @@ use kopek_core::{
 use kopek_journal::{Journal, JournalError, Options};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, FxRevenue,
-    Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
-    Watermark, Webhook,
+    JournalProgress, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent,
+    VerifyReport, Watermark, Webhook,
 };
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -77,6 +77,34 @@ struct Shared {
     committed: AtomicU64,
     /// The last frame the projection holds.
     projected: watch::Sender<u64>,
+    /// When each frame the projection does not hold yet was committed, oldest first.
+    unprojected: Mutex<VecDeque<(u64, Instant)>>,
+    /// The largest projection lag seen, in microseconds.
+    lag_max_micros: AtomicU64,
+}
+
+impl Shared {
+    /// How long the oldest frame the projection does not hold has waited.
+    fn lag(&self) -> Duration {
+        let unprojected = self.unprojected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        unprojected.front().map_or(Duration::ZERO, |(_, committed)| committed.elapsed())
+    }
+
+    /// Notes that the projection holds every frame up to `last`.
+    fn projected_up_to(&self, last: u64) {
+        let lag = {
+            let mut unprojected =
+                self.unprojected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let lag = unprojected.front().map_or(Duration::ZERO, |(_, at)| at.elapsed());
+            while unprojected.front().is_some_and(|(sequence, _)| *sequence <= last) {
+                unprojected.pop_front();
+            }
+            lag
+        };
+        let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        self.lag_max_micros.fetch_max(micros, Ordering::Relaxed);
+        self.projected.send_replace(last);
+    }
 }
 
 struct WriteJob {
@@ -125,6 +153,8 @@ impl JournalStore {
             accounts: RwLock::new(accounts),
             committed: AtomicU64::new(last),
             projected,
+            unprojected: Mutex::new(VecDeque::new()),
+            lag_max_micros: AtomicU64::new(0),
         });
         let (to_projector, frames) = mpsc::sync_channel(PROJECTION_FRAMES_BEHIND_MAX);
         let projector = {
@@ -290,7 +320,7 @@ fn project(frames: &mpsc::Receiver<(u64, Vec<u8>)>, projection: &SqliteStore, sh
                 }
             }
         }
-        shared.projected.send_replace(last);
+        shared.projected_up_to(last);
     }
 }
 
@@ -334,6 +364,11 @@ impl Writer {
         if let Err(error) = self.journal.sync() {
             fail_stop(&error);
         }
+        self.shared
+            .unprojected
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push_back((sequence, Instant::now()));
         self.memory.remember(sequence, &outcome, &self.shared);
         // Waits while the projection is `PROJECTION_FRAMES_BEHIND_MAX` frames behind.
         if self.projector.send((sequence, payload)).is_err() {
@@ -1015,6 +1050,19 @@ impl Store for JournalStore {
 
     fn pool_usage(&self) -> (usize, usize) {
         self.projection.pool_usage()
+    }
+
+    fn journal_progress(&self) -> Option<JournalProgress> {
+        let (committed, projected) = self.marks();
+        Some(JournalProgress {
+            committed,
+            projected,
+            lag_seconds: self.shared.lag().as_secs_f64(),
+            lag_seconds_max: Duration::from_micros(
+                self.shared.lag_max_micros.load(Ordering::Relaxed),
+            )
+            .as_secs_f64(),
+        })
     }
 }
 
