@@ -1,31 +1,36 @@
-//! The payload of one journal frame: a batch's decided outcome, as records.
+//! The payload of one journal frame: a batch's decided outcome, compactly.
 //!
-//! A payload is a format byte (`FORMAT_V1`), then records one after another. A record is a
-//! tag byte and its values; a value is a type byte (null, integer, text) and its bytes
-//! (integers as 8 little-endian bytes, text as a 4-byte length and UTF-8). Row records carry
-//! the columns of their table in the order of `kopek_store::rows` (`ACCOUNT_COLUMNS`, ...), so
-//! they decode through the same `Raw*` conversions every backend reads rows with, and the
-//! projection writes them with the same statements the SQLite store always used.
+//! A payload is a format byte (`FORMAT`), the frame's base time, then records one after
+//! another, each a tag byte and its fields. Fields are:
+//! - integers as LEB128 varints (signed ones zigzag-encoded first); times as the signed
+//!   distance in microseconds from the base time, so most take one byte;
+//! - ULIDs (transfer, event and quote ids) as 16 raw bytes;
+//! - text either *shared* or *plain*. Shared text (account ids, tenants, currencies, kinds,
+//!   statuses, categories, metadata documents: what repeats within a batch) goes through the
+//!   frame's table: a varint `n`, where 0 means "new text follows, as a varint length and
+//!   UTF-8; it becomes the next entry" and `n > 0` refers to entry `n - 1`. Plain text
+//!   (idempotency keys, fingerprints, messages) is a length and UTF-8.
 //!
-//! An event is a record of its own: its header values, its subject (a tag and that record's
-//! row) and its balances.
+//! An event whose subject is a transfer or account the same frame records (a transfer posted,
+//! an account opened) refers to that record by its position instead of repeating it.
 //!
-//! The payload is checked by the journal's checksums before it is decoded; a payload that
-//! still does not decode is a bug or a frame from another program, and fails the open with
-//! what was wrong.
+//! Records decode through the same `kopek_store::rows` conversions every backend reads rows
+//! with. The payload is checked by the journal's checksums before it is decoded; a payload
+//! that still does not decode is a bug or a frame from another program, and fails with what
+//! was wrong.
 
 use kopek_core::{
-    Account, AccountId, BalanceSnapshot, Currency, Entry, Event, EventId, EventKind, FxRate,
-    InboxMark, Order, Outcome, Overdraft, Quote, Subject, Tenant, Timestamp, Transfer,
+    Account, BalanceSnapshot, Entry, Event, EventId, EventKind, FxRate, InboxMark, Order, Outcome,
+    Overdraft, Quote, QuoteId, Subject, Tenant, Timestamp, Transfer, TransferId, Ulid, User,
 };
 use kopek_store::codec::metadata_to_json;
 use kopek_store::rows::{
-    Columns, RawAccount, RawEntry, RawOrder, RawQuote, RawRate, RawTransfer, RawUser,
-    transfer_fx_columns,
+    RawAccount, RawEntry, RawOrder, RawQuote, RawRate, RawTransfer, RawUser, transfer_fx_columns,
 };
+use std::collections::HashMap;
 
-/// The only payload format so far.
-const FORMAT_V1: u8 = 1;
+/// The compact format. (Format 1, rows of tagged values, never left development builds.)
+const FORMAT: u8 = 2;
 
 const ACCOUNT_OPENED: u8 = 1;
 const ACCOUNT_CHANGED: u8 = 2;
@@ -42,120 +47,119 @@ const RATE_SET: u8 = 12;
 const QUOTE_CREATED: u8 = 13;
 const QUOTE_USED: u8 = 14;
 
+/// How an event's subject is written: inline, or as a record of the same frame.
 const SUBJECT_ACCOUNT: u8 = 1;
 const SUBJECT_TRANSFER: u8 = 2;
 const SUBJECT_USER: u8 = 3;
 const SUBJECT_ORDER: u8 = 4;
 const SUBJECT_RATE: u8 = 5;
 const SUBJECT_QUOTE: u8 = 6;
-
-const NULL: u8 = 0;
-const INTEGER: u8 = 1;
-const TEXT: u8 = 2;
+const SUBJECT_ACCOUNT_RECORD: u8 = 7;
+const SUBJECT_TRANSFER_RECORD: u8 = 8;
 
 /// Encodes what `outcome` decided (everything but the callers' results) into `out`.
 pub fn encode(outcome: &Outcome, out: &mut Vec<u8>) {
-    let mut e = Encoder(out);
-    e.0.push(FORMAT_V1);
+    let base = outcome
+        .transfers_inserted
+        .first()
+        .map(|transfer| transfer.committed_at)
+        .or_else(|| outcome.events.first().map(|event| event.at))
+        .unwrap_or(Timestamp::from_unix_micros(0));
+    let mut e = Encoder { out, base, table: HashMap::new() };
+    e.out.push(FORMAT);
+    e.signed(base.as_unix_micros());
     for account in &outcome.accounts_opened {
-        e.record(ACCOUNT_OPENED, 13);
+        e.out.push(ACCOUNT_OPENED);
         e.account(account);
     }
     for account in &outcome.accounts_changed {
-        e.record(ACCOUNT_CHANGED, 13);
+        e.out.push(ACCOUNT_CHANGED);
         e.account(account);
     }
     for transfer in &outcome.transfers_inserted {
-        e.record(TRANSFER_INSERTED, 24);
+        e.out.push(TRANSFER_INSERTED);
         e.transfer(transfer);
     }
     for transfer in &outcome.transfers_updated {
-        e.record(TRANSFER_UPDATED, 24);
+        e.out.push(TRANSFER_UPDATED);
         e.transfer(transfer);
     }
     for entry in &outcome.entries {
-        e.record(ENTRY, 8);
+        e.out.push(ENTRY);
         e.entry(entry);
     }
-    for event in &outcome.events {
-        e.0.push(EVENT);
-        e.event(event);
+    if !outcome.events.is_empty() {
+        let records = Records::of(outcome);
+        for event in &outcome.events {
+            e.out.push(EVENT);
+            e.event(event, &records);
+        }
     }
     for user in &outcome.users_created {
-        e.record(USER_CREATED, 4);
-        e.text(user.id.as_str());
-        e.text(&user.name);
-        e.time(user.created_at);
-        e.text(user.tenant.as_str());
+        e.out.push(USER_CREATED);
+        e.user(user);
     }
     if let Some(number) = outcome.last_user_number {
-        e.record(LAST_USER_NUMBER, 1);
-        e.integer(i64::try_from(number).unwrap_or(i64::MAX));
+        e.out.push(LAST_USER_NUMBER);
+        e.unsigned(number);
     }
     for order in &outcome.orders_created {
-        e.record(ORDER_CREATED, 11);
+        e.out.push(ORDER_CREATED);
         e.order(order);
     }
     for order in &outcome.orders_changed {
-        e.record(ORDER_CHANGED, 11);
+        e.out.push(ORDER_CHANGED);
         e.order(order);
     }
     for mark in &outcome.inbox {
-        e.record(INBOX, 2);
-        e.text(&mark.consumer);
-        e.text(&mark.event_id);
+        e.out.push(INBOX);
+        e.shared(&mark.consumer);
+        e.plain(&mark.event_id);
     }
     for rate in &outcome.rates_set {
-        e.record(RATE_SET, 7);
+        e.out.push(RATE_SET);
         e.rate(rate);
     }
     for quote in &outcome.quotes_created {
-        e.record(QUOTE_CREATED, 8);
+        e.out.push(QUOTE_CREATED);
         e.quote(quote);
     }
     for quote in &outcome.quotes_used {
-        e.record(QUOTE_USED, 8);
+        e.out.push(QUOTE_USED);
         e.quote(quote);
     }
 }
 
 /// Decodes a payload into the outcome it recorded (with no results).
 pub fn decode(payload: &[u8]) -> Result<Outcome, String> {
-    let mut d = Decoder { bytes: payload, at: 0 };
-    let format = d.u8()?;
-    if format != FORMAT_V1 {
+    let mut d = Decoder { bytes: payload, at: 0, base: 0, table: Vec::new() };
+    let format = d.byte()?;
+    if format != FORMAT {
         return Err(format!("payload format {format} is unknown"));
     }
+    d.base = d.signed()?;
     let mut outcome = Outcome::default();
     while d.at < payload.len() {
-        let tag = d.u8()?;
+        let tag = d.byte()?;
         match tag {
             ACCOUNT_OPENED => outcome.accounts_opened.push(d.account()?),
             ACCOUNT_CHANGED => outcome.accounts_changed.push(d.account()?),
             TRANSFER_INSERTED => outcome.transfers_inserted.push(d.transfer()?),
             TRANSFER_UPDATED => outcome.transfers_updated.push(d.transfer()?),
-            ENTRY => {
-                // The stored entry's sequence is the projection's; the row carries none.
-                let mut row = vec![Value::Integer(0)];
-                row.extend(d.row()?);
-                outcome.entries.push(RawEntry::read(&Row(&row))?.decode()?.entry);
+            ENTRY => outcome.entries.push(d.entry()?),
+            EVENT => {
+                let event = d.event(&outcome)?;
+                outcome.events.push(event);
             }
-            EVENT => outcome.events.push(d.event()?),
-            USER_CREATED => outcome.users_created.push(RawUser::read(&Row(&d.row()?))?.decode()?),
-            LAST_USER_NUMBER => {
-                let number = Row(&d.row()?).integer(0)?;
-                outcome.last_user_number = Some(
-                    u64::try_from(number).map_err(|_| "the user counter is negative".to_owned())?,
-                );
-            }
+            USER_CREATED => outcome.users_created.push(d.user()?),
+            LAST_USER_NUMBER => outcome.last_user_number = Some(d.unsigned()?),
             ORDER_CREATED => outcome.orders_created.push(d.order()?),
             ORDER_CHANGED => outcome.orders_changed.push(d.order()?),
             INBOX => {
-                let row = d.row()?;
-                let row = Row(&row);
-                outcome.inbox.push(InboxMark { consumer: row.text(0)?, event_id: row.text(1)? });
+                let consumer = d.shared()?.to_owned();
+                outcome.inbox.push(InboxMark { consumer, event_id: d.plain()? });
             }
-            RATE_SET => outcome.rates_set.push(RawRate::read(&Row(&d.row()?))?.decode()?),
+            RATE_SET => outcome.rates_set.push(d.rate()?),
             QUOTE_CREATED => outcome.quotes_created.push(d.quote()?),
             QUOTE_USED => outcome.quotes_used.push(d.quote()?),
             other => return Err(format!("record type {other} at byte {} is unknown", d.at - 1)),
@@ -164,384 +168,579 @@ pub fn decode(payload: &[u8]) -> Result<Outcome, String> {
     Ok(outcome)
 }
 
-struct Encoder<'a>(&'a mut Vec<u8>);
+/// Where each transfer and account record of a frame is, for events that refer to them.
+struct Records<'a> {
+    transfers: HashMap<TransferId, (usize, &'a Transfer)>,
+    accounts: HashMap<&'a str, (usize, &'a Account)>,
+}
+
+impl<'a> Records<'a> {
+    /// Positions count the inserted records, then the updated (changed) ones.
+    fn of(outcome: &'a Outcome) -> Records<'a> {
+        let transfers = outcome
+            .transfers_inserted
+            .iter()
+            .chain(&outcome.transfers_updated)
+            .enumerate()
+            .map(|(position, transfer)| (transfer.id, (position, transfer)))
+            .collect();
+        let accounts = outcome
+            .accounts_opened
+            .iter()
+            .chain(&outcome.accounts_changed)
+            .enumerate()
+            .map(|(position, account)| (account.id.as_str(), (position, account)))
+            .collect();
+        Records { transfers, accounts }
+    }
+}
+
+struct Encoder<'a> {
+    out: &'a mut Vec<u8>,
+    base: Timestamp,
+    /// Shared text written so far, by its entry.
+    table: HashMap<String, usize>,
+}
 
 impl Encoder<'_> {
-    fn record(&mut self, tag: u8, values: u8) {
-        self.0.push(tag);
-        self.0.push(values);
+    fn unsigned(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.out.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        self.out.push(value as u8);
     }
 
-    fn null(&mut self) {
-        self.0.push(NULL);
-    }
-
-    fn integer(&mut self, value: i64) {
-        self.0.push(INTEGER);
-        self.0.extend_from_slice(&value.to_le_bytes());
+    fn signed(&mut self, value: i64) {
+        self.unsigned(((value << 1) ^ (value >> 63)) as u64);
     }
 
     fn time(&mut self, at: Timestamp) {
-        self.integer(at.as_unix_micros());
+        self.signed(at.as_unix_micros().wrapping_sub(self.base.as_unix_micros()));
     }
 
-    fn text(&mut self, value: &str) {
-        self.0.push(TEXT);
-        // Every text kopek stores is bounded far below 4 GiB (`limits`).
-        let length = u32::try_from(value.len()).unwrap_or(u32::MAX);
-        self.0.extend_from_slice(&length.to_le_bytes());
-        self.0.extend_from_slice(&value.as_bytes()[..length as usize]);
-    }
-
-    fn optional_text(&mut self, value: Option<&str>) {
-        match value {
-            Some(value) => self.text(value),
-            None => self.null(),
+    fn optional_time(&mut self, at: Option<Timestamp>) {
+        self.flag(at.is_some());
+        if let Some(at) = at {
+            self.time(at);
         }
     }
 
-    fn optional_integer(&mut self, value: Option<i64>) {
-        match value {
-            Some(value) => self.integer(value),
-            None => self.null(),
+    fn flag(&mut self, set: bool) {
+        self.out.push(u8::from(set));
+    }
+
+    fn ulid(&mut self, id: Ulid) {
+        self.out.extend_from_slice(&id.as_u128().to_le_bytes());
+    }
+
+    fn optional_ulid(&mut self, id: Option<Ulid>) {
+        self.flag(id.is_some());
+        if let Some(id) = id {
+            self.ulid(id);
         }
     }
 
-    /// `ACCOUNT_COLUMNS`.
+    fn plain(&mut self, text: &str) {
+        self.unsigned(text.len() as u64);
+        self.out.extend_from_slice(text.as_bytes());
+    }
+
+    fn shared(&mut self, text: &str) {
+        match self.table.get(text) {
+            Some(entry) => {
+                let reference = *entry as u64 + 1;
+                self.unsigned(reference);
+            }
+            None => {
+                self.unsigned(0);
+                self.plain(text);
+                let entry = self.table.len();
+                self.table.insert(text.to_owned(), entry);
+            }
+        }
+    }
+
+    fn optional_shared(&mut self, text: Option<&str>) {
+        self.flag(text.is_some());
+        if let Some(text) = text {
+            self.shared(text);
+        }
+    }
+
+    fn optional_plain(&mut self, text: Option<&str>) {
+        self.flag(text.is_some());
+        if let Some(text) = text {
+            self.plain(text);
+        }
+    }
+
     fn account(&mut self, account: &Account) {
-        self.text(account.id.as_str());
-        self.text(account.currency.code());
-        self.optional_text(account.owner.as_deref());
-        self.text(account.kind.as_str());
-        self.optional_integer(match account.overdraft {
-            Overdraft::Limited(limit) => Some(limit),
-            Overdraft::Unbounded => None,
-        });
-        self.text(account.status.as_str());
-        self.text(&metadata_to_json(&account.metadata));
-        self.integer(account.balance.posted);
-        self.integer(account.balance.pending_out);
-        self.integer(account.balance.pending_in);
+        self.shared(account.id.as_str());
+        self.shared(account.tenant.as_str());
+        self.shared(account.currency.code());
+        self.optional_shared(account.owner.as_deref());
+        self.shared(account.kind.as_str());
+        match account.overdraft {
+            Overdraft::Limited(limit) => {
+                self.flag(true);
+                self.signed(limit);
+            }
+            Overdraft::Unbounded => self.flag(false),
+        }
+        self.shared(account.status.as_str());
+        self.shared(&metadata_to_json(&account.metadata));
+        self.signed(account.balance.posted);
+        self.signed(account.balance.pending_out);
+        self.signed(account.balance.pending_in);
         self.time(account.created_at);
         self.time(account.updated_at);
-        self.text(account.tenant.as_str());
     }
 
-    /// `TRANSFER_COLUMNS`.
     fn transfer(&mut self, transfer: &Transfer) {
-        let (quote_id, fx) = transfer_fx_columns(transfer);
-        self.text(&transfer.id.to_string());
-        self.text(transfer.tenant.as_str());
-        self.text(transfer.idempotency_key.as_str());
-        self.text(&transfer.fingerprint.0);
-        self.text(transfer.kind.as_str());
-        self.text(transfer.action.as_str());
-        self.optional_text(transfer.debit_account.as_ref().map(AccountId::as_str));
-        self.optional_text(transfer.credit_account.as_ref().map(AccountId::as_str));
-        self.integer(transfer.amount);
-        self.optional_text(transfer.currency.as_ref().map(Currency::code));
-        self.optional_text(transfer.pending_id.map(|id| id.to_string()).as_deref());
-        self.text(transfer.status.as_str());
-        self.optional_text(transfer.error.as_ref().map(|error| error.code.as_str()));
-        self.optional_text(transfer.error.as_ref().map(|error| error.message.as_str()));
-        self.optional_integer(transfer.expires_at.map(Timestamp::as_unix_micros));
-        self.integer(transfer.captured_amount);
-        self.text(&transfer.details.category);
-        self.text(&transfer.details.description);
-        self.text(&metadata_to_json(&transfer.details.metadata));
+        self.ulid(transfer.id.0);
+        self.shared(transfer.tenant.as_str());
+        self.plain(transfer.idempotency_key.as_str());
+        self.plain(&transfer.fingerprint.0);
+        self.shared(transfer.kind.as_str());
+        self.shared(transfer.action.as_str());
+        self.optional_shared(transfer.debit_account.as_ref().map(|id| id.as_str()));
+        self.optional_shared(transfer.credit_account.as_ref().map(|id| id.as_str()));
+        self.signed(transfer.amount);
+        self.optional_shared(transfer.currency.as_ref().map(|currency| currency.code()));
+        self.optional_ulid(transfer.pending_id.map(|id| id.0));
+        self.shared(transfer.status.as_str());
+        self.optional_shared(transfer.error.as_ref().map(|error| error.code.as_str()));
+        self.optional_plain(transfer.error.as_ref().map(|error| error.message.as_str()));
+        self.optional_time(transfer.expires_at);
+        self.signed(transfer.captured_amount);
+        self.shared(&transfer.details.category);
+        self.shared(&transfer.details.description);
+        self.shared(&metadata_to_json(&transfer.details.metadata));
         self.time(transfer.effective_at);
         self.time(transfer.committed_at);
         self.time(transfer.updated_at);
-        self.optional_text(quote_id.as_deref());
-        self.optional_text(fx.as_deref());
+        let (_, fx) = transfer_fx_columns(transfer);
+        self.optional_plain(fx.as_deref());
     }
 
-    /// `ENTRY_COLUMNS` without the sequence.
     fn entry(&mut self, entry: &Entry) {
-        self.text(entry.account_id.as_str());
-        self.text(&entry.transfer_id.to_string());
-        self.text(entry.direction.as_str());
-        self.integer(entry.amount);
-        self.text(entry.currency.code());
-        self.integer(entry.balance_after);
+        self.ulid(entry.transfer_id.0);
+        self.shared(entry.account_id.as_str());
+        self.shared(entry.direction.as_str());
+        self.signed(entry.amount);
+        self.shared(entry.currency.code());
+        self.signed(entry.balance_after);
         self.time(entry.effective_at);
         self.time(entry.committed_at);
     }
 
-    /// `ORDER_COLUMNS`.
+    fn user(&mut self, user: &User) {
+        self.shared(user.id.as_str());
+        self.shared(user.tenant.as_str());
+        self.plain(&user.name);
+        self.time(user.created_at);
+    }
+
     fn order(&mut self, order: &Order) {
-        self.text(order.id.as_str());
-        self.text(order.tenant.as_str());
-        self.text(order.user.as_str());
-        self.integer(order.amount);
-        self.text(order.currency.code());
-        self.text(order.status.as_str());
-        self.optional_text(order.failure.as_ref().map(|failure| failure.code.as_str()));
-        self.optional_text(order.failure.as_ref().map(|failure| failure.message.as_str()));
-        self.optional_text(order.payment_id.map(|id| id.to_string()).as_deref());
+        self.shared(order.id.as_str());
+        self.shared(order.tenant.as_str());
+        self.shared(order.user.as_str());
+        self.signed(order.amount);
+        self.shared(order.currency.code());
+        self.shared(order.status.as_str());
+        self.optional_shared(order.failure.as_ref().map(|failure| failure.code.as_str()));
+        self.optional_plain(order.failure.as_ref().map(|failure| failure.message.as_str()));
+        self.optional_ulid(order.payment_id.map(|id| id.0));
         self.time(order.created_at);
         self.time(order.updated_at);
     }
 
-    /// `RATE_COLUMNS`.
     fn rate(&mut self, rate: &FxRate) {
         let raw = RawRate::of(rate);
-        self.text(&raw.tenant);
-        self.text(&raw.base);
-        self.text(&raw.quote);
-        self.text(&raw.rate);
-        self.text(&raw.source);
-        self.integer(raw.valid_from);
-        self.integer(raw.set_at);
+        self.shared(&raw.tenant);
+        self.shared(&raw.base);
+        self.shared(&raw.quote);
+        self.plain(&raw.rate);
+        self.shared(&raw.source);
+        self.signed(raw.valid_from);
+        self.signed(raw.set_at);
     }
 
-    /// `QUOTE_COLUMNS`.
     fn quote(&mut self, quote: &Quote) {
         let raw = RawQuote::of(quote);
-        self.text(&raw.id);
-        self.text(&raw.tenant);
-        self.optional_text(raw.idempotency_key.as_deref());
-        self.text(&raw.terms);
-        self.integer(raw.created_at);
-        self.integer(raw.expires_at);
-        self.optional_text(raw.used_by.as_deref());
-        self.optional_integer(raw.used_at);
+        self.ulid(quote.id.0);
+        self.shared(&raw.tenant);
+        self.optional_plain(raw.idempotency_key.as_deref());
+        self.plain(&raw.terms);
+        self.signed(raw.created_at);
+        self.signed(raw.expires_at);
+        self.optional_ulid(quote.used_by.map(|id| id.0));
+        self.flag(raw.used_at.is_some());
+        if let Some(at) = raw.used_at {
+            self.signed(at);
+        }
     }
 
-    fn event(&mut self, event: &Event) {
-        self.text(&event.id.to_string());
-        self.text(event.tenant.as_str());
-        self.optional_text(event.actor.as_deref());
-        self.optional_text(event.trace.as_deref());
-        self.text(event.kind.as_str());
+    fn event(&mut self, event: &Event, records: &Records<'_>) {
+        self.ulid(event.id.0);
+        self.shared(event.tenant.as_str());
+        self.optional_shared(event.actor.as_deref());
+        self.optional_shared(event.trace.as_deref());
+        self.shared(event.kind.as_str());
         self.time(event.at);
         match &event.subject {
-            Subject::Account(account) => {
-                self.record(SUBJECT_ACCOUNT, 13);
-                self.account(account);
-            }
-            Subject::Transfer(transfer) => {
-                self.record(SUBJECT_TRANSFER, 24);
-                self.transfer(transfer);
-            }
+            Subject::Transfer(transfer) => match records.transfers.get(&transfer.id) {
+                Some((position, recorded)) if *recorded == transfer => {
+                    self.out.push(SUBJECT_TRANSFER_RECORD);
+                    self.unsigned(*position as u64);
+                }
+                _ => {
+                    self.out.push(SUBJECT_TRANSFER);
+                    self.transfer(transfer);
+                }
+            },
+            Subject::Account(account) => match records.accounts.get(account.id.as_str()) {
+                Some((position, recorded)) if *recorded == account => {
+                    self.out.push(SUBJECT_ACCOUNT_RECORD);
+                    self.unsigned(*position as u64);
+                }
+                _ => {
+                    self.out.push(SUBJECT_ACCOUNT);
+                    self.account(account);
+                }
+            },
             Subject::User(user) => {
-                self.record(SUBJECT_USER, 4);
-                self.text(user.id.as_str());
-                self.text(&user.name);
-                self.time(user.created_at);
-                self.text(user.tenant.as_str());
+                self.out.push(SUBJECT_USER);
+                self.user(user);
             }
             Subject::Order(order) => {
-                self.record(SUBJECT_ORDER, 11);
+                self.out.push(SUBJECT_ORDER);
                 self.order(order);
             }
             Subject::Rate(rate) => {
-                self.record(SUBJECT_RATE, 7);
+                self.out.push(SUBJECT_RATE);
                 self.rate(rate);
             }
             Subject::Quote(quote) => {
-                self.record(SUBJECT_QUOTE, 8);
+                self.out.push(SUBJECT_QUOTE);
                 self.quote(quote);
             }
         }
-        let balances = u32::try_from(event.balances.len()).unwrap_or(u32::MAX);
-        self.0.extend_from_slice(&balances.to_le_bytes());
+        self.unsigned(event.balances.len() as u64);
         for balance in &event.balances {
-            self.text(balance.account_id.as_str());
-            self.text(balance.currency.code());
-            self.integer(balance.posted);
-            self.integer(balance.pending_out);
-            self.integer(balance.pending_in);
+            self.shared(balance.account_id.as_str());
+            self.shared(balance.currency.code());
+            self.signed(balance.posted);
+            self.signed(balance.pending_out);
+            self.signed(balance.pending_in);
             match balance.available {
-                Some(available) => {
-                    self.0.push(TEXT);
-                    self.0.extend_from_slice(&16u32.to_le_bytes());
-                    self.0.extend_from_slice(&available.to_le_bytes());
-                }
-                None => self.null(),
+                None => self.out.push(0),
+                Some(available) => match i64::try_from(available) {
+                    Ok(small) => {
+                        self.out.push(1);
+                        self.signed(small);
+                    }
+                    Err(_) => {
+                        self.out.push(2);
+                        self.out.extend_from_slice(&available.to_le_bytes());
+                    }
+                },
             }
         }
     }
-}
-
-/// One decoded value: what a row's column holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Value {
-    Null,
-    Integer(i64),
-    Text(Vec<u8>),
 }
 
 struct Decoder<'a> {
     bytes: &'a [u8],
     at: usize,
+    base: i64,
+    /// Shared text read so far, by entry.
+    table: Vec<String>,
 }
 
 impl Decoder<'_> {
     fn take(&mut self, count: usize) -> Result<&[u8], String> {
         let end = self.at.checked_add(count).filter(|end| *end <= self.bytes.len());
         let Some(end) = end else {
-            return Err(format!("the payload ends inside a value at byte {}", self.at));
+            return Err(format!("the payload ends inside a field at byte {}", self.at));
         };
         let taken = &self.bytes[self.at..end];
         self.at = end;
         Ok(taken)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn byte(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
-        let bytes = self.take(4)?;
-        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-    }
-
-    fn value(&mut self) -> Result<Value, String> {
-        match self.u8()? {
-            NULL => Ok(Value::Null),
-            INTEGER => {
-                let mut bytes = [0u8; 8];
-                bytes.copy_from_slice(self.take(8)?);
-                Ok(Value::Integer(i64::from_le_bytes(bytes)))
-            }
-            TEXT => {
-                let length = self.u32()? as usize;
-                Ok(Value::Text(self.take(length)?.to_vec()))
-            }
-            other => Err(format!("value type {other} at byte {} is unknown", self.at - 1)),
+    fn flag(&mut self) -> Result<bool, String> {
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(format!("a flag is {other} at byte {}", self.at - 1)),
         }
     }
 
-    /// A row: its count of values, then the values.
-    fn row(&mut self) -> Result<Vec<Value>, String> {
-        let count = self.u8()?;
-        (0..count).map(|_| self.value()).collect()
+    fn unsigned(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(format!("a varint runs past 64 bits at byte {}", self.at))
     }
 
-    /// A subject's row after its tag, checking the tag.
-    fn tagged_row(&mut self, expected: u8) -> Result<Vec<Value>, String> {
-        let tag = self.u8()?;
-        if tag != expected {
-            return Err(format!("expected record type {expected}, found {tag}"));
-        }
-        self.row()
+    fn signed(&mut self) -> Result<i64, String> {
+        let zigzag = self.unsigned()?;
+        Ok(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
+    }
+
+    fn time(&mut self) -> Result<i64, String> {
+        Ok(self.base.wrapping_add(self.signed()?))
+    }
+
+    fn optional_time(&mut self) -> Result<Option<i64>, String> {
+        if self.flag()? { self.time().map(Some) } else { Ok(None) }
+    }
+
+    fn ulid(&mut self) -> Result<Ulid, String> {
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(self.take(16)?);
+        Ok(Ulid::from_u128(u128::from_le_bytes(raw)))
+    }
+
+    fn optional_ulid(&mut self) -> Result<Option<Ulid>, String> {
+        if self.flag()? { self.ulid().map(Some) } else { Ok(None) }
+    }
+
+    fn plain(&mut self) -> Result<String, String> {
+        let length = usize::try_from(self.unsigned()?).map_err(|_| "a text is too long")?;
+        let at = self.at;
+        let bytes = self.take(length)?.to_vec();
+        String::from_utf8(bytes).map_err(|_| format!("the text at byte {at} is not UTF-8"))
+    }
+
+    fn optional_plain(&mut self) -> Result<Option<String>, String> {
+        if self.flag()? { self.plain().map(Some) } else { Ok(None) }
+    }
+
+    fn shared(&mut self) -> Result<&str, String> {
+        let reference = self.unsigned()?;
+        let entry = if reference == 0 {
+            let text = self.plain()?;
+            self.table.push(text);
+            self.table.len() - 1
+        } else {
+            usize::try_from(reference - 1).map_err(|_| "a text reference is too large")?
+        };
+        self.table
+            .get(entry)
+            .map(String::as_str)
+            .ok_or_else(|| format!("text entry {entry} is not in the frame's table"))
+    }
+
+    fn shared_owned(&mut self) -> Result<String, String> {
+        self.shared().map(str::to_owned)
+    }
+
+    fn optional_shared(&mut self) -> Result<Option<String>, String> {
+        if self.flag()? { self.shared_owned().map(Some) } else { Ok(None) }
     }
 
     fn account(&mut self) -> Result<Account, String> {
-        RawAccount::read(&Row(&self.row()?))?.decode()
+        let id = self.shared_owned()?;
+        let tenant = self.shared_owned()?;
+        RawAccount {
+            id,
+            tenant,
+            currency: self.shared_owned()?,
+            owner: self.optional_shared()?,
+            kind: self.shared_owned()?,
+            overdraft_limit: if self.flag()? { Some(self.signed()?) } else { None },
+            status: self.shared_owned()?,
+            metadata: self.shared_owned()?,
+            posted: self.signed()?,
+            pending_out: self.signed()?,
+            pending_in: self.signed()?,
+            created_at: self.time()?,
+            updated_at: self.time()?,
+        }
+        .decode()
     }
 
     fn transfer(&mut self) -> Result<Transfer, String> {
-        RawTransfer::read(&Row(&self.row()?))?.decode()
+        let id = self.ulid()?;
+        RawTransfer {
+            id: id.to_string(),
+            tenant: self.shared_owned()?,
+            idempotency_key: self.plain()?,
+            fingerprint: self.plain()?,
+            kind: self.shared_owned()?,
+            action: self.shared_owned()?,
+            debit_account: self.optional_shared()?,
+            credit_account: self.optional_shared()?,
+            amount: self.signed()?,
+            currency: self.optional_shared()?,
+            pending_id: self.optional_ulid()?.map(|id| id.to_string()),
+            status: self.shared_owned()?,
+            error_code: self.optional_shared()?,
+            error_message: self.optional_plain()?,
+            expires_at: self.optional_time()?,
+            captured_amount: self.signed()?,
+            category: self.shared_owned()?,
+            description: self.shared_owned()?,
+            metadata: self.shared_owned()?,
+            effective_at: self.time()?,
+            committed_at: self.time()?,
+            updated_at: self.time()?,
+            fx: self.optional_plain()?,
+        }
+        .decode()
+    }
+
+    fn entry(&mut self) -> Result<Entry, String> {
+        let transfer = self.ulid()?;
+        let raw = RawEntry {
+            // The stored entry's sequence is the projection's; the frame carries none.
+            sequence: 0,
+            transfer_id: transfer.to_string(),
+            account_id: self.shared_owned()?,
+            direction: self.shared_owned()?,
+            amount: self.signed()?,
+            currency: self.shared_owned()?,
+            balance_after: self.signed()?,
+            effective_at: self.time()?,
+            committed_at: self.time()?,
+        };
+        Ok(raw.decode()?.entry)
+    }
+
+    fn user(&mut self) -> Result<User, String> {
+        let id = self.shared_owned()?;
+        let tenant = self.shared_owned()?;
+        RawUser { id, tenant, name: self.plain()?, created_at: self.time()? }.decode()
     }
 
     fn order(&mut self) -> Result<Order, String> {
-        RawOrder::read(&Row(&self.row()?))?.decode()
+        let id = self.shared_owned()?;
+        RawOrder {
+            id,
+            tenant: self.shared_owned()?,
+            user_id: self.shared_owned()?,
+            amount: self.signed()?,
+            currency: self.shared_owned()?,
+            status: self.shared_owned()?,
+            failure_code: self.optional_shared()?,
+            failure_message: self.optional_plain()?,
+            payment_id: self.optional_ulid()?.map(|id| id.to_string()),
+            created_at: self.time()?,
+            updated_at: self.time()?,
+        }
+        .decode()
+    }
+
+    fn rate(&mut self) -> Result<FxRate, String> {
+        let tenant = self.shared_owned()?;
+        RawRate {
+            tenant,
+            base: self.shared_owned()?,
+            quote: self.shared_owned()?,
+            rate: self.plain()?,
+            source: self.shared_owned()?,
+            valid_from: self.signed()?,
+            set_at: self.signed()?,
+        }
+        .decode()
     }
 
     fn quote(&mut self) -> Result<Quote, String> {
-        RawQuote::read(&Row(&self.row()?))?.decode()
+        let id = QuoteId(self.ulid()?);
+        RawQuote {
+            id: id.to_string(),
+            tenant: self.shared_owned()?,
+            idempotency_key: self.optional_plain()?,
+            terms: self.plain()?,
+            created_at: self.signed()?,
+            expires_at: self.signed()?,
+            used_by: self.optional_ulid()?.map(|id| id.to_string()),
+            used_at: if self.flag()? { Some(self.signed()?) } else { None },
+        }
+        .decode()
     }
 
-    fn event(&mut self) -> Result<Event, String> {
-        let header: Vec<Value> = (0..6).map(|_| self.value()).collect::<Result<_, _>>()?;
-        let header = Row(&header);
-        let id = EventId::parse(&header.text(0)?).map_err(|rejection| rejection.message)?;
-        let tenant = Tenant::parse(&header.text(1)?).map_err(|rejection| rejection.message)?;
-        let kind_text = header.text(4)?;
-        let kind = EventKind::parse(&kind_text)
+    /// An event; one that refers to a record of the frame finds it in `outcome`, which holds
+    /// every record before the events.
+    fn event(&mut self, outcome: &Outcome) -> Result<Event, String> {
+        let id = EventId(self.ulid()?);
+        let tenant = Tenant::parse(self.shared()?).map_err(|rejection| rejection.message)?;
+        let actor = self.optional_shared()?;
+        let trace = self.optional_shared()?;
+        let kind_text = self.shared()?;
+        let kind = EventKind::parse(kind_text)
             .ok_or_else(|| format!("event kind '{kind_text}' is not valid"))?;
-        let subject_tag = self.bytes.get(self.at).copied().unwrap_or(0);
-        let subject = match subject_tag {
-            SUBJECT_ACCOUNT => Subject::Account(
-                RawAccount::read(&Row(&self.tagged_row(SUBJECT_ACCOUNT)?))?.decode()?,
-            ),
-            SUBJECT_TRANSFER => Subject::Transfer(
-                RawTransfer::read(&Row(&self.tagged_row(SUBJECT_TRANSFER)?))?.decode()?,
-            ),
-            SUBJECT_USER => {
-                Subject::User(RawUser::read(&Row(&self.tagged_row(SUBJECT_USER)?))?.decode()?)
+        let at = Timestamp::from_unix_micros(self.time()?);
+        let subject = match self.byte()? {
+            SUBJECT_TRANSFER_RECORD => {
+                let position = usize::try_from(self.unsigned()?).unwrap_or(usize::MAX);
+                let recorded = outcome
+                    .transfers_inserted
+                    .iter()
+                    .chain(&outcome.transfers_updated)
+                    .nth(position)
+                    .ok_or_else(|| format!("an event refers to transfer record {position}"))?;
+                Subject::Transfer(recorded.clone())
             }
-            SUBJECT_ORDER => {
-                Subject::Order(RawOrder::read(&Row(&self.tagged_row(SUBJECT_ORDER)?))?.decode()?)
+            SUBJECT_ACCOUNT_RECORD => {
+                let position = usize::try_from(self.unsigned()?).unwrap_or(usize::MAX);
+                let recorded = outcome
+                    .accounts_opened
+                    .iter()
+                    .chain(&outcome.accounts_changed)
+                    .nth(position)
+                    .ok_or_else(|| format!("an event refers to account record {position}"))?;
+                Subject::Account(recorded.clone())
             }
-            SUBJECT_RATE => {
-                Subject::Rate(RawRate::read(&Row(&self.tagged_row(SUBJECT_RATE)?))?.decode()?)
-            }
-            SUBJECT_QUOTE => {
-                Subject::Quote(RawQuote::read(&Row(&self.tagged_row(SUBJECT_QUOTE)?))?.decode()?)
-            }
+            SUBJECT_TRANSFER => Subject::Transfer(self.transfer()?),
+            SUBJECT_ACCOUNT => Subject::Account(self.account()?),
+            SUBJECT_USER => Subject::User(self.user()?),
+            SUBJECT_ORDER => Subject::Order(self.order()?),
+            SUBJECT_RATE => Subject::Rate(self.rate()?),
+            SUBJECT_QUOTE => Subject::Quote(self.quote()?),
             other => return Err(format!("event subject type {other} is unknown")),
         };
-        let count = self.u32()?;
-        let mut balances = Vec::with_capacity(count.min(1_024) as usize);
+        let count = usize::try_from(self.unsigned()?).unwrap_or(usize::MAX);
+        let mut balances = Vec::with_capacity(count.min(64));
         for _ in 0..count {
-            let values: Vec<Value> = (0..6).map(|_| self.value()).collect::<Result<_, _>>()?;
-            let available = match &values[5] {
-                Value::Null => None,
-                Value::Text(bytes) if bytes.len() == 16 => {
+            let account_id = kopek_core::AccountId::from_key(self.shared()?)
+                .map_err(|rejection| rejection.message)?;
+            let currency = kopek_core::Currency::parse(self.shared()?)
+                .map_err(|rejection| rejection.message)?;
+            let posted = self.signed()?;
+            let pending_out = self.signed()?;
+            let pending_in = self.signed()?;
+            let available = match self.byte()? {
+                0 => None,
+                1 => Some(i128::from(self.signed()?)),
+                2 => {
                     let mut raw = [0u8; 16];
-                    raw.copy_from_slice(bytes);
+                    raw.copy_from_slice(self.take(16)?);
                     Some(i128::from_le_bytes(raw))
                 }
-                other => return Err(format!("an available balance is {other:?}")),
+                other => return Err(format!("an available balance has form {other}")),
             };
-            let row = Row(&values);
             balances.push(BalanceSnapshot {
-                account_id: AccountId::from_key(&row.text(0)?)
-                    .map_err(|rejection| rejection.message)?,
-                currency: Currency::parse(&row.text(1)?).map_err(|rejection| rejection.message)?,
-                posted: row.integer(2)?,
-                pending_out: row.integer(3)?,
-                pending_in: row.integer(4)?,
+                account_id,
+                currency,
+                posted,
+                pending_out,
+                pending_in,
                 available,
             });
         }
-        Ok(Event {
-            id,
-            tenant,
-            actor: header.optional_text(2)?,
-            trace: header.optional_text(3)?,
-            kind,
-            at: Timestamp::from_unix_micros(header.integer(5)?),
-            subject,
-            balances,
-        })
-    }
-}
-
-/// A decoded row as `Columns`, for the `Raw*` readers.
-struct Row<'a>(&'a [Value]);
-
-impl Columns for Row<'_> {
-    type Error = String;
-
-    fn text(&self, index: usize) -> Result<String, String> {
-        self.optional_text(index)?.ok_or_else(|| format!("column {index} is null"))
-    }
-
-    fn optional_text(&self, index: usize) -> Result<Option<String>, String> {
-        match self.0.get(index) {
-            Some(Value::Null) => Ok(None),
-            Some(Value::Text(bytes)) => String::from_utf8(bytes.clone())
-                .map(Some)
-                .map_err(|_| format!("column {index} is not UTF-8")),
-            Some(Value::Integer(_)) => Err(format!("column {index} is an integer, not text")),
-            None => Err(format!("the row has no column {index}")),
-        }
-    }
-
-    fn integer(&self, index: usize) -> Result<i64, String> {
-        self.optional_integer(index)?.ok_or_else(|| format!("column {index} is null"))
-    }
-
-    fn optional_integer(&self, index: usize) -> Result<Option<i64>, String> {
-        match self.0.get(index) {
-            Some(Value::Null) => Ok(None),
-            Some(Value::Integer(value)) => Ok(Some(*value)),
-            Some(Value::Text(_)) => Err(format!("column {index} is text, not an integer")),
-            None => Err(format!("the row has no column {index}")),
-        }
+        Ok(Event { id, tenant, actor, trace, kind, at, subject, balances })
     }
 }

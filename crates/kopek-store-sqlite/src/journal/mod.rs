@@ -51,7 +51,7 @@ pub const JOURNAL_DIR_NAME: &str = "journal";
 /// Committed frames that may wait for the projector before the journal writer waits too.
 const PROJECTION_FRAMES_BEHIND_MAX: usize = 8;
 /// Payload bytes the projector writes in one SQLite transaction at most.
-const PROJECTION_BYTES_PER_TRANSACTION_MAX: usize = 16 * 1024 * 1024;
+const PROJECTION_BYTES_PER_TRANSACTION_MAX: usize = 4 * 1024 * 1024;
 /// How long a read waits for the projection to reach the last acknowledged frame.
 const READ_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Tries `verify` makes to find memory and the projection at the same frame.
@@ -341,6 +341,14 @@ impl Writer {
         self.memory.check(&outcome)?;
         let mut payload = Vec::new();
         frame::encode(&outcome, &mut payload);
+        // Every batch of the store's tests also checks that its frame decodes to what was
+        // decided.
+        #[cfg(test)]
+        assert_eq!(
+            frame::decode(&payload).as_ref(),
+            Ok(&Outcome { results: Vec::new(), ..outcome.clone() }),
+            "a frame decodes to the outcome it was encoded from"
+        );
         let sequence = match self.journal.append(&payload) {
             Ok(sequence) => sequence,
             Err(JournalError::Full) => {
