@@ -203,10 +203,18 @@ pub struct StoreArgs {
     #[arg(long, env = "KOPEK_DATABASE")]
     pub database: Option<String>,
     /// Run the embedded store journal-first (`docs/storage.md`): a batch commits as one frame
-    /// of an append-only journal, decided from state in memory, and the SQLite tables become
-    /// the journal's projection for queries. A data directory that has a journal always opens
-    /// this way.
-    #[arg(long, env = "KOPEK_JOURNAL", default_value_t = false)]
+    /// of an append-only journal, decided from state in memory, and the SQLite tables are the
+    /// journal's projection for queries. `--journal false` keeps a ledger of the SQLite layout
+    /// as it is (every batch one SQLite transaction); a data directory that has a journal
+    /// always opens journal-first.
+    #[arg(
+        long,
+        env = "KOPEK_JOURNAL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pub journal: bool,
 }
 

@@ -70,8 +70,10 @@ async fn load_in(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice() {
+    // The SQLite layout (`--journal false`): every batch one SQLite transaction.
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = Server::start(dir.path());
+    let sqlite = ["--journal=false"];
+    let mut server = Server::start_with(dir.path(), &sqlite);
     let mut client = server.client().await;
     let ids: Vec<String> = (0..ACCOUNTS).map(|n| format!("acct{n}")).collect();
     open_accounts(&mut client, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -94,7 +96,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
     }
     let acked = acked.lock().expect("lock").clone();
 
-    let server = Server::start(dir.path());
+    let server = Server::start_with(dir.path(), &sqlite);
     let mut client = server.client().await;
     for (stream, n, id) in &acked {
         let lookup = pb::GetTransferRequest {

@@ -8,6 +8,7 @@ mod bounds;
 mod browser;
 mod cli;
 mod crash;
+mod disk;
 mod events;
 mod fx;
 mod health;

@@ -40,8 +40,8 @@ use kopek_store::{
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use xxhash_rust::xxh3::xxh3_64;
@@ -81,6 +81,12 @@ struct Shared {
     unprojected: Mutex<VecDeque<(u64, Instant)>>,
     /// The largest projection lag seen, in microseconds.
     lag_max_micros: AtomicU64,
+    /// Set while the projector's last attempt failed (a full disk, say): the journal writer
+    /// then refuses new batches instead of letting memory grow.
+    projection_failing: AtomicBool,
+    /// Signalled whenever the projection moves or fails: the journal writer waits on it when
+    /// too many frames wait for the projector.
+    progress: (Mutex<()>, Condvar),
 }
 
 impl Shared {
@@ -104,6 +110,14 @@ impl Shared {
         let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
         self.lag_max_micros.fetch_max(micros, Ordering::Relaxed);
         self.projected.send_replace(last);
+        self.projection_failing.store(false, Ordering::Release);
+        self.progress.1.notify_all();
+    }
+
+    /// Notes that the projector's last attempt failed.
+    fn projection_failed(&self) {
+        self.projection_failing.store(true, Ordering::Release);
+        self.progress.1.notify_all();
     }
 }
 
@@ -155,8 +169,12 @@ impl JournalStore {
             projected,
             unprojected: Mutex::new(VecDeque::new()),
             lag_max_micros: AtomicU64::new(0),
+            projection_failing: AtomicBool::new(false),
+            progress: (Mutex::new(()), Condvar::new()),
         });
-        let (to_projector, frames) = mpsc::sync_channel(PROJECTION_FRAMES_BEHIND_MAX);
+        // Unbounded: the bound is kept before a batch is decided (`Writer::await_projection`),
+        // so a frame already durable is never held up on its way to the projector.
+        let (to_projector, frames) = mpsc::channel();
         let projector = {
             let projection = projection.clone();
             let shared = shared.clone();
@@ -316,6 +334,7 @@ fn project(frames: &mpsc::Receiver<(u64, Vec<u8>)>, projection: &SqliteStore, sh
                 Ok(()) => break,
                 Err(error) => {
                     tracing::error!(%error, last, "projecting committed frames failed; retrying");
+                    shared.projection_failed();
                     std::thread::sleep(PROJECTION_RETRY_PAUSE);
                 }
             }
@@ -331,11 +350,12 @@ struct Writer {
     shared: Arc<Shared>,
     /// A read connection on the projection, for records that left memory.
     reader: Connection,
-    projector: mpsc::SyncSender<(u64, Vec<u8>)>,
+    projector: mpsc::Sender<(u64, Vec<u8>)>,
 }
 
 impl Writer {
     fn write(&mut self, keys: &Keys, decide: Decide) -> StoreResult<Outcome> {
+        self.await_projection()?;
         let state = self.load(keys)?;
         let outcome = decide(state).map_err(StoreError::Invariant)?;
         self.memory.check(&outcome)?;
@@ -378,13 +398,40 @@ impl Writer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push_back((sequence, Instant::now()));
         self.memory.remember(sequence, &outcome, &self.shared);
-        // Waits while the projection is `PROJECTION_FRAMES_BEHIND_MAX` frames behind.
         if self.projector.send((sequence, payload)).is_err() {
             tracing::error!("the projector stopped; reads will wait for it until restart");
         }
         let projected = *self.shared.projected.borrow();
         self.memory.forget(projected);
         Ok(outcome)
+    }
+
+    /// Waits while `PROJECTION_FRAMES_BEHIND_MAX` frames wait for the projector, so a
+    /// sustained load runs at the rate the projection sustains; refuses the batch while the
+    /// projector is failing (a full disk), so memory does not grow without bound.
+    fn await_projection(&self) -> StoreResult<()> {
+        let shared = &self.shared;
+        let mut guard = shared.progress.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if shared.projection_failing.load(Ordering::Acquire) {
+                return Err(StoreError::Unavailable(
+                    "the query projection cannot be written (is the disk full?): the ledger \
+                     takes no writes until it can; reads of balances go on"
+                        .to_owned(),
+                ));
+            }
+            let committed = shared.committed.load(Ordering::Acquire);
+            let projected = *shared.projected.borrow();
+            if committed.saturating_sub(projected) < PROJECTION_FRAMES_BEHIND_MAX as u64 {
+                return Ok(());
+            }
+            guard = shared
+                .progress
+                .1
+                .wait_timeout(guard, Duration::from_millis(50))
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
     }
 
     /// The state `keys` name: from memory, and from the projection for what left memory.

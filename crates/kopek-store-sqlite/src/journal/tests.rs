@@ -1,3 +1,6 @@
+//! The journal-first store: the conformance suite, restarts that rebuild the projection,
+//! torn and damaged frames, and a ledger of the SQLite layout opened journal-first.
+
 use super::*;
 use crate::DATABASE_FILE_NAME;
 use kopek_core::memory::SequentialIds;
