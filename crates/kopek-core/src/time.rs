@@ -45,12 +45,30 @@ impl Timestamp {
         let days = seconds.div_euclid(SECONDS_PER_DAY);
         let second_of_day = seconds.rem_euclid(SECONDS_PER_DAY);
         let (year, month, day) = civil_from_days(days);
-        format!(
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-            second_of_day / 3_600,
-            second_of_day % 3_600 / 60,
-            second_of_day % 60
-        )
+        let (hour, minute, second) =
+            (second_of_day / 3_600, second_of_day % 3_600 / 60, second_of_day % 60);
+        if !(0..=9_999).contains(&year) {
+            return format!(
+                "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
+            );
+        }
+        // Every event document carries several times: written digit by digit, not through
+        // the formatting machinery.
+        let mut text = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for place in (at..at + width).rev() {
+                text[place] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, hour);
+        put(14, 2, minute);
+        put(17, 2, second);
+        put(20, 6, micros);
+        text.iter().map(|byte| char::from(*byte)).collect()
     }
 
     /// Parses `YYYY-MM-DD[T| ]HH:MM:SS[.fraction][Z|+HH:MM|-HH:MM]`. A time without an offset

@@ -106,6 +106,39 @@ pub fn last_sequence(dir: &Path) -> Result<u64, JournalError> {
     Ok(last)
 }
 
+/// Reads the journal in `dir` without changing it, giving every frame of the valid chain to
+/// `frame` in order, and answers the last frame's sequence. It stops at the first frame that
+/// does not check out (the end of what was written, or a torn tail `open` would cut);
+/// `open` is what tells a torn tail from damage.
+pub fn read(dir: &Path, mut frame: impl FnMut(Frame)) -> Result<u64, JournalError> {
+    let mut last_sequence = 0;
+    let mut last_checksum = 0u128;
+    if !dir.is_dir() {
+        return Ok(0);
+    }
+    'segments: for index in segment_indexes(dir)? {
+        let bytes = std::fs::read(segment_path(dir, index))?;
+        let mut offset = 0usize;
+        loop {
+            match check_frame(&bytes, offset, last_sequence + 1, last_checksum) {
+                Checked::Valid { length, checksum } => {
+                    let start = offset + HEADER_BYTES;
+                    frame(Frame {
+                        sequence: last_sequence + 1,
+                        payload: bytes[start..start + length].to_vec(),
+                    });
+                    last_sequence += 1;
+                    last_checksum = checksum;
+                    offset = start + length;
+                }
+                Checked::End => continue 'segments,
+                Checked::Invalid(_) => break 'segments,
+            }
+        }
+    }
+    Ok(last_sequence)
+}
+
 /// What `open` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {

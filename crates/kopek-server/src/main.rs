@@ -140,13 +140,21 @@ async fn verify(args: cli::VerifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match store.verify().await {
+    let mut report = match store.verify().await {
         Ok(report) => report,
         Err(error) => {
             eprintln!("error: verify: {error}");
             return ExitCode::from(2);
         }
     };
+    // The long checks too: a journal-first ledger's journal against its projection.
+    match store.verify_history().await {
+        Ok(problems) => report.problems.extend(problems),
+        Err(error) => {
+            eprintln!("error: verify: {error}");
+            return ExitCode::from(2);
+        }
+    }
     if args.json {
         let json = serde_json::json!({
             "ok": report.is_ok(),

@@ -22,8 +22,8 @@
 pub mod frame;
 
 use crate::rows::{
-    ACCOUNT_COLUMNS, RATE_COLUMNS, TRANSFER_COLUMNS, account_from_row, decoded, rate_from_row,
-    sql_error, transfer_from_row,
+    ACCOUNT_COLUMNS, ENTRY_COLUMNS, RATE_COLUMNS, TRANSFER_COLUMNS, account_from_row, decoded,
+    entry_from_row, rate_from_row, sql_error, transfer_from_row,
 };
 use crate::{SqliteStore, load_state, open_reader};
 use async_trait::async_trait;
@@ -39,7 +39,7 @@ use kopek_store::{
 };
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
@@ -54,6 +54,8 @@ const PROJECTION_FRAMES_BEHIND_MAX: usize = 8;
 const PROJECTION_BYTES_PER_TRANSACTION_MAX: usize = 4 * 1024 * 1024;
 /// How long a read waits for the projection to reach the last acknowledged frame.
 const READ_WAIT_MAX: Duration = Duration::from_secs(10);
+/// Problems `verify_journal` lists at most.
+const VERIFY_PROBLEMS_MAX: usize = 100;
 /// Tries `verify` makes to find memory and the projection at the same frame.
 const VERIFY_ATTEMPTS_MAX: usize = 20;
 /// The projector's pause before it tries a failed projection again.
@@ -62,6 +64,7 @@ const PROJECTION_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// The embedded store, journal first. See the module documentation.
 pub struct JournalStore {
     projection: SqliteStore,
+    journal_dir: PathBuf,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     shared: Arc<Shared>,
     /// The journal writer and the projector, joined on drop.
@@ -200,6 +203,7 @@ impl JournalStore {
             })?;
         Ok(JournalStore {
             projection,
+            journal_dir,
             writer: Mutex::new(Some(sender)),
             shared,
             threads: vec![journal_writer, projector],
@@ -226,6 +230,151 @@ impl JournalStore {
                 READ_WAIT_MAX.as_secs()
             ))),
         }
+    }
+}
+
+impl JournalStore {
+    /// Checks the journal against the projection, for `kopek verify`: the chain holds to its
+    /// end, the projection's mark is the journal's last frame, and the projection's newest rows
+    /// are the journal's records in order: every transfer (in its last state), every entry with
+    /// its balance-after, every event. It reads the whole journal, so the periodic books check
+    /// does not run it.
+    pub async fn verify_journal(&self) -> StoreResult<Vec<String>> {
+        self.caught_up().await?;
+        let dir = self.journal_dir.clone();
+        let database = self.projection.path().to_owned();
+        tokio::task::spawn_blocking(move || verify_journal(&dir, &database))
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("journal check failed: {error}")))?
+    }
+}
+
+fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
+    let read_error =
+        |error: JournalError| StoreError::Unavailable(format!("read the journal: {error}"));
+    // First pass: how many records of each kind, and the last state of transfers updated.
+    let (mut transfers, mut entries, mut events) = (0u64, 0u64, 0u64);
+    let mut last_state: HashMap<TransferId, Transfer> = HashMap::new();
+    let mut problems = Vec::new();
+    let frames = kopek_journal::read(dir, |frame| match frame::decode(&frame.payload) {
+        Ok(outcome) => {
+            transfers += outcome.transfers_inserted.len() as u64;
+            entries += outcome.entries.len() as u64;
+            events += outcome.events.len() as u64;
+            for transfer in outcome.transfers_updated {
+                last_state.insert(transfer.id, transfer);
+            }
+        }
+        Err(problem) => problems.push(format!("journal frame {}: {problem}", frame.sequence)),
+    })
+    .map_err(read_error)?;
+    if !problems.is_empty() {
+        return Ok(problems);
+    }
+    let connection = open_reader(database)?;
+    let snapshot = connection.unchecked_transaction().map_err(sql_error)?;
+    let number = |sql: &str| -> StoreResult<u64> {
+        let value: i64 = snapshot.query_row(sql, [], |row| row.get(0)).map_err(sql_error)?;
+        Ok(u64::try_from(value).unwrap_or(0))
+    };
+    let mark = number("SELECT frame FROM projection WHERE id = 1")?;
+    if mark != frames {
+        problems.push(format!("the projection holds frames up to {mark}, the journal {frames}"));
+        return Ok(problems);
+    }
+    let (stored_transfers, stored_entries, stored_events) = (
+        number("SELECT COUNT(*) FROM transfers")?,
+        number("SELECT COUNT(*) FROM entries")?,
+        number("SELECT COUNT(*) FROM outbox")?,
+    );
+    for (what, journal, stored) in [
+        ("transfers", transfers, stored_transfers),
+        ("entries", entries, stored_entries),
+        ("events", events, stored_events),
+    ] {
+        if stored < journal {
+            problems.push(format!(
+                "the journal records {journal} {what}, the projection holds {stored}"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Ok(problems);
+    }
+    // Second pass: the newest rows of each table (rows from before the journal come first),
+    // in the order they were written, against the journal's records in order.
+    let offset = |stored: u64, journal: u64| i64::try_from(stored - journal).unwrap_or(i64::MAX);
+    let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers ORDER BY rowid LIMIT -1 OFFSET ?1");
+    let mut transfer_rows = snapshot.prepare(&sql).map_err(sql_error)?;
+    let mut transfer_rows = transfer_rows
+        .query_map([offset(stored_transfers, transfers)], transfer_from_row)
+        .map_err(sql_error)?;
+    let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY sequence LIMIT -1 OFFSET ?1");
+    let mut entry_rows = snapshot.prepare(&sql).map_err(sql_error)?;
+    let mut entry_rows = entry_rows
+        .query_map([offset(stored_entries, entries)], entry_from_row)
+        .map_err(sql_error)?;
+    let mut event_rows = snapshot
+        .prepare("SELECT id, kind FROM outbox ORDER BY sequence LIMIT -1 OFFSET ?1")
+        .map_err(sql_error)?;
+    let mut event_rows = event_rows
+        .query_map([offset(stored_events, events)], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .map_err(sql_error)?;
+    let mut failure: Option<StoreError> = None;
+    kopek_journal::read(dir, |frame| {
+        if failure.is_some() || problems.len() >= VERIFY_PROBLEMS_MAX {
+            return;
+        }
+        let Ok(outcome) = frame::decode(&frame.payload) else { return };
+        for transfer in &outcome.transfers_inserted {
+            let expected = last_state.get(&transfer.id).unwrap_or(transfer);
+            match transfer_rows.next().map(decoded) {
+                Some(Ok(row)) if row == *expected => {}
+                Some(Ok(row)) => problems.push(format!(
+                    "frame {}: transfer {} differs in the projection (row {})",
+                    frame.sequence, transfer.id, row.id
+                )),
+                Some(Err(error)) => failure = Some(error),
+                None => problems
+                    .push(format!("frame {}: transfer {} is missing", frame.sequence, transfer.id)),
+            }
+        }
+        for entry in &outcome.entries {
+            match entry_rows.next().map(decoded) {
+                Some(Ok(row)) if row.entry == *entry => {}
+                Some(Ok(row)) => problems.push(format!(
+                    "frame {}: the entry of transfer {} on {} differs in the projection (entry {})",
+                    frame.sequence, entry.transfer_id, entry.account_id, row.sequence
+                )),
+                Some(Err(error)) => failure = Some(error),
+                None => problems.push(format!(
+                    "frame {}: an entry of transfer {} is missing",
+                    frame.sequence, entry.transfer_id
+                )),
+            }
+        }
+        for event in &outcome.events {
+            match event_rows.next() {
+                Some(Ok((id, kind)))
+                    if id == event.id.to_string() && kind == event.kind.as_str() => {}
+                Some(Ok((id, kind))) => problems.push(format!(
+                    "frame {}: event {} ({}) is {id} ({kind}) in the projection",
+                    frame.sequence,
+                    event.id,
+                    event.kind.as_str()
+                )),
+                Some(Err(error)) => failure = Some(sql_error(error)),
+                None => problems
+                    .push(format!("frame {}: event {} is missing", frame.sequence, event.id)),
+            }
+        }
+    })
+    .map_err(read_error)?;
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(problems),
     }
 }
 
@@ -965,6 +1114,10 @@ impl Store for JournalStore {
         }
         tracing::debug!("writes never paused; memory was not compared with the projection");
         Ok(report)
+    }
+
+    async fn verify_history(&self) -> StoreResult<Vec<String>> {
+        self.verify_journal().await
     }
 
     async fn relay_claim(

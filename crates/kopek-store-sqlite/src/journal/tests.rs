@@ -207,3 +207,28 @@ async fn a_sqlite_ledger_opens_journal_first_with_its_books() {
     let frozen = store.account(&id("alice")).await.expect("read").expect("there");
     assert_eq!(frozen.status, AccountStatus::Active);
 }
+
+#[tokio::test]
+async fn the_journal_check_finds_a_projection_that_differs_from_the_journal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let store = JournalStore::open(dir.path()).expect("open");
+        three_frames(&store).await;
+        assert_eq!(store.verify_journal().await.expect("check"), Vec::<String>::new());
+    }
+    {
+        let connection = Connection::open(dir.path().join(DATABASE_FILE_NAME)).expect("open");
+        connection
+            .execute_batch(
+                "UPDATE entries SET balance_after = balance_after + 1 \
+                 WHERE sequence = (SELECT MAX(sequence) FROM entries); \
+                 UPDATE transfers SET amount = 31 WHERE idempotency_key = 'pay';",
+            )
+            .expect("tamper with the projection");
+    }
+    let store = JournalStore::open(dir.path()).expect("reopen");
+    let problems = store.verify_journal().await.expect("check");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("transfer") && problems[0].contains("differs"), "{problems:?}");
+    assert!(problems[1].contains("entry of transfer"), "{problems:?}");
+}
