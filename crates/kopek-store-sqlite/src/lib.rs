@@ -14,8 +14,8 @@ pub use journal::{JOURNAL_DIR_NAME, JournalStore};
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Quote,
-    QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
+    Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Overdraft,
+    Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::event_json;
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
@@ -711,21 +711,28 @@ fn write_rows(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
     for account in &outcome.accounts_opened {
         run(&insert_account, account_params(account))?;
     }
-    for account in &outcome.accounts_changed {
-        let values = vec![
-            overdraft_value(account.overdraft),
-            Value::Text(account.status.as_str().to_owned()),
-            Value::Integer(account.balance.posted),
-            Value::Integer(account.balance.pending_out),
-            Value::Integer(account.balance.pending_in),
-            Value::Integer(account.updated_at.as_unix_micros()),
-            Value::Text(account.id.to_string()),
-        ];
-        let changed = run(
+    let mut update_account = connection
+        .prepare_cached(
             "UPDATE accounts SET overdraft_limit = ?1, status = ?2, posted = ?3, pending_out = ?4, \
              pending_in = ?5, updated_at = ?6 WHERE id = ?7",
-            values,
-        )?;
+        )
+        .map_err(sql_error)?;
+    for account in &outcome.accounts_changed {
+        let limit = match account.overdraft {
+            Overdraft::Limited(limit) => Some(limit),
+            Overdraft::Unbounded => None,
+        };
+        let changed = update_account
+            .execute(rusqlite::params![
+                limit,
+                account.status.as_str(),
+                account.balance.posted,
+                account.balance.pending_out,
+                account.balance.pending_in,
+                account.updated_at.as_unix_micros(),
+                account.id.as_str(),
+            ])
+            .map_err(sql_error)?;
         if changed != 1 {
             return Err(StoreError::Invariant(format!(
                 "account {} to update is missing",
@@ -751,22 +758,31 @@ fn write_rows(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
             values,
         )?;
     }
-    for entry in &outcome.entries {
-        let values = vec![
-            Value::Text(entry.account_id.to_string()),
-            Value::Text(entry.transfer_id.to_string()),
-            Value::Text(entry.direction.as_str().to_owned()),
-            Value::Integer(entry.amount),
-            Value::Text(entry.currency.code().to_owned()),
-            Value::Integer(entry.balance_after),
-            Value::Integer(entry.effective_at.as_unix_micros()),
-            Value::Integer(entry.committed_at.as_unix_micros()),
-        ];
-        run(
+    // The most numerous rows: bound from borrowed values, with no list built per row.
+    let mut insert_entry = connection
+        .prepare_cached(
             "INSERT INTO entries (account_id, transfer_id, direction, amount, currency, balance_after, \
              effective_at, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            values,
-        )?;
+        )
+        .map_err(sql_error)?;
+    let mut transfer_id = (None, String::new());
+    for entry in &outcome.entries {
+        // An entry's transfer is most often the one before's.
+        if transfer_id.0 != Some(entry.transfer_id) {
+            transfer_id = (Some(entry.transfer_id), entry.transfer_id.to_string());
+        }
+        insert_entry
+            .execute(rusqlite::params![
+                entry.account_id.as_str(),
+                transfer_id.1.as_str(),
+                entry.direction.as_str(),
+                entry.amount,
+                entry.currency.code(),
+                entry.balance_after,
+                entry.effective_at.as_unix_micros(),
+                entry.committed_at.as_unix_micros(),
+            ])
+            .map_err(sql_error)?;
     }
     for user in &outcome.users_created {
         let values = vec![
