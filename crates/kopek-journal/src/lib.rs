@@ -222,6 +222,12 @@ impl Journal {
         }
         let (segment_index, offset) = position.unwrap_or((1, 0));
         let segment = open_segment(dir, segment_index, options.segment_bytes)?;
+        // A segment created or removed above, and the journal's own directory when it is new,
+        // must keep their names through a crash: `fdatasync` of a segment does not do that.
+        sync_directory(dir)?;
+        if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            sync_directory(parent)?;
+        }
         let journal = Journal {
             dir: dir.to_owned(),
             options,
@@ -303,7 +309,7 @@ impl Journal {
         self.segment_index += 1;
         self.offset = 0;
         // The new segment's directory entry must survive a crash too.
-        File::open(&self.dir).and_then(|dir| dir.sync_all())?;
+        sync_directory(&self.dir)?;
         Ok(())
     }
 }
@@ -379,8 +385,10 @@ fn check_frame(bytes: &[u8], offset: usize, sequence: u64, previous: u128) -> Ch
     Checked::Valid { length, checksum: u128_at(head, 48) }
 }
 
-/// Whether a frame that checks out on its own, with a later sequence than `last`, lies
-/// after `offset` of this segment or in a later one: then the damage is not a torn tail.
+/// Whether a frame that checks out on its own, with a later sequence than `last`, lies at or
+/// after `offset` of this segment or in a later one: then the damage is not a torn tail. (A
+/// write cut short never leaves a frame whose checksums both match, so one at `offset` that
+/// only breaks the chain was put there whole: a frame from elsewhere, or a lost segment.)
 fn valid_frame_after(
     dir: &Path,
     bytes: &[u8],
@@ -388,7 +396,7 @@ fn valid_frame_after(
     later: &[u64],
     last: u64,
 ) -> Result<bool, JournalError> {
-    if self_valid_after(bytes, offset + 1, last) {
+    if self_valid_after(bytes, offset, last) {
         return Ok(true);
     }
     for index in later {
@@ -423,6 +431,11 @@ fn self_valid_after(bytes: &[u8], from: usize, last: u64) -> bool {
         at += 1;
     }
     false
+}
+
+/// Makes the names in `dir` durable.
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    File::open(dir).and_then(|dir| dir.sync_all())
 }
 
 fn segment_path(dir: &Path, index: u64) -> PathBuf {

@@ -150,6 +150,38 @@ fn a_frame_from_another_journal_breaks_the_chain() {
 }
 
 #[test]
+fn a_whole_last_frame_from_elsewhere_is_damage_not_a_torn_tail() {
+    let (ours, theirs) =
+        (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    write(ours.path(), 64 * 1024, 5);
+    {
+        let (mut journal, _, _) = open(theirs.path(), 64 * 1024);
+        for n in 1..=5u64 {
+            let bytes = if n == 3 { vec![b'y'; payload(3).len()] } else { payload(n) };
+            journal.append(&bytes).expect("append");
+        }
+        journal.sync().expect("sync");
+    }
+    // Their fifth frame, whole and with both checksums right, in place of ours: it links to
+    // their fourth, not ours. A crash cannot write that, so it is not cut as a torn tail.
+    let (path, offset, _) = layout(ours.path())[4].clone();
+    let (their_path, their_offset, _) = layout(theirs.path())[4].clone();
+    let length = HEADER_BYTES + payload(5).len();
+    let start = their_offset as usize;
+    let frame = std::fs::read(&their_path).expect("read")[start..start + length].to_vec();
+    patch(&path, offset, &frame);
+    match Journal::open(ours.path(), options(64 * 1024), |_| {}).err().expect("refused") {
+        JournalError::Damaged { offset: found, .. } => assert_eq!(found, offset),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("read")[offset as usize..offset as usize + length],
+        frame[..],
+        "nothing was cut"
+    );
+}
+
+#[test]
 fn a_failed_sync_poisons_the_journal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut journal, _, _) = open(dir.path(), 4_096);

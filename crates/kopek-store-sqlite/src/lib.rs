@@ -143,6 +143,10 @@ impl SqliteStore {
             return SqliteStore::open(data_dir);
         }
         let lock = lock_data_dir(data_dir).ok();
+        if has_journal(data_dir) {
+            // Reads (`kopek audit`) see what the journal held when they started.
+            await_projection(&open_reader(&path)?, data_dir)?;
+        }
         let mut connection = open_writer(&path)?;
         if lock.is_some() {
             migrate_connection(&mut connection)?;
@@ -224,39 +228,38 @@ impl SqliteStore {
         work: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
-        let job: WriteJob = Box::new(move |connection| {
+        self.send(Box::new(move |connection| {
             // The caller may have gone away; the work is committed either way.
             let _ = reply.send(work(connection));
-        });
-        let sent = match self.inner.writer.lock() {
-            Ok(writer) => writer.as_ref().is_some_and(|sender| sender.send(job).is_ok()),
-            Err(_) => false,
-        };
-        if !sent {
-            return Err(StoreError::Unavailable("the sqlite writer is stopped".to_owned()));
-        }
+        }))?;
         answer.await.map_err(|_| {
             StoreError::Unavailable("the sqlite writer stopped mid-batch".to_owned())
         })?
     }
 
-    /// Runs `work` on the writer thread and waits for it, off any async runtime: what the
+    /// Hands `job` to the writer thread.
+    fn send(&self, job: WriteJob) -> StoreResult<()> {
+        let sent = match self.inner.writer.lock() {
+            Ok(writer) => writer.as_ref().is_some_and(|sender| sender.send(job).is_ok()),
+            Err(_) => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("the sqlite writer is stopped".to_owned()))
+        }
+    }
+
+    /// Runs `work` on the writer thread and waits for it, off any async runtime    /// Runs `work` on the writer thread and waits for it, off any async runtime: what the
     /// journal's projector and its start-up replay use.
     fn write_blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (reply, answer) = mpsc::sync_channel(1);
-        let job: WriteJob = Box::new(move |connection| {
+        self.send(Box::new(move |connection| {
             let _ = reply.send(work(connection));
-        });
-        let sent = match self.inner.writer.lock() {
-            Ok(writer) => writer.as_ref().is_some_and(|sender| sender.send(job).is_ok()),
-            Err(_) => false,
-        };
-        if !sent {
-            return Err(StoreError::Unavailable("the sqlite writer is stopped".to_owned()));
-        }
+        }))?;
         answer.recv().map_err(|_| {
             StoreError::Unavailable("the sqlite writer stopped mid-batch".to_owned())
         })?

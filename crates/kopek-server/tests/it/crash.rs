@@ -3,17 +3,15 @@
 
 use crate::support::*;
 use kopek_proto::kopek::v1 as pb;
+use kopek_proto::kopek::v1::ledger_client::LedgerClient;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
 
 const ACCOUNTS: u64 = 10;
 const STREAMS: u64 = 4;
-
-fn request(stream: u64, n: u64) -> pb::TransferRequest {
-    request_in(0, stream, n)
-}
 
 /// The `n`th transfer of `stream` in crash round `round` (keys `k-<stream>-<n>` in round 0).
 fn request_in(round: u64, stream: u64, n: u64) -> pb::TransferRequest {
@@ -98,32 +96,51 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
 
     let server = Server::start_with(dir.path(), &sqlite);
     let mut client = server.client().await;
-    for (stream, n, id) in &acked {
+    let acked: Vec<Acked> = acked.into_iter().map(|(stream, n, id)| (0, stream, n, id)).collect();
+    assert_found(&mut client, &acked).await;
+    assert_replayed_and_verified(server, &mut client, dir.path(), &acked).await;
+    println!("{} transfers acknowledged before kill -9; all present after restart", acked.len());
+}
+
+/// An acknowledged transfer: its round, stream, number in the stream, and id.
+type Acked = (u64, u64, u64, String);
+
+/// Every acknowledged transfer is found by its key, with the id it was acknowledged with.
+async fn assert_found(client: &mut LedgerClient<Channel>, acked: &[Acked]) {
+    for (round, stream, n, id) in acked {
         let lookup = pb::GetTransferRequest {
-            lookup: Some(pb::get_transfer_request::Lookup::IdempotencyKey(format!(
-                "k-{stream}-{n}"
+            lookup: Some(pb::get_transfer_request::Lookup::IdempotencyKey(key_in(
+                *round, *stream, *n,
             ))),
         };
-        let found =
-            client.get_transfer(lookup).await.expect("an acknowledged transfer survives kill -9");
-        assert_eq!(&found.into_inner().transfer.expect("transfer").id, id);
+        let found = client.get_transfer(lookup).await.unwrap_or_else(|status| {
+            panic!("round {round}: acknowledged {stream}/{n} lost: {status}")
+        });
+        assert_eq!(&found.into_inner().transfer.expect("transfer").id, id, "round {round}");
     }
-    // Retrying every acknowledged request applies nothing again.
+}
+
+/// Retrying every acknowledged request replays it (applies nothing again); then the server
+/// stops and `kopek verify` passes on its data directory.
+async fn assert_replayed_and_verified(
+    mut server: Server,
+    client: &mut LedgerClient<Channel>,
+    dir: &std::path::Path,
+    acked: &[Acked],
+) {
     for chunk in acked.chunks(500) {
-        let requests = chunk.iter().map(|(stream, n, _)| request(*stream, *n)).collect();
-        let results = transfers(&mut client, requests, false).await;
-        for ((_, _, id), result) in chunk.iter().zip(&results) {
-            assert!(result.replayed, "a retried acknowledged transfer is a replay");
+        let requests =
+            chunk.iter().map(|(round, stream, n, _)| request_in(*round, *stream, *n)).collect();
+        let results = transfers(client, requests, false).await;
+        for ((round, _, _, id), result) in chunk.iter().zip(&results) {
+            assert!(result.replayed, "round {round}: a retried acknowledged transfer is a replay");
             assert_eq!(result.transfer.as_ref().map(|t| &t.id), Some(id));
         }
     }
-    let mut server = server;
     assert!(server.terminate().success(), "SIGTERM exits 0");
-    let (code, stdout, stderr) =
-        cli(&["verify", "--data-dir", dir.path().to_str().expect("utf-8 path")]);
+    let (code, stdout, stderr) = cli(&["verify", "--data-dir", dir.to_str().expect("utf-8 path")]);
     assert_eq!(code, 0, "kopek verify failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ok: the books balance"), "{stdout}");
-    println!("{} transfers acknowledged before kill -9; all present after restart", acked.len());
 }
 
 /// Crash rounds of the journal-first test: `KOPEK_CRASH_ROUNDS` (the suite runs 20;
@@ -175,7 +192,7 @@ async fn kill_9_at_random_moments_journal_first_loses_nothing_acknowledged() {
             one(&mut client, deposit(&format!("fund-{id}"), id, 1_000_000_000)).await;
         }
     }
-    let mut every: Vec<(u64, u64, u64, String)> = Vec::new();
+    let mut every: Vec<Acked> = Vec::new();
     for round in 1..=crash_rounds() {
         let mut server = Server::start_with(dir.path(), &journal);
         let acked = Arc::new(Mutex::new(Vec::new()));
@@ -190,37 +207,15 @@ async fn kill_9_at_random_moments_journal_first_loses_nothing_acknowledged() {
         let acked = acked.lock().expect("lock").clone();
         let server = Server::start_with(dir.path(), &journal);
         let mut client = server.client().await;
-        for (stream, n, id) in &acked {
-            let lookup = pb::GetTransferRequest {
-                lookup: Some(pb::get_transfer_request::Lookup::IdempotencyKey(key_in(
-                    round, *stream, *n,
-                ))),
-            };
-            let found = client.get_transfer(lookup).await.unwrap_or_else(|status| {
-                panic!("round {round}: acknowledged {stream}/{n} lost: {status}")
-            });
-            assert_eq!(&found.into_inner().transfer.expect("transfer").id, id, "round {round}");
-        }
-        every.extend(acked.into_iter().map(|(stream, n, id)| (round, stream, n, id)));
+        let acked: Vec<Acked> =
+            acked.into_iter().map(|(stream, n, id)| (round, stream, n, id)).collect();
+        assert_found(&mut client, &acked).await;
+        every.extend(acked);
     }
     assert!(!every.is_empty(), "no round acknowledged anything: the kills came too early");
     let server = Server::start_with(dir.path(), &journal);
     let mut client = server.client().await;
-    for chunk in every.chunks(500) {
-        let requests =
-            chunk.iter().map(|(round, stream, n, _)| request_in(*round, *stream, *n)).collect();
-        let results = transfers(&mut client, requests, false).await;
-        for ((round, _, _, id), result) in chunk.iter().zip(&results) {
-            assert!(result.replayed, "round {round}: a retried acknowledged transfer is a replay");
-            assert_eq!(result.transfer.as_ref().map(|t| &t.id), Some(id));
-        }
-    }
-    let mut server = server;
-    assert!(server.terminate().success(), "SIGTERM exits 0");
-    let (code, stdout, stderr) =
-        cli(&["verify", "--data-dir", dir.path().to_str().expect("utf-8 path")]);
-    assert_eq!(code, 0, "kopek verify failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("ok: the books balance"), "{stdout}");
+    assert_replayed_and_verified(server, &mut client, dir.path(), &every).await;
     println!(
         "{} rounds of kill -9; {} transfers acknowledged, all present once after restarts",
         crash_rounds(),

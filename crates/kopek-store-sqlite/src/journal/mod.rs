@@ -90,6 +90,11 @@ struct Shared {
     /// Signalled whenever the projection moves or fails: the journal writer waits on it when
     /// too many frames wait for the projector.
     progress: (Mutex<()>, Condvar),
+    /// Why the projector stopped for good (a frame that does not decode or a row the tables
+    /// refuse every time): writes are refused and reads do not wait for it.
+    projector_stopped: Mutex<Option<String>>,
+    /// Set by `Drop`: the projector stops retrying and ends.
+    closing: AtomicBool,
 }
 
 impl Shared {
@@ -114,12 +119,32 @@ impl Shared {
         self.lag_max_micros.fetch_max(micros, Ordering::Relaxed);
         self.projected.send_replace(last);
         self.projection_failing.store(false, Ordering::Release);
-        self.progress.1.notify_all();
+        self.wake_writer();
     }
 
     /// Notes that the projector's last attempt failed.
     fn projection_failed(&self) {
         self.projection_failing.store(true, Ordering::Release);
+        self.wake_writer();
+    }
+
+    /// Notes that the projector stopped for good, and why.
+    fn projector_stopped(&self, reason: String) {
+        tracing::error!(%reason, "the projector stopped: writes are refused until a restart");
+        *self.projector_stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(reason);
+        self.wake_writer();
+    }
+
+    /// Why the projector stopped, if it did.
+    fn stopped(&self) -> Option<String> {
+        self.projector_stopped.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Wakes a journal writer waiting in `await_projection` (under its lock, so the wake-up
+    /// cannot fall between its check and its wait).
+    fn wake_writer(&self) {
+        let _guard = self.progress.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.progress.1.notify_all();
     }
 }
@@ -174,6 +199,8 @@ impl JournalStore {
             lag_max_micros: AtomicU64::new(0),
             projection_failing: AtomicBool::new(false),
             progress: (Mutex::new(()), Condvar::new()),
+            projector_stopped: Mutex::new(None),
+            closing: AtomicBool::new(false),
         });
         // Unbounded: the bound is kept before a batch is decided (`Writer::await_projection`),
         // so a frame already durable is never held up on its way to the projector.
@@ -222,6 +249,12 @@ impl JournalStore {
         if *projected.borrow() >= target {
             return Ok(());
         }
+        if let Some(reason) = self.shared.stopped() {
+            return Err(StoreError::Unavailable(format!(
+                "the query projection stopped ({reason}); restart kopek: the journal holds every \
+                 acknowledged write"
+            )));
+        }
         match tokio::time::timeout(READ_WAIT_MAX, projected.wait_for(|mark| *mark >= target)).await
         {
             Ok(Ok(_)) => Ok(()),
@@ -252,11 +285,21 @@ impl JournalStore {
 fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
     let read_error =
         |error: JournalError| StoreError::Unavailable(format!("read the journal: {error}"));
+    // One snapshot of the tables for the whole check, and only the frames it holds: writes
+    // may go on meanwhile.
+    let connection = open_reader(database)?;
+    let snapshot = connection.unchecked_transaction().map_err(sql_error)?;
+    let number = |sql: &str| -> StoreResult<u64> {
+        let value: i64 = snapshot.query_row(sql, [], |row| row.get(0)).map_err(sql_error)?;
+        Ok(u64::try_from(value).unwrap_or(0))
+    };
+    let mark = number("SELECT frame FROM projection WHERE id = 1")?;
     // First pass: how many records of each kind, and the last state of transfers updated.
     let (mut transfers, mut entries, mut events) = (0u64, 0u64, 0u64);
     let mut last_state: HashMap<TransferId, Transfer> = HashMap::new();
     let mut problems = Vec::new();
     let frames = kopek_journal::read(dir, |frame| match frame::decode(&frame.payload) {
+        _ if frame.sequence > mark => {}
         Ok(outcome) => {
             transfers += outcome.transfers_inserted.len() as u64;
             entries += outcome.entries.len() as u64;
@@ -271,14 +314,7 @@ fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
     if !problems.is_empty() {
         return Ok(problems);
     }
-    let connection = open_reader(database)?;
-    let snapshot = connection.unchecked_transaction().map_err(sql_error)?;
-    let number = |sql: &str| -> StoreResult<u64> {
-        let value: i64 = snapshot.query_row(sql, [], |row| row.get(0)).map_err(sql_error)?;
-        Ok(u64::try_from(value).unwrap_or(0))
-    };
-    let mark = number("SELECT frame FROM projection WHERE id = 1")?;
-    if mark != frames {
+    if frames < mark {
         problems.push(format!("the projection holds frames up to {mark}, the journal {frames}"));
         return Ok(problems);
     }
@@ -324,7 +360,7 @@ fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
         .map_err(sql_error)?;
     let mut failure: Option<StoreError> = None;
     kopek_journal::read(dir, |frame| {
-        if failure.is_some() || problems.len() >= VERIFY_PROBLEMS_MAX {
+        if failure.is_some() || problems.len() >= VERIFY_PROBLEMS_MAX || frame.sequence > mark {
             return;
         }
         let Ok(outcome) = frame::decode(&frame.payload) else { return };
@@ -386,6 +422,7 @@ impl Drop for JournalStore {
         if let Ok(mut writer) = self.writer.lock() {
             writer.take();
         }
+        self.shared.closing.store(true, Ordering::Release);
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -469,10 +506,10 @@ fn project(frames: &mpsc::Receiver<(u64, Vec<u8>)>, projection: &SqliteStore, sh
             match frame::decode(&payload) {
                 Ok(outcome) => decoded.push((sequence, outcome)),
                 Err(problem) => {
-                    // The writer encoded it a moment ago: this is a bug, and the frames after
-                    // it cannot be projected in order. Reads will report the projection
-                    // behind; a restart replays from the journal.
-                    tracing::error!(sequence, %problem, "a committed frame does not decode; the projection stops");
+                    // The writer encoded it a moment ago: a bug, and the frames after it
+                    // cannot be projected in order.
+                    shared
+                        .projector_stopped(format!("frame {sequence} does not decode: {problem}"));
                     return;
                 }
             }
@@ -481,10 +518,19 @@ fn project(frames: &mpsc::Receiver<(u64, Vec<u8>)>, projection: &SqliteStore, sh
         loop {
             match projection.project(decoded.clone()) {
                 Ok(()) => break,
-                Err(error) => {
+                // The disk is full or the database busy: it may pass.
+                Err(error @ StoreError::Unavailable(_)) => {
                     tracing::error!(%error, last, "projecting committed frames failed; retrying");
                     shared.projection_failed();
+                    if shared.closing.load(Ordering::Acquire) {
+                        return;
+                    }
                     std::thread::sleep(PROJECTION_RETRY_PAUSE);
+                }
+                // A row the tables refuse every time: memory and the tables disagree.
+                Err(error) => {
+                    shared.projector_stopped(format!("frames up to {last}: {error}"));
+                    return;
                 }
             }
         }
@@ -562,6 +608,12 @@ impl Writer {
         let shared = &self.shared;
         let mut guard = shared.progress.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         loop {
+            if let Some(reason) = shared.stopped() {
+                return Err(StoreError::Unavailable(format!(
+                    "the query projection stopped ({reason}): the ledger takes no writes until \
+                     kopek restarts"
+                )));
+            }
             if shared.projection_failing.load(Ordering::Acquire) {
                 return Err(StoreError::Unavailable(
                     "the query projection cannot be written (is the disk full?): the ledger \
