@@ -11,7 +11,7 @@ fn append_and_sync(c: &mut Criterion) {
     group.sample_size(20);
     for (name, bytes) in [("frame_64KiB_synced", 64 * 1024), ("frame_512KiB_synced", 512 * 1024)] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let options = Options { segment_bytes: 256 * 1024 * 1024 };
+        let options = Options { segment_bytes: 256 * 1024 * 1024, ..Options::default() };
         let (mut journal, _) = Journal::open(dir.path(), options, |_| {}).expect("open");
         let payload = vec![7u8; bytes];
         group.throughput(Throughput::Bytes(bytes as u64));

@@ -71,11 +71,15 @@ pub struct Frame {
 pub struct Options {
     /// The size of each segment file.
     pub segment_bytes: u64,
+    /// Frames up to this sequence are known to have been acknowledged (a reader such as the
+    /// store's projection holds them): one of them that does not check out is damage, never
+    /// a torn tail to cut, even with nothing valid after it.
+    pub acknowledged_through: u64,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { segment_bytes: SEGMENT_BYTES_DEFAULT }
+        Options { segment_bytes: SEGMENT_BYTES_DEFAULT, acknowledged_through: 0 }
     }
 }
 
@@ -202,7 +206,24 @@ impl Journal {
                     }
                     Checked::Invalid(reason) => {
                         let later = &segments[order + 1..];
-                        if valid_frame_after(dir, &bytes, offset, later, recovery.last_sequence)? {
+                        let acknowledged = recovery.last_sequence < options.acknowledged_through;
+                        if acknowledged
+                            || valid_frame_after(
+                                dir,
+                                &bytes,
+                                offset,
+                                later,
+                                recovery.last_sequence,
+                            )?
+                        {
+                            let reason = if acknowledged {
+                                format!(
+                                    "{reason}; frame {} was acknowledged",
+                                    recovery.last_sequence + 1
+                                )
+                            } else {
+                                reason
+                            };
                             return Err(JournalError::Damaged {
                                 segment: path,
                                 offset: offset as u64,

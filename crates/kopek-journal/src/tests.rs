@@ -6,7 +6,7 @@ use super::*;
 use proptest::prelude::*;
 
 fn options(segment_bytes: u64) -> Options {
-    Options { segment_bytes }
+    Options { segment_bytes, ..Options::default() }
 }
 
 fn open(dir: &Path, segment_bytes: u64) -> (Journal, Recovery, Vec<Frame>) {

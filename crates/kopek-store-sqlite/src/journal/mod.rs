@@ -165,12 +165,16 @@ impl JournalStore {
         let mark = projection.projection_mark()?;
         let journal_dir = data_dir.join(JOURNAL_DIR_NAME);
         let mut replayed = Replay::new(&projection, mark);
+        // The projection holds every frame up to its mark, so each was acknowledged: none of
+        // them may be cut as a torn tail.
+        let options = Options { acknowledged_through: mark, ..Options::default() };
         let (journal, recovery) =
-            Journal::open(&journal_dir, Options::default(), |frame| replayed.frame(frame))
-                .map_err(|error| match error {
+            Journal::open(&journal_dir, options, |frame| replayed.frame(frame)).map_err(
+                |error| match error {
                     JournalError::Damaged { .. } => StoreError::Corrupt(error.to_string()),
                     other => StoreError::Unavailable(format!("open the journal: {other}")),
-                })?;
+                },
+            )?;
         replayed.finish()?;
         if recovery.last_sequence < mark {
             return Err(StoreError::Corrupt(format!(

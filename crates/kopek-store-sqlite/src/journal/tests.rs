@@ -172,6 +172,29 @@ async fn a_damaged_frame_with_frames_after_it_stops_the_start_and_says_where() {
 }
 
 #[tokio::test]
+async fn a_damaged_last_frame_the_projection_holds_stops_the_start_and_is_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    three_frames(&JournalStore::open(dir.path()).expect("open")).await;
+    let mut bytes = std::fs::read(segment(dir.path())).expect("segment");
+    let mut last = 0;
+    let mut end = 0;
+    while bytes[end..end + 4] == *b"KJF1" {
+        last = end;
+        let length = u32::from_le_bytes(bytes[end + 4..end + 8].try_into().expect("4 bytes"));
+        end += kopek_journal::HEADER_BYTES + length as usize;
+    }
+    // Nothing valid follows the third frame, but the projection holds it: not a torn tail.
+    bytes[last + kopek_journal::HEADER_BYTES + 3] ^= 0x01;
+    std::fs::write(segment(dir.path()), &bytes).expect("flip a byte of the last frame");
+    let error = JournalStore::open(dir.path()).err().expect("the start stops");
+    let message = error.to_string();
+    assert!(matches!(error, StoreError::Corrupt(_)), "{message}");
+    assert!(message.contains(&format!("at offset {last}")), "{message}");
+    assert!(message.contains("frame 3 was acknowledged"), "{message}");
+    assert_eq!(std::fs::read(segment(dir.path())).expect("segment"), bytes, "nothing was cut");
+}
+
+#[tokio::test]
 async fn the_sqlite_store_refuses_a_journal_first_ledger() {
     let dir = tempfile::tempdir().expect("temp dir");
     three_frames(&JournalStore::open(dir.path()).expect("open")).await;
