@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::Xxh3;
 
 /// The journal's directory inside the data directory.
 pub const JOURNAL_DIR_NAME: &str = "journal";
@@ -302,17 +302,22 @@ fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
     let (mut transfers, mut entries, mut events) = (0u64, 0u64, 0u64);
     let mut last_state: HashMap<TransferId, Transfer> = HashMap::new();
     let mut problems = Vec::new();
-    let frames = kopek_journal::read(dir, |frame| match frame::decode(&frame.payload) {
-        _ if frame.sequence > mark => {}
-        Ok(outcome) => {
-            transfers += outcome.transfers_inserted.len() as u64;
-            entries += outcome.entries.len() as u64;
-            events += outcome.events.len() as u64;
-            for transfer in outcome.transfers_updated {
-                last_state.insert(transfer.id, transfer);
-            }
+    let frames = kopek_journal::read(dir, |frame| {
+        // Frames after the snapshot's mark are not the projection's yet: not decoded at all.
+        if frame.sequence > mark {
+            return;
         }
-        Err(problem) => problems.push(format!("journal frame {}: {problem}", frame.sequence)),
+        match frame::decode(&frame.payload) {
+            Ok(outcome) => {
+                transfers += outcome.transfers_inserted.len() as u64;
+                entries += outcome.entries.len() as u64;
+                events += outcome.events.len() as u64;
+                for transfer in outcome.transfers_updated {
+                    last_state.insert(transfer.id, transfer);
+                }
+            }
+            Err(problem) => problems.push(format!("journal frame {}: {problem}", frame.sequence)),
+        }
     })
     .map_err(read_error)?;
     if !problems.is_empty() {
@@ -787,11 +792,16 @@ fn fail_stop(error: &JournalError) -> ! {
 /// A 64-bit hash of a transfer's idempotency key in its tenant: the filter of keys that
 /// left memory, so a fresh key costs no projection read.
 fn key_hash(tenant: &Tenant, key: &IdempotencyKey) -> u64 {
-    let mut bytes = Vec::with_capacity(tenant.as_str().len() + key.as_str().len() + 1);
-    bytes.extend_from_slice(tenant.as_str().as_bytes());
-    bytes.push(0xff);
-    bytes.extend_from_slice(key.as_str().as_bytes());
-    xxh3_64(&bytes)
+    key_hash_of(tenant.as_str().as_bytes(), key.as_str().as_bytes())
+}
+
+/// `key_hash` of a tenant and key as stored, hashed in place (no copy per key).
+fn key_hash_of(tenant: &[u8], key: &[u8]) -> u64 {
+    let mut hasher = Xxh3::new();
+    hasher.update(tenant);
+    hasher.update(&[0xff]);
+    hasher.update(key);
+    hasher.digest()
 }
 
 /// The working state besides the accounts (which readers share): every record of the frames
@@ -875,11 +885,7 @@ impl Memory {
             let key = row.get_ref(1).map_err(sql_error)?.as_bytes().map_err(|error| {
                 StoreError::Corrupt(format!("a transfer's key is not text: {error}"))
             })?;
-            let mut bytes = Vec::with_capacity(tenant.len() + key.len() + 1);
-            bytes.extend_from_slice(tenant);
-            bytes.push(0xff);
-            bytes.extend_from_slice(key);
-            memory.seen.insert(xxh3_64(&bytes));
+            memory.seen.insert(key_hash_of(tenant, key));
         }
         Ok((accounts, memory))
     }

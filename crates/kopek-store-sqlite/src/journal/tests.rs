@@ -108,6 +108,18 @@ async fn assert_three_frames(store: &dyn Store) {
     assert!(report.is_ok(), "{:?}", report.problems);
 }
 
+/// Where each frame of a segment starts, and last where the next one would.
+fn frame_starts(segment: &[u8]) -> Vec<usize> {
+    let mut starts = vec![0];
+    let mut at = 0;
+    while segment[at..at + 4] == *b"KJF1" {
+        let length = u32::from_le_bytes(segment[at + 4..at + 8].try_into().expect("4 bytes"));
+        at += kopek_journal::HEADER_BYTES + length as usize;
+        starts.push(at);
+    }
+    starts
+}
+
 fn segment(dir: &Path) -> std::path::PathBuf {
     dir.join(JOURNAL_DIR_NAME).join(format!("{:020}.segment", 1))
 }
@@ -138,11 +150,7 @@ async fn a_torn_last_frame_is_cut_and_the_ledger_goes_on() {
     let dir = tempfile::tempdir().expect("temp dir");
     three_frames(&JournalStore::open(dir.path()).expect("open")).await;
     let mut bytes = std::fs::read(segment(dir.path())).expect("segment");
-    let mut end = 0;
-    while bytes[end..end + 4] == *b"KJF1" {
-        let length = u32::from_le_bytes(bytes[end + 4..end + 8].try_into().expect("4 bytes"));
-        end += kopek_journal::HEADER_BYTES + length as usize;
-    }
+    let end = *frame_starts(&bytes).last().expect("frames");
     // A fourth frame cut short by a crash: a header that promises more than is there.
     bytes[end..end + 4].copy_from_slice(b"KJF1");
     bytes[end + 4..end + 8].copy_from_slice(&4_096u32.to_le_bytes());
@@ -176,13 +184,8 @@ async fn a_damaged_last_frame_the_projection_holds_stops_the_start_and_is_kept()
     let dir = tempfile::tempdir().expect("temp dir");
     three_frames(&JournalStore::open(dir.path()).expect("open")).await;
     let mut bytes = std::fs::read(segment(dir.path())).expect("segment");
-    let mut last = 0;
-    let mut end = 0;
-    while bytes[end..end + 4] == *b"KJF1" {
-        last = end;
-        let length = u32::from_le_bytes(bytes[end + 4..end + 8].try_into().expect("4 bytes"));
-        end += kopek_journal::HEADER_BYTES + length as usize;
-    }
+    let starts = frame_starts(&bytes);
+    let last = starts[starts.len() - 2];
     // Nothing valid follows the third frame, but the projection holds it: not a torn tail.
     bytes[last + kopek_journal::HEADER_BYTES + 3] ^= 0x01;
     std::fs::write(segment(dir.path()), &bytes).expect("flip a byte of the last frame");
