@@ -14,7 +14,7 @@ use kopek_proto::payment::v1 as payment;
 use kopek_proto::transaction as contract;
 use pb::ledger_client::LedgerClient;
 use serde_json::json;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,6 +89,7 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
     let queries =
         tokio::spawn(query_load(ledger.clone(), plan.account_ids(args.surface), loaded.clone()));
     let cpu_before = server.cpu_seconds().await;
+    let threads_before = server.thread_cpu();
     let started = Instant::now();
     let tally = match args.surface {
         Surface::Stream => stream_load(&channel, &bearer, &plan, args).await?,
@@ -105,6 +106,11 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
     let query_latencies = queries.await.unwrap_or_default();
     let rss = server.rss().await;
     let projection = server.projection_catch_up().await;
+    // Taken after the catch-up, so the projection's work for this load is counted.
+    let threads = match (threads_before, server.thread_cpu()) {
+        (Some(before), Some(after)) => thread_cpu_delta(&before, &after),
+        _ => Vec::new(),
+    };
     let mut problems = Vec::new();
     if tally.accepted() != plan.moves.len() as u64 {
         problems.push(format!(
@@ -134,6 +140,7 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
         rss_idle,
         rss,
         cpu_seconds,
+        threads,
         projection,
         datafile: server.datafile(),
         verified,
@@ -831,6 +838,25 @@ impl Target {
         self.metric("process_cpu_seconds_total").await
     }
 
+    /// CPU seconds per thread name of our own server so far (threads of one name summed);
+    /// `None` for a server we did not start.
+    fn thread_cpu(&self) -> Option<BTreeMap<String, f64>> {
+        let pid = self.own.as_ref()?.child.id()?;
+        let mut seconds = BTreeMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue; // the thread ended meanwhile
+            };
+            let Some((head, tail)) = stat.rsplit_once(')') else { continue };
+            let name = head.split_once('(').map_or("?", |(_, name)| name).to_owned();
+            let fields: Vec<&str> = tail.split_whitespace().collect();
+            let ticks = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+                + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            *seconds.entry(name).or_insert(0.0) += ticks / 100.0;
+        }
+        Some(seconds)
+    }
+
     /// On a journal-first server: the largest projection lag it saw, and how long after the
     /// load its projection took to hold every frame (at most a minute).
     async fn projection_catch_up(&self) -> Option<(f64, f64)> {
@@ -941,12 +967,30 @@ struct Report {
     rss: Option<u64>,
     /// CPU seconds the server used during the load.
     cpu_seconds: Option<f64>,
+    /// CPU seconds each thread name used from the load's start until the projection caught
+    /// up, largest first.
+    threads: Vec<(String, f64)>,
     /// A journal-first server's largest projection lag and its catch-up time after the load,
     /// in seconds.
     projection: Option<(f64, f64)>,
     datafile: Option<u64>,
     verified: Option<kopek_store::VerifyReport>,
     problems: Vec<String>,
+}
+
+/// What each thread name used between two readings, largest first; names that used nothing
+/// are left out.
+fn thread_cpu_delta(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> Vec<(String, f64)> {
+    let mut used: Vec<(String, f64)> = after
+        .iter()
+        .map(|(name, seconds)| (name.clone(), seconds - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, seconds)| *seconds > 0.0)
+        .collect();
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    used
 }
 
 impl Report {
@@ -977,6 +1021,7 @@ impl Report {
                 "rss_bytes": self.rss,
                 "server_cpu_seconds": self.cpu_seconds,
                 "server_cpu_us_per_transfer": self.cpu_per_transfer(),
+                "server_cpu_seconds_by_thread": self.threads.iter().map(|(name, seconds)| json!({"thread": name, "seconds": seconds})).collect::<Vec<_>>(),
                 "projection_lag_seconds_max": self.projection.map(|(largest, _)| largest),
                 "projection_catch_up_seconds": self.projection.map(|(_, catch_up)| catch_up),
                 "datafile_bytes": self.datafile,
@@ -1014,6 +1059,20 @@ impl Report {
         );
         if let (Some(cpu), Some(per_transfer)) = (self.cpu_seconds, self.cpu_per_transfer()) {
             println!("server cpu = {cpu:.2} s = {per_transfer:.1} us per transfer");
+        }
+        if !self.threads.is_empty() && self.accepted > 0 {
+            let per_thread: Vec<String> = self
+                .threads
+                .iter()
+                .map(|(name, seconds)| {
+                    format!("{name} {:.1}", seconds * 1e6 / self.accepted as f64)
+                })
+                .collect();
+            // /proc lists live threads only: short-lived ones are in the total alone.
+            println!(
+                "server cpu by live thread until caught up, us per transfer: {}",
+                per_thread.join(", ")
+            );
         }
         if let Some((largest, catch_up)) = self.projection {
             println!(

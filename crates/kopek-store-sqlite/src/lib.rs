@@ -14,8 +14,8 @@ pub use journal::{JOURNAL_DIR_NAME, JournalStore};
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Overdraft,
-    Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
+    Account, AccountId, Currency, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome,
+    Overdraft, Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_store::codec::event_json;
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_fx.sql"),
     include_str!("../migrations/0009_tenant_ids.sql"),
     include_str!("../migrations/0010_projection.sql"),
+    include_str!("../migrations/0011_fewer_indexes.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -267,24 +268,33 @@ impl SqliteStore {
 
     /// Writes committed journal frames into the tables in one transaction, with the last
     /// frame's sequence as the projection's mark.
-    fn project(&self, frames: Vec<(u64, Outcome)>) -> StoreResult<()> {
+    fn project(&self, frames: Arc<Vec<(u64, Outcome)>>) -> StoreResult<()> {
         let Some(last) = frames.last().map(|(sequence, _)| *sequence) else {
             return Ok(());
         };
         self.write_blocking(move |connection| {
-            let db_transaction = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sql_error)?;
-            for (_, outcome) in &frames {
-                write_outcome(&db_transaction, outcome)?;
-            }
-            db_transaction
-                .execute(
-                    "UPDATE projection SET frame = ?1 WHERE id = 1",
-                    [i64::try_from(last).unwrap_or(i64::MAX)],
-                )
-                .map_err(sql_error)?;
-            db_transaction.commit().map_err(sql_error)
+            // The journal holds these frames durably and replays whatever the tables lose,
+            // so their commit need not wait for the disk: the WAL is synced by the next
+            // checkpoint or by the next commit of a row only the tables hold (keys,
+            // webhooks, relay cursors), which stays `synchronous = FULL`.
+            connection.pragma_update(None, "synchronous", "NORMAL").map_err(sql_error)?;
+            let projected = (|| {
+                let db_transaction = connection
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql_error)?;
+                for (_, outcome) in frames.iter() {
+                    write_outcome(&db_transaction, outcome)?;
+                }
+                db_transaction
+                    .execute(
+                        "UPDATE projection SET frame = ?1 WHERE id = 1",
+                        [i64::try_from(last).unwrap_or(i64::MAX)],
+                    )
+                    .map_err(sql_error)?;
+                db_transaction.commit().map_err(sql_error)
+            })();
+            connection.pragma_update(None, "synchronous", "FULL").map_err(sql_error)?;
+            projected
         })
     }
 
@@ -761,31 +771,8 @@ fn write_rows(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
             values,
         )?;
     }
-    // The most numerous rows: bound from borrowed values, with no list built per row.
-    let mut insert_entry = connection
-        .prepare_cached(
-            "INSERT INTO entries (account_id, transfer_id, direction, amount, currency, balance_after, \
-             effective_at, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(sql_error)?;
-    let mut transfer_id = (None, String::new());
-    for entry in &outcome.entries {
-        // An entry's transfer is most often the one before's.
-        if transfer_id.0 != Some(entry.transfer_id) {
-            transfer_id = (Some(entry.transfer_id), entry.transfer_id.to_string());
-        }
-        insert_entry
-            .execute(rusqlite::params![
-                entry.account_id.as_str(),
-                transfer_id.1.as_str(),
-                entry.direction.as_str(),
-                entry.amount,
-                entry.currency.code(),
-                entry.balance_after,
-                entry.effective_at.as_unix_micros(),
-                entry.committed_at.as_unix_micros(),
-            ])
-            .map_err(sql_error)?;
+    if !outcome.entries.is_empty() {
+        write_entries(connection, &outcome.entries)?;
     }
     for user in &outcome.users_created {
         let values = vec![
@@ -857,6 +844,37 @@ fn write_rows(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
              VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
             vec![Value::Text(mark.consumer.clone()), Value::Text(mark.event_id.clone())],
         )?;
+    }
+    Ok(())
+}
+
+/// Inserts entries; SQLite numbers them (`sequence`, the rowid) in commit order. The most
+/// numerous rows: bound from borrowed values, with no list built per row.
+fn write_entries(connection: &Connection, entries: &[Entry]) -> StoreResult<()> {
+    let mut insert_entry = connection
+        .prepare_cached(
+            "INSERT INTO entries (account_id, transfer_id, direction, amount, currency, balance_after, \
+             effective_at, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(sql_error)?;
+    let mut transfer_id = (None, String::new());
+    for entry in entries {
+        // An entry's transfer is most often the one before's.
+        if transfer_id.0 != Some(entry.transfer_id) {
+            transfer_id = (Some(entry.transfer_id), entry.transfer_id.to_string());
+        }
+        insert_entry
+            .execute(rusqlite::params![
+                entry.account_id.as_str(),
+                transfer_id.1.as_str(),
+                entry.direction.as_str(),
+                entry.amount,
+                entry.currency.code(),
+                entry.balance_after,
+                entry.effective_at.as_unix_micros(),
+                entry.committed_at.as_unix_micros(),
+            ])
+            .map_err(sql_error)?;
     }
     Ok(())
 }
@@ -1065,16 +1083,42 @@ impl Store for SqliteStore {
             if exists.is_none() {
                 return Ok(None);
             }
+            // The newest balance, less what took effect at or after `before`. An entry takes
+            // effect at most `EFFECTIVE_AT_AHEAD_SECONDS_MAX` after its commit, and commit
+            // times only grow with the sequence: the walk back stops at the first entry
+            // committed before `before` less that bound.
+            let before = before.as_unix_micros();
+            let committed_since = before
+                .saturating_sub(kopek_core::limits::EFFECTIVE_AT_AHEAD_SECONDS_MAX * 1_000_000);
             let mut statement = connection
                 .prepare_cached(
-                    "SELECT COALESCE(SUM(CASE direction WHEN 'credit' THEN amount ELSE -amount END), 0) \
-                     FROM entries WHERE account_id = ?1 AND effective_at < ?2",
+                    "SELECT direction, amount, balance_after, effective_at, committed_at \
+                     FROM entries WHERE account_id = ?1 ORDER BY sequence DESC",
                 )
                 .map_err(sql_error)?;
-            let sum: i64 = statement
-                .query_row(rusqlite::params![account, before.as_unix_micros()], |row| row.get(0))
-                .map_err(sql_error)?;
-            Ok(Some(sum))
+            let mut rows = statement.query([&account]).map_err(sql_error)?;
+            let mut balance: Option<i128> = None;
+            let mut later: i128 = 0;
+            while let Some(row) = rows.next().map_err(sql_error)? {
+                let balance_after: i64 = row.get(2).map_err(sql_error)?;
+                balance.get_or_insert(i128::from(balance_after));
+                let committed_at: i64 = row.get(4).map_err(sql_error)?;
+                if committed_at < committed_since {
+                    break;
+                }
+                let effective_at: i64 = row.get(3).map_err(sql_error)?;
+                if effective_at >= before {
+                    let direction: String = row.get(0).map_err(sql_error)?;
+                    let amount = i128::from(row.get::<_, i64>(1).map_err(sql_error)?);
+                    later += if direction == "credit" { amount } else { -amount };
+                }
+            }
+            let sum = balance.unwrap_or(0) - later;
+            i64::try_from(sum).map(Some).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "the balance of {account} before a time is out of range"
+                ))
+            })
         })
         .await
     }
@@ -1139,17 +1183,22 @@ impl Store for SqliteStore {
 
     async fn watermark(&self) -> StoreResult<Watermark> {
         self.read(|connection| {
+            // Every change has its event, written in commit order with ids from the one
+            // generator: the last event's time and id are the newest of theirs. Transfers are
+            // asked too (their ids come from the same generator, at the edges) through their
+            // primary key; no part of this scans a table.
             let micros: Option<i64> = connection
                 .query_row(
-                    "SELECT MAX(t) FROM (SELECT MAX(updated_at) AS t FROM transfers \
-                     UNION ALL SELECT MAX(updated_at) FROM accounts UNION ALL SELECT MAX(at) FROM outbox)",
+                    "SELECT MAX(t) FROM (SELECT at AS t FROM outbox WHERE sequence = (SELECT MAX(sequence) FROM outbox) \
+                     UNION ALL SELECT MAX(updated_at) FROM accounts)",
                     [],
                     |row| row.get(0),
                 )
                 .map_err(sql_error)?;
             let id: Option<String> = connection
                 .query_row(
-                    "SELECT MAX(i) FROM (SELECT MAX(id) AS i FROM transfers UNION ALL SELECT MAX(id) FROM outbox)",
+                    "SELECT MAX(i) FROM (SELECT MAX(id) AS i FROM transfers \
+                     UNION ALL SELECT id FROM outbox WHERE sequence = (SELECT MAX(sequence) FROM outbox))",
                     [],
                     |row| row.get(0),
                 )

@@ -91,6 +91,10 @@ fn accounts(
     Ok(accounts)
 }
 
+/// How far after its commit an entry may take effect, in microseconds.
+const EFFECTIVE_AT_AHEAD_MICROS_MAX: i64 =
+    kopek_core::limits::EFFECTIVE_AT_AHEAD_SECONDS_MAX * 1_000_000;
+
 /// Walks every account's entries in commit order.
 fn entries_by_account(
     connection: &Connection,
@@ -99,8 +103,8 @@ fn entries_by_account(
 ) -> StoreResult<()> {
     let mut statement = connection
         .prepare(
-            "SELECT account_id, sequence, direction, amount, currency, balance_after FROM entries \
-             ORDER BY account_id, sequence",
+            "SELECT account_id, sequence, direction, amount, currency, balance_after, effective_at, \
+             committed_at FROM entries ORDER BY account_id, sequence",
         )
         .map_err(sql_error)?;
     let mut rows = statement.query([]).map_err(sql_error)?;
@@ -125,7 +129,16 @@ fn entries_by_account(
         let amount: i64 = row.get(3).map_err(sql_error)?;
         let currency: String = row.get(4).map_err(sql_error)?;
         let balance_after: i64 = row.get(5).map_err(sql_error)?;
+        let effective_at: i64 = row.get(6).map_err(sql_error)?;
+        let committed_at: i64 = row.get(7).map_err(sql_error)?;
         report.entries += 1;
+        // Balances at an effective time rely on it (`balance_before`).
+        if effective_at > committed_at.saturating_add(EFFECTIVE_AT_AHEAD_MICROS_MAX) {
+            report.problems.push(format!(
+                "entry {sequence} takes effect more than {} s after its commit",
+                kopek_core::limits::EFFECTIVE_AT_AHEAD_SECONDS_MAX
+            ));
+        }
         if current.as_ref().is_none_or(|(id, _)| *id != account) {
             if let Some((id, running)) = current.take() {
                 finish(&id, running, report);
@@ -369,35 +382,50 @@ fn holds(connection: &Connection, report: &mut VerifyReport) -> StoreResult<()> 
 const CREATION_KINDS: &str =
     "'TransferPosted','TransferDeclined','HoldPlaced','HoldCaptured','HoldVoided'";
 
-/// Outbox completeness: exactly one event per account, per transfer, per expiry.
+/// Outbox completeness: exactly one event per account, per transfer, per expiry. The events
+/// of each kind per subject are counted in one pass over the outbox (there is no index by
+/// subject), then matched to the rows by the subject's id.
 fn sql_checks(connection: &Connection, report: &mut VerifyReport) -> StoreResult<()> {
+    let counted = |kinds: &str| {
+        format!(
+            "(SELECT subject_id, COUNT(*) AS n FROM outbox WHERE kind IN ({kinds}) GROUP BY subject_id)"
+        )
+    };
     let creation = format!(
-        "SELECT t.id, (SELECT COUNT(*) FROM outbox o WHERE o.subject_id = t.id AND o.kind IN ({CREATION_KINDS})) AS n \
-         FROM transfers t WHERE n != 1"
+        "SELECT t.id, COALESCE(c.n, 0) AS n FROM transfers t LEFT JOIN {} c ON c.subject_id = t.id \
+         WHERE COALESCE(c.n, 0) != 1",
+        counted(CREATION_KINDS)
+    );
+    let orders_created = format!(
+        "SELECT o.id, COALESCE(c.n, 0) AS n FROM orders o LEFT JOIN {} c ON c.subject_id = o.id \
+         WHERE COALESCE(c.n, 0) != 1",
+        counted("'OrderCreated'")
+    );
+    let orders_settled = format!(
+        "SELECT o.id, COALESCE(c.n, 0) AS n FROM orders o LEFT JOIN {} c ON c.subject_id = o.id \
+         WHERE (o.status = 'PENDING') != (COALESCE(c.n, 0) = 0) OR COALESCE(c.n, 0) > 1 \
+         OR (o.status = 'PAID' AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.id = o.payment_id \
+             AND t.status = 'posted' AND t.amount = o.amount))",
+        counted("'OrderPaid','OrderFailed'")
+    );
+    let accounts_opened = format!(
+        "SELECT a.id, COALESCE(c.n, 0) AS n FROM accounts a LEFT JOIN {} c ON c.subject_id = a.id \
+         WHERE COALESCE(c.n, 0) != 1",
+        counted("'AccountOpened'")
+    );
+    let holds_expired = format!(
+        "SELECT t.id, COALESCE(c.n, 0) AS n FROM transfers t LEFT JOIN {} c ON c.subject_id = t.id \
+         WHERE (t.status = 'expired') != (COALESCE(c.n, 0) = 1) OR COALESCE(c.n, 0) > 1",
+        counted("'HoldExpired'")
     );
     let checks: [(&str, &str); 5] = [
+        (&orders_created, "order {id} has {n} OrderCreated events, not 1"),
         (
-            "SELECT o.id, (SELECT COUNT(*) FROM outbox e WHERE e.subject_id = o.id AND e.kind = 'OrderCreated') AS n \
-             FROM orders o WHERE n != 1",
-            "order {id} has {n} OrderCreated events, not 1",
-        ),
-        (
-            "SELECT o.id, (SELECT COUNT(*) FROM outbox e WHERE e.subject_id = o.id AND e.kind IN ('OrderPaid','OrderFailed')) AS n \
-             FROM orders o WHERE (o.status = 'PENDING') != (n = 0) OR n > 1 \
-             OR (o.status = 'PAID' AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.id = o.payment_id \
-                 AND t.status = 'posted' AND t.amount = o.amount))",
+            &orders_settled,
             "order {id} has {n} settlement events for its status, or its payment does not match",
         ),
-        (
-            "SELECT a.id, (SELECT COUNT(*) FROM outbox o WHERE o.subject_id = a.id AND o.kind = 'AccountOpened') AS n \
-             FROM accounts a WHERE n != 1",
-            "account {id} has {n} AccountOpened events, not 1",
-        ),
-        (
-            "SELECT t.id, (SELECT COUNT(*) FROM outbox o WHERE o.subject_id = t.id AND o.kind = 'HoldExpired') AS n \
-             FROM transfers t WHERE (t.status = 'expired') != (n = 1) OR n > 1",
-            "hold {id} has {n} HoldExpired events for its status",
-        ),
+        (&accounts_opened, "account {id} has {n} AccountOpened events, not 1"),
+        (&holds_expired, "hold {id} has {n} HoldExpired events for its status"),
         (&creation, "transfer {id} has {n} creation events, not 1"),
     ];
     for (sql, template) in checks {

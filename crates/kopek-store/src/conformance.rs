@@ -311,6 +311,17 @@ pub async fn balance_before_counts_strictly_earlier_entries(store: &dyn Store) {
     assert_eq!(before(51).await.expect("read"), Some(12));
     assert_eq!(before(101).await.expect("read"), Some(23));
     assert_eq!(store.balance_before(&id("ghost"), at(1)).await.expect("read"), None);
+
+    // An entry may take effect up to a day after its commit; entries committed days later
+    // come after it in the account's history.
+    run(store, at(200), 200, vec![deposit("ahead", "a", 17, Some(at(200 + 3_600)))]).await;
+    let days = 3 * 86_400;
+    run(store, at(days), 300, vec![deposit("days later", "a", 13, None)]).await;
+    assert_eq!(before(3_800).await.expect("read"), Some(23), "not yet in effect");
+    assert_eq!(before(3_801).await.expect("read"), Some(40));
+    assert_eq!(before(days).await.expect("read"), Some(40));
+    assert_eq!(before(days + 1).await.expect("read"), Some(53));
+    assert_eq!(before(days - 50).await.expect("read"), Some(40));
 }
 
 pub async fn holds_due_and_next_expiry(store: &dyn Store) {

@@ -480,7 +480,7 @@ impl Replay<'_> {
         }
         let frames = std::mem::take(&mut self.pending);
         self.bytes = 0;
-        if let Err(error) = self.projection.project(frames) {
+        if let Err(error) = self.projection.project(Arc::new(frames)) {
             self.error = Some(error);
         }
     }
@@ -524,8 +524,10 @@ fn project(frames: &mpsc::Receiver<(u64, Vec<u8>)>, projection: &SqliteStore, sh
             }
         }
         let last = decoded.last().map_or(0, |(sequence, _)| *sequence);
+        // Shared, not copied, with each attempt.
+        let decoded = Arc::new(decoded);
         loop {
-            match projection.project(decoded.clone()) {
+            match projection.project(Arc::clone(&decoded)) {
                 Ok(()) => break,
                 // The disk is full or the database busy: it may pass.
                 Err(error @ StoreError::Unavailable(_)) => {
