@@ -15,7 +15,7 @@ use kopek_core::{
     AccountResult, Authority, Batch, Command, CommandBody, CommandResult, OrderResult, Outcome,
     Tenant, Timestamp, TransferId, TransferResult, TransferStatus, UserResult, limits,
 };
-use kopek_store::{Store, StoreError};
+use kopek_store::{Committed, Store, StoreError};
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,10 +80,10 @@ pub struct EngineStats {
 }
 
 /// Counts, by code, what the batch refused or declined (replays are not counted again).
-fn count_rejections(outcome: &Outcome) {
+fn count_rejections(committed: &Committed) {
     let rejections = &kopek_telemetry::metrics().rejections;
     let count = |code: kopek_core::ErrorCode| rejections.with_label_values(&[code.as_str()]).inc();
-    for result in &outcome.results {
+    for result in &committed.results {
         match result {
             CommandResult::Transfers(results) => {
                 for result in results {
@@ -387,9 +387,9 @@ impl Writer {
         let batch = Arc::new(Batch { commands });
         Span::current().record("transfers", batch.transfer_count());
         match self.commit(batch.clone()).await {
-            Ok(outcome) => {
-                self.note_holds(&outcome);
-                for (reply, result) in replies.into_iter().zip(outcome.results) {
+            Ok(committed) => {
+                self.note_holds(&committed.records);
+                for (reply, result) in replies.into_iter().zip(committed.results) {
                     // A caller that went away still had its command committed.
                     let _ = reply.send(Ok(result));
                 }
@@ -399,10 +399,10 @@ impl Writer {
                 for (command, reply) in batch.commands.iter().zip(replies) {
                     let single = Arc::new(Batch { commands: vec![command.clone()] });
                     let result = self.commit(single).await;
-                    if let Ok(outcome) = &result {
-                        self.note_holds(outcome);
+                    if let Ok(committed) = &result {
+                        self.note_holds(&committed.records);
                     }
-                    let _ = reply.send(result.map(|mut outcome| outcome.results.remove(0)));
+                    let _ = reply.send(result.map(|mut committed| committed.results.remove(0)));
                 }
             }
             Err(error) => {
@@ -413,7 +413,7 @@ impl Writer {
         }
     }
 
-    async fn commit(&mut self, batch: Arc<Batch>) -> Result<Outcome, EngineError> {
+    async fn commit(&mut self, batch: Arc<Batch>) -> Result<Committed, EngineError> {
         let keys = batch.keys();
         let now = self.clock.tick();
         let transfer_count = batch.transfer_count() as u64;
@@ -451,7 +451,7 @@ impl Writer {
         .await;
         span.record("attempts", attempt + 1);
         match result {
-            Ok(outcome) => {
+            Ok(committed) => {
                 self.committed.send_modify(|count| *count += 1);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(command_count, Ordering::Relaxed);
@@ -459,14 +459,14 @@ impl Writer {
                 let metrics = kopek_telemetry::metrics();
                 metrics.batch_items.observe(transfer_count as f64);
                 metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
-                count_rejections(&outcome);
+                count_rejections(&committed);
                 tracing::debug!(
                     commands = command_count,
                     transfers = transfer_count,
                     commit_ms = started.elapsed().as_secs_f64() * 1e3,
                     "batch committed"
                 );
-                Ok(outcome)
+                Ok(committed)
             }
             Err(error) => {
                 self.stats.failed_batches.fetch_add(1, Ordering::Relaxed);

@@ -5,12 +5,12 @@
 use crate::Rng;
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, IdempotencyKey, Keys, Order, OrderId, Outcome, Tenant, Timestamp, Transfer,
+    Account, AccountId, IdempotencyKey, Keys, Order, OrderId, Tenant, Timestamp, Transfer,
     TransferId, User, UserId,
 };
 use kopek_store::{
-    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, Page,
-    SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
+    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
+    Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
     Watermark, Webhook,
 };
 use kopek_store_sqlite::SqliteStore;
@@ -65,7 +65,7 @@ pub struct FaultyStore {
 
 #[async_trait]
 impl Store for FaultyStore {
-    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome> {
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed> {
         match self.faults.roll() {
             None => self.inner.write_batch(keys, decide).await,
             Some(Fault::BeforeWrite) => {

@@ -25,9 +25,9 @@ use kopek_store::rows::{
 };
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
-    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, Effect,
-    FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent,
-    VerifyReport, Watermark, Webhook,
+    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
+    Effect, FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
+    StoredEvent, VerifyReport, Watermark, Webhook,
 };
 pub use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -724,13 +724,13 @@ fn to_i64(value: usize) -> i64 {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome> {
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed> {
         let mut db = self.pool.begin().await.map_err(sql_error)?;
         let state = load_state(&mut db, &keys).await?;
         let outcome = decide(state).map_err(StoreError::Invariant)?;
         write_outcome(&mut db, &outcome).await?;
         db.commit().await.map_err(sql_error)?;
-        Ok(outcome)
+        Ok(Committed::new(outcome))
     }
 
     async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {

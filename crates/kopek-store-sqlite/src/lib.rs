@@ -21,9 +21,9 @@ use kopek_store::codec::event_json;
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
-    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, Effect,
-    FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent,
-    VerifyReport, Watermark, Webhook,
+    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
+    Effect, FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
+    StoredEvent, VerifyReport, Watermark, Webhook,
 };
 use rows::*;
 use rusqlite::types::Value;
@@ -268,7 +268,7 @@ impl SqliteStore {
 
     /// Writes committed journal frames into the tables in one transaction, with the last
     /// frame's sequence as the projection's mark.
-    fn project(&self, frames: Arc<Vec<(u64, Outcome)>>) -> StoreResult<()> {
+    fn project(&self, frames: Vec<(u64, Arc<Outcome>)>) -> StoreResult<()> {
         let Some(last) = frames.last().map(|(sequence, _)| *sequence) else {
             return Ok(());
         };
@@ -282,7 +282,7 @@ impl SqliteStore {
                 let db_transaction = connection
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sql_error)?;
-                for (_, outcome) in frames.iter() {
+                for (_, outcome) in &frames {
                     write_outcome(&db_transaction, outcome)?;
                 }
                 db_transaction
@@ -961,7 +961,7 @@ fn to_sql_int(value: usize) -> i64 {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome> {
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed> {
         self.write(move |connection| {
             let db_transaction = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -970,7 +970,7 @@ impl Store for SqliteStore {
             let outcome = decide(state).map_err(StoreError::Invariant)?;
             write_outcome(&db_transaction, &outcome)?;
             db_transaction.commit().map_err(sql_error)?;
-            Ok(outcome)
+            Ok(Committed::new(outcome))
         })
         .await
     }

@@ -94,6 +94,7 @@ async fn run_commands(
         )
         .await
         .expect("batch commits")
+        .into_outcome()
 }
 
 fn open(accounts: &[(&str, Option<&str>)]) -> CommandBody {

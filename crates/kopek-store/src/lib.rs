@@ -16,9 +16,11 @@ pub use webhooks::{Attempt, AttemptResult, Delivery, DeliveryStatus, Webhook};
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, Currency, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome,
-    Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
+    Account, AccountId, CommandResult, Currency, Entry, FxRate, IdempotencyKey, Keys, Order,
+    OrderId, Outcome, Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User,
+    UserId,
 };
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +52,28 @@ pub fn wall_clock() -> Timestamp {
 
 /// Decides a batch's effects from its loaded state; an `Err` is a broken invariant.
 pub type Decide = Box<dyn FnOnce(State) -> Result<Outcome, String> + Send>;
+
+/// A committed batch: each command's result, and the records it wrote (its outcome without
+/// the results). The records are shared, not copied, with what else reads them (the journal
+/// store's projector writes its tables from the same records).
+#[derive(Debug)]
+pub struct Committed {
+    pub results: Vec<CommandResult>,
+    pub records: Arc<Outcome>,
+}
+
+impl Committed {
+    pub fn new(mut outcome: Outcome) -> Committed {
+        Committed { results: std::mem::take(&mut outcome.results), records: Arc::new(outcome) }
+    }
+
+    /// The whole outcome again (records copied only if they are still shared).
+    pub fn into_outcome(self) -> Outcome {
+        let mut outcome = Arc::unwrap_or_clone(self.records);
+        outcome.results = self.results;
+        outcome
+    }
+}
 
 /// An entry with its position in the ledger-wide entry order (the statement cursor).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,7 +176,7 @@ pub trait Store: Send + Sync + 'static {
     /// Loads the state for `keys` (and the accounts of every transfer loaded), runs `decide`,
     /// writes the outcome and commits, all in one database transaction. On any error nothing
     /// is written.
-    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome>;
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed>;
 
     async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
     /// Accounts in id order, after `after` (exclusive), optionally only one owner's.

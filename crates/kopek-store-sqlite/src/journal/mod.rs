@@ -7,8 +7,8 @@
 //!   the state from memory (the projection only for records old enough to have left memory),
 //!   runs the decision, appends the outcome as one frame, `fdatasync`s it, updates memory and
 //!   only then answers. A failed sync stops the process: nothing after it is acknowledged.
-//! - the **projector** decodes committed frames and writes them, many at a time, through the
-//!   SQLite store's writer, with the last frame's sequence (the projection's mark) in the same
+//! - the **projector** writes the records of committed frames (shared with the writer, so
+//!   nothing is decoded), many frames at a time, through the SQLite store's writer, with the last frame's sequence (the projection's mark) in the same
 //!   transaction. It needs no durability of its own: a restart replays the frames after the
 //!   mark. At most `PROJECTION_FRAMES_BEHIND_MAX` frames wait for it; beyond that the journal
 //!   writer waits, so a sustained load runs at the rate the projection sustains.
@@ -33,9 +33,9 @@ use kopek_core::{
 };
 use kopek_journal::{Journal, JournalError, Options};
 use kopek_store::{
-    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Consumed, Decide, Delivery, FxRevenue,
-    JournalProgress, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent,
-    VerifyReport, Watermark, Webhook,
+    ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
+    FxRevenue, JournalProgress, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
+    StoredEvent, VerifyReport, Watermark, Webhook,
 };
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -152,7 +152,7 @@ impl Shared {
 struct WriteJob {
     keys: Keys,
     decide: Decide,
-    reply: oneshot::Sender<StoreResult<Outcome>>,
+    reply: oneshot::Sender<StoreResult<Committed>>,
 }
 
 impl JournalStore {
@@ -442,7 +442,7 @@ impl Drop for JournalStore {
 struct Replay<'a> {
     projection: &'a SqliteStore,
     mark: u64,
-    pending: Vec<(u64, Outcome)>,
+    pending: Vec<(u64, Arc<Outcome>)>,
     bytes: usize,
     error: Option<StoreError>,
 }
@@ -459,7 +459,7 @@ impl Replay<'_> {
         match frame::decode(&frame.payload) {
             Ok(outcome) => {
                 self.bytes += frame.payload.len();
-                self.pending.push((frame.sequence, outcome));
+                self.pending.push((frame.sequence, Arc::new(outcome)));
             }
             Err(problem) => {
                 self.error = Some(StoreError::Corrupt(format!(
@@ -480,7 +480,7 @@ impl Replay<'_> {
         }
         let frames = std::mem::take(&mut self.pending);
         self.bytes = 0;
-        if let Err(error) = self.projection.project(Arc::new(frames)) {
+        if let Err(error) = self.projection.project(frames) {
             self.error = Some(error);
         }
     }
@@ -497,37 +497,23 @@ impl Replay<'_> {
 /// The projector's loop: takes every frame waiting (up to a transaction's worth), decodes
 /// them and writes them in one transaction, then moves the mark. It ends when the journal
 /// writer is gone and every frame sent is projected.
-fn project(frames: &mpsc::Receiver<(u64, Vec<u8>)>, projection: &SqliteStore, shared: &Shared) {
+fn project(frames: &mpsc::Receiver<ToProject>, projection: &SqliteStore, shared: &Shared) {
     while let Ok(first) = frames.recv() {
-        let mut bytes = first.1.len();
-        let mut batch = vec![first];
+        let mut bytes = first.bytes;
+        let mut batch = vec![(first.sequence, first.records)];
         while bytes < PROJECTION_BYTES_PER_TRANSACTION_MAX {
             match frames.try_recv() {
                 Ok(next) => {
-                    bytes += next.1.len();
-                    batch.push(next);
+                    bytes += next.bytes;
+                    batch.push((next.sequence, next.records));
                 }
                 Err(_) => break,
             }
         }
-        let mut decoded = Vec::with_capacity(batch.len());
-        for (sequence, payload) in batch {
-            match frame::decode(&payload) {
-                Ok(outcome) => decoded.push((sequence, outcome)),
-                Err(problem) => {
-                    // The writer encoded it a moment ago: a bug, and the frames after it
-                    // cannot be projected in order.
-                    shared
-                        .projector_stopped(format!("frame {sequence} does not decode: {problem}"));
-                    return;
-                }
-            }
-        }
-        let last = decoded.last().map_or(0, |(sequence, _)| *sequence);
-        // Shared, not copied, with each attempt.
-        let decoded = Arc::new(decoded);
+        let last = batch.last().map_or(0, |(sequence, _)| *sequence);
         loop {
-            match projection.project(Arc::clone(&decoded)) {
+            // The records are shared with each attempt, not copied.
+            match projection.project(batch.clone()) {
                 Ok(()) => break,
                 // The disk is full or the database busy: it may pass.
                 Err(error @ StoreError::Unavailable(_)) => {
@@ -549,6 +535,14 @@ fn project(frames: &mpsc::Receiver<(u64, Vec<u8>)>, projection: &SqliteStore, sh
     }
 }
 
+/// A committed frame on its way to the projector: the records it was encoded from (they
+/// need no decoding) and the size of its payload, which bounds a projection transaction.
+struct ToProject {
+    sequence: u64,
+    records: Arc<Outcome>,
+    bytes: usize,
+}
+
 /// What the journal writer owns.
 struct Writer {
     journal: Journal,
@@ -556,11 +550,11 @@ struct Writer {
     shared: Arc<Shared>,
     /// A read connection on the projection, for records that left memory.
     reader: Connection,
-    projector: mpsc::Sender<(u64, Vec<u8>)>,
+    projector: mpsc::Sender<ToProject>,
 }
 
 impl Writer {
-    fn write(&mut self, keys: &Keys, decide: Decide) -> StoreResult<Outcome> {
+    fn write(&mut self, keys: &Keys, decide: Decide) -> StoreResult<Committed> {
         self.await_projection()?;
         let state = self.load(keys)?;
         let outcome = decide(state).map_err(StoreError::Invariant)?;
@@ -604,12 +598,15 @@ impl Writer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push_back((sequence, Instant::now()));
         self.memory.remember(sequence, &outcome, &self.shared);
-        if self.projector.send((sequence, payload)).is_err() {
+        let committed = Committed::new(outcome);
+        let to_project =
+            ToProject { sequence, records: Arc::clone(&committed.records), bytes: payload.len() };
+        if self.projector.send(to_project).is_err() {
             tracing::error!("the projector stopped; reads will wait for it until restart");
         }
         let projected = *self.shared.projected.borrow();
         self.memory.forget(projected);
-        Ok(outcome)
+        Ok(committed)
     }
 
     /// Waits while `PROJECTION_FRAMES_BEHIND_MAX` frames wait for the projector, so a
@@ -1016,7 +1013,7 @@ impl Memory {
 
 #[async_trait]
 impl Store for JournalStore {
-    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Outcome> {
+    async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed> {
         let (reply, answer) = oneshot::channel();
         let sent = match self.writer.lock() {
             Ok(writer) => writer

@@ -44,6 +44,7 @@ async fn run(store: &dyn Store, first_id: u128, bodies: Vec<CommandBody>) -> Out
         )
         .await
         .expect("the batch commits")
+        .into_outcome()
 }
 
 fn open(names: &[&str]) -> CommandBody {
