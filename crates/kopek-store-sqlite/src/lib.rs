@@ -17,7 +17,6 @@ use kopek_core::{
     Account, AccountId, Currency, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome,
     Overdraft, Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
-use kopek_store::codec::event_json;
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
@@ -46,8 +45,6 @@ const WAL_PAGES_BEFORE_WRITER_CHECKPOINTS: i64 = 16_384;
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(50);
 /// How long a read-only open of a journal-first ledger waits for its tables to catch up.
 const READ_ONLY_PROJECTION_WAIT_MAX: Duration = Duration::from_secs(10);
-/// A batch with at least this many events has their documents encoded on a second thread.
-const EVENTS_ENCODED_ASIDE_MIN: usize = 256;
 
 /// Schema migrations, applied in order; the version is the position plus one.
 const MIGRATIONS: &[&str] = &[
@@ -656,46 +653,30 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
     Ok(state)
 }
 
-/// Writes what a batch decided. The outbox documents of a large batch are serialised and
-/// compressed on a second thread while this one inserts the other rows: the writer is the
-/// ledger's one serial path, and that work is a sixth of it.
+/// Writes what a batch decided.
 fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
-    let encode_all = || -> StoreResult<Vec<Vec<u8>>> {
-        outcome
-            .events
-            .iter()
-            .map(|event| payload::encode(&event_json(event)).map_err(StoreError::Invariant))
-            .collect()
-    };
-    if outcome.events.len() < EVENTS_ENCODED_ASIDE_MIN {
-        write_rows(connection, outcome)?;
-        return write_events(connection, outcome, encode_all()?);
-    }
-    std::thread::scope(|scope| {
-        let encoding = std::thread::Builder::new()
-            .name("kopek-sqlite-enc".to_owned())
-            .spawn_scoped(scope, encode_all)
-            .map_err(|error| StoreError::Unavailable(format!("start encoder thread: {error}")))?;
-        write_rows(connection, outcome)?;
-        let payloads = encoding
-            .join()
-            .map_err(|_| StoreError::Invariant("the event encoder panicked".to_owned()))??;
-        write_events(connection, outcome, payloads)
-    })
+    write_rows(connection, outcome)?;
+    write_events(connection, outcome)
 }
 
-fn write_events(
-    connection: &Connection,
-    outcome: &Outcome,
-    payloads: Vec<Vec<u8>>,
-) -> StoreResult<()> {
+/// The outbox rows: each event in the record encoding (payload format 2); its JSON document
+/// is rendered when read.
+fn write_events(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
     let mut statement = connection
         .prepare_cached(
             "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor, traceparent) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(sql_error)?;
-    for (event, payload) in outcome.events.iter().zip(payloads) {
+    for event in &outcome.events {
+        let payload = payload::encode_event(event);
+        // In the store's tests every event also reads back as the document it stands for.
+        #[cfg(test)]
+        assert_eq!(
+            payload::decode(rusqlite::types::ValueRef::Blob(&payload)),
+            Ok(kopek_store::codec::event_json(event)),
+            "an outbox payload renders its event's document"
+        );
         statement
             .execute(rusqlite::params![
                 event.id.to_string(),
@@ -1851,14 +1832,14 @@ mod tests {
         assert!(missing.unwrap_or_default().contains("no ledger found"));
     }
 
-    /// A batch large enough to have its documents encoded on the second thread stores each
-    /// document with its own row, compressed, in order; the checkpoint thread empties the WAL.
+    /// A large batch stores each event with its own row, in order and smaller than its
+    /// document; the checkpoint thread empties the WAL.
     #[tokio::test]
     async fn a_large_batch_stores_every_event_document_with_its_row() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path()).expect("open");
         let usd = Currency::parse("USD").expect("USD");
-        let count = EVENTS_ENCODED_ASIDE_MIN + 44;
+        let count = 300;
         let accounts: Vec<NewAccount> = (0..count)
             .map(|index| {
                 NewAccount::user(AccountId::parse(&format!("big-{index:04}")).expect("id"), usd)
@@ -1885,7 +1866,7 @@ mod tests {
         let stored: Vec<u8> = raw
             .query_row("SELECT payload FROM outbox ORDER BY sequence LIMIT 1", [], |row| row.get(0))
             .expect("a blob payload");
-        assert_eq!(stored[0], 1, "format 1");
+        assert_eq!(stored[0], 2, "format 2");
         assert!(stored.len() < events[0].payload.len() / 2, "{} bytes", stored.len());
         // Only a checkpoint moves the committed pages from the WAL into the database file,
         // and the writer leaves that to the checkpoint thread.

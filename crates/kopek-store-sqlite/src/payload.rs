@@ -9,30 +9,52 @@
 //! (level 1, content size in the header) made with `outbox_dictionary_v1.txt` as a raw-content
 //! dictionary. That file is part of the format: changing it would garble every stored row, so
 //! a new dictionary needs a new format byte.
+//!
+//! Format 2, written since issue 20, is the event itself in the journal's record encoding
+//! (`journal::frame::encode_event`, the subject inline): about as small as format 1, and it
+//! costs the one writer no JSON and no compression. The document is rendered when a reader
+//! asks for it, with the same `event_json` that rendered format 1's. The record encoding is
+//! then part of this format too, as it already is of the journal's frames.
 
+use kopek_core::Event;
+use kopek_store::codec::event_json;
 use rusqlite::types::ValueRef;
 use std::cell::RefCell;
 use std::sync::LazyLock;
-use zstd::dict::{DecoderDictionary, EncoderDictionary};
+use zstd::dict::DecoderDictionary;
 
 /// The first byte of a format-1 payload.
 const FORMAT_ZSTD_V1: u8 = 1;
+/// The first byte of a format-2 payload.
+const FORMAT_EVENT_V2: u8 = 2;
+#[cfg(test)]
 const LEVEL: i32 = 1;
 /// A document larger than this is refused on read as corrupt rather than allocated.
 const DOCUMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 static DICTIONARY_V1: &[u8] = include_bytes!("outbox_dictionary_v1.txt");
-static ENCODER_V1: LazyLock<EncoderDictionary<'static>> =
-    LazyLock::new(|| EncoderDictionary::copy(DICTIONARY_V1, LEVEL));
+#[cfg(test)]
+static ENCODER_V1: LazyLock<zstd::dict::EncoderDictionary<'static>> =
+    LazyLock::new(|| zstd::dict::EncoderDictionary::copy(DICTIONARY_V1, LEVEL));
 static DECODER_V1: LazyLock<DecoderDictionary<'static>> =
     LazyLock::new(|| DecoderDictionary::copy(DICTIONARY_V1));
 
 thread_local! {
+    #[cfg(test)]
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// The stored form of an event document.
+/// The stored form of an event (format 2).
+pub fn encode_event(event: &Event) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(256);
+    stored.push(FORMAT_EVENT_V2);
+    crate::journal::frame::encode_event(event, &mut stored);
+    stored
+}
+
+/// The stored form of an event document (format 1, which rows written before format 2 hold).
+#[cfg(test)]
 pub fn encode(document: &str) -> Result<Vec<u8>, String> {
     COMPRESSOR.with_borrow_mut(|slot| {
         let compressor = match slot {
@@ -58,6 +80,9 @@ pub fn decode(column: ValueRef<'_>) -> Result<String, String> {
         ValueRef::Text(text) => String::from_utf8(text.to_vec())
             .map_err(|_| "event payload is not UTF-8 text".to_owned()),
         ValueRef::Blob([FORMAT_ZSTD_V1, frame @ ..]) => decompress(frame),
+        ValueRef::Blob([FORMAT_EVENT_V2, record @ ..]) => {
+            crate::journal::frame::decode_event(record).map(|event| event_json(&event))
+        }
         ValueRef::Blob([format, ..]) => Err(format!("event payload has unknown format {format}")),
         _ => Err("event payload is neither text nor a known blob".to_owned()),
     }

@@ -130,6 +130,25 @@ pub fn encode(outcome: &Outcome, out: &mut Vec<u8>) {
     }
 }
 
+/// Encodes one event on its own, its subject written inline: an outbox row's payload (see
+/// `payload.rs`), rendered as its JSON document only when read.
+pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
+    let mut e = Encoder { out, base: event.at, table: HashMap::new() };
+    e.signed(event.at.as_unix_micros());
+    e.event(event, &Records { transfers: HashMap::new(), accounts: HashMap::new() });
+}
+
+/// Decodes what `encode_event` wrote.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+    let mut d = Decoder { bytes, at: 0, base: 0, table: Vec::new() };
+    d.base = d.signed()?;
+    let event = d.event(&Outcome::default())?;
+    if d.at != bytes.len() {
+        return Err(format!("{} bytes follow the event", bytes.len() - d.at));
+    }
+    Ok(event)
+}
+
 /// Decodes a payload into the outcome it recorded (with no results).
 pub fn decode(payload: &[u8]) -> Result<Outcome, String> {
     let mut d = Decoder { bytes: payload, at: 0, base: 0, table: Vec::new() };
