@@ -98,6 +98,22 @@ struct Shared {
 }
 
 impl Shared {
+    /// With `accounts` as of frame `last`, which the projection holds.
+    fn new(accounts: HashMap<AccountId, Account>, last: u64) -> Shared {
+        let (projected, _) = watch::channel(last);
+        Shared {
+            accounts: RwLock::new(accounts),
+            committed: AtomicU64::new(last),
+            projected,
+            unprojected: Mutex::new(VecDeque::new()),
+            lag_max_micros: AtomicU64::new(0),
+            projection_failing: AtomicBool::new(false),
+            progress: (Mutex::new(()), Condvar::new()),
+            projector_stopped: Mutex::new(None),
+            closing: AtomicBool::new(false),
+        }
+    }
+
     /// How long the oldest frame the projection does not hold has waited.
     fn lag(&self) -> Duration {
         let unprojected = self.unprojected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -194,18 +210,7 @@ impl JournalStore {
         let last = recovery.last_sequence;
         let reader = open_reader(projection.path())?;
         let (accounts, memory) = Memory::load(&reader)?;
-        let (projected, _) = watch::channel(last);
-        let shared = Arc::new(Shared {
-            accounts: RwLock::new(accounts),
-            committed: AtomicU64::new(last),
-            projected,
-            unprojected: Mutex::new(VecDeque::new()),
-            lag_max_micros: AtomicU64::new(0),
-            projection_failing: AtomicBool::new(false),
-            progress: (Mutex::new(()), Condvar::new()),
-            projector_stopped: Mutex::new(None),
-            closing: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(accounts, last));
         // Unbounded: the bound is kept before a batch is decided (`Writer::await_projection`),
         // so a frame already durable is never held up on its way to the projector.
         let (to_projector, frames) = mpsc::channel();
@@ -597,8 +602,8 @@ impl Writer {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push_back((sequence, Instant::now()));
-        self.memory.remember(sequence, &outcome, &self.shared);
         let committed = Committed::new(outcome);
+        self.memory.remember(sequence, &committed.records, &self.shared);
         let to_project =
             ToProject { sequence, records: Arc::clone(&committed.records), bytes: payload.len() };
         if self.projector.send(to_project).is_err() {
@@ -649,11 +654,12 @@ impl Writer {
         let mut state = State::default();
         let mut older = Keys::default();
         for pair in &keys.idempotency_keys {
-            match memory.keys.get(pair).and_then(|id| memory.transfer(*id)) {
+            let hash = key_hash(&pair.0, &pair.1);
+            match memory.tail_transfer_by_key(hash, &pair.0, &pair.1) {
                 Some(transfer) => {
                     state.transfers.insert(transfer.id, transfer.clone());
                 }
-                None if memory.seen.contains(&key_hash(&pair.0, &pair.1)) => {
+                None if memory.seen.contains(&hash) => {
                     older.idempotency_keys.insert(pair.clone());
                 }
                 None => {}
@@ -814,8 +820,12 @@ struct Memory {
     rates: HashMap<(Tenant, Currency, Currency), BTreeMap<Timestamp, FxRate>>,
     /// Open holds.
     holds: HashMap<TransferId, Transfer>,
-    transfers: HashMap<TransferId, (u64, Transfer)>,
-    keys: HashMap<(Tenant, IdempotencyKey), TransferId>,
+    /// The tail's transfers: the frame that wrote each last, and its place among that
+    /// frame's transfer records (inserted, then updated). The records stay in `frames`.
+    transfers: HashMap<TransferId, (u64, usize)>,
+    /// The tail's transfers by `key_hash` of their key. A hash two keys share (never seen
+    /// yet, but possible) is settled by `tail_transfer_by_key`.
+    keys: HashMap<u64, TransferId>,
     /// The legs of conversions in the tail or held.
     by_quote: HashMap<QuoteId, BTreeSet<TransferId>>,
     users: HashMap<UserId, (u64, User)>,
@@ -824,14 +834,14 @@ struct Memory {
     quote_keys: HashMap<(Tenant, IdempotencyKey), QuoteId>,
     /// `key_hash` of every transfer's key.
     seen: HashSet<u64>,
-    /// The tail's frames in order, with what each wrote.
-    frames: VecDeque<(u64, Written)>,
+    /// The tail's frames in order, consecutive: the records each wrote (shared with the
+    /// projector, not copied), and the users, orders and quotes among them.
+    frames: VecDeque<(u64, Arc<Outcome>, Written)>,
 }
 
-/// The tail records one frame wrote.
+/// The users, orders and quotes one frame wrote (kept as copies: they are few).
 #[derive(Default)]
 struct Written {
-    transfers: Vec<TransferId>,
     users: Vec<UserId>,
     orders: Vec<OrderId>,
     quotes: Vec<QuoteId>,
@@ -891,7 +901,42 @@ impl Memory {
 
     /// The newest transfer `id` memory holds.
     fn transfer(&self, id: TransferId) -> Option<&Transfer> {
-        self.transfers.get(&id).map(|(_, transfer)| transfer).or_else(|| self.holds.get(&id))
+        self.transfers
+            .get(&id)
+            .and_then(|(sequence, place)| self.tail_record(*sequence, *place))
+            .or_else(|| self.holds.get(&id))
+    }
+
+    /// The transfer record at `place` in the tail's frame `sequence`.
+    fn tail_record(&self, sequence: u64, place: usize) -> Option<&Transfer> {
+        let first = self.frames.front()?.0;
+        let (_, records, _) =
+            self.frames.get(usize::try_from(sequence.checked_sub(first)?).ok()?)?;
+        transfer_record(records, place)
+    }
+
+    /// The tail's newest transfer with `tenant`'s `key`, whose `key_hash` is `hash`.
+    fn tail_transfer_by_key(
+        &self,
+        hash: u64,
+        tenant: &Tenant,
+        key: &IdempotencyKey,
+    ) -> Option<&Transfer> {
+        let id = self.keys.get(&hash)?;
+        let found = self.transfer(*id)?;
+        if found.tenant == *tenant && found.idempotency_key == *key {
+            return Some(found);
+        }
+        // Another key with the same hash: look through the tail, newest first.
+        self.frames.iter().rev().find_map(|(_, records, _)| {
+            records
+                .transfers_updated
+                .iter()
+                .rev()
+                .chain(records.transfers_inserted.iter().rev())
+                .find(|transfer| transfer.tenant == *tenant && transfer.idempotency_key == *key)
+                .and_then(|transfer| self.transfer(transfer.id))
+        })
     }
 
     /// What the projection's constraints would refuse, refused before the frame is written.
@@ -909,18 +954,23 @@ impl Memory {
     }
 
     /// Takes in what frame `sequence` committed.
-    fn remember(&mut self, sequence: u64, outcome: &Outcome, shared: &Shared) {
+    fn remember(&mut self, sequence: u64, records: &Arc<Outcome>, shared: &Shared) {
         {
             let mut accounts =
                 shared.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for account in outcome.accounts_opened.iter().chain(&outcome.accounts_changed) {
-                accounts.insert(account.id.clone(), account.clone());
+            for account in records.accounts_opened.iter().chain(&records.accounts_changed) {
+                match accounts.get_mut(&account.id) {
+                    Some(known) => known.clone_from(account),
+                    None => {
+                        accounts.insert(account.id.clone(), account.clone());
+                    }
+                }
             }
             // Under the same lock, so a reader sees the accounts and their frame together.
             shared.committed.store(sequence, Ordering::Release);
         }
-        let mut written = Written::default();
-        for transfer in outcome.transfers_inserted.iter().chain(&outcome.transfers_updated) {
+        let transfers = records.transfers_inserted.iter().chain(&records.transfers_updated);
+        for (place, transfer) in transfers.enumerate() {
             if let Some(leg) = &transfer.fx {
                 self.by_quote.entry(leg.quote_id).or_default().insert(transfer.id);
             }
@@ -929,60 +979,62 @@ impl Memory {
             } else {
                 self.holds.remove(&transfer.id);
             }
-            self.keys
-                .insert((transfer.tenant.clone(), transfer.idempotency_key.clone()), transfer.id);
-            self.seen.insert(key_hash(&transfer.tenant, &transfer.idempotency_key));
-            self.transfers.insert(transfer.id, (sequence, transfer.clone()));
-            written.transfers.push(transfer.id);
+            let hash = key_hash(&transfer.tenant, &transfer.idempotency_key);
+            self.keys.insert(hash, transfer.id);
+            self.seen.insert(hash);
+            self.transfers.insert(transfer.id, (sequence, place));
         }
-        for user in &outcome.users_created {
+        let mut written = Written::default();
+        for user in &records.users_created {
             self.users.insert(user.id.clone(), (sequence, user.clone()));
             written.users.push(user.id.clone());
         }
-        for order in outcome.orders_created.iter().chain(&outcome.orders_changed) {
+        for order in records.orders_created.iter().chain(&records.orders_changed) {
             self.orders.insert(order.id.clone(), (sequence, order.clone()));
             written.orders.push(order.id.clone());
         }
-        for quote in outcome.quotes_created.iter().chain(&outcome.quotes_used) {
+        for quote in records.quotes_created.iter().chain(&records.quotes_used) {
             if let Some(key) = &quote.idempotency_key {
                 self.quote_keys.insert((quote.tenant.clone(), key.clone()), quote.id);
             }
             self.quotes.insert(quote.id, (sequence, quote.clone()));
             written.quotes.push(quote.id);
         }
-        if let Some(number) = outcome.last_user_number {
+        if let Some(number) = records.last_user_number {
             self.last_user_number = number;
         }
-        for rate in &outcome.rates_set {
+        for rate in &records.rates_set {
             self.rates
                 .entry((rate.tenant.clone(), rate.base, rate.quote))
                 .or_default()
                 .insert(rate.valid_from, rate.clone());
         }
-        self.frames.push_back((sequence, written));
+        self.frames.push_back((sequence, Arc::clone(records), written));
     }
 
     /// Lets go of the tail records of every frame up to `projected`, unless a later frame
     /// wrote them again.
     fn forget(&mut self, projected: u64) {
-        while self.frames.front().is_some_and(|(sequence, _)| *sequence <= projected) {
-            let Some((sequence, written)) = self.frames.pop_front() else { break };
-            for id in written.transfers {
-                if self.transfers.get(&id).is_some_and(|(last, _)| *last == sequence)
-                    && let Some((_, transfer)) = self.transfers.remove(&id)
+        while self.frames.front().is_some_and(|(sequence, _, _)| *sequence <= projected) {
+            let Some((sequence, records, written)) = self.frames.pop_front() else { break };
+            let transfers = records.transfers_inserted.iter().chain(&records.transfers_updated);
+            for (place, transfer) in transfers.enumerate() {
+                let id = transfer.id;
+                if self.transfers.get(&id) != Some(&(sequence, place)) {
+                    continue; // a later frame wrote it again
+                }
+                self.transfers.remove(&id);
+                let hash = key_hash(&transfer.tenant, &transfer.idempotency_key);
+                if self.keys.get(&hash) == Some(&id) {
+                    self.keys.remove(&hash);
+                }
+                if let Some(leg) = &transfer.fx
+                    && !self.holds.contains_key(&id)
+                    && let Some(legs) = self.by_quote.get_mut(&leg.quote_id)
                 {
-                    let pair = (transfer.tenant, transfer.idempotency_key);
-                    if self.keys.get(&pair) == Some(&id) {
-                        self.keys.remove(&pair);
-                    }
-                    if let Some(leg) = transfer.fx
-                        && !self.holds.contains_key(&id)
-                        && let Some(legs) = self.by_quote.get_mut(&leg.quote_id)
-                    {
-                        legs.remove(&id);
-                        if legs.is_empty() {
-                            self.by_quote.remove(&leg.quote_id);
-                        }
+                    legs.remove(&id);
+                    if legs.is_empty() {
+                        self.by_quote.remove(&leg.quote_id);
                     }
                 }
             }
@@ -1008,6 +1060,14 @@ impl Memory {
                 }
             }
         }
+    }
+}
+
+/// The transfer record at `place` among a frame's inserted, then updated, transfers.
+fn transfer_record(records: &Outcome, place: usize) -> Option<&Transfer> {
+    match place.checked_sub(records.transfers_inserted.len()) {
+        None => records.transfers_inserted.get(place),
+        Some(updated) => records.transfers_updated.get(updated),
     }
 }
 

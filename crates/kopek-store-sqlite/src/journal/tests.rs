@@ -259,3 +259,40 @@ async fn the_journal_check_finds_a_projection_that_differs_from_the_journal() {
     assert!(problems[0].contains("transfer") && problems[0].contains("differs"), "{problems:?}");
     assert!(problems[1].contains("entry of transfer"), "{problems:?}");
 }
+
+/// Two keys with one `key_hash` (simulated: XXH3-64 collisions are not known to exist for
+/// real keys) must still each find their own transfer in the tail, or a replay would answer
+/// with the wrong transfer and a key would be taken twice.
+#[tokio::test]
+async fn a_key_hash_two_keys_share_still_finds_each_transfer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = JournalStore::open(dir.path()).expect("open");
+    run(&store, 0, vec![open(&["alice"])]).await;
+    let world = AccountId::world(usd());
+    let outcome = run(
+        &store,
+        100,
+        vec![transfer("first", world.clone(), "alice", 5), transfer("second", world, "alice", 7)],
+    )
+    .await;
+    let (first, second) = (&outcome.transfers_inserted[0], &outcome.transfers_inserted[1]);
+    let mut memory = Memory::default();
+    let shared = Shared::new(HashMap::new(), 0);
+    memory.remember(1, &Arc::new(outcome.clone()), &shared);
+    let first_hash = key_hash(&first.tenant, &first.idempotency_key);
+    // The second key's transfer now sits where the first key's hash points.
+    memory.keys.insert(first_hash, second.id);
+    let found = memory.tail_transfer_by_key(first_hash, &first.tenant, &first.idempotency_key);
+    assert_eq!(found.map(|transfer| transfer.id), Some(first.id));
+    let second_hash = key_hash(&second.tenant, &second.idempotency_key);
+    let found = memory.tail_transfer_by_key(second_hash, &second.tenant, &second.idempotency_key);
+    assert_eq!(found.map(|transfer| transfer.id), Some(second.id));
+    let absent = IdempotencyKey::parse("third").expect("key");
+    assert_eq!(memory.tail_transfer_by_key(first_hash, &first.tenant, &absent), None);
+    // Once the projection holds the frame, the tail lets go of both.
+    memory.forget(1);
+    assert_eq!(memory.transfer(first.id), None);
+    let found = memory.tail_transfer_by_key(first_hash, &first.tenant, &first.idempotency_key);
+    assert_eq!(found, None, "found in the projection now, through the filter");
+    assert!(memory.seen.contains(&first_hash) && memory.seen.contains(&second_hash));
+}
