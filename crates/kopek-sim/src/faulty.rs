@@ -1,4 +1,4 @@
-//! `FaultyStore`: the real SQLite store with injected write failures, when enabled. A fault
+//! `FaultyStore`: a real embedded store with injected write failures, when enabled. A fault
 //! either refuses a batch before writing (nothing applied) or loses the answer after the
 //! commit (everything applied, the caller told it failed): the case idempotency exists for.
 
@@ -13,7 +13,6 @@ use kopek_store::{
     Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
     Watermark, Webhook,
 };
-use kopek_store_sqlite::SqliteStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -59,7 +58,7 @@ impl Faults {
 }
 
 pub struct FaultyStore {
-    pub inner: SqliteStore,
+    pub inner: Arc<dyn Store>,
     pub faults: Arc<Faults>,
 }
 

@@ -1,8 +1,10 @@
 //! kopek-sim: a seeded, deterministic simulation of the ledger. A random workload (deposits,
 //! transfers, holds, captures, voids, linked batches, freezes, replays and key reuse) runs
-//! through the real write path on a real SQLite file; a naive auditor predicts every verdict.
+//! through the real write path on a real embedded store (journal-first by default, or the
+//! SQLite layout); a naive auditor predicts every verdict.
 //! Between waves the engine is restarted, gracefully or abruptly (in-flight work abandoned and
-//! resent, as a client would after a crash). After each wave the balances must match the
+//! resent, as a client would after a crash; journal-first, the projection is abandoned too, so
+//! the next open replays the frames it lacked). After each wave the balances must match the
 //! auditor's, and `verify` must find the books consistent. Some waves run one request at a
 //! time over a store that injects failures before the write or after the commit; the client
 //! resends until it gets an answer, and the answer must be the auditor's.
@@ -18,7 +20,7 @@ use faulty::{Faults, FaultyStore};
 use kopek_core::*;
 use kopek_engine::{Engine, EngineConfig, Ticket};
 use kopek_store::Store;
-use kopek_store_sqlite::SqliteStore;
+use kopek_store_sqlite::{JournalStore, SqliteStore};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +30,17 @@ pub struct SimConfig {
     pub seed: u64,
     pub steps: usize,
     pub accounts: usize,
+    pub layout: Layout,
+}
+
+/// Which embedded store the simulation runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// `JournalStore`, what `kopek serve` runs.
+    #[default]
+    Journal,
+    /// `SqliteStore`, `kopek serve --journal false`.
+    Sqlite,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -340,16 +353,51 @@ fn recorded_as(verdict: &Verdict, transfer: &Transfer, later: bool) -> bool {
     }
 }
 
-fn start(
-    data_dir: &Path,
-    faults: &Arc<Faults>,
-) -> Result<(Engine, tokio::task::JoinHandle<()>), String> {
+/// A running engine on the simulation's store, and the journal store under it (to abandon
+/// its projection in a crash).
+struct Running {
+    engine: Engine,
+    writer: tokio::task::JoinHandle<()>,
+    journal: Option<Arc<JournalStore>>,
+}
+
+impl Running {
+    /// Stops as a crash would: the write path dies mid-work, and a journal store's projector
+    /// stops without writing what waits for it.
+    async fn crash(self) {
+        if let Some(journal) = &self.journal {
+            journal.abandon_projection();
+        }
+        self.writer.abort();
+        drop(self.engine);
+        drop(self.journal);
+        let _ = self.writer.await;
+    }
+
+    /// Stops gracefully: the engine drains its queue.
+    async fn stop(self) -> Result<(), String> {
+        drop(self.engine);
+        drop(self.journal);
+        self.writer.await.map_err(|e| format!("writer: {e}"))
+    }
+}
+
+fn start(data_dir: &Path, faults: &Arc<Faults>, layout: Layout) -> Result<Running, String> {
     // After an abrupt stop a blocking read of the old store may still be finishing; it holds
     // the data dir's lock until then, as a dying process does until it exits.
     let mut attempts = 0;
-    let inner = loop {
-        match SqliteStore::open(data_dir) {
-            Ok(store) => break store,
+    let (inner, journal): (Arc<dyn Store>, Option<Arc<JournalStore>>) = loop {
+        let opened = match layout {
+            Layout::Journal => JournalStore::open(data_dir).map(|store| {
+                let store = Arc::new(store);
+                (store.clone() as Arc<dyn Store>, Some(store))
+            }),
+            Layout::Sqlite => {
+                SqliteStore::open(data_dir).map(|store| (Arc::new(store) as Arc<dyn Store>, None))
+            }
+        };
+        match opened {
+            Ok(opened) => break opened,
             Err(error) if attempts < 500 && error.to_string().contains("in use") => {
                 attempts += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10));
@@ -358,7 +406,8 @@ fn start(
         }
     };
     let store: Arc<dyn Store> = Arc::new(FaultyStore { inner, faults: faults.clone() });
-    Ok(Engine::start(store, EngineConfig::default()))
+    let (engine, writer) = Engine::start(store, EngineConfig::default());
+    Ok(Running { engine, writer, journal })
 }
 
 /// Sends one command and, like a careful client, resends it while the store is unavailable.
@@ -401,7 +450,7 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
         report: SimReport::default(),
     };
     let faults = Faults::new(config.seed ^ 0xFA17, 30);
-    let (mut engine, mut writer) = start(data_dir, &faults)?;
+    let mut running = start(data_dir, &faults, config.layout)?;
     let mut new_accounts = Vec::new();
     for index in 0..config.accounts.max(2) {
         let currency: &'static str = if index % 5 == 4 { "JPY" } else { "USD" };
@@ -416,7 +465,8 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
         account.overdraft = Overdraft::Limited(limit);
         new_accounts.push(account);
     }
-    engine
+    running
+        .engine
         .submit_as_ledger(Tenant::default_tenant(), CommandBody::CreateAccounts(new_accounts))
         .await
         .map_err(|e| e.to_string())?;
@@ -429,7 +479,7 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
             // A faulty wave: one request at a time, each resent until it gets an answer.
             faults.set_enabled(true);
             for (op, body) in ops.iter().zip(&commands) {
-                let (result, resent) = submit_until_answered(&engine, body)
+                let (result, resent) = submit_until_answered(&running.engine, body)
                     .await
                     .map_err(|e| format!("step {step}: {e}"))?;
                 sim.report.requests += 1;
@@ -438,7 +488,7 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
             }
             faults.set_enabled(false);
         } else {
-            let mut tickets = enqueue_all(&engine, &commands)?;
+            let mut tickets = enqueue_all(&running.engine, &commands)?;
             let abrupt = sim.rng.chance(4);
             if abrupt {
                 // Crash with the wave in flight: the writer is stopped mid-work, whatever was
@@ -448,12 +498,10 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
                 for _ in 0..sim.rng.below(8) {
                     tokio::task::yield_now().await;
                 }
-                writer.abort();
                 drop(tickets);
-                drop(engine);
-                let _ = writer.await;
-                (engine, writer) = start(data_dir, &faults)?;
-                tickets = enqueue_all(&engine, &commands)?;
+                running.crash().await;
+                running = start(data_dir, &faults, config.layout)?;
+                tickets = enqueue_all(&running.engine, &commands)?;
                 sim.report.abrupt_restarts += 1;
             }
             for (op, ticket) in ops.iter().zip(tickets) {
@@ -464,24 +512,28 @@ pub async fn run(config: &SimConfig, data_dir: &Path) -> Result<SimReport, Strin
                     .map_err(|message| format!("step {step}: {message}"))?;
             }
         }
-        sim.check_balances(engine.store().as_ref())
+        sim.check_balances(running.engine.store().as_ref())
             .await
             .map_err(|message| format!("step {step}: {message}"))?;
         if step % 10 == 9 || step + 1 == config.steps {
-            let report = engine.store().verify().await.map_err(|e| e.to_string())?;
+            let store = running.engine.store();
+            let report = store.verify().await.map_err(|e| e.to_string())?;
             if !report.is_ok() {
                 return Err(format!("step {step}: verify: {}", report.problems.join("; ")));
             }
+            // Journal-first: the projection must equal the journal, record by record.
+            let problems = store.verify_history().await.map_err(|e| e.to_string())?;
+            if !problems.is_empty() {
+                return Err(format!("step {step}: journal check: {}", problems.join("; ")));
+            }
         }
         if sim.rng.chance(5) {
-            drop(engine);
-            writer.await.map_err(|e| format!("writer: {e}"))?;
-            (engine, writer) = start(data_dir, &faults)?;
+            running.stop().await?;
+            running = start(data_dir, &faults, config.layout)?;
             sim.report.restarts += 1;
         }
     }
-    drop(engine);
-    writer.await.map_err(|e| format!("writer: {e}"))?;
+    running.stop().await?;
     sim.report.faults_before_write = faults.before_write.load(std::sync::atomic::Ordering::Relaxed);
     sim.report.faults_after_commit = faults.after_commit.load(std::sync::atomic::Ordering::Relaxed);
     Ok(sim.report)

@@ -1,25 +1,35 @@
-//! `kopek-sim [--seed N] [--steps N] [--accounts N]`: runs the simulation on a temp SQLite
-//! file and prints the seed first, so any failure can be replayed.
+//! `kopek-sim [--seed N] [--steps N] [--accounts N] [--layout journal|sqlite]`: runs the
+//! simulation in a temp data directory and prints the seed first, so any failure can be
+//! replayed.
 
-use kopek_sim::{SimConfig, run};
+use kopek_sim::{Layout, SimConfig, run};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let mut config = SimConfig { seed: random_seed(), steps: 200, accounts: 12 };
+    let mut config =
+        SimConfig { seed: random_seed(), steps: 200, accounts: 12, layout: Layout::Journal };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().and_then(|value| value.parse::<u64>().ok());
-        match (flag.as_str(), value) {
-            ("--seed", Some(value)) => config.seed = value,
-            ("--steps", Some(value)) => config.steps = value as usize,
-            ("--accounts", Some(value)) => config.accounts = value as usize,
+        let text = args.next().unwrap_or_default();
+        let value = text.parse::<u64>().ok();
+        match (flag.as_str(), value, text.as_str()) {
+            ("--seed", Some(value), _) => config.seed = value,
+            ("--steps", Some(value), _) => config.steps = value as usize,
+            ("--accounts", Some(value), _) => config.accounts = value as usize,
+            ("--layout", _, "journal") => config.layout = Layout::Journal,
+            ("--layout", _, "sqlite") => config.layout = Layout::Sqlite,
             _ => {
-                eprintln!("usage: kopek-sim [--seed N] [--steps N] [--accounts N]");
+                eprintln!(
+                    "usage: kopek-sim [--seed N] [--steps N] [--accounts N] [--layout journal|sqlite]"
+                );
                 return ExitCode::from(2);
             }
         }
     }
-    println!("kopek-sim seed={} steps={} accounts={}", config.seed, config.steps, config.accounts);
+    println!(
+        "kopek-sim seed={} steps={} accounts={} layout={:?}",
+        config.seed, config.steps, config.accounts, config.layout
+    );
     let Ok(dir) = tempfile::tempdir() else {
         eprintln!("error: cannot make a temp dir");
         return ExitCode::from(2);

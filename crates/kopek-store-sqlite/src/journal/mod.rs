@@ -95,6 +95,8 @@ struct Shared {
     projector_stopped: Mutex<Option<String>>,
     /// Set by `Drop`: the projector stops retrying and ends.
     closing: AtomicBool,
+    /// Set by `abandon_projection`: the projector ends without writing what waits for it.
+    abandoned: AtomicBool,
 }
 
 impl Shared {
@@ -111,6 +113,7 @@ impl Shared {
             progress: (Mutex::new(()), Condvar::new()),
             projector_stopped: Mutex::new(None),
             closing: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
         }
     }
 
@@ -244,6 +247,14 @@ impl JournalStore {
             shared,
             threads: vec![journal_writer, projector],
         })
+    }
+
+    /// Makes the projector stop at once, as a killed process would: frames it has not
+    /// written stay unprojected, and the next open replays them from the journal. For the
+    /// simulator and tests of recovery; a store that is merely dropped projects every frame
+    /// first.
+    pub fn abandon_projection(&self) {
+        self.shared.abandoned.store(true, Ordering::Release);
     }
 
     /// The last frame acknowledged, and the last the projection holds.
@@ -504,6 +515,9 @@ impl Replay<'_> {
 /// writer is gone and every frame sent is projected.
 fn project(frames: &mpsc::Receiver<ToProject>, projection: &SqliteStore, shared: &Shared) {
     while let Ok(first) = frames.recv() {
+        if shared.abandoned.load(Ordering::Acquire) {
+            return;
+        }
         let mut bytes = first.bytes;
         let mut batch = vec![(first.sequence, first.records)];
         while bytes < PROJECTION_BYTES_PER_TRANSACTION_MAX {
@@ -621,6 +635,11 @@ impl Writer {
         let shared = &self.shared;
         let mut guard = shared.progress.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         loop {
+            if shared.abandoned.load(Ordering::Acquire) {
+                return Err(StoreError::Unavailable(
+                    "the store is closing: its projection was abandoned".to_owned(),
+                ));
+            }
             if let Some(reason) = shared.stopped() {
                 return Err(StoreError::Unavailable(format!(
                     "the query projection stopped ({reason}): the ledger takes no writes until \
