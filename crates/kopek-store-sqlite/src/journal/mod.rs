@@ -809,7 +809,7 @@ fn legs_of(reader: &Connection, quote: QuoteId) -> StoreResult<Vec<Transfer>> {
 /// safe way on is a restart that reads back what the disk holds (fail-stop).
 fn fail_stop(error: &JournalError) -> ! {
     tracing::error!(%error, "the journal could not be made durable; stopping the process");
-    eprintln!("kopek: the journal could not be made durable ({error}); stopping");
+    eprintln!("kopek: {error}; stopping the process (fail-stop)");
     std::process::abort()
 }
 
