@@ -31,6 +31,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Bytes of a frame header.
@@ -152,18 +153,40 @@ pub struct Recovery {
     pub torn_tail: Option<(PathBuf, u64)>,
 }
 
+/// Segment files to `fdatasync`: see `Journal::sync_point`.
+#[derive(Debug, Default)]
+pub struct SyncPoint {
+    files: Vec<Arc<File>>,
+}
+
+impl SyncPoint {
+    /// Syncs every segment of this point.
+    pub fn sync(&self) -> Result<(), JournalError> {
+        self.files.iter().try_for_each(|file| file.sync_data()).map_err(JournalError::SyncFailed)
+    }
+
+    /// Takes in `other`'s segments, so one sync covers both points.
+    pub fn merge(&mut self, other: SyncPoint) {
+        for file in other.files {
+            if !self.files.iter().any(|known| Arc::ptr_eq(known, &file)) {
+                self.files.push(file);
+            }
+        }
+    }
+}
+
 /// The journal, open for appending.
 pub struct Journal {
     dir: PathBuf,
     options: Options,
-    segment: File,
+    segment: Arc<File>,
     segment_index: u64,
     /// Where the next frame goes in the current segment.
     offset: u64,
     next_sequence: u64,
     last_checksum: u128,
-    /// Segments written since the last sync, besides the current one.
-    unsynced: Vec<File>,
+    /// Segments written since the last sync point, besides the current one.
+    unsynced: Vec<Arc<File>>,
     poisoned: bool,
 }
 
@@ -252,7 +275,7 @@ impl Journal {
         let journal = Journal {
             dir: dir.to_owned(),
             options,
-            segment,
+            segment: Arc::new(segment),
             segment_index,
             offset,
             next_sequence: recovery.last_sequence + 1,
@@ -278,11 +301,11 @@ impl Journal {
         }
         let sequence = self.next_sequence;
         let (header, checksum) = header(payload, sequence, self.last_checksum);
-        let written = self
-            .segment
+        let mut segment: &File = &self.segment;
+        let written = segment
             .seek(SeekFrom::Start(self.offset))
-            .and_then(|_| self.segment.write_all(&header))
-            .and_then(|()| self.segment.write_all(payload));
+            .and_then(|_| segment.write_all(&header))
+            .and_then(|()| segment.write_all(payload));
         if let Err(error) = written {
             // What was written is not acknowledged, and the next frame would follow a gap:
             // the caller stops writing (a full disk) or the process (anything else).
@@ -301,21 +324,22 @@ impl Journal {
         if self.poisoned {
             return Err(JournalError::Poisoned);
         }
-        let synced = self
-            .unsynced
-            .iter()
-            .try_for_each(File::sync_data)
-            .and_then(|()| self.segment.sync_data());
-        match synced {
-            Ok(()) => {
-                self.unsynced.clear();
-                Ok(())
-            }
-            Err(error) => {
-                self.poisoned = true;
-                Err(JournalError::SyncFailed(error))
-            }
+        let synced = self.sync_point().sync();
+        if synced.is_err() {
+            self.poisoned = true;
         }
+        synced
+    }
+
+    /// What must be synced to make every frame appended so far durable, to sync on another
+    /// thread while this one appends the next frames (a pipelined writer). A frame is
+    /// durable once the first point taken after its append, and every point taken before
+    /// that one, were synced (a point leaves out segments an earlier point holds). A failed
+    /// sync means the same as in `sync`: stop without acknowledging anything.
+    pub fn sync_point(&mut self) -> SyncPoint {
+        let mut files = std::mem::take(&mut self.unsynced);
+        files.push(Arc::clone(&self.segment));
+        SyncPoint { files }
     }
 
     /// The sequence the next frame will have.
@@ -325,7 +349,7 @@ impl Journal {
 
     fn next_segment(&mut self) -> Result<(), JournalError> {
         let next = open_segment(&self.dir, self.segment_index + 1, self.options.segment_bytes)?;
-        let previous = std::mem::replace(&mut self.segment, next);
+        let previous = std::mem::replace(&mut self.segment, Arc::new(next));
         self.unsynced.push(previous);
         self.segment_index += 1;
         self.offset = 0;

@@ -31,7 +31,7 @@ use kopek_core::{
     Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Quote,
     QuoteId, State, Tenant, Timestamp, Transfer, TransferId, TransferStatus, User, UserId,
 };
-use kopek_journal::{Journal, JournalError, Options};
+use kopek_journal::{Journal, JournalError, Options, SyncPoint};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
     FxRevenue, JournalProgress, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
@@ -48,6 +48,9 @@ use xxhash_rust::xxh3::Xxh3;
 
 /// The journal's directory inside the data directory.
 pub const JOURNAL_DIR_NAME: &str = "journal";
+/// Batches the journal writer may decide and append before the syncer made the first of
+/// them durable.
+const SYNC_QUEUE_MAX: usize = 4;
 /// Committed frames that may wait for the projector before the journal writer waits too.
 const PROJECTION_FRAMES_BEHIND_MAX: usize = 8;
 /// Payload bytes the projector writes in one SQLite transaction at most.
@@ -100,6 +103,21 @@ struct Shared {
 }
 
 impl Shared {
+    /// Shows readers the accounts of frame `sequence`, which is durable now.
+    fn publish(&self, sequence: u64, records: &Outcome) {
+        let mut accounts = self.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for account in records.accounts_opened.iter().chain(&records.accounts_changed) {
+            match accounts.get_mut(&account.id) {
+                Some(known) => known.clone_from(account),
+                None => {
+                    accounts.insert(account.id.clone(), account.clone());
+                }
+            }
+        }
+        // Under the same lock, so a reader sees the accounts and their frame together.
+        self.committed.store(sequence, Ordering::Release);
+    }
+
     /// With `accounts` as of frame `last`, which the projection holds.
     fn new(accounts: HashMap<AccountId, Account>, last: u64) -> Shared {
         let (projected, _) = watch::channel(last);
@@ -225,16 +243,24 @@ impl JournalStore {
                 .spawn(move || project(&frames, &projection, &shared))
                 .map_err(|error| StoreError::Unavailable(format!("start the projector: {error}")))?
         };
+        let (to_syncer, appended) = mpsc::sync_channel::<Appended>(SYNC_QUEUE_MAX);
+        let syncer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("kopek-sync".to_owned())
+                .spawn(move || sync_and_answer(&appended, &shared, &to_projector))
+                .map_err(|error| StoreError::Unavailable(format!("start the syncer: {error}")))?
+        };
         let (sender, jobs) = mpsc::channel::<WriteJob>();
-        let mut writer =
-            Writer { journal, memory, shared: shared.clone(), reader, projector: to_projector };
+        let mut writer = Writer { journal, memory, shared: shared.clone(), reader };
         let journal_writer = std::thread::Builder::new()
             .name("kopek-journal".to_owned())
             .spawn(move || {
                 for job in jobs {
-                    let result = writer.write(&job.keys, job.decide);
-                    // The caller may have gone away; the batch is committed either way.
-                    let _ = job.reply.send(result);
+                    let appended = writer.write(&job.keys, job.decide, job.reply);
+                    if to_syncer.send(appended).is_err() {
+                        break; // the syncer is gone: the process is stopping
+                    }
                 }
             })
             .map_err(|error| {
@@ -245,7 +271,7 @@ impl JournalStore {
             journal_dir,
             writer: Mutex::new(Some(sender)),
             shared,
-            threads: vec![journal_writer, projector],
+            threads: vec![journal_writer, syncer, projector],
         })
     }
 
@@ -569,12 +595,92 @@ struct Writer {
     shared: Arc<Shared>,
     /// A read connection on the projection, for records that left memory.
     reader: Connection,
-    projector: mpsc::Sender<ToProject>,
+}
+
+/// A batch the journal writer is done with, on its way to the syncer, which answers it once
+/// its frame (and every frame before it) is durable: in order, so no answer overtakes a
+/// frame it may depend on (a replay of a key an earlier frame took, say).
+struct Appended {
+    /// The frame's sequence and what to sync; `None` when the batch wrote no frame (it
+    /// failed first).
+    frame: Option<(u64, SyncPoint)>,
+    bytes: usize,
+    result: StoreResult<Committed>,
+    reply: oneshot::Sender<StoreResult<Committed>>,
+}
+
+/// The syncer's loop: takes every appended batch waiting, syncs their frames with one
+/// `fdatasync` per segment, then for each in order publishes its accounts to readers, hands
+/// its records to the projector and answers. A failed sync stops the process.
+fn sync_and_answer(
+    appended: &mpsc::Receiver<Appended>,
+    shared: &Shared,
+    projector: &mpsc::Sender<ToProject>,
+) {
+    while let Ok(first) = appended.recv() {
+        let mut batch = vec![first];
+        while batch.len() < SYNC_QUEUE_MAX * 4 {
+            match appended.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut points = batch.iter_mut().filter_map(|item| item.frame.as_mut());
+        if let Some((_, first_point)) = points.next() {
+            let mut point = std::mem::replace(first_point, SyncPoint::default());
+            for (_, later) in points {
+                point.merge(std::mem::take(later));
+            }
+            if let Err(error) = point.sync() {
+                fail_stop(&error);
+            }
+        }
+        for item in batch {
+            if let (Some((sequence, _)), Ok(committed)) = (&item.frame, &item.result) {
+                shared
+                    .unprojected
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push_back((*sequence, Instant::now()));
+                shared.publish(*sequence, &committed.records);
+                let to_project = ToProject {
+                    sequence: *sequence,
+                    records: Arc::clone(&committed.records),
+                    bytes: item.bytes,
+                };
+                if projector.send(to_project).is_err() {
+                    tracing::error!("the projector stopped; reads will wait for it until restart");
+                }
+            }
+            // The caller may have gone away; the batch is committed either way.
+            let _ = item.reply.send(item.result);
+        }
+    }
 }
 
 impl Writer {
-    fn write(&mut self, keys: &Keys, decide: Decide) -> StoreResult<Committed> {
+    /// Decides and appends one batch; the syncer makes it durable and answers.
+    fn write(
+        &mut self,
+        keys: &Keys,
+        decide: Decide,
+        reply: oneshot::Sender<StoreResult<Committed>>,
+    ) -> Appended {
+        match self.decide_and_append(keys, decide) {
+            Ok((sequence, point, bytes, committed)) => {
+                Appended { frame: Some((sequence, point)), bytes, result: Ok(committed), reply }
+            }
+            Err(error) => Appended { frame: None, bytes: 0, result: Err(error), reply },
+        }
+    }
+
+    fn decide_and_append(
+        &mut self,
+        keys: &Keys,
+        decide: Decide,
+    ) -> StoreResult<(u64, SyncPoint, usize, Committed)> {
         self.await_projection()?;
+        self.memory.published_up_to(self.shared.committed.load(Ordering::Acquire));
         let state = self.load(keys)?;
         let outcome = decide(state).map_err(StoreError::Invariant)?;
         self.memory.check(&outcome)?;
@@ -608,24 +714,14 @@ impl Writer {
             }
             Err(error) => fail_stop(&error),
         };
-        if let Err(error) = self.journal.sync() {
-            fail_stop(&error);
-        }
-        self.shared
-            .unprojected
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push_back((sequence, Instant::now()));
+        let point = self.journal.sync_point();
+        // The next batch is decided from this one's outcome while the syncer makes it
+        // durable; readers see it only once it is.
         let committed = Committed::new(outcome);
-        self.memory.remember(sequence, &committed.records, &self.shared);
-        let to_project =
-            ToProject { sequence, records: Arc::clone(&committed.records), bytes: payload.len() };
-        if self.projector.send(to_project).is_err() {
-            tracing::error!("the projector stopped; reads will wait for it until restart");
-        }
+        self.memory.remember(sequence, &committed.records);
         let projected = *self.shared.projected.borrow();
         self.memory.forget(projected);
-        Ok(committed)
+        Ok((sequence, point, payload.len(), committed))
     }
 
     /// Waits while `PROJECTION_FRAMES_BEHIND_MAX` frames wait for the projector, so a
@@ -782,7 +878,10 @@ impl Writer {
         let accounts = self.shared.accounts.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.accounts = account_ids
             .into_iter()
-            .filter_map(|id| accounts.get(id).map(|account| (id.clone(), account.clone())))
+            .filter_map(|id| {
+                let account = memory.unpublished_account(id).or_else(|| accounts.get(id));
+                account.map(|account| (id.clone(), account.clone()))
+            })
             .collect();
         drop(accounts);
         state.last_user_number = memory.last_user_number;
@@ -853,6 +952,10 @@ struct Memory {
     quote_keys: HashMap<(Tenant, IdempotencyKey), QuoteId>,
     /// `key_hash` of every transfer's key.
     seen: HashSet<u64>,
+    /// Accounts of frames appended but not yet durable (readers do not see them yet): the
+    /// frame that changed each last and its place among that frame's accounts (opened, then
+    /// changed). The records stay in `frames`.
+    unpublished: HashMap<AccountId, (u64, usize)>,
     /// The tail's frames in order, consecutive: the records each wrote (shared with the
     /// projector, not copied), and the users, orders and quotes among them.
     frames: VecDeque<(u64, Arc<Outcome>, Written)>,
@@ -934,6 +1037,25 @@ impl Memory {
         transfer_record(records, place)
     }
 
+    /// Forgets the unpublished accounts of frames up to `published`: readers' map has them.
+    fn published_up_to(&mut self, published: u64) {
+        if !self.unpublished.is_empty() {
+            self.unpublished.retain(|_, (sequence, _)| *sequence > published);
+        }
+    }
+
+    /// The newest state of account `id` of a frame not yet durable, if one changed it.
+    fn unpublished_account(&self, id: &AccountId) -> Option<&Account> {
+        let (sequence, place) = *self.unpublished.get(id)?;
+        let first = self.frames.front()?.0;
+        let (_, records, _) =
+            self.frames.get(usize::try_from(sequence.checked_sub(first)?).ok()?)?;
+        match place.checked_sub(records.accounts_opened.len()) {
+            None => records.accounts_opened.get(place),
+            Some(changed) => records.accounts_changed.get(changed),
+        }
+    }
+
     /// The tail's newest transfer with `tenant`'s `key`, whose `key_hash` is `hash`.
     fn tail_transfer_by_key(
         &self,
@@ -972,21 +1094,17 @@ impl Memory {
         Ok(())
     }
 
-    /// Takes in what frame `sequence` committed.
-    fn remember(&mut self, sequence: u64, records: &Arc<Outcome>, shared: &Shared) {
-        {
-            let mut accounts =
-                shared.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for account in records.accounts_opened.iter().chain(&records.accounts_changed) {
-                match accounts.get_mut(&account.id) {
-                    Some(known) => known.clone_from(account),
-                    None => {
-                        accounts.insert(account.id.clone(), account.clone());
-                    }
+    /// Takes in what frame `sequence` decided, before it is durable: the next batch is
+    /// decided from it.
+    fn remember(&mut self, sequence: u64, records: &Arc<Outcome>) {
+        let accounts = records.accounts_opened.iter().chain(&records.accounts_changed);
+        for (place, account) in accounts.enumerate() {
+            match self.unpublished.get_mut(&account.id) {
+                Some(known) => *known = (sequence, place),
+                None => {
+                    self.unpublished.insert(account.id.clone(), (sequence, place));
                 }
             }
-            // Under the same lock, so a reader sees the accounts and their frame together.
-            shared.committed.store(sequence, Ordering::Release);
         }
         let transfers = records.transfers_inserted.iter().chain(&records.transfers_updated);
         for (place, transfer) in transfers.enumerate() {

@@ -277,8 +277,7 @@ async fn a_key_hash_two_keys_share_still_finds_each_transfer() {
     .await;
     let (first, second) = (&outcome.transfers_inserted[0], &outcome.transfers_inserted[1]);
     let mut memory = Memory::default();
-    let shared = Shared::new(HashMap::new(), 0);
-    memory.remember(1, &Arc::new(outcome.clone()), &shared);
+    memory.remember(1, &Arc::new(outcome.clone()));
     let first_hash = key_hash(&first.tenant, &first.idempotency_key);
     // The second key's transfer now sits where the first key's hash points.
     memory.keys.insert(first_hash, second.id);
