@@ -627,7 +627,7 @@ fn sync_and_answer(
         }
         let mut points = batch.iter_mut().filter_map(|item| item.frame.as_mut());
         if let Some((_, first_point)) = points.next() {
-            let mut point = std::mem::replace(first_point, SyncPoint::default());
+            let mut point = std::mem::take(first_point);
             for (_, later) in points {
                 point.merge(std::mem::take(later));
             }
