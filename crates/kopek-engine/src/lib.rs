@@ -4,6 +4,10 @@
 //! only after the commit. Throughput comes from this group commit: one transaction and one
 //! fsync for the whole batch.
 //!
+//! On a store that is `pipelined` (the journal store), the writer hands over the next batch
+//! while the one before is made durable: the store queues it at once and decides it from
+//! what the one before decided; answers still go out in batch order, each after its commit.
+//!
 //! The writer also expires holds: it sleeps until the earliest hold expiry it knows of.
 //! `Engine::close` stops intake; the writer answers what is queued, then stops.
 
@@ -15,8 +19,8 @@ use kopek_core::{
     AccountResult, Authority, Batch, Command, CommandBody, CommandResult, OrderResult, Outcome,
     Tenant, Timestamp, TransferId, TransferResult, TransferStatus, UserResult, limits,
 };
-use kopek_store::{Committed, Store, StoreError};
-use std::collections::BTreeSet;
+use kopek_store::{Committed, PendingCommit, Store, StoreError, StoreResult};
+use std::collections::{BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -283,6 +287,24 @@ struct Writer {
     batches: u64,
 }
 
+/// A batch handed to the store and not answered yet.
+struct InFlight {
+    batch: Arc<Batch>,
+    replies: Vec<oneshot::Sender<Result<CommandResult, EngineError>>>,
+    span: Span,
+    started: Started,
+    answer: PendingCommit,
+}
+
+/// When a batch was handed to the store, and the commit time it was decided at.
+struct Started {
+    now: Timestamp,
+    at: std::time::Instant,
+}
+
+/// Batches a pipelined store holds at once, the first being made durable while the next
+/// are decided.
+const PIPELINE_DEPTH: usize = 2;
 /// Requests a batch's span links to at most.
 const LINKS_MAX: usize = 32;
 /// Times a batch is run again after a write conflict with another process.
@@ -300,29 +322,44 @@ impl Writer {
             });
         }
         let expire_holds = self.config.expire_holds;
+        // A pipelined store takes the next batches while one is made durable; answers still
+        // go out in batch order.
+        let depth = if self.store.pipelined() { PIPELINE_DEPTH } else { 1 };
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut closing = false;
+        let mut drained = false;
         loop {
+            if drained && in_flight.is_empty() {
+                break;
+            }
             let wake = self.wake_at();
-            let first = tokio::select! {
-                job = self.receiver.recv() => job,
+            tokio::select! {
+                biased;
+                answer = async { in_flight.front_mut().expect("a batch in flight").answer.as_mut().await },
+                    if !in_flight.is_empty() =>
+                {
+                    let done = in_flight.pop_front().expect("a batch in flight");
+                    let span = done.span.clone();
+                    self.finish(done, answer).instrument(span).await;
+                }
+                job = self.receiver.recv(), if !drained && in_flight.len() < depth => match job {
+                    Some(first) => {
+                        let jobs = self.drain(first);
+                        in_flight.push_back(self.begin(jobs));
+                    }
+                    None => drained = true,
+                },
                 () = self.closed.cancelled(), if !closing => {
-                    // Take no new commands; what is queued is still answered below.
+                    // Take no new commands; what is queued is still answered.
                     self.receiver.close();
                     closing = true;
-                    continue;
                 }
                 // With no hold due it still looks now and then: another process may have
                 // placed holds, and the wall clock may have stepped.
-                () = tokio::time::sleep_until(wake), if expire_holds => {
+                () = tokio::time::sleep_until(wake), if expire_holds && !drained => {
                     self.expire_due().await;
-                    continue;
                 }
-            };
-            let Some(first) = first else {
-                break;
-            };
-            let jobs = self.drain(first);
-            self.process(jobs).await;
+            }
         }
         tracing::info!("write path stopped: queue closed and drained");
     }
@@ -361,7 +398,8 @@ impl Writer {
         jobs
     }
 
-    async fn process(&mut self, jobs: Vec<Job>) {
+    /// Forms a batch of `jobs` and hands it to the store.
+    fn begin(&mut self, jobs: Vec<Job>) -> InFlight {
         self.batches = self.batches.wrapping_add(1);
         let batch_id = self.batches;
         let span = tracing::info_span!(
@@ -378,15 +416,18 @@ impl Writer {
         for job in &jobs {
             job.span.record("batch_id", batch_id);
         }
-        self.process_batch(jobs).instrument(span).await;
-    }
-
-    async fn process_batch(&mut self, jobs: Vec<Job>) {
         let (commands, replies): (Vec<Command>, Vec<_>) =
             jobs.into_iter().map(|job| (job.command, job.reply)).unzip();
         let batch = Arc::new(Batch { commands });
-        Span::current().record("transfers", batch.transfer_count());
-        match self.commit(batch.clone()).await {
+        span.record("transfers", batch.transfer_count());
+        let (started, answer) = span.in_scope(|| self.submit(&batch));
+        InFlight { batch, replies, span, started, answer }
+    }
+
+    /// Answers a batch's callers once the store answered it.
+    async fn finish(&mut self, done: InFlight, answer: StoreResult<Committed>) {
+        let InFlight { batch, replies, started, .. } = done;
+        match self.complete(&batch, started, answer).await {
             Ok(committed) => {
                 self.note_holds(&committed.records);
                 for (reply, result) in replies.into_iter().zip(committed.results) {
@@ -413,42 +454,59 @@ impl Writer {
         }
     }
 
-    async fn commit(&mut self, batch: Arc<Batch>) -> Result<Committed, EngineError> {
-        let keys = batch.keys();
+    /// Hands `batch` to the store at the next commit time.
+    fn submit(&mut self, batch: &Arc<Batch>) -> (Started, PendingCommit) {
         let now = self.clock.tick();
+        (Started { now, at: std::time::Instant::now() }, self.attempt(batch, now))
+    }
+
+    /// One attempt at committing `batch` at `now`.
+    fn attempt(&self, batch: &Arc<Batch>, now: Timestamp) -> PendingCommit {
+        let mut ids = SharedIds { generator: self.ids.clone(), now };
+        let decided = batch.clone();
+        Arc::clone(&self.store).submit_batch(
+            batch.keys(),
+            Box::new(move |state| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    kopek_core::apply(state, &decided, now, &mut ids)
+                }))
+                .map_err(panic_message)
+            }),
+        )
+    }
+
+    /// Commits `batch` on its own, waiting for the store.
+    async fn commit(&mut self, batch: Arc<Batch>) -> Result<Committed, EngineError> {
+        let (started, answer) = self.submit(&batch);
+        let first = answer.await;
+        self.complete(&batch, started, first).await
+    }
+
+    /// Runs `batch` again while another process conflicts with it, then counts the outcome
+    /// and maps a store failure to what callers are told.
+    async fn complete(
+        &mut self,
+        batch: &Arc<Batch>,
+        started: Started,
+        first: StoreResult<Committed>,
+    ) -> Result<Committed, EngineError> {
+        let Started { now, at: started } = started;
         let transfer_count = batch.transfer_count() as u64;
         let command_count = batch.commands.len() as u64;
-        let started = std::time::Instant::now();
         let mut attempt = 0;
         let span = tracing::info_span!("ledger.commit", attempts = tracing::field::Empty);
-        let result = async { loop {
-            let mut ids = SharedIds { generator: self.ids.clone(), now };
-            let decided = batch.clone();
-            let result = self
-                .store
-                .write_batch(
-                    keys.clone(),
-                    Box::new(move |state| {
-                        std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            kopek_core::apply(state, &decided, now, &mut ids)
-                        }))
-                        .map_err(panic_message)
-                    }),
-                )
-                .await;
-            // Another process wrote the same key or account at the same moment: run the batch
-            // again; it now sees those rows (a replay, an existing account).
-            match result {
-                Err(StoreError::Conflict(message)) if attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(%message, attempt, "write conflict; running the batch again");
-                    tokio::time::sleep(Duration::from_millis(attempt * 2)).await;
-                }
-                result => break result,
+        let mut result = first;
+        // Another process wrote the same key or account at the same moment: run the batch
+        // again; it now sees those rows (a replay, an existing account).
+        while let Err(StoreError::Conflict(message)) = &result {
+            if attempt >= CONFLICT_RETRIES {
+                break;
             }
-        } }
-        .instrument(span.clone())
-        .await;
+            attempt += 1;
+            tracing::debug!(%message, attempt, "write conflict; running the batch again");
+            tokio::time::sleep(Duration::from_millis(attempt * 2)).await;
+            result = self.attempt(batch, now).instrument(span.clone()).await;
+        }
         span.record("attempts", attempt + 1);
         match result {
             Ok(committed) => {

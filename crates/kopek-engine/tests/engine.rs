@@ -295,3 +295,51 @@ async fn a_busy_writer_still_finds_and_expires_holds_placed_elsewhere() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// On the journal store the writer hands over the next batch before the one before is
+/// durable (it is decided from what that one decided): one command per batch, each moving the
+/// money the one before just moved, all queued at once. A batch decided without the one
+/// before would find an empty account and decline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_each_see_the_batch_before() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(kopek_store_sqlite::JournalStore::open(dir.path()).expect("open"));
+    assert!(store.pipelined(), "the journal store takes batches in order before answering");
+    let config = EngineConfig { batch_commands_max: 1, ..EngineConfig::default() };
+    let (engine, writer) = Engine::start(store, config);
+    let hops = 200;
+    let names: Vec<String> = (0..=hops).map(|hop| format!("hop{hop}")).collect();
+    let ids: Vec<&str> = names.iter().map(String::as_str).collect();
+    engine.submit_as_ledger(Tenant::default_tenant(), open(&ids)).await.expect("open");
+    let mut tickets = vec![
+        engine
+            .enqueue_as_ledger(
+                Tenant::default_tenant(),
+                transfer("fund", AccountId::world(usd()), "hop0", 5, TransferKind::Deposit, None),
+            )
+            .expect("queued"),
+    ];
+    for hop in 0..hops {
+        let body = transfer(
+            &format!("hop-{hop}"),
+            id(&names[hop]),
+            &names[hop + 1],
+            5,
+            TransferKind::Transfer,
+            None,
+        );
+        tickets.push(engine.enqueue_as_ledger(Tenant::default_tenant(), body).expect("queued"));
+    }
+    for (index, ticket) in tickets.into_iter().enumerate() {
+        let result = single(ticket.wait().await.expect("answered"));
+        assert!(
+            matches!(&result, TransferResult::Committed(t) if t.status == TransferStatus::Posted),
+            "batch {index} did not see the one before: {result:?}"
+        );
+    }
+    let last = engine.store().account(&id(&names[hops])).await.expect("read").expect("exists");
+    assert_eq!(last.balance.posted, 5);
+    assert!(engine.stats().batches.load(Ordering::Relaxed) > hops as u64, "one command a batch");
+    drop(engine);
+    writer.await.expect("writer");
+}

@@ -10,8 +10,8 @@ use kopek_core::{
 };
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
-    Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent, VerifyReport,
-    Watermark, Webhook,
+    Page, PendingCommit, SpendingTotal, Store, StoreError, StoreResult, StoredEntry, StoredEvent,
+    VerifyReport, Watermark, Webhook,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +45,18 @@ impl Faults {
         self.enabled.store(enabled, Ordering::SeqCst);
     }
 
+    /// Counts a fault before the write and says what the caller sees.
+    fn before_write(&self) -> StoreError {
+        self.before_write.fetch_add(1, Ordering::Relaxed);
+        StoreError::Unavailable("injected fault: connection lost before the write".to_owned())
+    }
+
+    /// Counts a fault after the commit and says what the caller sees.
+    fn after_commit(&self) -> StoreError {
+        self.after_commit.fetch_add(1, Ordering::Relaxed);
+        StoreError::Unavailable("injected fault: connection lost after the commit".to_owned())
+    }
+
     fn roll(&self) -> Option<Fault> {
         if !self.enabled.load(Ordering::SeqCst) {
             return None;
@@ -67,18 +79,34 @@ impl Store for FaultyStore {
     async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed> {
         match self.faults.roll() {
             None => self.inner.write_batch(keys, decide).await,
-            Some(Fault::BeforeWrite) => {
-                self.faults.before_write.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::Unavailable(
-                    "injected fault: connection lost before the write".to_owned(),
-                ))
-            }
+            Some(Fault::BeforeWrite) => Err(self.faults.before_write()),
             Some(Fault::AfterCommit) => {
                 self.inner.write_batch(keys, decide).await?;
-                self.faults.after_commit.fetch_add(1, Ordering::Relaxed);
-                Err(StoreError::Unavailable(
-                    "injected fault: connection lost after the commit".to_owned(),
-                ))
+                Err(self.faults.after_commit())
+            }
+        }
+    }
+
+    fn pipelined(&self) -> bool {
+        self.inner.pipelined()
+    }
+
+    /// Rolls the fault now and hands the batch on now, so a pipelined store under it keeps
+    /// the batches' order.
+    fn submit_batch(self: Arc<Self>, keys: Keys, decide: Decide) -> PendingCommit {
+        match self.faults.roll() {
+            None => Arc::clone(&self.inner).submit_batch(keys, decide),
+            Some(Fault::BeforeWrite) => {
+                let refusal = self.faults.before_write();
+                Box::pin(async move { Err(refusal) })
+            }
+            Some(Fault::AfterCommit) => {
+                let pending = Arc::clone(&self.inner).submit_batch(keys, decide);
+                let faults = self.faults.clone();
+                Box::pin(async move {
+                    pending.await?;
+                    Err(faults.after_commit())
+                })
             }
         }
     }

@@ -53,6 +53,10 @@ pub fn wall_clock() -> Timestamp {
 /// Decides a batch's effects from its loaded state; an `Err` is a broken invariant.
 pub type Decide = Box<dyn FnOnce(State) -> Result<Outcome, String> + Send>;
 
+/// The answer `Store::submit_batch` gives once the batch is committed.
+pub type PendingCommit =
+    std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<Committed>> + Send>>;
+
 /// A committed batch: each command's result, and the records it wrote (its outcome without
 /// the results). The records are shared, not copied, with what else reads them (the journal
 /// store's projector writes its tables from the same records).
@@ -177,6 +181,20 @@ pub trait Store: Send + Sync + 'static {
     /// writes the outcome and commits, all in one database transaction. On any error nothing
     /// is written.
     async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed>;
+
+    /// Whether `submit_batch` queues the batch before it returns: batches submitted one after
+    /// another are then decided and committed in that order, each seeing the ones before,
+    /// even while none is answered yet, so a writer may hand over the next batch without
+    /// waiting (the journal store decides it while the one before is made durable).
+    fn pipelined(&self) -> bool {
+        false
+    }
+
+    /// `write_batch` as a future that owns what it needs. The batch may be queued only when
+    /// the future is first polled, unless the store is `pipelined`.
+    fn submit_batch(self: Arc<Self>, keys: Keys, decide: Decide) -> PendingCommit {
+        Box::pin(async move { self.write_batch(keys, decide).await })
+    }
 
     async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>>;
     /// Accounts in id order, after `after` (exclusive), optionally only one owner's.

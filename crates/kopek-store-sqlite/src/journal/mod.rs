@@ -34,8 +34,8 @@ use kopek_core::{
 use kopek_journal::{Journal, JournalError, Options, SyncPoint};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
-    FxRevenue, JournalProgress, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
-    StoredEvent, VerifyReport, Watermark, Webhook,
+    FxRevenue, JournalProgress, Page, PendingCommit, SpendingTotal, Store, StoreError, StoreResult,
+    StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
 };
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -281,6 +281,30 @@ impl JournalStore {
     /// first.
     pub fn abandon_projection(&self) {
         self.shared.abandoned.store(true, Ordering::Release);
+    }
+
+    /// Hands a batch to the journal writer now (batches are decided in the order they are
+    /// queued); the future answers once its frame is durable.
+    fn queue(
+        &self,
+        keys: Keys,
+        decide: Decide,
+    ) -> impl std::future::Future<Output = StoreResult<Committed>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let sent = match self.writer.lock() {
+            Ok(writer) => writer
+                .as_ref()
+                .is_some_and(|sender| sender.send(WriteJob { keys, decide, reply }).is_ok()),
+            Err(_) => false,
+        };
+        async move {
+            if !sent {
+                return Err(StoreError::Unavailable("the journal writer is stopped".to_owned()));
+            }
+            answer.await.map_err(|_| {
+                StoreError::Unavailable("the journal writer stopped mid-batch".to_owned())
+            })?
+        }
     }
 
     /// The last frame acknowledged, and the last the projection holds.
@@ -1211,19 +1235,15 @@ fn transfer_record(records: &Outcome, place: usize) -> Option<&Transfer> {
 #[async_trait]
 impl Store for JournalStore {
     async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed> {
-        let (reply, answer) = oneshot::channel();
-        let sent = match self.writer.lock() {
-            Ok(writer) => writer
-                .as_ref()
-                .is_some_and(|sender| sender.send(WriteJob { keys, decide, reply }).is_ok()),
-            Err(_) => false,
-        };
-        if !sent {
-            return Err(StoreError::Unavailable("the journal writer is stopped".to_owned()));
-        }
-        answer.await.map_err(|_| {
-            StoreError::Unavailable("the journal writer stopped mid-batch".to_owned())
-        })?
+        self.queue(keys, decide).await
+    }
+
+    fn pipelined(&self) -> bool {
+        true
+    }
+
+    fn submit_batch(self: Arc<Self>, keys: Keys, decide: Decide) -> PendingCommit {
+        Box::pin(self.queue(keys, decide))
     }
 
     async fn account(&self, id: &AccountId) -> StoreResult<Option<Account>> {
