@@ -50,7 +50,7 @@ impl Feed {
         shutdown: CancellationToken,
     ) -> Result<Feed, kopek_store::StoreError> {
         let store = engine.store().clone();
-        let start = last_sequence(store.as_ref()).await?;
+        let start = store.last_event_sequence().await?;
         let (live, _) = broadcast::channel(LIVE_BUFFER_EVENTS);
         let (publish, published) = watch::channel(start);
         let tail = Tail {
@@ -131,18 +131,6 @@ impl Feed {
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
             }
-        }
-    }
-}
-
-async fn last_sequence(store: &dyn Store) -> Result<u64, kopek_store::StoreError> {
-    let mut cursor = 0;
-    // The outbox only grows; walk it in large pages to its end.
-    loop {
-        let page = store.events_after(None, cursor, 10_000).await?;
-        match page.last() {
-            Some(event) => cursor = event.sequence,
-            None => return Ok(cursor),
         }
     }
 }

@@ -162,6 +162,10 @@ impl Store for FaultyStore {
         self.inner.next_hold_expiry().await
     }
 
+    async fn last_event_sequence(&self) -> StoreResult<u64> {
+        self.inner.last_event_sequence().await
+    }
+
     async fn events_after(
         &self,
         tenant: Option<&str>,

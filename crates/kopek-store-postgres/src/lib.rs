@@ -891,6 +891,14 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn last_event_sequence(&self) -> StoreResult<u64> {
+        let sequence: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM outbox")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql_error)?;
+        Ok(u64::try_from(sequence).unwrap_or(0))
+    }
+
     async fn watermark(&self) -> StoreResult<Watermark> {
         let row = sqlx::query(
             "SELECT GREATEST((SELECT MAX(updated_at) FROM transfers), (SELECT MAX(updated_at) FROM accounts), \

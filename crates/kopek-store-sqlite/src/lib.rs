@@ -1162,6 +1162,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn last_event_sequence(&self) -> StoreResult<u64> {
+        self.read(|connection| {
+            let sequence: i64 = connection
+                .query_row("SELECT COALESCE(MAX(sequence), 0) FROM outbox", [], |row| row.get(0))
+                .map_err(sql_error)?;
+            Ok(u64::try_from(sequence).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn watermark(&self) -> StoreResult<Watermark> {
         self.read(|connection| {
             // Every change has its event, written in commit order with ids from the one

@@ -375,6 +375,7 @@ pub async fn accounts_list_by_owner_in_pages(store: &dyn Store) {
 }
 
 pub async fn events_come_in_sequence(store: &dyn Store) {
+    assert_eq!(store.last_event_sequence().await.expect("read"), 0, "no events yet");
     let outcome =
         run(store, at(1), 0, vec![open(&[("a", None)]), deposit("d1", "a", 5, None)]).await;
     let events = store.events_after(None, 0, 100).await.expect("read");
@@ -386,6 +387,7 @@ pub async fn events_come_in_sequence(store: &dyn Store) {
     assert_eq!(later.len(), events.len() - 1);
     assert!(events[2].payload.contains("\"type\":\"TransferPosted\""));
     assert!(events[2].payload.contains("\"posted_minor\":5"));
+    assert_eq!(store.last_event_sequence().await.expect("read"), events[2].sequence);
 }
 
 pub async fn verify_passes_on_consistent_books(store: &dyn Store) {

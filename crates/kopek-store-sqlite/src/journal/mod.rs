@@ -1030,6 +1030,12 @@ impl Memory {
             .map_err(sql_error)?;
         memory.last_user_number = u64::try_from(number)
             .map_err(|_| StoreError::Corrupt("negative user counter".to_owned()))?;
+        // Transfers are never deleted, so the largest rowid is their count (found in the
+        // table's B-tree without a scan): the filter is sized once instead of growing.
+        let transfers: i64 = reader
+            .query_row("SELECT COALESCE(MAX(rowid), 0) FROM transfers", [], |row| row.get(0))
+            .map_err(sql_error)?;
+        memory.seen.reserve(usize::try_from(transfers).unwrap_or(0));
         let mut statement =
             reader.prepare("SELECT tenant, idempotency_key FROM transfers").map_err(sql_error)?;
         let mut rows = statement.query([]).map_err(sql_error)?;
@@ -1313,6 +1319,11 @@ impl Store for JournalStore {
     ) -> StoreResult<Vec<StoredEvent>> {
         self.caught_up().await?;
         self.projection.events_after(tenant, sequence, limit).await
+    }
+
+    async fn last_event_sequence(&self) -> StoreResult<u64> {
+        self.caught_up().await?;
+        self.projection.last_event_sequence().await
     }
 
     async fn watermark(&self) -> StoreResult<Watermark> {
