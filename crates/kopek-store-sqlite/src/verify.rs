@@ -386,50 +386,44 @@ const CREATION_KINDS: &str =
 /// of each kind per subject are counted in one pass over the outbox (there is no index by
 /// subject), then matched to the rows by the subject's id.
 fn sql_checks(connection: &Connection, report: &mut VerifyReport) -> StoreResult<()> {
-    let counted = |kinds: &str| {
+    // The rows of `table` (as `r`, with `n` their events of `kinds`) for which `wrong` holds.
+    let check = |table: &str, kinds: &str, wrong: &str| {
         format!(
-            "(SELECT subject_id, COUNT(*) AS n FROM outbox WHERE kind IN ({kinds}) GROUP BY subject_id)"
+            "SELECT id, n FROM (SELECT {table}.*, COALESCE(c.n, 0) AS n FROM {table} LEFT JOIN \
+             (SELECT subject_id, COUNT(*) AS n FROM outbox WHERE kind IN ({kinds}) GROUP BY subject_id) c \
+             ON c.subject_id = {table}.id) AS r WHERE {wrong}"
         )
     };
-    let creation = format!(
-        "SELECT t.id, COALESCE(c.n, 0) AS n FROM transfers t LEFT JOIN {} c ON c.subject_id = t.id \
-         WHERE COALESCE(c.n, 0) != 1",
-        counted(CREATION_KINDS)
-    );
-    let orders_created = format!(
-        "SELECT o.id, COALESCE(c.n, 0) AS n FROM orders o LEFT JOIN {} c ON c.subject_id = o.id \
-         WHERE COALESCE(c.n, 0) != 1",
-        counted("'OrderCreated'")
-    );
-    let orders_settled = format!(
-        "SELECT o.id, COALESCE(c.n, 0) AS n FROM orders o LEFT JOIN {} c ON c.subject_id = o.id \
-         WHERE (o.status = 'PENDING') != (COALESCE(c.n, 0) = 0) OR COALESCE(c.n, 0) > 1 \
-         OR (o.status = 'PAID' AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.id = o.payment_id \
-             AND t.status = 'posted' AND t.amount = o.amount))",
-        counted("'OrderPaid','OrderFailed'")
-    );
-    let accounts_opened = format!(
-        "SELECT a.id, COALESCE(c.n, 0) AS n FROM accounts a LEFT JOIN {} c ON c.subject_id = a.id \
-         WHERE COALESCE(c.n, 0) != 1",
-        counted("'AccountOpened'")
-    );
-    let holds_expired = format!(
-        "SELECT t.id, COALESCE(c.n, 0) AS n FROM transfers t LEFT JOIN {} c ON c.subject_id = t.id \
-         WHERE (t.status = 'expired') != (COALESCE(c.n, 0) = 1) OR COALESCE(c.n, 0) > 1",
-        counted("'HoldExpired'")
-    );
-    let checks: [(&str, &str); 5] = [
-        (&orders_created, "order {id} has {n} OrderCreated events, not 1"),
+    let checks: [(String, &str); 5] = [
         (
-            &orders_settled,
+            check("orders", "'OrderCreated'", "n != 1"),
+            "order {id} has {n} OrderCreated events, not 1",
+        ),
+        (
+            check(
+                "orders",
+                "'OrderPaid','OrderFailed'",
+                "(r.status = 'PENDING') != (n = 0) OR n > 1 OR (r.status = 'PAID' AND NOT EXISTS \
+                 (SELECT 1 FROM transfers t WHERE t.id = r.payment_id AND t.status = 'posted' \
+                 AND t.amount = r.amount))",
+            ),
             "order {id} has {n} settlement events for its status, or its payment does not match",
         ),
-        (&accounts_opened, "account {id} has {n} AccountOpened events, not 1"),
-        (&holds_expired, "hold {id} has {n} HoldExpired events for its status"),
-        (&creation, "transfer {id} has {n} creation events, not 1"),
+        (
+            check("accounts", "'AccountOpened'", "n != 1"),
+            "account {id} has {n} AccountOpened events, not 1",
+        ),
+        (
+            check("transfers", "'HoldExpired'", "(r.status = 'expired') != (n = 1) OR n > 1"),
+            "hold {id} has {n} HoldExpired events for its status",
+        ),
+        (
+            check("transfers", CREATION_KINDS, "n != 1"),
+            "transfer {id} has {n} creation events, not 1",
+        ),
     ];
     for (sql, template) in checks {
-        let mut statement = connection.prepare(sql).map_err(sql_error)?;
+        let mut statement = connection.prepare(&sql).map_err(sql_error)?;
         let rows = statement
             .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
             .map_err(sql_error)?;
