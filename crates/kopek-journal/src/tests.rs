@@ -119,24 +119,8 @@ fn a_frame_from_another_journal_breaks_the_chain() {
     let (ours, theirs) =
         (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     write(ours.path(), 64 * 1024, 5);
-    // Another journal whose third frame has the same size but other content.
-    {
-        let (mut journal, _, _) = open(theirs.path(), 64 * 1024);
-        for n in 1..=5u64 {
-            let mut bytes = payload(n);
-            if n == 3 {
-                bytes.iter_mut().for_each(|byte| *byte = b'y');
-            }
-            journal.append(&bytes).expect("append");
-        }
-        journal.sync().expect("sync");
-    }
-    let (path, offset, _) = layout(ours.path())[2].clone();
-    let (their_path, their_offset, _) = layout(theirs.path())[2].clone();
-    let length = HEADER_BYTES + payload(3).len();
-    let start = their_offset as usize;
-    let frame = std::fs::read(&their_path).expect("read")[start..start + length].to_vec();
-    patch(&path, offset, &frame);
+    write_theirs(theirs.path());
+    transplant(theirs.path(), ours.path(), 2);
     // The substitute links to our second frame (the two journals agree up to there), so the
     // chain breaks at our fourth frame, which links to the third we wrote.
     let (_, fourth, _) = layout(ours.path())[3].clone();
@@ -154,22 +138,11 @@ fn a_whole_last_frame_from_elsewhere_is_damage_not_a_torn_tail() {
     let (ours, theirs) =
         (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
     write(ours.path(), 64 * 1024, 5);
-    {
-        let (mut journal, _, _) = open(theirs.path(), 64 * 1024);
-        for n in 1..=5u64 {
-            let bytes = if n == 3 { vec![b'y'; payload(3).len()] } else { payload(n) };
-            journal.append(&bytes).expect("append");
-        }
-        journal.sync().expect("sync");
-    }
+    write_theirs(theirs.path());
     // Their fifth frame, whole and with both checksums right, in place of ours: it links to
     // their fourth, not ours. A crash cannot write that, so it is not cut as a torn tail.
-    let (path, offset, _) = layout(ours.path())[4].clone();
-    let (their_path, their_offset, _) = layout(theirs.path())[4].clone();
-    let length = HEADER_BYTES + payload(5).len();
-    let start = their_offset as usize;
-    let frame = std::fs::read(&their_path).expect("read")[start..start + length].to_vec();
-    patch(&path, offset, &frame);
+    let (path, offset, frame) = transplant(theirs.path(), ours.path(), 4);
+    let length = frame.len();
     match Journal::open(ours.path(), options(64 * 1024), |_| {}).err().expect("refused") {
         JournalError::Damaged { offset: found, .. } => assert_eq!(found, offset),
         other => panic!("{other:?}"),
@@ -219,4 +192,26 @@ proptest! {
             prop_assert_eq!(&frame.payload, &payload(frame.sequence));
         }
     }
+}
+
+/// Another journal of five frames whose third has the same size as ours but other content.
+fn write_theirs(dir: &Path) {
+    let (mut journal, _, _) = open(dir, 64 * 1024);
+    for n in 1..=5u64 {
+        let bytes = if n == 3 { vec![b'y'; payload(3).len()] } else { payload(n) };
+        journal.append(&bytes).expect("append");
+    }
+    journal.sync().expect("sync");
+}
+
+/// Copies frame `index` (from 0) of the journal in `from` over the same frame of `to`;
+/// answers where it went and the frame's bytes.
+fn transplant(from: &Path, to: &Path, index: usize) -> (PathBuf, u64, Vec<u8>) {
+    let (path, offset, _) = layout(to)[index].clone();
+    let (their_path, their_offset, _) = layout(from)[index].clone();
+    let length = HEADER_BYTES + payload(index as u64 + 1).len();
+    let start = their_offset as usize;
+    let frame = std::fs::read(&their_path).expect("read")[start..start + length].to_vec();
+    patch(&path, offset, &frame);
+    (path, offset, frame)
 }

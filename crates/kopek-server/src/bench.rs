@@ -828,12 +828,7 @@ impl Target {
     async fn cpu_seconds(&self) -> Option<f64> {
         if let Some(pid) = self.own.as_ref().and_then(|own| own.child.id()) {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The fields after the command name, which is in parentheses and may hold spaces.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let ticks: f64 =
-                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-            // /proc counts in USER_HZ, which Linux fixes at 100 for every program.
-            return Some(ticks / 100.0);
+            return proc_stat_cpu(&stat).map(|(_, seconds)| seconds);
         }
         self.metric("process_cpu_seconds_total").await
     }
@@ -847,12 +842,9 @@ impl Target {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue; // the thread ended meanwhile
             };
-            let Some((head, tail)) = stat.rsplit_once(')') else { continue };
-            let name = head.split_once('(').map_or("?", |(_, name)| name).to_owned();
-            let fields: Vec<&str> = tail.split_whitespace().collect();
-            let ticks = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-                + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-            *seconds.entry(name).or_insert(0.0) += ticks / 100.0;
+            if let Some((name, used)) = proc_stat_cpu(&stat) {
+                *seconds.entry(name.to_owned()).or_insert(0.0) += used;
+            }
         }
         Some(seconds)
     }
@@ -976,6 +968,17 @@ struct Report {
     datafile: Option<u64>,
     verified: Option<kopek_store::VerifyReport>,
     problems: Vec<String>,
+}
+
+/// The command name and CPU seconds (user and system) in a `/proc/.../stat` line.
+fn proc_stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("?", |(_, name)| name);
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 for every program.
+    Some((name, ticks / 100.0))
 }
 
 /// What each thread name used between two readings, largest first; names that used nothing

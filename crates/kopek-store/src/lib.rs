@@ -239,17 +239,8 @@ pub trait Store: Send + Sync + 'static {
         sequence: u64,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>>;
-    /// The sequence of the newest event (0: none). The default walks every event; the stores
-    /// ask their index instead.
-    async fn last_event_sequence(&self) -> StoreResult<u64> {
-        let mut cursor = 0;
-        loop {
-            match self.events_after(None, cursor, 10_000).await?.last() {
-                Some(event) => cursor = event.sequence,
-                None => return Ok(cursor),
-            }
-        }
-    }
+    /// The sequence of the newest event (0: none), from the index: no event is read.
+    async fn last_event_sequence(&self) -> StoreResult<u64>;
     async fn watermark(&self) -> StoreResult<Watermark>;
     async fn user(&self, id: &UserId) -> StoreResult<Option<User>>;
     async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>>;

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 /// The journal's directory inside the data directory.
 pub const JOURNAL_DIR_NAME: &str = "journal";
@@ -942,8 +942,18 @@ fn key_hash(tenant: &Tenant, key: &IdempotencyKey) -> u64 {
     key_hash_of(tenant.as_str().as_bytes(), key.as_str().as_bytes())
 }
 
-/// `key_hash` of a tenant and key as stored, hashed in place (no copy per key).
+/// `key_hash` of a tenant and key as stored. They are joined on the stack and hashed in one
+/// call (a streaming hasher sets up half a kilobyte of state per key); only an unusually long
+/// pair streams.
 fn key_hash_of(tenant: &[u8], key: &[u8]) -> u64 {
+    let mut joined = [0u8; 256];
+    let length = tenant.len() + 1 + key.len();
+    if length <= joined.len() {
+        joined[..tenant.len()].copy_from_slice(tenant);
+        joined[tenant.len()] = 0xff;
+        joined[tenant.len() + 1..length].copy_from_slice(key);
+        return xxh3_64(&joined[..length]);
+    }
     let mut hasher = Xxh3::new();
     hasher.update(tenant);
     hasher.update(&[0xff]);
@@ -962,9 +972,10 @@ struct Memory {
     rates: HashMap<(Tenant, Currency, Currency), BTreeMap<Timestamp, FxRate>>,
     /// Open holds.
     holds: HashMap<TransferId, Transfer>,
-    /// The tail's transfers: the frame that wrote each last, and its place among that
-    /// frame's transfer records (inserted, then updated). The records stay in `frames`.
-    transfers: HashMap<TransferId, (u64, usize)>,
+    /// The tail's transfers: the frame that wrote each last, its place among that frame's
+    /// transfer records (inserted, then updated), and its key's `key_hash`. The records stay
+    /// in `frames`.
+    transfers: HashMap<TransferId, TailTransfer>,
     /// The tail's transfers by `key_hash` of their key. A hash two keys share (never seen
     /// yet, but possible) is settled by `tail_transfer_by_key`.
     keys: HashMap<u64, TransferId>,
@@ -983,6 +994,14 @@ struct Memory {
     /// The tail's frames in order, consecutive: the records each wrote (shared with the
     /// projector, not copied), and the users, orders and quotes among them.
     frames: VecDeque<(u64, Arc<Outcome>, Written)>,
+}
+
+/// Where the tail holds a transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TailTransfer {
+    sequence: u64,
+    place: usize,
+    key_hash: u64,
 }
 
 /// The users, orders and quotes one frame wrote (kept as copies: they are few).
@@ -1055,7 +1074,7 @@ impl Memory {
     fn transfer(&self, id: TransferId) -> Option<&Transfer> {
         self.transfers
             .get(&id)
-            .and_then(|(sequence, place)| self.tail_record(*sequence, *place))
+            .and_then(|tail| self.tail_record(tail.sequence, tail.place))
             .or_else(|| self.holds.get(&id))
     }
 
@@ -1146,10 +1165,10 @@ impl Memory {
             } else {
                 self.holds.remove(&transfer.id);
             }
-            let hash = key_hash(&transfer.tenant, &transfer.idempotency_key);
-            self.keys.insert(hash, transfer.id);
-            self.seen.insert(hash);
-            self.transfers.insert(transfer.id, (sequence, place));
+            let key_hash = key_hash(&transfer.tenant, &transfer.idempotency_key);
+            self.keys.insert(key_hash, transfer.id);
+            self.seen.insert(key_hash);
+            self.transfers.insert(transfer.id, TailTransfer { sequence, place, key_hash });
         }
         let mut written = Written::default();
         for user in &records.users_created {
@@ -1187,13 +1206,13 @@ impl Memory {
             let transfers = records.transfers_inserted.iter().chain(&records.transfers_updated);
             for (place, transfer) in transfers.enumerate() {
                 let id = transfer.id;
-                if self.transfers.get(&id) != Some(&(sequence, place)) {
-                    continue; // a later frame wrote it again
-                }
+                let tail = match self.transfers.get(&id) {
+                    Some(tail) if (tail.sequence, tail.place) == (sequence, place) => *tail,
+                    _ => continue, // a later frame wrote it again
+                };
                 self.transfers.remove(&id);
-                let hash = key_hash(&transfer.tenant, &transfer.idempotency_key);
-                if self.keys.get(&hash) == Some(&id) {
-                    self.keys.remove(&hash);
+                if self.keys.get(&tail.key_hash) == Some(&id) {
+                    self.keys.remove(&tail.key_hash);
                 }
                 if let Some(leg) = &transfer.fx
                     && !self.holds.contains_key(&id)

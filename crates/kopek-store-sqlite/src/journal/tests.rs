@@ -295,3 +295,18 @@ async fn a_key_hash_two_keys_share_still_finds_each_transfer() {
     assert_eq!(found, None, "found in the projection now, through the filter");
     assert!(memory.seen.contains(&first_hash) && memory.seen.contains(&second_hash));
 }
+
+/// The key hash is the same whether a pair is short enough to be joined on the stack or long
+/// enough to stream: the filter and the tail must agree on every key.
+#[test]
+fn a_key_hashes_the_same_on_either_path() {
+    let tenant = b"acme".as_slice();
+    for length in [0, 1, 200, 251, 252, 300, 1_000] {
+        let key = vec![b'k'; length];
+        let mut hasher = Xxh3::new();
+        hasher.update(tenant);
+        hasher.update(&[0xff]);
+        hasher.update(&key);
+        assert_eq!(key_hash_of(tenant, &key), hasher.digest(), "key of {length} bytes");
+    }
+}
