@@ -22,7 +22,8 @@
 //!
 //! # Recovery
 //!
-//! `Journal::open` reads every frame in order. The first frame that does not check out ends
+//! `Journal::open` reads every frame in order, or only those after a known frame
+//! (`Options::resume_after`: its place and checksum, which the open checks first). The first frame that does not check out ends
 //! the journal: if nothing valid follows it anywhere (a write cut short by a crash, never
 //! acknowledged), that tail is cleared and appending goes on after the last valid frame; if
 //! a valid frame follows it, a frame that was made durable is damaged, and the open fails
@@ -57,6 +58,10 @@ pub enum JournalError {
     Poisoned,
     #[error("a frame of {0} bytes does not fit a segment")]
     TooLarge(usize),
+    /// `Options::resume_after` names a frame the journal does not hold there: the position
+    /// belongs to another journal, or its segment is gone. Open from the start instead.
+    #[error("the journal holds no frame {sequence} where the start position says: {reason}")]
+    NotAtPosition { sequence: u64, reason: String },
     #[error("journal I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -66,6 +71,22 @@ pub enum JournalError {
 pub struct Frame {
     pub sequence: u64,
     pub payload: Vec<u8>,
+    /// Where it lies: a reader that keeps it can later open the journal after this frame.
+    pub position: Position,
+}
+
+/// Where a frame lies and what it checks out to: enough to read the journal on from the
+/// frame after it without reading anything before (`Options::resume_after`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The frame's sequence.
+    pub sequence: u64,
+    /// The index of the segment that holds it.
+    pub segment: u64,
+    /// Where its header starts in that segment.
+    pub offset: u64,
+    /// The frame's checksum (header bytes 48..64), which the next frame's header repeats.
+    pub checksum: u128,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,11 +97,20 @@ pub struct Options {
     /// store's projection holds them): one of them that does not check out is damage, never
     /// a torn tail to cut, even with nothing valid after it.
     pub acknowledged_through: u64,
+    /// Read on after this frame instead of from the first: frames up to it are not read,
+    /// checked or replayed (their segments are not even opened). The frame at the position
+    /// is checked first (its header, payload, sequence and checksum); if it does not check
+    /// out, the open fails with `NotAtPosition` and changes nothing.
+    pub resume_after: Option<Position>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { segment_bytes: SEGMENT_BYTES_DEFAULT, acknowledged_through: 0 }
+        Options {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            acknowledged_through: 0,
+            resume_after: None,
+        }
     }
 }
 
@@ -131,6 +161,12 @@ pub fn read(dir: &Path, mut frame: impl FnMut(Frame)) -> Result<u64, JournalErro
                     frame(Frame {
                         sequence: last_sequence + 1,
                         payload: bytes[start..start + length].to_vec(),
+                        position: Position {
+                            sequence: last_sequence + 1,
+                            segment: index,
+                            offset: offset as u64,
+                            checksum,
+                        },
                     });
                     last_sequence += 1;
                     last_checksum = checksum;
@@ -185,6 +221,8 @@ pub struct Journal {
     offset: u64,
     next_sequence: u64,
     last_checksum: u128,
+    /// Where the last frame lies (`None`: no frame yet).
+    last_position: Option<Position>,
     /// Segments written since the last sync point, besides the current one.
     unsynced: Vec<Arc<File>>,
     poisoned: bool,
@@ -199,24 +237,59 @@ impl Journal {
     ) -> Result<(Journal, Recovery), JournalError> {
         assert!(options.segment_bytes > HEADER_BYTES as u64);
         std::fs::create_dir_all(dir)?;
-        let segments = segment_indexes(dir)?;
+        let mut segments = segment_indexes(dir)?;
         let mut recovery = Recovery::default();
         let mut last_checksum = 0u128;
         let mut position = None;
+        let mut last_position = None;
+        // Where reading starts in the first segment read, and that segment when it was read
+        // already.
+        let mut resume_offset = 0usize;
+        let mut resumed_segment = None;
+        if let Some(start) = options.resume_after {
+            let not_there = |reason: &str| JournalError::NotAtPosition {
+                sequence: start.sequence,
+                reason: reason.to_owned(),
+            };
+            let Some(first) = segments.iter().position(|index| *index == start.segment) else {
+                return Err(not_there("its segment is not in the journal"));
+            };
+            segments.drain(..first);
+            let bytes = std::fs::read(segment_path(dir, start.segment))?;
+            let at = usize::try_from(start.offset).map_err(|_| not_there("offset too large"))?;
+            let length = check_position(&bytes, at, &start).map_err(|reason| not_there(&reason))?;
+            recovery.last_sequence = start.sequence;
+            last_checksum = start.checksum;
+            resume_offset = at + HEADER_BYTES + length;
+            position = Some((start.segment, resume_offset as u64));
+            last_position = Some(start);
+            resumed_segment = Some(bytes);
+        }
         'segments: for (order, index) in segments.iter().enumerate() {
             let path = segment_path(dir, *index);
-            let bytes = std::fs::read(&path)?;
-            let mut offset = 0usize;
+            let bytes = match resumed_segment.take() {
+                Some(bytes) => bytes,
+                None => std::fs::read(&path)?,
+            };
+            let mut offset = if order == 0 { resume_offset } else { 0 };
             loop {
                 match check_frame(&bytes, offset, recovery.last_sequence + 1, last_checksum) {
                     Checked::Valid { length, checksum } => {
                         let start = offset + HEADER_BYTES;
-                        replay(Frame {
+                        let frame_position = Position {
                             sequence: recovery.last_sequence + 1,
+                            segment: *index,
+                            offset: offset as u64,
+                            checksum,
+                        };
+                        replay(Frame {
+                            sequence: frame_position.sequence,
                             payload: bytes[start..start + length].to_vec(),
+                            position: frame_position,
                         });
                         recovery.last_sequence += 1;
                         last_checksum = checksum;
+                        last_position = Some(frame_position);
                         offset = start + length;
                         position = Some((*index, offset as u64));
                     }
@@ -280,6 +353,7 @@ impl Journal {
             offset,
             next_sequence: recovery.last_sequence + 1,
             last_checksum,
+            last_position,
             unsynced: Vec::new(),
             poisoned: false,
         };
@@ -301,6 +375,7 @@ impl Journal {
         }
         let sequence = self.next_sequence;
         let (header, checksum) = header(payload, sequence, self.last_checksum);
+        let frame_offset = self.offset;
         let mut segment: &File = &self.segment;
         let written = segment
             .seek(SeekFrom::Start(self.offset))
@@ -315,6 +390,8 @@ impl Journal {
         self.offset += frame_bytes;
         self.next_sequence += 1;
         self.last_checksum = checksum;
+        self.last_position =
+            Some(Position { sequence, segment: self.segment_index, offset: frame_offset, checksum });
         Ok(sequence)
     }
 
@@ -345,6 +422,11 @@ impl Journal {
     /// The sequence the next frame will have.
     pub fn next_sequence(&self) -> u64 {
         self.next_sequence
+    }
+
+    /// Where the last frame (read at open or appended since) lies; `None` before the first.
+    pub fn last_position(&self) -> Option<Position> {
+        self.last_position
     }
 
     fn next_segment(&mut self) -> Result<(), JournalError> {
@@ -428,6 +510,31 @@ fn check_frame(bytes: &[u8], offset: usize, sequence: u64, previous: u128) -> Ch
         return Checked::Invalid("the frame does not follow the previous one".to_owned());
     }
     Checked::Valid { length, checksum: u128_at(head, 48) }
+}
+
+/// Checks that the frame `start` names lies at `at` of its segment's `bytes` (header and
+/// payload whole, the sequence and the frame's checksum as named); answers its payload's
+/// length, or why not.
+fn check_position(bytes: &[u8], at: usize, start: &Position) -> Result<usize, String> {
+    let head = bytes.get(at..at + HEADER_BYTES).ok_or("the segment ends before it")?;
+    if head[0..4] != MAGIC || xxh3_128(&head[0..48]) != u128_at(head, 48) {
+        return Err("no frame header checks out there".to_owned());
+    }
+    let length = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    let payload = bytes
+        .get(at + HEADER_BYTES..at + HEADER_BYTES + length)
+        .ok_or("the segment ends inside its payload")?;
+    if xxh3_128(payload) != u128_at(head, 32) {
+        return Err("its payload checksum does not match".to_owned());
+    }
+    let sequence = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    if sequence != start.sequence {
+        return Err(format!("frame {sequence} is there"));
+    }
+    if u128_at(head, 48) != start.checksum {
+        return Err("a frame with another checksum is there".to_owned());
+    }
+    Ok(length)
 }
 
 /// Whether a frame that checks out on its own, with a later sequence than `last`, lies at or

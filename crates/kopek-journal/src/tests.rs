@@ -76,6 +76,63 @@ fn frames_come_back_in_order_across_segments_and_reopens() {
 }
 
 #[test]
+fn a_journal_resumes_after_a_known_frame_and_reads_only_what_follows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), 1_024, 40);
+    let (journal, _, frames) = open(dir.path(), 1_024);
+    assert_eq!(journal.last_position(), frames.last().map(|frame| frame.position));
+    drop(journal);
+    let known = frames[24].position;
+    assert_eq!(known.sequence, 25);
+    // Segments wholly before the known frame are not even opened: one that no longer
+    // checks out does not matter.
+    let first = segment_path(dir.path(), 1);
+    assert!(known.segment > 1, "the known frame is past the first segment");
+    patch(&first, 0, b"garbage");
+    let mut replayed = Vec::new();
+    let resume = Options { resume_after: Some(known), ..options(1_024) };
+    let (mut journal, recovery) =
+        Journal::open(dir.path(), resume, |frame| replayed.push(frame)).expect("resumed open");
+    assert_eq!(recovery.last_sequence, 40);
+    assert_eq!(replayed, frames[25..].to_vec(), "exactly the frames after the known one");
+    assert_eq!(journal.append(b"forty-one").expect("append"), 41);
+    journal.sync().expect("sync");
+    let last = journal.last_position().expect("a last frame");
+    drop(journal);
+    // Resuming at the last frame reads nothing and appends after it.
+    let resume = Options { resume_after: Some(last), ..options(1_024) };
+    let (journal, recovery) =
+        Journal::open(dir.path(), resume, |frame| panic!("nothing to replay: {frame:?}"))
+            .expect("resumed at the end");
+    assert_eq!((recovery.last_sequence, journal.next_sequence()), (41, 42));
+}
+
+#[test]
+fn a_position_the_journal_does_not_hold_refuses_the_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), 1_024, 20);
+    let (_, _, frames) = open(dir.path(), 1_024);
+    let known = frames[9].position;
+    let wrong = [
+        (Position { checksum: known.checksum ^ 1, ..known }, "another checksum"),
+        (Position { sequence: 11, ..known }, "frame 10 is there"),
+        (Position { offset: known.offset + 1, ..known }, "no frame header"),
+        (Position { segment: 99, ..known }, "not in the journal"),
+    ];
+    for (position, expected) in wrong {
+        let resume = Options { resume_after: Some(position), ..options(1_024) };
+        match Journal::open(dir.path(), resume, |_| {}).err() {
+            Some(JournalError::NotAtPosition { reason, .. }) => {
+                assert!(reason.contains(expected), "{reason} for {position:?}");
+            }
+            other => panic!("{position:?}: {other:?}"),
+        }
+    }
+    let (_, recovery, _) = open(dir.path(), 1_024);
+    assert_eq!(recovery.last_sequence, 20, "a refused resume changed nothing");
+}
+
+#[test]
 fn a_torn_last_frame_is_cut_and_appending_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), 4_096, 10);
