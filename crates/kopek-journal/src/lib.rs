@@ -142,42 +142,56 @@ pub fn last_sequence(dir: &Path) -> Result<u64, JournalError> {
 }
 
 /// Reads the journal in `dir` without changing it, giving every frame of the valid chain to
-/// `frame` in order, and answers the last frame's sequence. It stops at the first frame that
-/// does not check out (the end of what was written, or a torn tail `open` would cut);
-/// `open` is what tells a torn tail from damage.
-pub fn read(dir: &Path, mut frame: impl FnMut(Frame)) -> Result<u64, JournalError> {
-    let mut last_sequence = 0;
+/// `frame` in order. It stops at the first frame that does not check out (the end of what
+/// was written, or a torn tail `open` would cut, or damage); `open` is what tells a torn
+/// tail from damage.
+pub fn read(dir: &Path, mut frame: impl FnMut(Frame)) -> Result<ReadChain, JournalError> {
+    let mut read = ReadChain::default();
     let mut last_checksum = 0u128;
     if !dir.is_dir() {
-        return Ok(0);
+        return Ok(read);
     }
     'segments: for index in segment_indexes(dir)? {
-        let bytes = std::fs::read(segment_path(dir, index))?;
+        let path = segment_path(dir, index);
+        let bytes = std::fs::read(&path)?;
         let mut offset = 0usize;
         loop {
-            match check_frame(&bytes, offset, last_sequence + 1, last_checksum) {
+            match check_frame(&bytes, offset, read.last_sequence + 1, last_checksum) {
                 Checked::Valid { length, checksum } => {
                     let start = offset + HEADER_BYTES;
+                    read.last_sequence += 1;
                     frame(Frame {
-                        sequence: last_sequence + 1,
+                        sequence: read.last_sequence,
                         payload: bytes[start..start + length].to_vec(),
                         position: Position {
-                            sequence: last_sequence + 1,
+                            sequence: read.last_sequence,
                             segment: index,
                             offset: offset as u64,
                             checksum,
                         },
                     });
-                    last_sequence += 1;
                     last_checksum = checksum;
                     offset = start + length;
                 }
                 Checked::End => continue 'segments,
-                Checked::Invalid(_) => break 'segments,
+                Checked::Invalid(reason) => {
+                    read.stopped = Some((path, offset as u64, reason));
+                    break 'segments;
+                }
             }
         }
     }
-    Ok(last_sequence)
+    Ok(read)
+}
+
+/// What `read` found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadChain {
+    /// The last frame of the valid chain (0: none).
+    pub last_sequence: u64,
+    /// Where the chain stopped before the written end, if it did: the segment, the offset
+    /// and why (a torn tail, or damage).
+    pub stopped: Option<(PathBuf, u64, String)>,
 }
 
 /// What `open` found.
@@ -390,8 +404,12 @@ impl Journal {
         self.offset += frame_bytes;
         self.next_sequence += 1;
         self.last_checksum = checksum;
-        self.last_position =
-            Some(Position { sequence, segment: self.segment_index, offset: frame_offset, checksum });
+        self.last_position = Some(Position {
+            sequence,
+            segment: self.segment_index,
+            offset: frame_offset,
+            checksum,
+        });
         Ok(sequence)
     }
 

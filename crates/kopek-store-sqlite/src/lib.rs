@@ -17,6 +17,7 @@ use kopek_core::{
     Account, AccountId, Currency, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome,
     Overdraft, Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
+use kopek_journal::Position;
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
@@ -59,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_tenant_ids.sql"),
     include_str!("../migrations/0010_projection.sql"),
     include_str!("../migrations/0011_fewer_indexes.sql"),
+    include_str!("../migrations/0012_projection_position.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -264,9 +266,9 @@ impl SqliteStore {
     }
 
     /// Writes committed journal frames into the tables in one transaction, with the last
-    /// frame's sequence as the projection's mark.
-    fn project(&self, frames: Vec<(u64, Arc<Outcome>)>) -> StoreResult<()> {
-        let Some(last) = frames.last().map(|(sequence, _)| *sequence) else {
+    /// frame's sequence and place in the journal as the projection's mark.
+    fn project(&self, frames: Vec<(Position, Arc<Outcome>)>) -> StoreResult<()> {
+        let Some(last) = frames.last().map(|(position, _)| *position) else {
             return Ok(());
         };
         self.write_blocking(move |connection| {
@@ -282,10 +284,17 @@ impl SqliteStore {
                 for (_, outcome) in &frames {
                     write_outcome(&db_transaction, outcome)?;
                 }
+                let integer = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
                 db_transaction
                     .execute(
-                        "UPDATE projection SET frame = ?1 WHERE id = 1",
-                        [i64::try_from(last).unwrap_or(i64::MAX)],
+                        "UPDATE projection SET frame = ?1, segment = ?2, frame_offset = ?3, \
+                         checksum = ?4 WHERE id = 1",
+                        rusqlite::params![
+                            integer(last.sequence),
+                            integer(last.segment),
+                            integer(last.offset),
+                            last.checksum.to_le_bytes().to_vec(),
+                        ],
                     )
                     .map_err(sql_error)?;
                 db_transaction.commit().map_err(sql_error)
@@ -295,13 +304,32 @@ impl SqliteStore {
         })
     }
 
-    /// The last journal frame the tables hold (0: none, or a ledger without a journal).
-    fn projection_mark(&self) -> StoreResult<u64> {
-        let frame: i64 = open_reader(&self.inner.path)?
-            .query_row("SELECT frame FROM projection WHERE id = 1", [], |row| row.get(0))
-            .map_err(sql_error)?;
-        u64::try_from(frame)
-            .map_err(|_| StoreError::Corrupt(format!("the projection's mark {frame} is negative")))
+    /// The last journal frame the tables hold (0: none, or a ledger without a journal), and
+    /// where it lies in the journal when that was recorded with it.
+    fn projection_mark(&self) -> StoreResult<(u64, Option<Position>)> {
+        let (frame, segment, offset, checksum): (i64, Option<i64>, Option<i64>, Option<Vec<u8>>) =
+            open_reader(&self.inner.path)?
+                .query_row(
+                    "SELECT frame, segment, frame_offset, checksum FROM projection WHERE id = 1",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )
+                .map_err(sql_error)?;
+        let sequence = u64::try_from(frame).map_err(|_| {
+            StoreError::Corrupt(format!("the projection's mark {frame} is negative"))
+        })?;
+        let position = match (segment, offset, checksum) {
+            (Some(segment), Some(offset), Some(checksum)) if sequence > 0 => Some(Position {
+                sequence,
+                segment: u64::try_from(segment).unwrap_or(0),
+                offset: u64::try_from(offset).unwrap_or(0),
+                checksum: u128::from_le_bytes(checksum.try_into().map_err(|_| {
+                    StoreError::Corrupt("the projection's journal checksum is not 16 bytes".into())
+                })?),
+            }),
+            _ => None,
+        };
+        Ok((sequence, position))
     }
 
     /// Every account and the projection's mark, read in one transaction, for
@@ -1808,7 +1836,10 @@ mod tests {
         {
             let connection = Connection::open(dir.path().join(DATABASE_FILE_NAME)).expect("open");
             connection
-                .execute_batch(&conformance::old_layout_statements(9).join(";\n"))
+                .execute_batch(&format!(
+                    "{};\nDROP TABLE projection",
+                    conformance::old_layout_statements(9).join(";\n")
+                ))
                 .expect("the old layout");
             let bare: i64 = connection
                 .query_row("SELECT COUNT(*) FROM accounts WHERE id = 'alice'", [], |row| row.get(0))

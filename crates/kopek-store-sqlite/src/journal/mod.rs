@@ -20,6 +20,7 @@
 //! started (at most `READ_WAIT_MAX`, then `Unavailable`).
 
 pub mod frame;
+pub mod keys;
 
 use crate::rows::{
     ACCOUNT_COLUMNS, ENTRY_COLUMNS, RATE_COLUMNS, TRANSFER_COLUMNS, account_from_row, decoded,
@@ -27,18 +28,19 @@ use crate::rows::{
 };
 use crate::{SqliteStore, load_state, open_reader};
 use async_trait::async_trait;
+use keys::{KEY_FILTER_FILE_NAME, KeyFilter};
 use kopek_core::{
     Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Quote,
     QuoteId, State, Tenant, Timestamp, Transfer, TransferId, TransferStatus, User, UserId,
 };
-use kopek_journal::{Journal, JournalError, Options, SyncPoint};
+use kopek_journal::{Journal, JournalError, Options, Position, SyncPoint};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
     FxRevenue, JournalProgress, Page, PendingCommit, SpendingTotal, Store, StoreError, StoreResult,
     StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
 };
 use rusqlite::Connection;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
@@ -63,6 +65,12 @@ const VERIFY_PROBLEMS_MAX: usize = 100;
 const VERIFY_ATTEMPTS_MAX: usize = 20;
 /// The projector's pause before it tries a failed projection again.
 const PROJECTION_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// New keys after which the journal writer snapshots the key filter (and once more when the
+/// store closes): a start after a crash reads at most about this many transfers' frames to
+/// add their keys, and a snapshot costs a copy of the filter (8 bytes a slot) and its file.
+const SNAPSHOT_KEYS_EVERY: usize = 1 << 20;
+/// How long the snapshot thread waits for a snapshot's frame to become durable.
+const SNAPSHOT_DURABLE_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// The embedded store, journal first. See the module documentation.
 pub struct JournalStore {
@@ -70,8 +78,23 @@ pub struct JournalStore {
     journal_dir: PathBuf,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     shared: Arc<Shared>,
-    /// The journal writer and the projector, joined on drop.
+    /// The journal writer, the syncer, the projector and the snapshot thread, joined on
+    /// drop.
     threads: Vec<std::thread::JoinHandle<()>>,
+    started: Started,
+}
+
+/// How the last open went: what it could skip and what it read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Started {
+    /// The frame the journal was read on from (the projection's mark or the key filter's
+    /// snapshot, whichever is earlier); `None`: the whole journal was read.
+    pub resumed_after: Option<u64>,
+    /// The frames read and checked.
+    pub frames_read: u64,
+    /// The frame the key filter's snapshot was taken after, when the filter came from it;
+    /// `None`: every key was read from the tables.
+    pub filter_snapshot: Option<u64>,
 }
 
 /// What the journal writer shares with readers and the projector.
@@ -199,20 +222,64 @@ impl JournalStore {
     /// opens as it is: its tables are the projection of an empty journal.
     pub fn open(data_dir: &Path) -> StoreResult<JournalStore> {
         let projection = SqliteStore::open_projection(data_dir)?;
-        let mark = projection.projection_mark()?;
+        let (mark, mark_position) = projection.projection_mark()?;
         let journal_dir = data_dir.join(JOURNAL_DIR_NAME);
-        let mut replayed = Replay::new(&projection, mark);
+        let filter_path = data_dir.join(KEY_FILTER_FILE_NAME);
+        let snapshot = KeyFilter::load(&filter_path).unwrap_or_else(|reason| {
+            tracing::warn!(
+                path = %filter_path.display(),
+                %reason,
+                "the key filter's snapshot does not check out; building the filter from the tables"
+            );
+            None
+        });
+        // The journal is read on from the earlier of the projection's mark and the
+        // snapshot's frame: frames after the mark go into the tables, frames after the
+        // snapshot add their keys to the filter. Without a recorded place, all of it.
+        let snapshot_frame = snapshot.as_ref().map(|(taken, _)| taken.sequence);
+        let resume_after = match (mark_position, &snapshot) {
+            (Some(mark), Some((taken, _))) => {
+                Some(if taken.sequence < mark.sequence { *taken } else { mark })
+            }
+            (Some(mark), None) => Some(mark),
+            (None, _) => None,
+        };
         // The projection holds every frame up to its mark, so each was acknowledged: none of
         // them may be cut as a torn tail.
-        let options = Options { acknowledged_through: mark, ..Options::default() };
-        let (journal, recovery) =
-            Journal::open(&journal_dir, options, |frame| replayed.frame(frame)).map_err(
-                |error| match error {
-                    JournalError::Damaged { .. } => StoreError::Corrupt(error.to_string()),
-                    other => StoreError::Unavailable(format!("open the journal: {other}")),
-                },
-            )?;
-        replayed.finish()?;
+        let options = Options { acknowledged_through: mark, resume_after, ..Options::default() };
+        let open_journal = |options: Options, replayed: &mut Replay| {
+            Journal::open(&journal_dir, options, |frame| replayed.frame(frame))
+        };
+        let mut replayed = Replay::new(&projection, mark, snapshot);
+        let mut resumed_after = resume_after.map(|position| position.sequence);
+        let opened = match open_journal(options, &mut replayed) {
+            Err(JournalError::NotAtPosition { sequence, reason }) => {
+                tracing::warn!(
+                    sequence,
+                    %reason,
+                    "the journal does not hold the frame the projection or the key filter's \
+                     snapshot names; reading it from the start"
+                );
+                replayed = Replay::new(&projection, mark, None);
+                resumed_after = None;
+                open_journal(Options { resume_after: None, ..options }, &mut replayed)
+            }
+            other => other,
+        };
+        let (journal, recovery) = opened.map_err(|error| match error {
+            JournalError::Damaged { .. } => StoreError::Corrupt(error.to_string()),
+            other => StoreError::Unavailable(format!("open the journal: {other}")),
+        })?;
+        let frames_read = replayed.frames_read;
+        let filter = replayed.finish()?;
+        let started = Started {
+            resumed_after,
+            frames_read,
+            filter_snapshot: filter
+                .as_ref()
+                .map(|_| snapshot_frame.expect("a filter comes back only from a snapshot")),
+        };
+        tracing::info!(?started, "journal opened");
         if recovery.last_sequence < mark {
             return Err(StoreError::Corrupt(format!(
                 "the projection holds frames up to {mark} but the journal in {} ends at {}: \
@@ -230,7 +297,7 @@ impl JournalStore {
         }
         let last = recovery.last_sequence;
         let reader = open_reader(projection.path())?;
-        let (accounts, memory) = Memory::load(&reader)?;
+        let (accounts, memory) = Memory::load(&reader, filter)?;
         let shared = Arc::new(Shared::new(accounts, last));
         // Unbounded: the bound is kept before a batch is decided (`Writer::await_projection`),
         // so a frame already durable is never held up on its way to the projector.
@@ -251,8 +318,28 @@ impl JournalStore {
                 .spawn(move || sync_and_answer(&appended, &shared, &to_projector))
                 .map_err(|error| StoreError::Unavailable(format!("start the syncer: {error}")))?
         };
+        let (to_snapshotter, snapshots) = mpsc::sync_channel::<(Position, KeyFilter)>(1);
+        let snapshot_busy = Arc::new(AtomicBool::new(false));
+        let snapshotter = {
+            let (shared, busy) = (shared.clone(), snapshot_busy.clone());
+            std::thread::Builder::new()
+                .name("kopek-snapshot".to_owned())
+                .spawn(move || save_snapshots(&snapshots, &filter_path, &shared, &busy))
+                .map_err(|error| {
+                    StoreError::Unavailable(format!("start the snapshot thread: {error}"))
+                })?
+        };
         let (sender, jobs) = mpsc::channel::<WriteJob>();
-        let mut writer = Writer { journal, memory, shared: shared.clone(), reader };
+        let snapshot_taken = memory.seen.len();
+        let mut writer = Writer {
+            journal,
+            memory,
+            shared: shared.clone(),
+            reader,
+            snapshots: to_snapshotter,
+            snapshot_busy,
+            snapshot_taken,
+        };
         let journal_writer = std::thread::Builder::new()
             .name("kopek-journal".to_owned())
             .spawn(move || {
@@ -262,6 +349,9 @@ impl JournalStore {
                         break; // the syncer is gone: the process is stopping
                     }
                 }
+                // The store is closing: the next start loads the filter instead of reading
+                // every key.
+                writer.snapshot(true);
             })
             .map_err(|error| {
                 StoreError::Unavailable(format!("start the journal writer: {error}"))
@@ -271,7 +361,8 @@ impl JournalStore {
             journal_dir,
             writer: Mutex::new(Some(sender)),
             shared,
-            threads: vec![journal_writer, syncer, projector],
+            threads: vec![journal_writer, syncer, projector, snapshotter],
+            started,
         })
     }
 
@@ -281,6 +372,11 @@ impl JournalStore {
     /// first.
     pub fn abandon_projection(&self) {
         self.shared.abandoned.store(true, Ordering::Release);
+    }
+
+    /// How the open went (what it read, what it skipped).
+    pub fn started(&self) -> Started {
+        self.started
     }
 
     /// Hands a batch to the journal writer now (batches are decided in the order they are
@@ -368,7 +464,7 @@ fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
     let (mut transfers, mut entries, mut events) = (0u64, 0u64, 0u64);
     let mut last_state: HashMap<TransferId, Transfer> = HashMap::new();
     let mut problems = Vec::new();
-    let frames = kopek_journal::read(dir, |frame| {
+    let read = kopek_journal::read(dir, |frame| {
         // Frames after the snapshot's mark are not the projection's yet: not decoded at all.
         if frame.sequence > mark {
             return;
@@ -389,8 +485,21 @@ fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
     if !problems.is_empty() {
         return Ok(problems);
     }
-    if frames < mark {
-        problems.push(format!("the projection holds frames up to {mark}, the journal {frames}"));
+    if read.last_sequence < mark {
+        // A start reads the journal only after the projection's mark, so damage below it is
+        // found here.
+        problems.push(match read.stopped {
+            Some((segment, offset, reason)) => format!(
+                "journal damaged in {} at offset {offset}: {reason}; the projection holds \
+                 frames up to {mark}, the journal's chain ends at {}",
+                segment.display(),
+                read.last_sequence
+            ),
+            None => format!(
+                "the projection holds frames up to {mark}, the journal {}",
+                read.last_sequence
+            ),
+        });
         return Ok(problems);
     }
     let (stored_transfers, stored_entries, stored_events) = (
@@ -504,29 +613,45 @@ impl Drop for JournalStore {
     }
 }
 
-/// Replays the frames the projection does not hold at open, many per transaction.
+/// Replays the frames the projection does not hold at open, many per transaction, and adds
+/// the keys of the frames after the key filter's snapshot to the filter.
 struct Replay<'a> {
     projection: &'a SqliteStore,
     mark: u64,
-    pending: Vec<(u64, Arc<Outcome>)>,
+    /// The filter loaded from its snapshot, and the frame the snapshot was taken after.
+    filter: Option<(u64, KeyFilter)>,
+    pending: Vec<(Position, Arc<Outcome>)>,
     bytes: usize,
     error: Option<StoreError>,
+    /// Frames the journal gave it.
+    frames_read: u64,
 }
 
 impl Replay<'_> {
-    fn new(projection: &SqliteStore, mark: u64) -> Replay<'_> {
-        Replay { projection, mark, pending: Vec::new(), bytes: 0, error: None }
+    fn new(
+        projection: &SqliteStore,
+        mark: u64,
+        snapshot: Option<(Position, KeyFilter)>,
+    ) -> Replay<'_> {
+        Replay {
+            projection,
+            mark,
+            filter: snapshot.map(|(taken, filter)| (taken.sequence, filter)),
+            pending: Vec::new(),
+            bytes: 0,
+            error: None,
+            frames_read: 0,
+        }
     }
 
     fn frame(&mut self, frame: kopek_journal::Frame) {
-        if self.error.is_some() || frame.sequence <= self.mark {
+        self.frames_read += 1;
+        let for_keys = self.filter.as_ref().is_some_and(|(taken, _)| frame.sequence > *taken);
+        if self.error.is_some() || (frame.sequence <= self.mark && !for_keys) {
             return;
         }
-        match frame::decode(&frame.payload) {
-            Ok(outcome) => {
-                self.bytes += frame.payload.len();
-                self.pending.push((frame.sequence, Arc::new(outcome)));
-            }
+        let outcome = match frame::decode(&frame.payload) {
+            Ok(outcome) => outcome,
             Err(problem) => {
                 self.error = Some(StoreError::Corrupt(format!(
                     "journal frame {} does not decode: {problem}",
@@ -534,7 +659,17 @@ impl Replay<'_> {
                 )));
                 return;
             }
+        };
+        if let Some((_, filter)) = self.filter.as_mut().filter(|_| for_keys) {
+            for transfer in outcome.transfers_inserted.iter().chain(&outcome.transfers_updated) {
+                filter.insert(key_hash(&transfer.tenant, &transfer.idempotency_key));
+            }
         }
+        if frame.sequence <= self.mark {
+            return;
+        }
+        self.bytes += frame.payload.len();
+        self.pending.push((frame.position, Arc::new(outcome)));
         if self.bytes >= PROJECTION_BYTES_PER_TRANSACTION_MAX {
             self.flush();
         }
@@ -551,12 +686,39 @@ impl Replay<'_> {
         }
     }
 
-    fn finish(mut self) -> StoreResult<()> {
+    /// Writes what is left; answers the filter, if it came from a snapshot.
+    fn finish(mut self) -> StoreResult<Option<KeyFilter>> {
         self.flush();
         match self.error {
             Some(error) => Err(error),
-            None => Ok(()),
+            None => Ok(self.filter.map(|(_, filter)| filter)),
         }
+    }
+}
+
+/// The snapshot thread's loop: for each copy of the key filter the journal writer hands
+/// over, waits until the frame it was taken after is durable (so that frame is never cut as
+/// a torn tail), then writes the snapshot file. A snapshot that cannot be written is logged
+/// and skipped: the next start reads the keys from an older snapshot's frames or the tables.
+fn save_snapshots(
+    snapshots: &mpsc::Receiver<(Position, KeyFilter)>,
+    path: &Path,
+    shared: &Shared,
+    busy: &AtomicBool,
+) {
+    for (taken, filter) in snapshots {
+        let started = Instant::now();
+        while shared.committed.load(Ordering::Acquire) < taken.sequence
+            && started.elapsed() < SNAPSHOT_DURABLE_WAIT_MAX
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if shared.committed.load(Ordering::Acquire) < taken.sequence {
+            tracing::warn!(frame = taken.sequence, "the key filter's frame never became durable");
+        } else if let Err(error) = filter.save(path, &taken) {
+            tracing::warn!(path = %path.display(), %error, "could not save the key filter");
+        }
+        busy.store(false, Ordering::Release);
     }
 }
 
@@ -569,17 +731,17 @@ fn project(frames: &mpsc::Receiver<ToProject>, projection: &SqliteStore, shared:
             return;
         }
         let mut bytes = first.bytes;
-        let mut batch = vec![(first.sequence, first.records)];
+        let mut batch = vec![(first.position, first.records)];
         while bytes < PROJECTION_BYTES_PER_TRANSACTION_MAX {
             match frames.try_recv() {
                 Ok(next) => {
                     bytes += next.bytes;
-                    batch.push((next.sequence, next.records));
+                    batch.push((next.position, next.records));
                 }
                 Err(_) => break,
             }
         }
-        let last = batch.last().map_or(0, |(sequence, _)| *sequence);
+        let last = batch.last().map_or(0, |(position, _)| position.sequence);
         loop {
             // The records are shared with each attempt, not copied.
             match projection.project(batch.clone()) {
@@ -607,7 +769,7 @@ fn project(frames: &mpsc::Receiver<ToProject>, projection: &SqliteStore, shared:
 /// A committed frame on its way to the projector: the records it was encoded from (they
 /// need no decoding) and the size of its payload, which bounds a projection transaction.
 struct ToProject {
-    sequence: u64,
+    position: Position,
     records: Arc<Outcome>,
     bytes: usize,
 }
@@ -619,15 +781,20 @@ struct Writer {
     shared: Arc<Shared>,
     /// A read connection on the projection, for records that left memory.
     reader: Connection,
+    /// Where copies of the key filter go to be saved, set while one is being saved, and the
+    /// filter's size at the last copy.
+    snapshots: mpsc::SyncSender<(Position, KeyFilter)>,
+    snapshot_busy: Arc<AtomicBool>,
+    snapshot_taken: usize,
 }
 
 /// A batch the journal writer is done with, on its way to the syncer, which answers it once
 /// its frame (and every frame before it) is durable: in order, so no answer overtakes a
 /// frame it may depend on (a replay of a key an earlier frame took, say).
 struct Appended {
-    /// The frame's sequence and what to sync; `None` when the batch wrote no frame (it
+    /// The frame's place and what to sync; `None` when the batch wrote no frame (it
     /// failed first).
-    frame: Option<(u64, SyncPoint)>,
+    frame: Option<(Position, SyncPoint)>,
     bytes: usize,
     result: StoreResult<Committed>,
     reply: oneshot::Sender<StoreResult<Committed>>,
@@ -660,15 +827,15 @@ fn sync_and_answer(
             }
         }
         for item in batch {
-            if let (Some((sequence, _)), Ok(committed)) = (&item.frame, &item.result) {
+            if let (Some((position, _)), Ok(committed)) = (&item.frame, &item.result) {
                 shared
                     .unprojected
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .push_back((*sequence, Instant::now()));
-                shared.publish(*sequence, &committed.records);
+                    .push_back((position.sequence, Instant::now()));
+                shared.publish(position.sequence, &committed.records);
                 let to_project = ToProject {
-                    sequence: *sequence,
+                    position: *position,
                     records: Arc::clone(&committed.records),
                     bytes: item.bytes,
                 };
@@ -691,8 +858,8 @@ impl Writer {
         reply: oneshot::Sender<StoreResult<Committed>>,
     ) -> Appended {
         match self.decide_and_append(keys, decide) {
-            Ok((sequence, point, bytes, committed)) => {
-                Appended { frame: Some((sequence, point)), bytes, result: Ok(committed), reply }
+            Ok((position, point, bytes, committed)) => {
+                Appended { frame: Some((position, point)), bytes, result: Ok(committed), reply }
             }
             Err(error) => Appended { frame: None, bytes: 0, result: Err(error), reply },
         }
@@ -702,7 +869,7 @@ impl Writer {
         &mut self,
         keys: &Keys,
         decide: Decide,
-    ) -> StoreResult<(u64, SyncPoint, usize, Committed)> {
+    ) -> StoreResult<(Position, SyncPoint, usize, Committed)> {
         self.await_projection()?;
         self.memory.published_up_to(self.shared.committed.load(Ordering::Acquire));
         let state = self.load(keys)?;
@@ -739,13 +906,36 @@ impl Writer {
             Err(error) => fail_stop(&error),
         };
         let point = self.journal.sync_point();
+        let position = self.journal.last_position().ok_or_else(|| {
+            StoreError::Invariant(format!("frame {sequence} was appended but has no place"))
+        })?;
         // The next batch is decided from this one's outcome while the syncer makes it
         // durable; readers see it only once it is.
         let committed = Committed::new(outcome);
         self.memory.remember(sequence, &committed.records);
         let projected = *self.shared.projected.borrow();
         self.memory.forget(projected);
-        Ok((sequence, point, payload.len(), committed))
+        if self.memory.seen.len() >= self.snapshot_taken + SNAPSHOT_KEYS_EVERY {
+            self.snapshot(false);
+        }
+        Ok((position, point, payload.len(), committed))
+    }
+
+    /// Hands a copy of the key filter, as of the last frame appended, to the snapshot
+    /// thread. Skipped while the last copy is still being saved, unless `closing` (the
+    /// store's last one, taken only if keys were added since the last).
+    fn snapshot(&mut self, closing: bool) {
+        let Some(taken) = self.journal.last_position() else { return };
+        if closing && self.memory.seen.len() == self.snapshot_taken {
+            return;
+        }
+        if !closing && self.snapshot_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.snapshot_busy.store(true, Ordering::Release);
+        self.snapshot_taken = self.memory.seen.len();
+        // Blocks only when closing with a snapshot still being saved.
+        let _ = self.snapshots.send((taken, self.memory.seen.clone()));
     }
 
     /// Waits while `PROJECTION_FRAMES_BEHIND_MAX` frames wait for the projector, so a
@@ -798,7 +988,7 @@ impl Writer {
                 Some(transfer) => {
                     state.transfers.insert(transfer.id, transfer.clone());
                 }
-                None if memory.seen.contains(&hash) => {
+                None if memory.seen.contains(hash) => {
                     older.idempotency_keys.insert(pair.clone());
                 }
                 None => {}
@@ -986,7 +1176,7 @@ struct Memory {
     quotes: HashMap<QuoteId, (u64, Quote)>,
     quote_keys: HashMap<(Tenant, IdempotencyKey), QuoteId>,
     /// `key_hash` of every transfer's key.
-    seen: HashSet<u64>,
+    seen: KeyFilter,
     /// Accounts of frames appended but not yet durable (readers do not see them yet): the
     /// frame that changed each last and its place among that frame's accounts (opened, then
     /// changed). The records stay in `frames`.
@@ -1013,8 +1203,13 @@ struct Written {
 }
 
 impl Memory {
-    /// Loads the working state from a projection that holds every frame.
-    fn load(reader: &Connection) -> StoreResult<(HashMap<AccountId, Account>, Memory)> {
+    /// Loads the working state from a projection that holds every frame; the key filter is
+    /// `filter` when it was loaded from a snapshot (and brought up to date), else it is read
+    /// from the tables.
+    fn load(
+        reader: &Connection,
+        filter: Option<KeyFilter>,
+    ) -> StoreResult<(HashMap<AccountId, Account>, Memory)> {
         let mut memory = Memory::default();
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts");
         let mut statement = reader.prepare(&sql).map_err(sql_error)?;
@@ -1049,6 +1244,10 @@ impl Memory {
             .map_err(sql_error)?;
         memory.last_user_number = u64::try_from(number)
             .map_err(|_| StoreError::Corrupt("negative user counter".to_owned()))?;
+        if let Some(filter) = filter {
+            memory.seen = filter;
+            return Ok((accounts, memory));
+        }
         // Transfers are never deleted, so the largest rowid is their count (found in the
         // table's B-tree without a scan): the filter is sized once instead of growing.
         let transfers: i64 = reader
