@@ -367,6 +367,17 @@ pub fn account(account: &Account) -> pb::Account {
     }
 }
 
+fn transfer_status(status: TransferStatus) -> pb::TransferStatus {
+    match status {
+        TransferStatus::Posted => pb::TransferStatus::Posted,
+        TransferStatus::Pending => pb::TransferStatus::Pending,
+        TransferStatus::Captured => pb::TransferStatus::Captured,
+        TransferStatus::Voided => pb::TransferStatus::Voided,
+        TransferStatus::Expired => pb::TransferStatus::Expired,
+        TransferStatus::Declined => pb::TransferStatus::Declined,
+    }
+}
+
 pub fn transfer(transfer: &Transfer) -> pb::Transfer {
     let money = |minor: i64| {
         transfer.currency.map(|currency| format_minor(minor, currency)).unwrap_or_default()
@@ -377,14 +388,7 @@ pub fn transfer(transfer: &Transfer) -> pb::Transfer {
         Action::Capture => pb::TransferAction::Capture,
         Action::Void => pb::TransferAction::Void,
     };
-    let status = match transfer.status {
-        TransferStatus::Posted => pb::TransferStatus::Posted,
-        TransferStatus::Pending => pb::TransferStatus::Pending,
-        TransferStatus::Captured => pb::TransferStatus::Captured,
-        TransferStatus::Voided => pb::TransferStatus::Voided,
-        TransferStatus::Expired => pb::TransferStatus::Expired,
-        TransferStatus::Declined => pb::TransferStatus::Declined,
-    };
+    let status = transfer_status(transfer.status);
     pb::Transfer {
         id: transfer.id.to_string(),
         idempotency_key: transfer.idempotency_key.to_string(),
@@ -433,6 +437,28 @@ pub fn transfer_result(result: kopek_core::TransferResult) -> pb::TransferResult
         kopek_core::TransferResult::Rejected(rejection) => {
             pb::TransferResult { transfer: None, replayed: false, error: Some(error(&rejection)) }
         }
+    }
+}
+
+/// `transfer_result`, short for a transfer recorded and not declined: its id and status only
+/// (`StreamTransfersRequest.compact`). Declined and refused transfers keep their full result.
+pub fn compact_transfer_result(result: kopek_core::TransferResult) -> pb::TransferResult {
+    let (recorded, replayed) = match &result {
+        kopek_core::TransferResult::Committed(recorded) => (recorded, false),
+        kopek_core::TransferResult::Replayed(recorded) => (recorded, true),
+        kopek_core::TransferResult::Rejected(_) => return transfer_result(result),
+    };
+    if recorded.error.is_some() || recorded.status == TransferStatus::Declined {
+        return transfer_result(result);
+    }
+    pb::TransferResult {
+        transfer: Some(pb::Transfer {
+            id: recorded.id.to_string(),
+            status: transfer_status(recorded.status) as i32,
+            ..pb::Transfer::default()
+        }),
+        replayed,
+        error: None,
     }
 }
 

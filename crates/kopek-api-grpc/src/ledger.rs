@@ -253,6 +253,14 @@ pub async fn prepare_waiting(
 impl Prepared {
     /// Waits for the commit and puts every answer back in request order.
     pub async fn results(self) -> Result<Vec<pb::TransferResult>, Rejection> {
+        self.results_as(convert::transfer_result).await
+    }
+
+    /// `results`, each committed one converted by `convert` (the full or the compact answer).
+    pub async fn results_as(
+        self,
+        convert: fn(kopek_core::TransferResult) -> pb::TransferResult,
+    ) -> Result<Vec<pb::TransferResult>, Rejection> {
         let committed = match self.ticket {
             None => Vec::new(),
             Some(ticket) => match ticket.wait().await.map_err(engine_rejection)? {
@@ -272,7 +280,7 @@ impl Prepared {
                 Some(error) => {
                     Ok(pb::TransferResult { transfer: None, replayed: false, error: Some(error) })
                 }
-                None => committed.next().map(convert::transfer_result).ok_or_else(|| {
+                None => committed.next().map(convert).ok_or_else(|| {
                     Rejection::new(ErrorCode::Internal, "a committed result is missing")
                 }),
             })
@@ -986,11 +994,16 @@ impl pb::ledger_server::Ledger for LedgerService {
                 let (engine, caller) = (engine.clone(), caller.clone());
                 Box::pin(async move {
                     let request_id = message.request_id;
+                    let answer_as = if message.compact {
+                        convert::compact_transfer_result
+                    } else {
+                        convert::transfer_result
+                    };
                     let prepared =
                         prepare_waiting(&engine, &caller, message.transfers, message.linked).await;
                     let answer: Answer<pb::StreamTransfersResponse> = Box::pin(async move {
                         let results = match prepared {
-                            Ok(prepared) => prepared.results().await,
+                            Ok(prepared) => prepared.results_as(answer_as).await,
                             Err(rejection) => Err(rejection),
                         };
                         Ok(match results {

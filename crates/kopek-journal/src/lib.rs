@@ -151,9 +151,10 @@ pub fn read(dir: &Path, mut frame: impl FnMut(Frame)) -> Result<ReadChain, Journ
     if !dir.is_dir() {
         return Ok(read);
     }
+    let mut bytes = Vec::new();
     'segments: for index in segment_indexes(dir)? {
         let path = segment_path(dir, index);
-        let bytes = std::fs::read(&path)?;
+        read_segment(&path, &mut bytes)?;
         let mut offset = 0usize;
         loop {
             match check_frame(&bytes, offset, read.last_sequence + 1, last_checksum) {
@@ -279,12 +280,15 @@ impl Journal {
             last_position = Some(start);
             resumed_segment = Some(bytes);
         }
+        // One buffer for every segment: a fresh 64 MiB buffer per segment costs as much in
+        // zeroed pages as reading it.
+        let mut bytes = Vec::new();
         'segments: for (order, index) in segments.iter().enumerate() {
             let path = segment_path(dir, *index);
-            let bytes = match resumed_segment.take() {
-                Some(bytes) => bytes,
-                None => std::fs::read(&path)?,
-            };
+            match resumed_segment.take() {
+                Some(resumed) => bytes = resumed,
+                None => read_segment(&path, &mut bytes)?,
+            }
             let mut offset = if order == 0 { resume_offset } else { 0 };
             loop {
                 match check_frame(&bytes, offset, recovery.last_sequence + 1, last_checksum) {
@@ -601,6 +605,12 @@ fn self_valid_after(bytes: &[u8], from: usize, last: u64) -> bool {
         at += 1;
     }
     false
+}
+
+/// Reads the segment at `path` into `bytes`, reusing its room.
+fn read_segment(path: &Path, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+    bytes.clear();
+    File::open(path)?.read_to_end(bytes).map(|_| ())
 }
 
 /// Makes the names in `dir` durable.

@@ -184,6 +184,7 @@ async fn stream(addr: String, run: String, worker: u64, count: u64) -> Measured 
                 request_id,
                 transfers: vec![transfer],
                 linked: false,
+                compact: false,
             };
             if sender.send(message).await.is_err() {
                 break;

@@ -391,6 +391,7 @@ async fn stream_load(
             request_id: number as u64,
             transfers,
             linked: false,
+            compact: args.compact,
         });
     }
     let tally = Arc::new(Tally::default());

@@ -418,6 +418,11 @@ pub struct BenchArgs {
     /// Requests each stream keeps in flight.
     #[arg(long, default_value_t = 8)]
     pub window: usize,
+    /// `stream`: ask for the short answer (`StreamTransfersRequest.compact`: id and status of
+    /// each transfer that applied, failures in full), as TigerBeetle's own benchmark is told
+    /// only what failed; `false` asks for every transfer in full.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub compact: bool,
     #[arg(long, value_enum, default_value_t = Surface::Stream)]
     pub surface: Surface,
     #[arg(long, value_enum, default_value_t = Distribution::Uniform)]

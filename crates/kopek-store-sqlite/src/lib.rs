@@ -281,8 +281,18 @@ impl SqliteStore {
                 let db_transaction = connection
                     .transaction_with_behavior(TransactionBehavior::Immediate)
                     .map_err(sql_error)?;
-                for (_, outcome) in &frames {
-                    write_outcome(&db_transaction, outcome)?;
+                // An account several of these frames change is written once, as the last
+                // of them left it: its row holds only its newest state.
+                let mut last_change: std::collections::HashMap<&AccountId, usize> =
+                    std::collections::HashMap::new();
+                for (place, (_, outcome)) in frames.iter().enumerate() {
+                    for account in &outcome.accounts_changed {
+                        last_change.insert(&account.id, place);
+                    }
+                }
+                for (place, (_, outcome)) in frames.iter().enumerate() {
+                    write_rows(&db_transaction, outcome, |id| last_change.get(id) == Some(&place))?;
+                    write_events(&db_transaction, outcome)?;
                 }
                 let integer = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
                 db_transaction
@@ -683,7 +693,7 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
 
 /// Writes what a batch decided.
 fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
-    write_rows(connection, outcome)?;
+    write_rows(connection, outcome, |_| true)?;
     write_events(connection, outcome)
 }
 
@@ -721,8 +731,14 @@ fn write_events(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
     Ok(())
 }
 
-/// Every row of a batch but its outbox events.
-fn write_rows(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
+/// Every row of a batch but its outbox events; of the accounts it changed, only those
+/// `write_change` names (the projection leaves out accounts a later frame of the same
+/// transaction changes again).
+fn write_rows(
+    connection: &Connection,
+    outcome: &Outcome,
+    write_change: impl Fn(&AccountId) -> bool,
+) -> StoreResult<()> {
     let run = |sql: &str, values: Vec<Value>| -> StoreResult<usize> {
         let mut statement = connection.prepare_cached(sql).map_err(sql_error)?;
         statement.execute(params(&values).as_slice()).map_err(sql_error)
@@ -739,7 +755,7 @@ fn write_rows(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
              pending_in = ?5, updated_at = ?6 WHERE id = ?7",
         )
         .map_err(sql_error)?;
-    for account in &outcome.accounts_changed {
+    for account in outcome.accounts_changed.iter().filter(|account| write_change(&account.id)) {
         let limit = match account.overdraft {
             Overdraft::Limited(limit) => Some(limit),
             Overdraft::Unbounded => None,

@@ -48,6 +48,7 @@ async fn load_in(
                 request_id: n,
                 transfers: vec![request_in(round, stream, n)],
                 linked: false,
+                compact: false,
             };
             if sender.send(message).await.is_err() {
                 break;

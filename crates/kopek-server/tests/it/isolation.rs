@@ -704,6 +704,7 @@ fn grpc_table() -> Vec<(&'static str, bool, Call)> {
                         request_id: 1,
                         transfers: vec![pay(&ids, "s-pay"), void],
                         linked: false,
+                        compact: false,
                     };
                     let mut answers = client
                         .stream_transfers(with_key(tokio_stream::iter([message]), key.as_deref()))

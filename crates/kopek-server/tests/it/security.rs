@@ -178,6 +178,7 @@ async fn a_revoked_key_ends_its_open_streams() {
         request_id: n,
         transfers: vec![deposit(&format!("d{n}"), "acc", 100)],
         linked: false,
+        compact: false,
     };
     sender.send(deposit(0)).await.expect("send");
     let first = answers.message().await.expect("answer").expect("one");

@@ -24,7 +24,12 @@ async fn a_pipelined_stream_answers_every_request_in_order() {
                 },
                 _ => post(&format!("s{n}"), "a", "b", 1),
             };
-            pb::StreamTransfersRequest { request_id: n, transfers: vec![transfer], linked: false }
+            pb::StreamTransfersRequest {
+                request_id: n,
+                transfers: vec![transfer],
+                linked: false,
+                compact: false,
+            }
         })
         .collect();
     let replay = requests[..10].to_vec();
@@ -53,6 +58,57 @@ async fn a_pipelined_stream_answers_every_request_in_order() {
     assert_eq!(posted(&mut client, "b").await, posted_count);
 }
 
+/// `compact`: a transfer that applied or replayed comes back as its id and status only; one
+/// declined, or refused before it was recorded, still gets its full result.
+#[tokio::test]
+async fn a_compact_stream_answers_only_what_failed_in_full() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    let mut client = server.client().await;
+    open_accounts(&mut client, &["a", "b"]).await;
+    one(&mut client, deposit("fund", "a", 100)).await;
+    let request = |request_id: u64, transfers: Vec<pb::TransferRequest>| {
+        pb::StreamTransfersRequest { request_id, transfers, linked: false, compact: true }
+    };
+    let requests = vec![
+        request(
+            0,
+            vec![
+                post("c-ok", "a", "b", 60),
+                post("c-short", "a", "b", 1_000),
+                post("c-ghost", "a", "ghost", 1),
+            ],
+        ),
+        request(1, vec![post("c-ok", "a", "b", 60)]),
+    ];
+    let mut responses = client
+        .stream_transfers(tokio_stream::iter(requests))
+        .await
+        .expect("open stream")
+        .into_inner();
+    let first = responses.next().await.expect("an answer").expect("stream item");
+    let applied = first.results[0].transfer.clone().expect("recorded");
+    assert_eq!(applied.status, pb::TransferStatus::Posted as i32);
+    assert_eq!(applied.id.len(), 26, "its id, a ULID: {applied:?}");
+    assert_eq!(
+        pb::Transfer { id: String::new(), status: 0, ..applied.clone() },
+        pb::Transfer::default(),
+        "nothing but the id and status"
+    );
+    assert!(first.results[0].error.is_none() && !first.results[0].replayed);
+    let declined = first.results[1].transfer.clone().expect("a declined transfer is recorded");
+    assert_eq!(declined.status, pb::TransferStatus::Declined as i32);
+    assert_eq!((declined.amount_minor, declined.idempotency_key.as_str()), (1_000, "c-short"));
+    assert_eq!(error_code(&first.results[1]), Some(pb::ErrorCode::InsufficientFunds));
+    assert_eq!(error_code(&first.results[2]), Some(pb::ErrorCode::AccountNotFound));
+    let second = responses.next().await.expect("an answer").expect("stream item");
+    let replayed = &second.results[0];
+    assert!(replayed.replayed, "the resent key replays");
+    assert_eq!(replayed.transfer.as_ref().map(|t| t.id.clone()), Some(applied.id.clone()));
+    assert_eq!(replayed.transfer.as_ref().map(|t| t.amount_minor), Some(0), "compact too");
+    assert_eq!(posted(&mut client, "b").await, 60);
+}
+
 #[tokio::test]
 async fn sigterm_ends_open_streams_after_answering_what_they_read() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -72,6 +128,7 @@ async fn sigterm_ends_open_streams_after_answering_what_they_read() {
             request_id: n,
             transfers: vec![post(&format!("t{n}"), "a", "b", 10)],
             linked: false,
+            compact: false,
         };
         sender.send(request).await.expect("send");
         let response = responses.next().await.expect("an answer").expect("ok");

@@ -66,9 +66,10 @@ const VERIFY_ATTEMPTS_MAX: usize = 20;
 /// The projector's pause before it tries a failed projection again.
 const PROJECTION_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// New keys after which the journal writer snapshots the key filter (and once more when the
-/// store closes): a start after a crash reads at most about this many transfers' frames to
-/// add their keys, and a snapshot costs a copy of the filter (8 bytes a slot) and its file.
-const SNAPSHOT_KEYS_EVERY: usize = 1 << 20;
+/// store closes): a start after a crash decodes at most about this many transfers' frames to
+/// add their keys (about 1.5 s for 2^18 here), and a snapshot costs a copy of the filter (8
+/// bytes a slot: 128 MiB at 10,000,000 keys) and writing it out on the snapshot thread.
+const SNAPSHOT_KEYS_EVERY: usize = 1 << 18;
 /// How long the snapshot thread waits for a snapshot's frame to become durable.
 const SNAPSHOT_DURABLE_WAIT_MAX: Duration = Duration::from_secs(30);
 
@@ -330,7 +331,7 @@ impl JournalStore {
                 })?
         };
         let (sender, jobs) = mpsc::channel::<WriteJob>();
-        let snapshot_taken = memory.seen.len();
+        let snapshot_taken = (memory.seen.len(), started.filter_snapshot.unwrap_or(0));
         let mut writer = Writer {
             journal,
             memory,
@@ -782,10 +783,10 @@ struct Writer {
     /// A read connection on the projection, for records that left memory.
     reader: Connection,
     /// Where copies of the key filter go to be saved, set while one is being saved, and the
-    /// filter's size at the last copy.
+    /// filter's size and frame at the last copy (or the snapshot loaded at open).
     snapshots: mpsc::SyncSender<(Position, KeyFilter)>,
     snapshot_busy: Arc<AtomicBool>,
-    snapshot_taken: usize,
+    snapshot_taken: (usize, u64),
 }
 
 /// A batch the journal writer is done with, on its way to the syncer, which answers it once
@@ -915,7 +916,7 @@ impl Writer {
         self.memory.remember(sequence, &committed.records);
         let projected = *self.shared.projected.borrow();
         self.memory.forget(projected);
-        if self.memory.seen.len() >= self.snapshot_taken + SNAPSHOT_KEYS_EVERY {
+        if self.memory.seen.len() >= self.snapshot_taken.0 + SNAPSHOT_KEYS_EVERY {
             self.snapshot(false);
         }
         Ok((position, point, payload.len(), committed))
@@ -923,17 +924,18 @@ impl Writer {
 
     /// Hands a copy of the key filter, as of the last frame appended, to the snapshot
     /// thread. Skipped while the last copy is still being saved, unless `closing` (the
-    /// store's last one, taken only if keys were added since the last).
+    /// store's last one, taken only if the journal moved past the last snapshot's frame, so
+    /// the next start reads nothing for the filter).
     fn snapshot(&mut self, closing: bool) {
         let Some(taken) = self.journal.last_position() else { return };
-        if closing && self.memory.seen.len() == self.snapshot_taken {
+        if closing && taken.sequence <= self.snapshot_taken.1 {
             return;
         }
         if !closing && self.snapshot_busy.swap(true, Ordering::AcqRel) {
             return;
         }
         self.snapshot_busy.store(true, Ordering::Release);
-        self.snapshot_taken = self.memory.seen.len();
+        self.snapshot_taken = (self.memory.seen.len(), taken.sequence);
         // Blocks only when closing with a snapshot still being saved.
         let _ = self.snapshots.send((taken, self.memory.seen.clone()));
     }
