@@ -293,7 +293,7 @@ mod tests {
         std::fs::write(&path, &flipped).expect("write");
         assert_eq!(KeyFilter::load(&path).err().as_deref(), Some("its checksum does not match"));
         std::fs::write(&path, &bytes[..bytes.len() - 9]).expect("write");
-        let error = KeyFilter::load(&path).err().expect("refused");
+        let error = KeyFilter::load(&path).expect_err("refused");
         assert!(error.contains("in a file of"), "{error}");
         std::fs::write(&path, b"something else entirely, long enough for a header ...........")
             .expect("write");
