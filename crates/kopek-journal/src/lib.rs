@@ -244,7 +244,11 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal in `dir`, giving every valid frame to `replay` in order.
+    /// Opens (or creates) the journal in `dir`, giving every valid frame to `replay` in order
+    /// (with `Options::resume_after`, every valid frame after that one). Every frame it
+    /// gives is durable when it returns: a frame a process wrote before it was killed, and
+    /// never synced, is synced now, because what is read here counts as committed from then
+    /// on.
     pub fn open(
         dir: &Path,
         options: Options,
@@ -356,7 +360,11 @@ impl Journal {
             }
         }
         let (segment_index, offset) = position.unwrap_or((1, 0));
+        for index in segments.iter().filter(|index| **index < segment_index) {
+            File::open(segment_path(dir, *index))?.sync_data().map_err(JournalError::SyncFailed)?;
+        }
         let segment = open_segment(dir, segment_index, options.segment_bytes)?;
+        segment.sync_data().map_err(JournalError::SyncFailed)?;
         // A segment created or removed above, and the journal's own directory when it is new,
         // must keep their names through a crash: `fdatasync` of a segment does not do that.
         sync_directory(dir)?;

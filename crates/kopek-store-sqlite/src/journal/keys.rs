@@ -7,12 +7,15 @@
 //!
 //! A snapshot names the journal frame it was taken after (`Position`): it holds the key of
 //! every transfer of that frame and the frames before. It is written only once that frame is
-//! durable, so the frame is never cut as a torn tail. A start reads the journal on from there
-//! (`Options::resume_after`, which checks that the frame is this journal's) and adds the keys
-//! of the frames after it. A snapshot that does not check out (its checksum, a frame the
-//! journal does not hold) is ignored and the filter is built from the tables, as before
-//! snapshots: it is derived data, and a key missing from it would let a replay through as a
-//! new transfer, so nothing doubtful is trusted.
+//! durable, so the frame is never cut as a torn tail by a crash of this process (a power loss
+//! or damage may still cut it). A start reads the journal on from there, or from the
+//! projection's mark when that is earlier, and adds the keys of the frames after it. The
+//! snapshot is used only if the journal holds its frame at the place and with the checksum it
+//! names: the open resumed right after that frame (and checked it first), or the replay met
+//! it. A snapshot that does not check out (its checksum, a frame the journal does not hold
+//! there) is ignored and the filter is built from the tables, as before snapshots: it is
+//! derived data, and a key missing from it would let a replay through as a new transfer, so
+//! nothing doubtful is trusted.
 
 use kopek_journal::Position;
 use std::fs::File;

@@ -67,8 +67,9 @@ const VERIFY_ATTEMPTS_MAX: usize = 20;
 const PROJECTION_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// New keys after which the journal writer snapshots the key filter (and once more when the
 /// store closes): a start after a crash decodes at most about this many transfers' frames to
-/// add their keys (about 1.5 s for 2^18 here), and a snapshot costs a copy of the filter (8
-/// bytes a slot: 128 MiB at 10,000,000 keys) and writing it out on the snapshot thread.
+/// add their keys (about 7 µs each here: under 2 s for 2^18), and a snapshot costs a copy of
+/// the filter (8 bytes a slot: 128 MiB at 10,000,000 keys) and writing it out on the
+/// snapshot thread.
 const SNAPSHOT_KEYS_EVERY: usize = 1 << 18;
 /// How long the snapshot thread waits for a snapshot's frame to become durable.
 const SNAPSHOT_DURABLE_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -237,10 +238,12 @@ impl JournalStore {
         // The journal is read on from the earlier of the projection's mark and the
         // snapshot's frame: frames after the mark go into the tables, frames after the
         // snapshot add their keys to the filter. Without a recorded place, all of it.
-        let snapshot_frame = snapshot.as_ref().map(|(taken, _)| taken.sequence);
+        let snapshot_position = snapshot.as_ref().map(|(taken, _)| *taken);
         let resume_after = match (mark_position, &snapshot) {
+            // At the snapshot's frame when it is not after the mark: the open then checks
+            // that frame itself; a later one is checked as the replay passes it.
             (Some(mark), Some((taken, _))) => {
-                Some(if taken.sequence < mark.sequence { *taken } else { mark })
+                Some(if taken.sequence <= mark.sequence { *taken } else { mark })
             }
             (Some(mark), None) => Some(mark),
             (None, _) => None,
@@ -252,7 +255,7 @@ impl JournalStore {
             Journal::open(&journal_dir, options, |frame| replayed.frame(frame))
         };
         let mut replayed = Replay::new(&projection, mark, snapshot);
-        let mut resumed_after = resume_after.map(|position| position.sequence);
+        let mut resumed_after = resume_after;
         let opened = match open_journal(options, &mut replayed) {
             Err(JournalError::NotAtPosition { sequence, reason }) => {
                 tracing::warn!(
@@ -272,13 +275,14 @@ impl JournalStore {
             other => StoreError::Unavailable(format!("open the journal: {other}")),
         })?;
         let frames_read = replayed.frames_read;
-        let filter = replayed.finish()?;
+        let filter = replayed.finish(resumed_after)?;
+        let resumed_after = resumed_after.map(|position| position.sequence);
+        // The snapshot the filter came from, if it did.
+        let snapshot_position = snapshot_position.filter(|_| filter.is_some());
         let started = Started {
             resumed_after,
             frames_read,
-            filter_snapshot: filter
-                .as_ref()
-                .map(|_| snapshot_frame.expect("a filter comes back only from a snapshot")),
+            filter_snapshot: snapshot_position.map(|taken| taken.sequence),
         };
         tracing::info!(?started, "journal opened");
         if recovery.last_sequence < mark {
@@ -331,7 +335,7 @@ impl JournalStore {
                 })?
         };
         let (sender, jobs) = mpsc::channel::<WriteJob>();
-        let snapshot_taken = (memory.seen.len(), started.filter_snapshot.unwrap_or(0));
+        let snapshot_taken = (memory.seen.len(), snapshot_position);
         let mut writer = Writer {
             journal,
             memory,
@@ -619,8 +623,10 @@ impl Drop for JournalStore {
 struct Replay<'a> {
     projection: &'a SqliteStore,
     mark: u64,
-    /// The filter loaded from its snapshot, and the frame the snapshot was taken after.
-    filter: Option<(u64, KeyFilter)>,
+    /// The filter loaded from its snapshot and the frame the snapshot was taken after, and
+    /// whether the replay met that frame where the snapshot says.
+    filter: Option<(Position, KeyFilter)>,
+    snapshot_frame_seen: bool,
     pending: Vec<(Position, Arc<Outcome>)>,
     bytes: usize,
     error: Option<StoreError>,
@@ -637,7 +643,8 @@ impl Replay<'_> {
         Replay {
             projection,
             mark,
-            filter: snapshot.map(|(taken, filter)| (taken.sequence, filter)),
+            filter: snapshot,
+            snapshot_frame_seen: false,
             pending: Vec::new(),
             bytes: 0,
             error: None,
@@ -647,7 +654,13 @@ impl Replay<'_> {
 
     fn frame(&mut self, frame: kopek_journal::Frame) {
         self.frames_read += 1;
-        let for_keys = self.filter.as_ref().is_some_and(|(taken, _)| frame.sequence > *taken);
+        if let Some((taken, _)) = &self.filter
+            && frame.sequence == taken.sequence
+        {
+            self.snapshot_frame_seen = frame.position == *taken;
+        }
+        let for_keys =
+            self.filter.as_ref().is_some_and(|(taken, _)| frame.sequence > taken.sequence);
         if self.error.is_some() || (frame.sequence <= self.mark && !for_keys) {
             return;
         }
@@ -687,13 +700,26 @@ impl Replay<'_> {
         }
     }
 
-    /// Writes what is left; answers the filter, if it came from a snapshot.
-    fn finish(mut self) -> StoreResult<Option<KeyFilter>> {
+    /// Writes what is left; answers the filter, if it came from a snapshot whose frame this
+    /// journal holds where the snapshot says: the open resumed right after that frame (and
+    /// checked it first), or the replay met it. Otherwise (a journal that ends before that
+    /// frame, cut by a crash, or another journal's snapshot) the filter is dropped and read
+    /// from the tables, which hold every frame by now.
+    fn finish(mut self, resumed_after: Option<Position>) -> StoreResult<Option<KeyFilter>> {
         self.flush();
-        match self.error {
-            Some(error) => Err(error),
-            None => Ok(self.filter.map(|(_, filter)| filter)),
+        if let Some(error) = self.error {
+            return Err(error);
         }
+        let Some((taken, filter)) = self.filter else { return Ok(None) };
+        if resumed_after == Some(taken) || self.snapshot_frame_seen {
+            return Ok(Some(filter));
+        }
+        tracing::warn!(
+            frame = taken.sequence,
+            "the journal does not hold the key filter snapshot's frame; reading every key from \
+             the tables"
+        );
+        Ok(None)
     }
 }
 
@@ -786,7 +812,7 @@ struct Writer {
     /// filter's size and frame at the last copy (or the snapshot loaded at open).
     snapshots: mpsc::SyncSender<(Position, KeyFilter)>,
     snapshot_busy: Arc<AtomicBool>,
-    snapshot_taken: (usize, u64),
+    snapshot_taken: (usize, Option<Position>),
 }
 
 /// A batch the journal writer is done with, on its way to the syncer, which answers it once
@@ -924,18 +950,18 @@ impl Writer {
 
     /// Hands a copy of the key filter, as of the last frame appended, to the snapshot
     /// thread. Skipped while the last copy is still being saved, unless `closing` (the
-    /// store's last one, taken only if the journal moved past the last snapshot's frame, so
-    /// the next start reads nothing for the filter).
+    /// store's last one, taken unless the last snapshot is of this very frame, so the next
+    /// start reads nothing for the filter).
     fn snapshot(&mut self, closing: bool) {
         let Some(taken) = self.journal.last_position() else { return };
-        if closing && taken.sequence <= self.snapshot_taken.1 {
+        if closing && self.snapshot_taken.1 == Some(taken) {
             return;
         }
         if !closing && self.snapshot_busy.swap(true, Ordering::AcqRel) {
             return;
         }
         self.snapshot_busy.store(true, Ordering::Release);
-        self.snapshot_taken = (self.memory.seen.len(), taken.sequence);
+        self.snapshot_taken = (self.memory.seen.len(), Some(taken));
         // Blocks only when closing with a snapshot still being saved.
         let _ = self.snapshots.send((taken, self.memory.seen.clone()));
     }

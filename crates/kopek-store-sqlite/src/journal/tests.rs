@@ -261,6 +261,41 @@ async fn a_restart_takes_the_key_filter_from_its_snapshot_and_the_frames_after_i
     assert_eq!(store.verify_journal().await.expect("check"), Vec::<String>::new());
 }
 
+/// A snapshot naming a frame this journal does not hold there (here: frame 4 of a journal
+/// that shares frames 1 to 3 with this one and then went another way, as a journal cut by a
+/// power loss and written on does) is not trusted: it lacks this journal's frame 4 key, and
+/// taking it would let a replay of that key through as a new transfer.
+#[tokio::test]
+async fn a_key_filter_snapshot_of_another_frame_at_the_same_sequence_is_not_trusted() {
+    let (theirs, ours) =
+        (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
+    for (dir, key) in [(theirs.path(), "later"), (ours.path(), "other")] {
+        let store = JournalStore::open(dir).expect("open");
+        three_frames(&store).await;
+        run(&store, 400, vec![transfer(key, id("alice"), "bob", 1)]).await;
+    }
+    let filter_path = ours.path().join(KEY_FILTER_FILE_NAME);
+    std::fs::copy(theirs.path().join(KEY_FILTER_FILE_NAME), &filter_path).expect("copy");
+    let (taken, _) = KeyFilter::load(&filter_path).expect("loads").expect("a snapshot");
+    assert_eq!(taken.sequence, 4, "the same sequence as our last frame");
+    let store = JournalStore::open(ours.path()).expect("reopen");
+    assert_eq!(store.started().filter_snapshot, None, "{:?}", store.started());
+    let again = run(&store, 500, vec![transfer("other", id("alice"), "bob", 1)]).await;
+    assert!(
+        matches!(
+            &again.results[0],
+            CommandResult::Transfers(results) if matches!(&results[0], TransferResult::Replayed(_))
+        ),
+        "{:?}",
+        again.results
+    );
+    assert_eq!(posted(&store, "bob").await, 31, "the replay moved nothing");
+    drop(store);
+    // Its own snapshot, saved on that close (after the replay's frame), is taken again.
+    let store = JournalStore::open(ours.path()).expect("reopen");
+    assert_eq!(store.started().filter_snapshot, Some(5));
+}
+
 #[tokio::test]
 async fn a_damaged_last_frame_the_projection_holds_stops_the_start_and_is_kept() {
     let dir = tempfile::tempdir().expect("temp dir");
