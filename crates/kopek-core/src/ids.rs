@@ -4,6 +4,7 @@
 use crate::error::Rejection;
 use crate::limits;
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 /// Ids of accounts, users and orders belong to a tenant: two tenants may both have an account
 /// `alice`. Such an id is held as its *key*, the form stores keep and the core compares: the
@@ -31,7 +32,7 @@ pub(crate) fn name_of(key: &str) -> &str {
 /// Whether a key is in `tenant`.
 pub(crate) fn key_in(key: &str, tenant: &Tenant) -> bool {
     match key.split_once(TENANT_SEPARATOR) {
-        Some((owner, _)) => owner == tenant.0,
+        Some((owner, _)) => owner == &*tenant.0,
         None => tenant.is_default(),
     }
 }
@@ -39,7 +40,7 @@ pub(crate) fn key_in(key: &str, tenant: &Tenant) -> bool {
 /// The tenant part of a key.
 pub(crate) fn tenant_of(key: &str) -> Tenant {
     match key.split_once(TENANT_SEPARATOR) {
-        Some((tenant, _)) => Tenant(tenant.to_owned()),
+        Some((tenant, _)) => Tenant(tenant.into()),
         None => Tenant::default_tenant(),
     }
 }
@@ -84,7 +85,7 @@ macro_rules! tenant_keyed {
 
             /// The same name in `tenant`.
             pub fn in_tenant(&self, tenant: &$crate::ids::Tenant) -> $type {
-                $type($crate::ids::scoped_key(tenant, self.name()))
+                $type($crate::ids::scoped_key(tenant, self.name()).into())
             }
 
             /// Moves the id into `tenant`, if it is not there already.
@@ -106,9 +107,10 @@ macro_rules! tenant_keyed {
 pub(crate) use tenant_keyed;
 
 /// A client-chosen or server-made account id: `[A-Za-z0-9_.:-]{1,128}`, in its tenant (see
-/// [`TENANT_SEPARATOR`]).
+/// [`TENANT_SEPARATOR`]). Shared, not copied: a clone (records, entries, events and the
+/// state all name accounts) costs no allocation.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountId(String);
+pub struct AccountId(Arc<str>);
 
 impl AccountId {
     pub fn parse(text: &str) -> Result<AccountId, Rejection> {
@@ -124,7 +126,7 @@ impl AccountId {
                 limits::ACCOUNT_ID_BYTES_MAX
             )));
         }
-        Ok(AccountId(text.to_owned()))
+        Ok(AccountId(text.into()))
     }
 
     /// An id as a reference to an account that may not exist: any printable text up to 128
@@ -137,13 +139,13 @@ impl AccountId {
                 limits::ACCOUNT_ID_BYTES_MAX
             )));
         }
-        Ok(AccountId(scoped_key(&Tenant::default_tenant(), text)))
+        Ok(AccountId(scoped_key(&Tenant::default_tenant(), text).into()))
     }
 
     /// An id as a store keeps it (its key).
     pub fn from_key(key: &str) -> Result<AccountId, Rejection> {
         check_key(key, "account", reference_ok)?;
-        Ok(AccountId(key.to_owned()))
+        Ok(AccountId(key.into()))
     }
 
     pub fn is_world(&self) -> bool {
@@ -153,14 +155,14 @@ impl AccountId {
     /// The system account that stands for money outside the ledger in one currency, in the
     /// default tenant: `world:<CUR>`.
     pub fn world(currency: crate::Currency) -> AccountId {
-        AccountId(format!("world:{currency}"))
+        AccountId(format!("world:{currency}").into())
     }
 
     /// A tenant's own account of money outside the ledger: `world:<CUR>` in the default
     /// tenant, `world:<tenant>:<CUR>` in the others (the name data written before ids
     /// belonged to tenants carries).
     pub fn world_in(tenant: &Tenant, currency: crate::Currency) -> AccountId {
-        AccountId(scoped_key(tenant, &format!("world:{}{currency}", tenant.qualifier())))
+        AccountId(scoped_key(tenant, &format!("world:{}{currency}", tenant.qualifier())).into())
     }
 }
 
@@ -178,9 +180,9 @@ impl fmt::Debug for AccountId {
     }
 }
 
-/// A client's idempotency key: 1 to 255 bytes of printable text.
+/// A client's idempotency key: 1 to 255 bytes of printable text. Shared, not copied.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct IdempotencyKey(String);
+pub struct IdempotencyKey(Arc<str>);
 
 impl IdempotencyKey {
     /// A client's key: 1 to 255 characters of printable text.
@@ -194,7 +196,7 @@ impl IdempotencyKey {
                 limits::IDEMPOTENCY_KEY_CHARS_MAX
             )));
         }
-        Ok(IdempotencyKey(text.to_owned()))
+        Ok(IdempotencyKey(text.into()))
     }
 
     /// A key sent to kopek's own APIs (kopek.v1, REST): as `parse`, but the scopes kopek keeps
@@ -220,7 +222,7 @@ impl IdempotencyKey {
     /// surfaces never collide: the streaming contract's "1" is not the payment contract's "1".
     pub fn scoped(scope: &str, text: &str) -> Result<IdempotencyKey, Rejection> {
         let key = IdempotencyKey::parse(text)?;
-        Ok(IdempotencyKey(format!("{scope}:{}", key.0)))
+        Ok(IdempotencyKey(format!("{scope}:{}", key.0).into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -234,9 +236,12 @@ impl fmt::Display for IdempotencyKey {
     }
 }
 
-/// The caller's scope: idempotency keys and events belong to one tenant.
+/// The caller's scope: idempotency keys and events belong to one tenant. Shared, not copied.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Tenant(String);
+pub struct Tenant(Arc<str>);
+
+/// The default tenant's name, shared by every `Tenant::default_tenant()`.
+static DEFAULT_TENANT: LazyLock<Arc<str>> = LazyLock::new(|| Tenant::DEFAULT_NAME.into());
 
 impl Tenant {
     pub const DEFAULT_NAME: &'static str = "default";
@@ -246,15 +251,15 @@ impl Tenant {
         if text.is_empty() || text.len() > limits::TENANT_BYTES_MAX || !text.bytes().all(allowed) {
             return Err(Rejection::invalid("tenant must be 1 to 64 characters of A-Z a-z 0-9 _ -"));
         }
-        Ok(Tenant(text.to_owned()))
+        Ok(Tenant(text.into()))
     }
 
     pub fn default_tenant() -> Tenant {
-        Tenant(Tenant::DEFAULT_NAME.to_owned())
+        Tenant(Arc::clone(&DEFAULT_TENANT))
     }
 
     pub fn is_default(&self) -> bool {
-        self.0 == Tenant::DEFAULT_NAME
+        &*self.0 == Tenant::DEFAULT_NAME
     }
 
     /// What a tenant's system account ids carry before the currency: nothing for the default
