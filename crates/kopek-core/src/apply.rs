@@ -1368,18 +1368,19 @@ impl<'a> Ledger<'a> {
             return Err(Rejection::new(ErrorCode::Internal, "check_move takes a move"));
         };
         let (currency, hold) = (*currency, *hold);
-        let world = AccountId::world_in(tenant, currency);
+        // The world account's id is made only for the kinds that name it.
+        let world = || AccountId::world_in(tenant, currency);
         match request.kind {
-            TransferKind::Deposit if *debit_id != world => {
+            TransferKind::Deposit if *debit_id != world() => {
                 return Err(Rejection::invalid(format!(
                     "a deposit is debited from {}",
-                    world.name()
+                    world().name()
                 )));
             }
-            TransferKind::Withdrawal if *credit_id != world => {
+            TransferKind::Withdrawal if *credit_id != world() => {
                 return Err(Rejection::invalid(format!(
                     "a withdrawal is credited to {}",
-                    world.name()
+                    world().name()
                 )));
             }
             _ => {}

@@ -167,7 +167,7 @@ impl TransferRequest {
     /// The fingerprint of this request as a member of a linked request: a key used alone
     /// and then inside a linked request (or the other way round) is a reuse, not a replay.
     pub fn fingerprint_linked(&self) -> Fingerprint {
-        Fingerprint(format!("{}|linked", self.fingerprint().0))
+        Fingerprint(format!("{}|linked", self.fingerprint().0).into())
     }
 
     /// The canonical text of the fields that decide the money movement. Two requests with one
@@ -210,21 +210,22 @@ impl TransferRequest {
             text.push_str("|x:");
             text.push_str(&self.fingerprint_extra);
         }
-        Fingerprint(text)
+        Fingerprint(text.into())
     }
 }
 
-fn hold_text(hold: Option<Hold>) -> String {
+fn hold_text(hold: Option<Hold>) -> std::borrow::Cow<'static, str> {
     match hold {
-        None => "post".to_owned(),
-        Some(Hold { timeout_seconds: None }) => "hold".to_owned(),
-        Some(Hold { timeout_seconds: Some(seconds) }) => format!("hold:{seconds}"),
+        None => "post".into(),
+        Some(Hold { timeout_seconds: None }) => "hold".into(),
+        Some(Hold { timeout_seconds: Some(seconds) }) => format!("hold:{seconds}").into(),
     }
 }
 
-/// See [`TransferRequest::fingerprint`]. Stored verbatim, so equality is exact.
+/// See [`TransferRequest::fingerprint`]. Stored verbatim, so equality is exact. Shared, not
+/// copied: every copy of a transfer record carries it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Fingerprint(pub String);
+pub struct Fingerprint(pub std::sync::Arc<str>);
 
 /// What a stored transfer record did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -403,7 +403,7 @@ fn leg_key(quote: QuoteId, what: &str) -> IdempotencyKey {
 }
 
 fn leg_fingerprint(quote: QuoteId, what: &str) -> Fingerprint {
-    Fingerprint(format!("v1|fx_leg|{quote}|{what}"))
+    Fingerprint(format!("v1|fx_leg|{quote}|{what}").into())
 }
 
 /// The system account a leg opens on first use: the currency's liquidity account (no limit
