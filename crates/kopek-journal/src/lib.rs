@@ -520,7 +520,7 @@ fn check_frame(bytes: &[u8], offset: usize, sequence: u64, previous: u128) -> Ch
         };
     }
     if head[0..4] != MAGIC {
-        return Checked::Invalid("not a frame header".to_owned());
+        return Checked::Invalid("no frame header there".to_owned());
     }
     if xxh3_128(&head[0..48]) != u128_at(head, 48) {
         return Checked::Invalid("the header checksum does not match".to_owned());
@@ -534,7 +534,7 @@ fn check_frame(bytes: &[u8], offset: usize, sequence: u64, previous: u128) -> Ch
     }
     let found = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
     if found != sequence {
-        return Checked::Invalid(format!("sequence {found} where {sequence} belongs"));
+        return Checked::Invalid(format!("frame {found} is there where frame {sequence} belongs"));
     }
     if u128_at(head, 16) != previous {
         return Checked::Invalid("the frame does not follow the previous one".to_owned());
@@ -542,29 +542,17 @@ fn check_frame(bytes: &[u8], offset: usize, sequence: u64, previous: u128) -> Ch
     Checked::Valid { length, checksum: u128_at(head, 48) }
 }
 
-/// Checks that the frame `start` names lies at `at` of its segment's `bytes` (header and
-/// payload whole, the sequence and the frame's checksum as named); answers its payload's
-/// length, or why not.
+/// Checks that the frame `start` names lies at `at` of its segment's `bytes`: whole, with the
+/// sequence and the frame checksum named. The chain before it is not read, so its header's own
+/// previous-checksum field stands in for it. Answers its payload's length, or why not.
 fn check_position(bytes: &[u8], at: usize, start: &Position) -> Result<usize, String> {
-    let head = bytes.get(at..at + HEADER_BYTES).ok_or("the segment ends before it")?;
-    if head[0..4] != MAGIC || xxh3_128(&head[0..48]) != u128_at(head, 48) {
-        return Err("no frame header checks out there".to_owned());
+    let previous = bytes.get(at + 16..at + 32).map_or(0, |field| u128_at(field, 0));
+    match check_frame(bytes, at, start.sequence, previous) {
+        Checked::Valid { length, checksum } if checksum == start.checksum => Ok(length),
+        Checked::Valid { .. } => Err("a frame with another checksum is there".to_owned()),
+        Checked::End => Err("no frame header there: the segment is empty from it".to_owned()),
+        Checked::Invalid(reason) => Err(reason),
     }
-    let length = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-    let payload = bytes
-        .get(at + HEADER_BYTES..at + HEADER_BYTES + length)
-        .ok_or("the segment ends inside its payload")?;
-    if xxh3_128(payload) != u128_at(head, 32) {
-        return Err("its payload checksum does not match".to_owned());
-    }
-    let sequence = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
-    if sequence != start.sequence {
-        return Err(format!("frame {sequence} is there"));
-    }
-    if u128_at(head, 48) != start.checksum {
-        return Err("a frame with another checksum is there".to_owned());
-    }
-    Ok(length)
 }
 
 /// Whether a frame that checks out on its own, with a later sequence than `last`, lies at or
