@@ -167,13 +167,20 @@ impl TransferRequest {
     /// The fingerprint of this request as a member of a linked request: a key used alone
     /// and then inside a linked request (or the other way round) is a reuse, not a replay.
     pub fn fingerprint_linked(&self) -> Fingerprint {
-        Fingerprint(format!("{}|linked", self.fingerprint().0).into())
+        let mut text = self.fingerprint_text();
+        text.push_str("|linked");
+        Fingerprint(text.into())
     }
 
     /// The canonical text of the fields that decide the money movement. Two requests with one
     /// idempotency key are the same request exactly when their fingerprints are equal. Free
     /// text, metadata and the effective time are left out, as Stripe and the contracts do.
     pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint(self.fingerprint_text().into())
+    }
+
+    /// The text of `fingerprint`.
+    fn fingerprint_text(&self) -> String {
         let kind = self.kind.as_str();
         let mut text = match &self.movement {
             // Accounts by name: the key scope is the tenant already, and fingerprints recorded
@@ -210,7 +217,7 @@ impl TransferRequest {
             text.push_str("|x:");
             text.push_str(&self.fingerprint_extra);
         }
-        Fingerprint(text.into())
+        text
     }
 }
 

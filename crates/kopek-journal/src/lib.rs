@@ -261,10 +261,11 @@ impl Journal {
         let mut last_checksum = 0u128;
         let mut position = None;
         let mut last_position = None;
-        // Where reading starts in the first segment read, and that segment when it was read
-        // already.
+        // One buffer for every segment: a fresh 64 MiB buffer per segment costs as much in
+        // zeroed pages as reading it. A resume reads its first segment into it here.
+        let mut bytes = Vec::new();
+        // Where reading starts in the first segment read.
         let mut resume_offset = 0usize;
-        let mut resumed_segment = None;
         if let Some(start) = options.resume_after {
             let not_there = |reason: &str| JournalError::NotAtPosition {
                 sequence: start.sequence,
@@ -274,7 +275,7 @@ impl Journal {
                 return Err(not_there("its segment is not in the journal"));
             };
             segments.drain(..first);
-            let bytes = std::fs::read(segment_path(dir, start.segment))?;
+            read_segment(&segment_path(dir, start.segment), &mut bytes)?;
             let at = usize::try_from(start.offset).map_err(|_| not_there("offset too large"))?;
             let length = check_position(&bytes, at, &start).map_err(|reason| not_there(&reason))?;
             recovery.last_sequence = start.sequence;
@@ -282,16 +283,11 @@ impl Journal {
             resume_offset = at + HEADER_BYTES + length;
             position = Some((start.segment, resume_offset as u64));
             last_position = Some(start);
-            resumed_segment = Some(bytes);
         }
-        // One buffer for every segment: a fresh 64 MiB buffer per segment costs as much in
-        // zeroed pages as reading it.
-        let mut bytes = Vec::new();
         'segments: for (order, index) in segments.iter().enumerate() {
             let path = segment_path(dir, *index);
-            match resumed_segment.take() {
-                Some(resumed) => bytes = resumed,
-                None => read_segment(&path, &mut bytes)?,
+            if order > 0 || options.resume_after.is_none() {
+                read_segment(&path, &mut bytes)?;
             }
             let mut offset = if order == 0 { resume_offset } else { 0 };
             loop {

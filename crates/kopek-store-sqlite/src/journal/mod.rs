@@ -132,12 +132,7 @@ impl Shared {
     fn publish(&self, sequence: u64, records: &Outcome) {
         let mut accounts = self.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         for account in records.accounts_opened.iter().chain(&records.accounts_changed) {
-            match accounts.get_mut(&account.id) {
-                Some(known) => known.clone_from(account),
-                None => {
-                    accounts.insert(account.id.clone(), account.clone());
-                }
-            }
+            accounts.insert(account.id.clone(), account.clone());
         }
         // Under the same lock, so a reader sees the accounts and their frame together.
         self.committed.store(sequence, Ordering::Release);
@@ -957,10 +952,10 @@ impl Writer {
         if closing && self.snapshot_taken.1 == Some(taken) {
             return;
         }
-        if !closing && self.snapshot_busy.swap(true, Ordering::AcqRel) {
+        let was_busy = self.snapshot_busy.swap(true, Ordering::AcqRel);
+        if was_busy && !closing {
             return;
         }
-        self.snapshot_busy.store(true, Ordering::Release);
         self.snapshot_taken = (self.memory.seen.len(), Some(taken));
         // Blocks only when closing with a snapshot still being saved.
         let _ = self.snapshots.send((taken, self.memory.seen.clone()));
@@ -1307,10 +1302,15 @@ impl Memory {
 
     /// The transfer record at `place` in the tail's frame `sequence`.
     fn tail_record(&self, sequence: u64, place: usize) -> Option<&Transfer> {
+        transfer_record(self.tail_frame(sequence)?, place)
+    }
+
+    /// The records of the tail's frame `sequence`.
+    fn tail_frame(&self, sequence: u64) -> Option<&Outcome> {
         let first = self.frames.front()?.0;
         let (_, records, _) =
             self.frames.get(usize::try_from(sequence.checked_sub(first)?).ok()?)?;
-        transfer_record(records, place)
+        Some(records)
     }
 
     /// Forgets the unpublished accounts of frames up to `published`: readers' map has them.
@@ -1323,9 +1323,7 @@ impl Memory {
     /// The newest state of account `id` of a frame not yet durable, if one changed it.
     fn unpublished_account(&self, id: &AccountId) -> Option<&Account> {
         let (sequence, place) = *self.unpublished.get(id)?;
-        let first = self.frames.front()?.0;
-        let (_, records, _) =
-            self.frames.get(usize::try_from(sequence.checked_sub(first)?).ok()?)?;
+        let records = self.tail_frame(sequence)?;
         match place.checked_sub(records.accounts_opened.len()) {
             None => records.accounts_opened.get(place),
             Some(changed) => records.accounts_changed.get(changed),
@@ -1375,12 +1373,7 @@ impl Memory {
     fn remember(&mut self, sequence: u64, records: &Arc<Outcome>) {
         let accounts = records.accounts_opened.iter().chain(&records.accounts_changed);
         for (place, account) in accounts.enumerate() {
-            match self.unpublished.get_mut(&account.id) {
-                Some(known) => *known = (sequence, place),
-                None => {
-                    self.unpublished.insert(account.id.clone(), (sequence, place));
-                }
-            }
+            self.unpublished.insert(account.id.clone(), (sequence, place));
         }
         let transfers = records.transfers_inserted.iter().chain(&records.transfers_updated);
         for (place, transfer) in transfers.enumerate() {
