@@ -15,10 +15,13 @@ pub use journal::{JOURNAL_DIR_NAME, JournalStore};
 use async_trait::async_trait;
 use kopek_core::{
     Account, AccountId, Currency, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome,
-    Overdraft, Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
+    Overdraft, Quote, QuoteId, State, Subject, Tenant, Timestamp, Transfer, TransferId, Ulid, User,
+    UserId,
 };
 use kopek_journal::Position;
+use kopek_store::codec::metadata_to_json;
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
+use kopek_store::rows::transfer_fx_columns;
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
@@ -28,7 +31,7 @@ use kopek_store::{
 use rows::*;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -706,12 +709,29 @@ fn write_events(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(sql_error)?;
+    // The transfers rows as this batch leaves them: an event about one of them refers to it
+    // (payload format 3) rather than writing the transfer again.
+    let rows: HashMap<TransferId, &Transfer> =
+        if outcome.events.iter().any(|event| matches!(event.subject, Subject::Transfer(_))) {
+            outcome
+                .transfers_inserted
+                .iter()
+                .chain(&outcome.transfers_updated)
+                .map(|transfer| (transfer.id, transfer))
+                .collect()
+        } else {
+            HashMap::new()
+        };
     for event in &outcome.events {
-        let payload = payload::encode_event(event);
+        let row = match &event.subject {
+            Subject::Transfer(transfer) => rows.get(&transfer.id).copied(),
+            _ => None,
+        };
+        let payload = payload::encode_event(event, row);
         // In the store's tests every event also reads back as the document it stands for.
         #[cfg(test)]
         assert_eq!(
-            payload::decode(rusqlite::types::ValueRef::Blob(&payload)),
+            payload::decode(rusqlite::types::ValueRef::Blob(&payload), row.cloned()),
             Ok(kopek_store::codec::event_json(event)),
             "an outbox payload renders its event's document"
         );
@@ -778,11 +798,8 @@ fn write_rows(
             )));
         }
     }
-    let placeholders: Vec<String> = (1..=24).map(|index| format!("?{index}")).collect();
-    let insert_transfer =
-        format!("INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ({})", placeholders.join(", "));
-    for transfer in &outcome.transfers_inserted {
-        run(&insert_transfer, transfer_params(transfer))?;
+    if !outcome.transfers_inserted.is_empty() {
+        insert_transfers(connection, &outcome.transfers_inserted)?;
     }
     for transfer in &outcome.transfers_updated {
         let values = vec![
@@ -869,6 +886,53 @@ fn write_rows(
              VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
             vec![Value::Text(mark.consumer.clone()), Value::Text(mark.event_id.clone())],
         )?;
+    }
+    Ok(())
+}
+
+/// Inserts transfers, the most numerous rows with entries: bound from borrowed values, with no
+/// list of owned values built per row.
+fn insert_transfers(connection: &Connection, transfers: &[Transfer]) -> StoreResult<()> {
+    let placeholders: Vec<String> = (1..=24).map(|index| format!("?{index}")).collect();
+    let sql =
+        format!("INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ({})", placeholders.join(", "));
+    let mut insert = connection.prepare_cached(&sql).map_err(sql_error)?;
+    for transfer in transfers {
+        // Most transfers have no metadata, and `{}` needs no rendering.
+        let metadata = if transfer.details.metadata.is_empty() {
+            std::borrow::Cow::Borrowed("{}")
+        } else {
+            std::borrow::Cow::Owned(metadata_to_json(&transfer.details.metadata))
+        };
+        let (quote_id, fx) = transfer_fx_columns(transfer);
+        insert
+            .execute(rusqlite::params![
+                transfer.id.to_string(),
+                transfer.tenant.as_str(),
+                transfer.idempotency_key.as_str(),
+                &*transfer.fingerprint.0,
+                transfer.kind.as_str(),
+                transfer.action.as_str(),
+                transfer.debit_account.as_ref().map(AccountId::as_str),
+                transfer.credit_account.as_ref().map(AccountId::as_str),
+                transfer.amount,
+                transfer.currency.as_ref().map(Currency::code),
+                transfer.pending_id.map(|id| id.to_string()),
+                transfer.status.as_str(),
+                transfer.error.as_ref().map(|error| error.code.as_str()),
+                transfer.error.as_ref().map(|error| error.message.as_str()),
+                transfer.expires_at.map(Timestamp::as_unix_micros),
+                transfer.captured_amount,
+                transfer.details.category.as_str(),
+                transfer.details.description.as_str(),
+                &*metadata,
+                transfer.effective_at.as_unix_micros(),
+                transfer.committed_at.as_unix_micros(),
+                transfer.updated_at.as_unix_micros(),
+                quote_id,
+                fx,
+            ])
+            .map_err(sql_error)?;
     }
     Ok(())
 }
@@ -1198,10 +1262,18 @@ impl Store for SqliteStore {
                  ORDER BY sequence LIMIT ?2"
             );
             let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
-            let rows = statement
-                .query_map(rusqlite::params![after, to_sql_int(limit), tenant], event_from_row)
+            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
+            let mut transfer = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let mut transfer_row =
+                |id: &str| transfer.query_row([id], transfer_from_row).optional();
+            let mut rows = statement
+                .query(rusqlite::params![after, to_sql_int(limit), tenant])
                 .map_err(sql_error)?;
-            rows.map(decoded).collect()
+            let mut events = Vec::new();
+            while let Some(row) = rows.next().map_err(sql_error)? {
+                events.push(decoded(event_from_row(row, &mut transfer_row))?);
+            }
+            Ok(events)
         })
         .await
     }
@@ -1932,6 +2004,85 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "no checkpoint copied the batch");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// An event about a settled transfer keeps only a reference to the transfer's row
+    /// (payload format 3) and reads back as the same document; a pending hold's event, whose
+    /// row changes later, keeps its transfer (format 2); a row that went missing is an error,
+    /// not a wrong document.
+    #[tokio::test]
+    async fn an_event_about_a_settled_transfer_refers_to_its_row() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let usd = Currency::parse("USD").expect("USD");
+        let (a, b) = (AccountId::parse("a").expect("id"), AccountId::parse("b").expect("id"));
+        let request = |key: &str, debit: &AccountId, credit: &AccountId, hold: Option<Hold>| {
+            TransferRequest {
+                idempotency_key: IdempotencyKey::parse(key).expect("key"),
+                kind: TransferKind::Transfer,
+                movement: Movement::Move {
+                    debit_account: debit.clone(),
+                    credit_account: credit.clone(),
+                    amount: 120,
+                    currency: usd,
+                    hold,
+                },
+                details: Details::default(),
+                effective_at: None,
+                open_if_missing: Vec::new(),
+                fingerprint_extra: String::new(),
+            }
+        };
+        let tenant = Tenant::default_tenant();
+        let mut deposit = request("d1", &AccountId::world(usd), &a, None);
+        deposit.kind = TransferKind::Deposit;
+        let batch = Batch {
+            commands: vec![
+                Command::new(
+                    tenant.clone(),
+                    kopek_core::Authority::Ledger,
+                    CommandBody::CreateAccounts(vec![
+                        NewAccount::user(a.clone(), usd),
+                        NewAccount::user(b.clone(), usd),
+                    ]),
+                ),
+                Command::new(
+                    tenant,
+                    kopek_core::Authority::Ledger,
+                    CommandBody::CreateTransfers {
+                        transfers: vec![
+                            deposit,
+                            request("h1", &a, &b, Some(Hold { timeout_seconds: None })),
+                        ],
+                        linking: Linking::Independent,
+                    },
+                ),
+            ],
+        };
+        commit(&store, batch).await;
+        let events = store.events_after(None, 0, 100).await.expect("events");
+        let raw = Connection::open(store.path()).expect("open file");
+        let formats: Vec<(String, u8)> = raw
+            .prepare("SELECT kind, payload FROM outbox ORDER BY sequence")
+            .expect("prepare")
+            .query_map([], |row| Ok((row.get(0)?, row.get::<_, Vec<u8>>(1)?[0])))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let format =
+            |kind: &str| formats.iter().find(|(stored, _)| stored == kind).map(|row| row.1);
+        assert_eq!(format("TransferPosted"), Some(3), "refers to its row: {formats:?}");
+        assert_eq!(format("HoldPlaced"), Some(2), "a pending hold is written out: {formats:?}");
+        let posted = events.iter().find(|event| event.kind == "TransferPosted").expect("posted");
+        let document: serde_json::Value = serde_json::from_str(&posted.payload).expect("JSON");
+        assert_eq!(document["subject"]["amount_minor"], 120);
+        assert_eq!(document["subject"]["status"], "posted");
+        assert_eq!(document["subject"]["id"], posted.subject_id.as_str());
+        assert_eq!(document["balances"][0]["posted_minor"], -120, "{document}");
+        raw.execute("DELETE FROM transfers WHERE id = ?1", [posted.subject_id.as_str()])
+            .expect("lose the row");
+        let problem = store.events_after(None, 0, 100).await.expect_err("row missing");
+        assert!(problem.to_string().contains("row, which is missing"), "{problem}");
     }
 
     /// `verify` must notice books that no longer add up, whoever changed the rows.

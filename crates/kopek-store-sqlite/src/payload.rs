@@ -15,8 +15,15 @@
 //! costs the one writer no JSON and no compression. The document is rendered when a reader
 //! asks for it, with the same `event_json` that rendered format 1's. The record encoding is
 //! then part of this format too, as it already is of the journal's frames.
+//!
+//! Format 3 is format 2 for an event about a transfer that its `transfers` row holds as the
+//! event saw it, which is so for every transfer no longer pending (a pending hold's row
+//! changes when it is captured, voided or expired; nothing else changes a row). The subject
+//! is then a reference to that row (record 0) instead of the transfer written out again: a
+//! posted transfer's event was 320 bytes, the transfer itself most of them. The reader
+//! supplies the row, found by the event's subject id.
 
-use kopek_core::Event;
+use kopek_core::{Event, Subject, Transfer, TransferStatus};
 use kopek_store::codec::event_json;
 use rusqlite::types::ValueRef;
 use std::cell::RefCell;
@@ -27,6 +34,8 @@ use zstd::dict::DecoderDictionary;
 const FORMAT_ZSTD_V1: u8 = 1;
 /// The first byte of a format-2 payload.
 const FORMAT_EVENT_V2: u8 = 2;
+/// The first byte of a format-3 payload.
+const FORMAT_EVENT_ROW_V3: u8 = 3;
 #[cfg(test)]
 const LEVEL: i32 = 1;
 /// A document larger than this is refused on read as corrupt rather than allocated.
@@ -45,12 +54,22 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// The stored form of an event (format 2).
-pub fn encode_event(event: &Event) -> Vec<u8> {
-    let mut stored = Vec::with_capacity(256);
-    stored.push(FORMAT_EVENT_V2);
-    crate::journal::frame::encode_event(event, &mut stored);
+/// The stored form of an event: format 3 when `row` is the transfers row of its subject as
+/// the event saw it and no longer pending, else format 2.
+pub fn encode_event(event: &Event, row: Option<&Transfer>) -> Vec<u8> {
+    let row = row.filter(|row| {
+        row.status != TransferStatus::Pending
+            && matches!(&event.subject, Subject::Transfer(subject) if subject == *row)
+    });
+    let mut stored = Vec::with_capacity(if row.is_some() { 64 } else { 256 });
+    stored.push(if row.is_some() { FORMAT_EVENT_ROW_V3 } else { FORMAT_EVENT_V2 });
+    crate::journal::frame::encode_event(event, row, &mut stored);
     stored
+}
+
+/// Whether a stored payload refers to its subject's transfers row (format 3).
+pub fn refers_to_row(column: ValueRef<'_>) -> bool {
+    matches!(column, ValueRef::Blob([FORMAT_EVENT_ROW_V3, ..]))
 }
 
 /// The stored form of an event document (format 1, which rows written before format 2 hold).
@@ -74,14 +93,21 @@ pub fn encode(document: &str) -> Result<Vec<u8>, String> {
     })
 }
 
-/// The event document a payload column holds.
-pub fn decode(column: ValueRef<'_>) -> Result<String, String> {
+/// The event document a payload column holds; `row` is its subject's transfers row, which
+/// a format-3 payload refers to (`refers_to_row`).
+pub fn decode(column: ValueRef<'_>, row: Option<Transfer>) -> Result<String, String> {
     match column {
         ValueRef::Text(text) => String::from_utf8(text.to_vec())
             .map_err(|_| "event payload is not UTF-8 text".to_owned()),
         ValueRef::Blob([FORMAT_ZSTD_V1, frame @ ..]) => decompress(frame),
         ValueRef::Blob([FORMAT_EVENT_V2, record @ ..]) => {
-            crate::journal::frame::decode_event(record).map(|event| event_json(&event))
+            crate::journal::frame::decode_event(record, None).map(|event| event_json(&event))
+        }
+        ValueRef::Blob([FORMAT_EVENT_ROW_V3, record @ ..]) => {
+            let Some(row) = row else {
+                return Err("event payload refers to its transfer's row, which is missing".into());
+            };
+            crate::journal::frame::decode_event(record, Some(row)).map(|event| event_json(&event))
         }
         ValueRef::Blob([format, ..]) => Err(format!("event payload has unknown format {format}")),
         _ => Err("event payload is neither text nor a known blob".to_owned()),
@@ -120,10 +146,10 @@ mod tests {
         let stored = encode(DOCUMENT).expect("encode");
         assert_eq!(stored[0], FORMAT_ZSTD_V1);
         assert!(stored.len() * 2 < DOCUMENT.len(), "{} bytes stored", stored.len());
-        assert_eq!(decode(ValueRef::Blob(&stored)).expect("decode"), DOCUMENT);
-        assert_eq!(decode(ValueRef::Text(DOCUMENT.as_bytes())).expect("text"), DOCUMENT);
+        assert_eq!(decode(ValueRef::Blob(&stored), None).expect("decode"), DOCUMENT);
+        assert_eq!(decode(ValueRef::Text(DOCUMENT.as_bytes()), None).expect("text"), DOCUMENT);
         let big = format!("{{\"memo\":\"{}\"}}", "x".repeat(200_000));
-        assert_eq!(decode(ValueRef::Blob(&encode(&big).expect("big"))).expect("big"), big);
+        assert_eq!(decode(ValueRef::Blob(&encode(&big).expect("big")), None).expect("big"), big);
     }
 
     /// Stored rows must stay readable: this payload was written by format 1, and decoding it
@@ -131,7 +157,7 @@ mod tests {
     #[test]
     fn a_stored_format_1_payload_still_decodes() {
         let stored = hex(GOLDEN_V1);
-        assert_eq!(decode(ValueRef::Blob(&stored)).expect("decode"), DOCUMENT);
+        assert_eq!(decode(ValueRef::Blob(&stored), None).expect("decode"), DOCUMENT);
     }
 
     #[test]
@@ -144,10 +170,10 @@ mod tests {
             &[][..],
             &[FORMAT_ZSTD_V1, 0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0][..],
         ] {
-            assert!(decode(ValueRef::Blob(damaged)).is_err(), "{damaged:?}");
+            assert!(decode(ValueRef::Blob(damaged), None).is_err(), "{damaged:?}");
         }
-        assert!(decode(ValueRef::Integer(5)).is_err());
-        assert!(decode(ValueRef::Text(&[0xff, 0xfe])).is_err());
+        assert!(decode(ValueRef::Integer(5), None).is_err());
+        assert!(decode(ValueRef::Text(&[0xff, 0xfe]), None).is_err());
     }
 
     fn hex(text: &str) -> Vec<u8> {

@@ -10,7 +10,6 @@ pub use kopek_store::rows::{
 };
 use kopek_store::rows::{
     Columns, RawAccount, RawEntry, RawOrder, RawQuote, RawRate, RawTransfer, RawUser,
-    transfer_fx_columns,
 };
 use kopek_store::{StoreError, StoredEntry, StoredEvent};
 use rusqlite::types::Value;
@@ -74,38 +73,6 @@ pub fn transfer_from_row(row: &Row) -> rusqlite::Result<Decoded<Transfer>> {
     Ok(RawTransfer::read(&SqliteColumns(row))?.decode())
 }
 
-pub fn transfer_params(transfer: &Transfer) -> Vec<Value> {
-    let text = |value: &str| Value::Text(value.to_owned());
-    let optional = |value: Option<String>| value.map_or(Value::Null, Value::Text);
-    let (quote_id, fx) = transfer_fx_columns(transfer);
-    vec![
-        Value::Text(transfer.id.to_string()),
-        text(transfer.tenant.as_str()),
-        text(transfer.idempotency_key.as_str()),
-        text(&transfer.fingerprint.0),
-        text(transfer.kind.as_str()),
-        text(transfer.action.as_str()),
-        optional(transfer.debit_account.as_ref().map(ToString::to_string)),
-        optional(transfer.credit_account.as_ref().map(ToString::to_string)),
-        Value::Integer(transfer.amount),
-        optional(transfer.currency.map(|currency| currency.code().to_owned())),
-        optional(transfer.pending_id.map(|id| id.to_string())),
-        text(transfer.status.as_str()),
-        optional(transfer.error.as_ref().map(|error| error.code.as_str().to_owned())),
-        optional(transfer.error.as_ref().map(|error| error.message.clone())),
-        transfer.expires_at.map_or(Value::Null, |at| Value::Integer(at.as_unix_micros())),
-        Value::Integer(transfer.captured_amount),
-        text(&transfer.details.category),
-        text(&transfer.details.description),
-        Value::Text(metadata_to_json(&transfer.details.metadata)),
-        Value::Integer(transfer.effective_at.as_unix_micros()),
-        Value::Integer(transfer.committed_at.as_unix_micros()),
-        Value::Integer(transfer.updated_at.as_unix_micros()),
-        optional(quote_id),
-        optional(fx),
-    ]
-}
-
 pub fn rate_from_row(row: &Row) -> rusqlite::Result<Decoded<FxRate>> {
     Ok(RawRate::read(&SqliteColumns(row))?.decode())
 }
@@ -145,18 +112,33 @@ pub fn entry_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEntry>> {
     Ok(RawEntry::read(&SqliteColumns(row))?.decode())
 }
 
-pub fn event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
+/// An outbox row (`EVENT_COLUMNS`) as its event; `transfer_row` finds the transfers row a
+/// format-3 payload refers to, by the event's subject id.
+pub fn event_from_row(
+    row: &Row,
+    transfer_row: &mut dyn FnMut(&str) -> rusqlite::Result<Option<Decoded<Transfer>>>,
+) -> rusqlite::Result<Decoded<StoredEvent>> {
     let sequence: i64 = row.get(0)?;
     let id: String = row.get(1)?;
-    let payload = match crate::payload::decode(row.get_ref(6)?) {
+    let kind: String = row.get(3)?;
+    let subject: String = row.get(4)?;
+    let column = row.get_ref(6)?;
+    let subject_row = if crate::payload::refers_to_row(column) {
+        match transfer_row(&subject)? {
+            Some(Ok(transfer)) => Some(transfer),
+            Some(Err(problem)) => return Ok(Err(format!("event {id}: {problem}"))),
+            None => None,
+        }
+    } else {
+        None
+    };
+    let payload = match crate::payload::decode(column, subject_row) {
         Ok(payload) => payload,
         Err(problem) => return Ok(Err(format!("event {id}: {problem}"))),
     };
     let Ok(sequence) = u64::try_from(sequence) else {
         return Ok(Err(format!("event sequence {sequence} is negative")));
     };
-    let kind: String = row.get(3)?;
-    let subject: String = row.get(4)?;
     Ok(Ok(StoredEvent {
         sequence,
         id,

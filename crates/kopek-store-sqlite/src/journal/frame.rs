@@ -20,14 +20,17 @@
 //! was wrong.
 
 use kopek_core::{
-    Account, BalanceSnapshot, Entry, Event, EventId, EventKind, FxRate, InboxMark, Order, Outcome,
-    Overdraft, Quote, QuoteId, Subject, Tenant, Timestamp, Transfer, TransferId, Ulid, User,
+    Account, BalanceSnapshot, Entry, Event, EventId, EventKind, FxRate, InboxMark, Metadata, Order,
+    Outcome, Overdraft, Quote, QuoteId, Subject, Tenant, Timestamp, Transfer, TransferId, Ulid,
+    User,
 };
 use kopek_store::codec::metadata_to_json;
 use kopek_store::rows::{
     RawAccount, RawEntry, RawOrder, RawQuote, RawRate, RawTransfer, RawUser, transfer_fx_columns,
 };
 use std::collections::HashMap;
+use std::sync::LazyLock;
+use xxhash_rust::xxh3::Xxh3Builder;
 
 /// The compact format. (Format 1, rows of tagged values, never left development builds.)
 const FORMAT: u8 = 2;
@@ -65,7 +68,7 @@ pub fn encode(outcome: &Outcome, out: &mut Vec<u8>) {
         .map(|transfer| transfer.committed_at)
         .or_else(|| outcome.events.first().map(|event| event.at))
         .unwrap_or(Timestamp::from_unix_micros(0));
-    let mut e = Encoder { out, base, table: HashMap::new() };
+    let mut e = Encoder { out, base, table: text_table() };
     e.out.push(FORMAT);
     e.signed(base.as_unix_micros());
     for account in &outcome.accounts_opened {
@@ -131,18 +134,22 @@ pub fn encode(outcome: &Outcome, out: &mut Vec<u8>) {
 }
 
 /// Encodes one event on its own, its subject written inline: an outbox row's payload (see
-/// `payload.rs`), rendered as its JSON document only when read.
-pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
-    let mut e = Encoder { out, base: event.at, table: HashMap::new() };
+/// `payload.rs`), rendered as its JSON document only when read. With `row`, a subject equal
+/// to that transfer is written as a reference to it (record 0) instead of inline: the reader
+/// supplies the transfer again to `decode_event`.
+pub fn encode_event(event: &Event, row: Option<&Transfer>, out: &mut Vec<u8>) {
+    let mut e = Encoder { out, base: event.at, table: text_table() };
     e.signed(event.at.as_unix_micros());
-    e.event(event, &Records { transfers: HashMap::new(), accounts: HashMap::new() });
+    let transfers = row.map(|transfer| (transfer.id, (0, transfer))).into_iter().collect();
+    e.event(event, &Records { transfers, accounts: HashMap::new() });
 }
 
-/// Decodes what `encode_event` wrote.
-pub fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+/// Decodes what `encode_event` wrote; `row` is the transfer it was given, if any.
+pub fn decode_event(bytes: &[u8], row: Option<Transfer>) -> Result<Event, String> {
     let mut d = Decoder { bytes, at: 0, base: 0, table: Vec::new() };
     d.base = d.signed()?;
-    let event = d.event(&Outcome::default())?;
+    let records = Outcome { transfers_inserted: row.into_iter().collect(), ..Outcome::default() };
+    let event = d.event(&records)?;
     if d.at != bytes.len() {
         return Err(format!("{} bytes follow the event", bytes.len() - d.at));
     }
@@ -214,11 +221,23 @@ impl<'a> Records<'a> {
     }
 }
 
+/// The encoder's shared texts by their entry. Hashed with XXH3 rather than SipHash (the
+/// largest part of encoding a frame): seeded per process, so that texts chosen by callers
+/// cannot be made to collide.
+type TextTable = HashMap<String, usize, Xxh3Builder>;
+
+static TEXT_SEED: LazyLock<u64> =
+    LazyLock::new(|| std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u64));
+
+fn text_table() -> TextTable {
+    HashMap::with_hasher(Xxh3Builder::new().with_seed(*TEXT_SEED))
+}
+
 struct Encoder<'a> {
     out: &'a mut Vec<u8>,
     base: Timestamp,
     /// Shared text written so far, by its entry.
-    table: HashMap<String, usize>,
+    table: TextTable,
 }
 
 impl Encoder<'_> {
@@ -280,6 +299,15 @@ impl Encoder<'_> {
         }
     }
 
+    /// Metadata as its JSON text; most transfers have none, and `{}` needs no rendering.
+    fn metadata(&mut self, metadata: &Metadata) {
+        if metadata.is_empty() {
+            self.shared("{}");
+        } else {
+            self.shared(&metadata_to_json(metadata));
+        }
+    }
+
     fn optional_shared(&mut self, text: Option<&str>) {
         self.flag(text.is_some());
         if let Some(text) = text {
@@ -308,7 +336,7 @@ impl Encoder<'_> {
             Overdraft::Unbounded => self.flag(false),
         }
         self.shared(account.status.as_str());
-        self.shared(&metadata_to_json(&account.metadata));
+        self.metadata(&account.metadata);
         self.signed(account.balance.posted);
         self.signed(account.balance.pending_out);
         self.signed(account.balance.pending_in);
@@ -335,7 +363,7 @@ impl Encoder<'_> {
         self.signed(transfer.captured_amount);
         self.shared(&transfer.details.category);
         self.shared(&transfer.details.description);
-        self.shared(&metadata_to_json(&transfer.details.metadata));
+        self.metadata(&transfer.details.metadata);
         self.time(transfer.effective_at);
         self.time(transfer.committed_at);
         self.time(transfer.updated_at);
