@@ -14,9 +14,9 @@ pub use journal::{JOURNAL_DIR_NAME, JournalStore};
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, Currency, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome,
-    Overdraft, Quote, QuoteId, State, Subject, Tenant, Timestamp, Transfer, TransferId, Ulid, User,
-    UserId,
+    Account, AccountId, Currency, Direction, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId,
+    Outcome, Overdraft, Quote, QuoteId, State, Subject, Tenant, Timestamp, Transfer, TransferId,
+    Ulid, User, UserId,
 };
 use kopek_journal::Position;
 use kopek_store::codec::metadata_to_json;
@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_projection.sql"),
     include_str!("../migrations/0011_fewer_indexes.sql"),
     include_str!("../migrations/0012_projection_position.sql"),
+    include_str!("../migrations/0013_postings.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -798,8 +799,8 @@ fn write_rows(
             )));
         }
     }
-    if !outcome.transfers_inserted.is_empty() {
-        insert_transfers(connection, &outcome.transfers_inserted)?;
+    if !outcome.transfers_inserted.is_empty() || !outcome.entries.is_empty() {
+        insert_transfers(connection, &outcome.transfers_inserted, &outcome.entries)?;
     }
     for transfer in &outcome.transfers_updated {
         let values = vec![
@@ -812,9 +813,6 @@ fn write_rows(
             "UPDATE transfers SET status = ?1, captured_amount = ?2, updated_at = ?3 WHERE id = ?4",
             values,
         )?;
-    }
-    if !outcome.entries.is_empty() {
-        write_entries(connection, &outcome.entries)?;
     }
     for user in &outcome.users_created {
         let values = vec![
@@ -890,13 +888,28 @@ fn write_rows(
     Ok(())
 }
 
-/// Inserts transfers, the most numerous rows with entries: bound from borrowed values, with no
-/// list of owned values built per row.
-fn insert_transfers(connection: &Connection, transfers: &[Transfer]) -> StoreResult<()> {
-    let placeholders: Vec<String> = (1..=24).map(|index| format!("?{index}")).collect();
-    let sql =
-        format!("INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES ({})", placeholders.join(", "));
+/// Inserts transfers, each with the balances after its entries, and a posting per entry
+/// (migration 0013): the most numerous rows, bound from borrowed values with no list of
+/// owned values built per row.
+fn insert_transfers(
+    connection: &Connection,
+    transfers: &[Transfer],
+    entries: &[Entry],
+) -> StoreResult<()> {
+    let side = |entry: &Entry| usize::from(entry.direction == Direction::Credit);
+    let mut balances: HashMap<TransferId, [Option<i64>; 2]> =
+        HashMap::with_capacity(entries.len() / 2);
+    for entry in entries {
+        balances.entry(entry.transfer_id).or_default()[side(entry)] = Some(entry.balance_after);
+    }
+    let placeholders: Vec<String> = (1..=26).map(|index| format!("?{index}")).collect();
+    let sql = format!(
+        "INSERT INTO transfers ({TRANSFER_COLUMNS}, debit_balance_after, credit_balance_after) \
+         VALUES ({})",
+        placeholders.join(", ")
+    );
     let mut insert = connection.prepare_cached(&sql).map_err(sql_error)?;
+    let mut numbers: HashMap<TransferId, i64> = HashMap::with_capacity(balances.len());
     for transfer in transfers {
         // Most transfers have no metadata, and `{}` needs no rendering.
         let metadata = if transfer.details.metadata.is_empty() {
@@ -905,6 +918,7 @@ fn insert_transfers(connection: &Connection, transfers: &[Transfer]) -> StoreRes
             std::borrow::Cow::Owned(metadata_to_json(&transfer.details.metadata))
         };
         let (quote_id, fx) = transfer_fx_columns(transfer);
+        let [debit_after, credit_after] = balances.get(&transfer.id).copied().unwrap_or_default();
         insert
             .execute(rusqlite::params![
                 transfer.id.to_string(),
@@ -931,39 +945,39 @@ fn insert_transfers(connection: &Connection, transfers: &[Transfer]) -> StoreRes
                 transfer.updated_at.as_unix_micros(),
                 quote_id,
                 fx,
+                debit_after,
+                credit_after,
             ])
             .map_err(sql_error)?;
-    }
-    Ok(())
-}
-
-/// Inserts entries; SQLite numbers them (`sequence`, the rowid) in commit order. The most
-/// numerous rows: bound from borrowed values, with no list built per row.
-fn write_entries(connection: &Connection, entries: &[Entry]) -> StoreResult<()> {
-    let mut insert_entry = connection
-        .prepare_cached(
-            "INSERT INTO entries (account_id, transfer_id, direction, amount, currency, balance_after, \
-             effective_at, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(sql_error)?;
-    let mut transfer_id = (None, String::new());
-    for entry in entries {
-        // An entry's transfer is most often the one before's.
-        if transfer_id.0 != Some(entry.transfer_id) {
-            transfer_id = (Some(entry.transfer_id), entry.transfer_id.to_string());
+        if debit_after.is_some() || credit_after.is_some() {
+            numbers.insert(transfer.id, connection.last_insert_rowid());
         }
-        insert_entry
-            .execute(rusqlite::params![
-                entry.account_id.as_str(),
-                transfer_id.1.as_str(),
-                entry.direction.as_str(),
-                entry.amount,
-                entry.currency.code(),
-                entry.balance_after,
-                entry.effective_at.as_unix_micros(),
-                entry.committed_at.as_unix_micros(),
-            ])
-            .map_err(sql_error)?;
+    }
+    let mut account_number = connection
+        .prepare_cached("SELECT number FROM accounts WHERE id = ?1")
+        .map_err(sql_error)?;
+    let mut insert_posting = connection
+        .prepare_cached("INSERT INTO postings (account, sequence) VALUES (?1, ?2)")
+        .map_err(sql_error)?;
+    for entry in entries {
+        let Some(number) = numbers.get(&entry.transfer_id) else {
+            return Err(StoreError::Invariant(format!(
+                "an entry names transfer {}, which this batch does not insert",
+                entry.transfer_id
+            )));
+        };
+        let account: i64 = account_number
+            .query_row([entry.account_id.as_str()], |row| row.get(0))
+            .optional()
+            .map_err(sql_error)?
+            .ok_or_else(|| {
+                StoreError::Invariant(format!(
+                    "an entry names account {}, which is missing",
+                    entry.account_id
+                ))
+            })?;
+        let sequence = number * 2 + i64::try_from(side(entry)).unwrap_or(0);
+        insert_posting.execute([account, sequence]).map_err(sql_error)?;
     }
     Ok(())
 }
@@ -1912,6 +1926,20 @@ mod tests {
             .expect("commit");
     }
 
+    /// Entries as a table of their own again (before migration 0013), with the rows the view
+    /// shows: the upgrade then runs 0013 on them.
+    const LAYOUT_BEFORE_POSTINGS: &str = "\
+        CREATE TABLE entries_v12 AS SELECT * FROM entries;
+        DROP VIEW entries;
+        DROP TABLE postings;
+        CREATE TABLE entries (sequence INTEGER PRIMARY KEY, account_id TEXT NOT NULL, \
+            transfer_id TEXT NOT NULL, direction TEXT NOT NULL, amount INTEGER NOT NULL, \
+            currency TEXT NOT NULL, balance_after INTEGER NOT NULL, \
+            effective_at INTEGER NOT NULL, committed_at INTEGER NOT NULL);
+        INSERT INTO entries SELECT * FROM entries_v12;
+        DROP TABLE entries_v12;
+        CREATE INDEX entries_by_account ON entries (account_id, sequence)";
+
     /// Issue 19, finding 5: a data directory written before ids belonged to their tenant
     /// (another tenant's rows keyed by their bare ids) is upgraded on open: the rows move to
     /// their tenant's keys, every reference follows, and the books verify before and after.
@@ -1925,7 +1953,7 @@ mod tests {
             let connection = Connection::open(dir.path().join(DATABASE_FILE_NAME)).expect("open");
             connection
                 .execute_batch(&format!(
-                    "{};\nDROP TABLE projection",
+                    "{LAYOUT_BEFORE_POSTINGS};\n{};\nDROP TABLE projection",
                     conformance::old_layout_statements(9).join(";\n")
                 ))
                 .expect("the old layout");
@@ -2145,24 +2173,32 @@ mod tests {
         assert!(problems.contains("posted balances in USD sum to 1, not 0"), "{problems}");
         assert!(problems.contains("creation events, not 1"), "{problems}");
 
-        // Entries written twice, with balances moved to match: every per-account sum still
-        // agrees, so only the per-transfer and running-balance checks can see it.
-        tamper.execute("UPDATE accounts SET posted = 500 WHERE id = 'a'", []).expect("undo");
+        // Account a posted on the debit side of its deposit too, with its balance moved to
+        // match: its sum still agrees, so only the per-transfer and running-balance checks
+        // can see it.
+        tamper.execute("UPDATE accounts SET posted = 0 WHERE id = 'a'", []).expect("undo");
         tamper
             .execute(
-                "INSERT INTO entries (account_id, transfer_id, direction, amount, currency, balance_after, \
-                 effective_at, committed_at) SELECT account_id, transfer_id, direction, amount, currency, \
-                 balance_after * 2, effective_at, committed_at FROM entries",
+                "INSERT INTO postings (account, sequence) SELECT account, sequence - 1 \
+                 FROM postings WHERE sequence % 2 = 1 \
+                 AND account = (SELECT number FROM accounts WHERE id = 'a')",
                 [],
             )
-            .expect("duplicate entries");
-        tamper.execute("UPDATE accounts SET posted = posted * 2", []).expect("move balances");
+            .expect("a posting too many");
         let problems = store.verify().await.expect("verify").problems.join("\n");
         assert!(!problems.contains("entries sum to"), "the sums alone agree: {problems}");
         assert!(
-            problems.contains("has 4 entries that are not exactly its debit and credit"),
+            problems.contains("has 3 entries that are not exactly its debit and credit"),
             "{problems}"
         );
+        assert!(problems.contains("its running total is"), "the running balance: {problems}");
+
+        // A posting of no account or of no transfer is not in any statement: verify counts it.
+        tamper
+            .execute("INSERT INTO postings (account, sequence) VALUES (999, 2), (1, 999)", [])
+            .expect("orphan postings");
+        let problems = store.verify().await.expect("verify").problems.join("\n");
+        assert!(problems.contains("2 postings name no account or no transfer"), "{problems}");
     }
 
     kopek_store::conformance_tests!(async {

@@ -3,6 +3,7 @@
 //! rows in index order, so memory stays flat however large the ledger is.
 //!
 //! Checked: each account's entries (running balance-after, currency, final sum = posted);
+//! every posting names an account and a transfer;
 //! per currency, debits = credits and posted balances sum to zero; each transfer's entries
 //! (a posting has exactly its debit and credit, anything else has none); holds against
 //! their captures and voids and against pending balances; overdraft limits; one outbox event
@@ -25,6 +26,17 @@ fn verify_in_snapshot(connection: &Connection) -> StoreResult<VerifyReport> {
     let accounts = accounts(connection, &mut report)?;
     entries_by_account(connection, &accounts, &mut report)?;
     entries_by_transfer(connection, &mut report)?;
+    // The `entries` view joins a posting to its account and its transfer: one that names
+    // neither is in no statement and no check above.
+    let orphans = count(
+        connection,
+        "SELECT COUNT(*) FROM postings p \
+         WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.number = p.account) \
+         OR NOT EXISTS (SELECT 1 FROM transfers t WHERE t.number = p.sequence / 2)",
+    )?;
+    if orphans > 0 {
+        report.problems.push(format!("{orphans} postings name no account or no transfer"));
+    }
     holds(connection, &mut report)?;
     sql_checks(connection, &mut report)?;
     report.events = count(connection, "SELECT COUNT(*) FROM outbox")?;

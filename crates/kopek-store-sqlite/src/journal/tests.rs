@@ -165,7 +165,7 @@ fn lose_the_projection(dir: &Path) {
     let connection = Connection::open(dir.join(DATABASE_FILE_NAME)).expect("open");
     connection
         .execute_batch(
-            "DELETE FROM accounts; DELETE FROM transfers; DELETE FROM entries; \
+            "DELETE FROM accounts; DELETE FROM transfers; DELETE FROM postings; \
              DELETE FROM outbox; UPDATE projection SET frame = 0;",
         )
         .expect("empty the projection");
@@ -363,17 +363,20 @@ async fn the_journal_check_finds_a_projection_that_differs_from_the_journal() {
         let connection = Connection::open(dir.path().join(DATABASE_FILE_NAME)).expect("open");
         connection
             .execute_batch(
-                "UPDATE entries SET balance_after = balance_after + 1 \
-                 WHERE sequence = (SELECT MAX(sequence) FROM entries); \
+                "UPDATE transfers SET credit_balance_after = credit_balance_after + 1 \
+                 WHERE number = (SELECT MIN(sequence) / 2 FROM postings); \
                  UPDATE transfers SET amount = 31 WHERE idempotency_key = 'pay';",
             )
             .expect("tamper with the projection");
     }
     let store = JournalStore::open(dir.path()).expect("reopen");
     let problems = store.verify_journal().await.expect("check");
-    assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems[0].contains("transfer") && problems[0].contains("differs"), "{problems:?}");
-    assert!(problems[1].contains("entry of transfer"), "{problems:?}");
+    // The first posted transfer's credit balance, and the last transfer's amount, which its
+    // two entries show too.
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(problems[0].contains("entry of transfer"), "{problems:?}");
+    assert!(problems[1].contains("transfer") && problems[1].contains("differs"), "{problems:?}");
+    assert!(problems[2..].iter().all(|problem| problem.contains("entry of transfer")));
 }
 
 /// Two keys with one `key_hash` (simulated: XXH3-64 collisions are not known to exist for
