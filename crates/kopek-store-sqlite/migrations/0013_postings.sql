@@ -1,7 +1,11 @@
--- The compact projection, first step (issue 20, docs/storage.md): an entry is no longer a
--- row of its own with a text-keyed index entry. A transfer row carries the balances after
--- it of both its accounts, and a posting is two integers, the account's number and the
--- entry's sequence, in a `WITHOUT ROWID` table: the one random insert per entry is narrow.
+-- The compact projection (issue 20, docs/storage.md): an entry is no longer a row of its own
+-- with a text-keyed index entry. A transfer row carries the balances after it of both its
+-- accounts, and a posting is two integers, the account's number and the entry's sequence, in
+-- a `WITHOUT ROWID` table: the one random insert per entry is narrow. A transfer is found by
+-- its idempotency key through the key's 64-bit hash (`kopek_key_hash`, XXH3-64 of tenant and
+-- key, which the store registers on the connection that migrates) instead of a unique index
+-- of the two texts; the key is compared on the row found. One writer decides every key, so
+-- the index need not be unique; `kopek verify` reports a key that names two transfers.
 --
 -- Accounts and transfers get an explicit number (`INTEGER PRIMARY KEY`, which VACUUM keeps;
 -- a plain rowid it may change). An entry's sequence is its transfer's number times two, plus
@@ -61,21 +65,22 @@ CREATE TABLE transfers_v13 (
     -- NULL when it has none (holds, declines).
     debit_balance_after  INTEGER,
     credit_balance_after INTEGER,
-    UNIQUE (tenant, idempotency_key)
+    key_hash             INTEGER NOT NULL    -- kopek_key_hash(tenant, idempotency_key)
 );
 CREATE INDEX entries_by_transfer_v13 ON entries (transfer_id, direction);
 INSERT INTO transfers_v13 (number, id, tenant, idempotency_key, fingerprint, kind, action,
                            debit_account, credit_account, amount, currency, pending_id, status,
                            error_code, error_message, expires_at, captured_amount, category,
                            description, metadata, effective_at, committed_at, updated_at,
-                           quote_id, fx, debit_balance_after, credit_balance_after)
+                           quote_id, fx, debit_balance_after, credit_balance_after, key_hash)
 SELECT t.rowid, t.id, t.tenant, t.idempotency_key, t.fingerprint, t.kind, t.action,
        t.debit_account, t.credit_account, t.amount, t.currency, t.pending_id, t.status,
        t.error_code, t.error_message, t.expires_at, t.captured_amount, t.category,
        t.description, t.metadata, t.effective_at, t.committed_at, t.updated_at,
        t.quote_id, t.fx,
        (SELECT e.balance_after FROM entries e WHERE e.transfer_id = t.id AND e.direction = 'debit'),
-       (SELECT e.balance_after FROM entries e WHERE e.transfer_id = t.id AND e.direction = 'credit')
+       (SELECT e.balance_after FROM entries e WHERE e.transfer_id = t.id AND e.direction = 'credit'),
+       kopek_key_hash(t.tenant, t.idempotency_key)
 FROM transfers t ORDER BY t.rowid;
 
 CREATE TABLE postings (
@@ -98,6 +103,7 @@ CREATE INDEX accounts_by_owner ON accounts (owner, id) WHERE owner IS NOT NULL;
 CREATE INDEX accounts_by_tenant ON accounts (tenant, id);
 CREATE INDEX transfers_pending_by_expiry ON transfers (expires_at) WHERE status = 'pending';
 CREATE INDEX transfers_by_quote ON transfers (quote_id) WHERE quote_id IS NOT NULL;
+CREATE INDEX transfers_by_key_hash ON transfers (key_hash);
 
 -- Entries as they were: a posting, its account's id and its transfer's columns.
 CREATE VIEW entries (sequence, account_id, transfer_id, direction, amount, currency,

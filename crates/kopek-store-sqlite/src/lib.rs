@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tokio::sync::{Semaphore, oneshot};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE_NAME: &str = "kopek.sqlite3";
@@ -507,6 +508,7 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
 }
 
 fn migrate_connection(connection: &mut Connection) -> StoreResult<Vec<usize>> {
+    register_key_hash(connection)?;
     let db_transaction =
         connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
     db_transaction
@@ -539,22 +541,82 @@ fn migrate_connection(connection: &mut Connection) -> StoreResult<Vec<usize>> {
     Ok(applied)
 }
 
+/// A 64-bit hash of a transfer's idempotency key in its tenant: the journal store's filter of
+/// keys that left memory (so a fresh key costs no projection read), and the `key_hash` column
+/// of `transfers` by which the projection finds a key (migration 0013).
+pub(crate) fn key_hash(tenant: &Tenant, key: &IdempotencyKey) -> u64 {
+    key_hash_of(tenant.as_str().as_bytes(), key.as_str().as_bytes())
+}
+
+/// `key_hash` of a tenant and key as stored. They are joined on the stack and hashed in one
+/// call (a streaming hasher sets up half a kilobyte of state per key); only an unusually long
+/// pair streams.
+pub(crate) fn key_hash_of(tenant: &[u8], key: &[u8]) -> u64 {
+    let mut joined = [0u8; 256];
+    let length = tenant.len() + 1 + key.len();
+    if length <= joined.len() {
+        joined[..tenant.len()].copy_from_slice(tenant);
+        joined[tenant.len()] = 0xff;
+        joined[tenant.len() + 1..length].copy_from_slice(key);
+        return xxh3_64(&joined[..length]);
+    }
+    let mut hasher = Xxh3::new();
+    hasher.update(tenant);
+    hasher.update(&[0xff]);
+    hasher.update(key);
+    hasher.digest()
+}
+
+/// `key_hash` as the `transfers.key_hash` column stores it (the same 64 bits, signed).
+fn key_hash_column(tenant: &str, key: &str) -> i64 {
+    i64::from_ne_bytes(key_hash_of(tenant.as_bytes(), key.as_bytes()).to_ne_bytes())
+}
+
+/// Registers `kopek_key_hash(tenant, key)`, `key_hash_column` in SQL, on a connection that
+/// migrates: migration 0013 fills the column with it.
+fn register_key_hash(connection: &Connection) -> StoreResult<()> {
+    use rusqlite::functions::FunctionFlags;
+    connection
+        .create_scalar_function(
+            "kopek_key_hash",
+            2,
+            FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+            |context| {
+                let tenant = context.get_raw(0).as_bytes().map_err(|error| {
+                    rusqlite::Error::UserFunctionError(format!("tenant: {error}").into())
+                })?;
+                let key = context.get_raw(1).as_bytes().map_err(|error| {
+                    rusqlite::Error::UserFunctionError(format!("key: {error}").into())
+                })?;
+                Ok(i64::from_ne_bytes(key_hash_of(tenant, key).to_ne_bytes()))
+            },
+        )
+        .map_err(sql_error)
+}
+
+/// The transfer a tenant's idempotency key names: found by the key's hash, compared in full.
+fn transfer_by_key_in(
+    connection: &Connection,
+    tenant: &str,
+    key: &str,
+) -> StoreResult<Option<Transfer>> {
+    let sql = format!(
+        "SELECT {TRANSFER_COLUMNS} FROM transfers \
+         WHERE key_hash = ?1 AND tenant = ?2 AND idempotency_key = ?3"
+    );
+    let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+    let row = statement
+        .query_row(rusqlite::params![key_hash_column(tenant, key), tenant, key], transfer_from_row)
+        .optional()
+        .map_err(sql_error)?;
+    row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
+}
+
 fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
     let mut transfers = BTreeMap::new();
-    {
-        let sql = format!(
-            "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE tenant = ?1 AND idempotency_key = ?2"
-        );
-        let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
-        for (tenant, key) in &keys.idempotency_keys {
-            let row =
-                statement.query_row([tenant.as_str(), key.as_str()], transfer_from_row).optional();
-            if let Some(transfer) =
-                row.map_err(sql_error)?.map(|decoded| decoded.map_err(StoreError::Corrupt))
-            {
-                let transfer = transfer?;
-                transfers.insert(transfer.id, transfer);
-            }
+    for (tenant, key) in &keys.idempotency_keys {
+        if let Some(transfer) = transfer_by_key_in(connection, tenant.as_str(), key.as_str())? {
+            transfers.insert(transfer.id, transfer);
         }
     }
     {
@@ -902,10 +964,10 @@ fn insert_transfers(
     for entry in entries {
         balances.entry(entry.transfer_id).or_default()[side(entry)] = Some(entry.balance_after);
     }
-    let placeholders: Vec<String> = (1..=26).map(|index| format!("?{index}")).collect();
+    let placeholders: Vec<String> = (1..=27).map(|index| format!("?{index}")).collect();
     let sql = format!(
-        "INSERT INTO transfers ({TRANSFER_COLUMNS}, debit_balance_after, credit_balance_after) \
-         VALUES ({})",
+        "INSERT INTO transfers ({TRANSFER_COLUMNS}, debit_balance_after, credit_balance_after, \
+         key_hash) VALUES ({})",
         placeholders.join(", ")
     );
     let mut insert = connection.prepare_cached(&sql).map_err(sql_error)?;
@@ -947,6 +1009,7 @@ fn insert_transfers(
                 fx,
                 debit_after,
                 credit_after,
+                key_hash_column(transfer.tenant.as_str(), transfer.idempotency_key.as_str()),
             ])
             .map_err(sql_error)?;
         if debit_after.is_some() || credit_after.is_some() {
@@ -1133,13 +1196,7 @@ impl Store for SqliteStore {
         key: &IdempotencyKey,
     ) -> StoreResult<Option<Transfer>> {
         let (tenant, key) = (tenant.to_string(), key.to_string());
-        self.read(move |connection| {
-            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE tenant = ?1 AND idempotency_key = ?2");
-            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
-            let row = statement.query_row([tenant, key], transfer_from_row).optional().map_err(sql_error)?;
-            row.map(|decoded| decoded.map_err(StoreError::Corrupt)).transpose()
-        })
-        .await
+        self.read(move |connection| transfer_by_key_in(connection, &tenant, &key)).await
     }
 
     async fn entries(
@@ -2111,6 +2168,80 @@ mod tests {
             .expect("lose the row");
         let problem = store.events_after(None, 0, 100).await.expect_err("row missing");
         assert!(problem.to_string().contains("row, which is missing"), "{problem}");
+    }
+
+    /// A key is found by its 64-bit hash and compared in full: with another transfer's row
+    /// under the same hash (a collision, simulated), each key still finds its own transfer,
+    /// and `verify` reports the hash that is not its key's.
+    #[tokio::test]
+    async fn a_key_is_found_by_its_hash_and_compared_in_full() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let usd = Currency::parse("USD").expect("USD");
+        let a = AccountId::parse("a").expect("id");
+        let deposit = |key: &str, amount: i64| TransferRequest {
+            idempotency_key: IdempotencyKey::parse(key).expect("key"),
+            kind: TransferKind::Deposit,
+            movement: Movement::Move {
+                debit_account: AccountId::world(usd),
+                credit_account: a.clone(),
+                amount,
+                currency: usd,
+                hold: None,
+            },
+            details: Details::default(),
+            effective_at: None,
+            open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
+        };
+        let tenant = Tenant::default_tenant();
+        let batch = Batch {
+            commands: vec![
+                Command::new(
+                    tenant.clone(),
+                    kopek_core::Authority::Ledger,
+                    CommandBody::CreateAccounts(vec![NewAccount::user(a.clone(), usd)]),
+                ),
+                Command::new(
+                    tenant.clone(),
+                    kopek_core::Authority::Ledger,
+                    CommandBody::CreateTransfers {
+                        transfers: vec![deposit("d1", 100), deposit("d2", 200)],
+                        linking: Linking::Independent,
+                    },
+                ),
+            ],
+        };
+        commit(&store, batch).await;
+        assert!(store.verify().await.expect("verify").is_ok());
+        let raw = Connection::open(store.path()).expect("open file");
+        raw.execute(
+            "UPDATE transfers SET key_hash = \
+             (SELECT key_hash FROM transfers WHERE idempotency_key = 'd2') \
+             WHERE idempotency_key = 'd1'",
+            [],
+        )
+        .expect("two rows under d2's hash");
+        let amount = |key: &str| {
+            let store = &store;
+            let tenant = tenant.clone();
+            let key = IdempotencyKey::parse(key).expect("key");
+            async move { store.transfer_by_key(&tenant, &key).await.expect("read").map(|t| t.amount) }
+        };
+        assert_eq!(amount("d2").await, Some(200), "d2 finds its own row, not d1's");
+        assert_eq!(amount("d1").await, None, "d1's row is no longer under d1's hash");
+        let problems = store.verify().await.expect("verify").problems.join("\n");
+        assert!(
+            problems.contains("has a key hash that is not its idempotency key's"),
+            "{problems}"
+        );
+        raw.execute("UPDATE transfers SET idempotency_key = 'd2' WHERE idempotency_key = 'd1'", [])
+            .expect("one key, two transfers");
+        let problems = store.verify().await.expect("verify").problems.join("\n");
+        assert!(
+            problems.contains("idempotency key d2 of tenant default names 2 transfers"),
+            "{problems}"
+        );
     }
 
     /// `verify` must notice books that no longer add up, whoever changed the rows.

@@ -3,7 +3,8 @@
 //! rows in index order, so memory stays flat however large the ledger is.
 //!
 //! Checked: each account's entries (running balance-after, currency, final sum = posted);
-//! every posting names an account and a transfer;
+//! every posting names an account and a transfer; each idempotency key names one transfer and
+//! is found by its stored hash;
 //! per currency, debits = credits and posted balances sum to zero; each transfer's entries
 //! (a posting has exactly its debit and credit, anything else has none); holds against
 //! their captures and voids and against pending balances; overdraft limits; one outbox event
@@ -37,10 +38,48 @@ fn verify_in_snapshot(connection: &Connection) -> StoreResult<VerifyReport> {
     if orphans > 0 {
         report.problems.push(format!("{orphans} postings name no account or no transfer"));
     }
+    idempotency_keys(connection, &mut report)?;
     holds(connection, &mut report)?;
     sql_checks(connection, &mut report)?;
     report.events = count(connection, "SELECT COUNT(*) FROM outbox")?;
     Ok(report)
+}
+
+/// Each transfer's `key_hash` is its key's (or a retry would not find it), and no key names
+/// two transfers (the index on the hash is not unique: the writer keeps keys unique).
+fn idempotency_keys(connection: &Connection, report: &mut VerifyReport) -> StoreResult<()> {
+    let mut statement = connection
+        .prepare("SELECT id, tenant, idempotency_key, key_hash FROM transfers")
+        .map_err(sql_error)?;
+    let mut rows = statement.query([]).map_err(sql_error)?;
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        let tenant: String = row.get(1).map_err(sql_error)?;
+        let key: String = row.get(2).map_err(sql_error)?;
+        let stored: i64 = row.get(3).map_err(sql_error)?;
+        if stored != crate::key_hash_column(&tenant, &key) {
+            let id: String = row.get(0).map_err(sql_error)?;
+            report
+                .problems
+                .push(format!("transfer {id} has a key hash that is not its idempotency key's"));
+        }
+    }
+    let mut statement = connection
+        .prepare(
+            "SELECT tenant, idempotency_key, COUNT(*) FROM transfers WHERE key_hash IN \
+             (SELECT key_hash FROM transfers GROUP BY key_hash HAVING COUNT(*) > 1) \
+             GROUP BY tenant, idempotency_key HAVING COUNT(*) > 1",
+        )
+        .map_err(sql_error)?;
+    let mut rows = statement.query([]).map_err(sql_error)?;
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        let tenant: String = row.get(0).map_err(sql_error)?;
+        let key: String = row.get(1).map_err(sql_error)?;
+        let count: i64 = row.get(2).map_err(sql_error)?;
+        report
+            .problems
+            .push(format!("idempotency key {key} of tenant {tenant} names {count} transfers"));
+    }
+    Ok(())
 }
 
 struct AccountRow {

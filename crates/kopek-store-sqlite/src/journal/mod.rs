@@ -26,7 +26,7 @@ use crate::rows::{
     ACCOUNT_COLUMNS, ENTRY_COLUMNS, RATE_COLUMNS, TRANSFER_COLUMNS, account_from_row, decoded,
     entry_from_row, rate_from_row, sql_error, transfer_from_row,
 };
-use crate::{SqliteStore, load_state, open_reader};
+use crate::{SqliteStore, key_hash, load_state, open_reader};
 use async_trait::async_trait;
 use keys::{KEY_FILTER_FILE_NAME, KeyFilter};
 use kopek_core::{
@@ -46,7 +46,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
-use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 /// The journal's directory inside the data directory.
 pub const JOURNAL_DIR_NAME: &str = "journal";
@@ -1149,31 +1148,6 @@ fn fail_stop(error: &JournalError) -> ! {
     std::process::abort()
 }
 
-/// A 64-bit hash of a transfer's idempotency key in its tenant: the filter of keys that
-/// left memory, so a fresh key costs no projection read.
-fn key_hash(tenant: &Tenant, key: &IdempotencyKey) -> u64 {
-    key_hash_of(tenant.as_str().as_bytes(), key.as_str().as_bytes())
-}
-
-/// `key_hash` of a tenant and key as stored. They are joined on the stack and hashed in one
-/// call (a streaming hasher sets up half a kilobyte of state per key); only an unusually long
-/// pair streams.
-fn key_hash_of(tenant: &[u8], key: &[u8]) -> u64 {
-    let mut joined = [0u8; 256];
-    let length = tenant.len() + 1 + key.len();
-    if length <= joined.len() {
-        joined[..tenant.len()].copy_from_slice(tenant);
-        joined[tenant.len()] = 0xff;
-        joined[tenant.len() + 1..length].copy_from_slice(key);
-        return xxh3_64(&joined[..length]);
-    }
-    let mut hasher = Xxh3::new();
-    hasher.update(tenant);
-    hasher.update(&[0xff]);
-    hasher.update(key);
-    hasher.digest()
-}
-
 /// The working state besides the accounts (which readers share): every record of the frames
 /// the projection does not hold yet (the tail), open holds, rates, the user counter and the
 /// filter of every transfer key. Tail records carry the frame that wrote them last, and leave
@@ -1277,17 +1251,12 @@ impl Memory {
             .query_row("SELECT COALESCE(MAX(rowid), 0) FROM transfers", [], |row| row.get(0))
             .map_err(sql_error)?;
         memory.seen.reserve(usize::try_from(transfers).unwrap_or(0));
-        let mut statement =
-            reader.prepare("SELECT tenant, idempotency_key FROM transfers").map_err(sql_error)?;
+        let mut statement = reader.prepare("SELECT key_hash FROM transfers").map_err(sql_error)?;
         let mut rows = statement.query([]).map_err(sql_error)?;
+        // The column is the filter's hash (migration 0013), read from its index alone.
         while let Some(row) = rows.next().map_err(sql_error)? {
-            let tenant = row.get_ref(0).map_err(sql_error)?.as_bytes().map_err(|error| {
-                StoreError::Corrupt(format!("a transfer's tenant is not text: {error}"))
-            })?;
-            let key = row.get_ref(1).map_err(sql_error)?.as_bytes().map_err(|error| {
-                StoreError::Corrupt(format!("a transfer's key is not text: {error}"))
-            })?;
-            memory.seen.insert(key_hash_of(tenant, key));
+            let hash: i64 = row.get(0).map_err(sql_error)?;
+            memory.seen.insert(u64::from_ne_bytes(hash.to_ne_bytes()));
         }
         Ok((accounts, memory))
     }

@@ -3,11 +3,13 @@
 
 use super::*;
 use crate::DATABASE_FILE_NAME;
+use crate::key_hash_of;
 use kopek_core::memory::SequentialIds;
 use kopek_core::{
     AccountStatus, Authority, Batch, Command, CommandBody, CommandResult, Details, Linking,
     Movement, NewAccount, TransferKind, TransferRequest, TransferResult, apply,
 };
+use xxhash_rust::xxh3::Xxh3;
 
 kopek_store::conformance_tests!(async {
     let dir = tempfile::tempdir().expect("temp dir");
