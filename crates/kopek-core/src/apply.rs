@@ -1801,7 +1801,7 @@ impl<'a> Ledger<'a> {
             id: TransferId(self.ids.next_ulid()),
             tenant: tenant.clone(),
             idempotency_key: request.idempotency_key.clone(),
-            fingerprint: fingerprint.clone(),
+            fingerprint: *fingerprint,
             kind: request.kind,
             action,
             debit_account: Some(debit.clone()),

@@ -37,6 +37,6 @@ pub use money::{Amount, Currency, format_minor};
 pub use party::{NewOrder, NewUser, Order, OrderId, OrderStatus, User, UserId};
 pub use time::Timestamp;
 pub use transfer::{
-    Action, Details, Direction, Entry, Fingerprint, Hold, Movement, Transfer, TransferKind,
-    TransferRequest, TransferStatus,
+    Action, Details, Direction, Entry, FINGERPRINT_STORED_LEN, Fingerprint, Hold, Movement,
+    Transfer, TransferKind, TransferRequest, TransferStatus,
 };

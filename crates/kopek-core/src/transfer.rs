@@ -167,72 +167,169 @@ impl TransferRequest {
     /// The fingerprint of this request as a member of a linked request: a key used alone
     /// and then inside a linked request (or the other way round) is a reuse, not a replay.
     pub fn fingerprint_linked(&self) -> Fingerprint {
-        let mut text = self.fingerprint_text();
-        text.push_str("|linked");
-        Fingerprint(text.into())
+        let mut hasher = FingerprintHasher::default();
+        self.write_canonical(&mut hasher);
+        hasher.text("|linked");
+        hasher.finish()
     }
 
-    /// The canonical text of the fields that decide the money movement. Two requests with one
-    /// idempotency key are the same request exactly when their fingerprints are equal. Free
-    /// text, metadata and the effective time are left out, as Stripe and the contracts do.
+    /// The hash of the canonical text of the fields that decide the money movement. Two
+    /// requests with one idempotency key are the same request exactly when their fingerprints
+    /// are equal. Free text, metadata and the effective time are left out, as Stripe and the
+    /// contracts do. The text is streamed into the hash, never built.
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint(self.fingerprint_text().into())
+        let mut hasher = FingerprintHasher::default();
+        self.write_canonical(&mut hasher);
+        hasher.finish()
     }
 
-    /// The text of `fingerprint`.
-    fn fingerprint_text(&self) -> String {
+    /// The canonical text, as fingerprints before they were hashed stored it (`v1|...`):
+    /// its bytes may never change, or a retry of an older request would no longer match.
+    fn write_canonical(&self, out: &mut FingerprintHasher) {
+        use std::fmt::Write as _;
         let kind = self.kind.as_str();
-        let mut text = match &self.movement {
-            // Accounts by name: the key scope is the tenant already, and fingerprints recorded
-            // before ids belonged to tenants name them so.
+        // Accounts by name: the key scope is the tenant already, and fingerprints recorded
+        // before ids belonged to tenants name them so. Writing to a hash cannot fail.
+        let _ = match &self.movement {
             Movement::Move { debit_account, credit_account, amount, currency, hold } => {
-                let hold = hold_text(*hold);
                 let (debit_account, credit_account) = (debit_account.name(), credit_account.name());
-                format!("v1|{kind}|{hold}|{debit_account}|{credit_account}|{amount}|{currency}")
+                write!(
+                    out,
+                    "v1|{kind}|{}|{debit_account}|{credit_account}|{amount}|{currency}",
+                    HoldText(*hold)
+                )
             }
             Movement::Exchange { debit_account, credit_account, terms, hold } => {
-                let hold = hold_text(*hold);
+                let (debit_account, credit_account) = (debit_account.name(), credit_account.name());
+                let _ = write!(
+                    out,
+                    "v1|{kind}|{}|{debit_account}|{credit_account}|fx:",
+                    HoldText(*hold)
+                );
                 // A market-priced request is the same request whatever the rate did since.
-                let terms = match terms {
-                    FxTerms::Quote(id) => format!("quote:{id}"),
-                    FxTerms::Market(terms) => format!(
+                match terms {
+                    FxTerms::Quote(id) => write!(out, "quote:{id}"),
+                    FxTerms::Market(terms) => write!(
+                        out,
                         "market:{}:{}:{}:{}",
                         terms.side.as_str(),
                         terms.requested_amount(),
                         terms.from,
                         terms.to
                     ),
-                };
-                let (debit_account, credit_account) = (debit_account.name(), credit_account.name());
-                format!("v1|{kind}|{hold}|{debit_account}|{credit_account}|fx:{terms}")
+                }
             }
-            Movement::Capture { pending_id, amount } => {
-                let amount =
-                    amount.map_or_else(|| "full".to_owned(), |amount| amount.minor().to_string());
-                format!("v1|{kind}|capture|{pending_id}|{amount}")
+            Movement::Capture { pending_id, amount: Some(amount) } => {
+                write!(out, "v1|{kind}|capture|{pending_id}|{}", amount.minor())
             }
-            Movement::Void { pending_id } => format!("v1|{kind}|void|{pending_id}"),
+            Movement::Capture { pending_id, amount: None } => {
+                write!(out, "v1|{kind}|capture|{pending_id}|full")
+            }
+            Movement::Void { pending_id } => write!(out, "v1|{kind}|void|{pending_id}"),
         };
         if !self.fingerprint_extra.is_empty() {
-            text.push_str("|x:");
-            text.push_str(&self.fingerprint_extra);
+            out.text("|x:");
+            out.text(&self.fingerprint_extra);
         }
-        text
     }
 }
 
-fn hold_text(hold: Option<Hold>) -> std::borrow::Cow<'static, str> {
-    match hold {
-        None => "post".into(),
-        Some(Hold { timeout_seconds: None }) => "hold".into(),
-        Some(Hold { timeout_seconds: Some(seconds) }) => format!("hold:{seconds}").into(),
+/// A hold as the canonical text names it.
+struct HoldText(Option<Hold>);
+
+impl std::fmt::Display for HoldText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("post"),
+            Some(Hold { timeout_seconds: None }) => f.write_str("hold"),
+            Some(Hold { timeout_seconds: Some(seconds) }) => write!(f, "hold:{seconds}"),
+        }
     }
 }
 
-/// See [`TransferRequest::fingerprint`]. Stored verbatim, so equality is exact. Shared, not
-/// copied: every copy of a transfer record carries it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Fingerprint(pub std::sync::Arc<str>);
+/// See [`TransferRequest::fingerprint`]: 128 bits of hash of a request's canonical text, so
+/// that taking one allocates nothing. Stored as `h1:` and 32 hex digits; a fingerprint stored
+/// as its text before (`v1|...`) reads as the hash of that text, so a retry of an older
+/// request still matches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fingerprint(u128);
+
+/// The length of `Fingerprint::stored`.
+pub const FINGERPRINT_STORED_LEN: usize = 35;
+
+impl Fingerprint {
+    /// The fingerprint of a canonical text.
+    pub fn of_text(text: &str) -> Fingerprint {
+        let mut hasher = FingerprintHasher::default();
+        hasher.text(text);
+        hasher.finish()
+    }
+
+    /// A fingerprint as stored: `h1:` and 32 hex digits, or the canonical text it hashes.
+    pub fn from_stored(stored: &str) -> Fingerprint {
+        if let Some(hex) = stored.strip_prefix("h1:")
+            && hex.len() == 32
+            && let Ok(value) = u128::from_str_radix(hex, 16)
+        {
+            return Fingerprint(value);
+        }
+        Fingerprint::of_text(stored)
+    }
+
+    /// The stored form, written into `buffer`.
+    pub fn stored<'b>(&self, buffer: &'b mut [u8; FINGERPRINT_STORED_LEN]) -> &'b str {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        buffer[..3].copy_from_slice(b"h1:");
+        for (index, byte) in buffer[3..].iter_mut().enumerate() {
+            let nibble = (self.0 >> (124 - 4 * index)) & 0xf;
+            *byte = HEX[nibble as usize];
+        }
+        std::str::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.stored(&mut [0; FINGERPRINT_STORED_LEN]))
+    }
+}
+
+/// Two SipHash-2-4 hashes with fixed keys over the canonical text as it is written: a stable
+/// function (the core takes no dependencies, and `DefaultHasher` may change between Rust
+/// releases). `SipHasher` is deprecated only in favour of `DefaultHasher`, which is not
+/// stable; its `write` depends only on the bytes, not on how they are split.
+#[allow(deprecated)]
+pub(crate) struct FingerprintHasher(std::hash::SipHasher, std::hash::SipHasher);
+
+#[allow(deprecated)]
+impl Default for FingerprintHasher {
+    fn default() -> Self {
+        FingerprintHasher(
+            std::hash::SipHasher::new_with_keys(0x6b6f_7065_6b2d_6670, 0x7631_2d68_6173_6831),
+            std::hash::SipHasher::new_with_keys(0x6c65_6467_6572_2d66, 0x7072_696e_742d_3132),
+        )
+    }
+}
+
+impl FingerprintHasher {
+    pub(crate) fn text(&mut self, text: &str) {
+        use std::hash::Hasher as _;
+        self.0.write(text.as_bytes());
+        self.1.write(text.as_bytes());
+    }
+
+    pub(crate) fn finish(&self) -> Fingerprint {
+        use std::hash::Hasher as _;
+        Fingerprint(u128::from(self.0.finish()) << 64 | u128::from(self.1.finish()))
+    }
+}
+
+impl std::fmt::Write for FingerprintHasher {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.text(text);
+        Ok(())
+    }
+}
 
 /// What a stored transfer record did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -394,5 +491,114 @@ impl Entry {
             Direction::Credit => self.amount,
             Direction::Debit => -self.amount,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{QuoteId, Ulid};
+
+    fn request(movement: Movement) -> TransferRequest {
+        TransferRequest {
+            idempotency_key: IdempotencyKey::parse("k1").expect("key"),
+            kind: TransferKind::Payment,
+            movement,
+            details: Details::default(),
+            effective_at: None,
+            open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
+        }
+    }
+
+    fn account(name: &str) -> AccountId {
+        AccountId::parse(name).expect("id")
+    }
+
+    /// Fingerprints were stored as these texts before they were hashed: a retry of such a
+    /// request must still match, so the hash is of exactly these bytes. Pinned verbatim.
+    #[test]
+    fn a_fingerprint_is_the_hash_of_the_text_stored_before() {
+        let usd = Currency::parse("USD").expect("USD");
+        let moving = |hold| Movement::Move {
+            debit_account: account("alice"),
+            credit_account: account("bob"),
+            amount: 1250,
+            currency: usd,
+            hold,
+        };
+        let pending = TransferId(Ulid::from_u128(42));
+        let quote = QuoteId(Ulid::from_u128(7));
+        let mut extra = request(moving(None));
+        extra.fingerprint_extra = "ts=1|cat=food".to_owned();
+        let cases = [
+            (request(moving(None)).fingerprint(), "v1|payment|post|alice|bob|1250|USD".to_owned()),
+            (
+                request(moving(Some(Hold { timeout_seconds: None }))).fingerprint(),
+                "v1|payment|hold|alice|bob|1250|USD".to_owned(),
+            ),
+            (
+                request(moving(Some(Hold { timeout_seconds: Some(30) }))).fingerprint(),
+                "v1|payment|hold:30|alice|bob|1250|USD".to_owned(),
+            ),
+            (
+                request(moving(None)).fingerprint_linked(),
+                "v1|payment|post|alice|bob|1250|USD|linked".to_owned(),
+            ),
+            (extra.fingerprint(), "v1|payment|post|alice|bob|1250|USD|x:ts=1|cat=food".to_owned()),
+            (
+                extra.fingerprint_linked(),
+                "v1|payment|post|alice|bob|1250|USD|x:ts=1|cat=food|linked".to_owned(),
+            ),
+            (
+                request(Movement::Capture { pending_id: pending, amount: None }).fingerprint(),
+                format!("v1|payment|capture|{pending}|full"),
+            ),
+            (
+                request(Movement::Capture {
+                    pending_id: pending,
+                    amount: Some(Amount::new(300).expect("amount")),
+                })
+                .fingerprint(),
+                format!("v1|payment|capture|{pending}|300"),
+            ),
+            (
+                request(Movement::Void { pending_id: pending }).fingerprint(),
+                format!("v1|payment|void|{pending}"),
+            ),
+            (
+                request(Movement::Exchange {
+                    debit_account: account("alice"),
+                    credit_account: account("bob"),
+                    terms: FxTerms::Quote(quote),
+                    hold: None,
+                })
+                .fingerprint(),
+                format!("v1|payment|post|alice|bob|fx:quote:{quote}"),
+            ),
+        ];
+        for (fingerprint, stored) in &cases {
+            assert_eq!(*fingerprint, Fingerprint::from_stored(stored), "{stored}");
+        }
+        // Different requests, different fingerprints.
+        let distinct: std::collections::BTreeSet<Fingerprint> =
+            cases.iter().map(|(fingerprint, _)| *fingerprint).collect();
+        assert_eq!(distinct.len(), cases.len());
+    }
+
+    /// The stored form reads back as the same fingerprint, and is the canonical hash form.
+    #[test]
+    fn a_fingerprint_round_trips_through_its_stored_form() {
+        for text in ["", "v1|transfer|post|a|b|1|USD", "h1:not hex"] {
+            let fingerprint = Fingerprint::of_text(text);
+            let stored = fingerprint.to_string();
+            assert_eq!(stored.len(), FINGERPRINT_STORED_LEN);
+            assert!(stored.starts_with("h1:"), "{stored}");
+            assert_eq!(Fingerprint::from_stored(&stored), fingerprint, "{text}");
+        }
+        // A stored form with a digit changed is another fingerprint, not an error.
+        let stored = Fingerprint::of_text("x").to_string();
+        let changed = format!("{}{}", &stored[..34], if stored.ends_with('0') { '1' } else { '0' });
+        assert_ne!(Fingerprint::from_stored(&changed), Fingerprint::of_text("x"));
     }
 }

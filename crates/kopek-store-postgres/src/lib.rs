@@ -489,7 +489,7 @@ async fn insert_transfers(
     .bind(text(&|t| t.id.to_string()))
     .bind(text(&|t| t.tenant.to_string()))
     .bind(text(&|t| t.idempotency_key.to_string()))
-    .bind(text(&|t| t.fingerprint.0.to_string()))
+    .bind(text(&|t| t.fingerprint.to_string()))
     .bind(text(&|t| t.kind.as_str().to_owned()))
     .bind(text(&|t| t.action.as_str().to_owned()))
     .bind(optional(&|t| t.debit_account.as_ref().map(ToString::to_string)))

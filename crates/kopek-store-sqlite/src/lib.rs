@@ -14,9 +14,9 @@ pub use journal::{JOURNAL_DIR_NAME, JournalStore};
 
 use async_trait::async_trait;
 use kopek_core::{
-    Account, AccountId, Currency, Direction, Entry, FxRate, IdempotencyKey, Keys, Order, OrderId,
-    Outcome, Overdraft, Quote, QuoteId, State, Subject, Tenant, Timestamp, Transfer, TransferId,
-    Ulid, User, UserId,
+    Account, AccountId, Currency, Direction, Entry, FINGERPRINT_STORED_LEN, FxRate, IdempotencyKey,
+    Keys, Order, OrderId, Outcome, Overdraft, Quote, QuoteId, State, Subject, Tenant, Timestamp,
+    Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_journal::Position;
 use kopek_store::codec::metadata_to_json;
@@ -980,13 +980,14 @@ fn insert_transfers(
             std::borrow::Cow::Owned(metadata_to_json(&transfer.details.metadata))
         };
         let (quote_id, fx) = transfer_fx_columns(transfer);
+        let mut fingerprint = [0; FINGERPRINT_STORED_LEN];
         let [debit_after, credit_after] = balances.get(&transfer.id).copied().unwrap_or_default();
         insert
             .execute(rusqlite::params![
                 transfer.id.to_string(),
                 transfer.tenant.as_str(),
                 transfer.idempotency_key.as_str(),
-                &*transfer.fingerprint.0,
+                transfer.fingerprint.stored(&mut fingerprint),
                 transfer.kind.as_str(),
                 transfer.action.as_str(),
                 transfer.debit_account.as_ref().map(AccountId::as_str),

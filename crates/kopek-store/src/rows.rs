@@ -185,7 +185,7 @@ impl RawTransfer {
             fx: self.fx.map(|text| fx_leg_from_json(&text, &tenant).map(Box::new)).transpose()?,
             tenant,
             idempotency_key: rejected(stored_key(&self.idempotency_key))?,
-            fingerprint: Fingerprint(self.fingerprint.into()),
+            fingerprint: Fingerprint::from_stored(&self.fingerprint),
             kind: parse("transfer kind", &self.kind, TransferKind::parse)?,
             action: parse("transfer action", &self.action, Action::parse)?,
             debit_account: account(self.debit_account)?,

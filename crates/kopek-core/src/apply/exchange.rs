@@ -232,7 +232,7 @@ impl Ledger<'_> {
                     },
                 };
                 let leg_fingerprint = match role {
-                    LegRole::Debit => fingerprint.clone(),
+                    LegRole::Debit => *fingerprint,
                     _ => leg_fingerprint(quote.id, role.as_str()),
                 };
                 let plan: MovePlan = ledger.check_move(tenant, &leg_request).map_err(|rejection| {
@@ -376,7 +376,7 @@ impl Ledger<'_> {
                     }
                 };
                 let leg_fingerprint = if role == LegRole::Debit {
-                    fingerprint.clone()
+                    *fingerprint
                 } else {
                     leg_fingerprint(fx.quote_id, &format!("{}:{what}", role.as_str()))
                 };
@@ -403,7 +403,11 @@ fn leg_key(quote: QuoteId, what: &str) -> IdempotencyKey {
 }
 
 fn leg_fingerprint(quote: QuoteId, what: &str) -> Fingerprint {
-    Fingerprint(format!("v1|fx_leg|{quote}|{what}").into())
+    use std::fmt::Write as _;
+    let mut hasher = crate::transfer::FingerprintHasher::default();
+    // Writing to a hash cannot fail.
+    let _ = write!(hasher, "v1|fx_leg|{quote}|{what}");
+    hasher.finish()
 }
 
 /// The system account a leg opens on first use: the currency's liquidity account (no limit

@@ -20,9 +20,9 @@
 //! was wrong.
 
 use kopek_core::{
-    Account, BalanceSnapshot, Entry, Event, EventId, EventKind, FxRate, InboxMark, Metadata, Order,
-    Outcome, Overdraft, Quote, QuoteId, Subject, Tenant, Timestamp, Transfer, TransferId, Ulid,
-    User,
+    Account, BalanceSnapshot, Entry, Event, EventId, EventKind, FINGERPRINT_STORED_LEN, FxRate,
+    InboxMark, Metadata, Order, Outcome, Overdraft, Quote, QuoteId, Subject, Tenant, Timestamp,
+    Transfer, TransferId, Ulid, User,
 };
 use kopek_store::codec::metadata_to_json;
 use kopek_store::rows::{
@@ -348,7 +348,7 @@ impl Encoder<'_> {
         self.ulid(transfer.id.0);
         self.shared(transfer.tenant.as_str());
         self.plain(transfer.idempotency_key.as_str());
-        self.plain(&transfer.fingerprint.0);
+        self.plain(transfer.fingerprint.stored(&mut [0; FINGERPRINT_STORED_LEN]));
         self.shared(transfer.kind.as_str());
         self.shared(transfer.action.as_str());
         self.optional_shared(transfer.debit_account.as_ref().map(|id| id.as_str()));
