@@ -31,7 +31,7 @@ use crate::account::{
 };
 use crate::authority::Authority;
 use crate::error::{ErrorCode, Rejection};
-use crate::event::{BalanceSnapshot, Event, EventKind, Subject};
+use crate::event::{BalanceSnapshot, Balances, Event, EventKind, Subject};
 use crate::fx::{
     FxLeg, FxRate, FxTerms, NewQuote, Quote, RateSet, liquidity_account, revenue_account,
 };
@@ -898,11 +898,14 @@ impl<'a> Ledger<'a> {
         subject: Subject,
         accounts: &[&AccountId],
     ) {
-        let balances = accounts
-            .iter()
-            .filter_map(|id| self.accounts.get(*id))
-            .map(BalanceSnapshot::of)
-            .collect();
+        // Every caller names at most a movement's two accounts.
+        debug_assert!(accounts.len() <= Balances::MAX, "an event carries at most two balances");
+        let mut balances = Balances::default();
+        for account in accounts.iter().filter_map(|id| self.accounts.get(*id)) {
+            if balances.push(BalanceSnapshot::of(account)).is_err() {
+                break;
+            }
+        }
         let id = EventId(self.ids.next_ulid());
         self.events.push(Event {
             id,

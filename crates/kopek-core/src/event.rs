@@ -109,6 +109,48 @@ pub struct BalanceSnapshot {
     pub available: Option<i128>,
 }
 
+/// The balances an event carries: those of at most two accounts (a movement's debit and
+/// credit), held inline, so that an event allocates nothing for them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Balances([Option<BalanceSnapshot>; 2]);
+
+impl Balances {
+    /// How many an event carries at most.
+    pub const MAX: usize = 2;
+
+    /// Adds one after those already there; gives it back if there are `MAX` already.
+    pub fn push(&mut self, balance: BalanceSnapshot) -> Result<(), BalanceSnapshot> {
+        match self.0.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => {
+                *slot = Some(balance);
+                Ok(())
+            }
+            None => Err(balance),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &BalanceSnapshot> {
+        self.0.iter().flatten()
+    }
+
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0[0].is_none()
+    }
+}
+
+impl<'a> IntoIterator for &'a Balances {
+    type Item = &'a BalanceSnapshot;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Option<BalanceSnapshot>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().flatten()
+    }
+}
+
 impl BalanceSnapshot {
     pub fn of(account: &Account) -> BalanceSnapshot {
         BalanceSnapshot {
@@ -133,7 +175,7 @@ pub struct Event {
     pub kind: EventKind,
     pub at: Timestamp,
     pub subject: Subject,
-    pub balances: Vec<BalanceSnapshot>,
+    pub balances: Balances,
 }
 
 /// The subject id clients see, from the one a store keeps: an account, user or order is

@@ -27,7 +27,7 @@ pub use apply::{
 };
 pub use authority::Authority;
 pub use error::{ErrorCode, Rejection};
-pub use event::{BalanceSnapshot, Event, EventKind, Subject};
+pub use event::{BalanceSnapshot, Balances, Event, EventKind, Subject};
 pub use fx::{
     DerivedRate, FxLeg, FxRate, FxTerms, LegRole, NewQuote, Quote, Rate, RateSet, RateStep, Side,
     Terms,

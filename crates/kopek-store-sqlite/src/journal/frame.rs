@@ -20,9 +20,9 @@
 //! was wrong.
 
 use kopek_core::{
-    Account, BalanceSnapshot, Entry, Event, EventId, EventKind, FINGERPRINT_STORED_LEN, FxRate,
-    InboxMark, Metadata, Order, Outcome, Overdraft, Quote, QuoteId, Subject, Tenant, Timestamp,
-    Transfer, TransferId, Ulid, User,
+    Account, BalanceSnapshot, Balances, Entry, Event, EventId, EventKind, FINGERPRINT_STORED_LEN,
+    FxRate, InboxMark, Metadata, Order, Outcome, Overdraft, Quote, QuoteId, Subject, Tenant,
+    Timestamp, Transfer, TransferId, Ulid, User,
 };
 use kopek_store::codec::metadata_to_json;
 use kopek_store::rows::{
@@ -760,7 +760,10 @@ impl Decoder<'_> {
             other => return Err(format!("event subject type {other} is unknown")),
         };
         let count = usize::try_from(self.unsigned()?).unwrap_or(usize::MAX);
-        let mut balances = Vec::with_capacity(count.min(64));
+        if count > Balances::MAX {
+            return Err(format!("an event carries {count} balances, at most {}", Balances::MAX));
+        }
+        let mut balances = Balances::default();
         for _ in 0..count {
             let account_id = kopek_core::AccountId::from_key(self.shared()?)
                 .map_err(|rejection| rejection.message)?;
@@ -779,7 +782,8 @@ impl Decoder<'_> {
                 }
                 other => return Err(format!("an available balance has form {other}")),
             };
-            balances.push(BalanceSnapshot {
+            // Within `MAX`, checked above.
+            let _ = balances.push(BalanceSnapshot {
                 account_id,
                 currency,
                 posted,
