@@ -45,7 +45,7 @@ use crate::transfer::{
     Action, Direction, Entry, Fingerprint, Hold, Movement, Transfer, TransferKind, TransferRequest,
     TransferStatus,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 mod exchange;
 
@@ -435,9 +435,14 @@ pub struct Outcome {
 /// Applies a batch. Pure: the same state, batch, time and ids give the same outcome.
 pub fn apply(state: State, batch: &Batch, now: Timestamp, ids: &mut dyn IdSource) -> Outcome {
     assert!(batch.commands.len() <= limits::COMMANDS_PER_BATCH_MAX);
-    let initial_posted: BTreeMap<AccountId, i64> =
-        state.accounts.iter().map(|(id, account)| (id.clone(), account.balance.posted)).collect();
-    let mut ledger = Ledger::new(state, now, ids);
+    // The decision's own maps are hash maps sized for the batch up front: a plain transfer
+    // then allocates nothing (B-tree maps allocate a node every few inserts). None of them
+    // is iterated into the outcome, so their order cannot change a decision.
+    let items: usize = batch.commands.iter().map(|command| command.body.size()).sum();
+    let mut initial_posted: HashMap<AccountId, i64> = HashMap::with_capacity(state.accounts.len());
+    initial_posted
+        .extend(state.accounts.iter().map(|(id, account)| (id.clone(), account.balance.posted)));
+    let mut ledger = Ledger::new(state, now, ids, items);
     let results = batch.commands.iter().map(|command| ledger.run(command)).collect();
     let mut outcome = ledger.finish(results);
     outcome.inbox = batch.commands.iter().filter_map(|command| command.inbox.clone()).collect();
@@ -447,9 +452,10 @@ pub fn apply(state: State, batch: &Batch, now: Timestamp, ids: &mut dyn IdSource
 
 /// Postconditions: entries balance per currency, every balance moved by exactly its entries,
 /// every change has one event.
-fn check_outcome(outcome: &Outcome, initial_posted: &BTreeMap<AccountId, i64>) {
+fn check_outcome(outcome: &Outcome, initial_posted: &HashMap<AccountId, i64>) {
     let mut net_by_currency: BTreeMap<Currency, i128> = BTreeMap::new();
-    let mut net_by_account: BTreeMap<&AccountId, i128> = BTreeMap::new();
+    let mut net_by_account: HashMap<&AccountId, i128> =
+        HashMap::with_capacity(outcome.accounts_opened.len() + outcome.accounts_changed.len());
     for entry in &outcome.entries {
         assert!(entry.amount > 0);
         *net_by_currency.entry(entry.currency).or_default() += i128::from(entry.signed_amount());
@@ -508,8 +514,8 @@ struct Ledger<'a> {
     now: Timestamp,
     ids: &'a mut dyn IdSource,
     accounts: BTreeMap<AccountId, Account>,
-    transfers: BTreeMap<TransferId, Transfer>,
-    keys: BTreeMap<(Tenant, IdempotencyKey), TransferId>,
+    transfers: HashMap<TransferId, Transfer>,
+    keys: HashMap<(Tenant, IdempotencyKey), TransferId>,
     opened: Vec<AccountId>,
     changed: Vec<AccountId>,
     inserted: Vec<TransferId>,
@@ -541,26 +547,28 @@ struct Ledger<'a> {
 type Check<T> = Result<T, Rejection>;
 
 impl<'a> Ledger<'a> {
-    fn new(state: State, now: Timestamp, ids: &'a mut dyn IdSource) -> Ledger<'a> {
-        let keys = state
-            .transfers
-            .values()
-            .map(|transfer| {
-                ((transfer.tenant.clone(), transfer.idempotency_key.clone()), transfer.id)
-            })
-            .collect();
+    /// `items`: how many the batch carries (`CommandBody::size`), to size its maps once.
+    fn new(state: State, now: Timestamp, ids: &'a mut dyn IdSource, items: usize) -> Ledger<'a> {
+        // A transfer may record up to three (a conversion's legs).
+        let records = state.transfers.len() + 3 * items;
+        let mut keys = HashMap::with_capacity(records);
+        keys.extend(state.transfers.values().map(|transfer| {
+            ((transfer.tenant.clone(), transfer.idempotency_key.clone()), transfer.id)
+        }));
+        let mut transfers = HashMap::with_capacity(records);
+        transfers.extend(state.transfers);
         Ledger {
             now,
             ids,
             accounts: state.accounts,
-            transfers: state.transfers,
+            transfers,
             keys,
             opened: Vec::new(),
-            changed: Vec::new(),
-            inserted: Vec::new(),
+            changed: Vec::with_capacity(2 * items),
+            inserted: Vec::with_capacity(items),
             updated: Vec::new(),
-            entries: Vec::new(),
-            events: Vec::new(),
+            entries: Vec::with_capacity(2 * items),
+            events: Vec::with_capacity(items),
             undo: None,
             users: state.users,
             orders: state.orders,
@@ -644,13 +652,14 @@ impl<'a> Ledger<'a> {
     }
 
     fn finish(self, results: Vec<CommandResult>) -> Outcome {
-        let opened: BTreeSet<&AccountId> = self.opened.iter().collect();
-        let inserted: BTreeSet<&TransferId> = self.inserted.iter().collect();
+        let opened: HashSet<&AccountId> = self.opened.iter().collect();
+        let mut inserted: HashSet<&TransferId> = HashSet::with_capacity(self.inserted.len());
+        inserted.extend(&self.inserted);
         let account =
             |id: &AccountId| self.accounts.get(id).cloned().expect("journaled account exists");
         let transfer =
             |id: &TransferId| self.transfers.get(id).cloned().expect("journaled transfer exists");
-        let mut changed_seen = BTreeSet::new();
+        let mut changed_seen = HashSet::with_capacity(self.changed.len());
         let accounts_changed = self
             .changed
             .iter()
