@@ -1998,6 +1998,32 @@ mod tests {
         DROP TABLE entries_v12;
         CREATE INDEX entries_by_account ON entries (account_id, sequence)";
 
+    /// A request of `amount` USD minor units from `debit` to `credit`.
+    fn usd_request(
+        kind: TransferKind,
+        key: &str,
+        debit: &AccountId,
+        credit: &AccountId,
+        amount: i64,
+        hold: Option<Hold>,
+    ) -> TransferRequest {
+        TransferRequest {
+            idempotency_key: IdempotencyKey::parse(key).expect("key"),
+            kind,
+            movement: Movement::Move {
+                debit_account: debit.clone(),
+                credit_account: credit.clone(),
+                amount,
+                currency: Currency::parse("USD").expect("USD"),
+                hold,
+            },
+            details: Details::default(),
+            effective_at: None,
+            open_if_missing: Vec::new(),
+            fingerprint_extra: String::new(),
+        }
+    }
+
     /// Issue 19, finding 5: a data directory written before ids belonged to their tenant
     /// (another tenant's rows keyed by their bare ids) is upgraded on open: the rows move to
     /// their tenant's keys, every reference follows, and the books verify before and after.
@@ -2102,26 +2128,10 @@ mod tests {
         let store = SqliteStore::open(dir.path()).expect("open");
         let usd = Currency::parse("USD").expect("USD");
         let (a, b) = (AccountId::parse("a").expect("id"), AccountId::parse("b").expect("id"));
-        let request = |key: &str, debit: &AccountId, credit: &AccountId, hold: Option<Hold>| {
-            TransferRequest {
-                idempotency_key: IdempotencyKey::parse(key).expect("key"),
-                kind: TransferKind::Transfer,
-                movement: Movement::Move {
-                    debit_account: debit.clone(),
-                    credit_account: credit.clone(),
-                    amount: 120,
-                    currency: usd,
-                    hold,
-                },
-                details: Details::default(),
-                effective_at: None,
-                open_if_missing: Vec::new(),
-                fingerprint_extra: String::new(),
-            }
-        };
         let tenant = Tenant::default_tenant();
-        let mut deposit = request("d1", &AccountId::world(usd), &a, None);
-        deposit.kind = TransferKind::Deposit;
+        let deposit =
+            usd_request(TransferKind::Deposit, "d1", &AccountId::world(usd), &a, 120, None);
+        let hold = Some(Hold { timeout_seconds: None });
         let batch = Batch {
             commands: vec![
                 Command::new(
@@ -2138,7 +2148,7 @@ mod tests {
                     CommandBody::CreateTransfers {
                         transfers: vec![
                             deposit,
-                            request("h1", &a, &b, Some(Hold { timeout_seconds: None })),
+                            usd_request(TransferKind::Transfer, "h1", &a, &b, 120, hold),
                         ],
                         linking: Linking::Independent,
                     },
@@ -2180,20 +2190,9 @@ mod tests {
         let store = SqliteStore::open(dir.path()).expect("open");
         let usd = Currency::parse("USD").expect("USD");
         let a = AccountId::parse("a").expect("id");
-        let deposit = |key: &str, amount: i64| TransferRequest {
-            idempotency_key: IdempotencyKey::parse(key).expect("key"),
-            kind: TransferKind::Deposit,
-            movement: Movement::Move {
-                debit_account: AccountId::world(usd),
-                credit_account: a.clone(),
-                amount,
-                currency: usd,
-                hold: None,
-            },
-            details: Details::default(),
-            effective_at: None,
-            open_if_missing: Vec::new(),
-            fingerprint_extra: String::new(),
+        let world = AccountId::world(usd);
+        let deposit = |key: &str, amount: i64| {
+            usd_request(TransferKind::Deposit, key, &world, &a, amount, None)
         };
         let tenant = Tenant::default_tenant();
         let batch = Batch {
@@ -2252,21 +2251,8 @@ mod tests {
         let store = SqliteStore::open(dir.path()).expect("open");
         let usd = Currency::parse("USD").expect("USD");
         let a = AccountId::parse("a").expect("id");
-        let deposit = TransferRequest {
-            idempotency_key: IdempotencyKey::parse("d1").expect("key"),
-            kind: TransferKind::Deposit,
-            movement: Movement::Move {
-                debit_account: AccountId::world(usd),
-                credit_account: a.clone(),
-                amount: 500,
-                currency: usd,
-                hold: None,
-            },
-            details: Details::default(),
-            effective_at: None,
-            open_if_missing: Vec::new(),
-            fingerprint_extra: String::new(),
-        };
+        let deposit =
+            usd_request(TransferKind::Deposit, "d1", &AccountId::world(usd), &a, 500, None);
         let tenant = Tenant::default_tenant();
         let batch = Batch {
             commands: vec![
