@@ -436,8 +436,9 @@ pub struct Outcome {
 pub fn apply(state: State, batch: &Batch, now: Timestamp, ids: &mut dyn IdSource) -> Outcome {
     assert!(batch.commands.len() <= limits::COMMANDS_PER_BATCH_MAX);
     // The decision's own maps are hash maps sized for the batch up front: a plain transfer
-    // then allocates nothing (B-tree maps allocate a node every few inserts). None of them
-    // is iterated into the outcome, so their order cannot change a decision.
+    // then allocates nothing (B-tree maps allocate a node every few inserts). Their order
+    // must never reach the outcome: they are looked up, and the one walk over transfers
+    // (a conversion's legs, `exchange_legs`) sorts what it finds.
     let items: usize = batch.commands.iter().map(|command| command.body.size()).sum();
     let mut initial_posted: HashMap<AccountId, i64> = HashMap::with_capacity(state.accounts.len());
     initial_posted

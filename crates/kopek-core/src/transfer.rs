@@ -586,6 +586,16 @@ mod tests {
         assert_eq!(distinct.len(), cases.len());
     }
 
+    /// Fingerprints stored as `h1:` since they are hashes must match their retries forever:
+    /// the hash's keys, the order of its halves and the hex form are pinned here.
+    #[test]
+    fn a_fingerprint_hash_never_changes() {
+        assert_eq!(
+            Fingerprint::of_text("v1|payment|post|alice|bob|1250|USD").to_string(),
+            "h1:0fcb5f176a814fa78924b9ab014391ae"
+        );
+    }
+
     /// The stored form reads back as the same fingerprint, and is the canonical hash form.
     #[test]
     fn a_fingerprint_round_trips_through_its_stored_form() {

@@ -10,8 +10,9 @@
 -- Accounts and transfers get an explicit number (`INTEGER PRIMARY KEY`, which VACUUM keeps;
 -- a plain rowid it may change). An entry's sequence is its transfer's number times two, plus
 -- one for the credit: commit order as before, so statements list in the same order, but
--- sequences written before this migration are renumbered (a statement cursor taken before it
--- starts over). `entries` stays readable as a view with the columns it had.
+-- sequences written before this migration are renumbered to larger numbers (a statement
+-- cursor taken before it resumes earlier and repeats entries; it skips none). `entries`
+-- stays readable as a view with the columns it had.
 
 CREATE TABLE accounts_v13 (
     number          INTEGER PRIMARY KEY,

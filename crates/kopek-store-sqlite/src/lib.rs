@@ -1984,12 +1984,40 @@ mod tests {
             .expect("commit");
     }
 
-    /// Entries as a table of their own again (before migration 0013), with the rows the view
-    /// shows: the upgrade then runs 0013 on them.
+    /// The layout before migration 0013: entries a table of their own again (with the rows the
+    /// view shows), no postings, and accounts and transfers keyed by their text ids with plain
+    /// rowids, the accounts' in another order than their numbers. The upgrade then runs 0013
+    /// on them as on a ledger written before it.
     const LAYOUT_BEFORE_POSTINGS: &str = "\
         CREATE TABLE entries_v12 AS SELECT * FROM entries;
         DROP VIEW entries;
         DROP TABLE postings;
+        CREATE TABLE accounts_v12 (id TEXT PRIMARY KEY, currency TEXT NOT NULL, owner TEXT, \
+            kind TEXT NOT NULL, overdraft_limit INTEGER, status TEXT NOT NULL, \
+            metadata TEXT NOT NULL, posted INTEGER NOT NULL, pending_out INTEGER NOT NULL, \
+            pending_in INTEGER NOT NULL, created_at INTEGER NOT NULL, \
+            updated_at INTEGER NOT NULL, tenant TEXT NOT NULL DEFAULT 'default');
+        INSERT INTO accounts_v12 SELECT id, currency, owner, kind, overdraft_limit, status, \
+            metadata, posted, pending_out, pending_in, created_at, updated_at, tenant \
+            FROM accounts ORDER BY number DESC;
+        DROP TABLE accounts;
+        ALTER TABLE accounts_v12 RENAME TO accounts;
+        CREATE TABLE transfers_v12 (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, \
+            idempotency_key TEXT NOT NULL, fingerprint TEXT NOT NULL, kind TEXT NOT NULL, \
+            action TEXT NOT NULL, debit_account TEXT, credit_account TEXT, \
+            amount INTEGER NOT NULL, currency TEXT, pending_id TEXT, status TEXT NOT NULL, \
+            error_code TEXT, error_message TEXT, expires_at INTEGER, \
+            captured_amount INTEGER NOT NULL, category TEXT NOT NULL, \
+            description TEXT NOT NULL, metadata TEXT NOT NULL, effective_at INTEGER NOT NULL, \
+            committed_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, quote_id TEXT, fx TEXT, \
+            UNIQUE (tenant, idempotency_key));
+        INSERT INTO transfers_v12 SELECT id, tenant, idempotency_key, fingerprint, kind, \
+            action, debit_account, credit_account, amount, currency, pending_id, status, \
+            error_code, error_message, expires_at, captured_amount, category, description, \
+            metadata, effective_at, committed_at, updated_at, quote_id, fx \
+            FROM transfers ORDER BY number;
+        DROP TABLE transfers;
+        ALTER TABLE transfers_v12 RENAME TO transfers;
         CREATE TABLE entries (sequence INTEGER PRIMARY KEY, account_id TEXT NOT NULL, \
             transfer_id TEXT NOT NULL, direction TEXT NOT NULL, amount INTEGER NOT NULL, \
             currency TEXT NOT NULL, balance_after INTEGER NOT NULL, \
@@ -2045,6 +2073,14 @@ mod tests {
                 .query_row("SELECT COUNT(*) FROM accounts WHERE id = 'alice'", [], |row| row.get(0))
                 .expect("count");
             assert_eq!(bare, 1, "the old layout keys acme's alice bare");
+            let numbered: i64 = connection
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('transfers') WHERE name = 'number'",
+                    [],
+                    |row| row.get(0),
+                )
+                .expect("columns");
+            assert_eq!(numbered, 0, "the old layout's transfers have no number");
         }
         let store = SqliteStore::open(dir.path()).expect("the upgrade runs on open");
         conformance::other_tenant_after_upgrade(&store).await;
@@ -2317,6 +2353,16 @@ mod tests {
             .expect("orphan postings");
         let problems = store.verify().await.expect("verify").problems.join("\n");
         assert!(problems.contains("2 postings name no account or no transfer"), "{problems}");
+
+        // A posting on a side that has no balance after it reads as no entry: reported, and
+        // verify still runs to the end.
+        tamper.execute("UPDATE transfers SET credit_balance_after = NULL", []).expect("unset");
+        let problems = store.verify().await.expect("verify").problems.join("\n");
+        assert!(
+            problems
+                .contains("1 postings are on a side of a transfer that has no balance after it"),
+            "{problems}"
+        );
     }
 
     kopek_store::conformance_tests!(async {

@@ -28,7 +28,8 @@ fn verify_in_snapshot(connection: &Connection) -> StoreResult<VerifyReport> {
     entries_by_account(connection, &accounts, &mut report)?;
     entries_by_transfer(connection, &mut report)?;
     // The `entries` view joins a posting to its account and its transfer: one that names
-    // neither is in no statement and no check above.
+    // neither is in no statement and no check above, and one on a side of a transfer that
+    // has no balance after it (a hold, a decline) has no balance to check.
     let orphans = count(
         connection,
         "SELECT COUNT(*) FROM postings p \
@@ -37,6 +38,17 @@ fn verify_in_snapshot(connection: &Connection) -> StoreResult<VerifyReport> {
     )?;
     if orphans > 0 {
         report.problems.push(format!("{orphans} postings name no account or no transfer"));
+    }
+    let unbalanced = count(
+        connection,
+        "SELECT COUNT(*) FROM postings p JOIN transfers t ON t.number = p.sequence / 2 \
+         WHERE CASE p.sequence % 2 WHEN 0 THEN t.debit_balance_after \
+         ELSE t.credit_balance_after END IS NULL",
+    )?;
+    if unbalanced > 0 {
+        report.problems.push(format!(
+            "{unbalanced} postings are on a side of a transfer that has no balance after it"
+        ));
     }
     idempotency_keys(connection, &mut report)?;
     holds(connection, &mut report)?;
@@ -178,8 +190,14 @@ fn entries_by_account(
         let sequence: i64 = row.get(1).map_err(sql_error)?;
         let direction: String = row.get(2).map_err(sql_error)?;
         let amount: i64 = row.get(3).map_err(sql_error)?;
-        let currency: String = row.get(4).map_err(sql_error)?;
-        let balance_after: i64 = row.get(5).map_err(sql_error)?;
+        // A posting on a transfer that moved nothing (a hold, a decline) has neither: the
+        // check of postings below reports it.
+        let (Some(currency), Some(balance_after)) = (
+            row.get::<_, Option<String>>(4).map_err(sql_error)?,
+            row.get::<_, Option<i64>>(5).map_err(sql_error)?,
+        ) else {
+            continue;
+        };
         let effective_at: i64 = row.get(6).map_err(sql_error)?;
         let committed_at: i64 = row.get(7).map_err(sql_error)?;
         report.entries += 1;

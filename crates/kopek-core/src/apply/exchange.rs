@@ -307,12 +307,17 @@ impl Ledger<'_> {
             return Ok(None);
         };
         if fx.role != LegRole::Debit {
-            let debit_leg = self.transfers.values().find(|other| {
-                other.action == Action::Hold
-                    && other.fx.as_deref().is_some_and(|other| {
-                        other.quote_id == fx.quote_id && other.role == LegRole::Debit
-                    })
-            });
+            // The transfers are a hash map: the smallest id, not the first found.
+            let debit_leg = self
+                .transfers
+                .values()
+                .filter(|other| {
+                    other.action == Action::Hold
+                        && other.fx.as_deref().is_some_and(|other| {
+                            other.quote_id == fx.quote_id && other.role == LegRole::Debit
+                        })
+                })
+                .min_by_key(|leg| leg.id);
             return Err(Rejection::invalid(format!(
                 "hold {pending_id} is the {} leg of a conversion; capture or void its debit leg{}",
                 fx.role.as_str(),
@@ -329,7 +334,8 @@ impl Ledger<'_> {
             })
             .cloned()
             .collect();
-        legs.sort_by_key(|leg| leg.fx.as_deref().map(|fx| fx.role as u8));
+        // By role, then id: the transfers are a hash map, so the order found is arbitrary.
+        legs.sort_by_key(|leg| (leg.fx.as_deref().map(|fx| fx.role as u8), leg.id));
         Ok(Some(legs))
     }
 
