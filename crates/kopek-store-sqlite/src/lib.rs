@@ -569,7 +569,11 @@ pub(crate) fn key_hash_of(tenant: &[u8], key: &[u8]) -> u64 {
 
 /// `key_hash` as the `transfers.key_hash` column stores it (the same 64 bits, signed).
 fn key_hash_column(tenant: &str, key: &str) -> i64 {
-    i64::from_ne_bytes(key_hash_of(tenant.as_bytes(), key.as_bytes()).to_ne_bytes())
+    key_hash_column_of(tenant.as_bytes(), key.as_bytes())
+}
+
+fn key_hash_column_of(tenant: &[u8], key: &[u8]) -> i64 {
+    i64::from_ne_bytes(key_hash_of(tenant, key).to_ne_bytes())
 }
 
 /// Registers `kopek_key_hash(tenant, key)`, `key_hash_column` in SQL, on a connection that
@@ -588,7 +592,7 @@ fn register_key_hash(connection: &Connection) -> StoreResult<()> {
                 let key = context.get_raw(1).as_bytes().map_err(|error| {
                     rusqlite::Error::UserFunctionError(format!("key: {error}").into())
                 })?;
-                Ok(i64::from_ne_bytes(key_hash_of(tenant, key).to_ne_bytes()))
+                Ok(key_hash_column_of(tenant, key))
             },
         )
         .map_err(sql_error)
@@ -2026,6 +2030,25 @@ mod tests {
         DROP TABLE entries_v12;
         CREATE INDEX entries_by_account ON entries (account_id, sequence)";
 
+    /// One batch of the default tenant: open `accounts`, then make `transfers`.
+    fn open_then_transfer(accounts: Vec<NewAccount>, transfers: Vec<TransferRequest>) -> Batch {
+        let tenant = Tenant::default_tenant();
+        Batch {
+            commands: vec![
+                Command::new(
+                    tenant.clone(),
+                    kopek_core::Authority::Ledger,
+                    CommandBody::CreateAccounts(accounts),
+                ),
+                Command::new(
+                    tenant,
+                    kopek_core::Authority::Ledger,
+                    CommandBody::CreateTransfers { transfers, linking: Linking::Independent },
+                ),
+            ],
+        }
+    }
+
     /// A request of `amount` USD minor units from `debit` to `credit`.
     fn usd_request(
         kind: TransferKind,
@@ -2164,33 +2187,13 @@ mod tests {
         let store = SqliteStore::open(dir.path()).expect("open");
         let usd = Currency::parse("USD").expect("USD");
         let (a, b) = (AccountId::parse("a").expect("id"), AccountId::parse("b").expect("id"));
-        let tenant = Tenant::default_tenant();
         let deposit =
             usd_request(TransferKind::Deposit, "d1", &AccountId::world(usd), &a, 120, None);
         let hold = Some(Hold { timeout_seconds: None });
-        let batch = Batch {
-            commands: vec![
-                Command::new(
-                    tenant.clone(),
-                    kopek_core::Authority::Ledger,
-                    CommandBody::CreateAccounts(vec![
-                        NewAccount::user(a.clone(), usd),
-                        NewAccount::user(b.clone(), usd),
-                    ]),
-                ),
-                Command::new(
-                    tenant,
-                    kopek_core::Authority::Ledger,
-                    CommandBody::CreateTransfers {
-                        transfers: vec![
-                            deposit,
-                            usd_request(TransferKind::Transfer, "h1", &a, &b, 120, hold),
-                        ],
-                        linking: Linking::Independent,
-                    },
-                ),
-            ],
-        };
+        let batch = open_then_transfer(
+            vec![NewAccount::user(a.clone(), usd), NewAccount::user(b.clone(), usd)],
+            vec![deposit, usd_request(TransferKind::Transfer, "h1", &a, &b, 120, hold)],
+        );
         commit(&store, batch).await;
         let events = store.events_after(None, 0, 100).await.expect("events");
         let raw = Connection::open(store.path()).expect("open file");
@@ -2231,23 +2234,10 @@ mod tests {
             usd_request(TransferKind::Deposit, key, &world, &a, amount, None)
         };
         let tenant = Tenant::default_tenant();
-        let batch = Batch {
-            commands: vec![
-                Command::new(
-                    tenant.clone(),
-                    kopek_core::Authority::Ledger,
-                    CommandBody::CreateAccounts(vec![NewAccount::user(a.clone(), usd)]),
-                ),
-                Command::new(
-                    tenant.clone(),
-                    kopek_core::Authority::Ledger,
-                    CommandBody::CreateTransfers {
-                        transfers: vec![deposit("d1", 100), deposit("d2", 200)],
-                        linking: Linking::Independent,
-                    },
-                ),
-            ],
-        };
+        let batch = open_then_transfer(
+            vec![NewAccount::user(a.clone(), usd)],
+            vec![deposit("d1", 100), deposit("d2", 200)],
+        );
         commit(&store, batch).await;
         assert!(store.verify().await.expect("verify").is_ok());
         let raw = Connection::open(store.path()).expect("open file");
@@ -2289,24 +2279,7 @@ mod tests {
         let a = AccountId::parse("a").expect("id");
         let deposit =
             usd_request(TransferKind::Deposit, "d1", &AccountId::world(usd), &a, 500, None);
-        let tenant = Tenant::default_tenant();
-        let batch = Batch {
-            commands: vec![
-                Command::new(
-                    tenant.clone(),
-                    kopek_core::Authority::Ledger,
-                    CommandBody::CreateAccounts(vec![NewAccount::user(a, usd)]),
-                ),
-                Command::new(
-                    tenant,
-                    kopek_core::Authority::Ledger,
-                    CommandBody::CreateTransfers {
-                        transfers: vec![deposit],
-                        linking: Linking::Independent,
-                    },
-                ),
-            ],
-        };
+        let batch = open_then_transfer(vec![NewAccount::user(a, usd)], vec![deposit]);
         commit(&store, batch).await;
         assert!(store.verify().await.expect("verify").is_ok());
         let path = store.path().to_owned();
