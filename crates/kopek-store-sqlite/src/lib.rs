@@ -5,6 +5,7 @@
 //! write lock; reads run on a small pool of read-only connections in blocking tasks and, in
 //! WAL mode, never wait for the writer.
 
+mod carried;
 mod journal;
 mod payload;
 mod rows;
@@ -13,10 +14,11 @@ mod verify;
 pub use journal::{JOURNAL_DIR_NAME, JournalStore};
 
 use async_trait::async_trait;
+use carried::CARRIED_COLUMNS;
 use kopek_core::{
-    Account, AccountId, Currency, Direction, Entry, FINGERPRINT_STORED_LEN, FxRate, IdempotencyKey,
-    Keys, Order, OrderId, Outcome, Overdraft, Quote, QuoteId, State, Subject, Tenant, Timestamp,
-    Transfer, TransferId, Ulid, User, UserId,
+    Account, AccountId, Currency, Direction, Entry, Event, EventKind, FINGERPRINT_STORED_LEN,
+    FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Overdraft, Quote, QuoteId, State,
+    Subject, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
 use kopek_journal::Position;
 use kopek_store::codec::metadata_to_json;
@@ -66,6 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0011_fewer_indexes.sql"),
     include_str!("../migrations/0012_projection_position.sql"),
     include_str!("../migrations/0013_postings.sql"),
+    include_str!("../migrations/0014_carried_events.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -296,8 +299,9 @@ impl SqliteStore {
                     }
                 }
                 for (place, (_, outcome)) in frames.iter().enumerate() {
-                    write_rows(&db_transaction, outcome, |id| last_change.get(id) == Some(&place))?;
-                    write_events(&db_transaction, outcome)?;
+                    write_outcome(&db_transaction, outcome, |id| {
+                        last_change.get(id) == Some(&place)
+                    })?;
                 }
                 let integer = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
                 db_transaction
@@ -761,35 +765,77 @@ fn load_state(connection: &Connection, keys: &Keys) -> StoreResult<State> {
     Ok(state)
 }
 
-/// Writes what a batch decided.
-fn write_outcome(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
-    write_rows(connection, outcome, |_| true)?;
-    write_events(connection, outcome)
+/// Writes what a batch decided; of the accounts it changed, only those `write_change` names
+/// (the projection leaves out accounts a later frame of the same transaction changes again).
+/// Its events take the next sequences in their order; a posted transfer's `TransferPosted`
+/// is carried by its transfers row when it renders back exactly (`carried`), every other
+/// event is an outbox row.
+fn write_outcome(
+    connection: &Connection,
+    outcome: &Outcome,
+    write_change: impl Fn(&AccountId) -> bool,
+) -> StoreResult<()> {
+    let first = last_event_sequence_in(connection)? + 1;
+    // The events a transfers row of this batch might carry: the first `TransferPosted` about
+    // each transfer, with its sequence.
+    let mut candidates: HashMap<TransferId, (usize, &Event)> = HashMap::new();
+    for (place, event) in outcome.events.iter().enumerate() {
+        if let (EventKind::TransferPosted, Subject::Transfer(transfer)) =
+            (event.kind, &event.subject)
+        {
+            candidates.entry(transfer.id).or_insert((place, event));
+        }
+    }
+    let mut carried = vec![false; outcome.events.len()];
+    write_rows(connection, outcome, write_change, first, &candidates, &mut carried)?;
+    write_events(connection, outcome, first, &carried)
 }
 
-/// The outbox rows: each event in the record encoding (payload format 2); its JSON document
-/// is rendered when read.
-fn write_events(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
+/// The last event's sequence in either table (0: none).
+fn last_event_sequence_in(connection: &Connection) -> StoreResult<i64> {
+    connection
+        .prepare_cached(
+            "SELECT MAX(COALESCE((SELECT MAX(sequence) FROM outbox), 0), \
+             COALESCE((SELECT event_sequence FROM transfers WHERE event_sequence IS NOT NULL \
+             ORDER BY event_sequence DESC LIMIT 1), 0))",
+        )
+        .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+        .map_err(sql_error)
+}
+
+/// The outbox rows: each event no transfers row carries, at its sequence, in the record
+/// encoding (payload format 2 or 3); its JSON document is rendered when read.
+fn write_events(
+    connection: &Connection,
+    outcome: &Outcome,
+    first: i64,
+    carried: &[bool],
+) -> StoreResult<()> {
     let mut statement = connection
         .prepare_cached(
-            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor, traceparent) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO outbox (sequence, id, tenant, kind, subject_id, at, payload, actor, \
+             traceparent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(sql_error)?;
+    let stored = |place: usize| !carried.get(place).copied().unwrap_or(false);
     // The transfers rows as this batch leaves them: an event about one of them refers to it
     // (payload format 3) rather than writing the transfer again.
-    let rows: HashMap<TransferId, &Transfer> =
-        if outcome.events.iter().any(|event| matches!(event.subject, Subject::Transfer(_))) {
-            outcome
-                .transfers_inserted
-                .iter()
-                .chain(&outcome.transfers_updated)
-                .map(|transfer| (transfer.id, transfer))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-    for event in &outcome.events {
+    let rows: HashMap<TransferId, &Transfer> = if outcome
+        .events
+        .iter()
+        .enumerate()
+        .any(|(place, event)| stored(place) && matches!(event.subject, Subject::Transfer(_)))
+    {
+        outcome
+            .transfers_inserted
+            .iter()
+            .chain(&outcome.transfers_updated)
+            .map(|transfer| (transfer.id, transfer))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    for (place, event) in outcome.events.iter().enumerate().filter(|(place, _)| stored(*place)) {
         let row = match &event.subject {
             Subject::Transfer(transfer) => rows.get(&transfer.id).copied(),
             _ => None,
@@ -804,6 +850,7 @@ fn write_events(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
         );
         statement
             .execute(rusqlite::params![
+                first + to_sql_int(place),
                 event.id.to_string(),
                 event.tenant.as_str(),
                 event.kind.as_str(),
@@ -818,13 +865,15 @@ fn write_events(connection: &Connection, outcome: &Outcome) -> StoreResult<()> {
     Ok(())
 }
 
-/// Every row of a batch but its outbox events; of the accounts it changed, only those
-/// `write_change` names (the projection leaves out accounts a later frame of the same
-/// transaction changes again).
+/// Every row of a batch but its outbox events (`write_outcome`); a transfers row carries the
+/// event of `candidates` about it when it can, and marks it in `carried`.
 fn write_rows(
     connection: &Connection,
     outcome: &Outcome,
     write_change: impl Fn(&AccountId) -> bool,
+    first_event: i64,
+    candidates: &HashMap<TransferId, (usize, &Event)>,
+    carried: &mut [bool],
 ) -> StoreResult<()> {
     let run = |sql: &str, values: Vec<Value>| -> StoreResult<usize> {
         let mut statement = connection.prepare_cached(sql).map_err(sql_error)?;
@@ -866,7 +915,8 @@ fn write_rows(
         }
     }
     if !outcome.transfers_inserted.is_empty() || !outcome.entries.is_empty() {
-        insert_transfers(connection, &outcome.transfers_inserted, &outcome.entries)?;
+        let events = Candidates { first: first_event, candidates, carried };
+        insert_transfers(connection, &outcome.transfers_inserted, &outcome.entries, events)?;
     }
     for transfer in &outcome.transfers_updated {
         let values = vec![
@@ -954,13 +1004,24 @@ fn write_rows(
     Ok(())
 }
 
-/// Inserts transfers, each with the balances after its entries, and a posting per entry
-/// (migration 0013): the most numerous rows, bound from borrowed values with no list of
-/// owned values built per row.
+/// The events a batch's transfers rows may carry (`write_outcome`).
+struct Candidates<'a, 'e> {
+    /// The sequence of the batch's first event.
+    first: i64,
+    /// By transfer: the place of its `TransferPosted` among the batch's events, and the event.
+    candidates: &'a HashMap<TransferId, (usize, &'e Event)>,
+    /// By place: whether a row carries the event.
+    carried: &'a mut [bool],
+}
+
+/// Inserts transfers, each with the balances after its entries and the event it carries (if
+/// any), and a posting per entry (migrations 0013 and 0014): the most numerous rows, bound
+/// from borrowed values with no list of owned values built per row.
 fn insert_transfers(
     connection: &Connection,
     transfers: &[Transfer],
     entries: &[Entry],
+    events: Candidates<'_, '_>,
 ) -> StoreResult<()> {
     let side = |entry: &Entry| usize::from(entry.direction == Direction::Credit);
     let mut balances: HashMap<TransferId, [Option<i64>; 2]> =
@@ -968,10 +1029,9 @@ fn insert_transfers(
     for entry in entries {
         balances.entry(entry.transfer_id).or_default()[side(entry)] = Some(entry.balance_after);
     }
-    let placeholders: Vec<String> = (1..=27).map(|index| format!("?{index}")).collect();
+    let placeholders: Vec<String> = (1..=37).map(|index| format!("?{index}")).collect();
     let sql = format!(
-        "INSERT INTO transfers ({TRANSFER_COLUMNS}, debit_balance_after, credit_balance_after, \
-         key_hash) VALUES ({})",
+        "INSERT INTO transfers ({TRANSFER_COLUMNS}, {CARRIED_COLUMNS}, key_hash) VALUES ({})",
         placeholders.join(", ")
     );
     let mut insert = connection.prepare_cached(&sql).map_err(sql_error)?;
@@ -985,7 +1045,17 @@ fn insert_transfers(
         };
         let (quote_id, fx) = transfer_fx_columns(transfer);
         let mut fingerprint = [0; FINGERPRINT_STORED_LEN];
-        let [debit_after, credit_after] = balances.get(&transfer.id).copied().unwrap_or_default();
+        let after = balances.get(&transfer.id).copied().unwrap_or_default();
+        let carried = events.candidates.get(&transfer.id).and_then(|(place, event)| {
+            let carried =
+                carried::carry(event, transfer, after, events.first + to_sql_int(*place))?;
+            if let Some(mark) = events.carried.get_mut(*place) {
+                *mark = true;
+            }
+            Some(carried)
+        });
+        let side = |index: usize| carried.as_ref().map(|carried| carried.sides[index]);
+        let [debit, credit] = [side(0), side(1)];
         insert
             .execute(rusqlite::params![
                 transfer.id.to_string(),
@@ -1012,12 +1082,22 @@ fn insert_transfers(
                 transfer.updated_at.as_unix_micros(),
                 quote_id,
                 fx,
-                debit_after,
-                credit_after,
+                after[0],
+                after[1],
+                carried.as_ref().map(|carried| carried.sequence),
+                carried.as_ref().map(|carried| carried.id.to_string()),
+                carried.as_ref().and_then(|carried| carried.actor.as_deref()),
+                carried.as_ref().and_then(|carried| carried.trace.as_deref()),
+                debit.map(|side| side.pending_out),
+                debit.map(|side| side.pending_in),
+                debit.and_then(|side| side.limit),
+                credit.map(|side| side.pending_out),
+                credit.map(|side| side.pending_in),
+                credit.and_then(|side| side.limit),
                 key_hash_column(transfer.tenant.as_str(), transfer.idempotency_key.as_str()),
             ])
             .map_err(sql_error)?;
-        if debit_after.is_some() || credit_after.is_some() {
+        if after[0].is_some() || after[1].is_some() {
             numbers.insert(transfer.id, connection.last_insert_rowid());
         }
     }
@@ -1130,6 +1210,22 @@ fn to_sql_int(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// The first `limit` of two lists that are each in order of `key`, in that order.
+fn merged<T>(first: Vec<T>, second: Vec<T>, limit: usize, key: impl Fn(&T) -> u64) -> Vec<T> {
+    let mut merged = Vec::with_capacity(limit.min(first.len() + second.len()));
+    let (mut first, mut second) = (first.into_iter().peekable(), second.into_iter().peekable());
+    while merged.len() < limit {
+        let take_first = match (first.peek(), second.peek()) {
+            (Some(a), Some(b)) => key(a) <= key(b),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        merged.extend(if take_first { first.next() } else { second.next() });
+    }
+    merged
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn write_batch(&self, keys: Keys, decide: Decide) -> StoreResult<Committed> {
@@ -1139,7 +1235,7 @@ impl Store for SqliteStore {
                 .map_err(sql_error)?;
             let state = load_state(&db_transaction, &keys)?;
             let outcome = decide(state).map_err(StoreError::Invariant)?;
-            write_outcome(&db_transaction, &outcome)?;
+            write_outcome(&db_transaction, &outcome, |_| true)?;
             db_transaction.commit().map_err(sql_error)?;
             Ok(Committed::new(outcome))
         })
@@ -1330,9 +1426,10 @@ impl Store for SqliteStore {
         let after = i64::try_from(sequence).unwrap_or(i64::MAX);
         let tenant = tenant.map(str::to_owned);
         self.read(move |connection| {
-            // Two statements rather than one with `?3 IS NULL OR`: each keeps its own index
-            // (the sequence for the feed, tenant and sequence for one tenant's page).
+            // Two statements per table rather than one with `?3 IS NULL OR`: each keeps its
+            // own index (the sequence for the feed, tenant and sequence for one tenant's page).
             let filter = if tenant.is_some() { "tenant = ?3 AND" } else { "?3 IS NULL AND" };
+            let parameters = rusqlite::params![after, to_sql_int(limit), tenant];
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM outbox WHERE {filter} sequence > ?1 \
                  ORDER BY sequence LIMIT ?2"
@@ -1342,46 +1439,59 @@ impl Store for SqliteStore {
             let mut transfer = connection.prepare_cached(&sql).map_err(sql_error)?;
             let mut transfer_row =
                 |id: &str| transfer.query_row([id], transfer_from_row).optional();
-            let mut rows = statement
-                .query(rusqlite::params![after, to_sql_int(limit), tenant])
-                .map_err(sql_error)?;
-            let mut events = Vec::new();
+            let mut rows = statement.query(parameters).map_err(sql_error)?;
+            let mut stored = Vec::new();
             while let Some(row) = rows.next().map_err(sql_error)? {
-                events.push(decoded(event_from_row(row, &mut transfer_row))?);
+                stored.push(decoded(event_from_row(row, &mut transfer_row))?);
             }
-            Ok(events)
+            // The events transfers rows carry (migration 0014), in the same order.
+            let sql = format!(
+                "SELECT {TRANSFER_COLUMNS}, {CARRIED_COLUMNS} FROM transfers \
+                 WHERE {filter} event_sequence > ?1 ORDER BY event_sequence LIMIT ?2"
+            );
+            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let mut rows = statement.query(parameters).map_err(sql_error)?;
+            let mut carried = Vec::new();
+            while let Some(row) = rows.next().map_err(sql_error)? {
+                carried.push(decoded(carried_event_from_row(row))?);
+            }
+            Ok(merged(stored, carried, limit, |event| event.sequence))
         })
         .await
     }
 
     async fn last_event_sequence(&self) -> StoreResult<u64> {
-        self.read(|connection| {
-            let sequence: i64 = connection
-                .query_row("SELECT COALESCE(MAX(sequence), 0) FROM outbox", [], |row| row.get(0))
-                .map_err(sql_error)?;
-            Ok(u64::try_from(sequence).unwrap_or(0))
-        })
-        .await
+        self.read(|connection| Ok(u64::try_from(last_event_sequence_in(connection)?).unwrap_or(0)))
+            .await
     }
 
     async fn watermark(&self) -> StoreResult<Watermark> {
         self.read(|connection| {
             // Every change has its event, written in commit order with ids from the one
-            // generator: the last event's time and id are the newest of theirs. Transfers are
-            // asked too (their ids come from the same generator, at the edges) through their
-            // primary key; no part of this scans a table.
+            // generator: the last event's time and id (in the outbox or on the transfer row
+            // that carries it) are the newest of theirs. Transfers are asked too (their ids
+            // come from the same generator, at the edges) through their primary key; no part
+            // of this scans a table.
+            const LAST_CARRIED: &str = "FROM transfers WHERE event_sequence IS NOT NULL \
+                                        ORDER BY event_sequence DESC LIMIT 1";
             let micros: Option<i64> = connection
                 .query_row(
-                    "SELECT MAX(t) FROM (SELECT at AS t FROM outbox WHERE sequence = (SELECT MAX(sequence) FROM outbox) \
-                     UNION ALL SELECT MAX(updated_at) FROM accounts)",
+                    &format!(
+                        "SELECT MAX(t) FROM (SELECT at AS t FROM outbox WHERE sequence = (SELECT MAX(sequence) FROM outbox) \
+                         UNION ALL SELECT MAX(updated_at) FROM accounts \
+                         UNION ALL SELECT * FROM (SELECT committed_at {LAST_CARRIED}))"
+                    ),
                     [],
                     |row| row.get(0),
                 )
                 .map_err(sql_error)?;
             let id: Option<String> = connection
                 .query_row(
-                    "SELECT MAX(i) FROM (SELECT MAX(id) AS i FROM transfers \
-                     UNION ALL SELECT id FROM outbox WHERE sequence = (SELECT MAX(sequence) FROM outbox))",
+                    &format!(
+                        "SELECT MAX(i) FROM (SELECT MAX(id) AS i FROM transfers \
+                         UNION ALL SELECT id FROM outbox WHERE sequence = (SELECT MAX(sequence) FROM outbox) \
+                         UNION ALL SELECT * FROM (SELECT event_id {LAST_CARRIED}))"
+                    ),
                     [],
                     |row| row.get(0),
                 )
@@ -1930,23 +2040,29 @@ impl Store for SqliteStore {
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         let query = query.clone();
         self.read(move |connection| {
-            let sql = format!(
+            let parameters = rusqlite::params![
+                query.actor,
+                query.since.as_unix_micros(),
+                query.until.as_unix_micros(),
+                to_sql_int(query.limit)
+            ];
+            let entries = |sql: &str| -> StoreResult<Vec<AuditEntry>> {
+                let mut statement = connection.prepare_cached(sql).map_err(sql_error)?;
+                let rows = statement.query_map(parameters, audit_from_row).map_err(sql_error)?;
+                rows.map(|row| row.map_err(sql_error)).collect()
+            };
+            let stored = entries(&format!(
                 "SELECT {AUDIT_COLUMNS} FROM outbox WHERE actor IS NOT NULL \
                  AND (?1 IS NULL OR actor = ?1) AND at >= ?2 AND at < ?3 ORDER BY sequence LIMIT ?4"
-            );
-            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
-            let rows = statement
-                .query_map(
-                    rusqlite::params![
-                        query.actor,
-                        query.since.as_unix_micros(),
-                        query.until.as_unix_micros(),
-                        i64::try_from(query.limit).unwrap_or(i64::MAX)
-                    ],
-                    audit_from_row,
-                )
-                .map_err(sql_error)?;
-            rows.map(|row| row.map_err(sql_error)).collect()
+            ))?;
+            // The `TransferPosted` events transfers rows carry (migration 0014).
+            let carried = entries(
+                "SELECT event_sequence, committed_at, event_actor, tenant, 'TransferPosted', id \
+                 FROM transfers WHERE event_sequence IS NOT NULL AND event_actor IS NOT NULL \
+                 AND (?1 IS NULL OR event_actor = ?1) AND committed_at >= ?2 AND committed_at < ?3 \
+                 ORDER BY event_sequence LIMIT ?4",
+            )?;
+            Ok(merged(stored, carried, query.limit, |entry| entry.sequence))
         })
         .await
     }
@@ -1992,7 +2108,10 @@ mod tests {
     /// view shows), no postings, and accounts and transfers keyed by their text ids with plain
     /// rowids, the accounts' in another order than their numbers. The upgrade then runs 0013
     /// on them as on a ledger written before it.
+    /// Outbox rows for the events transfers rows carry (migration 0014) must be written
+    /// first (`uncarry`).
     const LAYOUT_BEFORE_POSTINGS: &str = "\
+        DROP VIEW events;
         CREATE TABLE entries_v12 AS SELECT * FROM entries;
         DROP VIEW entries;
         DROP TABLE postings;
@@ -2029,6 +2148,22 @@ mod tests {
         INSERT INTO entries SELECT * FROM entries_v12;
         DROP TABLE entries_v12;
         CREATE INDEX entries_by_account ON entries (account_id, sequence)";
+
+    /// Writes the events transfers rows carry as outbox rows, with their documents as TEXT
+    /// payloads (as before payload formats), the layout before migration 0014.
+    fn uncarry(connection: &Connection, events: &[StoredEvent]) {
+        for event in events {
+            connection
+                .execute(
+                    "INSERT INTO outbox (sequence, id, tenant, kind, subject_id, at, payload, \
+                     actor, traceparent) SELECT event_sequence, event_id, tenant, \
+                     'TransferPosted', id, committed_at, ?2, event_actor, event_trace \
+                     FROM transfers WHERE event_sequence = ?1",
+                    rusqlite::params![event.sequence as i64, event.payload],
+                )
+                .expect("an outbox row");
+        }
+    }
 
     /// One batch of the default tenant: open `accounts`, then make `transfers`.
     fn open_then_transfer(accounts: Vec<NewAccount>, transfers: Vec<TransferRequest>) -> Batch {
@@ -2082,10 +2217,13 @@ mod tests {
     async fn another_tenants_rows_move_to_their_keys_on_upgrade() {
         use kopek_store::conformance;
         let dir = tempfile::tempdir().expect("temp dir");
-        conformance::other_tenant_before_upgrade(&SqliteStore::open(dir.path()).expect("open"))
-            .await;
+        let store = SqliteStore::open(dir.path()).expect("open");
+        conformance::other_tenant_before_upgrade(&store).await;
+        let events = store.events_after(None, 0, 10_000).await.expect("events");
+        drop(store);
         {
             let connection = Connection::open(dir.path().join(DATABASE_FILE_NAME)).expect("open");
+            uncarry(&connection, &events);
             connection
                 .execute_batch(&format!(
                     "{LAYOUT_BEFORE_POSTINGS};\n{};\nDROP TABLE projection",
@@ -2192,7 +2330,11 @@ mod tests {
         let hold = Some(Hold { timeout_seconds: None });
         let batch = open_then_transfer(
             vec![NewAccount::user(a.clone(), usd), NewAccount::user(b.clone(), usd)],
-            vec![deposit, usd_request(TransferKind::Transfer, "h1", &a, &b, 120, hold)],
+            vec![
+                deposit,
+                usd_request(TransferKind::Transfer, "h1", &a, &b, 120, hold),
+                usd_request(TransferKind::Transfer, "x1", &a, &b, 500, None),
+            ],
         );
         commit(&store, batch).await;
         let events = store.events_after(None, 0, 100).await.expect("events");
@@ -2206,18 +2348,145 @@ mod tests {
             .expect("rows");
         let format =
             |kind: &str| formats.iter().find(|(stored, _)| stored == kind).map(|row| row.1);
-        assert_eq!(format("TransferPosted"), Some(3), "refers to its row: {formats:?}");
+        assert_eq!(format("TransferDeclined"), Some(3), "refers to its row: {formats:?}");
         assert_eq!(format("HoldPlaced"), Some(2), "a pending hold is written out: {formats:?}");
-        let posted = events.iter().find(|event| event.kind == "TransferPosted").expect("posted");
-        let document: serde_json::Value = serde_json::from_str(&posted.payload).expect("JSON");
-        assert_eq!(document["subject"]["amount_minor"], 120);
-        assert_eq!(document["subject"]["status"], "posted");
-        assert_eq!(document["subject"]["id"], posted.subject_id.as_str());
-        assert_eq!(document["balances"][0]["posted_minor"], -120, "{document}");
-        raw.execute("DELETE FROM transfers WHERE id = ?1", [posted.subject_id.as_str()])
+        assert_eq!(format("TransferPosted"), None, "its transfer row carries it: {formats:?}");
+        let declined =
+            events.iter().find(|event| event.kind == "TransferDeclined").expect("declined");
+        let document: serde_json::Value = serde_json::from_str(&declined.payload).expect("JSON");
+        assert_eq!(document["subject"]["amount_minor"], 500);
+        assert_eq!(document["subject"]["status"], "declined");
+        assert_eq!(document["subject"]["id"], declined.subject_id.as_str());
+        raw.execute("DELETE FROM transfers WHERE id = ?1", [declined.subject_id.as_str()])
             .expect("lose the row");
         let problem = store.events_after(None, 0, 100).await.expect_err("row missing");
         assert!(problem.to_string().contains("row, which is missing"), "{problem}");
+    }
+
+    /// A posted transfer's `TransferPosted` is carried by its transfers row, not an outbox row
+    /// (migration 0014): the events of both tables read back in one order with no gap, each
+    /// the document `apply` decided, for the feed, one tenant, the audit trail and the
+    /// watermark; a second batch continues the order; `verify` reports a carried event on a
+    /// row that cannot render it, and a sequence in both tables.
+    #[tokio::test]
+    async fn a_posted_transfer_carries_its_event() {
+        assert_eq!(
+            TRANSFER_COLUMNS.split(',').count(),
+            TRANSFER_COLUMN_COUNT,
+            "carried columns' place"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let usd = Currency::parse("USD").expect("USD");
+        let (a, b) = (AccountId::parse("a").expect("id"), AccountId::parse("b").expect("id"));
+        let world = AccountId::world(usd);
+        let hold = Some(Hold { timeout_seconds: None });
+        let mut batches = vec![
+            open_then_transfer(
+                vec![NewAccount::user(a.clone(), usd), NewAccount::user(b.clone(), usd)],
+                vec![
+                    usd_request(TransferKind::Deposit, "d1", &world, &a, 300, None),
+                    usd_request(TransferKind::Transfer, "h1", &a, &b, 100, hold),
+                    usd_request(TransferKind::Transfer, "t1", &a, &b, 50, None),
+                ],
+            ),
+            open_then_transfer(
+                Vec::new(),
+                vec![
+                    usd_request(TransferKind::Transfer, "t2", &b, &a, 20, None),
+                    usd_request(TransferKind::Transfer, "x1", &b, &a, 9_000, None),
+                ],
+            ),
+        ];
+        // The second batch's commands come from a key in a trace: its events name both.
+        for command in &mut batches[1].commands {
+            command.actor = Some("key-1".to_owned());
+            command.trace =
+                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned());
+        }
+        /// Ids from `.0` on, so that the batches' ids differ.
+        struct IdsFrom(u128);
+        impl IdSource for IdsFrom {
+            fn next_ulid(&mut self) -> Ulid {
+                self.0 += 1;
+                Ulid::from_u128(self.0)
+            }
+        }
+        let mut decided = Vec::new();
+        for (index, batch) in batches.into_iter().enumerate() {
+            let keys = batch.keys();
+            let now = Timestamp::from_unix_micros(1_700_000_000_000_000 + to_sql_int(index));
+            let mut ids = IdsFrom(1_000 * (index as u128 + 1));
+            let committed = store
+                .write_batch(keys, Box::new(move |state| Ok(apply(state, &batch, now, &mut ids))))
+                .await
+                .expect("commit");
+            decided.extend(committed.records.events.iter().cloned());
+        }
+        let events = store.events_after(None, 0, 100).await.expect("events");
+        let documents: Vec<String> = decided.iter().map(kopek_store::codec::event_json).collect();
+        let read: Vec<&str> = events.iter().map(|event| event.payload.as_str()).collect();
+        assert_eq!(read, documents.iter().map(String::as_str).collect::<Vec<_>>());
+        let sequences: Vec<u64> = events.iter().map(|event| event.sequence).collect();
+        assert_eq!(sequences, (1..=decided.len() as u64).collect::<Vec<_>>(), "one order");
+        let raw = Connection::open(store.path()).expect("open file");
+        let carried: i64 = raw
+            .query_row(
+                "SELECT COUNT(*) FROM transfers WHERE event_sequence IS NOT NULL",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count");
+        assert_eq!(carried, 3, "d1, t1 and t2 carry their TransferPosted");
+        let in_outbox: i64 = raw
+            .query_row("SELECT COUNT(*) FROM outbox WHERE kind = 'TransferPosted'", [], |row| {
+                row.get(0)
+            })
+            .expect("count");
+        assert_eq!(in_outbox, 0);
+
+        // Pages cut across both tables, and one tenant's read sees the same.
+        let mut paged = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.events_after(Some("default"), after, 2).await.expect("page");
+            let Some(last) = page.last() else { break };
+            after = last.sequence;
+            paged.extend(page.into_iter().map(|event| event.payload));
+        }
+        assert_eq!(paged, documents);
+        assert!(store.events_after(Some("acme"), 0, 100).await.expect("acme").is_empty());
+        assert_eq!(store.last_event_sequence().await.expect("last"), decided.len() as u64);
+
+        // The audit trail: the second batch's two events, the carried one among them.
+        let trail = store
+            .audit(&AuditQuery {
+                actor: Some("key-1".to_owned()),
+                since: Timestamp::from_unix_micros(0),
+                until: Timestamp::from_unix_micros(i64::MAX),
+                limit: 100,
+            })
+            .await
+            .expect("audit");
+        let kinds: Vec<&str> = trail.iter().map(|entry| entry.kind.as_str()).collect();
+        assert_eq!(kinds, ["TransferPosted", "TransferDeclined"]);
+        let watermark = store.watermark().await.expect("watermark");
+        let newest = decided.iter().map(|event| event.id.0).max().expect("events");
+        assert!(watermark.largest_id >= Some(newest), "{watermark:?}");
+        assert!(store.verify().await.expect("verify").is_ok());
+
+        store.close_writer();
+        raw.execute("UPDATE transfers SET status = 'declined' WHERE idempotency_key = 't1'", [])
+            .expect("tamper status");
+        raw.execute(
+            "UPDATE outbox SET sequence = (SELECT event_sequence FROM transfers \
+             WHERE idempotency_key = 't2') WHERE kind = 'TransferDeclined'",
+            [],
+        )
+        .expect("tamper sequence");
+        let problems = store.verify().await.expect("verify").problems.join("\n");
+        assert!(problems.contains("1 transfers carry an event they cannot render"), "{problems}");
+        assert!(problems.contains("1 event sequences are both an outbox row"), "{problems}");
     }
 
     /// A key is found by its 64-bit hash and compared in full: with another transfer's row
@@ -2289,8 +2558,8 @@ mod tests {
             .execute("UPDATE accounts SET posted = posted + 1 WHERE id = 'a'", [])
             .expect("tamper balance");
         tamper
-            .execute("DELETE FROM outbox WHERE kind = 'TransferPosted'", [])
-            .expect("tamper outbox");
+            .execute("UPDATE transfers SET event_sequence = NULL, event_id = NULL", [])
+            .expect("lose the event the deposit's row carries");
         let report = store.verify().await.expect("verify");
         let problems = report.problems.join("\n");
         assert!(

@@ -151,6 +151,41 @@ pub fn event_from_row(
     }))
 }
 
+/// How many columns `TRANSFER_COLUMNS` names.
+pub const TRANSFER_COLUMN_COUNT: usize = 24;
+
+/// A transfers row selected with `TRANSFER_COLUMNS, CARRIED_COLUMNS` as the event it carries
+/// (migration 0014; the query selects only rows that carry one).
+pub fn carried_event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent>> {
+    let transfer = match transfer_from_row(row)? {
+        Ok(transfer) => transfer,
+        Err(problem) => return Ok(Err(problem)),
+    };
+    let (after, carried) = crate::carried::read(row, TRANSFER_COLUMN_COUNT)?;
+    let Some(carried) = carried else {
+        return Ok(Err(format!("transfer {} carries no event", transfer.id)));
+    };
+    let Some(event) = crate::carried::rendered(&transfer, after, &carried) else {
+        return Ok(Err(format!(
+            "event {}: transfer {} cannot carry it (no accounts, currency or balances after it)",
+            carried.id, transfer.id
+        )));
+    };
+    let Ok(sequence) = u64::try_from(carried.sequence) else {
+        return Ok(Err(format!("event sequence {} is negative", carried.sequence)));
+    };
+    Ok(Ok(StoredEvent {
+        sequence,
+        id: carried.id.to_string(),
+        tenant: transfer.tenant.to_string(),
+        kind: event.kind.as_str().to_owned(),
+        subject_id: transfer.id.to_string(),
+        at: event.at,
+        payload: kopek_store::codec::event_json(&event),
+        traceparent: carried.trace,
+    }))
+}
+
 /// A rusqlite row as `kopek_store::rows::Columns`.
 struct SqliteColumns<'a, 'row>(&'a Row<'row>);
 

@@ -53,8 +53,35 @@ fn verify_in_snapshot(connection: &Connection) -> StoreResult<VerifyReport> {
     idempotency_keys(connection, &mut report)?;
     holds(connection, &mut report)?;
     sql_checks(connection, &mut report)?;
-    report.events = count(connection, "SELECT COUNT(*) FROM outbox")?;
+    carried_events(connection, &mut report)?;
+    report.events = count(connection, "SELECT COUNT(*) FROM events")?;
     Ok(report)
+}
+
+/// A transfers row carries an event (migration 0014) only as a posted transfer with both
+/// balances after it, and an event's sequence is in one table only.
+fn carried_events(connection: &Connection, report: &mut VerifyReport) -> StoreResult<()> {
+    let unfit = count(
+        connection,
+        "SELECT COUNT(*) FROM transfers WHERE event_sequence IS NOT NULL AND (status != 'posted' \
+         OR event_id IS NULL OR debit_balance_after IS NULL OR credit_balance_after IS NULL \
+         OR debit_pending_out IS NULL OR credit_pending_out IS NULL)",
+    )?;
+    if unfit > 0 {
+        report.problems.push(format!(
+            "{unfit} transfers carry an event they cannot render (not posted, or a balance missing)"
+        ));
+    }
+    let twice = count(
+        connection,
+        "SELECT COUNT(*) FROM outbox o JOIN transfers t ON t.event_sequence = o.sequence",
+    )?;
+    if twice > 0 {
+        report
+            .problems
+            .push(format!("{twice} event sequences are both an outbox row and a transfer's event"));
+    }
+    Ok(())
 }
 
 /// Each transfer's `key_hash` is its key's (or a retry would not find it), and no key names
@@ -451,15 +478,16 @@ fn holds(connection: &Connection, report: &mut VerifyReport) -> StoreResult<()> 
 const CREATION_KINDS: &str =
     "'TransferPosted','TransferDeclined','HoldPlaced','HoldCaptured','HoldVoided'";
 
-/// Outbox completeness: exactly one event per account, per transfer, per expiry. The events
-/// of each kind per subject are counted in one pass over the outbox (there is no index by
-/// subject), then matched to the rows by the subject's id.
+/// Event completeness: exactly one event per account, per transfer, per expiry. The events
+/// of each kind per subject are counted in one pass over the events, in the outbox or carried
+/// by transfers rows (there is no index by subject), then matched to the rows by the
+/// subject's id.
 fn sql_checks(connection: &Connection, report: &mut VerifyReport) -> StoreResult<()> {
     // The rows of `table` (as `r`, with `n` their events of `kinds`) for which `wrong` holds.
     let check = |table: &str, kinds: &str, wrong: &str| {
         format!(
             "SELECT id, n FROM (SELECT {table}.*, COALESCE(c.n, 0) AS n FROM {table} LEFT JOIN \
-             (SELECT subject_id, COUNT(*) AS n FROM outbox WHERE kind IN ({kinds}) GROUP BY subject_id) c \
+             (SELECT subject_id, COUNT(*) AS n FROM events WHERE kind IN ({kinds}) GROUP BY subject_id) c \
              ON c.subject_id = {table}.id) AS r WHERE {wrong}"
         )
     };

@@ -504,7 +504,7 @@ fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
     let (stored_transfers, stored_entries, stored_events) = (
         number("SELECT COUNT(*) FROM transfers")?,
         number("SELECT COUNT(*) FROM entries")?,
-        number("SELECT COUNT(*) FROM outbox")?,
+        number("SELECT COUNT(*) FROM events")?,
     );
     for (what, journal, stored) in [
         ("transfers", transfers, stored_transfers),
@@ -534,7 +534,7 @@ fn verify_journal(dir: &Path, database: &Path) -> StoreResult<Vec<String>> {
         .query_map([offset(stored_entries, entries)], entry_from_row)
         .map_err(sql_error)?;
     let mut event_rows = snapshot
-        .prepare("SELECT id, kind FROM outbox ORDER BY sequence LIMIT -1 OFFSET ?1")
+        .prepare("SELECT id, kind FROM events ORDER BY sequence LIMIT -1 OFFSET ?1")
         .map_err(sql_error)?;
     let mut event_rows = event_rows
         .query_map([offset(stored_events, events)], |row| {
