@@ -1426,17 +1426,41 @@ impl Store for SqliteStore {
         let after = i64::try_from(sequence).unwrap_or(i64::MAX);
         let tenant = tenant.map(str::to_owned);
         self.read(move |connection| {
+            // One snapshot for both tables: two statements outside a transaction could see
+            // two commits apart, and a page would skip an outbox event committed between them.
+            let snapshot = connection.unchecked_transaction().map_err(sql_error)?;
             // Two statements per table rather than one with `?3 IS NULL OR`: each keeps its
             // own index (the sequence for the feed, tenant and sequence for one tenant's page).
             let filter = if tenant.is_some() { "tenant = ?3 AND" } else { "?3 IS NULL AND" };
-            let parameters = rusqlite::params![after, to_sql_int(limit), tenant];
+            // The page ends at the `limit`-th sequence of the two tables together, found from
+            // their indexes alone; only the events it keeps are then read and rendered.
+            let sequences = |sql: &str| -> StoreResult<Vec<u64>> {
+                let mut statement = snapshot.prepare_cached(sql).map_err(sql_error)?;
+                let rows = statement
+                    .query_map(rusqlite::params![after, to_sql_int(limit), tenant], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .map_err(sql_error)?;
+                rows.map(|row| Ok(u64::try_from(row.map_err(sql_error)?).unwrap_or(0))).collect()
+            };
+            let stored = sequences(&format!(
+                "SELECT sequence FROM outbox WHERE {filter} sequence > ?1 ORDER BY sequence LIMIT ?2"
+            ))?;
+            let carried = sequences(&format!(
+                "SELECT event_sequence FROM transfers WHERE {filter} event_sequence > ?1 \
+                 ORDER BY event_sequence LIMIT ?2"
+            ))?;
+            let Some(&last) = merged(stored, carried, limit, |sequence| *sequence).last() else {
+                return Ok(Vec::new());
+            };
+            let parameters = rusqlite::params![after, i64::try_from(last).unwrap_or(i64::MAX), tenant];
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM outbox WHERE {filter} sequence > ?1 \
-                 ORDER BY sequence LIMIT ?2"
+                 AND sequence <= ?2 ORDER BY sequence"
             );
-            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
             let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
-            let mut transfer = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let mut transfer = snapshot.prepare_cached(&sql).map_err(sql_error)?;
             let mut transfer_row =
                 |id: &str| transfer.query_row([id], transfer_from_row).optional();
             let mut rows = statement.query(parameters).map_err(sql_error)?;
@@ -1447,9 +1471,10 @@ impl Store for SqliteStore {
             // The events transfers rows carry (migration 0014), in the same order.
             let sql = format!(
                 "SELECT {TRANSFER_COLUMNS}, {CARRIED_COLUMNS} FROM transfers \
-                 WHERE {filter} event_sequence > ?1 ORDER BY event_sequence LIMIT ?2"
+                 WHERE {filter} event_sequence > ?1 AND event_sequence <= ?2 \
+                 ORDER BY event_sequence"
             );
-            let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+            let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
             let mut rows = statement.query(parameters).map_err(sql_error)?;
             let mut carried = Vec::new();
             while let Some(row) = rows.next().map_err(sql_error)? {
@@ -2040,6 +2065,8 @@ impl Store for SqliteStore {
     async fn audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         let query = query.clone();
         self.read(move |connection| {
+            // One snapshot for both tables, as in `events_after`.
+            let snapshot = connection.unchecked_transaction().map_err(sql_error)?;
             let parameters = rusqlite::params![
                 query.actor,
                 query.since.as_unix_micros(),
@@ -2047,7 +2074,7 @@ impl Store for SqliteStore {
                 to_sql_int(query.limit)
             ];
             let entries = |sql: &str| -> StoreResult<Vec<AuditEntry>> {
-                let mut statement = connection.prepare_cached(sql).map_err(sql_error)?;
+                let mut statement = snapshot.prepare_cached(sql).map_err(sql_error)?;
                 let rows = statement.query_map(parameters, audit_from_row).map_err(sql_error)?;
                 rows.map(|row| row.map_err(sql_error)).collect()
             };
@@ -2393,8 +2420,8 @@ mod tests {
             open_then_transfer(
                 Vec::new(),
                 vec![
-                    usd_request(TransferKind::Transfer, "t2", &b, &a, 20, None),
                     usd_request(TransferKind::Transfer, "x1", &b, &a, 9_000, None),
+                    usd_request(TransferKind::Transfer, "t2", &b, &a, 20, None),
                 ],
             ),
         ];
@@ -2413,6 +2440,7 @@ mod tests {
             }
         }
         let mut decided = Vec::new();
+        let mut transfer_ids = Vec::new();
         for (index, batch) in batches.into_iter().enumerate() {
             let keys = batch.keys();
             let now = Timestamp::from_unix_micros(1_700_000_000_000_000 + to_sql_int(index));
@@ -2422,6 +2450,7 @@ mod tests {
                 .await
                 .expect("commit");
             decided.extend(committed.records.events.iter().cloned());
+            transfer_ids.extend(committed.records.transfers_inserted.iter().map(|t| t.id.0));
         }
         let events = store.events_after(None, 0, 100).await.expect("events");
         let documents: Vec<String> = decided.iter().map(kopek_store::codec::event_json).collect();
@@ -2458,21 +2487,36 @@ mod tests {
         assert!(store.events_after(Some("acme"), 0, 100).await.expect("acme").is_empty());
         assert_eq!(store.last_event_sequence().await.expect("last"), decided.len() as u64);
 
-        // The audit trail: the second batch's two events, the carried one among them.
-        let trail = store
-            .audit(&AuditQuery {
+        // The audit trail: the second batch's two events, the carried one among them, in
+        // order; a limit and a time window apply to both tables.
+        let second = Timestamp::from_unix_micros(1_700_000_000_000_001);
+        let trail = |since: Timestamp, limit: usize| {
+            let query = AuditQuery {
                 actor: Some("key-1".to_owned()),
-                since: Timestamp::from_unix_micros(0),
+                since,
                 until: Timestamp::from_unix_micros(i64::MAX),
-                limit: 100,
-            })
-            .await
-            .expect("audit");
-        let kinds: Vec<&str> = trail.iter().map(|entry| entry.kind.as_str()).collect();
-        assert_eq!(kinds, ["TransferPosted", "TransferDeclined"]);
+                limit,
+            };
+            let store = store.clone();
+            async move {
+                let trail = store.audit(&query).await.expect("audit");
+                trail.into_iter().map(|entry| (entry.kind, entry.sequence)).collect::<Vec<_>>()
+            }
+        };
+        let last = decided.len() as u64;
+        let everything = trail(Timestamp::from_unix_micros(0), 100).await;
+        assert_eq!(
+            everything,
+            [("TransferDeclined".to_owned(), last - 1), ("TransferPosted".to_owned(), last)]
+        );
+        assert_eq!(trail(second, 1).await, everything[..1]);
+        let after_second = Timestamp::from_unix_micros(second.as_unix_micros() + 1);
+        assert!(trail(after_second, 100).await.is_empty(), "the window applies to both");
+        // The last event is carried: the watermark is its time and the newest id.
         let watermark = store.watermark().await.expect("watermark");
-        let newest = decided.iter().map(|event| event.id.0).max().expect("events");
-        assert!(watermark.largest_id >= Some(newest), "{watermark:?}");
+        let newest = decided.iter().map(|event| event.id.0).chain(transfer_ids).max();
+        assert_eq!(watermark.largest_id, newest);
+        assert_eq!(watermark.committed_at, Some(second));
         assert!(store.verify().await.expect("verify").is_ok());
 
         store.close_writer();

@@ -65,7 +65,8 @@ fn carried_events(connection: &Connection, report: &mut VerifyReport) -> StoreRe
         connection,
         "SELECT COUNT(*) FROM transfers WHERE event_sequence IS NOT NULL AND (status != 'posted' \
          OR event_id IS NULL OR debit_balance_after IS NULL OR credit_balance_after IS NULL \
-         OR debit_pending_out IS NULL OR credit_pending_out IS NULL)",
+         OR debit_pending_out IS NULL OR debit_pending_in IS NULL \
+         OR credit_pending_out IS NULL OR credit_pending_in IS NULL)",
     )?;
     if unfit > 0 {
         report.problems.push(format!(
@@ -80,6 +81,14 @@ fn carried_events(connection: &Connection, report: &mut VerifyReport) -> StoreRe
         report
             .problems
             .push(format!("{twice} event sequences are both an outbox row and a transfer's event"));
+    }
+    let ids = count(
+        connection,
+        "SELECT COUNT(*) FROM transfers t JOIN outbox o ON o.id = t.event_id \
+         WHERE t.event_sequence IS NOT NULL",
+    )?;
+    if ids > 0 {
+        report.problems.push(format!("{ids} event ids are both an outbox row's and a transfer's"));
     }
     Ok(())
 }
