@@ -2459,20 +2459,10 @@ mod tests {
         let sequences: Vec<u64> = events.iter().map(|event| event.sequence).collect();
         assert_eq!(sequences, (1..=decided.len() as u64).collect::<Vec<_>>(), "one order");
         let raw = Connection::open(store.path()).expect("open file");
-        let carried: i64 = raw
-            .query_row(
-                "SELECT COUNT(*) FROM transfers WHERE event_sequence IS NOT NULL",
-                [],
-                |row| row.get(0),
-            )
-            .expect("count");
+        let count = |sql: &str| -> i64 { raw.query_row(sql, [], |row| row.get(0)).expect(sql) };
+        let carried = count("SELECT COUNT(*) FROM transfers WHERE event_sequence IS NOT NULL");
         assert_eq!(carried, 3, "d1, t1 and t2 carry their TransferPosted");
-        let in_outbox: i64 = raw
-            .query_row("SELECT COUNT(*) FROM outbox WHERE kind = 'TransferPosted'", [], |row| {
-                row.get(0)
-            })
-            .expect("count");
-        assert_eq!(in_outbox, 0);
+        assert_eq!(count("SELECT COUNT(*) FROM outbox WHERE kind = 'TransferPosted'"), 0);
 
         // Pages cut across both tables, and one tenant's read sees the same.
         let mut paged = Vec::new();
