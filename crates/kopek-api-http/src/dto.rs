@@ -2,8 +2,8 @@
 //! decimal string in major units (`"12.50"`) next to integer minor units (`amount_minor`).
 
 use kopek_core::{
-    Account, AccountKind, AccountStatus, Action, Currency, Direction, Overdraft, Timestamp,
-    Transfer, TransferStatus, User, format_minor,
+    Account, AccountKind, AccountStatus, Currency, Direction, Overdraft, Timestamp, Transfer, User,
+    format_minor,
 };
 use kopek_store::{StoredEntry, StoredEvent};
 use serde::{Deserialize, Serialize};
@@ -411,8 +411,4 @@ pub fn account_kind(text: Option<&str>) -> Option<AccountKind> {
 
 pub fn account_status(text: &str) -> Option<AccountStatus> {
     AccountStatus::parse(text)
-}
-
-pub fn is_hold(transfer: &Transfer) -> bool {
-    transfer.action == Action::Hold && transfer.status != TransferStatus::Declined
 }

@@ -1,4 +1,6 @@
-//! Load against a running server with durable commits, until `kopek bench` exists:
+//! Load against one running server of several (`scripts/pg-throughput.sh` starts a few on one
+//! PostgreSQL and runs one of these per server); for one server, `kopek bench --addr` reports
+//! more (`docs/performance.md`):
 //!
 //! ```text
 //! cargo run --release -p kopek-server --example load -- SURFACE [ADDR] [COUNT] [CONCURRENCY]
