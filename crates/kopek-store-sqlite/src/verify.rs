@@ -59,7 +59,7 @@ fn verify_in_snapshot(connection: &Connection) -> StoreResult<VerifyReport> {
 }
 
 /// A transfers row carries an event (migration 0014) only as a posted transfer with both
-/// balances after it, and an event's sequence is in one table only.
+/// balances after it, and an event's sequence and id are in one table only.
 fn carried_events(connection: &Connection, report: &mut VerifyReport) -> StoreResult<()> {
     let unfit = count(
         connection,
