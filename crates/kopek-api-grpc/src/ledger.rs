@@ -288,22 +288,9 @@ impl Prepared {
     }
 }
 
-/// Why the write path did not take a request. Details of internal failures stay in the log.
+/// Why the write path did not take a request (`EngineError::rejection`, shared with REST).
 pub fn engine_rejection(error: EngineError) -> Rejection {
-    match error {
-        EngineError::Overloaded => {
-            Rejection::new(ErrorCode::Overloaded, "the write queue is full; retry shortly")
-        }
-        EngineError::ShuttingDown => {
-            Rejection::new(ErrorCode::Unavailable, "the ledger is shutting down; retry later")
-        }
-        EngineError::Unavailable(_) => {
-            Rejection::new(ErrorCode::Unavailable, "the request was not applied; retry it")
-        }
-        EngineError::Internal(_) => {
-            Rejection::new(ErrorCode::Internal, "the request was not applied; retry it")
-        }
-    }
+    error.rejection()
 }
 
 fn page_size(requested: u32) -> usize {

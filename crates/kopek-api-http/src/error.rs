@@ -101,21 +101,7 @@ impl From<Rejection> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> ApiError {
-        let (code, message) = match error {
-            EngineError::Overloaded => {
-                (ErrorCode::Overloaded, "the write queue is full; retry shortly")
-            }
-            EngineError::ShuttingDown => {
-                (ErrorCode::Unavailable, "the ledger is shutting down; retry later")
-            }
-            EngineError::Unavailable(_) => {
-                (ErrorCode::Unavailable, "the request was not applied; retry it")
-            }
-            EngineError::Internal(_) => {
-                (ErrorCode::Internal, "the request was not applied; retry it")
-            }
-        };
-        ApiError::new(code, message)
+        ApiError::from(error.rejection())
     }
 }
 

@@ -74,6 +74,28 @@ pub enum EngineError {
     Internal(String),
 }
 
+impl EngineError {
+    /// What a caller is told, the same on every surface: a code and a sentence. Details of
+    /// store and internal failures stay in the log.
+    pub fn rejection(&self) -> kopek_core::Rejection {
+        use kopek_core::{ErrorCode, Rejection};
+        match self {
+            EngineError::Overloaded => {
+                Rejection::new(ErrorCode::Overloaded, "the write queue is full; retry shortly")
+            }
+            EngineError::ShuttingDown => {
+                Rejection::new(ErrorCode::Unavailable, "the ledger is shutting down; retry later")
+            }
+            EngineError::Unavailable(_) => {
+                Rejection::new(ErrorCode::Unavailable, "the request was not applied; retry it")
+            }
+            EngineError::Internal(_) => {
+                Rejection::new(ErrorCode::Internal, "the request was not applied; retry it")
+            }
+        }
+    }
+}
+
 /// Counters of the write path since start.
 #[derive(Debug, Default)]
 pub struct EngineStats {

@@ -118,6 +118,12 @@ async fn a_full_queue_answers_overloaded_at_once() {
     let second = engine.enqueue_as_ledger(tenant.clone(), open(&["b"])).expect("queued");
     let third = engine.enqueue_as_ledger(tenant.clone(), open(&["c"]));
     assert!(matches!(third, Err(EngineError::Overloaded)));
+    // Every surface tells the caller the same code and sentence for it.
+    let told = third.err().map(|error| error.rejection());
+    assert_eq!(
+        told,
+        Some(Rejection::new(ErrorCode::Overloaded, "the write queue is full; retry shortly"))
+    );
     assert!(first.wait().await.is_ok());
     assert!(second.wait().await.is_ok());
     assert!(
