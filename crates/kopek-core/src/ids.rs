@@ -334,14 +334,22 @@ impl Ulid {
     }
 }
 
-impl fmt::Display for Ulid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = [0u8; 26];
+impl Ulid {
+    /// Its 26 Crockford base32 characters, written into `out` (no allocation, for the rows
+    /// a store writes per transfer).
+    pub fn text(self, out: &mut [u8; 26]) -> &str {
         for (index, slot) in out.iter_mut().enumerate() {
             let shift = 5 * (25 - index);
             *slot = CROCKFORD[((self.0 >> shift) & 0x1f) as usize];
         }
-        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+        // Every Crockford character is ASCII, so this never falls back.
+        std::str::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Ulid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text(&mut [0; 26]))
     }
 }
 

@@ -791,14 +791,18 @@ fn write_outcome(
     write_events(connection, outcome, first, &carried)
 }
 
+/// The transfers row that carries the last event it holds (migration 0014), through the
+/// `transfers_by_event` index: `SELECT <columns> {LAST_CARRIED}`.
+const LAST_CARRIED: &str =
+    "FROM transfers WHERE event_sequence IS NOT NULL ORDER BY event_sequence DESC LIMIT 1";
+
 /// The last event's sequence in either table (0: none).
 fn last_event_sequence_in(connection: &Connection) -> StoreResult<i64> {
     connection
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT MAX(COALESCE((SELECT MAX(sequence) FROM outbox), 0), \
-             COALESCE((SELECT event_sequence FROM transfers WHERE event_sequence IS NOT NULL \
-             ORDER BY event_sequence DESC LIMIT 1), 0))",
-        )
+             COALESCE((SELECT event_sequence {LAST_CARRIED}), 0))"
+        ))
         .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
         .map_err(sql_error)
 }
@@ -1056,9 +1060,11 @@ fn insert_transfers(
         });
         let side = |index: usize| carried.as_ref().map(|carried| carried.sides[index]);
         let [debit, credit] = [side(0), side(1)];
+        let (mut id, mut event_id) = ([0; 26], [0; 26]);
+        let event_id = carried.as_ref().map(|carried| carried.id.0.text(&mut event_id));
         insert
             .execute(rusqlite::params![
-                transfer.id.to_string(),
+                transfer.id.0.text(&mut id),
                 transfer.tenant.as_str(),
                 transfer.idempotency_key.as_str(),
                 transfer.fingerprint.stored(&mut fingerprint),
@@ -1085,7 +1091,7 @@ fn insert_transfers(
                 after[0],
                 after[1],
                 carried.as_ref().map(|carried| carried.sequence),
-                carried.as_ref().map(|carried| carried.id.to_string()),
+                event_id,
                 carried.as_ref().and_then(|carried| carried.actor.as_deref()),
                 carried.as_ref().and_then(|carried| carried.trace.as_deref()),
                 debit.map(|side| side.pending_out),
@@ -1497,8 +1503,6 @@ impl Store for SqliteStore {
             // that carries it) are the newest of theirs. Transfers are asked too (their ids
             // come from the same generator, at the edges) through their primary key; no part
             // of this scans a table.
-            const LAST_CARRIED: &str = "FROM transfers WHERE event_sequence IS NOT NULL \
-                                        ORDER BY event_sequence DESC LIMIT 1";
             let micros: Option<i64> = connection
                 .query_row(
                     &format!(
