@@ -12,10 +12,10 @@ use kopek_core::{
     Rejection, Tenant, Timestamp, limits,
 };
 use kopek_engine::{Engine, EngineError, Ticket};
-use kopek_outbox::Feed;
-use kopek_outbox::filter::EventFilter;
-use kopek_outbox::targets::Targets;
-use kopek_outbox::webhooks::{NewWebhook, SubscribeError, subscribe};
+use kopek_events::Feed;
+use kopek_events::filter::EventFilter;
+use kopek_events::subscriptions::{NewWebhook, SubscribeError, subscribe};
+use kopek_events::targets::Targets;
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEvent;
 use serde_json::Value;
@@ -104,7 +104,7 @@ fn event_message(event: &StoredEvent, payload: &Value) -> pb::Event {
         subject_type: text(payload, "subject_type"),
         subject_id: event.subject_id.clone(),
         balances,
-        document_json: String::from_utf8(kopek_outbox::envelope::document(event))
+        document_json: String::from_utf8(kopek_events::envelope::document(event))
             .unwrap_or_default(),
     }
 }
@@ -664,7 +664,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let deleted = self
             .engine
             .store()
-            .delete_webhook(tenant.as_str(), &id, kopek_outbox::relay_now())
+            .delete_webhook(tenant.as_str(), &id, kopek_store::wall_clock())
             .await
             .map_err(store_status)?;
         if deleted {
@@ -711,7 +711,7 @@ impl pb::ledger_server::Ledger for LedgerService {
                 &hook.id,
                 &request.delivery_id,
                 self.webhook_max_attempts,
-                kopek_outbox::relay_now(),
+                kopek_store::wall_clock(),
             )
             .await
             .map_err(store_status)?;

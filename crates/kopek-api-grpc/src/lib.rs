@@ -43,7 +43,7 @@ pub struct GrpcConfig {
     /// The attempts a redelivered webhook delivery gets.
     pub webhook_max_attempts: u32,
     /// Which addresses webhook URLs may reach.
-    pub webhook_targets: kopek_outbox::targets::Targets,
+    pub webhook_targets: kopek_events::targets::Targets,
     pub connections_max: usize,
     /// The time a connection gets to start a call, and may then go without one in flight.
     pub connection_limits: kopek_net::ConnectionLimits,
@@ -55,8 +55,8 @@ impl Default for GrpcConfig {
     fn default() -> GrpcConfig {
         GrpcConfig {
             message_bytes_max: MESSAGE_BYTES_DEFAULT,
-            webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
-            webhook_targets: kopek_outbox::targets::Targets::PublicOnly,
+            webhook_max_attempts: kopek_events::subscriptions::MAX_ATTEMPTS_DEFAULT,
+            webhook_targets: kopek_events::targets::Targets::PublicOnly,
             connections_max: CONNECTIONS_MAX,
             connection_limits: kopek_net::ConnectionLimits {
                 first_request: std::time::Duration::from_secs(10),
@@ -114,7 +114,7 @@ pub async fn close_health(reporter: &HealthReporter) {
 /// What the services answer from: the write path, the event feed, and who may call.
 pub struct Ledger {
     pub engine: Engine,
-    pub feed: kopek_outbox::Feed,
+    pub feed: kopek_events::Feed,
     pub gate: auth::Gate,
     /// Rates in force and prices.
     pub fx: kopek_fx::Fx,

@@ -23,8 +23,8 @@ use axum::routing::{get, post};
 use error::{ApiError, ErrorBody};
 use kopek_core::{Currency, ErrorCode};
 use kopek_engine::Engine;
-use kopek_outbox::Feed;
-use kopek_outbox::relay::{RelayMonitor, RelayState};
+use kopek_events::Feed;
+use kopek_events::relay_status::{RelayMonitor, RelayState};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -49,7 +49,7 @@ pub struct AppState {
     /// The attempts a manual redelivery gives a webhook delivery.
     pub webhook_max_attempts: u32,
     /// Which addresses webhook URLs may reach.
-    pub webhook_targets: kopek_outbox::targets::Targets,
+    pub webhook_targets: kopek_events::targets::Targets,
     /// Turns a request's key into its principal (or everyone into the anonymous admin when
     /// auth is off).
     pub auth: kopek_auth::Authenticator,
@@ -86,8 +86,8 @@ impl AppState {
             draining,
             sockets,
             relays: Vec::new(),
-            webhook_max_attempts: kopek_outbox::webhooks::NotifierConfig::default().max_attempts,
-            webhook_targets: kopek_outbox::targets::Targets::PublicOnly,
+            webhook_max_attempts: kopek_events::subscriptions::MAX_ATTEMPTS_DEFAULT,
+            webhook_targets: kopek_events::targets::Targets::PublicOnly,
             auth,
             limiter: kopek_auth::RateLimiter::unlimited(),
             fx: kopek_fx::Fx::local(engine_store, kopek_fx::FxConfig::default()),

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kopek_core::ErrorCode;
-use kopek_outbox::webhooks::{NewWebhook, SubscribeError, subscribe};
+use kopek_events::subscriptions::{NewWebhook, SubscribeError, subscribe};
 use kopek_store::{Attempt, Delivery, Webhook};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -217,7 +217,7 @@ pub async fn delete_webhook(
     let deleted = state
         .engine
         .store()
-        .delete_webhook(caller.tenant().as_str(), &id, kopek_outbox::relay_now())
+        .delete_webhook(caller.tenant().as_str(), &id, kopek_store::wall_clock())
         .await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
@@ -296,7 +296,7 @@ pub async fn redeliver(
             &delivery.subscription_id,
             &delivery.id,
             state.webhook_max_attempts,
-            kopek_outbox::relay_now(),
+            kopek_store::wall_clock(),
         )
         .await?;
     let delivery = store

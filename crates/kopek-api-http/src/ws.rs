@@ -13,7 +13,7 @@ use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use kopek_auth::{Ended, Ending, FinishOnDrop, KeyWatch, Principal};
 use kopek_core::{Order, OrderId, OrderStatus};
-use kopek_outbox::filter::EventFilter;
+use kopek_events::filter::EventFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -8,10 +8,11 @@
 //! retries with exponential backoff and jitter while the API keeps committing, and catches up
 //! from its cursor when the broker returns.
 
-use crate::Feed;
 use crate::broker::Broker;
 use crate::sink::Sink;
 use kopek_core::Timestamp;
+use kopek_events::Feed;
+use kopek_events::relay_status::{RelayMonitor, RelayState, RelayStatus};
 use kopek_store::{Store, StoredEvent};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,77 +28,6 @@ pub(crate) const RENEW_EVERY: Duration = Duration::from_secs(3);
 const BATCH_EVENTS: usize = 1_000;
 const BACKOFF_FIRST: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// What a relay is doing, for `/readyz` and `/metrics`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RelayState {
-    /// Claiming the lease.
-    Starting,
-    /// Holds the lease and the broker confirms.
-    Publishing,
-    /// Holds the lease; the broker does not answer (the reason). Retrying with backoff.
-    Down(String),
-    /// Another relay holds the lease; this one takes over if it lapses.
-    Standby,
-    Stopped,
-}
-
-impl RelayState {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RelayState::Starting => "starting",
-            RelayState::Publishing => "publishing",
-            RelayState::Down(_) => "down",
-            RelayState::Standby => "standby",
-            RelayState::Stopped => "stopped",
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct RelayStatus {
-    pub sink: String,
-    pub broker: String,
-    pub state: RelayState,
-    /// The last sequence the broker confirmed (as last read from the store when on standby).
-    pub cursor: u64,
-    /// Events this process published and saw confirmed.
-    pub published: u64,
-    /// Publish attempts that failed.
-    pub failures: u64,
-    /// The commit time of the oldest event waiting for the broker's confirmation.
-    pub waiting_since: Option<Timestamp>,
-}
-
-/// A read-only view of a running relay.
-#[derive(Clone)]
-pub struct RelayMonitor {
-    status: watch::Receiver<RelayStatus>,
-    feed: Feed,
-}
-
-impl RelayMonitor {
-    pub fn status(&self) -> RelayStatus {
-        self.status.borrow().clone()
-    }
-
-    /// Committed events the broker has not confirmed yet.
-    pub fn lag_events(&self) -> u64 {
-        self.feed.published().saturating_sub(self.status.borrow().cursor)
-    }
-
-    /// How long the oldest unconfirmed event has waited, in seconds (0 when none waits).
-    pub fn lag_seconds(&self) -> f64 {
-        let waiting_since = self.status.borrow().waiting_since;
-        match waiting_since {
-            Some(at) if self.lag_events() > 0 => {
-                let micros = now().as_unix_micros().saturating_sub(at.as_unix_micros());
-                Duration::from_micros(u64::try_from(micros).unwrap_or(0)).as_secs_f64()
-            }
-            _ => 0.0,
-        }
-    }
-}
 
 /// Starts relaying to `broker`. `holder` names this process in the lease: processes that
 /// cannot run side by side (the embedded store) may use a fixed name, so a restart resumes
@@ -129,7 +59,7 @@ pub fn start(
         shutdown,
     };
     let handle = tokio::spawn(relay.run());
-    (RelayMonitor { status: receiver, feed }, handle)
+    (RelayMonitor::new(receiver, feed), handle)
 }
 
 enum Exit {

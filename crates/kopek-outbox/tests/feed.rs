@@ -2,7 +2,7 @@
 
 use kopek_core::*;
 use kopek_engine::{Engine, EngineConfig};
-use kopek_outbox::Feed;
+use kopek_events::Feed;
 use kopek_outbox::consumer::feed_source::FeedSource;
 use kopek_outbox::consumer::payments::{NAME, Payments};
 use kopek_outbox::consumer::{self, Handler, Incoming};
@@ -65,7 +65,9 @@ async fn subscribers_get_history_then_live_events_in_order_without_gaps() {
         engine.submit_as_ledger(tenant.clone(), open(name)).await.expect("commit");
     }
     let shutdown = CancellationToken::new();
-    let feed = Feed::start(&engine, shutdown.clone()).await.expect("feed");
+    let feed = Feed::start(engine.store().clone(), engine.commits(), shutdown.clone())
+        .await
+        .expect("feed");
     assert_eq!(feed.published(), 3, "the tail starts at the outbox's end");
     let mut everything = feed.subscribe_after(0);
     let mut from_second = feed.subscribe_after(1);
@@ -120,7 +122,9 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
         .expect("order");
 
     let shutdown = CancellationToken::new();
-    let feed = Feed::start(&engine, shutdown.clone()).await.expect("feed");
+    let feed = Feed::start(engine.store().clone(), engine.commits(), shutdown.clone())
+        .await
+        .expect("feed");
     let payments = Arc::new(Payments::new(engine.clone()));
     let source = FeedSource::new(engine.store().clone(), feed.clone(), NAME, "test".to_owned());
     let _consumer = consumer::run(payments.clone(), Box::new(source), shutdown.clone());

@@ -222,9 +222,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut servers = tokio::task::JoinSet::new();
     let grpc_address = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
-    let feed = kopek_outbox::Feed::start(&engine, shutdown.clone())
-        .await
-        .context("start the outbox feed")?;
+    let feed =
+        kopek_events::Feed::start(engine.store().clone(), engine.commits(), shutdown.clone())
+            .await
+            .context("start the outbox feed")?;
     let fx = exchange_rates(&args, store.clone()).await?;
     if let Some(grpc_listener) = grpc_listener {
         let grpc_shutdown = shutdown.clone();
@@ -603,11 +604,11 @@ async fn wait_for_signal() {
     }
 }
 
-fn webhook_targets(args: &ServeArgs) -> kopek_outbox::targets::Targets {
+fn webhook_targets(args: &ServeArgs) -> kopek_events::targets::Targets {
     if args.webhooks_allow_private_targets {
-        kopek_outbox::targets::Targets::Any
+        kopek_events::targets::Targets::Any
     } else {
-        kopek_outbox::targets::Targets::PublicOnly
+        kopek_events::targets::Targets::PublicOnly
     }
 }
 

@@ -4,10 +4,10 @@
 //! acknowledged.
 
 use super::{BATCH_EVENTS, ConsumerError, Incoming, Source};
-use crate::Feed;
 use crate::relay::{RENEW_EVERY, lease_end, now};
 use async_trait::async_trait;
 use kopek_core::Timestamp;
+use kopek_events::Feed;
 use kopek_store::{Store, StoredEvent};
 use std::sync::Arc;
 use tokio::sync::mpsc;

@@ -78,7 +78,7 @@ impl Incoming {
     /// included.
     pub fn document(&self) -> &Value {
         self.document.get_or_init(|| match &self.stored {
-            Some(event) => crate::envelope::document_value(event),
+            Some(event) => kopek_events::envelope::document_value(event),
             None => Value::Null,
         })
     }

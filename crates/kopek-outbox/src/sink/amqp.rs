@@ -3,8 +3,8 @@
 //! every confirm awaited; a nack fails the batch.
 
 use super::{Sink, SinkError, within};
-use crate::envelope;
 use async_trait::async_trait;
+use kopek_events::envelope;
 use kopek_store::StoredEvent;
 use kopek_telemetry::trace::TRACEPARENT;
 use lapin::options::{

@@ -6,9 +6,9 @@
 //! repeats by the `kopek-event-id` header (the document's `id`).
 
 use super::{CONFIRM_TIMEOUT, Sink, SinkError, within};
-use crate::envelope;
 use async_trait::async_trait;
 use kopek_core::EventKind;
+use kopek_events::envelope;
 use kopek_store::StoredEvent;
 use kopek_telemetry::trace::TRACEPARENT;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

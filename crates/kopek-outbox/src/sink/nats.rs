@@ -3,9 +3,9 @@
 //! repeat within its duplicate window. The batch is sent pipelined, then every ack awaited.
 
 use super::{Sink, SinkError, within};
-use crate::envelope;
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use async_trait::async_trait;
+use kopek_events::envelope;
 use kopek_store::StoredEvent;
 use kopek_telemetry::trace::TRACEPARENT;
 use std::sync::Arc;

@@ -4,10 +4,9 @@
 //! network). The rule is checked when a subscription is made (an address in the URL, or a
 //! name that is obviously local) and again at every delivery, after DNS resolution: the
 //! sender's resolver drops internal addresses, so a name that resolves inward later (DNS
-//! rebinding) reaches nothing.
+//! rebinding) reaches nothing. The resolver that does this is the sender's (`kopek-outbox`).
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Which addresses webhook deliveries may go to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -28,7 +27,7 @@ impl Targets {
         if self == Targets::Any {
             return Ok(());
         }
-        let parsed = reqwest::Url::parse(url).map_err(|error| format!("url: {error}"))?;
+        let parsed = url::Url::parse(url).map_err(|error| format!("url: {error}"))?;
         match parsed.host() {
             None => Err("url must have a host".to_owned()),
             Some(url::Host::Ipv4(address)) => check(IpAddr::V4(address)),
@@ -106,26 +105,6 @@ fn is_public_v6(address: Ipv6Addr) -> bool {
         || (first == 0x0064 && address.segments()[1] == 0xff9b)
         || first == 0x2002
         || (first == 0x2001 && address.segments()[1] == 0))
-}
-
-/// The sender's resolver under [`Targets::PublicOnly`]: the system's answer without internal
-/// addresses; a name with only internal addresses fails to resolve.
-pub struct PublicResolver;
-
-impl Resolve for PublicResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let resolved = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            let public: Vec<SocketAddr> =
-                resolved.filter(|address| is_public(address.ip())).collect();
-            if public.is_empty() {
-                return Err(format!("{host} resolves to no public address").into());
-            }
-            let addresses: Addrs = Box::new(public.into_iter());
-            Ok(addresses)
-        })
-    }
 }
 
 #[cfg(test)]
