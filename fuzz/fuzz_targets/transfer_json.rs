@@ -1,17 +1,19 @@
-//! The REST transfer request, from arbitrary bytes through JSON decoding to the core's
-//! request: never a panic; whatever is accepted is a valid request with a positive amount.
+//! The kopek.v1 JSON transfer (REST, batch items, broker messages), from arbitrary bytes
+//! through JSON decoding and the intake's rules to the core's request: never a panic; whatever
+//! is accepted is a valid request with a positive amount.
 #![no_main]
 
-use kopek_api_http::dto::NewTransferDto;
-use kopek_api_http::rest::transfer_request;
 use kopek_core::{IdempotencyKey, Movement, Tenant};
+use kopek_intake::json::NewTransferDto;
+use kopek_intake::{Found, transfer_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(dto) = serde_json::from_slice::<NewTransferDto>(data) else { return };
     let key = IdempotencyKey::parse("fuzz").expect("a valid key");
     let tenant = Tenant::parse("fuzz").expect("a valid tenant");
-    if let Ok(request) = transfer_request(dto, key, &tenant) {
+    let Ok(input) = dto.into_input(key) else { return };
+    if let Ok(request) = transfer_request(&tenant, input, &Found::default()) {
         assert!(request.validate().is_ok(), "transfer_request returned an invalid request");
         if let Movement::Move { amount, .. } = request.movement {
             assert!(amount > 0);

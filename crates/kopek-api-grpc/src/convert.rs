@@ -3,11 +3,11 @@
 
 use kopek_core::fx::{RATE_DIGITS_MAX, Side, Terms};
 use kopek_core::{
-    Account, AccountId, AccountKind, AccountStatus, Action, Amount, Balance, Currency, Details,
-    Direction, ErrorCode, Hold, IdempotencyKey, Movement, NewAccount, Overdraft, Rejection, Tenant,
-    Timestamp, Transfer, TransferId, TransferKind, TransferRequest, TransferStatus, format_minor,
+    Account, AccountId, AccountKind, AccountStatus, Action, Amount, Balance, Currency, Direction,
+    ErrorCode, NewAccount, Overdraft, Rejection, Timestamp, Transfer, TransferKind, TransferStatus,
+    format_minor,
 };
-use kopek_core::{FxLeg, FxRate, FxTerms, Quote, QuoteId};
+use kopek_core::{FxLeg, FxRate, Quote};
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEntry;
 
@@ -140,20 +140,6 @@ pub fn timestamp(text: &str, field: &str) -> Result<Option<Timestamp>, Rejection
         .transpose()
 }
 
-fn kind(value: i32) -> Result<TransferKind, Rejection> {
-    Ok(match pb::TransferKind::try_from(value) {
-        Ok(pb::TransferKind::Unspecified | pb::TransferKind::Transfer) => TransferKind::Transfer,
-        Ok(pb::TransferKind::Deposit) => TransferKind::Deposit,
-        Ok(pb::TransferKind::Withdrawal) => TransferKind::Withdrawal,
-        Ok(pb::TransferKind::Payment) => TransferKind::Payment,
-        Ok(pb::TransferKind::Purchase) => TransferKind::Purchase,
-        Ok(pb::TransferKind::Fee) => TransferKind::Fee,
-        Ok(pb::TransferKind::Reversal) => TransferKind::Reversal,
-        Ok(pb::TransferKind::FxLeg) => TransferKind::FxLeg,
-        Err(_) => return Err(Rejection::invalid(format!("unknown transfer kind {value}"))),
-    })
-}
-
 fn kind_to_proto(kind: TransferKind) -> pb::TransferKind {
     match kind {
         TransferKind::Transfer => pb::TransferKind::Transfer,
@@ -165,119 +151,6 @@ fn kind_to_proto(kind: TransferKind) -> pb::TransferKind {
         TransferKind::Reversal => pb::TransferKind::Reversal,
         TransferKind::FxLeg => pb::TransferKind::FxLeg,
     }
-}
-
-/// The amount of a request in minor units: `amount_minor`, or the decimal `amount`, or both if
-/// they agree. A malformed decimal is refused here; a negative `amount_minor` goes on to the
-/// ledger, which records it as declined with `INVALID_AMOUNT`.
-fn amount(request: &pb::TransferRequest, currency: Currency) -> Result<i64, Rejection> {
-    money(request.amount_minor, &request.amount, currency)
-}
-
-/// A wire transfer as the core's request, in `tenant` (whose world account deposits and
-/// withdrawals go through).
-pub fn transfer_request(
-    request: pb::TransferRequest,
-    tenant: &Tenant,
-) -> Result<TransferRequest, Rejection> {
-    let idempotency_key = IdempotencyKey::parse_client(&request.idempotency_key)?;
-    let kind = kind(request.kind)?;
-    let action = pb::TransferAction::try_from(request.action)
-        .map_err(|_| Rejection::invalid(format!("unknown transfer action {}", request.action)))?;
-    let movement = match action {
-        pb::TransferAction::Unspecified | pb::TransferAction::Post | pb::TransferAction::Hold
-            if !request.quote_id.is_empty() =>
-        {
-            // The quote fixes the currencies and both amounts.
-            if !request.currency.is_empty()
-                || !request.amount.is_empty()
-                || request.amount_minor != 0
-            {
-                return Err(Rejection::invalid(
-                    "a transfer with quote_id takes its currencies and amounts from the quote: \
-                     leave currency and amount out",
-                ));
-            }
-            let terms = FxTerms::Quote(QuoteId::parse(&request.quote_id).map_err(|_| {
-                Rejection::invalid(format!("quote_id '{}' is not a quote id", request.quote_id))
-            })?);
-            let side = |text: &str, name: &str| {
-                optional_text(text)
-                    .ok_or_else(|| Rejection::invalid(format!("{name} is required")))
-                    .and_then(AccountId::parse)
-            };
-            let hold = (action == pb::TransferAction::Hold).then_some(Hold {
-                timeout_seconds: (request.timeout_seconds > 0).then_some(request.timeout_seconds),
-            });
-            Movement::Exchange {
-                debit_account: side(&request.debit_account_id, "debit_account_id")?,
-                credit_account: side(&request.credit_account_id, "credit_account_id")?,
-                terms,
-                hold,
-            }
-        }
-        pb::TransferAction::Unspecified | pb::TransferAction::Post | pb::TransferAction::Hold => {
-            if request.currency.is_empty() {
-                return Err(Rejection::invalid("currency is required"));
-            }
-            let currency = Currency::parse(&request.currency)?;
-            let amount = amount(&request, currency)?;
-            let world = AccountId::world_in(tenant, currency);
-            let side = |text: &str, default: bool, name: &str| match optional_text(text) {
-                Some(text) => AccountId::parse(text),
-                None if default => Ok(world.clone()),
-                None => Err(Rejection::invalid(format!("{name} is required"))),
-            };
-            let debit_account =
-                side(&request.debit_account_id, kind == TransferKind::Deposit, "debit_account_id")?;
-            let credit_account = side(
-                &request.credit_account_id,
-                kind == TransferKind::Withdrawal,
-                "credit_account_id",
-            )?;
-            let hold = (action == pb::TransferAction::Hold).then_some(Hold {
-                timeout_seconds: (request.timeout_seconds > 0).then_some(request.timeout_seconds),
-            });
-            Movement::Move { debit_account, credit_account, amount, currency, hold }
-        }
-        pb::TransferAction::Capture | pb::TransferAction::Void => {
-            let pending_id = TransferId::parse(&request.pending_id).map_err(|_| {
-                Rejection::invalid(format!(
-                    "pending_id '{}' is not a transfer id",
-                    request.pending_id
-                ))
-            })?;
-            if action == pb::TransferAction::Void {
-                Movement::Void { pending_id }
-            } else {
-                // The hold's currency is not known here: only whole minor units are accepted.
-                if !request.amount.is_empty() {
-                    return Err(Rejection::invalid("a capture takes amount_minor, not amount"));
-                }
-                let amount = match request.amount_minor {
-                    0 => None,
-                    minor => Some(Amount::new(minor)?),
-                };
-                Movement::Capture { pending_id, amount }
-            }
-        }
-    };
-    let details = Details {
-        category: request.category,
-        description: request.description,
-        metadata: request.metadata.into_iter().collect(),
-    };
-    let request = TransferRequest {
-        idempotency_key,
-        kind,
-        movement,
-        details,
-        effective_at: timestamp(&request.effective_at, "effective_at")?,
-        open_if_missing: Vec::new(),
-        fingerprint_extra: String::new(),
-    };
-    request.validate()?;
-    Ok(request)
 }
 
 pub fn new_account(account: pb::NewAccount) -> Result<NewAccount, Rejection> {

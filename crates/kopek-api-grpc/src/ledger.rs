@@ -11,11 +11,12 @@ use kopek_core::{
     IdempotencyKey, Linking, NewQuote, Overdraft, QuoteId, QuoteResult, RateResult, RateSet,
     Rejection, Tenant, Timestamp, limits,
 };
-use kopek_engine::{Engine, EngineError, Ticket};
+use kopek_engine::{Engine, EngineError};
 use kopek_events::Feed;
 use kopek_events::filter::EventFilter;
 use kopek_events::subscriptions::{NewWebhook, SubscribeError, subscribe};
 use kopek_events::targets::Targets;
+use kopek_intake::{Batch, Intake, fields, wire};
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEvent;
 use serde_json::Value;
@@ -24,7 +25,6 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-const PAGE_SIZE_DEFAULT: usize = 100;
 /// Longest owner id `GetSpending` looks up.
 const OWNER_BYTES_MAX: usize = 256;
 /// Events a `StreamEvents` call buffers for a slow reader; past it the feed waits.
@@ -110,7 +110,8 @@ fn event_message(event: &StoredEvent, payload: &Value) -> pb::Event {
 }
 
 pub struct LedgerService {
-    engine: Engine,
+    /// The front door to the write path, with the rates it prices with.
+    intake: Intake,
     feed: Feed,
     /// The attempts a redelivered webhook delivery gets.
     webhook_max_attempts: u32,
@@ -118,30 +119,29 @@ pub struct LedgerService {
     webhook_targets: Targets,
     /// Cancelled when the server drains: streams stop reading and finish what they took.
     shutdown: CancellationToken,
-    /// Rates in force and prices.
-    fx: kopek_fx::Fx,
 }
 
 impl LedgerService {
     pub fn new(
-        engine: Engine,
+        intake: Intake,
         feed: Feed,
         webhook_max_attempts: u32,
         webhook_targets: Targets,
         shutdown: CancellationToken,
     ) -> LedgerService {
-        let fx = kopek_fx::Fx::local(engine.store().clone(), kopek_fx::FxConfig::default());
-        LedgerService { engine, feed, webhook_max_attempts, webhook_targets, shutdown, fx }
+        LedgerService { intake, feed, webhook_max_attempts, webhook_targets, shutdown }
     }
 
-    /// Prices with `fx` (the server's rates, cache and configuration).
-    pub fn with_fx(mut self, fx: kopek_fx::Fx) -> LedgerService {
-        self.fx = fx;
-        self
+    fn engine(&self) -> &Engine {
+        self.intake.engine()
+    }
+
+    fn fx(&self) -> &kopek_fx::Fx {
+        self.intake.fx()
     }
 
     async fn webhook(&self, tenant: &Tenant, id: &str) -> Result<kopek_store::Webhook, Status> {
-        self.engine
+        self.engine()
             .store()
             .webhooks(Some(tenant.as_str()))
             .await
@@ -152,65 +152,42 @@ impl LedgerService {
     }
 }
 
-/// A transfers request after parsing: the verdicts of items that failed to parse, and the
-/// ticket of the command that carries the others.
-pub struct Prepared {
-    /// Per requested item: `None` if it went into the command, else its error.
-    slots: Vec<Option<pb::Error>>,
-    ticket: Option<Ticket>,
-}
-
-/// Parses a transfers request: the verdict of every item that failed to parse, and the
-/// command carrying the others (`None` when nothing is left to apply).
-fn parse_request(
+/// Reads a transfers request through the intake: one answer per transfer, in request order.
+async fn read_batch(
+    intake: &Intake,
+    caller: &Principal,
     requests: Vec<pb::TransferRequest>,
     linked: bool,
-    tenant: &Tenant,
-) -> Result<(Vec<Option<pb::Error>>, Option<CommandBody>), Rejection> {
-    if requests.len() > limits::TRANSFERS_PER_REQUEST_MAX {
-        return Err(Rejection::invalid(format!(
-            "a request holds at most {} transfers, not {}",
-            limits::TRANSFERS_PER_REQUEST_MAX,
-            requests.len()
-        )));
-    }
-    let parsed: Vec<_> =
-        requests.into_iter().map(|request| convert::transfer_request(request, tenant)).collect();
-    if linked && let Some(culprit) = parsed.iter().position(Result::is_err) {
-        let code = parsed[culprit]
-            .as_ref()
-            .err()
-            .map_or(ErrorCode::InvalidArgument, |rejection| rejection.code);
-        let slots = parsed
-            .iter()
-            .enumerate()
-            .map(|(index, item)| {
-                Some(match item {
-                    Err(rejection) if index == culprit => convert::error(rejection),
-                    _ => convert::error(&Rejection::new(
-                        ErrorCode::LinkedEventFailed,
-                        format!("the transfer at index {culprit} of this linked request failed with {code}"),
-                    )),
-                })
-            })
-            .collect();
-        return Ok((slots, None));
-    }
-    let mut slots = Vec::with_capacity(parsed.len());
-    let mut transfers = Vec::with_capacity(parsed.len());
-    for item in parsed {
-        match item {
-            Ok(request) => {
-                transfers.push(request);
-                slots.push(None);
-            }
-            Err(rejection) => slots.push(Some(convert::error(&rejection))),
-        }
+) -> Result<Batch, Rejection> {
+    Batch::check_size(requests.len())?;
+    let mut parsed = Vec::with_capacity(requests.len());
+    for request in requests {
+        parsed.push(match wire::transfer_input(request) {
+            Ok(input) => intake.transfer(&caller.tenant, input).await,
+            Err(rejection) => Err(rejection),
+        });
     }
     let linking = if linked { Linking::Linked } else { Linking::Independent };
-    let body =
-        (!transfers.is_empty()).then_some(CommandBody::CreateTransfers { transfers, linking });
-    Ok((slots, body))
+    Batch::new(parsed, linking)
+}
+
+/// Every answer of a batch as the wire's `TransferResult`, each committed one converted by
+/// `convert` (the full or the compact answer).
+fn wire_results(
+    results: Vec<kopek_core::TransferResult>,
+    convert: fn(kopek_core::TransferResult) -> pb::TransferResult,
+) -> Vec<pb::TransferResult> {
+    results
+        .into_iter()
+        .map(|result| match result {
+            kopek_core::TransferResult::Rejected(rejection) => pb::TransferResult {
+                transfer: None,
+                replayed: false,
+                error: Some(convert::error(&rejection)),
+            },
+            result => convert(result),
+        })
+        .collect()
 }
 
 /// A command in the caller's tenant, sent by the caller's key.
@@ -218,86 +195,14 @@ pub fn command(caller: &Principal, body: CommandBody) -> Command {
     caller.command(body)
 }
 
-/// Parses and enqueues a transfers request without waiting for its commit; a full queue is
-/// `OVERLOADED` at once.
-pub fn prepare(
-    engine: &Engine,
-    caller: &Principal,
-    requests: Vec<pb::TransferRequest>,
-    linked: bool,
-) -> Result<Prepared, Rejection> {
-    let (slots, body) = parse_request(requests, linked, &caller.tenant)?;
-    let ticket = body
-        .map(|body| engine.enqueue_now(command(caller, body)).map_err(engine_rejection))
-        .transpose()?;
-    Ok(Prepared { slots, ticket })
-}
-
-/// `prepare` for streams: waits for room in the write queue instead of refusing.
-pub async fn prepare_waiting(
-    engine: &Engine,
-    caller: &Principal,
-    requests: Vec<pb::TransferRequest>,
-    linked: bool,
-) -> Result<Prepared, Rejection> {
-    let (slots, body) = parse_request(requests, linked, &caller.tenant)?;
-    let ticket = match body {
-        Some(body) => {
-            Some(engine.enqueue_command(command(caller, body)).await.map_err(engine_rejection)?)
-        }
-        None => None,
-    };
-    Ok(Prepared { slots, ticket })
-}
-
-impl Prepared {
-    /// Waits for the commit and puts every answer back in request order.
-    pub async fn results(self) -> Result<Vec<pb::TransferResult>, Rejection> {
-        self.results_as(convert::transfer_result).await
-    }
-
-    /// `results`, each committed one converted by `convert` (the full or the compact answer).
-    pub async fn results_as(
-        self,
-        convert: fn(kopek_core::TransferResult) -> pb::TransferResult,
-    ) -> Result<Vec<pb::TransferResult>, Rejection> {
-        let committed = match self.ticket {
-            None => Vec::new(),
-            Some(ticket) => match ticket.wait().await.map_err(engine_rejection)? {
-                CommandResult::Transfers(results) => results,
-                other => {
-                    return Err(Rejection::new(
-                        ErrorCode::Internal,
-                        format!("unexpected result {other:?}"),
-                    ));
-                }
-            },
-        };
-        let mut committed = committed.into_iter();
-        self.slots
-            .into_iter()
-            .map(|slot| match slot {
-                Some(error) => {
-                    Ok(pb::TransferResult { transfer: None, replayed: false, error: Some(error) })
-                }
-                None => committed.next().map(convert).ok_or_else(|| {
-                    Rejection::new(ErrorCode::Internal, "a committed result is missing")
-                }),
-            })
-            .collect()
-    }
-}
-
 /// Why the write path did not take a request (`EngineError::rejection`, shared with REST).
 pub fn engine_rejection(error: EngineError) -> Rejection {
     error.rejection()
 }
 
+/// A page size from the wire (0: not given), by the intake's rule.
 fn page_size(requested: u32) -> usize {
-    match requested {
-        0 => PAGE_SIZE_DEFAULT,
-        size => (size as usize).min(limits::PAGE_SIZE_MAX),
-    }
+    fields::page_size(Some(usize::try_from(requested).unwrap_or(usize::MAX)))
 }
 
 #[tonic::async_trait]
@@ -327,7 +232,7 @@ impl pb::ledger_server::Ledger for LedgerService {
             Vec::new()
         } else {
             match self
-                .engine
+                .engine()
                 .submit_command(command(&caller, CommandBody::CreateAccounts(valid)))
                 .await
             {
@@ -357,7 +262,7 @@ impl pb::ledger_server::Ledger for LedgerService {
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
         let caller = principal(&request)?;
         let id = convert::account_id(&request.into_inner().id).map_err(|r| rejection_status(&r))?;
-        let account = access::visible_account(self.engine.store().as_ref(), &caller, &id)
+        let account = access::visible_account(self.engine().store().as_ref(), &caller, &id)
             .await
             .map_err(|r| rejection_status(&r))?;
         Ok(Response::new(pb::GetAccountResponse { account: Some(convert::account(&account)) }))
@@ -379,7 +284,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         for text in &ids {
             let id = convert::account_id(text).map_err(|r| rejection_status(&r))?;
             let id = id.in_tenant(&caller.tenant);
-            let account = self.engine.store().account(&id).await.map_err(store_status)?;
+            let account = self.engine().store().account(&id).await.map_err(store_status)?;
             if let Some(account) = account.filter(|account| caller.sees(account)) {
                 accounts.push(convert::account(&account));
             }
@@ -410,7 +315,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let owner = bound.or(asked);
         let size = page_size(request.page_size);
         let accounts = self
-            .engine
+            .engine()
             .store()
             .list_accounts(Some(caller.tenant.as_str()), owner.as_deref(), after.as_ref(), size)
             .await
@@ -441,7 +346,7 @@ impl pb::ledger_server::Ledger for LedgerService {
             status: request.status.map(convert::status).transpose().map_err(reject)?,
         };
         match self
-            .engine
+            .engine()
             .submit_command(command(&caller, CommandBody::UpdateAccount(update)))
             .await
             .map_err(engine_status)?
@@ -464,10 +369,20 @@ impl pb::ledger_server::Ledger for LedgerService {
     ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
         let caller = principal(&request)?;
         let request = request.into_inner();
-        let prepared = prepare(&self.engine, &caller, request.transfers, request.linked)
+        let batch = read_batch(&self.intake, &caller, request.transfers, request.linked)
+            .await
             .map_err(|r| rejection_status(&r))?;
-        let results = prepared.results().await.map_err(|r| rejection_status(&r))?;
-        Ok(Response::new(pb::CreateTransfersResponse { results }))
+        // Queued from the call's own span, which the batch links to.
+        let results = self
+            .intake
+            .enqueue(&caller, batch)
+            .map_err(|r| rejection_status(&r))?
+            .results()
+            .await
+            .map_err(|r| rejection_status(&r))?;
+        Ok(Response::new(pb::CreateTransfersResponse {
+            results: wire_results(results, convert::transfer_result),
+        }))
     }
 
     async fn get_transfer(
@@ -476,7 +391,7 @@ impl pb::ledger_server::Ledger for LedgerService {
     ) -> Result<Response<pb::GetTransferResponse>, Status> {
         let caller = principal(&request)?;
         let tenant = caller.tenant.clone();
-        let store = self.engine.store();
+        let store = self.engine().store();
         let found = match request.into_inner().lookup {
             Some(pb::get_transfer_request::Lookup::Id(id)) => {
                 let id = kopek_core::TransferId::parse(&id).map_err(|r| rejection_status(&r))?;
@@ -522,7 +437,7 @@ impl pb::ledger_server::Ledger for LedgerService {
                     .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
             ),
         };
-        let store = self.engine.store();
+        let store = self.engine().store();
         let account = access::visible_account(store.as_ref(), &caller, &id)
             .await
             .map_err(|r| rejection_status(&r))?;
@@ -545,7 +460,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let id = convert::account_id(&request.account_id).map_err(|r| rejection_status(&r))?;
         let as_of =
             convert::timestamp(&request.as_of, "as_of").map_err(|r| rejection_status(&r))?;
-        let store = self.engine.store();
+        let store = self.engine().store();
         let not_found = || {
             rejection_status(&Rejection::new(
                 ErrorCode::AccountNotFound,
@@ -593,7 +508,7 @@ impl pb::ledger_server::Ledger for LedgerService {
             return Err(Status::not_found(format!("user {user} not found")));
         }
         let totals =
-            self.engine.store().spending(tenant.as_str(), &user).await.map_err(store_status)?;
+            self.engine().store().spending(tenant.as_str(), &user).await.map_err(store_status)?;
         let totals = totals
             .into_iter()
             .map(|total| pb::SpendingTotal {
@@ -618,7 +533,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let tenant = caller.tenant.clone();
         let request = request.into_inner();
         let subscribed = subscribe(
-            self.engine.store().as_ref(),
+            self.engine().store().as_ref(),
             NewWebhook {
                 tenant: tenant.as_str(),
                 idempotency_key: &request.idempotency_key,
@@ -649,7 +564,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let caller = principal(&request)?;
         let tenant = caller.tenant.clone();
         let hooks =
-            self.engine.store().webhooks(Some(tenant.as_str())).await.map_err(store_status)?;
+            self.engine().store().webhooks(Some(tenant.as_str())).await.map_err(store_status)?;
         let webhooks = hooks.iter().map(|hook| webhook_message(hook, false)).collect();
         Ok(Response::new(pb::ListWebhooksResponse { webhooks }))
     }
@@ -662,7 +577,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let tenant = caller.tenant.clone();
         let id = request.into_inner().id;
         let deleted = self
-            .engine
+            .engine()
             .store()
             .delete_webhook(tenant.as_str(), &id, kopek_store::wall_clock())
             .await
@@ -681,13 +596,9 @@ impl pb::ledger_server::Ledger for LedgerService {
         let caller = principal(&request)?;
         let tenant = caller.tenant.clone();
         let request = request.into_inner();
-        let store = self.engine.store();
+        let store = self.engine().store();
         let hook = self.webhook(&tenant, &request.webhook_id).await?;
-        let limit = match request.limit {
-            0 => PAGE_SIZE_DEFAULT,
-            limit => usize::try_from(limit).unwrap_or(limits::PAGE_SIZE_MAX),
-        }
-        .min(limits::PAGE_SIZE_MAX);
+        let limit = page_size(request.limit);
         let mut deliveries = Vec::new();
         for delivery in store.deliveries(&hook.id, limit).await.map_err(store_status)? {
             let attempts = store.delivery_attempts(&delivery.id).await.map_err(store_status)?;
@@ -703,7 +614,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let caller = principal(&request)?;
         let tenant = caller.tenant.clone();
         let request = request.into_inner();
-        let store = self.engine.store();
+        let store = self.engine().store();
         let hook = self.webhook(&tenant, &request.webhook_id).await?;
         let not_found = || Status::not_found(format!("delivery {} not found", request.delivery_id));
         let redelivered = store
@@ -763,11 +674,11 @@ impl pb::ledger_server::Ledger for LedgerService {
             Vec::new()
         } else {
             let result = self
-                .engine
+                .engine()
                 .submit_command(command(&caller, CommandBody::SetRates(valid)))
                 .await
                 .map_err(engine_status)?;
-            self.fx.invalidate(&caller.tenant).await;
+            self.fx().invalidate(&caller.tenant).await;
             match result {
                 CommandResult::Rates(results) => results,
                 other => return Err(Status::internal(format!("unexpected result {other:?}"))),
@@ -813,9 +724,9 @@ impl pb::ledger_server::Ledger for LedgerService {
         request: Request<pb::ListRatesRequest>,
     ) -> Result<Response<pb::ListRatesResponse>, Status> {
         let caller = principal(&request)?;
-        let rates = self.fx.rates(&caller.tenant).await.map_err(|r| rejection_status(&r))?;
+        let rates = self.fx().rates(&caller.tenant).await.map_err(|r| rejection_status(&r))?;
         Ok(Response::new(pb::ListRatesResponse {
-            base_currency: self.fx.config().base.to_string(),
+            base_currency: self.fx().config().base.to_string(),
             rates: rates.iter().map(convert::exchange_rate).collect(),
         }))
     }
@@ -832,7 +743,7 @@ impl pb::ledger_server::Ledger for LedgerService {
             let side = convert::side(request.side)?;
             let currency = if side == Side::Sell { from } else { to };
             let amount = convert::money(request.amount_minor, &request.amount, currency)?;
-            let config = self.fx.config();
+            let config = self.fx().config();
             if request.spread_bp.is_some_and(|spread| spread > config.spread_bp) {
                 return Err(Rejection::invalid(format!(
                     "spread_bp may only lower the server's spread of {} basis points",
@@ -845,12 +756,12 @@ impl pb::ledger_server::Ledger for LedgerService {
                 request.ttl_seconds
             };
             let terms =
-                self.fx.price(&caller.tenant, from, to, side, amount, request.spread_bp).await?;
+                self.fx().price(&caller.tenant, from, to, side, amount, request.spread_bp).await?;
             Ok(NewQuote { idempotency_key: key, terms, ttl_seconds })
         };
         let new_quote = priced.await.map_err(|r: Rejection| rejection_status(&r))?;
         let result = self
-            .engine
+            .engine()
             .submit_command(command(&caller, CommandBody::CreateQuote(new_quote)))
             .await
             .map_err(engine_status)?;
@@ -874,7 +785,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let not_found = || Status::not_found(format!("NOT_FOUND: no quote {id}"));
         let quote_id = QuoteId::parse(&id).map_err(|_| not_found())?;
         let quote = self
-            .engine
+            .engine()
             .store()
             .quote(quote_id)
             .await
@@ -896,7 +807,7 @@ impl pb::ledger_server::Ledger for LedgerService {
             let side = convert::side(request.side)?;
             let currency = if side == Side::Sell { from } else { to };
             let amount = convert::money(request.amount_minor, &request.amount, currency)?;
-            self.fx.price(&caller.tenant, from, to, side, amount, None).await
+            self.fx().price(&caller.tenant, from, to, side, amount, None).await
         };
         let terms = priced.await.map_err(|r: Rejection| rejection_status(&r))?;
         let (converted, currency) = match terms.side {
@@ -975,10 +886,10 @@ impl pb::ledger_server::Ledger for LedgerService {
         request: Request<Streaming<pb::StreamTransfersRequest>>,
     ) -> Result<Response<Self::StreamTransfersStream>, Status> {
         let caller = principal(&request)?;
-        let engine = self.engine.clone();
+        let intake = self.intake.clone();
         let start =
             move |message: pb::StreamTransfersRequest| -> Started<pb::StreamTransfersResponse> {
-                let (engine, caller) = (engine.clone(), caller.clone());
+                let (intake, caller) = (intake.clone(), caller.clone());
                 Box::pin(async move {
                     let request_id = message.request_id;
                     let answer_as = if message.compact {
@@ -986,11 +897,18 @@ impl pb::ledger_server::Ledger for LedgerService {
                     } else {
                         convert::transfer_result
                     };
-                    let prepared =
-                        prepare_waiting(&engine, &caller, message.transfers, message.linked).await;
+                    let pending =
+                        match read_batch(&intake, &caller, message.transfers, message.linked).await
+                        {
+                            Ok(batch) => intake.enqueue_waiting(&caller, batch).await,
+                            Err(rejection) => Err(rejection),
+                        };
                     let answer: Answer<pb::StreamTransfersResponse> = Box::pin(async move {
-                        let results = match prepared {
-                            Ok(prepared) => prepared.results_as(answer_as).await,
+                        let results = match pending {
+                            Ok(pending) => pending
+                                .results()
+                                .await
+                                .map(|results| wire_results(results, answer_as)),
                             Err(rejection) => Err(rejection),
                         };
                         Ok(match results {

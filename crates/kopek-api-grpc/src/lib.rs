@@ -11,7 +11,6 @@ pub mod pipeline;
 pub mod status;
 pub mod transaction;
 
-use kopek_engine::Engine;
 use kopek_proto::kopek::v1::ledger_server::LedgerServer;
 use kopek_proto::payment::v1::payment_service_server::PaymentServiceServer;
 use kopek_proto::transaction::transaction_service_server::TransactionServiceServer;
@@ -113,18 +112,17 @@ pub async fn close_health(reporter: &HealthReporter) {
 
 /// What the services answer from: the write path, the event feed, and who may call.
 pub struct Ledger {
-    pub engine: Engine,
+    /// The front door to the write path (the engine and the rates it prices with).
+    pub intake: kopek_intake::Intake,
     pub feed: kopek_events::Feed,
     pub gate: auth::Gate,
-    /// Rates in force and prices.
-    pub fx: kopek_fx::Fx,
 }
 
 /// Serves every gRPC service on `listener` until `shutdown` is cancelled, then lets in-flight
 /// calls finish; open streams stop reading and end after answering what they read.
 pub async fn serve(
     listener: TcpListener,
-    Ledger { engine, feed, gate, fx }: Ledger,
+    Ledger { intake, feed, gate }: Ledger,
     config: GrpcConfig,
     reporter: HealthReporter,
     health: tonic_health::pb::health_server::HealthServer<
@@ -133,26 +131,23 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let message_bytes_max = config.message_bytes_max.min(MESSAGE_BYTES_MAX);
-    let ledger = LedgerServer::new(
-        ledger::LedgerService::new(
-            engine.clone(),
-            feed,
-            config.webhook_max_attempts,
-            config.webhook_targets,
-            shutdown.clone(),
-        )
-        .with_fx(fx),
-    )
+    let ledger = LedgerServer::new(ledger::LedgerService::new(
+        intake.clone(),
+        feed,
+        config.webhook_max_attempts,
+        config.webhook_targets,
+        shutdown.clone(),
+    ))
     .max_decoding_message_size(message_bytes_max)
     .max_encoding_message_size(message_bytes_max);
     let transactions = TransactionServiceServer::new(transaction::TransactionService::new(
-        engine.clone(),
+        intake.clone(),
         shutdown.clone(),
     ))
     .max_decoding_message_size(message_bytes_max)
     .max_encoding_message_size(message_bytes_max);
     let payments = PaymentServiceServer::new(payment::PaymentService::new(
-        engine.clone(),
+        intake.clone(),
         gate.limiter.clone(),
     ))
     .max_decoding_message_size(message_bytes_max)

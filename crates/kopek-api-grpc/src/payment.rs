@@ -3,26 +3,24 @@
 //! its id is the transfer's ULID, declined payments included.
 
 use crate::auth::principal;
-use crate::ledger::command;
-use crate::status::{engine_status, rejection_status, store_status};
+use crate::status::{rejection_status, store_status};
 use kopek_auth::{Verdict, access};
 use kopek_core::{
-    AccountId, CommandBody, CommandResult, Currency, Details, ErrorCode, IdempotencyKey, Linking,
-    Movement, Rejection, Transfer, TransferId, TransferKind, TransferRequest, TransferResult,
-    TransferStatus, limits,
+    AccountId, Currency, Details, ErrorCode, IdempotencyKey, Movement, Rejection, Transfer,
+    TransferId, TransferKind, TransferRequest, TransferResult, TransferStatus, limits,
 };
-use kopek_engine::{Engine, EngineError};
+use kopek_intake::Intake;
 use kopek_proto::payment::v1 as pb;
 use tonic::{Request, Response, Status};
 
 pub struct PaymentService {
-    engine: Engine,
+    intake: Intake,
     limiter: kopek_auth::RateLimiter,
 }
 
 impl PaymentService {
-    pub fn new(engine: Engine, limiter: kopek_auth::RateLimiter) -> PaymentService {
-        PaymentService { engine, limiter }
+    pub fn new(intake: Intake, limiter: kopek_auth::RateLimiter) -> PaymentService {
+        PaymentService { intake, limiter }
     }
 }
 
@@ -201,21 +199,13 @@ impl pb::payment_service_server::PaymentService for PaymentService {
             return Ok(Response::new(rate_limited(&message)));
         }
         let transfer = transfer_request(request.into_inner())?;
-        let body = CommandBody::CreateTransfers {
-            transfers: vec![transfer],
-            linking: Linking::Independent,
-        };
-        let result = match self.engine.submit_command(command(&caller, body)).await {
+        let result = match self.intake.submit_one(&caller, transfer).await {
             Ok(result) => result,
-            Err(EngineError::Overloaded) => {
+            Err(rejection) if rejection.code == ErrorCode::Overloaded => {
                 let message = "the ledger is at capacity; retry with the same idempotency key";
                 return Ok(Response::new(rate_limited(message)));
             }
-            Err(error) => return Err(engine_status(error)),
-        };
-        let result = match result {
-            CommandResult::Transfers(mut results) if results.len() == 1 => results.remove(0),
-            other => return Err(Status::internal(format!("unexpected result {other:?}"))),
+            Err(rejection) => return Err(rejection_status(&rejection)),
         };
         match result {
             TransferResult::Committed(transfer) => {
@@ -238,7 +228,7 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         let Ok(transfer_id) = TransferId::parse(&id) else {
             return Err(not_found("payment", &id));
         };
-        let store = self.engine.store().as_ref();
+        let store = self.intake.engine().store().as_ref();
         let found = store.transfer(transfer_id).await.map_err(store_status)?;
         let visible = match &found {
             Some(transfer) => access::sees_transfer(store, &caller, transfer)
@@ -271,7 +261,8 @@ impl pb::payment_service_server::PaymentService for PaymentService {
             return Err(not_found("account", &id));
         };
         let account_id = account_id.in_tenant(&caller.tenant);
-        let account = self.engine.store().account(&account_id).await.map_err(store_status)?;
+        let account =
+            self.intake.engine().store().account(&account_id).await.map_err(store_status)?;
         let Some(account) = account.filter(|account| caller.sees(account)) else {
             return Err(not_found("account", &id));
         };

@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use kopek_auth::{Scope, access};
 use kopek_core::{
     AccountId, AccountResult, Amount, CommandBody, CommandResult, Currency, Details, ErrorCode,
-    IdempotencyKey, Linking, Movement, NewOrder, NewUser, Order, OrderId, OrderResult, Rejection,
-    Timestamp, TransferKind, TransferRequest, TransferResult, TransferStatus, UserId, UserResult,
+    IdempotencyKey, Movement, NewOrder, NewUser, Order, OrderId, OrderResult, Rejection, Timestamp,
+    TransferKind, TransferRequest, TransferResult, TransferStatus, UserId, UserResult,
     format_minor,
 };
 use serde::Deserialize;
@@ -222,19 +222,7 @@ pub async fn create_transaction_a(
         ),
     };
     let body_uid = body.uid.clone();
-    let result = match state
-        .engine
-        .submit_command(caller.command(CommandBody::CreateTransfers {
-            transfers: vec![request],
-            linking: Linking::Independent,
-        }))
-        .await?
-    {
-        CommandResult::Transfers(mut results) if results.len() == 1 => results.remove(0),
-        other => {
-            return Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}")));
-        }
-    };
+    let result = state.intake.submit_one(&caller.0, request).await?;
     let (transfer, replayed) = match result {
         TransferResult::Committed(transfer) => (transfer, false),
         TransferResult::Replayed(transfer) => (transfer, true),
@@ -434,24 +422,16 @@ pub async fn top_up_b(
         open_if_missing: vec![user.new_account(currency)],
         fingerprint_extra: String::new(),
     };
-    let body =
-        CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent };
     let result =
-        state.engine.submit_command(caller.command(body)).await.map_err(|e| from_api(e.into()))?;
-    match &result {
-        CommandResult::Transfers(results) => match results.first() {
-            Some(TransferResult::Committed(transfer) | TransferResult::Replayed(transfer)) => {
-                if let Some(rejection) = &transfer.error {
-                    return Err(from_api(rejection.clone().into()));
-                }
+        state.intake.submit_one(&caller.0, request).await.map_err(|e| from_api(e.into()))?;
+    match result {
+        TransferResult::Committed(transfer) | TransferResult::Replayed(transfer) => {
+            if let Some(rejection) = transfer.error {
+                return Err(from_api(rejection.into()));
             }
-            // A reused Idempotency-Key, or a refused request: never a silent 200.
-            Some(TransferResult::Rejected(rejection)) => {
-                return Err(from_api(rejection.clone().into()));
-            }
-            None => return Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
-        },
-        _ => return Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
+        }
+        // A reused Idempotency-Key, or a refused request: never a silent 200.
+        TransferResult::Rejected(rejection) => return Err(from_api(rejection.into())),
     }
     let balance = balance_of(&state, &caller, &user).await?.unwrap_or(0);
     Ok(Json(json!({"balance": whole_units(balance, currency)})))

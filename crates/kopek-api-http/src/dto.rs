@@ -109,44 +109,7 @@ pub struct AccountListDto {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HoldDto {
-    /// Seconds until the hold expires on its own; absent: never.
-    pub timeout_seconds: Option<u32>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTransferDto {
-    /// Required in a batch; a single transfer takes the Idempotency-Key header instead.
-    pub idempotency_key: Option<String>,
-    /// `transfer` (default), `deposit`, `withdrawal`, `payment`, `purchase`, `fee`, `reversal`, `fx_leg`.
-    pub kind: Option<String>,
-    /// The payer; a deposit defaults to `world:<CUR>`.
-    pub debit_account_id: Option<String>,
-    /// The payee; a withdrawal defaults to `world:<CUR>`.
-    pub credit_account_id: Option<String>,
-    /// Decimal in major units, e.g. `"12.50"`; or give `amount_minor`.
-    pub amount: Option<String>,
-    pub amount_minor: Option<i64>,
-    pub currency: String,
-    /// Reserve the amount instead of moving it (two-phase: capture or void later).
-    pub hold: Option<HoldDto>,
-    pub category: Option<String>,
-    pub description: Option<String>,
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-    /// RFC 3339; absent: the commit time.
-    pub effective_at: Option<String>,
-    /// Convert at this quote's terms: the payer (in the quote's source currency) pays what
-    /// the quote sells, the payee (in its target currency) gets what it buys. `amount` may
-    /// be left out; if given it must be the quote's.
-    pub quote_id: Option<String>,
-    /// Convert `amount` of `currency` into this currency at the rate in force now (a quote
-    /// the transfer takes itself), when the server allows it (`--fx-implicit-quotes`).
-    pub to_currency: Option<String>,
-}
+pub use kopek_intake::json::{HoldDto, NewTransferDto};
 
 #[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -115,7 +115,7 @@ async fn set_rates(
     rates: Vec<RateSet>,
 ) -> ApiResult<Vec<RateResult>> {
     let result = state.engine.submit_command(caller.command(CommandBody::SetRates(rates))).await?;
-    state.fx.invalidate(caller.tenant()).await;
+    state.intake.fx().invalidate(caller.tenant()).await;
     match result {
         CommandResult::Rates(results) => Ok(results),
         other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
@@ -208,9 +208,9 @@ pub async fn list_rates(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<RatesDto>> {
-    let rates = state.fx.rates(caller.tenant()).await?;
+    let rates = state.intake.fx().rates(caller.tenant()).await?;
     Ok(Json(RatesDto {
-        base_currency: state.fx.config().base.to_string(),
+        base_currency: state.intake.fx().config().base.to_string(),
         rates: rates.iter().map(rate_dto).collect(),
     }))
 }
@@ -365,7 +365,7 @@ pub async fn create_quote(
     let side = side(request.side.as_deref())?;
     let amount =
         conversion_amount(request.amount.as_deref(), request.amount_minor, side, from, to)?;
-    let config = state.fx.config();
+    let config = state.intake.fx().config();
     if request.spread_bp.is_some_and(|spread| spread > config.spread_bp) {
         return Err(ApiError::invalid(format!(
             "spread_bp may only lower the server's spread of {} basis points",
@@ -373,7 +373,8 @@ pub async fn create_quote(
         )));
     }
     let ttl_seconds = request.ttl_seconds.unwrap_or(config.quote_ttl_seconds);
-    let terms = state.fx.price(caller.tenant(), from, to, side, amount, request.spread_bp).await?;
+    let terms =
+        state.intake.fx().price(caller.tenant(), from, to, side, amount, request.spread_bp).await?;
     let body = CommandBody::CreateQuote(NewQuote { idempotency_key: key, terms, ttl_seconds });
     let (quote, replayed) = match state.engine.submit_command(caller.command(body)).await? {
         CommandResult::Quote(QuoteResult::Created(quote)) => (quote, false),
@@ -452,7 +453,7 @@ pub async fn convert(
     let side = side(request.side.as_deref())?;
     let amount =
         conversion_amount(request.amount.as_deref(), request.amount_minor, side, from, to)?;
-    let terms = state.fx.price(caller.tenant(), from, to, side, amount, None).await?;
+    let terms = state.intake.fx().price(caller.tenant(), from, to, side, amount, None).await?;
     let (converted, currency) = match side {
         Side::Sell => (terms.buy_amount, to),
         Side::Buy => (terms.sell_amount, from),

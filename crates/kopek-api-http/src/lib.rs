@@ -25,6 +25,7 @@ use kopek_core::{Currency, ErrorCode};
 use kopek_engine::Engine;
 use kopek_events::Feed;
 use kopek_events::relay_status::{RelayMonitor, RelayState};
+use kopek_intake::Intake;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -36,6 +37,9 @@ use utoipa_swagger_ui::SwaggerUi;
 /// What every handler needs.
 #[derive(Clone)]
 pub struct AppState {
+    /// The front door to the write path: every transfer is read and submitted through it.
+    pub intake: Intake,
+    /// The intake's engine, for reads and the commands not yet behind the intake.
     pub engine: Engine,
     pub feed: Feed,
     /// The currency of contract amounts that carry none.
@@ -55,8 +59,6 @@ pub struct AppState {
     pub auth: kopek_auth::Authenticator,
     /// Per-key request budget.
     pub limiter: kopek_auth::RateLimiter,
-    /// Rates in force and prices.
-    pub fx: kopek_fx::Fx,
 }
 
 /// Open WebSockets per process, all routes together.
@@ -70,16 +72,17 @@ pub const WEBSOCKET_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 impl AppState {
     /// Auth is required until the caller says otherwise (`auth`), and nothing is rate limited.
     pub fn new(
-        engine: Engine,
+        intake: Intake,
         feed: Feed,
         default_currency: Currency,
         draining: CancellationToken,
     ) -> AppState {
+        let engine = intake.engine().clone();
         let sockets = std::sync::Arc::new(tokio::sync::Semaphore::new(WEBSOCKETS_MAX));
         let auth =
             kopek_auth::Authenticator::new(engine.store().clone(), kopek_auth::AuthMode::Required);
-        let engine_store = engine.store().clone();
         AppState {
+            intake,
             engine,
             feed,
             default_currency,
@@ -90,7 +93,6 @@ impl AppState {
             webhook_targets: kopek_events::targets::Targets::PublicOnly,
             auth,
             limiter: kopek_auth::RateLimiter::unlimited(),
-            fx: kopek_fx::Fx::local(engine_store, kopek_fx::FxConfig::default()),
         }
     }
 }

@@ -14,18 +14,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kopek_auth::access;
 use kopek_core::{
-    AccountId, AccountResult, AccountUpdate, Amount, CommandBody, CommandResult, Currency, Details,
-    ErrorCode, Hold, IdempotencyKey, Linking, Movement, NewAccount, NewUser, Overdraft, Rejection,
-    Tenant, Timestamp, TransferId, TransferKind, TransferRequest, TransferResult, UserId,
-    UserResult, limits,
+    AccountId, AccountResult, AccountUpdate, CommandBody, CommandResult, Currency, ErrorCode,
+    IdempotencyKey, Linking, NewAccount, NewUser, Overdraft, Rejection, Tenant, Timestamp,
+    TransferId, TransferRequest, TransferResult, UserId, UserResult, limits,
 };
-use kopek_core::{FxTerms, QuoteId, Side, format_minor};
+use kopek_intake::{Action, Batch, TransferInput, fields};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
-const PAGE_DEFAULT: usize = 100;
 
 pub fn idempotency_key(headers: &HeaderMap) -> ApiResult<IdempotencyKey> {
     let value = headers
@@ -58,23 +56,16 @@ fn respond<T: serde::Serialize>(status: StatusCode, body: &T, replayed: bool) ->
 }
 
 fn page_size(limit: Option<usize>) -> usize {
-    limit.unwrap_or(PAGE_DEFAULT).clamp(1, limits::PAGE_SIZE_MAX)
+    fields::page_size(limit)
 }
 
+/// An amount from its decimal and minor-unit forms, by the intake's rule.
 pub(crate) fn minor_units(
     amount: Option<&str>,
     minor: Option<i64>,
     currency: Currency,
 ) -> Result<Option<i64>, Rejection> {
-    let from_text =
-        amount.map(|text| Amount::parse_major(text, currency).map(Amount::minor)).transpose()?;
-    match (minor, from_text) {
-        (Some(minor), Some(text)) if minor != text => Err(Rejection::new(
-            ErrorCode::InvalidAmount,
-            format!("amount_minor {minor} and amount {} disagree", amount.unwrap_or_default()),
-        )),
-        (minor, text) => Ok(minor.or(text)),
-    }
+    fields::money(minor, amount, currency)
 }
 
 /// An overdraft limit from its decimal or minor-unit form (both must agree); zero is a valid
@@ -105,11 +96,7 @@ fn overdraft_limit(
 }
 
 pub(crate) fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejection> {
-    text.map(|text| {
-        Timestamp::parse_rfc3339(text)
-            .map_err(|error| Rejection::invalid(format!("{field}: {error}")))
-    })
-    .transpose()
+    fields::timestamp(text, field)
 }
 
 // ---- accounts ----
@@ -344,172 +331,15 @@ pub async fn list_entries(
 
 // ---- transfers ----
 
-/// A transfer request from JSON; `key` comes from the header or the batch item.
-pub fn transfer_request(
-    request: NewTransferDto,
-    key: IdempotencyKey,
-    tenant: &Tenant,
-) -> Result<TransferRequest, Rejection> {
-    let parts = TransferParts::parse(request, tenant, true)?;
-    let movement = Movement::Move {
-        debit_account: parts.debit_account.clone(),
-        credit_account: parts.credit_account.clone(),
-        amount: parts.amount.unwrap_or_default(),
-        currency: parts.currency,
-        hold: parts.hold,
-    };
-    parts.into_request(key, movement)
-}
-
-/// What a JSON transfer says besides how it is priced: a plain move and a conversion read
-/// the same fields the same way.
-struct TransferParts {
-    kind: TransferKind,
-    currency: Currency,
-    amount: Option<i64>,
-    debit_account: AccountId,
-    credit_account: AccountId,
-    hold: Option<Hold>,
-    details: Details,
-    effective_at: Option<Timestamp>,
-}
-
-impl TransferParts {
-    /// Reads the request; `amount_required`: refuse it without an amount (only a quote may
-    /// leave it out).
-    fn parse(
-        request: NewTransferDto,
-        tenant: &Tenant,
-        amount_required: bool,
-    ) -> Result<TransferParts, Rejection> {
-        let kind = match request.kind.as_deref() {
-            None => TransferKind::Transfer,
-            Some(text) => TransferKind::parse(text)
-                .ok_or_else(|| Rejection::invalid(format!("unknown transfer kind '{text}'")))?,
-        };
-        let currency = Currency::parse(&request.currency)?;
-        let amount = minor_units(request.amount.as_deref(), request.amount_minor, currency)?;
-        if amount_required && amount.is_none() {
-            return Err(Rejection::new(ErrorCode::InvalidAmount, "give amount or amount_minor"));
-        }
-        let world = AccountId::world_in(tenant, currency);
-        let side = |text: Option<String>, default: bool, name: &str| match text {
-            Some(text) => AccountId::parse_reference(&text),
-            None if default => Ok(world.clone()),
-            None => Err(Rejection::invalid(format!("{name} is required"))),
-        };
-        Ok(TransferParts {
-            kind,
-            currency,
-            amount,
-            debit_account: side(
-                request.debit_account_id,
-                kind == TransferKind::Deposit,
-                "debit_account_id",
-            )?,
-            credit_account: side(
-                request.credit_account_id,
-                kind == TransferKind::Withdrawal,
-                "credit_account_id",
-            )?,
-            hold: request.hold.map(|hold| Hold { timeout_seconds: hold.timeout_seconds }),
-            details: Details {
-                category: request.category.unwrap_or_default(),
-                description: request.description.unwrap_or_default(),
-                metadata: request.metadata,
-            },
-            effective_at: timestamp(request.effective_at.as_deref(), "effective_at")?,
-        })
-    }
-
-    fn into_request(
-        self,
-        key: IdempotencyKey,
-        movement: Movement,
-    ) -> Result<TransferRequest, Rejection> {
-        let transfer = TransferRequest {
-            idempotency_key: key,
-            kind: self.kind,
-            movement,
-            details: self.details,
-            effective_at: self.effective_at,
-            open_if_missing: Vec::new(),
-            fingerprint_extra: String::new(),
-        };
-        transfer.validate()?;
-        Ok(transfer)
-    }
-}
-
-/// A transfer request from JSON, with its conversion when it names a quote (`quote_id`) or a
-/// target currency (`to_currency`, priced now at the rate in force, if the server allows it).
-pub async fn transfer_request_fx(
+/// A JSON transfer as the core's request, by the intake's rules; `key` comes from the header
+/// or the batch item.
+async fn transfer_request(
     state: &AppState,
     request: NewTransferDto,
     key: IdempotencyKey,
     tenant: &Tenant,
 ) -> Result<TransferRequest, Rejection> {
-    let terms = match (request.quote_id.clone(), request.to_currency.clone()) {
-        (None, None) => return transfer_request(request, key, tenant),
-        (Some(_), Some(_)) => {
-            return Err(Rejection::invalid("give quote_id or to_currency, not both"));
-        }
-        (quote_id, to_currency) => (quote_id, to_currency),
-    };
-    let implicit = terms.0.is_none();
-    let parts = TransferParts::parse(request, tenant, implicit)?;
-    let (currency, amount) = (parts.currency, parts.amount);
-    let terms = match terms {
-        (Some(text), _) => {
-            let id = QuoteId::parse(&text)?;
-            // What the request says must be what the quote sells; an unknown quote is the
-            // core's to decline (and record).
-            let quote = state
-                .engine
-                .store()
-                .quote(id)
-                .await
-                .map_err(|error| Rejection::new(ErrorCode::Unavailable, error.to_string()))?;
-            if let Some(quote) = quote.filter(|quote| quote.tenant == *tenant) {
-                if quote.terms.from != currency {
-                    return Err(Rejection::new(
-                        ErrorCode::CurrencyMismatch,
-                        format!("quote {id} sells {}, not {currency}", quote.terms.from),
-                    ));
-                }
-                if amount.is_some_and(|amount| amount != quote.terms.sell_amount) {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidAmount,
-                        format!(
-                            "quote {id} sells {} {currency}; leave the amount out or send that",
-                            format_minor(quote.terms.sell_amount, currency)
-                        ),
-                    ));
-                }
-            }
-            FxTerms::Quote(id)
-        }
-        (None, Some(text)) => {
-            if !state.fx.config().implicit_quotes {
-                return Err(Rejection::invalid(
-                    "this server converts only at quoted rates: take a quote (POST /v1/fx/quotes) \
-                     and send its quote_id",
-                ));
-            }
-            let to = Currency::parse(&text)?;
-            let amount = amount.unwrap_or_default();
-            let terms = state.fx.price(tenant, currency, to, Side::Sell, amount, None).await?;
-            FxTerms::Market(Box::new(terms))
-        }
-        (None, None) => unreachable!("a plain transfer returned above"),
-    };
-    let movement = Movement::Exchange {
-        debit_account: parts.debit_account.clone(),
-        credit_account: parts.credit_account.clone(),
-        terms,
-        hold: parts.hold,
-    };
-    parts.into_request(key, movement)
+    state.intake.transfer(tenant, request.into_input(key)?).await
 }
 
 /// The HTTP answer to one transfer: 201 with the transfer, or the error status with the
@@ -537,14 +367,7 @@ async fn submit_one(
     caller: &Caller,
     transfer: TransferRequest,
 ) -> ApiResult<Response> {
-    let body =
-        CommandBody::CreateTransfers { transfers: vec![transfer], linking: Linking::Independent };
-    match state.engine.submit_command(caller.command(body)).await? {
-        CommandResult::Transfers(mut results) if results.len() == 1 => {
-            transfer_response(results.remove(0))
-        }
-        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
-    }
+    transfer_response(state.intake.submit_one(&caller.0, transfer).await?)
 }
 
 #[utoipa::path(
@@ -572,7 +395,7 @@ pub async fn create_transfer(
             "idempotency_key in the body differs from the Idempotency-Key header",
         ));
     }
-    let transfer = transfer_request_fx(&state, request, key, caller.tenant()).await?;
+    let transfer = transfer_request(&state, request, key, caller.tenant()).await?;
     submit_one(&state, &caller, transfer).await
 }
 
@@ -588,12 +411,7 @@ pub async fn create_batch(
     caller: Caller,
     Body(request): Body<TransferBatchDto>,
 ) -> ApiResult<Json<TransferBatchResultDto>> {
-    if request.transfers.len() > limits::TRANSFERS_PER_REQUEST_MAX {
-        return Err(ApiError::invalid(format!(
-            "a batch holds at most {} transfers",
-            limits::TRANSFERS_PER_REQUEST_MAX
-        )));
-    }
+    Batch::check_size(request.transfers.len())?;
     let mut parsed: Vec<Result<TransferRequest, Rejection>> = Vec::new();
     for item in request.transfers {
         let key = item
@@ -602,88 +420,29 @@ pub async fn create_batch(
             .ok_or_else(|| Rejection::invalid("each transfer of a batch needs its idempotency_key"))
             .and_then(IdempotencyKey::parse_client);
         parsed.push(match key {
-            Ok(key) => transfer_request_fx(&state, item, key, caller.tenant()).await,
+            Ok(key) => transfer_request(&state, item, key, caller.tenant()).await,
             Err(rejection) => Err(rejection),
         });
     }
-    if request.linked
-        && let Some(culprit) = parsed.iter().position(Result::is_err)
-    {
-        let results = parsed
-            .iter()
-            .enumerate()
-            .map(|(index, item)| {
-                let rejection = match item {
-                    Err(rejection) if index == culprit => rejection.clone(),
-                    _ => Rejection::new(
-                        ErrorCode::LinkedEventFailed,
-                        format!("the transfer at index {culprit} is invalid"),
-                    ),
-                };
-                TransferResultDto {
-                    transfer: None,
-                    replayed: false,
-                    error: Some(ApiError::body(&rejection).error),
-                }
-            })
-            .collect();
-        return Ok(Json(TransferBatchResultDto { results }));
-    }
-    let valid: Vec<TransferRequest> =
-        parsed.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();
     let linking = if request.linked { Linking::Linked } else { Linking::Independent };
-    let mut committed = if valid.is_empty() {
-        Vec::new()
-    } else {
-        match state
-            .engine
-            .submit_command(
-                caller.command(CommandBody::CreateTransfers { transfers: valid, linking }),
-            )
-            .await?
-        {
-            CommandResult::Transfers(results) => results,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::Internal,
-                    format!("unexpected result {other:?}"),
-                ));
-            }
-        }
-    }
-    .into_iter();
-    let results = parsed
+    let results = state.intake.submit(&caller.0, Batch::new(parsed, linking)?).await?;
+    let results = results
         .into_iter()
-        .map(|item| match item {
-            Err(rejection) => TransferResultDto {
+        .map(|result| match result {
+            TransferResult::Committed(transfer) => TransferResultDto {
+                error: transfer.error.as_ref().map(|error| ApiError::body(error).error),
+                transfer: Some(dto::transfer(&transfer)),
+                replayed: false,
+            },
+            TransferResult::Replayed(transfer) => TransferResultDto {
+                error: transfer.error.as_ref().map(|error| ApiError::body(error).error),
+                transfer: Some(dto::transfer(&transfer)),
+                replayed: true,
+            },
+            TransferResult::Rejected(rejection) => TransferResultDto {
                 transfer: None,
                 replayed: false,
                 error: Some(ApiError::body(&rejection).error),
-            },
-            Ok(_) => match committed.next() {
-                Some(TransferResult::Committed(transfer)) => TransferResultDto {
-                    error: transfer.error.as_ref().map(|error| ApiError::body(error).error),
-                    transfer: Some(dto::transfer(&transfer)),
-                    replayed: false,
-                },
-                Some(TransferResult::Replayed(transfer)) => TransferResultDto {
-                    error: transfer.error.as_ref().map(|error| ApiError::body(error).error),
-                    transfer: Some(dto::transfer(&transfer)),
-                    replayed: true,
-                },
-                Some(TransferResult::Rejected(rejection)) => TransferResultDto {
-                    transfer: None,
-                    replayed: false,
-                    error: Some(ApiError::body(&rejection).error),
-                },
-                None => TransferResultDto {
-                    transfer: None,
-                    replayed: false,
-                    error: Some(
-                        ApiError::body(&Rejection::new(ErrorCode::Internal, "a result is missing"))
-                            .error,
-                    ),
-                },
             },
         })
         .collect();
@@ -697,34 +456,16 @@ async fn resolve_hold(
     key: IdempotencyKey,
     capture: Option<CaptureDto>,
 ) -> ApiResult<Response> {
-    let pending_id = TransferId::parse(id)
-        .map_err(|_| ApiError::new(ErrorCode::PendingNotFound, format!("no hold with id {id}")))?;
-    let movement = match capture {
-        None => Movement::Void { pending_id },
+    let mut input = TransferInput::new(key);
+    match capture {
+        None => input.action = Action::Void { pending_id: id.to_owned() },
         Some(capture) => {
-            let amount = match (capture.amount.as_deref(), capture.amount_minor) {
-                (None, None) => None,
-                (text, minor) => {
-                    // A decimal needs the hold's currency.
-                    let hold = state.engine.store().transfer(pending_id).await?;
-                    let currency = hold.and_then(|hold| hold.currency).ok_or_else(|| {
-                        ApiError::new(ErrorCode::PendingNotFound, format!("no hold with id {id}"))
-                    })?;
-                    minor_units(text, minor, currency)?.map(Amount::new).transpose()?
-                }
-            };
-            Movement::Capture { pending_id, amount }
+            input.action = Action::Capture { pending_id: id.to_owned() };
+            input.amount = capture.amount;
+            input.amount_minor = capture.amount_minor;
         }
-    };
-    let transfer = TransferRequest {
-        idempotency_key: key,
-        kind: TransferKind::Transfer,
-        movement,
-        details: Details::default(),
-        effective_at: None,
-        open_if_missing: Vec::new(),
-        fingerprint_extra: String::new(),
-    };
+    }
+    let transfer = state.intake.transfer(caller.tenant(), input).await?;
     submit_one(state, caller, transfer).await
 }
 

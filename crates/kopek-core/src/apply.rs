@@ -2005,7 +2005,9 @@ fn key_reused(key: &IdempotencyKey) -> Rejection {
     )
 }
 
-fn linked_failed(culprit: usize, rejection: &Rejection) -> Rejection {
+/// What every other transfer of a linked request answers when the one at `culprit` failed
+/// with `rejection`: the same sentence whether the failure was found at intake or in `apply`.
+pub fn linked_failed(culprit: usize, rejection: &Rejection) -> Rejection {
     Rejection::new(
         ErrorCode::LinkedEventFailed,
         format!(

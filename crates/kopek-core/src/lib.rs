@@ -7,6 +7,7 @@
 pub mod account;
 pub mod apply;
 pub mod authority;
+pub mod clock;
 pub mod error;
 pub mod event;
 pub mod fx;
@@ -24,6 +25,7 @@ pub use account::{
 pub use apply::{
     AccountResult, Batch, Command, CommandBody, CommandResult, InboxMark, Keys, Linking,
     OrderResult, Outcome, QuoteResult, RateResult, State, TransferResult, UserResult, apply,
+    linked_failed,
 };
 pub use authority::Authority;
 pub use error::{ErrorCode, Rejection};

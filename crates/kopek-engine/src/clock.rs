@@ -2,7 +2,6 @@
 //! randomness. Both only move forward.
 
 use kopek_core::{Timestamp, Ulid};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Commit times: the wall clock, but strictly increasing, so every batch has its own instant
 /// and a clock step back never reorders commits.
@@ -18,9 +17,7 @@ impl Clock {
     }
 
     pub fn wall_now() -> Timestamp {
-        let micros =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros());
-        Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+        kopek_core::clock::now()
     }
 
     pub fn tick(&mut self) -> Timestamp {

@@ -239,13 +239,19 @@ impl Engine {
     /// The span `ledger.submit` covers the wait in the queue, the batch and the commit; the
     /// writer records the batch's id on it.
     pub async fn submit_command(&self, command: Command) -> Result<CommandResult, EngineError> {
-        let span = tracing::info_span!(
+        let span = Engine::submit_span(&command);
+        async { self.enqueue_now(command)?.wait().await }.instrument(span).await
+    }
+
+    /// The span `ledger.submit` of a caller's command: enqueue the command inside it (its
+    /// events then carry the span's trace) and wait for the answer in it.
+    pub fn submit_span(command: &Command) -> tracing::Span {
+        tracing::info_span!(
             "ledger.submit",
             idempotency_key = command.idempotency_key(),
             items = command.body.size(),
             batch_id = tracing::field::Empty,
-        );
-        async { self.enqueue_now(command)?.wait().await }.instrument(span).await
+        )
     }
 
     /// Queues kopek's own command (`Authority::Ledger`) and waits for its committed result.

@@ -10,10 +10,13 @@
 //! with `; messageType=transaction.Transaction` for the contract's message; anything else is
 //! read as JSON and told apart by its fields.
 
-use kopek_api_http::dto::NewTransferDto;
 use kopek_core::{
     Amount, Currency, ErrorCode, IdempotencyKey, Movement, Rejection, TransferRequest,
 };
+use kopek_intake::Intake;
+use kopek_intake::contract::{self as rules, Transaction};
+use kopek_intake::json::NewTransferDto;
+use kopek_intake::wire;
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::transaction as contract;
 use prost::Message;
@@ -43,8 +46,13 @@ struct TransactionJson {
     timestamp: String,
 }
 
-/// `Err`: the message is poison (it cannot be read as a command at all), with the reason.
-pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String> {
+/// `Err`: the message is poison (it cannot be read as a command at all), with the reason. A
+/// readable command is read by the intake's rules, as the API would read it.
+pub async fn decode(
+    intake: &Intake,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<Decoded, String> {
     let content_type = content_type.unwrap_or_default().to_ascii_lowercase();
     if content_type.starts_with("application/x-protobuf")
         || content_type.starts_with("application/protobuf")
@@ -60,7 +68,7 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String
             "transaction.transaction" => {
                 let transaction = contract::Transaction::decode(body)
                     .map_err(|error| format!("not a protobuf transaction.Transaction: {error}"))?;
-                Ok(from_transaction(&transaction))
+                Ok(from_transaction(wire::transaction(transaction)))
             }
             "kopek.v1.transferrequest" => {
                 let request = pb::TransferRequest::decode(body)
@@ -68,10 +76,12 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String
                 if request.idempotency_key.is_empty() {
                     return Err("the transfer has no idempotency_key".to_owned());
                 }
-                Ok(Decoded {
-                    idempotency_key: request.idempotency_key.clone(),
-                    request: kopek_api_grpc::convert::transfer_request(request, &ingested_tenant()),
-                })
+                let idempotency_key = request.idempotency_key.clone();
+                let request = match wire::transfer_input(request) {
+                    Ok(input) => intake.transfer(&ingested_tenant(), input).await,
+                    Err(rejection) => Err(rejection),
+                };
+                Ok(Decoded { idempotency_key, request })
             }
             other => Err(format!(
                 "unknown messageType {other:?} (kopek.v1.TransferRequest or transaction.Transaction)"
@@ -85,7 +95,7 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String
             .map_err(|error| format!("not a transaction.Transaction: {error}"))?;
         let exact = transaction.amount;
         let currency = transaction.currency.clone();
-        let mut decoded = from_transaction(&contract::Transaction {
+        let mut decoded = from_transaction(Transaction {
             transaction_id: transaction.transaction_id,
             user_id: transaction.user_id,
             category: transaction.category,
@@ -116,16 +126,18 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<Decoded, String
     let Some(key) = transfer.idempotency_key.clone() else {
         return Err("the transfer has no idempotency_key".to_owned());
     };
-    let request = IdempotencyKey::parse_client(&key).and_then(|parsed| {
-        kopek_api_http::rest::transfer_request(transfer, parsed, &ingested_tenant())
-    });
+    let request = match IdempotencyKey::parse_client(&key).and_then(|key| transfer.into_input(key))
+    {
+        Ok(input) => intake.transfer(&ingested_tenant(), input).await,
+        Err(rejection) => Err(rejection),
+    };
     Ok(Decoded { idempotency_key: key, request })
 }
 
-fn from_transaction(transaction: &contract::Transaction) -> Decoded {
+fn from_transaction(transaction: Transaction) -> Decoded {
     Decoded {
         idempotency_key: format!("txn:{}", transaction.transaction_id),
-        request: kopek_api_grpc::transaction::transfer_request(transaction, &ingested_tenant()),
+        request: rules::transfer_request(&transaction, &ingested_tenant()),
     }
 }
 
@@ -137,16 +149,29 @@ fn ingested_tenant() -> kopek_core::Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kopek_engine::{Engine, EngineConfig};
+    use std::sync::Arc;
 
-    #[test]
-    fn both_shapes_decode_from_json_and_protobuf() {
+    /// An intake over a fresh ledger in `dir`.
+    fn intake(dir: &tempfile::TempDir) -> Intake {
+        let store: Arc<dyn kopek_store::Store> =
+            Arc::new(kopek_store_sqlite::SqliteStore::open(dir.path()).expect("open"));
+        let fx = kopek_fx::Fx::local(store.clone(), kopek_fx::FxConfig::default());
+        let (engine, _writer) = Engine::start(store, EngineConfig::default());
+        Intake::new(engine, fx)
+    }
+
+    #[tokio::test]
+    async fn both_shapes_decode_from_json_and_protobuf() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let intake = intake(&dir);
         let transfer = br#"{"idempotency_key": "k1", "kind": "deposit", "credit_account_id": "a", "amount": "1.50", "currency": "USD"}"#;
-        let decoded = decode(transfer, Some("application/json")).expect("transfer");
+        let decoded = decode(&intake, transfer, Some("application/json")).await.expect("transfer");
         assert_eq!(decoded.idempotency_key, "k1");
         assert_eq!(decoded.request.expect("valid").idempotency_key.as_str(), "k1");
 
         let transaction = br#"{"transactionId": "t1", "userId": "u1", "category": "Food", "amount": 2.5, "currency": "USD", "timestamp": "2026-11-21T10:00:00Z"}"#;
-        let decoded = decode(transaction, None).expect("transaction");
+        let decoded = decode(&intake, transaction, None).await.expect("transaction");
         assert_eq!(decoded.idempotency_key, "txn:t1");
         assert!(decoded.request.is_ok());
 
@@ -158,8 +183,9 @@ mod tests {
             currency: "USD".to_owned(),
             ..Default::default()
         };
-        let decoded =
-            decode(&proto.encode_to_vec(), Some("application/x-protobuf")).expect("proto");
+        let decoded = decode(&intake, &proto.encode_to_vec(), Some("application/x-protobuf"))
+            .await
+            .expect("proto");
         assert_eq!(decoded.idempotency_key, "k2");
         assert!(decoded.request.is_ok());
 
@@ -172,31 +198,40 @@ mod tests {
             timestamp: "2026-11-21T10:00:00Z".to_owned(),
         };
         let decoded = decode(
+            &intake,
             &contract.encode_to_vec(),
             Some("application/x-protobuf; messageType=transaction.Transaction"),
         )
+        .await
         .expect("contract proto");
         assert_eq!(decoded.idempotency_key, "txn:t2");
     }
 
-    #[test]
-    fn a_readable_command_with_bad_fields_is_refused_not_poison() {
+    #[tokio::test]
+    async fn a_readable_command_with_bad_fields_is_refused_not_poison() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let intake = intake(&dir);
         let bad = br#"{"idempotency_key": "k3", "credit_account_id": "a", "debit_account_id": "b", "amount": "-1", "currency": "USD"}"#;
-        let decoded = decode(bad, None).expect("readable");
+        let decoded = decode(&intake, bad, None).await.expect("readable");
         assert!(decoded.request.is_err());
     }
 
-    #[test]
-    fn a_json_amount_a_float_would_round_is_refused_not_rounded() {
+    #[tokio::test]
+    async fn a_json_amount_a_float_would_round_is_refused_not_rounded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let intake = intake(&dir);
         let body = br#"{"transactionId": "t9", "userId": "u1", "category": "deposit", "amount": 1234567.81, "currency": "USD"}"#;
-        let refused = decode(body, None).expect("readable").request.expect_err("refused");
+        let refused =
+            decode(&intake, body, None).await.expect("readable").request.expect_err("refused");
         assert_eq!(refused.code, ErrorCode::InvalidAmount);
         let body = br#"{"transactionId": "t10", "userId": "u1", "category": "deposit", "amount": 19.99, "currency": "USD"}"#;
-        assert!(decode(body, None).expect("readable").request.is_ok());
+        assert!(decode(&intake, body, None).await.expect("readable").request.is_ok());
     }
 
-    #[test]
-    fn poison_says_why() {
+    #[tokio::test]
+    async fn poison_says_why() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let intake = intake(&dir);
         for (body, content_type, says) in [
             (&b"{not json"[..], None, "not JSON"),
             (&br#"{"kind": "deposit", "currency": "USD"}"#[..], None, "no idempotency_key"),
@@ -208,7 +243,7 @@ mod tests {
             (&b"\xff\xff\xff"[..], Some("application/x-protobuf"), "not a protobuf"),
             (&b""[..], Some("application/x-protobuf; messageType=foo.Bar"), "unknown messageType"),
         ] {
-            let reason = decode(body, content_type).expect_err("poison");
+            let reason = decode(&intake, body, content_type).await.expect_err("poison");
             assert!(reason.contains(says), "{reason}");
         }
     }

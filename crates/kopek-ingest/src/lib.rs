@@ -18,11 +18,9 @@ pub mod kafka;
 pub mod nats;
 
 use async_trait::async_trait;
-use kopek_core::{
-    Authority, Command, CommandBody, CommandResult, Linking, Rejection, Tenant, TransferResult,
-    TransferStatus,
-};
-use kopek_engine::{Engine, Ticket};
+use kopek_auth::{Principal, Scope};
+use kopek_core::{Linking, Rejection, Tenant, TransferResult, TransferStatus};
+use kopek_intake::{Batch, Intake, Pending};
 use kopek_outbox::broker::Broker;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -94,7 +92,7 @@ pub fn source(broker: &Broker, member: &str) -> Box<dyn CommandSource> {
 
 /// Runs ingestion until shutdown.
 pub fn start(
-    engine: Engine,
+    intake: Intake,
     mut source: Box<dyn CommandSource>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
@@ -106,7 +104,7 @@ pub fn start(
                 messages = source.next() => messages,
             };
             let result = match messages {
-                Ok(messages) => handle(&engine, source.as_mut(), &messages).await,
+                Ok(messages) => handle(&intake, source.as_mut(), &messages).await,
                 Err(error) => Err(error),
             };
             match result {
@@ -132,52 +130,41 @@ pub fn start(
 /// Applies a batch: queue every readable command (they share the writer's transactions),
 /// wait for the verdicts, dead-letter the poison, publish the verdicts, then acknowledge.
 async fn handle(
-    engine: &Engine,
+    intake: &Intake,
     source: &mut dyn CommandSource,
     messages: &[CommandMessage],
 ) -> Result<(), IngestError> {
     let tenant = Tenant::default_tenant();
-    let mut pending: Vec<(String, String, Result<Ticket, Rejection>)> = Vec::new();
+    // A broker message moves money as a write key of the default tenant does: no credit.
+    let sender =
+        Principal { key_id: None, tenant: tenant.clone(), scope: Scope::Write, user: None };
+    let mut pending: Vec<(String, String, Pending)> = Vec::new();
     let mut poison = Vec::new();
     for message in messages {
-        match decode::decode(&message.body, message.content_type.as_deref()) {
+        match decode::decode(intake, &message.body, message.content_type.as_deref()).await {
             Err(reason) => poison.push((message, reason)),
             Ok(decoded) => {
                 let correlation = message
                     .correlation_id
                     .clone()
                     .unwrap_or_else(|| decoded.idempotency_key.clone());
-                let ticket = match decoded.request {
-                    Ok(request) => {
-                        let body = CommandBody::CreateTransfers {
-                            transfers: vec![request],
-                            linking: Linking::Independent,
-                        };
-                        // A broker message moves money as a write key does: no credit.
-                        let command = Command::new(tenant.clone(), Authority::Client, body);
-                        Ok(engine
-                            .enqueue_command(command)
-                            .await
-                            .map_err(|error| IngestError(error.to_string()))?)
-                    }
-                    Err(rejection) => Err(rejection),
-                };
-                pending.push((decoded.idempotency_key, correlation, ticket));
+                let batch = Batch::new(vec![decoded.request], Linking::Independent)
+                    .map_err(|rejection| IngestError(rejection.message))?;
+                let queued = intake
+                    .enqueue_waiting(&sender, batch)
+                    .await
+                    .map_err(|rejection| IngestError(rejection.message))?;
+                pending.push((decoded.idempotency_key, correlation, queued));
             }
         }
     }
     let mut verdicts = Vec::with_capacity(pending.len());
-    for (key, correlation, ticket) in pending {
-        let outcome = match ticket {
-            Ok(ticket) => {
-                match ticket.wait().await.map_err(|error| IngestError(error.to_string()))? {
-                    CommandResult::Transfers(mut results) if results.len() == 1 => {
-                        Outcome::from(results.remove(0))
-                    }
-                    other => return Err(IngestError(format!("unexpected answer {other:?}"))),
-                }
-            }
-            Err(rejection) => Outcome::Rejected(rejection),
+    for (key, correlation, queued) in pending {
+        let mut results =
+            queued.results().await.map_err(|rejection| IngestError(rejection.message))?;
+        let outcome = match results.pop() {
+            Some(result) => Outcome::from(result),
+            None => return Err(IngestError("a verdict is missing".to_owned())),
         };
         verdicts.push(verdict(&tenant, &key, &correlation, outcome));
     }

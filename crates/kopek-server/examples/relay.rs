@@ -22,7 +22,7 @@ use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -114,8 +114,7 @@ async fn load(
 }
 
 fn micros_now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros()))
-        .unwrap_or(0)
+    kopek_core::clock::now().as_unix_micros()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

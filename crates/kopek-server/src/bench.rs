@@ -159,17 +159,11 @@ struct Plan {
 
 impl Plan {
     fn new(args: &BenchArgs) -> Plan {
-        let seed = args.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |since| since.as_nanos() as u64)
-        });
+        let seed = args.seed.unwrap_or_else(|| kopek_core::clock::unix_nanos() as u64);
         let mut random = SplitMix(seed);
         // Ids and keys are the run's own even with a fixed seed: a second run against the same
         // server must not replay the first one's transfers.
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_micros() as u64);
+        let started = kopek_core::clock::now().as_unix_micros() as u64;
         let run =
             format!("b{:08x}", SplitMix(started ^ u64::from(std::process::id())).next() as u32);
         let accounts = args.accounts;

@@ -227,6 +227,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("start the outbox feed")?;
     let fx = exchange_rates(&args, store.clone()).await?;
+    // The one front door every surface submits through, with the process's one rate cache.
+    let intake = kopek_intake::Intake::new(engine.clone(), fx.clone());
     if let Some(grpc_listener) = grpc_listener {
         let grpc_shutdown = shutdown.clone();
         let grpc_config = GrpcConfig {
@@ -237,21 +239,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             connection_limits: connection_limits(&args),
             tls: grpc_tls.clone(),
         };
-        let grpc_engine = engine.clone();
+        let grpc_intake = intake.clone();
         let grpc_feed = feed.clone();
         let grpc_reporter = reporter.clone();
-        let grpc_fx = fx.clone();
         let grpc_gate =
             kopek_api_grpc::auth::Gate { auth: authenticator.clone(), limiter: limiter.clone() };
         servers.spawn(async move {
             kopek_api_grpc::serve(
                 grpc_listener,
-                kopek_api_grpc::Ledger {
-                    engine: grpc_engine,
-                    feed: grpc_feed,
-                    gate: grpc_gate,
-                    fx: grpc_fx,
-                },
+                kopek_api_grpc::Ledger { intake: grpc_intake, feed: grpc_feed, gate: grpc_gate },
                 grpc_config,
                 grpc_reporter,
                 health,
@@ -313,7 +309,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let mut http_state = kopek_api_http::AppState::new(
-        engine.clone(),
+        intake.clone(),
         feed.clone(),
         default_currency,
         draining.clone(),
@@ -321,7 +317,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     http_state.webhook_max_attempts = notifier.max_attempts;
     http_state.webhook_targets = notifier.targets;
     background.push(tokio::spawn(fx.clone().watch(feed.subscribe_live())));
-    http_state.fx = fx;
     http_state.auth = authenticator.clone();
     http_state.limiter = limiter.clone();
     if !limiter.is_unlimited() {
@@ -329,7 +324,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(broker) = broker.as_ref().filter(|_| ingests) {
         let source = kopek_ingest::source(broker, &holder);
-        background.push(kopek_ingest::start(engine.clone(), source, shutdown.clone()));
+        background.push(kopek_ingest::start(intake.clone(), source, shutdown.clone()));
         tracing::info!(broker = %broker.describe(), "applying transfer commands from the broker");
     }
     let mut relay = None;

@@ -51,8 +51,6 @@ fn main() -> ExitCode {
 }
 
 fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = kopek_core::clock::unix_nanos();
     (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
 }

@@ -44,10 +44,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The wall clock as a ledger time, for reads "as of now" and leases; commits take theirs from
 /// the engine's clock, which never goes back.
 pub fn wall_clock() -> Timestamp {
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_micros());
-    Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    kopek_core::clock::now()
 }
 
 /// Decides a batch's effects from its loaded state; an `Err` is a broken invariant.

@@ -62,9 +62,7 @@ struct ConsumerProgress {
 
 /// Seconds since the Unix epoch, now: the unit of Prometheus timestamps.
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |since| since.as_secs_f64())
+    kopek_core::clock::unix_seconds()
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -389,9 +389,10 @@ async fn grpc_sets_rates_quotes_and_converts() {
         .expect("quote");
     assert_eq!(stored.used_by_transfer_id, first.id);
     assert_eq!(posted(&server, "bob").await, 9_188);
-    // A quote fixes the amounts: a request that also gives one is refused, unrecorded.
+    // A quote fixes the amounts: a request that also gives another one is refused,
+    // unrecorded (docs/api.md: the same rule as REST).
     let mut with_amount = pay("g3");
-    with_amount.amount_minor = 10_000;
+    with_amount.amount_minor = 9_999;
     let refused = client
         .create_transfers(pb::CreateTransfersRequest {
             transfers: vec![with_amount],
@@ -404,6 +405,6 @@ async fn grpc_sets_rates_quotes_and_converts() {
     assert!(refused[0].transfer.is_none());
     assert_eq!(
         refused[0].error.as_ref().map(|e| e.code),
-        Some(pb::ErrorCode::InvalidArgument as i32)
+        Some(pb::ErrorCode::InvalidAmount as i32)
     );
 }

@@ -23,6 +23,7 @@ mod schemathesis;
 mod security;
 mod stream;
 mod support;
+mod surfaces;
 mod sync;
 mod tls;
 mod traces;

@@ -239,10 +239,7 @@ impl PgDatabase {
             drop(finished);
             return database;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("a clock after 1970")
-            .as_secs();
+        let now = kopek_core::clock::now().as_unix_micros() / 1_000_000;
         let name = format!("{DATABASE_PREFIX}{now}_{}", uuid::Uuid::new_v4().simple());
         admin_statement(&admin, format!("CREATE DATABASE {name}"));
         let server = admin.rsplit_once('/').expect("a URL ending with a database name").0;
@@ -277,10 +274,8 @@ fn drop_leftovers(admin: &str) {
             .await
             .expect("list databases")
     });
-    let hour_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("a clock after 1970")
-        .as_secs()
+    let hour_ago = u64::try_from(kopek_core::clock::now().as_unix_micros() / 1_000_000)
+        .unwrap_or(0)
         .saturating_sub(3_600);
     for name in names {
         let created = name

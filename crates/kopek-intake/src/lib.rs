@@ -1,0 +1,47 @@
+//! kopek-intake: the one front door between the surfaces and the engine. Every surface
+//! (REST, kopek.v1 gRPC, the HTTP and gRPC contracts, the CLI through gRPC, broker ingestion)
+//! decodes its wire shape, calls the intake, and encodes the typed answer:
+//!
+//! - `fields`: the parse rules of single fields (ids, amounts, currencies, times, page sizes);
+//! - `transfer`: one transfer request, as every surface reads it (`TransferInput`);
+//! - `batch`: several transfers, the linked-batch rule, and one `TransferResult` per transfer;
+//! - `contract`: the streaming contract's `Transaction` as a transfer;
+//! - `json` and `wire`: the kopek.v1 transfer as JSON and as protobuf, read as a `TransferInput`.
+//!
+//! An engine failure maps to its code and sentence in one place (`EngineError::rejection`).
+//! What each input means is written once, in `docs/api.md` ("One meaning per input").
+
+pub mod contract;
+pub mod fields;
+pub mod json;
+pub mod wire;
+
+mod batch;
+mod transfer;
+
+pub use batch::{Batch, Pending};
+pub use transfer::{Action, Found, TransferInput, transfer_request};
+
+use kopek_engine::Engine;
+use kopek_fx::Fx;
+
+/// The intake of one process: the engine it submits to and the rates it prices with.
+#[derive(Clone)]
+pub struct Intake {
+    engine: Engine,
+    fx: Fx,
+}
+
+impl Intake {
+    pub fn new(engine: Engine, fx: Fx) -> Intake {
+        Intake { engine, fx }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn fx(&self) -> &Fx {
+        &self.fx
+    }
+}
