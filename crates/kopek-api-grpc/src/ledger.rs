@@ -3,13 +3,12 @@
 use crate::auth::{key_watch, principal};
 use crate::convert;
 use crate::pipeline::{Answer, AnswerStream, Started, pipelined, revoked_status};
-use crate::status::{engine_status, rejection_status, store_status};
+use crate::status::{rejection_status, store_status};
 use kopek_auth::{Ended, Ending, FinishOnDrop, Principal, access};
 use kopek_core::fx::Side;
 use kopek_core::{
-    AccountResult, AccountUpdate, Command, CommandBody, CommandResult, Currency, ErrorCode,
-    IdempotencyKey, Linking, NewQuote, Overdraft, QuoteId, QuoteResult, RateResult, RateSet,
-    Rejection, Tenant, Timestamp, limits,
+    AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking, NewQuote,
+    Overdraft, QuoteId, QuoteResult, RateResult, RateSet, Rejection, Tenant, Timestamp, limits,
 };
 use kopek_engine::{Engine, EngineError};
 use kopek_events::Feed;
@@ -190,11 +189,6 @@ fn wire_results(
         .collect()
 }
 
-/// A command in the caller's tenant, sent by the caller's key.
-pub fn command(caller: &Principal, body: CommandBody) -> Command {
-    caller.command(body)
-}
-
 /// Why the write path did not take a request (`EngineError::rejection`, shared with REST).
 pub fn engine_rejection(error: EngineError) -> Rejection {
     error.rejection()
@@ -231,15 +225,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let mut committed = if valid.is_empty() {
             Vec::new()
         } else {
-            match self
-                .engine()
-                .submit_command(command(&caller, CommandBody::CreateAccounts(valid)))
-                .await
-            {
-                Ok(CommandResult::Accounts(results)) => results,
-                Ok(other) => return Err(Status::internal(format!("unexpected result {other:?}"))),
-                Err(error) => return Err(engine_status(error)),
-            }
+            self.intake.create_accounts(&caller, valid).await.map_err(|r| rejection_status(&r))?
         }
         .into_iter();
         let results = parsed
@@ -345,21 +331,11 @@ impl pb::ledger_server::Ledger for LedgerService {
                 .map_err(reject)?,
             status: request.status.map(convert::status).transpose().map_err(reject)?,
         };
-        match self
-            .engine()
-            .submit_command(command(&caller, CommandBody::UpdateAccount(update)))
-            .await
-            .map_err(engine_status)?
-        {
-            CommandResult::Account(AccountResult::Updated(account)) => {
-                Ok(Response::new(pb::UpdateAccountResponse {
-                    account: Some(convert::account(&account)),
-                }))
-            }
-            CommandResult::Account(AccountResult::Rejected(rejection)) => {
-                Err(rejection_status(&rejection))
-            }
-            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        match self.intake.update_account(&caller, update).await {
+            Ok(account) => Ok(Response::new(pb::UpdateAccountResponse {
+                account: Some(convert::account(&account)),
+            })),
+            Err(rejection) => Err(rejection_status(&rejection)),
         }
     }
 
@@ -673,16 +649,7 @@ impl pb::ledger_server::Ledger for LedgerService {
         let mut committed = if valid.is_empty() {
             Vec::new()
         } else {
-            let result = self
-                .engine()
-                .submit_command(command(&caller, CommandBody::SetRates(valid)))
-                .await
-                .map_err(engine_status)?;
-            self.fx().invalidate(&caller.tenant).await;
-            match result {
-                CommandResult::Rates(results) => results,
-                other => return Err(Status::internal(format!("unexpected result {other:?}"))),
-            }
+            self.intake.set_rates(&caller, valid).await.map_err(|r| rejection_status(&r))?
         }
         .into_iter();
         let results = parsed
@@ -760,18 +727,12 @@ impl pb::ledger_server::Ledger for LedgerService {
             Ok(NewQuote { idempotency_key: key, terms, ttl_seconds })
         };
         let new_quote = priced.await.map_err(|r: Rejection| rejection_status(&r))?;
-        let result = self
-            .engine()
-            .submit_command(command(&caller, CommandBody::CreateQuote(new_quote)))
-            .await
-            .map_err(engine_status)?;
+        let result =
+            self.intake.create_quote(&caller, new_quote).await.map_err(|r| rejection_status(&r))?;
         let (quote, replayed) = match result {
-            CommandResult::Quote(QuoteResult::Created(quote)) => (quote, false),
-            CommandResult::Quote(QuoteResult::Existed(quote)) => (quote, true),
-            CommandResult::Quote(QuoteResult::Rejected(rejection)) => {
-                return Err(rejection_status(&rejection));
-            }
-            other => return Err(Status::internal(format!("unexpected result {other:?}"))),
+            QuoteResult::Created(quote) => (quote, false),
+            QuoteResult::Existed(quote) => (quote, true),
+            QuoteResult::Rejected(rejection) => return Err(rejection_status(&rejection)),
         };
         Ok(Response::new(pb::CreateQuoteResponse { quote: Some(convert::quote(&quote)), replayed }))
     }

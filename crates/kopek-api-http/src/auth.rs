@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kopek_auth::{AuthError, Principal, Scope, Verdict};
-use kopek_core::{Command, CommandBody, ErrorCode, Tenant};
+use kopek_core::{ErrorCode, Tenant};
 use serde_json::json;
 
 /// The scope a route needs; `None`: public (probes, metrics). Unknown routes need `admin`,
@@ -173,11 +173,6 @@ pub struct Caller(pub Principal);
 impl Caller {
     pub fn tenant(&self) -> &Tenant {
         &self.0.tenant
-    }
-
-    /// A command in the caller's tenant, sent by the caller's key.
-    pub fn command(&self, body: CommandBody) -> Command {
-        self.0.command(body)
     }
 }
 

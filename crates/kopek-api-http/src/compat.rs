@@ -15,10 +15,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kopek_auth::{Scope, access};
 use kopek_core::{
-    AccountId, AccountResult, Amount, CommandBody, CommandResult, Currency, Details, ErrorCode,
-    IdempotencyKey, Movement, NewOrder, NewUser, Order, OrderId, OrderResult, Rejection, Timestamp,
-    TransferKind, TransferRequest, TransferResult, TransferStatus, UserId, UserResult,
-    format_minor,
+    AccountId, AccountResult, Amount, Currency, Details, ErrorCode, IdempotencyKey, Movement,
+    NewOrder, NewUser, Order, OrderId, OrderResult, Rejection, Timestamp, TransferKind,
+    TransferRequest, TransferResult, TransferStatus, UserId, UserResult, format_minor,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -67,8 +66,8 @@ pub async fn create_user_a(
     caller.0.refuse_bound("create users")?;
     let Json(body) = body.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
     let new = NewUser { id: None, name: body.name, currency: state.default_currency };
-    match state.engine.submit_command(caller.command(CommandBody::CreateUser(new))).await? {
-        CommandResult::User(UserResult::Created(user, account)) => {
+    match state.intake.create_user(&caller.0, new).await? {
+        UserResult::Created(user, account) => {
             let number = user.id.number().unwrap_or_default();
             Ok((
                 StatusCode::CREATED,
@@ -76,8 +75,12 @@ pub async fn create_user_a(
             )
                 .into_response())
         }
-        CommandResult::User(UserResult::Rejected(rejection)) => Err(rejection.into()),
-        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
+        UserResult::Rejected(rejection) => Err(rejection.into()),
+        // A user created without an id gets a new number: it cannot exist already.
+        UserResult::Existed(user) => Err(ApiError::new(
+            ErrorCode::Internal,
+            format!("a new user was answered as existing user {}", user.id),
+        )),
     }
 }
 
@@ -376,16 +379,14 @@ pub async fn open_account_b(
     Query(query): Query<HashMap<String, String>>,
 ) -> PartB<Json<Value>> {
     let user = buyer(&caller, &headers, &query)?;
-    let body = CommandBody::CreateAccounts(vec![user.new_account(state.default_currency)]);
-    match state.engine.submit_command(caller.command(body)).await.map_err(|e| from_api(e.into()))? {
-        CommandResult::Accounts(results) => match results.first() {
-            Some(AccountResult::Created(account) | AccountResult::Existed(account)) => {
-                Ok(Json(json!({"balance": whole_units(account.balance.posted, account.currency)})))
-            }
-            Some(AccountResult::Rejected(rejection)) => Err(from_api(rejection.clone().into())),
-            _ => Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
-        },
-        _ => Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
+    let account = user.new_account(state.default_currency);
+    match state.intake.create_account(&caller.0, account).await.map_err(|e| from_api(e.into()))? {
+        AccountResult::Created(account)
+        | AccountResult::Existed(account)
+        | AccountResult::Updated(account) => {
+            Ok(Json(json!({"balance": whole_units(account.balance.posted, account.currency)})))
+        }
+        AccountResult::Rejected(rejection) => Err(from_api(rejection.into())),
     }
 }
 
@@ -466,17 +467,11 @@ pub async fn create_order_b(
     let minor = positive_units(&body, currency)?;
     let id = OrderId::parse(&uuid::Uuid::new_v4().to_string()).map_err(|e| from_api(e.into()))?;
     let order = NewOrder { id, user, amount: minor, currency };
-    match state
-        .engine
-        .submit_command(caller.command(CommandBody::CreateOrder(order)))
-        .await
-        .map_err(|e| from_api(e.into()))?
-    {
-        CommandResult::Order(OrderResult::Created(order) | OrderResult::Existed(order)) => {
+    match state.intake.create_order(&caller.0, order).await.map_err(|e| from_api(e.into()))? {
+        OrderResult::Created(order) | OrderResult::Existed(order) | OrderResult::Settled(order) => {
             Ok(Json(order_json(&order)))
         }
-        CommandResult::Order(OrderResult::Rejected(rejection)) => Err(from_api(rejection.into())),
-        _ => Err(detail(StatusCode::INTERNAL_SERVER_ERROR, "unexpected result")),
+        OrderResult::Rejected(rejection) => Err(from_api(rejection.into())),
     }
 }
 

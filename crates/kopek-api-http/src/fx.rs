@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kopek_core::fx::{DEFAULT_RATE_SOURCE, RATE_DIGITS_MAX, Side, Terms};
 use kopek_core::{
-    CommandBody, CommandResult, Currency, ErrorCode, FxLeg, FxRate, NewQuote, Quote, QuoteId,
-    QuoteResult, Rate, RateResult, RateSet, Rejection, Timestamp, format_minor, limits,
+    Currency, ErrorCode, FxLeg, FxRate, NewQuote, Quote, QuoteId, QuoteResult, Rate, RateResult,
+    RateSet, Rejection, Timestamp, format_minor, limits,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -107,19 +107,14 @@ fn rate_set(base: &str, quote: &str, request: SetRateDto) -> Result<RateSet, Rej
     })
 }
 
-/// Sets rates through the engine, then drops the tenant's cached rates: the next price here
+/// Sets rates through the intake, which drops the tenant's cached rates: the next price here
 /// sees them at once (other processes drop theirs on the `RateUpdated` event).
 async fn set_rates(
     state: &AppState,
     caller: &Caller,
     rates: Vec<RateSet>,
 ) -> ApiResult<Vec<RateResult>> {
-    let result = state.engine.submit_command(caller.command(CommandBody::SetRates(rates))).await?;
-    state.intake.fx().invalidate(caller.tenant()).await;
-    match result {
-        CommandResult::Rates(results) => Ok(results),
-        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
-    }
+    Ok(state.intake.set_rates(&caller.0, rates).await?)
 }
 
 fn rate_result_dto(result: RateResult) -> RateSetResultDto {
@@ -375,14 +370,11 @@ pub async fn create_quote(
     let ttl_seconds = request.ttl_seconds.unwrap_or(config.quote_ttl_seconds);
     let terms =
         state.intake.fx().price(caller.tenant(), from, to, side, amount, request.spread_bp).await?;
-    let body = CommandBody::CreateQuote(NewQuote { idempotency_key: key, terms, ttl_seconds });
-    let (quote, replayed) = match state.engine.submit_command(caller.command(body)).await? {
-        CommandResult::Quote(QuoteResult::Created(quote)) => (quote, false),
-        CommandResult::Quote(QuoteResult::Existed(quote)) => (quote, true),
-        CommandResult::Quote(QuoteResult::Rejected(rejection)) => return Err(rejection.into()),
-        other => {
-            return Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}")));
-        }
+    let new = NewQuote { idempotency_key: key, terms, ttl_seconds };
+    let (quote, replayed) = match state.intake.create_quote(&caller.0, new).await? {
+        QuoteResult::Created(quote) => (quote, false),
+        QuoteResult::Existed(quote) => (quote, true),
+        QuoteResult::Rejected(rejection) => return Err(rejection.into()),
     };
     let mut response = (StatusCode::CREATED, Json(quote_dto(&quote))).into_response();
     if replayed {

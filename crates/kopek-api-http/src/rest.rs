@@ -14,9 +14,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kopek_auth::access;
 use kopek_core::{
-    AccountId, AccountResult, AccountUpdate, CommandBody, CommandResult, Currency, ErrorCode,
-    IdempotencyKey, Linking, NewAccount, NewUser, Overdraft, Rejection, Tenant, Timestamp,
-    TransferId, TransferRequest, TransferResult, UserId, UserResult, limits,
+    AccountId, AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking,
+    NewAccount, NewUser, Overdraft, Rejection, Tenant, Timestamp, TransferId, TransferRequest,
+    TransferResult, UserId, UserResult, limits,
 };
 use kopek_intake::{Action, Batch, TransferInput, fields};
 use serde::Deserialize;
@@ -139,28 +139,23 @@ pub async fn create_account(
     let owner = caller.0.owner_of_new_account(request.owner);
     let new = NewAccount { id, currency, owner, kind, overdraft, metadata: request.metadata };
     new.validate()?;
-    let result =
-        state.engine.submit_command(caller.command(CommandBody::CreateAccounts(vec![new]))).await?;
-    match result {
-        CommandResult::Accounts(mut results) if results.len() == 1 => match results.remove(0) {
-            AccountResult::Created(account) => {
-                Ok(respond(StatusCode::CREATED, &dto::account(&account), false))
-            }
-            // The original answer was 201: a replay answers it again, marked as a replay.
-            AccountResult::Existed(account) | AccountResult::Updated(account) => {
-                Ok(respond(StatusCode::CREATED, &dto::account(&account), true))
-            }
-            AccountResult::Rejected(rejection)
-                if derived && rejection.code == ErrorCode::AccountExists =>
-            {
-                Err(ApiError::new(
-                    ErrorCode::IdempotencyKeyReused,
-                    "this Idempotency-Key opened an account with other fields",
-                ))
-            }
-            AccountResult::Rejected(rejection) => Err(rejection.into()),
-        },
-        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
+    match state.intake.create_account(&caller.0, new).await? {
+        AccountResult::Created(account) => {
+            Ok(respond(StatusCode::CREATED, &dto::account(&account), false))
+        }
+        // The original answer was 201: a replay answers it again, marked as a replay.
+        AccountResult::Existed(account) | AccountResult::Updated(account) => {
+            Ok(respond(StatusCode::CREATED, &dto::account(&account), true))
+        }
+        AccountResult::Rejected(rejection)
+            if derived && rejection.code == ErrorCode::AccountExists =>
+        {
+            Err(ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key opened an account with other fields",
+            ))
+        }
+        AccountResult::Rejected(rejection) => Err(rejection.into()),
     }
 }
 
@@ -256,11 +251,8 @@ pub async fn update_account(
         })
         .transpose()?;
     let update = AccountUpdate { id: account.id, overdraft, status };
-    match state.engine.submit_command(caller.command(CommandBody::UpdateAccount(update))).await? {
-        CommandResult::Account(AccountResult::Updated(account)) => Ok(Json(dto::account(&account))),
-        CommandResult::Account(AccountResult::Rejected(rejection)) => Err(rejection.into()),
-        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
-    }
+    let account = state.intake.update_account(&caller.0, update).await?;
+    Ok(Json(dto::account(&account)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -583,13 +575,13 @@ pub async fn create_user(
         None => state.default_currency,
     };
     let new = NewUser { id: Some(id.clone()), name: request.name, currency };
-    match state.engine.submit_command(caller.command(CommandBody::CreateUser(new))).await? {
-        CommandResult::User(UserResult::Created(user, account)) => Ok(respond(
+    match state.intake.create_user(&caller.0, new).await? {
+        UserResult::Created(user, account) => Ok(respond(
             StatusCode::CREATED,
             &dto::user(Some(&user), user.id.name(), &[account]),
             false,
         )),
-        CommandResult::User(UserResult::Existed(user)) => {
+        UserResult::Existed(user) => {
             let accounts = state
                 .engine
                 .store()
@@ -606,7 +598,7 @@ pub async fn create_user(
                 true,
             ))
         }
-        CommandResult::User(UserResult::Rejected(rejection))
+        UserResult::Rejected(rejection)
             if derived && rejection.code == ErrorCode::AccountExists =>
         {
             Err(ApiError::new(
@@ -614,8 +606,7 @@ pub async fn create_user(
                 "this Idempotency-Key created a user with another name",
             ))
         }
-        CommandResult::User(UserResult::Rejected(rejection)) => Err(rejection.into()),
-        other => Err(ApiError::new(ErrorCode::Internal, format!("unexpected result {other:?}"))),
+        UserResult::Rejected(rejection) => Err(rejection.into()),
     }
 }
 

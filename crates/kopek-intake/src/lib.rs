@@ -5,6 +5,7 @@
 //! - `fields`: the parse rules of single fields (ids, amounts, currencies, times, page sizes);
 //! - `transfer`: one transfer request, as every surface reads it (`TransferInput`);
 //! - `batch`: several transfers, the linked-batch rule, and one `TransferResult` per transfer;
+//! - the other commands (accounts, users, orders, rates, quotes), each with its typed answer;
 //! - `contract`: the streaming contract's `Transaction` as a transfer;
 //! - `json` and `wire`: the kopek.v1 transfer as JSON and as protobuf, read as a `TransferInput`.
 //!
@@ -17,6 +18,7 @@ pub mod json;
 pub mod wire;
 
 mod batch;
+mod commands;
 mod transfer;
 
 pub use batch::{Batch, Pending};

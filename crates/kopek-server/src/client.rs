@@ -4,10 +4,11 @@
 use crate::cli::{
     AccountsCommand, BalanceArgs, ClientArgs, CreateAccountArgs, MoneyArgs, TransferArgs,
 };
+use crate::rest_shape;
 use kopek_core::{Amount, Currency, format_minor};
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::process::ExitCode;
 use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -155,7 +156,10 @@ async fn create_account(args: CreateAccountArgs) -> Result<(), Failure> {
     let account =
         result.account.ok_or_else(|| Failure::Failed("response without account".to_owned()))?;
     if args.client.json {
-        println!("{}", json!({"created": result.created, "account": account_json(&account)}));
+        println!(
+            "{}",
+            json!({"created": result.created, "account": rest_shape::account(&account)})
+        );
     } else if result.created {
         println!("opened account {} ({})", account.id, account.currency);
     } else {
@@ -174,7 +178,7 @@ async fn show_account(args: BalanceArgs) -> Result<(), Failure> {
     let mut client = connect(&args.client).await?;
     let account = fetch_account(&mut client, &args.account).await?;
     if args.client.json {
-        println!("{}", account_json(&account));
+        println!("{}", json!(rest_shape::account(&account)));
     } else {
         let status =
             pb::AccountStatus::try_from(account.status).map(|s| s.as_str_name()).unwrap_or("?");
@@ -195,10 +199,7 @@ pub async fn balance(args: BalanceArgs) -> Result<(), Failure> {
     let request = pb::GetBalanceRequest { account_id: args.account.clone(), as_of: String::new() };
     let response = client.get_balance(request).await?.into_inner();
     if args.client.json {
-        println!(
-            "{}",
-            json!({"account_id": response.account_id, "currency": response.currency, "balance": balance_json(response.balance.as_ref())})
-        );
+        println!("{}", json!(rest_shape::balance_at(&response)));
     } else {
         println!(
             "{}: {}",
@@ -296,7 +297,10 @@ async fn post(
         return Err(rejected(error));
     }
     if args.json {
-        println!("{}", json!({"replayed": result.replayed, "transfer": transfer_json(&transfer)}));
+        println!(
+            "{}",
+            json!({"replayed": result.replayed, "transfer": rest_shape::transfer(&transfer)})
+        );
     } else {
         let replay =
             if result.replayed { " (replayed: already applied with this key)" } else { "" };
@@ -330,46 +334,4 @@ fn balance_line(balance: Option<&pb::Balance>, currency: &str) -> String {
         balance.posted,
         money(balance.pending_out_minor)
     )
-}
-
-fn balance_json(balance: Option<&pb::Balance>) -> Value {
-    match balance {
-        None => Value::Null,
-        Some(balance) => json!({
-            "posted": balance.posted,
-            "posted_minor": balance.posted_minor,
-            "available": balance.available,
-            "available_minor": balance.available_minor,
-            "pending_out_minor": balance.pending_out_minor,
-            "pending_in_minor": balance.pending_in_minor,
-        }),
-    }
-}
-
-fn account_json(account: &pb::Account) -> Value {
-    json!({
-        "id": account.id,
-        "currency": account.currency,
-        "owner": account.owner,
-        "kind": pb::AccountKind::try_from(account.kind).map(|k| k.as_str_name()).unwrap_or("?"),
-        "status": pb::AccountStatus::try_from(account.status).map(|s| s.as_str_name()).unwrap_or("?"),
-        "overdraft_limit_minor": account.overdraft_limit_minor,
-        "balance": balance_json(account.balance.as_ref()),
-        "created_at": account.created_at,
-    })
-}
-
-fn transfer_json(transfer: &pb::Transfer) -> Value {
-    json!({
-        "id": transfer.id,
-        "idempotency_key": transfer.idempotency_key,
-        "status": pb::TransferStatus::try_from(transfer.status).map(|s| s.as_str_name()).unwrap_or("?"),
-        "debit_account_id": transfer.debit_account_id,
-        "credit_account_id": transfer.credit_account_id,
-        "amount": transfer.amount,
-        "amount_minor": transfer.amount_minor,
-        "currency": transfer.currency,
-        "error": transfer.error.as_ref().map(|error| json!({"code": error.code, "message": error.message})),
-        "committed_at": transfer.committed_at,
-    })
 }

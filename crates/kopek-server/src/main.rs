@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod rates;
+mod rest_shape;
 mod serve;
 mod status;
 

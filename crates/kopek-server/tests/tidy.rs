@@ -191,3 +191,24 @@ fn the_wall_clock_is_read_only_in_the_clock() {
         "read the time through kopek_core::clock, not {needle}: {readers:?}"
     );
 }
+
+#[test]
+fn the_surfaces_write_only_through_the_intake() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for surface in ["kopek-api-grpc", "kopek-api-http", "kopek-ingest"] {
+        rust_files(&root.join("crates").join(surface).join("src"), &mut files);
+    }
+    assert!(files.len() > 20, "the walk found only {} files", files.len());
+    // What sends a command to the engine without the intake's rules and typed answers.
+    let engine_calls =
+        ["CommandBody", "CommandResult", "submit_command", "enqueue_now", "enqueue_command"];
+    let mut found = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read");
+        for call in engine_calls.iter().filter(|call| text.contains(**call)) {
+            found.push(format!("{}: {call}", path.strip_prefix(&root).unwrap_or(path).display()));
+        }
+    }
+    assert!(found.is_empty(), "send commands through kopek_intake::Intake: {found:#?}");
+}

@@ -198,3 +198,46 @@ async fn status_summarises_a_running_server_under_load() {
     assert_eq!(code, 2);
     assert!(stderr.contains("/readyz"), "{stderr}");
 }
+
+#[tokio::test]
+async fn json_output_is_the_rest_shape() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    let url = server.grpc_url();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--addr", url.as_str(), "--json"]);
+        let (code, stdout, stderr) = cli(&all);
+        assert_eq!(code, 0, "{args:?}: {stdout}{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).expect("JSON output")
+    };
+    let rest = |path: String| {
+        let address = server.http_address.clone();
+        async move {
+            let response = http(&address, "GET", &path, &[], None).await;
+            assert_eq!(response.status, 200, "{path}: {}", response.body);
+            response.json()
+        }
+    };
+
+    let created = run(&["accounts", "create", "alice", "--currency", "USD"]);
+    assert_eq!(created["created"], true);
+    assert_eq!(created["account"], rest("/v1/accounts/alice".to_owned()).await);
+    assert_eq!(created["account"]["kind"], "user", "{created}");
+    assert_eq!(created["account"]["owner"], serde_json::Value::Null, "{created}");
+    run(&["accounts", "create", "bob", "--currency", "USD"]);
+
+    let deposit = run(&["deposit", "alice", "25.00", "--idempotency-key", "json-dep"]);
+    let id = deposit["transfer"]["id"].as_str().expect("transfer id").to_owned();
+    assert_eq!(deposit["transfer"], rest(format!("/v1/transfers/{id}")).await);
+    assert_eq!(
+        (deposit["transfer"]["status"].as_str(), deposit["transfer"]["kind"].as_str()),
+        (Some("posted"), Some("deposit"))
+    );
+    let moved = run(&["transfer", "alice", "bob", "5.00"]);
+    let id = moved["transfer"]["id"].as_str().expect("transfer id").to_owned();
+    assert_eq!(moved["transfer"], rest(format!("/v1/transfers/{id}")).await);
+
+    assert_eq!(run(&["accounts", "get", "alice"]), rest("/v1/accounts/alice".to_owned()).await);
+    assert_eq!(run(&["balance", "bob"]), rest("/v1/accounts/bob/balance".to_owned()).await);
+}

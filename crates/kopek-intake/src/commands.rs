@@ -1,0 +1,115 @@
+//! The commands besides transfers, each with its typed answer: a surface sends the caller's
+//! command and gets back what that command answers, never a `CommandResult` to match.
+
+use crate::Intake;
+use kopek_auth::Principal;
+use kopek_core::{
+    Account, AccountResult, AccountUpdate, CommandBody, CommandResult, ErrorCode, NewAccount,
+    NewOrder, NewQuote, NewUser, OrderResult, QuoteResult, RateResult, RateSet, Rejection,
+    UserResult,
+};
+
+impl Intake {
+    /// Opens accounts: one answer per account, in order.
+    pub async fn create_accounts(
+        &self,
+        caller: &Principal,
+        accounts: Vec<NewAccount>,
+    ) -> Result<Vec<AccountResult>, Rejection> {
+        match self.ask(caller, CommandBody::CreateAccounts(accounts)).await? {
+            CommandResult::Accounts(results) => Ok(results),
+            other => Err(answered("create-accounts", &other)),
+        }
+    }
+
+    /// Opens one account.
+    pub async fn create_account(
+        &self,
+        caller: &Principal,
+        account: NewAccount,
+    ) -> Result<AccountResult, Rejection> {
+        let mut results = self.create_accounts(caller, vec![account]).await?;
+        match (results.pop(), results.is_empty()) {
+            (Some(result), true) => Ok(result),
+            _ => Err(Rejection::new(
+                ErrorCode::Internal,
+                "one account was answered with another count",
+            )),
+        }
+    }
+
+    /// Changes an account's overdraft limit or status: the account as it is now, or why not.
+    pub async fn update_account(
+        &self,
+        caller: &Principal,
+        update: AccountUpdate,
+    ) -> Result<Account, Rejection> {
+        match self.ask(caller, CommandBody::UpdateAccount(update)).await? {
+            CommandResult::Account(AccountResult::Updated(account)) => Ok(account),
+            CommandResult::Account(AccountResult::Rejected(rejection)) => Err(rejection),
+            other => Err(answered("update-account", &other)),
+        }
+    }
+
+    /// Creates a user with its account.
+    pub async fn create_user(
+        &self,
+        caller: &Principal,
+        user: NewUser,
+    ) -> Result<UserResult, Rejection> {
+        match self.ask(caller, CommandBody::CreateUser(user)).await? {
+            CommandResult::User(result) => Ok(result),
+            other => Err(answered("create-user", &other)),
+        }
+    }
+
+    /// Places an order (paid later by the payments consumer).
+    pub async fn create_order(
+        &self,
+        caller: &Principal,
+        order: NewOrder,
+    ) -> Result<OrderResult, Rejection> {
+        match self.ask(caller, CommandBody::CreateOrder(order)).await? {
+            CommandResult::Order(result) => Ok(result),
+            other => Err(answered("create-order", &other)),
+        }
+    }
+
+    /// Sets exchange rates; the process's rate cache forgets the tenant's rates at once
+    /// (other processes follow the `RateUpdated` events).
+    pub async fn set_rates(
+        &self,
+        caller: &Principal,
+        rates: Vec<RateSet>,
+    ) -> Result<Vec<RateResult>, Rejection> {
+        let answer = self.ask(caller, CommandBody::SetRates(rates)).await;
+        self.fx.invalidate(&caller.tenant).await;
+        match answer? {
+            CommandResult::Rates(results) => Ok(results),
+            other => Err(answered("set-rates", &other)),
+        }
+    }
+
+    /// Locks priced terms as a quote.
+    pub async fn create_quote(
+        &self,
+        caller: &Principal,
+        quote: NewQuote,
+    ) -> Result<QuoteResult, Rejection> {
+        match self.ask(caller, CommandBody::CreateQuote(quote)).await? {
+            CommandResult::Quote(result) => Ok(result),
+            other => Err(answered("create-quote", &other)),
+        }
+    }
+
+    /// Sends the caller's command (`OVERLOADED` at once on a full queue) and waits for its
+    /// commit, in the span `ledger.submit`.
+    async fn ask(&self, caller: &Principal, body: CommandBody) -> Result<CommandResult, Rejection> {
+        self.engine.submit_command(caller.command(body)).await.map_err(|error| error.rejection())
+    }
+}
+
+/// A broken invariant: the engine answered a command with another command's answer.
+fn answered(command: &str, other: &CommandResult) -> Rejection {
+    Rejection::new(ErrorCode::Internal, format!("a {command} command was answered with {other:?}"))
+}
