@@ -7,7 +7,6 @@
 pub mod account;
 pub mod apply;
 pub mod authority;
-pub mod clock;
 pub mod error;
 pub mod event;
 pub mod fx;

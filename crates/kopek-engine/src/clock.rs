@@ -17,7 +17,7 @@ impl Clock {
     }
 
     pub fn wall_now() -> Timestamp {
-        kopek_core::clock::now()
+        kopek_clock::now()
     }
 
     pub fn tick(&mut self) -> Timestamp {

@@ -20,6 +20,7 @@ use kopek_proto::payment::v1 as payment;
 use kopek_proto::payment::v1::payment_service_client::PaymentServiceClient;
 use kopek_proto::transaction;
 use kopek_proto::transaction::transaction_service_client::TransactionServiceClient;
+use kopek_testkit::SplitMix;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -95,12 +96,9 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// A cheap deterministic account picker.
-fn pick(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed % ACCOUNTS
+/// A worker's deterministic account picker.
+fn pick(random: &mut SplitMix) -> u64 {
+    random.below(ACCOUNTS)
 }
 
 /// Opens `load<N>` accounts and the users `load<N>` of the streaming contract, all funded.
@@ -167,12 +165,12 @@ async fn stream(addr: String, run: String, worker: u64, count: u64) -> Measured 
     let (times_sender, mut times) = tokio::sync::mpsc::unbounded_channel();
     let permits = window.clone();
     tokio::spawn(async move {
-        let mut seed = (worker + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut random = SplitMix::new(worker + 1);
         for request_id in 0..count {
             let Ok(permit) = permits.clone().acquire_owned().await else { break };
             permit.forget();
-            let debit = pick(&mut seed);
-            let credit = (debit + 1 + pick(&mut seed) % (ACCOUNTS - 1)) % ACCOUNTS;
+            let debit = pick(&mut random);
+            let credit = (debit + 1 + pick(&mut random) % (ACCOUNTS - 1)) % ACCOUNTS;
             let transfer = ledger::TransferRequest {
                 idempotency_key: format!("{run}-{worker}-{request_id}"),
                 debit_account_id: format!("load{debit}"),
@@ -211,12 +209,12 @@ async fn transactions(addr: String, run: String, worker: u64, count: u64) -> Mea
     let (times_sender, mut times) = tokio::sync::mpsc::unbounded_channel();
     let permits = window.clone();
     tokio::spawn(async move {
-        let mut seed = (worker + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut random = SplitMix::new(worker + 1);
         let categories = ["Food", "Transport", "Books", "topup"];
         for n in 0..count {
             let Ok(permit) = permits.clone().acquire_owned().await else { break };
             permit.forget();
-            let user = pick(&mut seed);
+            let user = pick(&mut random);
             let message = transaction::Transaction {
                 transaction_id: format!("{run}-{worker}-{n}"),
                 user_id: format!("load{user}"),
@@ -245,11 +243,11 @@ async fn transactions(addr: String, run: String, worker: u64, count: u64) -> Mea
 
 async fn authorize(addr: String, run: String, worker: u64, count: u64) -> Measured {
     let mut client = PaymentServiceClient::with_interceptor(connect(addr).await?, bearer()?);
-    let mut seed = (worker + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut random = SplitMix::new(worker + 1);
     let (mut ok, mut latencies) = (0, Vec::with_capacity(count as usize));
     for n in 0..count {
-        let payer = pick(&mut seed);
-        let payee = (payer + 1 + pick(&mut seed) % (ACCOUNTS - 1)) % ACCOUNTS;
+        let payer = pick(&mut random);
+        let payee = (payer + 1 + pick(&mut random) % (ACCOUNTS - 1)) % ACCOUNTS;
         let request = payment::AuthorizePaymentRequest {
             idempotency_key: format!("{run}-{worker}-{n}"),
             payer_account_id: format!("load{payer}"),

@@ -20,6 +20,7 @@
 use futures_util::StreamExt;
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
+use kopek_testkit::startup::Listeners;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,15 +53,12 @@ fn start(kopek: &str, dir: &std::path::Path, broker: &str) -> Server {
         .spawn()
         .expect("start kopek");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let (mut grpc, mut http) = (String::new(), String::new());
-    while grpc.is_empty() || http.is_empty() {
-        let line = lines.next().expect("a line").expect("read");
-        if let Some(address) = line.strip_prefix("kopek: grpc listening on ") {
-            grpc = format!("http://{address}");
-        } else if let Some(address) = line.strip_prefix("kopek: http listening on ") {
-            http = address.to_owned();
-        }
+    let mut listeners = Listeners::default();
+    while listeners.grpc.is_none() || listeners.http.is_empty() {
+        listeners.read(&lines.next().expect("a line").expect("read"));
     }
+    let grpc = format!("http://{}", listeners.grpc.unwrap_or_default());
+    let http = listeners.http.swap_remove(0);
     std::thread::spawn(move || for _ in lines {});
     Server { child, grpc, http }
 }
@@ -114,7 +112,7 @@ async fn load(
 }
 
 fn micros_now() -> i64 {
-    kopek_core::clock::now().as_unix_micros()
+    kopek_clock::now().as_unix_micros()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::payment::v1 as payment;
 use kopek_proto::transaction as contract;
+use kopek_testkit::SplitMix;
+use kopek_testkit::startup::Listeners;
 use pb::ledger_client::LedgerClient;
 use serde_json::json;
 use std::collections::{BTreeMap, VecDeque};
@@ -159,13 +161,15 @@ struct Plan {
 
 impl Plan {
     fn new(args: &BenchArgs) -> Plan {
-        let seed = args.seed.unwrap_or_else(|| kopek_core::clock::unix_nanos() as u64);
-        let mut random = SplitMix(seed);
+        let seed = args.seed.unwrap_or_else(|| kopek_clock::unix_nanos() as u64);
+        let mut random = SplitMix::new(seed);
         // Ids and keys are the run's own even with a fixed seed: a second run against the same
         // server must not replay the first one's transfers.
-        let started = kopek_core::clock::now().as_unix_micros() as u64;
-        let run =
-            format!("b{:08x}", SplitMix(started ^ u64::from(std::process::id())).next() as u32);
+        let started = kopek_clock::now().as_unix_micros() as u64;
+        let run = format!(
+            "b{:08x}",
+            SplitMix::new(started ^ u64::from(std::process::id())).next_u64() as u32
+        );
         let accounts = args.accounts;
         let zipf = matches!(args.distribution, Distribution::Zipf).then(|| zipf_table(accounts));
         let mut moves = Vec::with_capacity(args.transfers as usize);
@@ -175,25 +179,25 @@ impl Plan {
                     let point = random.unit();
                     table.partition_point(|&edge| edge < point).min(accounts - 1)
                 }
-                None => random.below(accounts),
+                None => random.index(accounts),
             };
             let (payer, payee) = match args.distribution {
                 // Every transfer touches one of two accounts, paying or paid.
                 Distribution::Hot => {
-                    let hot = random.below(2);
-                    let other = 2 + random.below(accounts - 2);
-                    if random.below(2) == 0 { (hot, other) } else { (other, hot) }
+                    let hot = random.index(2);
+                    let other = 2 + random.index(accounts - 2);
+                    if random.index(2) == 0 { (hot, other) } else { (other, hot) }
                 }
                 Distribution::Uniform | Distribution::Zipf => {
                     let payer = pick(&mut random);
                     let mut payee = pick(&mut random);
                     while payee == payer {
-                        payee = random.below(accounts);
+                        payee = random.index(accounts);
                     }
                     (payer, payee)
                 }
             };
-            moves.push((payer as u32, payee as u32, 1 + random.below(100) as i64));
+            moves.push((payer as u32, payee as u32, 1 + random.index(100) as i64));
         }
         Plan { run, accounts, moves }
     }
@@ -233,28 +237,6 @@ impl Plan {
             }
         }
         balances
-    }
-}
-
-/// A small, fast, seeded generator (SplitMix64): the same seed gives the same workload.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -683,10 +665,10 @@ async fn query_load(
     ids: Vec<String>,
     loaded: tokio_util::sync::CancellationToken,
 ) -> Vec<f64> {
-    let mut random = SplitMix(0x5eed);
+    let mut random = SplitMix::new(0x5eed);
     let mut latencies = Vec::new();
     while !loaded.is_cancelled() {
-        let id = ids[random.below(ids.len())].clone();
+        let id = ids[random.index(ids.len())].clone();
         let sent_at = Instant::now();
         if ledger.get_account(pb::GetAccountRequest { id }).await.is_ok() {
             latencies.push(sent_at.elapsed().as_secs_f64());
@@ -775,15 +757,11 @@ impl Target {
         let mut child = command.spawn().context("start kopek serve")?;
         let stdout = child.stdout.take().context("the server's stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let (mut grpc, mut http) = (None, None);
+        let mut listeners = Listeners::default();
         let listening = async {
-            while grpc.is_none() || http.is_none() {
+            while listeners.grpc.is_none() || listeners.http.is_empty() {
                 let Some(line) = lines.next_line().await? else { break };
-                if let Some(address) = line.strip_prefix("kopek: grpc listening on ") {
-                    grpc = Some(format!("http://{address}"));
-                } else if let Some(address) = line.strip_prefix("kopek: http listening on ") {
-                    http = Some(format!("http://{address}"));
-                }
+                listeners.read(&line);
             }
             Ok::<(), std::io::Error>(())
         };
@@ -792,9 +770,10 @@ impl Target {
             .context("kopek serve did not start listening within 60 s")??;
         // Keep reading what it prints, so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let (Some(grpc), Some(http)) = (grpc, http) else {
+        let (Some(grpc), Some(http)) = (listeners.grpc, listeners.http.first()) else {
             bail!("kopek serve stopped before listening (see its errors above)");
         };
+        let (grpc, http) = (format!("http://{grpc}"), format!("http://{http}"));
         Ok(Target {
             grpc,
             http: Some(http),

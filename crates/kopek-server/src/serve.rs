@@ -9,6 +9,7 @@ use kopek_engine::{Engine, EngineConfig};
 use kopek_store::Store;
 use kopek_store_postgres::PostgresStore;
 use kopek_store_sqlite::{JournalStore, SqliteStore};
+use kopek_testkit::startup::{self, Listener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -373,13 +374,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // These lines are the start-up contract: scripts and tests read the bound addresses here.
     if let Some(grpc_address) = grpc_address {
-        println!("kopek: grpc listening on {grpc_address}");
+        println!("{}", startup::line(Listener::Grpc, grpc_address));
     }
     for address in &http_addresses {
-        println!("kopek: http listening on {address}");
+        println!("{}", startup::line(Listener::Http, address));
     }
     if let Some(address) = metrics_address {
-        println!("kopek: metrics listening on {address}");
+        println!("{}", startup::line(Listener::Metrics, address));
     }
     tracing::info!(grpc = ?grpc_address, http = ?http_addresses, role = ?args.role, store = %describe(&args.store), auth = ?auth_mode, "kopek serving");
 

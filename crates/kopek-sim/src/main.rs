@@ -51,6 +51,6 @@ fn main() -> ExitCode {
 }
 
 fn random_seed() -> u64 {
-    let nanos = kopek_core::clock::unix_nanos();
+    let nanos = kopek_clock::unix_nanos();
     (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
 }

@@ -42,6 +42,6 @@ async fn a_fresh_seed() {
     let seed = std::env::var("KOPEK_SIM_SEED")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| kopek_core::clock::unix_nanos() as u64);
+        .unwrap_or_else(|| kopek_clock::unix_nanos() as u64);
     simulate(seed, 150, Layout::Journal).await;
 }

@@ -44,7 +44,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// The wall clock as a ledger time, for reads "as of now" and leases; commits take theirs from
 /// the engine's clock, which never goes back.
 pub fn wall_clock() -> Timestamp {
-    kopek_core::clock::now()
+    kopek_clock::now()
 }
 
 /// Decides a batch's effects from its loaded state; an `Err` is a broken invariant.

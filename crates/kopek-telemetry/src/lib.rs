@@ -62,7 +62,7 @@ struct ConsumerProgress {
 
 /// Seconds since the Unix epoch, now: the unit of Prometheus timestamps.
 pub fn unix_now() -> f64 {
-    kopek_core::clock::unix_seconds()
+    kopek_clock::unix_seconds()
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {

@@ -122,13 +122,8 @@ async fn client(
 ) {
     let process = (number % 3) as usize;
     let phase_seed = phase.bytes().fold(0u64, |hash, byte| hash.wrapping_mul(31) + u64::from(byte));
-    let mut seed = (number + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ phase_seed;
-    let mut next = move |bound: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % bound
-    };
+    let mut random = kopek_testkit::SplitMix::new((number + 1) ^ phase_seed);
+    let mut next = move |bound: u64| random.below(bound);
     let record = |key: String, result: &pb::TransferResult| {
         let transfer = result.transfer.as_ref().expect("a recorded transfer");
         let entry = Ack {

@@ -174,7 +174,7 @@ async fn kill_9_at_random_moments_journal_first_loses_nothing_acknowledged() {
     let seed = std::env::var("KOPEK_CRASH_SEED")
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| (kopek_core::clock::unix_nanos() % 1_000_000_000) as u64 | 1);
+        .unwrap_or_else(|| (kopek_clock::unix_nanos() % 1_000_000_000) as u64 | 1);
     println!("KOPEK_CRASH_SEED={seed}");
     let mut moments = Moments(seed);
     let dir = tempfile::tempdir().expect("temp dir");

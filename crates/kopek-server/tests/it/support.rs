@@ -98,38 +98,27 @@ impl Server {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         let http_count = 1 + extra.iter().filter(|arg| **arg == "--http-listen").count();
-        let mut grpc_address = None;
-        let mut http_addresses = Vec::new();
-        let mut admin_key = None;
-        let mut metrics_address = None;
+        let mut listeners = kopek_testkit::Listeners::default();
         // Workers, relays and ingesters serve no gRPC.
         let grpc_expected =
             !extra.windows(2).any(|pair| matches!(pair, ["--role", "worker" | "relay" | "ingest"]));
         let metrics_expected = extra.contains(&"--metrics-listen");
-        while (grpc_expected && grpc_address.is_none())
-            || http_addresses.len() < http_count
-            || (metrics_expected && metrics_address.is_none())
+        while (grpc_expected && listeners.grpc.is_none())
+            || listeners.http.len() < http_count
+            || (metrics_expected && listeners.metrics.is_none())
         {
             let left = deadline.saturating_duration_since(Instant::now());
             let line =
                 received.recv_timeout(left).expect("kopek serve printed its listeners in time");
-            if let Some(address) = line.strip_prefix("kopek: grpc listening on ") {
-                grpc_address = Some(address.to_owned());
-            } else if let Some(address) = line.strip_prefix("kopek: http listening on ") {
-                http_addresses.push(address.to_owned());
-            } else if let Some(address) = line.strip_prefix("kopek: metrics listening on ") {
-                metrics_address = Some(address.to_owned());
-            } else if let Some((_, key)) = line.split_once("kopek: admin key ") {
-                admin_key = key.rsplit(' ').next().map(str::to_owned);
-            }
+            listeners.read(&line);
         }
         Server {
             child,
-            grpc_address: grpc_address.unwrap_or_default(),
-            http_address: http_addresses[0].clone(),
-            http_addresses,
-            admin_key,
-            metrics_address,
+            grpc_address: listeners.grpc.unwrap_or_default(),
+            http_address: listeners.http[0].clone(),
+            http_addresses: listeners.http,
+            admin_key: listeners.admin_key,
+            metrics_address: listeners.metrics,
             logs,
         }
     }
@@ -239,7 +228,7 @@ impl PgDatabase {
             drop(finished);
             return database;
         }
-        let now = kopek_core::clock::now().as_unix_micros() / 1_000_000;
+        let now = kopek_clock::now().as_unix_micros() / 1_000_000;
         let name = format!("{DATABASE_PREFIX}{now}_{}", uuid::Uuid::new_v4().simple());
         admin_statement(&admin, format!("CREATE DATABASE {name}"));
         let server = admin.rsplit_once('/').expect("a URL ending with a database name").0;
@@ -274,7 +263,7 @@ fn drop_leftovers(admin: &str) {
             .await
             .expect("list databases")
     });
-    let hour_ago = u64::try_from(kopek_core::clock::now().as_unix_micros() / 1_000_000)
+    let hour_ago = u64::try_from(kopek_clock::now().as_unix_micros() / 1_000_000)
         .unwrap_or(0)
         .saturating_sub(3_600);
     for name in names {

@@ -1,9 +1,10 @@
-//! The wall clock: the one place kopek reads the system time. Everything else asks here
-//! (the engine's commit clock, reads "as of now", leases, metrics, seeds), so a test that
-//! needs time to pass can be given a clock instead of waiting for one; a tidy test keeps
-//! `SystemTime::now` out of every other file.
+//! kopek-clock: the wall clock, the one place kopek reads the system time. Everything else
+//! asks here (the engine's commit clock, reads "as of now", leases, metrics, seeds), so a test
+//! that needs time to pass can be given a clock instead of waiting for one; a tidy test keeps
+//! `SystemTime::now` out of every other file. The core reads no clock: time reaches `apply`
+//! as an argument.
 
-use crate::Timestamp;
+use kopek_core::Timestamp;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The wall clock now, as a ledger time (microseconds since the Unix epoch; the epoch itself

@@ -1,0 +1,13 @@
+//! kopek-testkit: what the tests, `kopek bench`, the simulator and the examples share, so each
+//! is written once:
+//!
+//! - `random`: the seeded generator (SplitMix64) that makes a workload repeatable from its
+//!   seed;
+//! - `startup`: the lines `kopek serve` prints when it is listening (the start-up contract
+//!   scripts and tests read the bound addresses from), written and read by the same code.
+
+pub mod random;
+pub mod startup;
+
+pub use random::SplitMix;
+pub use startup::Listeners;
