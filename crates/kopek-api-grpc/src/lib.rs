@@ -50,22 +50,6 @@ pub struct GrpcConfig {
     pub tls: Option<ServerTlsConfig>,
 }
 
-impl Default for GrpcConfig {
-    fn default() -> GrpcConfig {
-        GrpcConfig {
-            message_bytes_max: MESSAGE_BYTES_DEFAULT,
-            webhook_max_attempts: kopek_events::subscriptions::MAX_ATTEMPTS_DEFAULT,
-            webhook_targets: kopek_events::targets::Targets::PublicOnly,
-            connections_max: CONNECTIONS_MAX,
-            connection_limits: kopek_net::ConnectionLimits {
-                first_request: std::time::Duration::from_secs(10),
-                idle: kopek_net::IDLE_TIMEOUT,
-            },
-            tls: None,
-        }
-    }
-}
-
 /// TLS from PEM files; with `client_ca`, every client must present a certificate it signed
 /// (mutual TLS).
 pub fn tls_config(

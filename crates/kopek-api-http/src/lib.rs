@@ -69,32 +69,9 @@ pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest message a WebSocket client may send (the feeds only push; clients need not talk).
 pub const WEBSOCKET_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 
-impl AppState {
-    /// Auth is required until the caller says otherwise (`auth`), and nothing is rate limited.
-    pub fn new(
-        intake: Intake,
-        feed: Feed,
-        default_currency: Currency,
-        draining: CancellationToken,
-    ) -> AppState {
-        let engine = intake.engine().clone();
-        let sockets = std::sync::Arc::new(tokio::sync::Semaphore::new(WEBSOCKETS_MAX));
-        let auth =
-            kopek_auth::Authenticator::new(engine.store().clone(), kopek_auth::AuthMode::Required);
-        AppState {
-            intake,
-            engine,
-            feed,
-            default_currency,
-            draining,
-            sockets,
-            relays: Vec::new(),
-            webhook_max_attempts: kopek_events::subscriptions::MAX_ATTEMPTS_DEFAULT,
-            webhook_targets: kopek_events::targets::Targets::PublicOnly,
-            auth,
-            limiter: kopek_auth::RateLimiter::unlimited(),
-        }
-    }
+/// The permits of `WEBSOCKETS_MAX` open WebSockets, for `AppState::sockets`.
+pub fn websocket_permits() -> std::sync::Arc<tokio::sync::Semaphore> {
+    std::sync::Arc::new(tokio::sync::Semaphore::new(WEBSOCKETS_MAX))
 }
 
 #[derive(Clone, Debug, Default)]

@@ -143,7 +143,41 @@ fn check_books(
     })
 }
 
+/// Serves until SIGINT or SIGTERM, then drains and stops.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let app = build(args).await?;
+    app.announce();
+    app.run_until(wait_for_signal()).await
+}
+
+/// A built server: every listener bound and serving, the background work running, until
+/// `run_until` drains and stops it.
+pub struct App {
+    pub grpc_address: Option<std::net::SocketAddr>,
+    pub http_addresses: Vec<std::net::SocketAddr>,
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// The role, store and auth mode, as the start-up log line says them.
+    role: Role,
+    store: String,
+    auth: AuthMode,
+    servers: tokio::task::JoinSet<anyhow::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    relay: Option<tokio::task::JoinHandle<()>>,
+    engine: Engine,
+    writer: tokio::task::JoinHandle<()>,
+    http_state: kopek_api_http::AppState,
+    reporter: tonic_health::server::HealthReporter,
+    draining: CancellationToken,
+    shutdown: CancellationToken,
+    /// How long NOT_SERVING is said before the listeners stop.
+    grace: Duration,
+    /// How long each stage of stopping may take.
+    timeout: Duration,
+}
+
+/// Builds the server `args` describe: opens the store, starts the write path and the
+/// background work, and binds and serves every listener (a taken port fails here).
+pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
     let default_currency = kopek_core::Currency::parse(&args.default_currency)
         .map_err(|rejection| anyhow::anyhow!("--default-currency: {}", rejection.message))?;
     if args.grpc_message_bytes_max > kopek_api_grpc::MESSAGE_BYTES_MAX {
@@ -309,17 +343,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             background.push(check_books(store.clone(), every, shutdown.clone()));
         }
     }
-    let mut http_state = kopek_api_http::AppState::new(
-        intake.clone(),
-        feed.clone(),
-        default_currency,
-        draining.clone(),
-    );
-    http_state.webhook_max_attempts = notifier.max_attempts;
-    http_state.webhook_targets = notifier.targets;
     background.push(tokio::spawn(fx.clone().watch(feed.subscribe_live())));
-    http_state.auth = authenticator.clone();
-    http_state.limiter = limiter.clone();
     if !limiter.is_unlimited() {
         background.push(sweep_buckets(limiter.clone(), shutdown.clone()));
     }
@@ -329,6 +353,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(broker = %broker.describe(), "applying transfer commands from the broker");
     }
     let mut relay = None;
+    let mut relays = Vec::new();
     if let Some(broker) = broker.as_ref().filter(|_| args.role.relays()) {
         let (monitor, task) = kopek_outbox::relay::start(
             store.clone(),
@@ -338,9 +363,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         );
         tracing::info!(broker = %broker.describe(), sink = %broker.sink_name(), "relaying events");
-        http_state.relays.push(monitor);
+        relays.push(monitor);
         relay = Some(task);
     }
+    let http_state = kopek_api_http::AppState {
+        engine: intake.engine().clone(),
+        intake: intake.clone(),
+        feed: feed.clone(),
+        default_currency,
+        draining: draining.clone(),
+        sockets: kopek_api_http::websocket_permits(),
+        relays,
+        webhook_max_attempts: notifier.max_attempts,
+        webhook_targets: notifier.targets,
+        auth: authenticator.clone(),
+        limiter: limiter.clone(),
+    };
     let http_config = kopek_api_http::HttpConfig { cors_origins: args.cors_origin.clone() };
     let mut http_addresses = Vec::new();
     for listener in http_listeners {
@@ -372,74 +410,120 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .context("metrics server")
         });
     }
-    // These lines are the start-up contract: scripts and tests read the bound addresses here.
-    if let Some(grpc_address) = grpc_address {
-        println!("{}", startup::line(Listener::Grpc, grpc_address));
-    }
-    for address in &http_addresses {
-        println!("{}", startup::line(Listener::Http, address));
-    }
-    if let Some(address) = metrics_address {
-        println!("{}", startup::line(Listener::Metrics, address));
-    }
-    tracing::info!(grpc = ?grpc_address, http = ?http_addresses, role = ?args.role, store = %describe(&args.store), auth = ?auth_mode, "kopek serving");
+    Ok(App {
+        grpc_address,
+        http_addresses,
+        metrics_address,
+        role: args.role,
+        store: describe(&args.store),
+        auth: auth_mode,
+        servers,
+        background,
+        relay,
+        engine,
+        writer,
+        http_state,
+        reporter,
+        draining,
+        shutdown,
+        grace: Duration::from_secs(args.shutdown_grace_seconds),
+        timeout: Duration::from_secs(args.shutdown_timeout_seconds),
+    })
+}
 
-    tokio::select! {
-        () = wait_for_signal() => tracing::info!("shutdown requested; draining"),
-        Some(result) = servers.join_next() => {
-            // A listener stopped on its own: that is fatal for the process.
-            shutdown.cancel();
-            flatten(result)?;
-            bail!("a listener stopped unexpectedly");
+impl App {
+    /// Prints the start-up lines, the contract scripts and tests read the bound addresses
+    /// from.
+    pub fn announce(&self) {
+        if let Some(grpc_address) = self.grpc_address {
+            println!("{}", startup::line(Listener::Grpc, grpc_address));
         }
-    }
-    // Drain: say NOT_SERVING (gRPC health, /readyz) while still serving for the grace period,
-    // then end health watches and stop the listeners, which finish what is in flight.
-    draining.cancel();
-    kopek_api_grpc::set_health(&reporter, ServingStatus::NotServing).await;
-    tokio::time::sleep(Duration::from_secs(args.shutdown_grace_seconds)).await;
-    kopek_api_grpc::close_health(&reporter).await;
-    shutdown.cancel();
-    let drain = async {
-        while let Some(result) = servers.join_next().await {
-            flatten(result)?;
+        for address in &self.http_addresses {
+            println!("{}", startup::line(Listener::Http, address));
         }
-        anyhow::Ok(())
-    };
-    let timeout = Duration::from_secs(args.shutdown_timeout_seconds);
-    match tokio::time::timeout(timeout, drain).await {
-        Ok(result) => result?,
-        Err(_) => {
-            tracing::warn!(
-                seconds = args.shutdown_timeout_seconds,
-                "listeners did not drain in time; closing them"
-            );
-            servers.abort_all();
+        if let Some(address) = self.metrics_address {
+            println!("{}", startup::line(Listener::Metrics, address));
         }
+        tracing::info!(grpc = ?self.grpc_address, http = ?self.http_addresses, role = ?self.role, store = %self.store, auth = ?self.auth, "kopek serving");
     }
-    // Consumers, the sweep and ingestion end on the shutdown signal (a consumer releases its
-    // lease); whatever is still running after a moment is stopped.
-    for task in background {
-        let abort = task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
-            abort.abort();
+
+    /// Serves until `stop` completes (or a listener fails), then drains: NOT_SERVING for the
+    /// grace period, the listeners finish what is in flight, background work and the relay
+    /// stop, and the writer answers every queued command before it stops.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let App {
+            mut servers,
+            background,
+            relay,
+            engine,
+            writer,
+            http_state,
+            reporter,
+            draining,
+            shutdown,
+            grace,
+            timeout,
+            ..
+        } = self;
+        tokio::select! {
+            () = stop => tracing::info!("shutdown requested; draining"),
+            Some(result) = servers.join_next() => {
+                // A listener stopped on its own: that is fatal for the process.
+                shutdown.cancel();
+                flatten(result)?;
+                bail!("a listener stopped unexpectedly");
+            }
         }
+        // Drain: say NOT_SERVING (gRPC health, /readyz) while still serving for the grace period,
+        // then end health watches and stop the listeners, which finish what is in flight.
+        draining.cancel();
+        kopek_api_grpc::set_health(&reporter, ServingStatus::NotServing).await;
+        tokio::time::sleep(grace).await;
+        kopek_api_grpc::close_health(&reporter).await;
+        shutdown.cancel();
+        let drain = async {
+            while let Some(result) = servers.join_next().await {
+                flatten(result)?;
+            }
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(timeout, drain).await {
+            Ok(result) => result?,
+            Err(_) => {
+                tracing::warn!(
+                    seconds = timeout.as_secs(),
+                    "listeners did not drain in time; closing them"
+                );
+                servers.abort_all();
+            }
+        }
+        // Consumers, the sweep and ingestion end on the shutdown signal (a consumer releases its
+        // lease); whatever is still running after a moment is stopped.
+        for task in background {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), task).await.is_err() {
+                abort.abort();
+            }
+        }
+        // The relay stops after its current batch and hands its lease over. The writer answers
+        // every queued command, then stops.
+        if let Some(relay) = relay
+            && tokio::time::timeout(timeout, relay).await.is_err()
+        {
+            tracing::warn!("the relay did not stop in time");
+        }
+        engine.close();
+        drop(engine);
+        drop(http_state);
+        if tokio::time::timeout(timeout, writer).await.is_err() {
+            tracing::warn!("the write path did not stop in time");
+        }
+        tracing::info!("kopek stopped");
+        Ok(())
     }
-    // The relay stops after its current batch and hands its lease over. The writer answers
-    // every queued command, then stops.
-    if let Some(relay) = relay
-        && tokio::time::timeout(timeout, relay).await.is_err()
-    {
-        tracing::warn!("the relay did not stop in time");
-    }
-    engine.close();
-    drop(engine);
-    drop(http_state);
-    if tokio::time::timeout(timeout, writer).await.is_err() {
-        tracing::warn!("the write path did not stop in time");
-    }
-    tracing::info!("kopek stopped");
-    Ok(())
 }
 
 /// The TLS configurations of the gRPC and HTTP listeners, from `--tls-cert` and `--tls-key`
