@@ -146,7 +146,7 @@ fn rate_limited(message: &str) -> pb::AuthorizePaymentResponse {
             code: pb::PaymentErrorCode::RateLimited as i32,
             message: message.to_owned(),
         }),
-        processed_at: kopek_engine::Clock::wall_now().to_rfc3339(),
+        processed_at: kopek_clock::now().to_rfc3339(),
     }
 }
 

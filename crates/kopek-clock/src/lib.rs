@@ -5,7 +5,9 @@
 //! as an argument.
 
 use kopek_core::Timestamp;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The wall clock now, as a ledger time (microseconds since the Unix epoch; the epoch itself
 /// if the system clock is set before it).
@@ -25,8 +27,58 @@ pub fn unix_seconds() -> f64 {
     since_epoch().as_secs_f64()
 }
 
+#[expect(clippy::disallowed_methods, reason = "this is the one place the system clock is read")]
 fn since_epoch() -> std::time::Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// A source of the current time: the wall clock in production, a clock a test moves.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        now()
+    }
+}
+
+/// The wall clock, shared: what a component reads unless it is given another clock.
+pub fn system() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+/// A clock that moves only when told: tests of hold expiry, quotes and leases pass time with
+/// `advance` instead of waiting for it. Clones share one time.
+#[derive(Clone, Debug)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock standing at `at`.
+    pub fn at(at: Timestamp) -> ManualClock {
+        ManualClock(Arc::new(AtomicI64::new(at.as_unix_micros())))
+    }
+
+    /// A clock standing at the wall clock's now.
+    pub fn starting_now() -> ManualClock {
+        ManualClock::at(now())
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.0.fetch_add(micros, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_unix_micros(self.0.load(Ordering::SeqCst))
+    }
 }
 
 #[cfg(test)]
@@ -42,5 +94,16 @@ mod tests {
         let micros = u128::try_from(at.as_unix_micros()).expect("after 1970");
         assert!(before / 1_000 <= micros && micros <= after / 1_000);
         assert!((seconds - micros as f64 / 1e6).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told_and_clones_share_it() {
+        let start = Timestamp::from_unix_micros(1_700_000_000_000_000);
+        let clock = ManualClock::at(start);
+        let shared = clock.clone();
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::from_millis(1_500));
+        assert_eq!(shared.now().as_unix_micros(), start.as_unix_micros() + 1_500_000);
+        assert!(SystemClock.now() > start, "the wall clock is past 2023");
     }
 }

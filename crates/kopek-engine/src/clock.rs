@@ -1,27 +1,27 @@
 //! The engine's sources of time and ids, the only places the write path reads the clock or
-//! randomness. Both only move forward.
+//! randomness. Both only move forward. The clock itself is given (`EngineConfig::clock`).
 
 use kopek_core::{Timestamp, Ulid};
+use std::sync::Arc;
 
-/// Commit times: the wall clock, but strictly increasing, so every batch has its own instant
-/// and a clock step back never reorders commits.
-#[derive(Debug, Default)]
-pub struct Clock {
+/// Commit times: the source clock's time (the wall clock, or a test's), but strictly
+/// increasing, so every batch has its own instant and a clock step back never reorders
+/// commits.
+#[derive(Debug)]
+pub struct CommitClock {
+    source: Arc<dyn kopek_clock::Clock>,
     last: Option<Timestamp>,
 }
 
-impl Clock {
-    /// A clock whose first tick is after `last` (the newest commit the store holds).
-    pub fn after(last: Option<Timestamp>) -> Clock {
-        Clock { last }
-    }
-
-    pub fn wall_now() -> Timestamp {
-        kopek_clock::now()
+impl CommitClock {
+    /// A clock reading `source` whose first tick is after `last` (the newest commit the store
+    /// holds).
+    pub fn after(source: Arc<dyn kopek_clock::Clock>, last: Option<Timestamp>) -> CommitClock {
+        CommitClock { source, last }
     }
 
     pub fn tick(&mut self) -> Timestamp {
-        let wall = Clock::wall_now();
+        let wall = self.source.now();
         let next = match self.last {
             Some(last) if wall <= last => Timestamp::from_unix_micros(last.as_unix_micros() + 1),
             _ => wall,
@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn clock_and_ids_only_move_forward() {
-        let mut clock = Clock::default();
+        let mut clock = CommitClock::after(kopek_clock::system(), None);
         let mut ids = UlidGenerator::default();
         let mut last_time = clock.tick();
         let mut last_id = ids.next(last_time);
@@ -90,7 +90,7 @@ mod tests {
         assert!(stepped_back > last_id, "a clock step back still gives a larger id");
 
         let far_future = Timestamp::from_unix_micros(last_time.as_unix_micros() + 3_600_000_000);
-        let mut restarted = Clock::after(Some(far_future));
+        let mut restarted = CommitClock::after(kopek_clock::system(), Some(far_future));
         assert!(restarted.tick() > far_future, "a restart continues after the stored commits");
         let mut restarted_ids = UlidGenerator::after(Some(stepped_back));
         assert!(restarted_ids.next(Timestamp::EPOCH) > stepped_back);

@@ -13,7 +13,7 @@
 
 mod clock;
 
-pub use clock::{Clock, UlidGenerator};
+pub use clock::{CommitClock, UlidGenerator};
 
 use kopek_core::{
     AccountResult, Authority, Batch, Command, CommandBody, CommandResult, OrderResult, Outcome,
@@ -44,6 +44,8 @@ pub struct EngineConfig {
     /// How often the writer asks the store for the earliest hold expiry even when it knows of
     /// none due: holds placed by other processes are found this way.
     pub expiry_recheck: Duration,
+    /// What commit times and hold expiry read: the wall clock, or a test's `ManualClock`.
+    pub clock: Arc<dyn kopek_clock::Clock>,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +56,7 @@ impl Default for EngineConfig {
             batch_transfers_max: 8_192,
             expire_holds: true,
             expiry_recheck: Duration::from_secs(60),
+            clock: kopek_clock::system(),
         }
     }
 }
@@ -187,12 +190,13 @@ impl Engine {
         let closed = CancellationToken::new();
         let (committed, commits) = watch::channel(0);
         let recheck_at = tokio::time::Instant::now() + config.expiry_recheck;
+        let clock = CommitClock::after(config.clock.clone(), None);
         let writer = Writer {
+            clock,
             committed,
             receiver,
             store: store.clone(),
             config,
-            clock: Clock::default(),
             ids: Arc::new(Mutex::new(UlidGenerator::default())),
             stats: stats.clone(),
             next_expiry: None,
@@ -300,7 +304,7 @@ struct Writer {
     receiver: mpsc::Receiver<Job>,
     store: Arc<dyn Store>,
     config: EngineConfig,
-    clock: Clock,
+    clock: CommitClock,
     ids: Arc<Mutex<UlidGenerator>>,
     stats: Arc<EngineStats>,
     /// The earliest hold expiry known; the writer wakes then to expire holds.
@@ -346,7 +350,7 @@ impl Writer {
         if self.config.expire_holds {
             self.next_expiry = self.store.next_hold_expiry().await.unwrap_or_else(|error| {
                 tracing::warn!(%error, "could not read hold expiries at start; retrying soon");
-                Some(Clock::wall_now())
+                Some(self.config.clock.now())
             });
         }
         let expire_holds = self.config.expire_holds;
@@ -397,7 +401,7 @@ impl Writer {
     async fn start_after_watermark(&mut self) {
         match self.store.watermark().await {
             Ok(watermark) => {
-                self.clock = Clock::after(watermark.committed_at);
+                self.clock = CommitClock::after(self.config.clock.clone(), watermark.committed_at);
                 if let Ok(mut ids) = self.ids.lock() {
                     *ids = UlidGenerator::after(watermark.largest_id);
                 }
@@ -591,14 +595,17 @@ impl Writer {
     /// comes first. The recheck time is fixed when set, so a busy writer still gets to it.
     fn wake_at(&self) -> tokio::time::Instant {
         match self.next_expiry {
-            Some(at) => self.recheck_at.min(tokio::time::Instant::now() + until(at)),
+            Some(at) => {
+                let now = self.config.clock.now();
+                self.recheck_at.min(tokio::time::Instant::now() + until(at, now))
+            }
             None => self.recheck_at,
         }
     }
 
     async fn expire_due(&mut self) {
         self.recheck_at = tokio::time::Instant::now() + self.config.expiry_recheck;
-        let now = Clock::wall_now();
+        let now = self.config.clock.now();
         let retry_soon = Some(Timestamp::from_unix_micros(now.as_unix_micros() + 1_000_000));
         loop {
             let due = match self.store.holds_due(now, EXPIRY_BATCH_MAX).await {
@@ -653,9 +660,9 @@ fn expire_batch(ids: Vec<TransferId>) -> Batch {
     Batch { commands: vec![command] }
 }
 
-/// Time left until `at` by the wall clock.
-fn until(at: Timestamp) -> Duration {
-    let micros = at.as_unix_micros().saturating_sub(Clock::wall_now().as_unix_micros());
+/// Time left from `now` until `at`.
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    let micros = at.as_unix_micros().saturating_sub(now.as_unix_micros());
     Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 

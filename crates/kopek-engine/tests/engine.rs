@@ -226,9 +226,7 @@ async fn a_restarted_writer_commits_after_everything_already_stored() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
     // A commit an hour ahead of this machine's clock, as if the clock stepped back since.
-    let ahead = Timestamp::from_unix_micros(
-        kopek_engine::Clock::wall_now().as_unix_micros() + 3_600_000_000,
-    );
+    let ahead = Timestamp::from_unix_micros(kopek_clock::now().as_unix_micros() + 3_600_000_000);
     let batch = Batch {
         commands: vec![Command::new(
             Tenant::default_tenant(),
@@ -258,10 +256,20 @@ async fn a_restarted_writer_commits_after_everything_already_stored() {
 async fn a_busy_writer_still_finds_and_expires_holds_placed_elsewhere() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
-    let api = EngineConfig { expire_holds: false, ..EngineConfig::default() };
+    // Both processes read one clock that moves only when the test says: the hold's second
+    // passes at once instead of being waited for.
+    let clock = kopek_clock::ManualClock::starting_now();
+    let api = EngineConfig {
+        expire_holds: false,
+        clock: Arc::new(clock.clone()),
+        ..EngineConfig::default()
+    };
     let (api, _api_writer) = Engine::start(store.clone(), api);
-    let worker =
-        EngineConfig { expiry_recheck: Duration::from_millis(300), ..EngineConfig::default() };
+    let worker = EngineConfig {
+        expiry_recheck: Duration::from_millis(300),
+        clock: Arc::new(clock.clone()),
+        ..EngineConfig::default()
+    };
     let (worker, _worker_writer) = Engine::start(store, worker);
     let tenant = Tenant::default_tenant();
     api.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
@@ -281,6 +289,12 @@ async fn a_busy_writer_still_finds_and_expires_holds_placed_elsewhere() {
         .await
         .expect("hold");
     let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
+
+    // Until the clock passes the hold's timeout, rechecks leave it pending.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let status = worker.store().transfer(hold.id).await.expect("read").map(|t| t.status);
+    assert_eq!(status, Some(TransferStatus::Pending), "expired before its time");
+    clock.advance(Duration::from_secs(2));
 
     // The worker gets a command every 20 ms, far more often than its recheck period.
     let deadline = Instant::now() + Duration::from_secs(10);

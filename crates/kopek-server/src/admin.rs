@@ -36,14 +36,9 @@ pub fn check_key_fields(scope: &str, tenant: &str, user: Option<&str>) -> anyhow
 async fn create(args: CreateKeyArgs) -> anyhow::Result<()> {
     let scope = check_key_fields(&args.scope, &args.tenant, args.user.as_deref())?;
     let store = open_store(&args.store).await?;
-    let minted = kopek_auth::mint(
-        &args.tenant,
-        scope,
-        args.user.as_deref(),
-        &args.name,
-        kopek_engine::Clock::wall_now(),
-    )
-    .context("make a key")?;
+    let minted =
+        kopek_auth::mint(&args.tenant, scope, args.user.as_deref(), &args.name, kopek_clock::now())
+            .context("make a key")?;
     store.create_api_key(&minted.key).await.context("store the key")?;
     if args.json {
         println!(
@@ -105,7 +100,7 @@ async fn list(args: ListKeysArgs) -> anyhow::Result<()> {
 async fn revoke(args: RevokeKeyArgs) -> anyhow::Result<()> {
     let id = kopek_auth::parse_token(&args.id).map_or(args.id.as_str(), |(id, _)| id);
     let store = open_store(&args.store).await?;
-    if store.revoke_api_key(id, kopek_engine::Clock::wall_now()).await? {
+    if store.revoke_api_key(id, kopek_clock::now()).await? {
         println!("revoked key {id}");
         Ok(())
     } else if store.api_key(id).await?.is_some() {

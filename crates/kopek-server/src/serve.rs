@@ -569,7 +569,7 @@ fn auth_mode(args: &ServeArgs) -> anyhow::Result<AuthMode> {
 /// With auth required, the API needs an admin key to be useful: `--admin-key` is stored if it
 /// is not yet; with no active admin key at all, one is made and printed once.
 async fn first_admin_key(store: &dyn Store, given: Option<&str>) -> anyhow::Result<()> {
-    let now = kopek_engine::Clock::wall_now();
+    let now = kopek_clock::now();
     let tenant = kopek_core::Tenant::DEFAULT_NAME;
     if let Some(token) = given {
         let minted = kopek_auth::adopt(token, tenant, Scope::Admin, "--admin-key", now)?.context(

@@ -1,3 +1,6 @@
+//! Tests of `SqliteStore` on real SQLite files: batches, events, the carried event, verify
+//! and upgrades from older layouts.
+
 use super::*;
 use kopek_core::memory::SequentialIds;
 use kopek_core::*;
