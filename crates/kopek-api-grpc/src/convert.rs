@@ -3,7 +3,7 @@
 
 use kopek_core::fx::{RATE_DIGITS_MAX, Side, Terms};
 use kopek_core::{
-    Account, AccountId, AccountKind, AccountStatus, Action, Amount, Balance, Currency, Direction,
+    Account, AccountId, AccountKind, AccountStatus, Action, Balance, Currency, Direction,
     ErrorCode, NewAccount, Overdraft, Rejection, Timestamp, Transfer, TransferKind, TransferStatus,
     format_minor,
 };
@@ -16,22 +16,6 @@ pub fn side(value: i32) -> Result<Side, Rejection> {
         Ok(pb::ConversionSide::Unspecified | pb::ConversionSide::Sell) => Ok(Side::Sell),
         Ok(pb::ConversionSide::Buy) => Ok(Side::Buy),
         Err(_) => Err(Rejection::invalid(format!("unknown conversion side {value}"))),
-    }
-}
-
-/// An amount in `currency` from its two wire forms: `amount_minor` (0: not given), the
-/// decimal `amount`, or both if they agree.
-pub fn money(minor: i64, text: &str, currency: Currency) -> Result<i64, Rejection> {
-    let from_text = optional_text(text)
-        .map(|text| Amount::parse_major(text, currency).map(Amount::minor))
-        .transpose()?;
-    match ((minor != 0).then_some(minor), from_text) {
-        (Some(minor), Some(parsed)) if minor != parsed => Err(Rejection::new(
-            ErrorCode::InvalidAmount,
-            format!("amount_minor {minor} and amount '{text}' disagree"),
-        )),
-        (None, None) => Err(Rejection::new(ErrorCode::InvalidAmount, "amount is required")),
-        (minor, parsed) => Ok(minor.or(parsed).unwrap_or_default()),
     }
 }
 

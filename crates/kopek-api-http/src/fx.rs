@@ -9,16 +9,17 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Body, ErrorBody, ErrorDetail, Params, Segments};
-use crate::rest::{idempotency_key, minor_units, timestamp};
+use crate::rest::{idempotency_key, timestamp};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kopek_core::fx::{DEFAULT_RATE_SOURCE, RATE_DIGITS_MAX, Side, Terms};
 use kopek_core::{
-    Currency, ErrorCode, FxLeg, FxRate, NewQuote, Quote, QuoteId, QuoteResult, Rate, RateResult,
-    RateSet, Rejection, Timestamp, format_minor, limits,
+    Currency, ErrorCode, FxLeg, FxRate, Quote, QuoteId, QuoteResult, Rate, RateResult, RateSet,
+    Rejection, Timestamp, format_minor, limits,
 };
+use kopek_intake::conversion::{ConversionInput, QuoteInput};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -318,26 +319,10 @@ fn quote_dto(quote: &Quote) -> QuoteDto {
     }
 }
 
-fn side(text: Option<&str>) -> Result<Side, Rejection> {
-    match text {
-        None => Ok(Side::Sell),
-        Some(text) => {
-            Side::parse(text).ok_or_else(|| Rejection::invalid("side must be sell or buy"))
-        }
-    }
-}
-
-/// The amount a conversion request fixes, in the currency its side names.
-fn conversion_amount(
-    amount: Option<&str>,
-    minor: Option<i64>,
-    side: Side,
-    from: Currency,
-    to: Currency,
-) -> Result<i64, Rejection> {
-    let currency = if side == Side::Sell { from } else { to };
-    minor_units(amount, minor, currency)?
-        .ok_or_else(|| Rejection::new(ErrorCode::InvalidAmount, "give amount or amount_minor"))
+/// The side a request names; `None` (sell) when it names none.
+fn side(text: Option<&str>) -> Result<Option<Side>, Rejection> {
+    text.map(|text| Side::parse(text).ok_or_else(|| Rejection::invalid("side must be sell or buy")))
+        .transpose()
 }
 
 #[utoipa::path(
@@ -355,23 +340,19 @@ pub async fn create_quote(
     headers: HeaderMap,
     Body(request): Body<NewQuoteDto>,
 ) -> ApiResult<Response> {
-    let key = idempotency_key(&headers)?;
-    let (from, to) = (Currency::parse(&request.from)?, Currency::parse(&request.to)?);
-    let side = side(request.side.as_deref())?;
-    let amount =
-        conversion_amount(request.amount.as_deref(), request.amount_minor, side, from, to)?;
-    let config = state.intake.fx().config();
-    if request.spread_bp.is_some_and(|spread| spread > config.spread_bp) {
-        return Err(ApiError::invalid(format!(
-            "spread_bp may only lower the server's spread of {} basis points",
-            config.spread_bp
-        )));
-    }
-    let ttl_seconds = request.ttl_seconds.unwrap_or(config.quote_ttl_seconds);
-    let terms =
-        state.intake.fx().price(caller.tenant(), from, to, side, amount, request.spread_bp).await?;
-    let new = NewQuote { idempotency_key: key, terms, ttl_seconds };
-    let (quote, replayed) = match state.intake.create_quote(&caller.0, new).await? {
+    let input = QuoteInput {
+        idempotency_key: idempotency_key(&headers)?,
+        conversion: ConversionInput {
+            from: request.from,
+            to: request.to,
+            side: side(request.side.as_deref())?,
+            amount: request.amount,
+            amount_minor: request.amount_minor,
+        },
+        spread_bp: request.spread_bp,
+        ttl_seconds: request.ttl_seconds,
+    };
+    let (quote, replayed) = match state.intake.quote(&caller.0, input).await? {
         QuoteResult::Created(quote) => (quote, false),
         QuoteResult::Existed(quote) => (quote, true),
         QuoteResult::Rejected(rejection) => return Err(rejection.into()),
@@ -440,15 +421,17 @@ pub async fn convert(
     caller: Caller,
     Body(request): Body<ConvertDto>,
 ) -> ApiResult<Json<ConversionDto>> {
-    let from = Currency::parse(&request.from_currency)?;
-    let to = Currency::parse(&request.to_currency)?;
-    let side = side(request.side.as_deref())?;
-    let amount =
-        conversion_amount(request.amount.as_deref(), request.amount_minor, side, from, to)?;
-    let terms = state.intake.fx().price(caller.tenant(), from, to, side, amount, None).await?;
-    let (converted, currency) = match side {
-        Side::Sell => (terms.buy_amount, to),
-        Side::Buy => (terms.sell_amount, from),
+    let input = ConversionInput {
+        from: request.from_currency,
+        to: request.to_currency,
+        side: side(request.side.as_deref())?,
+        amount: request.amount,
+        amount_minor: request.amount_minor,
+    };
+    let terms = state.intake.price(caller.tenant(), &input).await?;
+    let (converted, currency) = match terms.side {
+        Side::Sell => (terms.buy_amount, terms.to),
+        Side::Buy => (terms.sell_amount, terms.from),
     };
     Ok(Json(ConversionDto {
         converted_amount: format_minor(converted, currency),

@@ -59,15 +59,6 @@ fn page_size(limit: Option<usize>) -> usize {
     fields::page_size(limit)
 }
 
-/// An amount from its decimal and minor-unit forms, by the intake's rule.
-pub(crate) fn minor_units(
-    amount: Option<&str>,
-    minor: Option<i64>,
-    currency: Currency,
-) -> Result<Option<i64>, Rejection> {
-    fields::money(minor, amount, currency)
-}
-
 /// An overdraft limit from its decimal or minor-unit form (both must agree); zero is a valid
 /// limit, though not a valid amount. `None` when neither is given.
 fn overdraft_limit(

@@ -6,6 +6,7 @@
 //! - `transfer`: one transfer request, as every surface reads it (`TransferInput`);
 //! - `batch`: several transfers, the linked-batch rule, and one `TransferResult` per transfer;
 //! - the other commands (accounts, users, orders, rates, quotes), each with its typed answer;
+//! - `conversion`: a price check and a quote, read and priced the same way on every surface;
 //! - `contract`: the streaming contract's `Transaction` as a transfer;
 //! - `json` and `wire`: the kopek.v1 transfer as JSON and as protobuf, read as a `TransferInput`.
 //!
@@ -13,6 +14,7 @@
 //! What each input means is written once, in `docs/api.md` ("One meaning per input").
 
 pub mod contract;
+pub mod conversion;
 pub mod fields;
 pub mod json;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! Exchange rates, quotes and price checks.
 
 use super::*;
+use kopek_intake::conversion::{ConversionInput, QuoteInput};
 
 pub(super) async fn set_rates(
     service: &LedgerService,
@@ -87,28 +88,22 @@ pub(super) async fn create_quote(
 ) -> Result<Response<pb::CreateQuoteResponse>, Status> {
     let caller = principal(&request)?;
     let request = request.into_inner();
-    let priced = async {
-        let key = IdempotencyKey::parse_client(&request.idempotency_key)?;
-        let (from, to) = (Currency::parse(&request.from)?, Currency::parse(&request.to)?);
-        let side = convert::side(request.side)?;
-        let currency = if side == Side::Sell { from } else { to };
-        let amount = convert::money(request.amount_minor, &request.amount, currency)?;
-        let config = service.fx().config();
-        if request.spread_bp.is_some_and(|spread| spread > config.spread_bp) {
-            return Err(Rejection::invalid(format!(
-                "spread_bp may only lower the server's spread of {} basis points",
-                config.spread_bp
-            )));
-        }
-        let ttl_seconds =
-            if request.ttl_seconds == 0 { config.quote_ttl_seconds } else { request.ttl_seconds };
-        let terms =
-            service.fx().price(&caller.tenant, from, to, side, amount, request.spread_bp).await?;
-        Ok(NewQuote { idempotency_key: key, terms, ttl_seconds })
+    let input = async {
+        Ok::<_, Rejection>(QuoteInput {
+            idempotency_key: IdempotencyKey::parse_client(&request.idempotency_key)?,
+            conversion: ConversionInput {
+                from: request.from,
+                to: request.to,
+                side: Some(convert::side(request.side)?),
+                amount: Some(request.amount),
+                amount_minor: (request.amount_minor != 0).then_some(request.amount_minor),
+            },
+            spread_bp: request.spread_bp,
+            ttl_seconds: Some(request.ttl_seconds),
+        })
     };
-    let new_quote = priced.await.map_err(|r: Rejection| rejection_status(&r))?;
-    let result =
-        service.intake.create_quote(&caller, new_quote).await.map_err(|r| rejection_status(&r))?;
+    let input = input.await.map_err(|r| rejection_status(&r))?;
+    let result = service.intake.quote(&caller, input).await.map_err(|r| rejection_status(&r))?;
     let (quote, replayed) = match result {
         QuoteResult::Created(quote) => (quote, false),
         QuoteResult::Existed(quote) => (quote, true),
@@ -142,15 +137,16 @@ pub(super) async fn convert(
 ) -> Result<Response<pb::ConvertResponse>, Status> {
     let caller = principal(&request)?;
     let request = request.into_inner();
-    let priced = async {
-        let from = Currency::parse(&request.from_currency)?;
-        let to = Currency::parse(&request.to_currency)?;
-        let side = convert::side(request.side)?;
-        let currency = if side == Side::Sell { from } else { to };
-        let amount = convert::money(request.amount_minor, &request.amount, currency)?;
-        service.fx().price(&caller.tenant, from, to, side, amount, None).await
+    let side = convert::side(request.side).map_err(|r| rejection_status(&r))?;
+    let input = ConversionInput {
+        from: request.from_currency,
+        to: request.to_currency,
+        side: Some(side),
+        amount: Some(request.amount),
+        amount_minor: (request.amount_minor != 0).then_some(request.amount_minor),
     };
-    let terms = priced.await.map_err(|r: Rejection| rejection_status(&r))?;
+    let terms =
+        service.intake.price(&caller.tenant, &input).await.map_err(|r| rejection_status(&r))?;
     let (converted, currency) = match terms.side {
         Side::Sell => (terms.buy_amount, terms.to),
         Side::Buy => (terms.sell_amount, terms.from),

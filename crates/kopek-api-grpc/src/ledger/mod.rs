@@ -8,8 +8,8 @@ use crate::status::{rejection_status, store_status};
 use kopek_auth::{Ended, Ending, FinishOnDrop, Principal, access};
 use kopek_core::fx::Side;
 use kopek_core::{
-    AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking, NewQuote,
-    Overdraft, QuoteId, QuoteResult, RateResult, RateSet, Rejection, Tenant, Timestamp, limits,
+    AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking, Overdraft, QuoteId,
+    QuoteResult, RateResult, RateSet, Rejection, Tenant, Timestamp, limits,
 };
 use kopek_engine::{Engine, EngineError};
 use kopek_events::Feed;

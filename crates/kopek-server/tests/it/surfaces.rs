@@ -228,6 +228,57 @@ async fn the_same_input_has_the_same_code_on_rest_grpc_and_the_cli() {
     };
     assert_eq!(grpc_code(&one(&mut client, grpc).await), "POSTED");
 
+    // Quotes read by the same rules: what each surface answers for the same request.
+    let quote_cases: [(&str, Value, pb::CreateQuoteRequest, &str); 4] = [
+        (
+            "no amount",
+            json!({"from": "USD", "to": "EUR"}),
+            pb::CreateQuoteRequest { from: "USD".into(), to: "EUR".into(), ..Default::default() },
+            "INVALID_AMOUNT",
+        ),
+        (
+            "a spread above the server's",
+            json!({"from": "USD", "to": "EUR", "amount": "10.00", "spread_bp": 9_999}),
+            pb::CreateQuoteRequest {
+                from: "USD".into(),
+                to: "EUR".into(),
+                amount: "10.00".into(),
+                spread_bp: Some(9_999),
+                ..Default::default()
+            },
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "a currency that is not ISO 4217",
+            json!({"from": "USD", "to": "XYZ", "amount": "10.00"}),
+            pb::CreateQuoteRequest {
+                from: "USD".into(),
+                to: "XYZ".into(),
+                amount: "10.00".into(),
+                ..Default::default()
+            },
+            "UNKNOWN_CURRENCY",
+        ),
+        (
+            "more decimals than the currency has",
+            json!({"from": "USD", "to": "EUR", "amount": "10.001"}),
+            pb::CreateQuoteRequest {
+                from: "USD".into(),
+                to: "EUR".into(),
+                amount: "10.001".into(),
+                ..Default::default()
+            },
+            "INVALID_AMOUNT",
+        ),
+    ];
+    for (index, (name, rest, grpc, expect)) in quote_cases.into_iter().enumerate() {
+        let (rest, _) = rest_call(&server, "/v1/fx/quotes", &format!("qr-{index}"), &rest).await;
+        let grpc = pb::CreateQuoteRequest { idempotency_key: format!("qg-{index}"), ..grpc };
+        let status = client.create_quote(grpc).await.expect_err("refused");
+        let grpc = status.message().split(':').next().unwrap_or_default().to_owned();
+        assert_eq!((rest.as_str(), grpc.as_str()), (expect, expect), "quote: {name}");
+    }
+
     // A hold named by a text that is no transfer id.
     let (rest, _) =
         rest_call(&server, "/v1/transfers/not-an-id/capture", "capture-rest", &json!({})).await;
