@@ -155,8 +155,12 @@ async fn rates_quotes_and_cross_currency_transfers_over_http() {
     let wrong = json!({"debit_account_id": "alice", "credit_account_id": "bob", "currency": "USD", "amount": "99.00", "quote_id": other["id"]});
     let (status, body) = call(&server, "POST", "/v1/transfers", Some("pay-3"), wrong).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("INVALID_AMOUNT")), "{body}");
-    // A quote past its time is expired: kopek-intake's tests/clock.rs moves a manual clock
-    // past a quote's life instead of sleeping through it (QUOTE_EXPIRED answers 409, above).
+    // A quote with a short life is one more quote (and event). That it expires is tested by
+    // kopek-intake's tests/clock.rs, which moves a manual clock past a quote's life instead of
+    // sleeping through it (QUOTE_EXPIRED answers 409, above).
+    let short = json!({"from": "USD", "to": "EUR", "amount": "1.00", "ttl_seconds": 1});
+    let (status, _) = call(&server, "POST", "/v1/fx/quotes", Some("q3"), short).await;
+    assert_eq!(status, 201);
     // Without a quote this server does not convert.
     let implicit = json!({"debit_account_id": "alice", "credit_account_id": "bob", "currency": "USD", "amount": "1.00", "to_currency": "EUR"});
     let (status, body) = call(&server, "POST", "/v1/transfers", Some("pay-5"), implicit).await;
