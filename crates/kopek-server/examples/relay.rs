@@ -20,47 +20,33 @@
 use futures_util::StreamExt;
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
-use kopek_testkit::startup::Listeners;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use kopek_testkit::process::{Launch, ServerProcess};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// A `kopek serve` with the broker, stopped with SIGTERM when dropped.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     grpc: String,
     http: String,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
+        self.process.terminate();
     }
 }
 
 fn start(kopek: &str, dir: &std::path::Path, broker: &str) -> Server {
-    let mut child = Command::new(kopek)
-        .args(["serve", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--broker", broker])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start kopek");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut listeners = Listeners::default();
-    while listeners.grpc.is_none() || listeners.http.is_empty() {
-        listeners.read(&lines.next().expect("a line").expect("read"));
-    }
-    let grpc = format!("http://{}", listeners.grpc.unwrap_or_default());
-    let http = listeners.http.swap_remove(0);
-    std::thread::spawn(move || for _ in lines {});
-    Server { child, grpc, http }
+    let mut launch = Launch::new(kopek, dir);
+    launch.args.extend(["--broker".to_owned(), broker.to_owned()]);
+    launch.env.push(("RUST_LOG".to_owned(), "error".to_owned()));
+    let process = ServerProcess::start(&launch);
+    let grpc = format!("http://{}", process.listeners.grpc.clone().unwrap_or_default());
+    let http = process.listeners.http[0].clone();
+    Server { process, grpc, http }
 }
 
 async fn metric(http: &str, name: &str) -> Option<f64> {

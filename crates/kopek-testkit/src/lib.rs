@@ -6,6 +6,7 @@
 //! - `startup`: the lines `kopek serve` prints when it is listening (the start-up contract
 //!   scripts and tests read the bound addresses from), written and read by the same code.
 
+pub mod process;
 pub mod random;
 pub mod startup;
 

@@ -6,18 +6,19 @@
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
 pub use kopek_store::Store;
+use kopek_testkit::process::{Launch, ServerProcess};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tonic::transport::Channel;
 
 pub const KOPEK: &str = env!("CARGO_BIN_EXE_kopek");
 
+/// A `kopek serve` process (`kopek_testkit::process`) with the addresses tests use.
 pub struct Server {
-    child: Child,
+    process: ServerProcess,
     pub grpc_address: String,
     pub http_address: String,
     /// Every HTTP listener, in the order they were given.
@@ -26,8 +27,6 @@ pub struct Server {
     pub admin_key: Option<String>,
     /// The `--metrics-listen` listener, when there is one.
     pub metrics_address: Option<String>,
-    /// What the process wrote to stderr, line by line, when started with `start_logging`.
-    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -46,86 +45,41 @@ impl Server {
         Server::spawn(data_dir, extra, env, false)
     }
 
-    /// Starts `kopek serve` with extra flags, logging at info, and keeps its stderr in `logs`.
+    /// Starts `kopek serve` with extra flags, logging at info, and keeps its stderr.
     pub fn start_logging(data_dir: &Path, extra: &[&str]) -> Server {
         Server::spawn(data_dir, extra, &[("RUST_LOG", "info")], true)
     }
 
     fn spawn(data_dir: &Path, extra: &[&str], env: &[(&str, &str)], capture: bool) -> Server {
-        let database = crate::ON_POSTGRES.then(|| PgDatabase::for_dir(data_dir));
-        let database_args = match &database {
-            Some(database) => vec!["--database".to_owned(), database.url.clone()],
-            None => Vec::new(),
-        };
-        let mut child = Command::new(KOPEK)
-            .args([
-                "serve",
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(database_args)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            // The tests' webhook receivers listen on loopback; a test of the default rule sets
-            // it back to "false".
-            .env("KOPEK_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(if capture { Stdio::piped() } else { Stdio::inherit() })
-            .spawn()
-            .expect("spawn kopek serve");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let logs = logs.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    logs.lock().expect("logs").push(line);
-                }
-            });
+        let mut launch = Launch::new(KOPEK, data_dir);
+        if crate::ON_POSTGRES {
+            launch
+                .args
+                .extend(["--database".to_owned(), PgDatabase::for_dir(data_dir).url.clone()]);
         }
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (lines, received) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let http_count = 1 + extra.iter().filter(|arg| **arg == "--http-listen").count();
-        let mut listeners = kopek_testkit::Listeners::default();
-        // Workers, relays and ingesters serve no gRPC.
-        let grpc_expected =
-            !extra.windows(2).any(|pair| matches!(pair, ["--role", "worker" | "relay" | "ingest"]));
-        let metrics_expected = extra.contains(&"--metrics-listen");
-        while (grpc_expected && listeners.grpc.is_none())
-            || listeners.http.len() < http_count
-            || (metrics_expected && listeners.metrics.is_none())
-        {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line =
-                received.recv_timeout(left).expect("kopek serve printed its listeners in time");
-            listeners.read(&line);
-        }
+        launch.args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        // The tests' webhook receivers listen on loopback; a test of the default rule sets it
+        // back to "false".
+        launch.env.push(("KOPEK_WEBHOOKS_ALLOW_PRIVATE_TARGETS".to_owned(), "true".to_owned()));
+        launch
+            .env
+            .extend(env.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
+        launch.capture_stderr = capture;
+        let process = ServerProcess::start(&launch);
+        let listeners = process.listeners.clone();
         Server {
-            child,
+            process,
             grpc_address: listeners.grpc.unwrap_or_default(),
             http_address: listeners.http[0].clone(),
             http_addresses: listeners.http,
             admin_key: listeners.admin_key,
             metrics_address: listeners.metrics,
-            logs,
         }
     }
 
     /// The stderr lines captured so far.
     pub fn log_lines(&self) -> Vec<String> {
-        self.logs.lock().expect("logs").clone()
+        self.process.log_lines()
     }
 
     pub fn grpc_url(&self) -> String {
@@ -142,44 +96,17 @@ impl Server {
 
     /// Waits for the process to end on its own.
     pub fn wait_for_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll child") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "kopek did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_for_exit(within)
     }
 
     /// SIGKILL: no chance to flush or drain anything.
     pub fn kill9(&mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
+        self.process.kill9();
     }
 
     /// SIGTERM, then wait for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll child") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "kopek did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.terminate()
     }
 }
 
