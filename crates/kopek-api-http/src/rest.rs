@@ -373,7 +373,9 @@ pub async fn create_transfer(
     Body(request): Body<NewTransferDto>,
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
-    if request.idempotency_key.as_deref().is_some_and(|body_key| body_key != key.as_str()) {
+    if fields::given(request.idempotency_key.as_deref())
+        .is_some_and(|body_key| body_key != key.as_str())
+    {
         return Err(ApiError::invalid(
             "idempotency_key in the body differs from the Idempotency-Key header",
         ));

@@ -19,7 +19,7 @@ pub mod nats;
 
 use async_trait::async_trait;
 use kopek_auth::{Principal, Scope};
-use kopek_core::{Linking, Rejection, Tenant, TransferResult, TransferStatus};
+use kopek_core::{ErrorCode, Linking, Rejection, Tenant, TransferResult, TransferStatus};
 use kopek_intake::{Batch, Intake, Pending};
 use kopek_outbox::broker::Broker;
 use serde_json::{Value, json};
@@ -144,6 +144,16 @@ async fn handle(
         match decode::decode(intake, &message.body, message.content_type.as_deref()).await {
             Err(reason) => poison.push((message, reason)),
             Ok(decoded) => {
+                // The ledger could not be read while the command was read: not a verdict on
+                // the command. The batch is let go unacknowledged and delivered again.
+                if let Err(rejection) = &decoded.request
+                    && matches!(rejection.code, ErrorCode::Unavailable | ErrorCode::Internal)
+                {
+                    return Err(IngestError(format!(
+                        "reading a command: {}: {}",
+                        rejection.code, rejection.message
+                    )));
+                }
                 let correlation = message
                     .correlation_id
                     .clone()

@@ -53,7 +53,7 @@ pub struct NewTransferDto {
 impl NewTransferDto {
     /// The request in the intake's words, under `key` (the header's, or the item's own).
     pub fn into_input(self, key: IdempotencyKey) -> Result<TransferInput, Rejection> {
-        let kind = match self.kind.as_deref() {
+        let kind = match crate::fields::given(self.kind.as_deref()) {
             None => TransferKind::Transfer,
             Some(text) => TransferKind::parse(text)
                 .ok_or_else(|| Rejection::invalid(format!("unknown transfer kind '{text}'")))?,

@@ -96,22 +96,26 @@ impl Intake {
     }
 
     async fn look_up(&self, tenant: &Tenant, input: &TransferInput) -> Result<Found, Rejection> {
+        // The cause goes to the log; the caller learns only that it may retry.
         let unavailable = |error: kopek_store::StoreError| {
-            Rejection::new(ErrorCode::Unavailable, error.to_string())
+            tracing::warn!(%error, "the intake could not read the ledger");
+            Rejection::new(ErrorCode::Unavailable, "the ledger could not be read; retry")
         };
         let mut found = Found::default();
         match &input.action {
             Action::Capture { pending_id } if fields::given(input.amount.as_deref()).is_some() => {
                 if let Ok(id) = TransferId::parse(pending_id) {
                     let hold = self.engine.store().transfer(id).await.map_err(unavailable)?;
-                    found.hold_currency = hold.and_then(|hold| hold.currency);
+                    // Another tenant's hold is no hold here: its currency says nothing.
+                    found.hold_currency =
+                        hold.filter(|hold| hold.tenant == *tenant).and_then(|hold| hold.currency);
                 }
             }
             Action::Capture { .. } | Action::Void { .. } => {}
             Action::Post | Action::Hold { .. } => {
                 let quote_id = fields::given(input.quote_id.as_deref());
                 if let Some(id) = quote_id.and_then(|text| QuoteId::parse(text).ok())
-                    && (stated(input) || defaulted(input))
+                    && stated(input)
                 {
                     let quote = self.engine.store().quote(id).await.map_err(unavailable)?;
                     found.quote = quote.filter(|quote| quote.tenant == *tenant);
@@ -191,7 +195,7 @@ fn movement(tenant: &Tenant, input: &TransferInput, found: &Found) -> Result<Mov
         return Err(Rejection::invalid("give quote_id or to_currency, not both"));
     }
     if let Some(text) = quote_id {
-        return quoted(tenant, input, text, hold, found.quote.as_ref());
+        return quoted(input, text, hold, found.quote.as_ref());
     }
     let currency = fields::currency(input.currency.as_deref())?;
     let amount =
@@ -222,10 +226,10 @@ fn movement(tenant: &Tenant, input: &TransferInput, found: &Found) -> Result<Mov
 }
 
 /// A conversion at a quote's terms. The quote fixes both currencies and amounts: the request
-/// may leave them out, and what it states must be what the quote sells. An unknown or expired
-/// quote is the ledger's to decline (and record).
+/// may leave them out, and what it states must be what the quote sells. Payer and payee are
+/// both named (no world account stands for two currencies). An unknown or expired quote is
+/// the ledger's to decline (and record).
 fn quoted(
-    tenant: &Tenant,
     input: &TransferInput,
     text: &str,
     hold: Option<Hold>,
@@ -234,38 +238,31 @@ fn quoted(
     let id = QuoteId::parse(text)
         .map_err(|_| Rejection::invalid(format!("quote_id '{text}' is not a quote id")))?;
     let currency = fields::given(input.currency.as_deref()).map(Currency::parse).transpose()?;
-    let source = match quote {
-        None => currency,
-        Some(quote) => {
-            let sells = quote.terms.from;
-            if let Some(currency) = currency.filter(|currency| *currency != sells) {
-                return Err(Rejection::new(
-                    ErrorCode::CurrencyMismatch,
-                    format!("quote {id} sells {sells}, not {currency}"),
-                ));
-            }
-            let amount = fields::money(input.amount_minor, input.amount.as_deref(), sells)?;
-            if amount.is_some_and(|amount| amount != quote.terms.sell_amount) {
-                return Err(Rejection::new(
-                    ErrorCode::InvalidAmount,
-                    format!(
-                        "quote {id} sells {} {sells}; leave the amount out or send that",
-                        format_minor(quote.terms.sell_amount, sells)
-                    ),
-                ));
-            }
-            Some(sells)
+    if let Some(quote) = quote {
+        let sells = quote.terms.from;
+        if let Some(currency) = currency.filter(|currency| *currency != sells) {
+            return Err(Rejection::new(
+                ErrorCode::CurrencyMismatch,
+                format!("quote {id} sells {sells}, not {currency}"),
+            ));
         }
-    };
-    let (debit_account, credit_account) = match source {
-        Some(currency) => sides(tenant, input, currency)?,
-        // Neither the request nor a known quote says the currency: both sides must be named.
-        None => (
-            required_side(input.debit_account_id.as_deref(), "debit_account_id")?,
-            required_side(input.credit_account_id.as_deref(), "credit_account_id")?,
-        ),
-    };
-    Ok(Movement::Exchange { debit_account, credit_account, terms: FxTerms::Quote(id), hold })
+        let amount = fields::money(input.amount_minor, input.amount.as_deref(), sells)?;
+        if amount.is_some_and(|amount| amount != quote.terms.sell_amount) {
+            return Err(Rejection::new(
+                ErrorCode::InvalidAmount,
+                format!(
+                    "quote {id} sells {} {sells}; leave the amount out or send that",
+                    format_minor(quote.terms.sell_amount, sells)
+                ),
+            ));
+        }
+    }
+    Ok(Movement::Exchange {
+        debit_account: required_side(input.debit_account_id.as_deref(), "debit_account_id")?,
+        credit_account: required_side(input.credit_account_id.as_deref(), "credit_account_id")?,
+        terms: FxTerms::Quote(id),
+        hold,
+    })
 }
 
 /// The request states an amount (which a quote must agree with).
@@ -273,14 +270,6 @@ fn stated(input: &TransferInput) -> bool {
     fields::given(input.currency.as_deref()).is_some()
         || fields::given(input.amount.as_deref()).is_some()
         || input.amount_minor.is_some()
-}
-
-/// A side is left to its default (the world account), whose currency a quote decides.
-fn defaulted(input: &TransferInput) -> bool {
-    input.kind == TransferKind::Deposit
-        && fields::given(input.debit_account_id.as_deref()).is_none()
-        || input.kind == TransferKind::Withdrawal
-            && fields::given(input.credit_account_id.as_deref()).is_none()
 }
 
 fn pending(text: &str) -> Result<TransferId, Rejection> {

@@ -201,6 +201,17 @@ async fn the_same_input_has_the_same_code_on_rest_grpc_and_the_cli() {
             None,
             "INVALID_ARGUMENT",
         ),
+        case(
+            "a quote without a payee",
+            {
+                let (mut rest, mut grpc) = quoted(&quotes[2], Some("USD"), None);
+                rest["credit_account_id"] = json!("");
+                grpc.credit_account_id = String::new();
+                (rest, grpc)
+            },
+            None,
+            "INVALID_ARGUMENT",
+        ),
     ];
     for (index, case) in cases.into_iter().enumerate() {
         let (rest, _) =
