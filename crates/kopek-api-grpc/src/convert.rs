@@ -4,7 +4,7 @@
 use kopek_core::fx::{RATE_DIGITS_MAX, Side, Terms};
 use kopek_core::{
     Account, AccountId, AccountKind, AccountStatus, Action, Balance, Currency, Direction,
-    ErrorCode, NewAccount, Overdraft, Rejection, Timestamp, Transfer, TransferKind, TransferStatus,
+    ErrorCode, Overdraft, Rejection, Timestamp, Transfer, TransferKind, TransferStatus,
     format_minor,
 };
 use kopek_core::{FxLeg, FxRate, Quote};
@@ -135,29 +135,6 @@ fn kind_to_proto(kind: TransferKind) -> pb::TransferKind {
         TransferKind::Reversal => pb::TransferKind::Reversal,
         TransferKind::FxLeg => pb::TransferKind::FxLeg,
     }
-}
-
-pub fn new_account(account: pb::NewAccount) -> Result<NewAccount, Rejection> {
-    let kind = match pb::AccountKind::try_from(account.kind) {
-        Ok(pb::AccountKind::Unspecified | pb::AccountKind::User) => AccountKind::User,
-        Ok(pb::AccountKind::System) => AccountKind::System,
-        Err(_) => return Err(Rejection::invalid(format!("unknown account kind {}", account.kind))),
-    };
-    let overdraft = if account.unbounded_overdraft {
-        Overdraft::Unbounded
-    } else {
-        Overdraft::limited(account.overdraft_limit_minor)?
-    };
-    let new = NewAccount {
-        id: AccountId::parse(&account.id)?,
-        currency: Currency::parse(&account.currency)?,
-        owner: optional_text(&account.owner).map(str::to_owned),
-        kind,
-        overdraft,
-        metadata: account.metadata.into_iter().collect(),
-    };
-    new.validate()?;
-    Ok(new)
 }
 
 pub fn status(value: i32) -> Result<AccountStatus, Rejection> {

@@ -14,10 +14,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kopek_auth::access;
 use kopek_core::{
-    AccountId, AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking,
-    NewAccount, NewUser, Overdraft, Rejection, Tenant, Timestamp, TransferId, TransferRequest,
-    TransferResult, UserId, UserResult, limits,
+    AccountId, AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking, NewUser,
+    Rejection, Tenant, Timestamp, TransferId, TransferRequest, TransferResult, UserId, UserResult,
+    limits,
 };
+use kopek_intake::account::{AccountInput, account_request};
 use kopek_intake::{Action, Batch, TransferInput, fields};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -59,33 +60,6 @@ fn page_size(limit: Option<usize>) -> usize {
     fields::page_size(limit)
 }
 
-/// An overdraft limit from its decimal or minor-unit form (both must agree); zero is a valid
-/// limit, though not a valid amount. `None` when neither is given.
-fn overdraft_limit(
-    text: Option<&str>,
-    minor: Option<i64>,
-    currency: Currency,
-) -> Result<Option<Overdraft>, Rejection> {
-    let from_text = text
-        .map(|text| {
-            kopek_core::money::parse_decimal_minor(text, currency.minor_digits()).map_err(
-                |reason| {
-                    Rejection::new(
-                        ErrorCode::InvalidAmount,
-                        format!("overdraft limit '{text}': {reason}"),
-                    )
-                },
-            )
-        })
-        .transpose()?;
-    match (minor, from_text) {
-        (Some(minor), Some(text)) if minor != text => Err(Rejection::invalid(format!(
-            "overdraft_limit_minor {minor} and overdraft_limit disagree"
-        ))),
-        (minor, text) => minor.or(text).map(Overdraft::limited).transpose(),
-    }
-}
-
 pub(crate) fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejection> {
     fields::timestamp(text, field)
 }
@@ -110,26 +84,19 @@ pub async fn create_account(
 ) -> ApiResult<Response> {
     let key = idempotency_key(&headers)?;
     let derived = request.id.is_none();
-    let id = match &request.id {
-        Some(id) => AccountId::parse(id)?,
-        None => AccountId::parse(&derived_id("acct", &key))?,
-    };
-    let currency = Currency::parse(&request.currency)?;
     let kind = dto::account_kind(request.kind.as_deref())
         .ok_or_else(|| ApiError::invalid("kind must be user or system"))?;
-    let overdraft = if request.unbounded_overdraft {
-        Overdraft::Unbounded
-    } else {
-        overdraft_limit(
-            request.overdraft_limit.as_deref(),
-            request.overdraft_limit_minor,
-            currency,
-        )?
-        .unwrap_or(Overdraft::NONE)
+    let input = AccountInput {
+        id: request.id.unwrap_or_else(|| derived_id("acct", &key)),
+        currency: Some(request.currency),
+        owner: request.owner,
+        kind,
+        overdraft_limit: request.overdraft_limit,
+        overdraft_limit_minor: request.overdraft_limit_minor,
+        unbounded_overdraft: request.unbounded_overdraft,
+        metadata: request.metadata,
     };
-    let owner = caller.0.owner_of_new_account(request.owner);
-    let new = NewAccount { id, currency, owner, kind, overdraft, metadata: request.metadata };
-    new.validate()?;
+    let new = account_request(&caller.0, input)?;
     match state.intake.create_account(&caller.0, new).await? {
         AccountResult::Created(account) => {
             Ok(respond(StatusCode::CREATED, &dto::account(&account), false))
@@ -228,7 +195,7 @@ pub async fn update_account(
     Body(request): Body<AccountUpdateDto>,
 ) -> ApiResult<Json<AccountDto>> {
     let account = load_account(&state, &caller, &id).await?;
-    let overdraft = overdraft_limit(
+    let overdraft = fields::overdraft(
         request.overdraft_limit.as_deref(),
         request.overdraft_limit_minor,
         account.currency,

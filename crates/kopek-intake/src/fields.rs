@@ -1,7 +1,7 @@
 //! The parse rules of single fields, the same on every surface. A field that is absent and a
 //! field that is empty mean the same (proto3 cannot tell them apart, so JSON does not either).
 
-use kopek_core::{AccountId, Amount, Currency, ErrorCode, Rejection, Timestamp, limits};
+use kopek_core::{AccountId, Amount, Currency, ErrorCode, Overdraft, Rejection, Timestamp, limits};
 
 /// Items a page holds when the caller does not say.
 pub const PAGE_SIZE_DEFAULT: usize = 100;
@@ -44,6 +44,33 @@ pub fn money(
             format!("amount_minor {minor} and amount '{}' disagree", text.unwrap_or_default()),
         )),
         (minor, parsed) => Ok(minor.or(parsed)),
+    }
+}
+
+/// An overdraft limit from its decimal or minor-unit form (both must agree); zero is a valid
+/// limit, though not a valid amount. `None` when neither is given.
+pub fn overdraft(
+    text: Option<&str>,
+    minor: Option<i64>,
+    currency: Currency,
+) -> Result<Option<Overdraft>, Rejection> {
+    let from_text = given(text)
+        .map(|text| {
+            kopek_core::money::parse_decimal_minor(text, currency.minor_digits()).map_err(
+                |reason| {
+                    Rejection::new(
+                        ErrorCode::InvalidAmount,
+                        format!("overdraft limit '{text}': {reason}"),
+                    )
+                },
+            )
+        })
+        .transpose()?;
+    match (minor, from_text) {
+        (Some(minor), Some(text)) if minor != text => Err(Rejection::invalid(format!(
+            "overdraft_limit_minor {minor} and overdraft_limit disagree"
+        ))),
+        (minor, text) => minor.or(text).map(Overdraft::limited).transpose(),
     }
 }
 

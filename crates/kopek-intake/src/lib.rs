@@ -3,6 +3,7 @@
 //! decodes its wire shape, calls the intake, and encodes the typed answer:
 //!
 //! - `fields`: the parse rules of single fields (ids, amounts, currencies, times, page sizes);
+//! - `account`: an account to open (`AccountInput`, `account_request`);
 //! - `transfer`: one transfer request, as every surface reads it (`TransferInput`);
 //! - `batch`: several transfers, the linked-batch rule, and one `TransferResult` per transfer;
 //! - the other commands (accounts, users, orders, rates, quotes), each with its typed answer;
@@ -13,6 +14,7 @@
 //! An engine failure maps to its code and sentence in one place (`EngineError::rejection`).
 //! What each input means is written once, in `docs/api.md` ("One meaning per input").
 
+pub mod account;
 pub mod contract;
 pub mod conversion;
 pub mod fields;

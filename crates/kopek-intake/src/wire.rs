@@ -2,9 +2,10 @@
 //! `CreateTransfers`, `StreamTransfers` and a broker message in protobuf say. Proto3 cannot
 //! tell an absent field from its default, so `""` and `0` mean "not given" here.
 
+use crate::account::AccountInput;
 use crate::contract::Transaction;
 use crate::transfer::{Action, TransferInput};
-use kopek_core::{IdempotencyKey, Rejection, TransferKind};
+use kopek_core::{AccountKind, IdempotencyKey, Rejection, TransferKind};
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::transaction as contract;
 
@@ -39,6 +40,27 @@ pub fn transfer_input(request: pb::TransferRequest) -> Result<TransferInput, Rej
         effective_at: text(request.effective_at),
         quote_id: text(request.quote_id),
         to_currency: None,
+    })
+}
+
+/// A kopek.v1 `NewAccount` in the intake's words.
+pub fn account_input(account: pb::NewAccount) -> Result<AccountInput, Rejection> {
+    let kind = match pb::AccountKind::try_from(account.kind) {
+        Ok(pb::AccountKind::Unspecified | pb::AccountKind::User) => AccountKind::User,
+        Ok(pb::AccountKind::System) => AccountKind::System,
+        Err(_) => return Err(Rejection::invalid(format!("unknown account kind {}", account.kind))),
+    };
+    Ok(AccountInput {
+        id: account.id,
+        currency: Some(account.currency),
+        owner: Some(account.owner),
+        kind,
+        overdraft_limit: None,
+        // 0 is proto3's "not given": no overdraft either way.
+        overdraft_limit_minor: (account.overdraft_limit_minor != 0)
+            .then_some(account.overdraft_limit_minor),
+        unbounded_overdraft: account.unbounded_overdraft,
+        metadata: account.metadata.into_iter().collect(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Accounts: open, read, list, update, statements, balances and spending.
 
 use super::*;
+use kopek_intake::account::account_request;
 
 /// Longest owner id `GetSpending` looks up.
 const OWNER_BYTES_MAX: usize = 256;
@@ -20,9 +21,7 @@ pub(super) async fn create_accounts(
     let parsed: Vec<_> = accounts
         .into_iter()
         .map(|account| {
-            let mut account = convert::new_account(account)?;
-            account.owner = caller.owner_of_new_account(account.owner.take());
-            Ok(account)
+            wire::account_input(account).and_then(|input| account_request(&caller, input))
         })
         .collect();
     let valid: Vec<_> = parsed.iter().filter_map(|item| item.as_ref().ok().cloned()).collect();

@@ -1,5 +1,6 @@
-//! One meaning per input (`docs/api.md`): the same transfer inputs sent through REST, kopek.v1
-//! gRPC and the CLI answer the same code on every surface that can express them.
+//! One meaning per input (`docs/api.md`): the same transfer, quote and account inputs sent
+//! through REST, kopek.v1 gRPC and the CLI answer the same code on every surface that can
+//! express them.
 
 use crate::support::*;
 use kopek_proto::kopek::v1 as pb;
@@ -288,6 +289,41 @@ async fn the_same_input_has_the_same_code_on_rest_grpc_and_the_cli() {
         let status = client.create_quote(grpc).await.expect_err("refused");
         let grpc = status.message().split(':').next().unwrap_or_default().to_owned();
         assert_eq!((rest.as_str(), grpc.as_str()), (expect, expect), "quote: {name}");
+    }
+
+    // Accounts read by the same rules.
+    let account_cases = [
+        ("an id no account can have", "a b", "USD", None, "INVALID_ARGUMENT"),
+        ("a currency that is not ISO 4217", "acct-xyz", "XYZ", None, "UNKNOWN_CURRENCY"),
+        ("a negative overdraft limit", "acct-neg", "USD", Some(-5), "INVALID_ARGUMENT"),
+    ];
+    for (index, (name, id, currency, limit, expect)) in account_cases.into_iter().enumerate() {
+        let mut rest = json!({"id": id, "currency": currency});
+        if let Some(limit) = limit {
+            rest["overdraft_limit_minor"] = json!(limit);
+        }
+        let (rest, _) = rest_call(&server, "/v1/accounts", &format!("ar-{index}"), &rest).await;
+        let account = pb::NewAccount {
+            id: id.to_owned(),
+            currency: currency.to_owned(),
+            overdraft_limit_minor: limit.unwrap_or_default(),
+            ..Default::default()
+        };
+        let results = client
+            .create_accounts(pb::CreateAccountsRequest { accounts: vec![account] })
+            .await
+            .expect("create accounts")
+            .into_inner()
+            .results;
+        let grpc = results[0].error.as_ref().map_or_else(
+            || "CREATED".to_owned(),
+            |error| {
+                pb::ErrorCode::try_from(error.code)
+                    .map(|code| code.as_str_name().trim_start_matches("ERROR_CODE_").to_owned())
+                    .unwrap_or_default()
+            },
+        );
+        assert_eq!((rest.as_str(), grpc.as_str()), (expect, expect), "account: {name}");
     }
 
     // A hold named by a text that is no transfer id.
