@@ -107,21 +107,8 @@ pub fn error(rejection: &Rejection) -> pb::Error {
     pb::Error { code: error_code(rejection.code) as i32, message: rejection.message.clone() }
 }
 
-fn optional_text(text: &str) -> Option<&str> {
-    if text.is_empty() { None } else { Some(text) }
-}
-
 pub fn account_id(text: &str) -> Result<AccountId, Rejection> {
     AccountId::parse(text)
-}
-
-pub fn timestamp(text: &str, field: &str) -> Result<Option<Timestamp>, Rejection> {
-    optional_text(text)
-        .map(|text| {
-            Timestamp::parse_rfc3339(text)
-                .map_err(|error| Rejection::invalid(format!("{field}: {error}")))
-        })
-        .transpose()
 }
 
 fn kind_to_proto(kind: TransferKind) -> pb::TransferKind {

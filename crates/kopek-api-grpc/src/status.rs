@@ -41,7 +41,7 @@ pub fn rejection_status(rejection: &Rejection) -> Status {
 }
 
 pub fn engine_status(error: EngineError) -> Status {
-    rejection_status(&crate::ledger::engine_rejection(error))
+    rejection_status(&error.rejection())
 }
 
 pub fn store_status(error: StoreError) -> Status {

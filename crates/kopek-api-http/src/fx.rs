@@ -9,7 +9,7 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Body, ErrorBody, ErrorDetail, Params, Segments};
-use crate::rest::{idempotency_key, timestamp};
+use crate::rest::idempotency_key;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -20,6 +20,7 @@ use kopek_core::{
     Rejection, Timestamp, format_minor, limits,
 };
 use kopek_intake::conversion::{ConversionInput, QuoteInput};
+use kopek_intake::fields::timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -60,10 +60,6 @@ fn page_size(limit: Option<usize>) -> usize {
     fields::page_size(limit)
 }
 
-pub(crate) fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Rejection> {
-    fields::timestamp(text, field)
-}
-
 // ---- accounts ----
 
 #[utoipa::path(
@@ -232,7 +228,7 @@ pub async fn get_balance(
     Params(query): Params<BalanceQuery>,
 ) -> ApiResult<Json<BalanceAtDto>> {
     let account = load_account(&state, &caller, &id).await?;
-    let as_of = timestamp(query.as_of.as_deref(), "as_of")?;
+    let as_of = fields::timestamp(query.as_of.as_deref(), "as_of")?;
     let balance = match as_of {
         None => dto::balance(&account),
         Some(at) => {

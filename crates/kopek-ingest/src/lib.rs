@@ -228,7 +228,7 @@ fn verdict(tenant: &Tenant, key: &str, correlation: &str, outcome: Outcome) -> V
         "type": "CommandVerdict",
         "id": id,
         "tenant": tenant.as_str(),
-        "at": kopek_outbox::relay_now().to_rfc3339(),
+        "at": kopek_clock::now().to_rfc3339(),
         "correlation_id": correlation,
         "idempotency_key": key,
         "status": status,

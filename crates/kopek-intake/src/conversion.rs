@@ -5,7 +5,7 @@
 use crate::{Intake, fields};
 use kopek_auth::Principal;
 use kopek_core::fx::{Side, Terms};
-use kopek_core::{Currency, ErrorCode, IdempotencyKey, NewQuote, QuoteResult, Rejection, Tenant};
+use kopek_core::{Currency, IdempotencyKey, NewQuote, QuoteResult, Rejection, Tenant};
 
 /// A conversion to price: `amount` (or `amount_minor`) is in `from` when selling, in `to`
 /// when buying.
@@ -42,13 +42,7 @@ fn read(input: &ConversionInput) -> Result<Asked, Rejection> {
     let (from, to) = (Currency::parse(&input.from)?, Currency::parse(&input.to)?);
     let side = input.side.unwrap_or(Side::Sell);
     let currency = if side == Side::Sell { from } else { to };
-    let amount =
-        fields::money(input.amount_minor, input.amount.as_deref(), currency)?.ok_or_else(|| {
-            Rejection::new(
-                ErrorCode::InvalidAmount,
-                "amount is required: give amount or amount_minor",
-            )
-        })?;
+    let amount = fields::required_money(input.amount_minor, input.amount.as_deref(), currency)?;
     Ok(Asked { from, to, side, amount })
 }
 

@@ -47,6 +47,17 @@ pub fn money(
     }
 }
 
+/// `money` for a request that must state an amount.
+pub fn required_money(
+    minor: Option<i64>,
+    text: Option<&str>,
+    currency: Currency,
+) -> Result<i64, Rejection> {
+    money(minor, text, currency)?.ok_or_else(|| {
+        Rejection::new(ErrorCode::InvalidAmount, "amount is required: give amount or amount_minor")
+    })
+}
+
 /// An overdraft limit from its decimal or minor-unit form (both must agree); zero is a valid
 /// limit, though not a valid amount. `None` when neither is given.
 pub fn overdraft(

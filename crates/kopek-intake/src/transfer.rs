@@ -198,13 +198,7 @@ fn movement(tenant: &Tenant, input: &TransferInput, found: &Found) -> Result<Mov
         return quoted(input, text, hold, found.quote.as_ref());
     }
     let currency = fields::currency(input.currency.as_deref())?;
-    let amount =
-        fields::money(input.amount_minor, input.amount.as_deref(), currency)?.ok_or_else(|| {
-            Rejection::new(
-                ErrorCode::InvalidAmount,
-                "amount is required: give amount or amount_minor",
-            )
-        })?;
+    let amount = fields::required_money(input.amount_minor, input.amount.as_deref(), currency)?;
     let (debit_account, credit_account) = sides(tenant, input, currency)?;
     match to_currency {
         None => Ok(Movement::Move { debit_account, credit_account, amount, currency, hold }),

@@ -15,5 +15,3 @@ pub mod relay;
 pub mod resolver;
 pub mod sink;
 pub mod webhooks;
-
-pub use relay::now as relay_now;

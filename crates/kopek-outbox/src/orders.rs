@@ -28,7 +28,7 @@ pub fn start(engine: Engine, shutdown: CancellationToken) -> JoinHandle<()> {
 }
 
 async fn sweep(engine: &Engine) {
-    let now = crate::relay::now().as_unix_micros();
+    let now = kopek_store::wall_clock().as_unix_micros();
     let after = i64::try_from(SWEEP_AFTER.as_micros()).unwrap_or(i64::MAX);
     match engine.store().pending_orders(SWEEP_BATCH).await {
         Ok(orders) => {

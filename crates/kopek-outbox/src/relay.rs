@@ -104,7 +104,7 @@ impl Relay {
     /// Waits for the lease; `None` on shutdown.
     async fn claim(&mut self) -> Option<u64> {
         loop {
-            let now = now();
+            let now = kopek_store::wall_clock();
             match self.store.relay_claim(&self.sink_name, &self.holder, now, lease_end(now)).await {
                 Ok(Some(cursor)) => {
                     self.status.send_modify(|status| {
@@ -267,7 +267,7 @@ async fn advance_cursor(
 ) -> Option<bool> {
     let mut backoff = BACKOFF_FIRST;
     loop {
-        let now = now();
+        let now = kopek_store::wall_clock();
         match store.relay_advance(sink, holder, cursor, lease_end(now)).await {
             Ok(held) => return Some(held),
             Err(error) => {
@@ -280,11 +280,6 @@ async fn advance_cursor(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-}
-
-/// The wall clock as a `Timestamp`.
-pub fn now() -> Timestamp {
-    kopek_store::wall_clock()
 }
 
 pub(crate) fn lease_end(now: Timestamp) -> Timestamp {

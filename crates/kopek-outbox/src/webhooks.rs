@@ -7,12 +7,13 @@
 //! Signature: `Kopek-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //! A receiver recomputes it over the raw body and refuses a stale `t`.
 
-use crate::relay::{jittered, now};
+use crate::relay::jittered;
 use crate::resolver::PublicResolver;
 use futures_util::future::join_all;
 use hmac::{Hmac, Mac};
 use kopek_core::Timestamp;
 use kopek_events::targets::Targets;
+use kopek_store::wall_clock as now;
 use kopek_store::{Attempt, AttemptResult, Delivery, DeliveryStatus, Store, Webhook};
 use sha2::Sha256;
 use std::collections::HashMap;

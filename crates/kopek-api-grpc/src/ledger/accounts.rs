@@ -178,7 +178,8 @@ pub(super) async fn get_balance(
     let caller = principal(&request)?;
     let request = request.into_inner();
     let id = convert::account_id(&request.account_id).map_err(|r| rejection_status(&r))?;
-    let as_of = convert::timestamp(&request.as_of, "as_of").map_err(|r| rejection_status(&r))?;
+    let as_of =
+        fields::timestamp(Some(&request.as_of), "as_of").map_err(|r| rejection_status(&r))?;
     let store = service.engine().store();
     let not_found = || {
         rejection_status(&Rejection::new(

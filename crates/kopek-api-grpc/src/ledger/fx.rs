@@ -27,7 +27,7 @@ pub(super) async fn set_rates(
                 } else {
                     input.source
                 },
-                valid_from: convert::timestamp(&input.valid_from, "valid_from")?,
+                valid_from: fields::timestamp(Some(&input.valid_from), "valid_from")?,
             })
         })
         .collect();

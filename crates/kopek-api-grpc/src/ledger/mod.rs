@@ -11,7 +11,7 @@ use kopek_core::{
     AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking, Overdraft, QuoteId,
     QuoteResult, RateResult, RateSet, Rejection, Tenant, Timestamp, limits,
 };
-use kopek_engine::{Engine, EngineError};
+use kopek_engine::Engine;
 use kopek_events::Feed;
 use kopek_events::filter::EventFilter;
 use kopek_events::subscriptions::{NewWebhook, SubscribeError, subscribe};
@@ -64,11 +64,6 @@ impl LedgerService {
     fn fx(&self) -> &kopek_fx::Fx {
         self.intake.fx()
     }
-}
-
-/// Why the write path did not take a request (`EngineError::rejection`, shared with REST).
-pub fn engine_rejection(error: EngineError) -> Rejection {
-    error.rejection()
 }
 
 /// A page size from the wire (0: not given), by the intake's rule.

@@ -4,10 +4,11 @@
 //! acknowledged.
 
 use super::{BATCH_EVENTS, ConsumerError, Incoming, Source};
-use crate::relay::{RENEW_EVERY, lease_end, now};
+use crate::relay::{RENEW_EVERY, lease_end};
 use async_trait::async_trait;
 use kopek_core::Timestamp;
 use kopek_events::Feed;
+use kopek_store::wall_clock as now;
 use kopek_store::{Store, StoredEvent};
 use std::sync::Arc;
 use tokio::sync::mpsc;

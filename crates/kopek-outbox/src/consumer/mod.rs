@@ -136,7 +136,7 @@ async fn consume(
         return Ok(());
     }
     store
-        .consume(consumer, items, crate::relay::now())
+        .consume(consumer, items, kopek_store::wall_clock())
         .await
         .map(|_| ())
         .map_err(|error| ConsumerError(error.to_string()))
