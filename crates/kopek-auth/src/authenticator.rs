@@ -2,19 +2,21 @@
 
 use crate::key::{parse_token, verify};
 use crate::{Principal, Scope};
-use kopek_core::{Tenant, UserId};
+use kopek_clock::Clock;
+use kopek_core::{Tenant, Timestamp, UserId};
 use kopek_store::{ApiKey, Store, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// How long a key checked against the store is trusted before it is read again: a revoked
-/// key stops working within this time.
-pub const RECHECK: Duration = Duration::from_secs(5);
+/// How long a key checked against the store is trusted before it is read again, unless the
+/// server is told otherwise (`--key-recheck-ms`): a key revoked by another process stops
+/// working here within this time.
+pub const RECHECK_DEFAULT: Duration = Duration::from_secs(5);
 
 /// Whether callers must present a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +43,8 @@ struct Checked {
     principal: Option<Principal>,
     /// SHA-256 of the secret that verified against the key's hash.
     digest: [u8; 32],
-    at: Instant,
+    /// When the store last answered for the key, by the authenticator's clock.
+    at: Timestamp,
 }
 
 /// Checks bearer tokens against the store's keys.
@@ -52,11 +55,29 @@ pub struct Authenticator {
     checked: Arc<Mutex<HashMap<String, Checked>>>,
     /// Argon2 runs one at a time per process, so a flood of wrong secrets costs one core.
     hashing: Arc<Semaphore>,
+    /// How long a checked key is trusted before the store is asked again.
+    recheck: Duration,
+    /// What "how long" is measured with: the wall clock, or a test's `ManualClock`.
+    clock: Arc<dyn Clock>,
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, mode: AuthMode) -> Authenticator {
-        Authenticator { store, mode, checked: Arc::default(), hashing: Arc::new(Semaphore::new(1)) }
+    /// An authenticator that trusts what the store said about a key for `recheck`, as
+    /// `clock` measures it.
+    pub fn new(
+        store: Arc<dyn Store>,
+        mode: AuthMode,
+        recheck: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Authenticator {
+        Authenticator {
+            store,
+            mode,
+            checked: Arc::default(),
+            hashing: Arc::new(Semaphore::new(1)),
+            recheck,
+            clock,
+        }
     }
 
     pub fn mode(&self) -> AuthMode {
@@ -132,13 +153,13 @@ impl Authenticator {
         KeyWatch { auth: self.clone(), key_id: principal.key_id.clone() }
     }
 
-    /// Whether the key `id` still stands, from what was checked less than [`RECHECK`] ago or
+    /// Whether the key `id` still stands, from what was checked less than `recheck` ago or
     /// else from the store. A store that cannot answer now keeps the key standing: the key
     /// was valid, and a stream should not end because of one failed read.
     async fn still_valid(&self, id: &str) -> bool {
         {
             let checked = self.lock();
-            if let Some(seen) = checked.get(id).filter(|seen| seen.at.elapsed() < RECHECK) {
+            if let Some(seen) = checked.get(id).filter(|seen| self.fresh(seen)) {
                 return seen.principal.is_some();
             }
         }
@@ -157,15 +178,23 @@ impl Authenticator {
         if key.revoked_at.is_some() || key.secret_hash != seen.key.secret_hash {
             seen.principal = None;
         }
-        seen.at = Instant::now();
+        seen.at = self.clock.now();
         seen.key = key;
         seen.principal.is_some()
     }
 
-    /// The answer for a key checked less than [`RECHECK`] ago; `None` to ask the store.
+    /// Whether what the store said about a key is recent enough to trust. A clock that went
+    /// back since counts as stale: a revoked key is not trusted for longer than `recheck`.
+    fn fresh(&self, seen: &Checked) -> bool {
+        let age = self.clock.now().as_unix_micros().checked_sub(seen.at.as_unix_micros());
+        age.and_then(|age| u64::try_from(age).ok())
+            .is_some_and(|age| u128::from(age) < self.recheck.as_micros())
+    }
+
+    /// The answer for a key checked less than `recheck` ago; `None` to ask the store.
     fn recent(&self, id: &str, digest: &[u8; 32]) -> Option<Result<Principal, AuthError>> {
         let checked = self.lock();
-        let seen = checked.get(id).filter(|seen| seen.at.elapsed() < RECHECK)?;
+        let seen = checked.get(id).filter(|seen| self.fresh(seen))?;
         match &seen.principal {
             None => Some(Err(AuthError::Invalid)),
             // Only one secret verifies against the hash: any other digest is a wrong secret.
@@ -182,7 +211,8 @@ impl Authenticator {
             _ => digest,
         };
         let id = key.id.clone();
-        checked.insert(id, Checked { key, principal, digest, at: Instant::now() });
+        let at = self.clock.now();
+        checked.insert(id, Checked { key, principal, digest, at });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Checked>> {
@@ -190,7 +220,7 @@ impl Authenticator {
     }
 }
 
-/// The key behind a long-lived call, checked again every [`RECHECK`].
+/// The key behind a long-lived call, checked again every `recheck`.
 #[derive(Clone)]
 pub struct KeyWatch {
     auth: Authenticator,
@@ -199,14 +229,14 @@ pub struct KeyWatch {
 }
 
 impl KeyWatch {
-    /// Resolves once the key no longer stands (revoked or deleted), at most [`RECHECK`] after
+    /// Resolves once the key no longer stands (revoked or deleted), at most `recheck` after
     /// that happened; never when auth is off.
     pub async fn revoked(&self) {
         let Some(id) = &self.key_id else {
             return std::future::pending().await;
         };
         loop {
-            tokio::time::sleep(RECHECK).await;
+            tokio::time::sleep(self.auth.recheck).await;
             if !self.auth.still_valid(id).await {
                 return;
             }
@@ -224,7 +254,7 @@ pub enum Ended {
 }
 
 /// The end of one long-lived call: the server's shutdown, or its key's revocation, noticed
-/// by a task that checks the key every [`RECHECK`]. Call [`Ending::finish`] when the call is
+/// by a task that checks the key every `recheck`. Call [`Ending::finish`] when the call is
 /// over, so the check stops.
 #[derive(Clone)]
 pub struct Ending {

@@ -14,7 +14,7 @@ mod limit;
 mod principal;
 
 pub use authenticator::{
-    AuthError, AuthMode, Authenticator, Ended, Ending, FinishOnDrop, KeyWatch,
+    AuthError, AuthMode, Authenticator, Ended, Ending, FinishOnDrop, KeyWatch, RECHECK_DEFAULT,
 };
 pub use key::{MintedKey, adopt, mint, parse_token};
 pub use limit::{RateLimit, RateLimiter, Verdict};

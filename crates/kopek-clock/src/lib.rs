@@ -8,6 +8,7 @@ use kopek_core::Timestamp;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// The wall clock now, as a ledger time (microseconds since the Unix epoch; the epoch itself
 /// if the system clock is set before it).
@@ -35,6 +36,13 @@ fn since_epoch() -> std::time::Duration {
 /// A source of the current time: the wall clock in production, a clock a test moves.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Timestamp;
+
+    /// Where to hear that the clock was moved by hand, for a task that sleeps until a time on
+    /// this clock (the writer waiting for a hold's expiry): a timer measures how far the wall
+    /// clock runs, but not a test's jump. `None` for a clock that only runs.
+    fn moves(&self) -> Option<watch::Receiver<Timestamp>> {
+        None
+    }
 }
 
 /// The wall clock.
@@ -55,12 +63,18 @@ pub fn system() -> Arc<dyn Clock> {
 /// A clock that moves only when told: tests of hold expiry, quotes and leases pass time with
 /// `advance` instead of waiting for it. Clones share one time.
 #[derive(Clone, Debug)]
-pub struct ManualClock(Arc<AtomicI64>);
+pub struct ManualClock {
+    micros: Arc<AtomicI64>,
+    moved: Arc<watch::Sender<Timestamp>>,
+}
 
 impl ManualClock {
     /// A clock standing at `at`.
     pub fn at(at: Timestamp) -> ManualClock {
-        ManualClock(Arc::new(AtomicI64::new(at.as_unix_micros())))
+        ManualClock {
+            micros: Arc::new(AtomicI64::new(at.as_unix_micros())),
+            moved: Arc::new(watch::Sender::new(at)),
+        }
     }
 
     /// A clock standing at the wall clock's now.
@@ -71,13 +85,25 @@ impl ManualClock {
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
         let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
-        self.0.fetch_add(micros, Ordering::SeqCst);
+        let after = self.micros.fetch_add(micros, Ordering::SeqCst).saturating_add(micros);
+        self.moved.send_replace(Timestamp::from_unix_micros(after));
+    }
+
+    /// Sets the clock to `at`, earlier or later: a system clock stepped back is one of the
+    /// things a test of time must try.
+    pub fn set(&self, at: Timestamp) {
+        self.micros.store(at.as_unix_micros(), Ordering::SeqCst);
+        self.moved.send_replace(at);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_unix_micros(self.0.load(Ordering::SeqCst))
+        Timestamp::from_unix_micros(self.micros.load(Ordering::SeqCst))
+    }
+
+    fn moves(&self) -> Option<watch::Receiver<Timestamp>> {
+        Some(self.moved.subscribe())
     }
 }
 
@@ -105,5 +131,18 @@ mod tests {
         clock.advance(Duration::from_millis(1_500));
         assert_eq!(shared.now().as_unix_micros(), start.as_unix_micros() + 1_500_000);
         assert!(SystemClock.now() > start, "the wall clock is past 2023");
+        assert!(SystemClock.moves().is_none(), "the wall clock is never moved by hand");
+    }
+
+    #[test]
+    fn whoever_listens_hears_that_a_manual_clock_moved() {
+        let clock = ManualClock::at(Timestamp::from_unix_micros(0));
+        let mut moves = clock.moves().expect("a manual clock tells");
+        assert!(!moves.has_changed().expect("open"), "nothing moved yet");
+        clock.advance(Duration::from_secs(1));
+        assert!(moves.has_changed().expect("open"));
+        assert_eq!(*moves.borrow_and_update(), Timestamp::from_unix_micros(1_000_000));
+        clock.set(Timestamp::from_unix_micros(5));
+        assert!(moves.has_changed().expect("open"), "a step back is a move too");
     }
 }

@@ -191,8 +191,10 @@ impl Engine {
         let (committed, commits) = watch::channel(0);
         let recheck_at = tokio::time::Instant::now() + config.expiry_recheck;
         let clock = CommitClock::after(config.clock.clone(), None);
+        let clock_moves = config.clock.moves();
         let writer = Writer {
             clock,
+            clock_moves,
             committed,
             receiver,
             store: store.clone(),
@@ -305,6 +307,9 @@ struct Writer {
     store: Arc<dyn Store>,
     config: EngineConfig,
     clock: CommitClock,
+    /// Hears a clock moved by hand (a test's), whose jumps no timer measures: the writer then
+    /// works out again when the next hold is due. `None` on the wall clock.
+    clock_moves: Option<watch::Receiver<Timestamp>>,
     ids: Arc<Mutex<UlidGenerator>>,
     stats: Arc<EngineStats>,
     /// The earliest hold expiry known; the writer wakes then to expire holds.
@@ -391,6 +396,8 @@ impl Writer {
                 () = tokio::time::sleep_until(wake), if expire_holds && !drained => {
                     self.expire_due().await;
                 }
+                // The next turn of the loop reads the moved clock and wakes on it.
+                () = moved(&mut self.clock_moves), if expire_holds && !drained => {}
             }
         }
         tracing::info!("write path stopped: queue closed and drained");
@@ -593,11 +600,16 @@ impl Writer {
 
     /// When to look for due holds: the earliest known expiry, or the next recheck, whichever
     /// comes first. The recheck time is fixed when set, so a busy writer still gets to it.
+    /// On a hand-moved clock no timer measures the time left: the writer wakes when the clock
+    /// is moved instead (`moved`).
     fn wake_at(&self) -> tokio::time::Instant {
         match self.next_expiry {
             Some(at) => {
-                let now = self.config.clock.now();
-                self.recheck_at.min(tokio::time::Instant::now() + until(at, now))
+                let left = until(at, self.config.clock.now());
+                if self.clock_moves.is_some() && !left.is_zero() {
+                    return self.recheck_at;
+                }
+                self.recheck_at.min(tokio::time::Instant::now() + left)
             }
             None => self.recheck_at,
         }
@@ -658,6 +670,17 @@ fn expire_batch(ids: Vec<TransferId>) -> Batch {
     let command =
         Command::new(Tenant::default_tenant(), Authority::Ledger, CommandBody::ExpireHolds(ids));
     Batch { commands: vec![command] }
+}
+
+/// Resolves when a hand-moved clock moves; never for the wall clock (or once its mover is
+/// gone).
+async fn moved(moves: &mut Option<watch::Receiver<Timestamp>>) {
+    if let Some(moves) = moves
+        && moves.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
 }
 
 /// Time left from `now` until `at`.

@@ -136,10 +136,15 @@ async fn a_full_queue_answers_overloaded_at_once() {
     );
 }
 
+/// The writer wakes for a hold's expiry by itself, with nothing else to do: on a clock the
+/// test moves, so the hold's hour passes at once instead of being waited for. (A writer that
+/// only slept until its next minutely recheck would miss the deadline below.)
 #[tokio::test]
 async fn holds_expire_on_time_without_any_other_traffic() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (engine, _writer) = start(&dir, EngineConfig::default());
+    let clock = kopek_clock::ManualClock::starting_now();
+    let config = EngineConfig { clock: Arc::new(clock.clone()), ..EngineConfig::default() };
+    let (engine, _writer) = start(&dir, config);
     let tenant = Tenant::default_tenant();
     engine.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
     let world = AccountId::world(usd());
@@ -150,7 +155,7 @@ async fn holds_expire_on_time_without_any_other_traffic() {
         )
         .await
         .expect("fund");
-    let hold = Some(Hold { timeout_seconds: Some(1) });
+    let hold = Some(Hold { timeout_seconds: Some(3_600) });
     let result = engine
         .submit_as_ledger(tenant, transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold))
         .await
@@ -158,6 +163,9 @@ async fn holds_expire_on_time_without_any_other_traffic() {
     let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
     assert_eq!(hold.status, TransferStatus::Pending);
 
+    // (That the writer leaves a hold alone before its expiry is the busy-writer test below.)
+    let expires_at = hold.expires_at.expect("a hold with a timeout expires");
+    clock.set(expires_at);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = engine.store().transfer(hold.id).await.expect("read").map(|t| t.status);
@@ -165,7 +173,7 @@ async fn holds_expire_on_time_without_any_other_traffic() {
             break;
         }
         assert!(Instant::now() < deadline, "hold still {status:?} after its timeout");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let a = engine.store().account(&id("a")).await.expect("read").expect("a");
     assert_eq!(
@@ -247,6 +255,57 @@ async fn a_restarted_writer_commits_after_everything_already_stored() {
     let CommandResult::Accounts(results) = result else { panic!("accounts expected") };
     let AccountResult::Created(account) = &results[0] else { panic!("created expected") };
     assert!(account.created_at > ahead, "commit time went back: {} <= {ahead}", account.created_at);
+}
+
+/// A `--role api` writer (`expire_holds: false`) leaves a hold alone long past its expiry,
+/// however much it writes; a worker started on the same store then expires it at once. The
+/// clock is moved, not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_writer_leaves_expired_holds_to_a_worker() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+    let clock = kopek_clock::ManualClock::starting_now();
+    let api = EngineConfig {
+        expire_holds: false,
+        clock: Arc::new(clock.clone()),
+        ..EngineConfig::default()
+    };
+    let (api, _api_writer) = Engine::start(store.clone(), api);
+    let tenant = Tenant::default_tenant();
+    api.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
+    let world = AccountId::world(usd());
+    let fund = transfer("fund", world, "a", 500, TransferKind::Deposit, None);
+    api.submit_as_ledger(tenant.clone(), fund).await.expect("fund");
+    let hold = Some(Hold { timeout_seconds: Some(1) });
+    let result = api
+        .submit_as_ledger(
+            tenant.clone(),
+            transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold),
+        )
+        .await
+        .expect("hold");
+    let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
+
+    clock.advance(Duration::from_secs(3_600));
+    for n in 0..20 {
+        let key = format!("api-{n}");
+        let work = transfer(&key, id("a"), "b", 1, TransferKind::Transfer, None);
+        api.submit_as_ledger(tenant.clone(), work).await.expect("api work");
+    }
+    let status = api.store().transfer(hold.id).await.expect("read").map(|t| t.status);
+    assert_eq!(status, Some(TransferStatus::Pending), "an api writer expired a hold");
+
+    let worker = EngineConfig { clock: Arc::new(clock.clone()), ..EngineConfig::default() };
+    let (worker, _worker_writer) = Engine::start(store, worker);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = worker.store().transfer(hold.id).await.expect("read").map(|t| t.status);
+        if status == Some(TransferStatus::Expired) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker left the hold {status:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Two writers on one store stand for two processes: the one that placed a hold does not

@@ -121,7 +121,8 @@ pub enum KeysCommand {
     Create(CreateKeyArgs),
     /// List keys (ids, tenants, scopes, users; never secrets).
     List(ListKeysArgs),
-    /// Revoke a key: it stops working at once here, within 5 s on other processes.
+    /// Revoke a key: it stops working at once here, and on a running server within its
+    /// --key-recheck-ms (5 s unless set).
     Revoke(RevokeKeyArgs),
 }
 
@@ -295,6 +296,12 @@ pub struct ServeArgs {
     /// required otherwise; kopek refuses to start with auth off on a non-loopback listener.
     #[arg(long, env = "KOPEK_AUTH", value_enum)]
     pub auth: Option<AuthFlag>,
+    /// How long a checked API key is trusted before the store is read again: a key revoked
+    /// by another process (`kopek keys revoke`, another server) stops working here within
+    /// this time. Shorter means more key reads.
+    #[arg(long, env = "KOPEK_KEY_RECHECK_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub key_recheck_ms: u64,
     /// With auth required and no admin key yet: the first admin key (`kopek_<16 hex>_<64
     /// hex>`, e.g. from a secret store). Without it kopek makes one and prints it once.
     #[arg(long, env = "KOPEK_ADMIN_KEY", hide_env_values = true)]

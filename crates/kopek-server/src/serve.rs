@@ -211,7 +211,10 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
     if auth_mode == AuthMode::Required && args.role.serves_api() {
         first_admin_key(store.as_ref(), args.admin_key.as_deref()).await?;
     }
-    let authenticator = Authenticator::new(store.clone(), auth_mode);
+    // One clock for the process: commit times, hold expiry and key rechecks read it.
+    let clock = kopek_clock::system();
+    let key_recheck = Duration::from_millis(args.key_recheck_ms);
+    let authenticator = Authenticator::new(store.clone(), auth_mode, key_recheck, clock.clone());
     let config = EngineConfig {
         queue_capacity: args.queue_capacity.max(1),
         batch_transfers_max: args.batch_transfers_max.max(1),
@@ -222,6 +225,7 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
         } else {
             EngineConfig::default().expiry_recheck
         },
+        clock,
         ..EngineConfig::default()
     };
     let (engine, writer) = Engine::start(store.clone(), config);

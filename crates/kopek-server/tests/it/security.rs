@@ -147,13 +147,13 @@ async fn grpc_opens_accounts_only_for_the_keys_user() {
     }
 }
 
-/// Finding 2: streams opened before `kopek keys revoke` end once the server notices (within
-/// its 5 s recheck, as unary calls): `StreamTransfers` and `StreamEvents` with
+/// Finding 2: streams opened before `kopek keys revoke` end once the server notices (at its
+/// next key recheck, as unary calls; 100 ms here): `StreamTransfers` and `StreamEvents` with
 /// `UNAUTHENTICATED`, `/v1/ws` with a close frame 1008 that says why.
 #[tokio::test]
 async fn a_revoked_key_ends_its_open_streams() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, admin) = secured(dir.path(), &[]);
+    let (server, admin) = secured(dir.path(), &["--key-recheck-ms", "100"]);
     let address = &server.http_address;
     let opened =
         post_json(address, &admin, "/v1/accounts", "o-acc", r#"{"id":"acc","currency":"USD"}"#)
