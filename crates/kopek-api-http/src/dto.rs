@@ -347,14 +347,15 @@ pub struct EventDto {
     pub payload: serde_json::Value,
 }
 
-pub fn event(event: &StoredEvent) -> EventDto {
+/// An outbox row with its document (`kopek_events::EventDocument::of_stored`).
+pub fn event(event: &StoredEvent, document: &kopek_events::EventDocument) -> EventDto {
     EventDto {
         sequence: event.sequence,
         id: event.id.clone(),
         kind: event.kind.clone(),
         subject_id: event.subject_id.clone(),
         at: event.at.to_rfc3339(),
-        payload: serde_json::from_str(&event.payload).unwrap_or(serde_json::Value::Null),
+        payload: serde_json::to_value(document).unwrap_or(serde_json::Value::Null),
     }
 }
 

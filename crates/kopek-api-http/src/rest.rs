@@ -636,5 +636,9 @@ pub async fn list_events(
         state.engine.store().events_after(Some(tenant), query.after.unwrap_or(0), size).await?;
     let next_cursor =
         (events.len() == size).then(|| events.last().map(|event| event.sequence)).flatten();
-    Ok(Json(EventPageDto { events: events.iter().map(dto::event).collect(), next_cursor }))
+    let events = events
+        .iter()
+        .map(|event| dto::event(event, &kopek_events::EventDocument::of_stored(event)))
+        .collect();
+    Ok(Json(EventPageDto { events, next_cursor }))
 }

@@ -13,9 +13,10 @@ use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use kopek_auth::{Ended, Ending, FinishOnDrop, KeyWatch, Principal};
 use kopek_core::{Order, OrderId, OrderStatus};
+use kopek_events::EventDocument;
 use kopek_events::filter::EventFilter;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// What one connection follows: `type` (comma-separated event types), and `account`,
 /// `user` or `order`; with none of the three, every event of the ledger.
@@ -111,11 +112,11 @@ async fn follow(
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
-                let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
-                if !filter.matches(&event, &payload) {
+                let document = EventDocument::of_stored(&event);
+                if !filter.matches(&event, &document) {
                     continue;
                 }
-                let message = match serde_json::to_string(&dto::event(&event)) {
+                let message = match serde_json::to_string(&dto::event(&event, &document)) {
                     Ok(text) => text,
                     Err(_) => continue,
                 };

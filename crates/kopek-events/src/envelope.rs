@@ -2,6 +2,7 @@
 //! sequence and the schema version. `docs/events.md` describes every field; a change that
 //! removes or retypes a field bumps `SCHEMA_VERSION`, adding a field does not.
 
+use crate::EventDocument;
 use kopek_store::StoredEvent;
 use serde_json::{Map, Value};
 
@@ -15,19 +16,14 @@ pub fn document(event: &StoredEvent) -> Vec<u8> {
 
 /// The document of `event` as a JSON value, for code that reads it rather than sends it.
 pub fn document_value(event: &StoredEvent) -> Value {
-    // The stored payload already holds id, type, tenant, at, subject and balances.
-    let mut fields = match serde_json::from_str::<Value>(&event.payload) {
+    enveloped(event, &EventDocument::of_stored(event))
+}
+
+/// `document`, the document of `event` already made, with the envelope's fields added.
+pub fn enveloped(event: &StoredEvent, document: &EventDocument) -> Value {
+    let mut fields = match serde_json::to_value(document) {
         Ok(Value::Object(fields)) => fields,
-        // Never seen in a healthy store; still publish what the row itself says.
-        _ => {
-            tracing::warn!(event = %event.id, "outbox payload is not a JSON object");
-            let mut fields = Map::new();
-            fields.insert("id".to_owned(), Value::from(event.id.as_str()));
-            fields.insert("type".to_owned(), Value::from(event.kind.as_str()));
-            fields.insert("tenant".to_owned(), Value::from(event.tenant.as_str()));
-            fields.insert("at".to_owned(), Value::from(event.at.to_rfc3339()));
-            fields
-        }
+        _ => Map::new(),
     };
     fields.insert("schema_version".to_owned(), Value::from(SCHEMA_VERSION));
     fields.insert("sequence".to_owned(), Value::from(event.sequence));
@@ -42,6 +38,7 @@ pub fn document_value(event: &StoredEvent) -> Value {
 mod tests {
     use super::*;
     use kopek_core::Timestamp;
+    use kopek_store::EventBody;
 
     #[test]
     fn the_document_adds_sequence_and_version_to_the_payload() {
@@ -52,8 +49,10 @@ mod tests {
             kind: "TransferPosted".to_owned(),
             subject_id: "01J0000000000000000000000T".to_owned(),
             at: Timestamp::from_unix_micros(1_700_000_000_000_000),
-            payload: r#"{"id":"01J0000000000000000000000E","type":"TransferPosted","balances":[]}"#
-                .to_owned(),
+            body: EventBody::Document(
+                r#"{"at":"2023-11-14T22:13:20Z","balances":[],"id":"01J0000000000000000000000E","subject":{},"subject_type":"transfer","tenant":"default","type":"TransferPosted"}"#
+                    .to_owned(),
+            ),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
         };
         let document: Value = serde_json::from_slice(&document(&event)).expect("json");
@@ -66,6 +65,7 @@ mod tests {
         assert_eq!(document["type"], "TransferPosted");
         assert_eq!(document["subject_id"], "01J0000000000000000000000T");
         assert_eq!(document["balances"], Value::Array(Vec::new()));
+        assert_eq!(document["subject_type"], "transfer", "the stored document, not the row alone");
     }
 
     #[test]
@@ -77,7 +77,7 @@ mod tests {
             kind: "AccountOpened".to_owned(),
             subject_id: "a".to_owned(),
             at: Timestamp::from_unix_micros(0),
-            payload: "not json".to_owned(),
+            body: EventBody::Document("not json".to_owned()),
             traceparent: None,
         };
         let document: Value = serde_json::from_slice(&document(&event)).expect("json");

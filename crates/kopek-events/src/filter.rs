@@ -1,9 +1,9 @@
 //! Which events a subscriber wants: the event stream API (gRPC `StreamEvents`, WebSocket
 //! `/v1/ws`) passes each event through one `EventFilter`.
 
+use crate::EventDocument;
 use kopek_core::EventKind;
 use kopek_store::StoredEvent;
-use serde_json::Value;
 
 /// An event passes when it is of the tenant, its type is one of `types` (any type if empty)
 /// and, when any of `account`, `user` and `order` is given, it concerns at least one of them.
@@ -42,8 +42,8 @@ impl EventFilter {
         Ok(types)
     }
 
-    /// `payload` is the event's stored document, parsed.
-    pub fn matches(&self, event: &StoredEvent, payload: &Value) -> bool {
+    /// `document` is the event's document (`EventDocument::of_stored`).
+    pub fn matches(&self, event: &StoredEvent, document: &EventDocument) -> bool {
         if self.tenant.as_ref().is_some_and(|tenant| *tenant != event.tenant) {
             return false;
         }
@@ -53,18 +53,9 @@ impl EventFilter {
         if self.account.is_none() && self.user.is_none() && self.order.is_none() {
             return true;
         }
-        let balances = payload.get("balances").and_then(Value::as_array);
         let touches = |id: &str| {
-            event.subject_id == id
-                || balances.is_some_and(|balances| {
-                    balances.iter().any(|balance| {
-                        balance.get("account_id").and_then(Value::as_str) == Some(id)
-                    })
-                })
+            event.subject_id == id || document.balances.iter().any(|b| b.account_id == id)
         };
-        let subject = payload.get("subject");
-        let field =
-            |name: &str| subject.and_then(|subject| subject.get(name)).and_then(Value::as_str);
         let account_hit = self.account.as_deref().is_some_and(touches);
         let user_hit = self.user.as_deref().is_some_and(|user| {
             // Exactly this user's accounts, `user:<user>:<CUR>`: user "a" is not user "a:b".
@@ -73,15 +64,10 @@ impl EventFilter {
                     .and_then(|rest| rest.rsplit_once(':'))
                     .is_some_and(|(owner, currency)| owner == user && currency.len() == 3)
             };
-            field("owner") == Some(user)
-                || field("user_id") == Some(user)
-                || (payload.get("subject_type").and_then(Value::as_str) == Some("user")
-                    && event.subject_id == user)
-                || balances.is_some_and(|balances| {
-                    balances.iter().any(|balance| {
-                        balance.get("account_id").and_then(Value::as_str).is_some_and(owned)
-                    })
-                })
+            document.subject_text("owner") == Some(user)
+                || document.subject_text("user_id") == Some(user)
+                || (document.subject_type == "user" && event.subject_id == user)
+                || document.balances.iter().any(|balance| owned(&balance.account_id))
         });
         let order_hit = self.order.as_deref().is_some_and(|order| event.subject_id == order);
         account_hit || user_hit || order_hit
@@ -91,11 +77,20 @@ impl EventFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use kopek_store::EventBody;
+    use serde_json::{Value, json};
 
-    fn event(kind: &str, subject: &str, accounts: &[&str]) -> (StoredEvent, Value) {
-        let balances: Vec<Value> = accounts.iter().map(|id| json!({"account_id": id})).collect();
-        let payload = json!({"subject_type": "transfer", "subject": {}, "balances": balances});
+    fn event(kind: &str, subject: &str, accounts: &[&str]) -> (StoredEvent, EventDocument) {
+        let balances: Vec<Value> = accounts
+            .iter()
+            .map(|id| {
+                json!({"account_id": id, "available_minor": null, "currency": "USD",
+                       "pending_in_minor": 0, "pending_out_minor": 0, "posted_minor": 0})
+            })
+            .collect();
+        let text = json!({"at": "1970-01-01T00:00:00Z", "balances": balances, "id": "e",
+                          "subject": {}, "subject_type": "transfer", "tenant": "default",
+                          "type": kind});
         let stored = StoredEvent {
             sequence: 1,
             id: "e".into(),
@@ -103,10 +98,12 @@ mod tests {
             kind: kind.into(),
             subject_id: subject.into(),
             at: kopek_core::Timestamp::EPOCH,
-            payload: payload.to_string(),
+            body: EventBody::Document(text.to_string()),
             traceparent: None,
         };
-        (stored, payload)
+        let document = EventDocument::of_stored(&stored);
+        assert_eq!(document.balances.len(), accounts.len(), "the test's document reads");
+        (stored, document)
     }
 
     #[test]

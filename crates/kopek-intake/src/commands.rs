@@ -4,10 +4,11 @@
 use crate::Intake;
 use kopek_auth::Principal;
 use kopek_core::{
-    Account, AccountResult, AccountUpdate, CommandBody, CommandResult, ErrorCode, NewAccount,
-    NewOrder, NewQuote, NewUser, OrderResult, QuoteResult, RateResult, RateSet, Rejection,
-    UserResult,
+    Account, AccountResult, AccountUpdate, Authority, Command, CommandBody, CommandResult,
+    ErrorCode, InboxMark, NewAccount, NewOrder, NewQuote, NewUser, OrderResult, QuoteResult,
+    RateResult, RateSet, Rejection, Tenant, UserResult,
 };
+use kopek_engine::Ticket;
 
 impl Intake {
     /// Opens accounts: one answer per account, in order.
@@ -102,10 +103,39 @@ impl Intake {
         }
     }
 
+    /// The ledger's own payment of an order (the order saga and its sweep), queued without
+    /// waiting so that many share the writer's batches; `PendingPayment::wait` answers it.
+    /// `inbox` marks the event that asked for the payment, in the payment's own commit.
+    pub async fn pay_order(
+        &self,
+        tenant: Tenant,
+        order: NewOrder,
+        inbox: Option<InboxMark>,
+    ) -> Result<PendingPayment, Rejection> {
+        let mut command = Command::new(tenant, Authority::Ledger, CommandBody::PayOrder(order));
+        command.inbox = inbox;
+        let ticket =
+            self.engine.enqueue_command(command).await.map_err(|error| error.rejection())?;
+        Ok(PendingPayment(ticket))
+    }
+
     /// Sends the caller's command (`OVERLOADED` at once on a full queue) and waits for its
     /// commit, in the span `ledger.submit`.
     async fn ask(&self, caller: &Principal, body: CommandBody) -> Result<CommandResult, Rejection> {
         self.engine.submit_command(caller.command(body)).await.map_err(|error| error.rejection())
+    }
+}
+
+/// An order payment on its way through the writer.
+pub struct PendingPayment(Ticket);
+
+impl PendingPayment {
+    /// The order as the payment left it (PAID, or FAILED with why), or why it was refused.
+    pub async fn wait(self) -> Result<OrderResult, Rejection> {
+        match self.0.wait().await.map_err(|error| error.rejection())? {
+            CommandResult::Order(result) => Ok(result),
+            other => Err(answered("pay-order", &other)),
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! - `account`: an account to open (`AccountInput`, `account_request`);
 //! - `transfer`: one transfer request, as every surface reads it (`TransferInput`);
 //! - `batch`: several transfers, the linked-batch rule, and one `TransferResult` per transfer;
-//! - the other commands (accounts, users, orders, rates, quotes), each with its typed answer;
+//! - the other commands (accounts, users, orders, rates, quotes), each with its typed answer,
+//!   and the ledger's own payment of an order (`pay_order`, for the order saga);
 //! - `conversion`: a price check and a quote, read and priced the same way on every surface;
 //! - `contract`: the streaming contract's `Transaction` as a transfer;
 //! - `json` and `wire`: the kopek.v1 transfer as JSON and as protobuf, read as a `TransferInput`.
@@ -26,6 +27,7 @@ mod commands;
 mod transfer;
 
 pub use batch::{Batch, Pending};
+pub use commands::PendingPayment;
 pub use transfer::{Action, Found, TransferInput, transfer_request};
 
 use kopek_engine::Engine;
@@ -49,5 +51,10 @@ impl Intake {
 
     pub fn fx(&self) -> &Fx {
         &self.fx
+    }
+
+    /// The store the engine writes to, for what reads beside a write (a consumer's inbox).
+    pub fn store(&self) -> &std::sync::Arc<dyn kopek_store::Store> {
+        self.engine.store()
     }
 }

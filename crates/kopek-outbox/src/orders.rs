@@ -4,8 +4,8 @@
 //! pays it. The payment is keyed by the order, so the sweep and the consumer together still
 //! pay an order at most once.
 
-use kopek_core::{CommandBody, NewOrder, Order};
-use kopek_engine::Engine;
+use kopek_core::{NewOrder, Order};
+use kopek_intake::Intake;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,27 +15,27 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(3);
 const SWEEP_AFTER: Duration = Duration::from_secs(30);
 const SWEEP_BATCH: usize = 500;
 
-pub fn start(engine: Engine, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn start(intake: Intake, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut sweep_timer = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = sweep_timer.tick() => sweep(&engine).await,
+                _ = sweep_timer.tick() => sweep(&intake).await,
             }
         }
     })
 }
 
-async fn sweep(engine: &Engine) {
+async fn sweep(intake: &Intake) {
     let now = kopek_store::wall_clock().as_unix_micros();
     let after = i64::try_from(SWEEP_AFTER.as_micros()).unwrap_or(i64::MAX);
-    match engine.store().pending_orders(SWEEP_BATCH).await {
+    match intake.store().pending_orders(SWEEP_BATCH).await {
         Ok(orders) => {
             for order in orders {
                 if now.saturating_sub(order.created_at.as_unix_micros()) >= after {
                     tracing::info!(order = %order.id, "order still pending; the sweep pays it");
-                    pay(engine, &order).await;
+                    pay(intake, &order).await;
                 }
             }
         }
@@ -43,16 +43,19 @@ async fn sweep(engine: &Engine) {
     }
 }
 
-async fn pay(engine: &Engine, order: &Order) {
+async fn pay(intake: &Intake, order: &Order) {
     let request = NewOrder {
         id: order.id.clone(),
         user: order.user.clone(),
         amount: order.amount,
         currency: order.currency,
     };
-    if let Err(error) =
-        engine.submit_as_ledger(order.tenant.clone(), CommandBody::PayOrder(request)).await
-    {
+    let paid = match intake.pay_order(order.tenant.clone(), request, None).await {
+        Ok(payment) => payment.wait().await.map(|_| ()),
+        Err(rejection) => Err(rejection),
+    };
+    if let Err(rejection) = paid {
+        let error = rejection.message;
         tracing::warn!(%error, order = %order.id, "order payment not applied; the sweep retries");
     }
 }

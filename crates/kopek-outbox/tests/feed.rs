@@ -125,7 +125,9 @@ async fn the_payments_consumer_pays_each_order_once_however_often_it_is_delivere
     let feed = Feed::start(engine.store().clone(), engine.commits(), shutdown.clone())
         .await
         .expect("feed");
-    let payments = Arc::new(Payments::new(engine.clone()));
+    let fx = kopek_fx::Fx::local(engine.store().clone(), kopek_fx::FxConfig::default());
+    let intake = kopek_intake::Intake::new(engine.clone(), fx);
+    let payments = Arc::new(Payments::new(intake));
     let source = FeedSource::new(engine.store().clone(), feed.clone(), NAME, "test".to_owned());
     let _consumer = consumer::run(payments.clone(), Box::new(source), shutdown.clone());
     engine

@@ -318,9 +318,9 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
             shutdown.clone(),
         ));
         // Several workers may pay orders side by side: a payment is keyed by its order.
-        background.push(kopek_outbox::orders::start(engine.clone(), shutdown.clone()));
+        background.push(kopek_outbox::orders::start(intake.clone(), shutdown.clone()));
         let handlers: [Arc<dyn kopek_outbox::consumer::Handler>; 3] = [
-            Arc::new(kopek_outbox::consumer::payments::Payments::new(engine.clone())),
+            Arc::new(kopek_outbox::consumer::payments::Payments::new(intake.clone())),
             Arc::new(kopek_outbox::consumer::analytics::Analytics::new(store.clone())),
             Arc::new(kopek_outbox::consumer::notifier::Notifier::new(
                 store.clone(),

@@ -17,10 +17,10 @@ mod write;
 use async_trait::async_trait;
 use decode::*;
 use kopek_core::{
-    Account, AccountId, Currency, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome, Overdraft,
-    Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
+    Account, AccountId, Currency, Event, FxRate, IdempotencyKey, Keys, Order, OrderId, Outcome,
+    Overdraft, Quote, QuoteId, State, Tenant, Timestamp, Transfer, TransferId, Ulid, User, UserId,
 };
-use kopek_store::codec::{event_json, metadata_to_json};
+use kopek_store::codec::metadata_to_json;
 use kopek_store::keys::{API_KEY_COLUMNS, AUDIT_COLUMNS};
 use kopek_store::rows::{
     ACCOUNT_COLUMNS, Columns, ENTRY_COLUMNS, EVENT_COLUMNS, ORDER_COLUMNS, QUOTE_COLUMNS,
@@ -30,7 +30,7 @@ use kopek_store::rows::{
 use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
-    Effect, FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
+    Effect, EventBody, FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
     StoredEvent, VerifyReport, Watermark, Webhook,
 };
 pub use sqlx::PgPool;
@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_tracing.sql"),
     include_str!("../migrations/0007_fx.sql"),
     include_str!("../migrations/0008_tenant_ids.sql"),
+    include_str!("../migrations/0009_event_records.sql"),
 ];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;

@@ -156,8 +156,9 @@ impl Store for PostgresStore {
         // Two statements rather than one with `$3 IS NULL OR`: each keeps its own index.
         let filter = if tenant.is_some() { "tenant = $3" } else { "$3::text IS NULL" };
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM outbox WHERE {filter} AND sequence > $1 \
-             ORDER BY sequence LIMIT $2"
+            "SELECT {} FROM outbox WHERE {filter} AND sequence > $1 \
+             ORDER BY sequence LIMIT $2",
+            event_columns()
         );
         sqlx::query(&sql)
             .bind(i64::try_from(sequence).unwrap_or(i64::MAX))

@@ -412,16 +412,16 @@ pub(crate) async fn write_outcome(
             .map_err(sql_error)?;
         let events = &outcome.events;
         sqlx::query(
-            "INSERT INTO outbox (id, tenant, kind, subject_id, at, payload, actor, traceparent) \
+            "INSERT INTO outbox (id, tenant, kind, subject_id, at, record, actor, traceparent) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-             $6::text[], $7::text[], $8::text[])",
+             $6::bytea[], $7::text[], $8::text[])",
         )
         .bind(events.iter().map(|e| e.id.to_string()).collect::<Vec<String>>())
         .bind(events.iter().map(|e| e.tenant.to_string()).collect::<Vec<String>>())
         .bind(events.iter().map(|e| e.kind.as_str().to_owned()).collect::<Vec<String>>())
         .bind(events.iter().map(|e| e.subject_id()).collect::<Vec<String>>())
         .bind(events.iter().map(|e| e.at.as_unix_micros()).collect::<Vec<i64>>())
-        .bind(events.iter().map(event_json).collect::<Vec<String>>())
+        .bind(events.iter().map(crate::decode::event_record).collect::<Vec<Vec<u8>>>())
         .bind(events.iter().map(|e| e.actor.clone()).collect::<Vec<Option<String>>>())
         .bind(events.iter().map(|e| e.trace.clone()).collect::<Vec<Option<String>>>())
         .execute(&mut **db)

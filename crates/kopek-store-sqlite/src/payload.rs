@@ -10,10 +10,10 @@
 //! dictionary. That file is part of the format: changing it would garble every stored row, so
 //! a new dictionary needs a new format byte.
 //!
-//! Format 2, written since issue 20, is the event itself in the journal's record encoding
-//! (`journal::frame::encode_event`, the subject inline): about as small as format 1, and it
-//! costs the one writer no JSON and no compression. The document is rendered when a reader
-//! asks for it, with the same `event_json` that rendered format 1's. The record encoding is
+//! Format 2, written since issue 20, is the event itself in the record encoding
+//! (`kopek_store::record::encode_event`, the subject inline): about as small as format 1, and
+//! it costs the one writer no JSON and no compression. A reader gets the event back
+//! (`EventBody::Record`), and the events side renders its document. The record encoding is
 //! then part of this format too, as it already is of the journal's frames.
 //!
 //! Format 3 is format 2 for an event about a transfer that its `transfers` row holds as the
@@ -24,7 +24,7 @@
 //! supplies the row, found by the event's subject id.
 
 use kopek_core::{Event, Subject, Transfer, TransferStatus};
-use kopek_store::codec::event_json;
+use kopek_store::EventBody;
 use rusqlite::types::ValueRef;
 use std::cell::RefCell;
 use std::sync::LazyLock;
@@ -63,7 +63,7 @@ pub fn encode_event(event: &Event, row: Option<&Transfer>) -> Vec<u8> {
     });
     let mut stored = Vec::with_capacity(if row.is_some() { 64 } else { 256 });
     stored.push(if row.is_some() { FORMAT_EVENT_ROW_V3 } else { FORMAT_EVENT_V2 });
-    crate::journal::frame::encode_event(event, row, &mut stored);
+    kopek_store::record::encode_event(event, row, &mut stored);
     stored
 }
 
@@ -93,21 +93,24 @@ pub fn encode(document: &str) -> Result<Vec<u8>, String> {
     })
 }
 
-/// The event document a payload column holds; `row` is its subject's transfers row, which
-/// a format-3 payload refers to (`refers_to_row`).
-pub fn decode(column: ValueRef<'_>, row: Option<Transfer>) -> Result<String, String> {
+/// What a payload column holds: the event (formats 2 and 3), or the document an earlier
+/// version stored (text, format 1). `row` is its subject's transfers row, which a format-3
+/// payload refers to (`refers_to_row`).
+pub fn decode(column: ValueRef<'_>, row: Option<Transfer>) -> Result<EventBody, String> {
+    let record = |event: Event| EventBody::Record(Box::new(event));
     match column {
         ValueRef::Text(text) => String::from_utf8(text.to_vec())
+            .map(EventBody::Document)
             .map_err(|_| "event payload is not UTF-8 text".to_owned()),
-        ValueRef::Blob([FORMAT_ZSTD_V1, frame @ ..]) => decompress(frame),
-        ValueRef::Blob([FORMAT_EVENT_V2, record @ ..]) => {
-            crate::journal::frame::decode_event(record, None).map(|event| event_json(&event))
+        ValueRef::Blob([FORMAT_ZSTD_V1, frame @ ..]) => decompress(frame).map(EventBody::Document),
+        ValueRef::Blob([FORMAT_EVENT_V2, bytes @ ..]) => {
+            kopek_store::record::decode_event(bytes, None).map(record)
         }
-        ValueRef::Blob([FORMAT_EVENT_ROW_V3, record @ ..]) => {
+        ValueRef::Blob([FORMAT_EVENT_ROW_V3, bytes @ ..]) => {
             let Some(row) = row else {
                 return Err("event payload refers to its transfer's row, which is missing".into());
             };
-            crate::journal::frame::decode_event(record, Some(row)).map(|event| event_json(&event))
+            kopek_store::record::decode_event(bytes, Some(row)).map(record)
         }
         ValueRef::Blob([format, ..]) => Err(format!("event payload has unknown format {format}")),
         _ => Err("event payload is neither text nor a known blob".to_owned()),
@@ -146,10 +149,12 @@ mod tests {
         let stored = encode(DOCUMENT).expect("encode");
         assert_eq!(stored[0], FORMAT_ZSTD_V1);
         assert!(stored.len() * 2 < DOCUMENT.len(), "{} bytes stored", stored.len());
-        assert_eq!(decode(ValueRef::Blob(&stored), None).expect("decode"), DOCUMENT);
-        assert_eq!(decode(ValueRef::Text(DOCUMENT.as_bytes()), None).expect("text"), DOCUMENT);
+        assert_eq!(decode(ValueRef::Blob(&stored), None).expect("decode"), document(DOCUMENT));
+        let text = decode(ValueRef::Text(DOCUMENT.as_bytes()), None).expect("text");
+        assert_eq!(text, document(DOCUMENT));
         let big = format!("{{\"memo\":\"{}\"}}", "x".repeat(200_000));
-        assert_eq!(decode(ValueRef::Blob(&encode(&big).expect("big")), None).expect("big"), big);
+        let read = decode(ValueRef::Blob(&encode(&big).expect("big")), None).expect("big");
+        assert_eq!(read, document(&big));
     }
 
     /// Stored rows must stay readable: this payload was written by format 1, and decoding it
@@ -157,7 +162,7 @@ mod tests {
     #[test]
     fn a_stored_format_1_payload_still_decodes() {
         let stored = hex(GOLDEN_V1);
-        assert_eq!(decode(ValueRef::Blob(&stored), None).expect("decode"), DOCUMENT);
+        assert_eq!(decode(ValueRef::Blob(&stored), None).expect("decode"), document(DOCUMENT));
     }
 
     #[test]
@@ -174,6 +179,10 @@ mod tests {
         }
         assert!(decode(ValueRef::Integer(5), None).is_err());
         assert!(decode(ValueRef::Text(&[0xff, 0xfe]), None).is_err());
+    }
+
+    fn document(text: &str) -> EventBody {
+        EventBody::Document(text.to_owned())
     }
 
     fn hex(text: &str) -> Vec<u8> {

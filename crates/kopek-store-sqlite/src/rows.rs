@@ -132,8 +132,8 @@ pub fn event_from_row(
     } else {
         None
     };
-    let payload = match crate::payload::decode(column, subject_row) {
-        Ok(payload) => payload,
+    let body = match crate::payload::decode(column, subject_row) {
+        Ok(body) => body,
         Err(problem) => return Ok(Err(format!("event {id}: {problem}"))),
     };
     let Ok(sequence) = u64::try_from(sequence) else {
@@ -146,7 +146,7 @@ pub fn event_from_row(
         subject_id: kopek_core::event::subject_name(&kind, &subject).to_owned(),
         kind,
         at: Timestamp::from_unix_micros(row.get(5)?),
-        payload,
+        body,
         traceparent: row.get(7)?,
     }))
 }
@@ -181,7 +181,7 @@ pub fn carried_event_from_row(row: &Row) -> rusqlite::Result<Decoded<StoredEvent
         kind: event.kind.as_str().to_owned(),
         subject_id: transfer.id.to_string(),
         at: event.at,
-        payload: kopek_store::codec::event_json(&event),
+        body: kopek_store::EventBody::Record(Box::new(event)),
         traceparent: carried.trace,
     }))
 }

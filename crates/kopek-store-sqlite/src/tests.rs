@@ -73,10 +73,24 @@ fn uncarry(connection: &Connection, events: &[StoredEvent]) {
                  actor, traceparent) SELECT event_sequence, event_id, tenant, \
                  'TransferPosted', id, committed_at, ?2, event_actor, event_trace \
                  FROM transfers WHERE event_sequence = ?1",
-                rusqlite::params![event.sequence as i64, event.payload],
+                rusqlite::params![event.sequence as i64, document_text(event)],
             )
             .expect("an outbox row");
     }
+}
+
+/// An event's document, as the events side renders it for readers.
+fn document(event: &StoredEvent) -> serde_json::Value {
+    serde_json::to_value(kopek_events::EventDocument::of_stored(event)).expect("a document")
+}
+
+fn document_text(event: &StoredEvent) -> String {
+    kopek_events::EventDocument::of_stored(event).to_json()
+}
+
+/// What a row keeps of an event the ledger decided: the event itself.
+fn record(event: &kopek_core::Event) -> kopek_store::EventBody {
+    kopek_store::EventBody::Record(Box::new(event.clone()))
 }
 
 /// One batch of the default tenant: open `accounts`, then make `transfers`.
@@ -206,8 +220,7 @@ async fn a_large_batch_stores_every_event_document_with_its_row() {
     let events = store.events_after(None, 0, 1_000).await.expect("events");
     assert_eq!(events.len(), count);
     for (index, event) in events.iter().enumerate() {
-        let document: serde_json::Value =
-            serde_json::from_str(&event.payload).expect("a JSON document");
+        let document = document(event);
         assert_eq!(document["subject"]["id"], format!("big-{index:04}"));
         assert_eq!(document["id"], event.id.as_str());
     }
@@ -216,7 +229,8 @@ async fn a_large_batch_stores_every_event_document_with_its_row() {
         .query_row("SELECT payload FROM outbox ORDER BY sequence LIMIT 1", [], |row| row.get(0))
         .expect("a blob payload");
     assert_eq!(stored[0], 2, "format 2");
-    assert!(stored.len() < events[0].payload.len() / 2, "{} bytes", stored.len());
+    let rendered = document_text(&events[0]).len();
+    assert!(stored.len() < rendered / 2, "{} bytes stored, {rendered} rendered", stored.len());
     // Only a checkpoint moves the committed pages from the WAL into the database file,
     // and the writer leaves that to the checkpoint thread.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -261,7 +275,7 @@ async fn an_event_about_a_settled_transfer_refers_to_its_row() {
     assert_eq!(format("HoldPlaced"), Some(2), "a pending hold is written out: {formats:?}");
     assert_eq!(format("TransferPosted"), None, "its transfer row carries it: {formats:?}");
     let declined = events.iter().find(|event| event.kind == "TransferDeclined").expect("declined");
-    let document: serde_json::Value = serde_json::from_str(&declined.payload).expect("JSON");
+    let document = document(declined);
     assert_eq!(document["subject"]["amount_minor"], 500);
     assert_eq!(document["subject"]["status"], "declined");
     assert_eq!(document["subject"]["id"], declined.subject_id.as_str());
@@ -333,9 +347,9 @@ async fn a_posted_transfer_carries_its_event() {
         transfer_ids.extend(committed.records.transfers_inserted.iter().map(|t| t.id.0));
     }
     let events = store.events_after(None, 0, 100).await.expect("events");
-    let documents: Vec<String> = decided.iter().map(kopek_store::codec::event_json).collect();
-    let read: Vec<&str> = events.iter().map(|event| event.payload.as_str()).collect();
-    assert_eq!(read, documents.iter().map(String::as_str).collect::<Vec<_>>());
+    let records: Vec<_> = decided.iter().map(record).collect();
+    let read: Vec<_> = events.iter().map(|event| event.body.clone()).collect();
+    assert_eq!(read, records);
     let sequences: Vec<u64> = events.iter().map(|event| event.sequence).collect();
     assert_eq!(sequences, (1..=decided.len() as u64).collect::<Vec<_>>(), "one order");
     let raw = Connection::open(store.path()).expect("open file");
@@ -351,9 +365,9 @@ async fn a_posted_transfer_carries_its_event() {
         let page = store.events_after(Some("default"), after, 2).await.expect("page");
         let Some(last) = page.last() else { break };
         after = last.sequence;
-        paged.extend(page.into_iter().map(|event| event.payload));
+        paged.extend(page.into_iter().map(|event| event.body));
     }
-    assert_eq!(paged, documents);
+    assert_eq!(paged, records);
     assert!(store.events_after(Some("acme"), 0, 100).await.expect("acme").is_empty());
     assert_eq!(store.last_event_sequence().await.expect("last"), decided.len() as u64);
 

@@ -277,12 +277,12 @@ pub(crate) fn write_events(
             _ => None,
         };
         let payload = payload::encode_event(event, row);
-        // In the store's tests every event also reads back as the document it stands for.
+        // In the store's tests every event also reads back as the event it stands for.
         #[cfg(test)]
         assert_eq!(
             payload::decode(rusqlite::types::ValueRef::Blob(&payload), row.cloned()),
-            Ok(kopek_store::codec::event_json(event)),
-            "an outbox payload renders its event's document"
+            Ok(kopek_store::EventBody::Record(Box::new(event.clone()))),
+            "an outbox payload reads back as its event"
         );
         statement
             .execute(rusqlite::params![

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod conformance;
 pub mod keys;
+pub mod record;
 pub mod rows;
 pub mod webhooks;
 
@@ -83,7 +84,9 @@ pub struct StoredEntry {
     pub entry: Entry,
 }
 
-/// An outbox row: an event with its global sequence, encoded as JSON.
+/// An outbox row: an event with its global sequence. The store keeps the event as the ledger
+/// recorded it; its document, the wire contract of `docs/events.md`, is the events side's
+/// (`kopek_events::EventDocument`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredEvent {
     pub sequence: u64,
@@ -92,9 +95,19 @@ pub struct StoredEvent {
     pub kind: String,
     pub subject_id: String,
     pub at: Timestamp,
-    pub payload: String,
+    pub body: EventBody,
     /// The W3C `traceparent` of the span whose command caused the event, if it was traced.
     pub traceparent: Option<String>,
+}
+
+/// What an outbox row holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventBody {
+    /// The event as the ledger recorded it: what every row written now holds.
+    Record(Box<kopek_core::Event>),
+    /// The JSON document a row written by an earlier version holds instead (the embedded
+    /// store's first outbox formats, PostgreSQL before migration 0009): read as it was sent.
+    Document(String),
 }
 
 /// What a consumer does for one event besides the inbox mark: `Store::consume` applies the

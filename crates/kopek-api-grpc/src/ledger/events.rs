@@ -6,39 +6,29 @@ use super::*;
 const STREAM_EVENTS_BUFFER: usize = 256;
 
 /// An outbox event as the gRPC `Event`: the balances typed, the whole document as JSON.
-fn event_message(event: &StoredEvent, payload: &Value) -> pb::Event {
-    let text = |value: &Value, name: &str| {
-        value.get(name).and_then(Value::as_str).unwrap_or_default().to_owned()
-    };
-    let integer = |value: &Value, name: &str| value.get(name).and_then(Value::as_i64);
-    let balances = payload
-        .get("balances")
-        .and_then(Value::as_array)
-        .map(|balances| {
-            balances
-                .iter()
-                .map(|balance| pb::EventBalance {
-                    account_id: text(balance, "account_id"),
-                    currency: text(balance, "currency"),
-                    posted_minor: integer(balance, "posted_minor").unwrap_or(0),
-                    pending_out_minor: integer(balance, "pending_out_minor").unwrap_or(0),
-                    pending_in_minor: integer(balance, "pending_in_minor").unwrap_or(0),
-                    available_minor: integer(balance, "available_minor"),
-                })
-                .collect()
+fn event_message(event: &StoredEvent, document: &EventDocument) -> pb::Event {
+    let balances = document
+        .balances
+        .iter()
+        .map(|balance| pb::EventBalance {
+            account_id: balance.account_id.clone(),
+            currency: balance.currency.clone(),
+            posted_minor: balance.posted_minor,
+            pending_out_minor: balance.pending_out_minor,
+            pending_in_minor: balance.pending_in_minor,
+            available_minor: balance.available_minor,
         })
-        .unwrap_or_default();
+        .collect();
     pb::Event {
         sequence: event.sequence,
         id: event.id.clone(),
         r#type: event.kind.clone(),
         tenant: event.tenant.clone(),
         at: event.at.to_rfc3339(),
-        subject_type: text(payload, "subject_type"),
+        subject_type: document.subject_type.clone(),
         subject_id: event.subject_id.clone(),
         balances,
-        document_json: String::from_utf8(kopek_events::envelope::document(event))
-            .unwrap_or_default(),
+        document_json: kopek_events::envelope::enveloped(event, document).to_string(),
     }
 }
 
@@ -76,8 +66,10 @@ pub(super) async fn stream_events(
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { return };
-                    let payload: Value = serde_json::from_str(&event.payload).unwrap_or(Value::Null);
-                    if filter.matches(&event, &payload) && sender.send(Ok(event_message(&event, &payload))).await.is_err() {
+                    let document = EventDocument::of_stored(&event);
+                    if filter.matches(&event, &document)
+                        && sender.send(Ok(event_message(&event, &document))).await.is_err()
+                    {
                         return;
                     }
                 }

@@ -12,14 +12,13 @@ use kopek_core::{
     QuoteResult, RateResult, RateSet, Rejection, Tenant, Timestamp, limits,
 };
 use kopek_engine::Engine;
-use kopek_events::Feed;
 use kopek_events::filter::EventFilter;
 use kopek_events::subscriptions::{NewWebhook, SubscribeError, subscribe};
 use kopek_events::targets::Targets;
+use kopek_events::{EventDocument, Feed};
 use kopek_intake::{Batch, Intake, fields, wire};
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEvent;
-use serde_json::Value;
 use std::pin::Pin;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;

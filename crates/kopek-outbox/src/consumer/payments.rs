@@ -6,22 +6,19 @@
 
 use super::{ConsumerError, Handler, Incoming};
 use async_trait::async_trait;
-use kopek_core::{
-    Command, CommandBody, CommandResult, Currency, EventKind, InboxMark, NewOrder, OrderId,
-    OrderResult, Tenant, UserId,
-};
-use kopek_engine::Engine;
+use kopek_core::{Currency, EventKind, InboxMark, NewOrder, OrderId, OrderResult, Tenant, UserId};
+use kopek_intake::Intake;
 use serde_json::Value;
 
 pub const NAME: &str = "payments";
 
 pub struct Payments {
-    engine: Engine,
+    intake: Intake,
 }
 
 impl Payments {
-    pub fn new(engine: Engine) -> Payments {
-        Payments { engine }
+    pub fn new(intake: Intake) -> Payments {
+        Payments { intake }
     }
 }
 
@@ -57,9 +54,9 @@ impl Handler for Payments {
     }
 
     async fn handle(&self, events: &[Incoming]) -> Result<(), ConsumerError> {
-        let store = self.engine.store();
+        let store = self.intake.store();
         // Queue every payment first so they share the writer's batches, then wait for all.
-        let mut tickets = Vec::new();
+        let mut payments = Vec::new();
         for event in events {
             let seen = store
                 .inbox_contains(NAME, &event.id)
@@ -76,26 +73,25 @@ impl Handler for Payments {
                 }
             };
             let order_id = order.id.clone();
-            let mut command =
-                Command::new(tenant, kopek_core::Authority::Ledger, CommandBody::PayOrder(order));
-            command.inbox =
-                Some(InboxMark { consumer: NAME.to_owned(), event_id: event.id.clone() });
-            let ticket = self
-                .engine
-                .enqueue_command(command)
+            let inbox = InboxMark { consumer: NAME.to_owned(), event_id: event.id.clone() };
+            let payment = self
+                .intake
+                .pay_order(tenant, order, Some(inbox))
                 .await
-                .map_err(|error| ConsumerError(error.to_string()))?;
-            tickets.push((order_id, ticket));
+                .map_err(|rejection| ConsumerError(rejection.message))?;
+            payments.push((order_id, payment));
         }
-        for (order_id, ticket) in tickets {
-            match ticket.wait().await.map_err(|error| ConsumerError(error.to_string()))? {
-                CommandResult::Order(OrderResult::Settled(order)) => {
+        for (order_id, payment) in payments {
+            match payment.wait().await.map_err(|rejection| ConsumerError(rejection.message))? {
+                OrderResult::Settled(order) => {
                     tracing::debug!(order = %order_id, status = order.status.as_str(), "order settled");
                 }
-                CommandResult::Order(OrderResult::Rejected(rejection)) => {
+                OrderResult::Rejected(rejection) => {
                     tracing::warn!(order = %order_id, reason = %rejection.message, "order payment refused");
                 }
-                other => tracing::warn!(order = %order_id, ?other, "unexpected answer to PayOrder"),
+                other @ (OrderResult::Created(_) | OrderResult::Existed(_)) => {
+                    tracing::warn!(order = %order_id, ?other, "unexpected answer to PayOrder");
+                }
             }
         }
         Ok(())

@@ -19,7 +19,6 @@
 //! waits until the projection's mark reaches the last frame acknowledged when the read
 //! started (at most `READ_WAIT_MAX`, then `Unavailable`).
 
-pub mod frame;
 pub mod keys;
 
 use crate::rows::{
@@ -34,6 +33,7 @@ use kopek_core::{
     QuoteId, State, Tenant, Timestamp, Transfer, TransferId, TransferStatus, User, UserId,
 };
 use kopek_journal::{Journal, JournalError, Options, Position, SyncPoint};
+use kopek_store::record as frame;
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
     FxRevenue, JournalProgress, Page, PendingCommit, SpendingTotal, Store, StoreError, StoreResult,

@@ -1,7 +1,12 @@
-//! The payload of one journal frame: a batch's decided outcome, compactly.
+//! The record encoding: what a batch decided, or one event, as compact bytes. The embedded
+//! store's journal frames hold a batch's outcome in it (`encode`, `decode`), and both
+//! backends' outbox rows hold each event in it (`encode_event`, `decode_event`): the store
+//! keeps the event as the ledger recorded it, and the events side (`kopek-events`) renders
+//! its document when a reader asks. Stored bytes depend on this encoding: a change to it
+//! needs a new format byte where the bytes are kept.
 //!
-//! A payload is a format byte (`FORMAT`), the frame's base time, then records one after
-//! another, each a tag byte and its fields. Fields are:
+//! An encoding is a format byte (`FORMAT`, journal frames only), a base time, then records
+//! one after another, each a tag byte and its fields. Fields are:
 //! - integers as LEB128 varints (signed ones zigzag-encoded first); times as the signed
 //!   distance in microseconds from the base time, so most take one byte;
 //! - ULIDs (transfer, event and quote ids) as 16 raw bytes;
@@ -14,19 +19,18 @@
 //! An event whose subject is a transfer or account the same frame records (a transfer posted,
 //! an account opened) refers to that record by its position instead of repeating it.
 //!
-//! Records decode through the same `kopek_store::rows` conversions every backend reads rows
-//! with. The payload is checked by the journal's checksums before it is decoded; a payload
-//! that still does not decode is a bug or a frame from another program, and fails with what
-//! was wrong.
+//! Records decode through the same `rows` conversions every backend reads rows with. A
+//! journal payload is checked by the journal's checksums before it is decoded; bytes that
+//! still do not decode are a bug or another program's, and fail with what was wrong.
 
+use crate::codec::metadata_to_json;
+use crate::rows::{
+    RawAccount, RawEntry, RawOrder, RawQuote, RawRate, RawTransfer, RawUser, transfer_fx_columns,
+};
 use kopek_core::{
     Account, BalanceSnapshot, Balances, Entry, Event, EventId, EventKind, FINGERPRINT_STORED_LEN,
     FxRate, InboxMark, Metadata, Order, Outcome, Overdraft, Quote, QuoteId, Subject, Tenant,
     Timestamp, Transfer, TransferId, Ulid, User,
-};
-use kopek_store::codec::metadata_to_json;
-use kopek_store::rows::{
-    RawAccount, RawEntry, RawOrder, RawQuote, RawRate, RawTransfer, RawUser, transfer_fx_columns,
 };
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -133,8 +137,7 @@ pub fn encode(outcome: &Outcome, out: &mut Vec<u8>) {
     }
 }
 
-/// Encodes one event on its own, its subject written inline: an outbox row's payload (see
-/// `payload.rs`), rendered as its JSON document only when read. With `row`, a subject equal
+/// Encodes one event on its own, its subject written inline: an outbox row's record. With `row`, a subject equal
 /// to that transfer is written as a reference to it (record 0) instead of inline: the reader
 /// supplies the transfer again to `decode_event`.
 pub fn encode_event(event: &Event, row: Option<&Transfer>, out: &mut Vec<u8>) {
