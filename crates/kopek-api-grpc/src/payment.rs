@@ -3,13 +3,14 @@
 //! its id is the transfer's ULID, declined payments included.
 
 use crate::auth::principal;
-use crate::status::{rejection_status, store_status};
-use kopek_auth::{Verdict, access};
+use crate::status::rejection_status;
+use kopek_auth::Verdict;
 use kopek_core::{
     AccountId, Currency, Details, ErrorCode, IdempotencyKey, Movement, Rejection, Transfer,
     TransferId, TransferKind, TransferRequest, TransferResult, TransferStatus, limits,
 };
 use kopek_intake::Intake;
+use kopek_intake::access::TransferLookup;
 use kopek_proto::payment::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -228,19 +229,11 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         let Ok(transfer_id) = TransferId::parse(&id) else {
             return Err(not_found("payment", &id));
         };
-        let store = self.intake.engine().store().as_ref();
-        let found = store.transfer(transfer_id).await.map_err(store_status)?;
-        let visible = match &found {
-            Some(transfer) => access::sees_transfer(store, &caller, transfer)
-                .await
-                .map_err(|r| rejection_status(&r))?,
-            None => false,
-        };
-        match found.filter(|_| visible) {
+        let found = self.intake.visible_transfer(&caller, TransferLookup::Id(transfer_id)).await;
+        match found.map_err(|r| rejection_status(&r))? {
             Some(transfer)
                 if transfer.kind == TransferKind::Payment
-                    && transfer.action == kopek_core::Action::Post
-                    && transfer.tenant == caller.tenant =>
+                    && transfer.action == kopek_core::Action::Post =>
             {
                 Ok(Response::new(pb::GetPaymentResponse { payment: Some(payment(&transfer)) }))
             }
@@ -260,10 +253,8 @@ impl pb::payment_service_server::PaymentService for PaymentService {
         let Ok(account_id) = AccountId::parse(&id) else {
             return Err(not_found("account", &id));
         };
-        let account_id = account_id.in_tenant(&caller.tenant);
-        let account =
-            self.intake.engine().store().account(&account_id).await.map_err(store_status)?;
-        let Some(account) = account.filter(|account| caller.sees(account)) else {
+        let account = self.intake.account_seen(&caller, &account_id).await;
+        let Some(account) = account.map_err(|r| rejection_status(&r))? else {
             return Err(not_found("account", &id));
         };
         let balance = account.balance;

@@ -13,12 +13,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kopek_auth::{Scope, access};
+use kopek_auth::Scope;
 use kopek_core::{
     AccountId, AccountResult, Amount, Currency, Details, ErrorCode, IdempotencyKey, Movement,
     NewOrder, NewUser, Order, OrderId, OrderResult, Rejection, Timestamp, TransferKind,
     TransferRequest, TransferResult, TransferStatus, UserId, UserResult, format_minor,
 };
+use kopek_intake::access::TransferLookup;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -63,7 +64,6 @@ pub async fn create_user_a(
     caller: Caller,
     body: Result<Json<NewUserA>, JsonRejection>,
 ) -> ApiResult<Response> {
-    caller.0.refuse_bound("create users")?;
     let Json(body) = body.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
     let new = NewUser { id: None, name: body.name, currency: state.default_currency };
     match state.intake.create_user(&caller.0, new).await? {
@@ -100,10 +100,10 @@ pub async fn get_user_a(
     let number: u64 = id.parse().map_err(|_| not_found())?;
     let user_id = UserId::from_number(number).in_tenant(caller.tenant());
     let store = state.engine.store().as_ref();
-    let user = access::visible_user(store, &caller.0, &user_id).await?.ok_or_else(not_found)?;
+    let user = state.intake.visible_user(&caller.0, &user_id).await?.ok_or_else(not_found)?;
     let account_id = user_id.account(state.default_currency);
     // The user's account, if it is there and the caller's to see.
-    let account = store.account(&account_id).await?.filter(|account| caller.0.sees(account));
+    let account = state.intake.account_seen(&caller.0, &account_id).await?;
     let balance = match (account, query.date.as_deref()) {
         (None, _) => None,
         (Some(account), None) => Some(account.balance.posted),
@@ -188,8 +188,7 @@ pub async fn create_transaction_a(
         })
         .transpose()?;
     let user_id = UserId::from_number(user_number).in_tenant(caller.tenant());
-    let store = state.engine.store().as_ref();
-    if access::visible_user(store, &caller.0, &user_id).await?.is_none() {
+    if state.intake.visible_user(&caller.0, &user_id).await?.is_none() {
         return Err(part_a_error(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
@@ -262,10 +261,9 @@ pub async fn get_transaction_a(
         )
     };
     let key = IdempotencyKey::scoped("usertxn", &uid).map_err(|_| not_found())?;
-    let transfer =
-        state.engine.store().transfer_by_key(caller.tenant(), &key).await?.ok_or_else(not_found)?;
-    let visible = access::sees_transfer(state.engine.store().as_ref(), &caller.0, &transfer);
-    if transfer.status != TransferStatus::Posted || !visible.await? {
+    let transfer = state.intake.visible_transfer(&caller.0, TransferLookup::Key(&key)).await?;
+    let transfer = transfer.ok_or_else(not_found)?;
+    if transfer.status != TransferStatus::Posted {
         return Err(not_found());
     }
     let account = if transfer.kind == TransferKind::Deposit {
@@ -363,13 +361,10 @@ fn positive_units(body: &Result<Json<Value>, JsonRejection>, currency: Currency)
 }
 
 async fn balance_of(state: &AppState, caller: &Caller, user: &UserId) -> PartB<Option<i64>> {
-    let account = state
-        .engine
-        .store()
-        .account(&user.account(state.default_currency))
-        .await
-        .map_err(|e| from_api(e.into()))?;
-    Ok(account.filter(|account| caller.0.sees(account)).map(|account| account.balance.posted))
+    let id = user.account(state.default_currency);
+    let account = state.intake.account_seen(&caller.0, &id).await;
+    let account = account.map_err(|rejection| from_api(rejection.into()))?;
+    Ok(account.map(|account| account.balance.posted))
 }
 
 pub async fn open_account_b(

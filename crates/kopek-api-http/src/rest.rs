@@ -12,12 +12,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kopek_auth::access;
 use kopek_core::{
     AccountId, AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking, NewUser,
     Rejection, Tenant, Timestamp, TransferId, TransferRequest, TransferResult, UserId, UserResult,
     limits,
 };
+use kopek_intake::access::{self, TransferLookup};
 use kopek_intake::account::{AccountInput, account_request};
 use kopek_intake::{Action, Batch, TransferInput, fields};
 use serde::Deserialize;
@@ -134,20 +134,8 @@ pub async fn list_accounts(
     Params(query): Params<ListAccountsQuery>,
 ) -> ApiResult<Json<AccountListDto>> {
     let after = query.after.as_deref().map(AccountId::parse_reference).transpose()?;
-    let after = after.map(|id| id.in_tenant(caller.tenant()));
     let size = page_size(query.limit);
-    // A key bound to a user lists that user's accounts, whatever owner it asks for.
-    let bound = caller.0.user.as_ref().map(|user| user.name().to_owned());
-    if bound.is_some() && query.owner.is_some() && query.owner != bound {
-        return Ok(Json(AccountListDto { accounts: Vec::new(), next_cursor: None }));
-    }
-    let owner = bound.or(query.owner);
-    let tenant = caller.tenant().as_str();
-    let accounts = state
-        .engine
-        .store()
-        .list_accounts(Some(tenant), owner.as_deref(), after.as_ref(), size)
-        .await?;
+    let accounts = state.intake.list_accounts(&caller.0, query.owner, after.as_ref(), size).await?;
     let next_cursor =
         (accounts.len() == size).then(|| accounts.last().map(|a| a.id.name().to_owned())).flatten();
     Ok(Json(AccountListDto { accounts: accounts.iter().map(dto::account).collect(), next_cursor }))
@@ -160,7 +148,7 @@ async fn load_account(
     id: &str,
 ) -> ApiResult<kopek_core::Account> {
     let account_id = AccountId::parse_reference(id)?;
-    Ok(access::visible_account(state.engine.store().as_ref(), &caller.0, &account_id).await?)
+    Ok(state.intake.visible_account(&caller.0, &account_id).await?)
 }
 
 #[utoipa::path(
@@ -468,10 +456,8 @@ pub async fn get_transfer(
 ) -> ApiResult<Json<TransferDto>> {
     let not_found = || ApiError::not_found(format!("transfer {id} not found"));
     let transfer_id = TransferId::parse(&id).map_err(|_| not_found())?;
-    let transfer = state.engine.store().transfer(transfer_id).await?.ok_or_else(not_found)?;
-    if !access::sees_transfer(state.engine.store().as_ref(), &caller.0, &transfer).await? {
-        return Err(not_found());
-    }
+    let lookup = TransferLookup::Id(transfer_id);
+    let transfer = state.intake.visible_transfer(&caller.0, lookup).await?.ok_or_else(not_found)?;
     Ok(Json(dto::transfer(&transfer)))
 }
 
@@ -492,13 +478,9 @@ pub async fn find_transfer(
     Params(query): Params<FindTransferQuery>,
 ) -> ApiResult<Json<TransferDto>> {
     let key = IdempotencyKey::parse(&query.idempotency_key)?;
-    let transfer =
-        state.engine.store().transfer_by_key(caller.tenant(), &key).await?.ok_or_else(|| {
-            ApiError::not_found(format!("no transfer with idempotency key {key}"))
-        })?;
-    if !access::sees_transfer(state.engine.store().as_ref(), &caller.0, &transfer).await? {
-        return Err(ApiError::not_found(format!("no transfer with idempotency key {key}")));
-    }
+    let transfer = state.intake.visible_transfer(&caller.0, TransferLookup::Key(&key)).await?;
+    let transfer = transfer
+        .ok_or_else(|| ApiError::not_found(format!("no transfer with idempotency key {key}")))?;
     Ok(Json(dto::transfer(&transfer)))
 }
 
@@ -519,7 +501,6 @@ pub async fn create_user(
     headers: HeaderMap,
     Body(request): Body<NewUserDto>,
 ) -> ApiResult<Response> {
-    caller.0.refuse_bound("create users")?;
     let key = idempotency_key(&headers)?;
     let derived = request.id.is_none();
     let id = match &request.id {
@@ -538,16 +519,9 @@ pub async fn create_user(
             false,
         )),
         UserResult::Existed(user) => {
-            let accounts = state
-                .engine
-                .store()
-                .list_accounts(
-                    Some(caller.tenant().as_str()),
-                    Some(user.id.name()),
-                    None,
-                    limits::PAGE_SIZE_MAX,
-                )
-                .await?;
+            let owner = Some(user.id.name().to_owned());
+            let accounts =
+                state.intake.list_accounts(&caller.0, owner, None, limits::PAGE_SIZE_MAX).await?;
             Ok(respond(
                 StatusCode::CREATED,
                 &dto::user(Some(&user), user.id.name(), &accounts),
@@ -577,15 +551,11 @@ pub async fn get_user(
     Segments(id): Segments<String>,
 ) -> ApiResult<Json<UserDto>> {
     let not_found = || ApiError::not_found(format!("user {id} not found"));
-    let user_id = UserId::parse(&id).map_err(|_| not_found())?.in_tenant(caller.tenant());
-    if caller.0.user.as_ref().is_some_and(|user| *user != user_id) {
-        return Err(not_found());
-    }
-    let store = state.engine.store().as_ref();
-    let user = access::visible_user(store, &caller.0, &user_id).await?;
-    let tenant = Some(caller.tenant().as_str());
+    let user_id = UserId::parse(&id).map_err(|_| not_found())?;
+    let user = state.intake.visible_user(&caller.0, &user_id).await?;
+    let owner = Some(user_id.name().to_owned());
     let accounts =
-        store.list_accounts(tenant, Some(user_id.name()), None, limits::PAGE_SIZE_MAX).await?;
+        state.intake.list_accounts(&caller.0, owner, None, limits::PAGE_SIZE_MAX).await?;
     if user.is_none() && accounts.is_empty() {
         return Err(not_found());
     }
@@ -611,10 +581,7 @@ pub async fn get_spending(
     if id.is_empty() || id.len() > OWNER_BYTES_MAX {
         return Err(ApiError::invalid(format!("a user id is 1 to {OWNER_BYTES_MAX} bytes")));
     }
-    if caller.0.user.as_ref().is_some_and(|user| user.name() != id) {
-        return Err(ApiError::not_found(format!("user {id} not found")));
-    }
-    let totals = state.engine.store().spending(caller.tenant().as_str(), &id).await?;
+    let totals = state.intake.spending(&caller.0, &id).await?;
     Ok(Json(dto::spending(&id, &totals)))
 }
 
@@ -629,7 +596,7 @@ pub async fn list_events(
     caller: Caller,
     Params(query): Params<PageQuery>,
 ) -> ApiResult<Json<EventPageDto>> {
-    caller.0.refuse_bound("read the tenant's event log")?;
+    access::may_read_event_log(&caller.0)?;
     let size = page_size(query.limit);
     let tenant = caller.tenant().as_str();
     let events =

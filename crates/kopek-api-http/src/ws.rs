@@ -12,7 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use kopek_auth::{Ended, Ending, FinishOnDrop, KeyWatch, Principal};
-use kopek_core::{Order, OrderId, OrderStatus};
+use kopek_core::{OrderId, OrderStatus};
 use kopek_events::EventDocument;
 use kopek_events::filter::EventFilter;
 use serde::Deserialize;
@@ -51,7 +51,7 @@ pub async fn events_ws(
     Params(query): Params<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(rejection) = caller.0.refuse_bound("follow the tenant's event stream") {
+    if let Err(rejection) = kopek_intake::access::may_follow_events(&caller.0) {
         return ApiError::from(rejection).into_response();
     }
     // A bad filter is reported as such, even to a request that is no WebSocket handshake.
@@ -158,10 +158,7 @@ pub async fn order_status(
     };
     // Subscribe first, then look: a settlement between the two is seen either way.
     let mut events = state.feed.subscribe_live();
-    let visible = |order: &Order| {
-        order.tenant == caller.tenant && caller.user.as_ref().is_none_or(|user| *user == order.user)
-    };
-    let status = match state.engine.store().order(&order_id).await.map(|o| o.filter(visible)) {
+    let status = match state.intake.visible_order(&caller, &order_id).await {
         Ok(Some(order)) if settled(order.status) => Some(order.status),
         Ok(Some(_)) => loop {
             tokio::select! {
@@ -189,8 +186,8 @@ pub async fn order_status(
                 .await;
             return;
         }
-        Err(error) => {
-            tracing::warn!(%error, "order status read failed");
+        Err(rejection) => {
+            tracing::warn!(reason = %rejection.message, "order status read failed");
             None
         }
     };

@@ -4,10 +4,10 @@
 //! list`), the secret is shown once at creation and kept only as an argon2id hash. Every
 //! surface turns the `Authorization: Bearer` header (gRPC: `authorization` metadata) into a
 //! [`Principal`] with [`Authenticator::authenticate`], checks the route's [`Scope`], and acts
-//! in the principal's tenant, as its user when the key is bound to one. [`RateLimiter`] is the
+//! in the principal's tenant, as its user when the key is bound to one (what such a key may see
+//! is `Principal::sees`; the reads that apply it are `kopek_intake::access`). [`RateLimiter`] is the
 //! per-key token bucket, in process or shared through Redis.
 
-pub mod access;
 mod authenticator;
 mod key;
 mod limit;

@@ -1,6 +1,6 @@
 //! Scopes and the principal a request acts as.
 
-use kopek_core::{Authority, Command, CommandBody, Tenant, UserId};
+use kopek_core::{Account, Authority, Command, CommandBody, ErrorCode, Rejection, Tenant, UserId};
 
 /// What a key may do. Each scope includes the ones before it: `read` reads, `write` also
 /// moves money and opens accounts, `gateway` also acts for any user of its tenant named by
@@ -90,6 +90,33 @@ impl Principal {
     /// What rate limits count against: the key, or one shared bucket when auth is off.
     pub fn bucket(&self) -> &str {
         self.key_id.as_deref().unwrap_or("anonymous")
+    }
+}
+
+/// What a principal may see beyond its scope: its tenant's accounts only, and its user's when
+/// the key is bound to one. The reads that apply it are the intake's (`kopek_intake::access`).
+impl Principal {
+    /// Whether the principal sees the account: its tenant's, and its user's when bound.
+    pub fn sees(&self, account: &Account) -> bool {
+        account.tenant == self.tenant
+            && self.user.as_ref().is_none_or(|user| account.owner.as_deref() == Some(user.name()))
+    }
+
+    /// Whether the key may name any user of its tenant (not bound to one).
+    pub fn is_bound(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// Refuses what a key bound to a user may not do at all (open accounts for others,
+    /// create users, follow the tenant's event stream).
+    pub fn refuse_bound(&self, what: &str) -> Result<(), Rejection> {
+        match &self.user {
+            None => Ok(()),
+            Some(_) => Err(Rejection::new(
+                ErrorCode::PermissionDenied,
+                format!("a key bound to a user cannot {what}"),
+            )),
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! (REST, kopek.v1 gRPC, the HTTP and gRPC contracts, the CLI through gRPC, broker ingestion)
 //! decodes its wire shape, calls the intake, and encodes the typed answer:
 //!
+//! - `access`: what a caller may read (its tenant's, and a bound key its user's), for the
+//!   reads every surface makes (accounts, transfers, users, spending, the event stream);
 //! - `fields`: the parse rules of single fields (ids, amounts, currencies, times, page sizes);
 //! - `account`: an account to open (`AccountInput`, `account_request`);
 //! - `transfer`: one transfer request, as every surface reads it (`TransferInput`);
@@ -15,6 +17,7 @@
 //! An engine failure maps to its code and sentence in one place (`EngineError::rejection`).
 //! What each input means is written once, in `docs/api.md` ("One meaning per input").
 
+pub mod access;
 pub mod account;
 pub mod contract;
 pub mod conversion;

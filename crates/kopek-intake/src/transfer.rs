@@ -96,11 +96,7 @@ impl Intake {
     }
 
     async fn look_up(&self, tenant: &Tenant, input: &TransferInput) -> Result<Found, Rejection> {
-        // The cause goes to the log; the caller learns only that it may retry.
-        let unavailable = |error: kopek_store::StoreError| {
-            tracing::warn!(%error, "the intake could not read the ledger");
-            Rejection::new(ErrorCode::Unavailable, "the ledger could not be read; retry")
-        };
+        let unavailable = crate::access::unavailable;
         let mut found = Found::default();
         match &input.action {
             Action::Capture { pending_id } if fields::given(input.amount.as_deref()).is_some() => {

@@ -225,6 +225,43 @@ fn the_surfaces_write_only_through_the_intake() {
     assert!(found.is_empty(), "send commands through kopek_intake::Intake: {found:#?}");
 }
 
+/// What a caller may read is decided once, in `kopek_intake::access`: no surface filters by
+/// tenant or bound user itself, or reads what needs that decision straight from the store.
+#[test]
+fn the_surfaces_read_what_a_caller_may_see_through_the_intake() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for surface in ["kopek-api-grpc", "kopek-api-http", "kopek-ingest"] {
+        rust_files(&root.join("crates").join(surface).join("src"), &mut files);
+    }
+    let decisions = [
+        ".sees(",
+        "refuse_bound(",
+        "store().account(",
+        "store().transfer(",
+        "store().transfer_by_key(",
+        "store().list_accounts(",
+        "store().spending(",
+        "store().user(",
+        "store.account(",
+        "store.transfer(",
+        "store.transfer_by_key(",
+        "store.user(",
+        "store.spending(",
+        "store.list_accounts(",
+    ];
+    let mut found = Vec::new();
+    for path in &files {
+        // Calls may span lines: compare without whitespace.
+        let text: String =
+            std::fs::read_to_string(path).expect("read").split_whitespace().collect();
+        for call in decisions.iter().filter(|call| text.contains(**call)) {
+            found.push(format!("{}: {call}", path.strip_prefix(&root).unwrap_or(path).display()));
+        }
+    }
+    assert!(found.is_empty(), "read through kopek_intake::access: {found:#?}");
+}
+
 #[test]
 fn the_core_depends_on_nothing() {
     let manifest = std::fs::read_to_string(workspace_root().join("crates/kopek-core/Cargo.toml"))

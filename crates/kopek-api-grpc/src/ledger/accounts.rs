@@ -51,9 +51,8 @@ pub(super) async fn get_account(
 ) -> Result<Response<pb::GetAccountResponse>, Status> {
     let caller = principal(&request)?;
     let id = convert::account_id(&request.into_inner().id).map_err(|r| rejection_status(&r))?;
-    let account = access::visible_account(service.engine().store().as_ref(), &caller, &id)
-        .await
-        .map_err(|r| rejection_status(&r))?;
+    let account =
+        service.intake.visible_account(&caller, &id).await.map_err(|r| rejection_status(&r))?;
     Ok(Response::new(pb::GetAccountResponse { account: Some(convert::account(&account)) }))
 }
 
@@ -72,9 +71,8 @@ pub(super) async fn get_accounts(
     let mut accounts = Vec::with_capacity(ids.len());
     for text in &ids {
         let id = convert::account_id(text).map_err(|r| rejection_status(&r))?;
-        let id = id.in_tenant(&caller.tenant);
-        let account = service.engine().store().account(&id).await.map_err(store_status)?;
-        if let Some(account) = account.filter(|account| caller.sees(account)) {
+        let account = service.intake.account_seen(&caller, &id).await;
+        if let Some(account) = account.map_err(|r| rejection_status(&r))? {
             accounts.push(convert::account(&account));
         }
     }
@@ -91,24 +89,13 @@ pub(super) async fn list_accounts(
         "" => None,
         token => Some(
             convert::account_id(token)
-                .map_err(|_| Status::invalid_argument("page_token is not valid"))?
-                .in_tenant(&caller.tenant),
+                .map_err(|_| Status::invalid_argument("page_token is not valid"))?,
         ),
     };
-    let asked = (!request.owner.is_empty()).then(|| request.owner.clone());
-    // A key bound to a user lists that user's accounts, whatever owner it asks for.
-    let bound = caller.user.as_ref().map(|user| user.name().to_owned());
-    if bound.is_some() && asked.is_some() && asked != bound {
-        return Ok(Response::new(pb::ListAccountsResponse::default()));
-    }
-    let owner = bound.or(asked);
+    let owner = (!request.owner.is_empty()).then(|| request.owner.clone());
     let size = page_size(request.page_size);
-    let accounts = service
-        .engine()
-        .store()
-        .list_accounts(Some(caller.tenant.as_str()), owner.as_deref(), after.as_ref(), size)
-        .await
-        .map_err(store_status)?;
+    let accounts = service.intake.list_accounts(&caller, owner, after.as_ref(), size).await;
+    let accounts = accounts.map_err(|r| rejection_status(&r))?;
     let next_page_token = if accounts.len() == size {
         accounts.last().map(|a| a.id.name().to_owned()).unwrap_or_default()
     } else {
@@ -158,9 +145,8 @@ pub(super) async fn list_entries(
         ),
     };
     let store = service.engine().store();
-    let account = access::visible_account(store.as_ref(), &caller, &id)
-        .await
-        .map_err(|r| rejection_status(&r))?;
+    let account =
+        service.intake.visible_account(&caller, &id).await.map_err(|r| rejection_status(&r))?;
     let page = store
         .entries(&account.id, after, page_size(request.page_size))
         .await
@@ -187,9 +173,8 @@ pub(super) async fn get_balance(
             format!("account {id} not found"),
         ))
     };
-    let account = access::visible_account(store.as_ref(), &caller, &id)
-        .await
-        .map_err(|r| rejection_status(&r))?;
+    let account =
+        service.intake.visible_account(&caller, &id).await.map_err(|r| rejection_status(&r))?;
     let balance = match as_of {
         None => convert::balance(&account),
         Some(as_of) => {
@@ -216,18 +201,13 @@ pub(super) async fn get_spending(
     request: Request<pb::GetSpendingRequest>,
 ) -> Result<Response<pb::GetSpendingResponse>, Status> {
     let caller = principal(&request)?;
-    let tenant = caller.tenant.clone();
     let user = request.into_inner().user_id;
     if user.is_empty() || user.len() > OWNER_BYTES_MAX {
         return Err(Status::invalid_argument(format!(
             "user_id must be 1 to {OWNER_BYTES_MAX} bytes"
         )));
     }
-    if caller.user.as_ref().is_some_and(|bound| bound.name() != user) {
-        return Err(Status::not_found(format!("user {user} not found")));
-    }
-    let totals =
-        service.engine().store().spending(tenant.as_str(), &user).await.map_err(store_status)?;
+    let totals = service.intake.spending(&caller, &user).await.map_err(|r| rejection_status(&r))?;
     let totals = totals
         .into_iter()
         .map(|total| pb::SpendingTotal {

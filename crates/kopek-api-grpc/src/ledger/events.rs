@@ -37,7 +37,7 @@ pub(super) async fn stream_events(
     request: Request<pb::StreamEventsRequest>,
 ) -> Result<Response<EventStream>, Status> {
     let caller = principal(&request)?;
-    caller.refuse_bound("follow the tenant's event stream").map_err(|r| rejection_status(&r))?;
+    access::may_follow_events(&caller).map_err(|r| rejection_status(&r))?;
     let key = key_watch(&request);
     let tenant = caller.tenant.clone();
     let request = request.into_inner();

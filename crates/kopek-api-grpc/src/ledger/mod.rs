@@ -5,7 +5,7 @@ use crate::auth::{key_watch, principal};
 use crate::convert;
 use crate::pipeline::{Answer, AnswerStream, Started, pipelined, revoked_status};
 use crate::status::{rejection_status, store_status};
-use kopek_auth::{Ended, Ending, FinishOnDrop, Principal, access};
+use kopek_auth::{Ended, Ending, FinishOnDrop, Principal};
 use kopek_core::fx::Side;
 use kopek_core::{
     AccountResult, AccountUpdate, Currency, ErrorCode, IdempotencyKey, Linking, Overdraft, QuoteId,
@@ -16,6 +16,7 @@ use kopek_events::filter::EventFilter;
 use kopek_events::subscriptions::{NewWebhook, SubscribeError, subscribe};
 use kopek_events::targets::Targets;
 use kopek_events::{EventDocument, Feed};
+use kopek_intake::access::{self, TransferLookup};
 use kopek_intake::{Batch, Intake, fields, wire};
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEvent;

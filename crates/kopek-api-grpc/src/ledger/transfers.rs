@@ -67,30 +67,19 @@ pub(super) async fn get_transfer(
     request: Request<pb::GetTransferRequest>,
 ) -> Result<Response<pb::GetTransferResponse>, Status> {
     let caller = principal(&request)?;
-    let tenant = caller.tenant.clone();
-    let store = service.engine().store();
-    let found = match request.into_inner().lookup {
-        Some(pb::get_transfer_request::Lookup::Id(id)) => {
-            let id = kopek_core::TransferId::parse(&id).map_err(|r| rejection_status(&r))?;
-            store
-                .transfer(id)
-                .await
-                .map_err(store_status)?
-                .filter(|transfer| transfer.tenant == tenant)
-        }
-        Some(pb::get_transfer_request::Lookup::IdempotencyKey(key)) => {
-            let key = kopek_core::IdempotencyKey::parse(&key).map_err(|r| rejection_status(&r))?;
-            store.transfer_by_key(&tenant, &key).await.map_err(store_status)?
+    let key;
+    let lookup = match request.into_inner().lookup {
+        Some(pb::get_transfer_request::Lookup::Id(id)) => TransferLookup::Id(
+            kopek_core::TransferId::parse(&id).map_err(|r| rejection_status(&r))?,
+        ),
+        Some(pb::get_transfer_request::Lookup::IdempotencyKey(text)) => {
+            key = kopek_core::IdempotencyKey::parse(&text).map_err(|r| rejection_status(&r))?;
+            TransferLookup::Key(&key)
         }
         None => return Err(Status::invalid_argument("give id or idempotency_key")),
     };
-    let visible = match &found {
-        Some(transfer) => access::sees_transfer(store.as_ref(), &caller, transfer)
-            .await
-            .map_err(|r| rejection_status(&r))?,
-        None => false,
-    };
-    match found.filter(|_| visible) {
+    let found = service.intake.visible_transfer(&caller, lookup).await;
+    match found.map_err(|r| rejection_status(&r))? {
         Some(transfer) => Ok(Response::new(pb::GetTransferResponse {
             transfer: Some(convert::transfer(&transfer)),
         })),
