@@ -8,7 +8,8 @@ use kopek_core::{
     ErrorCode, InboxMark, NewAccount, NewOrder, NewQuote, NewUser, OrderResult, QuoteResult,
     RateResult, RateSet, Rejection, Tenant, UserResult,
 };
-use kopek_engine::Ticket;
+use kopek_engine::{Engine, Ticket};
+use tracing::Instrument;
 
 impl Intake {
     /// Opens accounts: one answer per account, in order.
@@ -103,20 +104,30 @@ impl Intake {
         }
     }
 
-    /// The ledger's own payment of an order (the order saga and its sweep), queued without
-    /// waiting so that many share the writer's batches; `PendingPayment::wait` answers it.
-    /// `inbox` marks the event that asked for the payment, in the payment's own commit.
-    pub async fn pay_order(
+    /// The ledger's own payment of an order (the order sweep), queued at once (`OVERLOADED`
+    /// when the queue is full: the sweep tries again later); `PendingPayment::wait` answers
+    /// it, in the span `ledger.submit`.
+    pub fn pay_order(&self, tenant: Tenant, order: NewOrder) -> Result<PendingPayment, Rejection> {
+        let command = Command::new(tenant, Authority::Ledger, CommandBody::PayOrder(order));
+        let span = Engine::submit_span(&command);
+        let ticket = span.in_scope(|| self.engine.enqueue_now(command));
+        Ok(PendingPayment { ticket: ticket.map_err(|error| error.rejection())?, span })
+    }
+
+    /// The payment of an order an `OrderCreated` event asked for (the order saga's consumer):
+    /// it waits for room in the queue, so a consumer slows down instead of failing its batch,
+    /// and many share the writer's batches. `inbox` marks the event in the payment's commit.
+    pub async fn pay_order_for(
         &self,
         tenant: Tenant,
         order: NewOrder,
-        inbox: Option<InboxMark>,
+        inbox: InboxMark,
     ) -> Result<PendingPayment, Rejection> {
         let mut command = Command::new(tenant, Authority::Ledger, CommandBody::PayOrder(order));
-        command.inbox = inbox;
-        let ticket =
-            self.engine.enqueue_command(command).await.map_err(|error| error.rejection())?;
-        Ok(PendingPayment(ticket))
+        command.inbox = Some(inbox);
+        let span = Engine::submit_span(&command);
+        let ticket = self.engine.enqueue_command(command).instrument(span.clone()).await;
+        Ok(PendingPayment { ticket: ticket.map_err(|error| error.rejection())?, span })
     }
 
     /// Sends the caller's command (`OVERLOADED` at once on a full queue) and waits for its
@@ -127,12 +138,16 @@ impl Intake {
 }
 
 /// An order payment on its way through the writer.
-pub struct PendingPayment(Ticket);
+pub struct PendingPayment {
+    ticket: Ticket,
+    span: tracing::Span,
+}
 
 impl PendingPayment {
     /// The order as the payment left it (PAID, or FAILED with why), or why it was refused.
     pub async fn wait(self) -> Result<OrderResult, Rejection> {
-        match self.0.wait().await.map_err(|error| error.rejection())? {
+        let answer = self.ticket.wait().instrument(self.span).await;
+        match answer.map_err(|error| error.rejection())? {
             CommandResult::Order(result) => Ok(result),
             other => Err(answered("pay-order", &other)),
         }

@@ -50,7 +50,7 @@ async fn pay(intake: &Intake, order: &Order) {
         amount: order.amount,
         currency: order.currency,
     };
-    let paid = match intake.pay_order(order.tenant.clone(), request, None).await {
+    let paid = match intake.pay_order(order.tenant.clone(), request) {
         Ok(payment) => payment.wait().await.map(|_| ()),
         Err(rejection) => Err(rejection),
     };

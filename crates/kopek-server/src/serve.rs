@@ -215,19 +215,9 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
     let clock = kopek_clock::system();
     let key_recheck = Duration::from_millis(args.key_recheck_ms);
     let authenticator = Authenticator::new(store.clone(), auth_mode, key_recheck, clock.clone());
-    let config = EngineConfig {
-        queue_capacity: args.queue_capacity.max(1),
-        batch_transfers_max: args.batch_transfers_max.max(1),
-        expire_holds: args.role.does_background_work(),
-        // A worker learns of holds only from the store: it looks every second.
-        expiry_recheck: if args.role == Role::Worker {
-            Duration::from_secs(1)
-        } else {
-            EngineConfig::default().expiry_recheck
-        },
-        clock,
-        ..EngineConfig::default()
-    };
+    let mut config = engine_config(args.role, clock);
+    config.queue_capacity = args.queue_capacity.max(1);
+    config.batch_transfers_max = args.batch_transfers_max.max(1);
     let (engine, writer) = Engine::start(store.clone(), config);
 
     // Bind every listener before announcing any, so a taken port fails the start.
@@ -701,5 +691,39 @@ fn connection_limits(args: &ServeArgs) -> kopek_net::ConnectionLimits {
     kopek_net::ConnectionLimits {
         first_request: Duration::from_secs(args.client_timeout_seconds.max(1)),
         idle: Duration::from_secs(args.idle_timeout_seconds.max(1)),
+    }
+}
+
+/// The writer a process of `role` runs: only the roles that do background work expire holds
+/// (a `--role api` process leaves them to a worker), and a worker, which learns of holds only
+/// from the store, looks for due ones every second.
+fn engine_config(role: Role, clock: Arc<dyn kopek_clock::Clock>) -> EngineConfig {
+    EngineConfig {
+        expire_holds: role.does_background_work(),
+        expiry_recheck: if role == Role::Worker {
+            Duration::from_secs(1)
+        } else {
+            EngineConfig::default().expiry_recheck
+        },
+        clock,
+        ..EngineConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `tests/it/bank.rs` no longer waits a hold's second to see: an api process's writer
+    /// leaves holds alone (kopek-engine's `an_api_writer_leaves_expired_holds_to_a_worker` shows
+    /// such a writer does), and the processes that do background work expire them.
+    #[test]
+    fn only_the_roles_that_do_background_work_expire_holds() {
+        let expires = |role| engine_config(role, kopek_clock::system()).expire_holds;
+        assert!(!expires(Role::Api), "an api process leaves holds to a worker");
+        assert!(!expires(Role::Relay) && !expires(Role::Ingest));
+        assert!(expires(Role::Worker) && expires(Role::All));
+        let worker = engine_config(Role::Worker, kopek_clock::system());
+        assert_eq!(worker.expiry_recheck, Duration::from_secs(1), "a worker looks every second");
     }
 }

@@ -76,7 +76,7 @@ impl Handler for Payments {
             let inbox = InboxMark { consumer: NAME.to_owned(), event_id: event.id.clone() };
             let payment = self
                 .intake
-                .pay_order(tenant, order, Some(inbox))
+                .pay_order_for(tenant, order, inbox)
                 .await
                 .map_err(|rejection| ConsumerError(rejection.message))?;
             payments.push((order_id, payment));

@@ -361,9 +361,11 @@ async fn api_processes_leave_hold_expiry_and_order_payment_to_workers() {
         }
     };
     // These processes read the wall clock, so this test does not wait out the hold's second
-    // to show that an api process leaves it alone: kopek-engine's
-    // `an_api_writer_leaves_expired_holds_to_a_worker` shows it on a clock it moves, with the
-    // writer `--role api` configures.
+    // to show that an api process leaves it alone: `serve`'s
+    // `only_the_roles_that_do_background_work_expire_holds` shows `--role api` configures a
+    // writer that does not expire holds, and kopek-engine's
+    // `an_api_writer_leaves_expired_holds_to_a_worker` that such a writer leaves them, on a
+    // clock the test moves.
     assert_eq!(
         transfer_status(hold.id.clone()).await,
         pb::TransferStatus::Pending as i32,
