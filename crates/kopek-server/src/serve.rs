@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-/// Where the ledger lives, from `--data-dir` or `--database`.
-/// Where the ledger lives: an embedded SQLite directory, or a PostgreSQL server.
+/// Where the ledger lives (`--data-dir` or `--database`): an embedded SQLite directory, or a
+/// PostgreSQL server.
 pub enum Backend {
     Embedded(PathBuf),
     Postgres(String),
@@ -178,32 +178,7 @@ pub struct App {
 /// Builds the server `args` describe: opens the store, starts the write path and the
 /// background work, and binds and serves every listener (a taken port fails here).
 pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
-    let default_currency = kopek_core::Currency::parse(&args.default_currency)
-        .map_err(|rejection| anyhow::anyhow!("--default-currency: {}", rejection.message))?;
-    if args.grpc_message_bytes_max > kopek_api_grpc::MESSAGE_BYTES_MAX {
-        bail!("--grpc-message-bytes-max must be at most {}", kopek_api_grpc::MESSAGE_BYTES_MAX);
-    }
-    let embedded = matches!(backend(&args.store)?, Backend::Embedded(_));
-    if args.role != Role::All && embedded {
-        bail!(
-            "--role api, worker, relay or ingest needs --database postgres://...: the embedded store is one process"
-        );
-    }
-    let broker = args
-        .broker
-        .as_deref()
-        .map(kopek_outbox::broker::Broker::parse)
-        .transpose()
-        .map_err(|message| anyhow::anyhow!("--broker: {message}"))?;
-    let ingests = args.role == Role::Ingest || (args.role == Role::All && args.ingest);
-    if args.role == Role::Relay && broker.is_none() {
-        bail!(
-            "--role relay publishes events to a broker: give --broker nats://, amqp:// or kafka://"
-        );
-    }
-    if ingests && broker.is_none() {
-        bail!("ingestion reads commands from a broker: give --broker nats://, amqp:// or kafka://");
-    }
+    let plan = Plan::of(&args)?;
     let auth_mode = auth_mode(&args)?;
     let (grpc_tls, http_tls) = tls(&args)?;
     let limiter = rate_limiter(&args).await?;
@@ -219,38 +194,12 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
     config.queue_capacity = args.queue_capacity.max(1);
     config.batch_transfers_max = args.batch_transfers_max.max(1);
     let (engine, writer) = Engine::start(store.clone(), config);
-
-    // Bind every listener before announcing any, so a taken port fails the start.
-    let grpc_listener = if args.role.serves_api() {
-        let listener = TcpListener::bind(args.grpc_listen)
-            .await
-            .with_context(|| format!("listen for gRPC on {}", args.grpc_listen))?;
-        Some(listener)
-    } else {
-        None
-    };
-    let metrics_listener = match args.metrics_listen {
-        Some(address) => Some(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("listen for metrics on {address}"))?,
-        ),
-        None => None,
-    };
-    let mut http_listeners = Vec::new();
-    for address in &args.http_listen {
-        http_listeners.push(
-            TcpListener::bind(address)
-                .await
-                .with_context(|| format!("listen for HTTP on {address}"))?,
-        );
-    }
+    let listeners = Listeners::bind(&args).await?;
 
     let shutdown = CancellationToken::new();
     let draining = CancellationToken::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut servers = tokio::task::JoinSet::new();
-    let grpc_address = grpc_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let feed =
         kopek_events::Feed::start(engine.store().clone(), engine.commits(), shutdown.clone())
             .await
@@ -258,8 +207,8 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
     let fx = exchange_rates(&args, store.clone()).await?;
     // The one front door every surface submits through, with the process's one rate cache.
     let intake = kopek_intake::Intake::new(engine.clone(), fx.clone());
-    if let Some(grpc_listener) = grpc_listener {
-        let grpc_shutdown = shutdown.clone();
+    let grpc_address = listeners.grpc.as_ref().map(TcpListener::local_addr).transpose()?;
+    if let Some(grpc_listener) = listeners.grpc {
         let grpc_config = GrpcConfig {
             message_bytes_max: args.grpc_message_bytes_max,
             webhook_max_attempts: args.webhook_max_attempts.max(1),
@@ -268,15 +217,19 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
             connection_limits: connection_limits(&args),
             tls: grpc_tls.clone(),
         };
-        let grpc_intake = intake.clone();
-        let grpc_feed = feed.clone();
-        let grpc_reporter = reporter.clone();
-        let grpc_gate =
-            kopek_api_grpc::auth::Gate { auth: authenticator.clone(), limiter: limiter.clone() };
+        let ledger = kopek_api_grpc::Ledger {
+            intake: intake.clone(),
+            feed: feed.clone(),
+            gate: kopek_api_grpc::auth::Gate {
+                auth: authenticator.clone(),
+                limiter: limiter.clone(),
+            },
+        };
+        let (grpc_reporter, grpc_shutdown) = (reporter.clone(), shutdown.clone());
         servers.spawn(async move {
             kopek_api_grpc::serve(
                 grpc_listener,
-                kopek_api_grpc::Ledger { intake: grpc_intake, feed: grpc_feed, gate: grpc_gate },
+                ledger,
                 grpc_config,
                 grpc_reporter,
                 health,
@@ -286,13 +239,6 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
             .context("gRPC server")
         });
     }
-    // The embedded store has one process at a time: its relay and consumers take their lease
-    // back at once after a crash. Processes sharing PostgreSQL each get their own name.
-    let holder = if embedded {
-        "embedded".to_owned()
-    } else {
-        format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
-    };
     let notifier = kopek_outbox::webhooks::NotifierConfig {
         max_attempts: args.webhook_max_attempts.max(1),
         backoff_first: Duration::from_millis(args.webhook_backoff_ms.max(1)),
@@ -300,15 +246,214 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
         targets: webhook_targets(&args),
         ..kopek_outbox::webhooks::NotifierConfig::default()
     };
-    let mut background = Vec::new();
+    let parts = Parts { store, intake, feed, fx, limiter, shutdown };
+    let background = start_background(&args, &plan, &parts, &notifier);
+    let Parts { intake, feed, limiter, shutdown, .. } = parts;
+    let http_state = kopek_api_http::AppState {
+        engine: intake.engine().clone(),
+        intake,
+        feed,
+        default_currency: plan.default_currency,
+        draining: draining.clone(),
+        sockets: kopek_api_http::websocket_permits(),
+        relays: background.relays,
+        webhook_max_attempts: notifier.max_attempts,
+        webhook_targets: notifier.targets,
+        auth: authenticator,
+        limiter,
+    };
+    let listening = (listeners.http, listeners.metrics);
+    let (http_addresses, metrics_address) =
+        serve_http(&args, &mut servers, listening, &http_state, http_tls, &shutdown)?;
+    Ok(App {
+        grpc_address,
+        http_addresses,
+        metrics_address,
+        role: args.role,
+        store: describe(&args.store),
+        auth: auth_mode,
+        servers,
+        background: background.tasks,
+        relay: background.relay,
+        engine,
+        writer,
+        http_state,
+        reporter,
+        draining,
+        shutdown,
+        grace: Duration::from_secs(args.shutdown_grace_seconds),
+        timeout: Duration::from_secs(args.shutdown_timeout_seconds),
+    })
+}
+
+/// Serves the HTTP listeners (the APIs, or only the probes for a role that serves none) and
+/// the metrics listener, until `shutdown`; their bound addresses.
+fn serve_http(
+    args: &ServeArgs,
+    servers: &mut tokio::task::JoinSet<anyhow::Result<()>>,
+    (http, metrics): (Vec<TcpListener>, Option<TcpListener>),
+    http_state: &kopek_api_http::AppState,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Vec<std::net::SocketAddr>, Option<std::net::SocketAddr>)> {
+    let http_config = kopek_api_http::HttpConfig { cors_origins: args.cors_origin.clone() };
+    let mut http_addresses = Vec::new();
+    for listener in http {
+        http_addresses.push(listener.local_addr()?);
+        let app = if args.role.serves_api() {
+            kopek_api_http::router(http_state.clone(), &http_config)
+        } else {
+            kopek_api_http::probes_router(http_state.clone())
+        };
+        let options = kopek_api_http::serve::ServeOptions {
+            tls: http_tls.clone(),
+            connections_max: args.connections_max.max(1),
+            header_timeout: Duration::from_secs(args.client_timeout_seconds.max(1)),
+            idle_timeout: connection_limits(args).idle,
+        };
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            kopek_api_http::serve::serve(listener, app, options, stop).await.context("HTTP server")
+        });
+    }
+    let metrics_address = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
+    if let Some(listener) = metrics {
+        let app = kopek_api_http::metrics_router(http_state.clone());
+        let options = kopek_api_http::serve::ServeOptions::default();
+        let stop = shutdown.clone();
+        servers.spawn(async move {
+            kopek_api_http::serve::serve(listener, app, options, stop)
+                .await
+                .context("metrics server")
+        });
+    }
+    Ok((http_addresses, metrics_address))
+}
+
+/// What `args` ask for beyond single flags, checked together before anything starts.
+struct Plan {
+    default_currency: kopek_core::Currency,
+    /// The embedded store: one process, which does every role.
+    embedded: bool,
+    broker: Option<kopek_outbox::broker::Broker>,
+    /// Whether this process applies transfer commands from the broker.
+    ingests: bool,
+}
+
+impl Plan {
+    fn of(args: &ServeArgs) -> anyhow::Result<Plan> {
+        let default_currency = kopek_core::Currency::parse(&args.default_currency)
+            .map_err(|rejection| anyhow::anyhow!("--default-currency: {}", rejection.message))?;
+        if args.grpc_message_bytes_max > kopek_api_grpc::MESSAGE_BYTES_MAX {
+            bail!("--grpc-message-bytes-max must be at most {}", kopek_api_grpc::MESSAGE_BYTES_MAX);
+        }
+        let embedded = matches!(backend(&args.store)?, Backend::Embedded(_));
+        if args.role != Role::All && embedded {
+            bail!(
+                "--role api, worker, relay or ingest needs --database postgres://...: the embedded store is one process"
+            );
+        }
+        let broker = args
+            .broker
+            .as_deref()
+            .map(kopek_outbox::broker::Broker::parse)
+            .transpose()
+            .map_err(|message| anyhow::anyhow!("--broker: {message}"))?;
+        let ingests = args.role == Role::Ingest || (args.role == Role::All && args.ingest);
+        if args.role == Role::Relay && broker.is_none() {
+            bail!(
+                "--role relay publishes events to a broker: give --broker nats://, amqp:// or kafka://"
+            );
+        }
+        if ingests && broker.is_none() {
+            bail!(
+                "ingestion reads commands from a broker: give --broker nats://, amqp:// or kafka://"
+            );
+        }
+        Ok(Plan { default_currency, embedded, broker, ingests })
+    }
+}
+
+/// Every listener, bound before any is announced, so a taken port fails the start.
+struct Listeners {
+    grpc: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+    http: Vec<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(args: &ServeArgs) -> anyhow::Result<Listeners> {
+        let grpc = if args.role.serves_api() {
+            let listener = TcpListener::bind(args.grpc_listen)
+                .await
+                .with_context(|| format!("listen for gRPC on {}", args.grpc_listen))?;
+            Some(listener)
+        } else {
+            None
+        };
+        let metrics = match args.metrics_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listen for metrics on {address}"))?,
+            ),
+            None => None,
+        };
+        let mut http = Vec::new();
+        for address in &args.http_listen {
+            http.push(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("listen for HTTP on {address}"))?,
+            );
+        }
+        Ok(Listeners { grpc, metrics, http })
+    }
+}
+
+/// What the background work is started with.
+struct Parts {
+    store: Arc<dyn Store>,
+    intake: kopek_intake::Intake,
+    feed: kopek_events::Feed,
+    fx: kopek_fx::Fx,
+    limiter: RateLimiter,
+    shutdown: CancellationToken,
+}
+
+/// The background work started: its tasks, the relay's task, and what the relay reports.
+struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    relay: Option<tokio::task::JoinHandle<()>>,
+    relays: Vec<kopek_events::relay_status::RelayMonitor>,
+}
+
+/// Starts what the role does besides serving: webhook deliveries, the order saga and sweep,
+/// the consumers and the book check (workers), the rate cache's watch, the rate-limit sweep,
+/// broker ingestion, and the relay.
+fn start_background(
+    args: &ServeArgs,
+    plan: &Plan,
+    parts: &Parts,
+    notifier: &kopek_outbox::webhooks::NotifierConfig,
+) -> Background {
+    let Parts { store, intake, feed, fx, limiter, shutdown } = parts;
+    // The embedded store has one process at a time: its relay and consumers take their lease
+    // back at once after a crash. Processes sharing PostgreSQL each get their own name.
+    let holder = if plan.embedded {
+        "embedded".to_owned()
+    } else {
+        format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple())
+    };
+    let mut tasks = Vec::new();
     if args.role.does_background_work() {
-        background.push(kopek_outbox::webhooks::start(
+        tasks.push(kopek_outbox::webhooks::start(
             store.clone(),
             notifier.clone(),
             shutdown.clone(),
         ));
         // Several workers may pay orders side by side: a payment is keyed by its order.
-        background.push(kopek_outbox::orders::start(intake.clone(), shutdown.clone()));
+        tasks.push(kopek_outbox::orders::start(intake.clone(), shutdown.clone()));
         let handlers: [Arc<dyn kopek_outbox::consumer::Handler>; 3] = [
             Arc::new(kopek_outbox::consumer::payments::Payments::new(intake.clone())),
             Arc::new(kopek_outbox::consumer::analytics::Analytics::new(store.clone())),
@@ -321,7 +466,7 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
             let types: Vec<&str> = handler.wants().iter().map(|kind| kind.as_str()).collect();
             // From the broker when there is one, so consumers run wherever workers run;
             // otherwise from this process's feed.
-            let source: Box<dyn kopek_outbox::consumer::Source> = match &broker {
+            let source: Box<dyn kopek_outbox::consumer::Source> = match &plan.broker {
                 Some(broker) => broker.source(handler.name(), &types, &holder),
                 None => Box::new(kopek_outbox::consumer::feed_source::FeedSource::new(
                     store.clone(),
@@ -330,25 +475,25 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
                     holder.clone(),
                 )),
             };
-            background.push(kopek_outbox::consumer::run(handler, source, shutdown.clone()));
+            tasks.push(kopek_outbox::consumer::run(handler, source, shutdown.clone()));
         }
         if args.verify_every_seconds > 0 {
             let every = Duration::from_secs(args.verify_every_seconds);
-            background.push(check_books(store.clone(), every, shutdown.clone()));
+            tasks.push(check_books(store.clone(), every, shutdown.clone()));
         }
     }
-    background.push(tokio::spawn(fx.clone().watch(feed.subscribe_live())));
+    tasks.push(tokio::spawn(fx.clone().watch(feed.subscribe_live())));
     if !limiter.is_unlimited() {
-        background.push(sweep_buckets(limiter.clone(), shutdown.clone()));
+        tasks.push(sweep_buckets(limiter.clone(), shutdown.clone()));
     }
-    if let Some(broker) = broker.as_ref().filter(|_| ingests) {
+    if let Some(broker) = plan.broker.as_ref().filter(|_| plan.ingests) {
         let source = kopek_ingest::source(broker, &holder);
-        background.push(kopek_ingest::start(intake.clone(), source, shutdown.clone()));
+        tasks.push(kopek_ingest::start(intake.clone(), source, shutdown.clone()));
         tracing::info!(broker = %broker.describe(), "applying transfer commands from the broker");
     }
     let mut relay = None;
     let mut relays = Vec::new();
-    if let Some(broker) = broker.as_ref().filter(|_| args.role.relays()) {
+    if let Some(broker) = plan.broker.as_ref().filter(|_| args.role.relays()) {
         let (monitor, task) = kopek_outbox::relay::start(
             store.clone(),
             feed.clone(),
@@ -360,69 +505,7 @@ pub async fn build(args: ServeArgs) -> anyhow::Result<App> {
         relays.push(monitor);
         relay = Some(task);
     }
-    let http_state = kopek_api_http::AppState {
-        engine: intake.engine().clone(),
-        intake: intake.clone(),
-        feed: feed.clone(),
-        default_currency,
-        draining: draining.clone(),
-        sockets: kopek_api_http::websocket_permits(),
-        relays,
-        webhook_max_attempts: notifier.max_attempts,
-        webhook_targets: notifier.targets,
-        auth: authenticator.clone(),
-        limiter: limiter.clone(),
-    };
-    let http_config = kopek_api_http::HttpConfig { cors_origins: args.cors_origin.clone() };
-    let mut http_addresses = Vec::new();
-    for listener in http_listeners {
-        http_addresses.push(listener.local_addr()?);
-        let app = if args.role.serves_api() {
-            kopek_api_http::router(http_state.clone(), &http_config)
-        } else {
-            kopek_api_http::probes_router(http_state.clone())
-        };
-        let options = kopek_api_http::serve::ServeOptions {
-            tls: http_tls.clone(),
-            connections_max: args.connections_max.max(1),
-            header_timeout: Duration::from_secs(args.client_timeout_seconds.max(1)),
-            idle_timeout: connection_limits(&args).idle,
-        };
-        let stop = shutdown.clone();
-        servers.spawn(async move {
-            kopek_api_http::serve::serve(listener, app, options, stop).await.context("HTTP server")
-        });
-    }
-    let metrics_address = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
-    if let Some(listener) = metrics_listener {
-        let app = kopek_api_http::metrics_router(http_state.clone());
-        let options = kopek_api_http::serve::ServeOptions::default();
-        let stop = shutdown.clone();
-        servers.spawn(async move {
-            kopek_api_http::serve::serve(listener, app, options, stop)
-                .await
-                .context("metrics server")
-        });
-    }
-    Ok(App {
-        grpc_address,
-        http_addresses,
-        metrics_address,
-        role: args.role,
-        store: describe(&args.store),
-        auth: auth_mode,
-        servers,
-        background,
-        relay,
-        engine,
-        writer,
-        http_state,
-        reporter,
-        draining,
-        shutdown,
-        grace: Duration::from_secs(args.shutdown_grace_seconds),
-        timeout: Duration::from_secs(args.shutdown_timeout_seconds),
-    })
+    Background { tasks, relay, relays }
 }
 
 impl App {
