@@ -415,6 +415,26 @@ async fn closed_by_server(socket: &mut tokio::net::TcpStream, within: Duration) 
     }
 }
 
+/// Opens an HTTP/2 connection to `address`, makes one request on it, keeps it open and quiet,
+/// and returns once the server has closed it (panics after 10 s).
+async fn idle_connection_closed(address: &str) {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("an HTTP/2 connection");
+    let closed = tokio::spawn(connection);
+    let request =
+        hyper::Request::get(format!("http://{address}/")).body(String::new()).expect("a request");
+    // Whatever the answer (this is no gRPC call), the request is over and the connection idle.
+    let _answer = sender.send_request(request).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), closed).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection stayed open 10 s");
+    drop(sender);
+}
+
 /// Finding 4: silent connections, bodies trickled in and idle connections are closed on both
 /// listeners, so sockets without a key cannot hold the connection limit; a stream and a
 /// WebSocket that are open but quiet are requests in flight, and stay.
@@ -472,8 +492,11 @@ async fn silent_slow_and_idle_connections_are_closed_and_open_streams_stay() {
     assert_eq!(health.check(check).await.expect("health").into_inner().status, 1, "SERVING");
     assert!(trickling.await.expect("joined"), "a trickled body was still read after 20 s");
 
-    // Quiet for longer than the idle timeout, the stream and the socket still deliver.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Quiet for longer than the idle timeout, the stream and the socket still deliver. The
+    // test does not wait a set time: it waits for the server to close an HTTP/2 connection
+    // that made one request after the stream and the socket went quiet, which the server does
+    // once that connection has been idle for the timeout.
+    idle_connection_closed(&server.grpc_address).await;
     crate::support::open_accounts(&mut ledger, &["after-quiet"]).await;
     let event = tokio::time::timeout(Duration::from_secs(5), events.message())
         .await
