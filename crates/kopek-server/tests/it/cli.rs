@@ -155,7 +155,25 @@ async fn status_summarises_a_running_server_under_load() {
             n
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    // Status runs once the server has committed some of the load and checked its books (the
+    // check runs every second): waited for in the metrics, not for a set time.
+    let counted = |metrics: &str, series: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let metrics = http(&address, "GET", "/metrics", &[], None).await.body;
+        let checked = counted(&metrics, "kopek_verify_runs_total{result=\"ok\"}");
+        if checked >= 1.0 && counted(&metrics, "kopek_transfers_total") > 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no transfer or book check in 15 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let url = format!("http://{address}");
     let run = |json: bool| {
         let url = url.clone();
