@@ -136,6 +136,44 @@ async fn a_full_queue_answers_overloaded_at_once() {
     );
 }
 
+/// Opens `a` and `b`, funds `a` with 500 and places a hold of 200 from `a` to `b` that times
+/// out after `seconds`: the hold.
+async fn funded_hold(engine: &Engine, seconds: u32) -> Transfer {
+    let tenant = Tenant::default_tenant();
+    engine.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
+    let fund = transfer("fund", AccountId::world(usd()), "a", 500, TransferKind::Deposit, None);
+    engine.submit_as_ledger(tenant.clone(), fund).await.expect("fund");
+    let hold = Some(Hold { timeout_seconds: Some(seconds) });
+    let hold = transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold);
+    let result = engine.submit_as_ledger(tenant, hold).await.expect("hold");
+    let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
+    assert_eq!(hold.status, TransferStatus::Pending);
+    hold
+}
+
+/// A `--role api` writer on `store`, reading `clock`: it expires no hold.
+fn api_writer(store: &Arc<dyn Store>, clock: &kopek_clock::ManualClock) -> Engine {
+    let config = EngineConfig {
+        expire_holds: false,
+        clock: Arc::new(clock.clone()),
+        ..EngineConfig::default()
+    };
+    Engine::start(store.clone(), config).0
+}
+
+/// Waits until `engine`'s store shows transfer `id` expired; panics after 10 s with `why`.
+async fn expired(engine: &Engine, id: TransferId, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = engine.store().transfer(id).await.expect("read").map(|t| t.status);
+        if status == Some(TransferStatus::Expired) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{why}: the hold is {status:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The writer wakes for a hold's expiry by itself, with nothing else to do: on a clock the
 /// test moves, so the hold's hour passes at once instead of being waited for. (A writer that
 /// only slept until its next minutely recheck would miss the deadline below.)
@@ -145,36 +183,10 @@ async fn holds_expire_on_time_without_any_other_traffic() {
     let clock = kopek_clock::ManualClock::starting_now();
     let config = EngineConfig { clock: Arc::new(clock.clone()), ..EngineConfig::default() };
     let (engine, _writer) = start(&dir, config);
-    let tenant = Tenant::default_tenant();
-    engine.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
-    let world = AccountId::world(usd());
-    engine
-        .submit_as_ledger(
-            tenant.clone(),
-            transfer("fund", world, "a", 500, TransferKind::Deposit, None),
-        )
-        .await
-        .expect("fund");
-    let hold = Some(Hold { timeout_seconds: Some(3_600) });
-    let result = engine
-        .submit_as_ledger(tenant, transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold))
-        .await
-        .expect("hold");
-    let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
-    assert_eq!(hold.status, TransferStatus::Pending);
-
+    let hold = funded_hold(&engine, 3_600).await;
     // (That the writer leaves a hold alone before its expiry is the busy-writer test below.)
-    let expires_at = hold.expires_at.expect("a hold with a timeout expires");
-    clock.set(expires_at);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = engine.store().transfer(hold.id).await.expect("read").map(|t| t.status);
-        if status == Some(TransferStatus::Expired) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "hold still {status:?} after its timeout");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    clock.set(hold.expires_at.expect("a hold with a timeout expires"));
+    expired(&engine, hold.id, "the writer did not wake for the hold's expiry").await;
     let a = engine.store().account(&id("a")).await.expect("read").expect("a");
     assert_eq!(
         (a.balance.posted, a.balance.pending_out),
@@ -265,26 +277,9 @@ async fn an_api_writer_leaves_expired_holds_to_a_worker() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
     let clock = kopek_clock::ManualClock::starting_now();
-    let api = EngineConfig {
-        expire_holds: false,
-        clock: Arc::new(clock.clone()),
-        ..EngineConfig::default()
-    };
-    let (api, _api_writer) = Engine::start(store.clone(), api);
+    let api = api_writer(&store, &clock);
     let tenant = Tenant::default_tenant();
-    api.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
-    let world = AccountId::world(usd());
-    let fund = transfer("fund", world, "a", 500, TransferKind::Deposit, None);
-    api.submit_as_ledger(tenant.clone(), fund).await.expect("fund");
-    let hold = Some(Hold { timeout_seconds: Some(1) });
-    let result = api
-        .submit_as_ledger(
-            tenant.clone(),
-            transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold),
-        )
-        .await
-        .expect("hold");
-    let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
+    let hold = funded_hold(&api, 1).await;
 
     clock.advance(Duration::from_secs(3_600));
     for n in 0..20 {
@@ -297,15 +292,7 @@ async fn an_api_writer_leaves_expired_holds_to_a_worker() {
 
     let worker = EngineConfig { clock: Arc::new(clock.clone()), ..EngineConfig::default() };
     let (worker, _worker_writer) = Engine::start(store, worker);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = worker.store().transfer(hold.id).await.expect("read").map(|t| t.status);
-        if status == Some(TransferStatus::Expired) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the worker left the hold {status:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    expired(&worker, hold.id, "the worker left the hold").await;
 }
 
 /// Two writers on one store stand for two processes: the one that placed a hold does not
@@ -318,12 +305,7 @@ async fn a_busy_writer_still_finds_and_expires_holds_placed_elsewhere() {
     // Both processes read one clock that moves only when the test says: the hold's second
     // passes at once instead of being waited for.
     let clock = kopek_clock::ManualClock::starting_now();
-    let api = EngineConfig {
-        expire_holds: false,
-        clock: Arc::new(clock.clone()),
-        ..EngineConfig::default()
-    };
-    let (api, _api_writer) = Engine::start(store.clone(), api);
+    let api = api_writer(&store, &clock);
     let worker = EngineConfig {
         expiry_recheck: Duration::from_millis(300),
         clock: Arc::new(clock.clone()),
@@ -331,23 +313,7 @@ async fn a_busy_writer_still_finds_and_expires_holds_placed_elsewhere() {
     };
     let (worker, _worker_writer) = Engine::start(store, worker);
     let tenant = Tenant::default_tenant();
-    api.submit_as_ledger(tenant.clone(), open(&["a", "b"])).await.expect("accounts");
-    let world = AccountId::world(usd());
-    api.submit_as_ledger(
-        tenant.clone(),
-        transfer("fund", world, "a", 500, TransferKind::Deposit, None),
-    )
-    .await
-    .expect("fund");
-    let hold = Some(Hold { timeout_seconds: Some(1) });
-    let result = api
-        .submit_as_ledger(
-            tenant.clone(),
-            transfer("h1", id("a"), "b", 200, TransferKind::Payment, hold),
-        )
-        .await
-        .expect("hold");
-    let TransferResult::Committed(hold) = single(result) else { panic!("hold not committed") };
+    let hold = funded_hold(&api, 1).await;
 
     // (That a recheck before the timeout finds nothing due is the store's
     // `holds_due_and_next_expiry` conformance test.)

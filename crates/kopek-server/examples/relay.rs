@@ -56,10 +56,8 @@ async fn metric(http: &str, name: &str) -> Option<f64> {
     socket.write_all(request.as_bytes()).await.ok()?;
     let mut body = String::new();
     socket.read_to_string(&mut body).await.ok()?;
-    body.lines().find_map(|line| {
-        let (key, value) = line.split_once(' ')?;
-        (key == name || key.starts_with(&format!("{name}{{"))).then(|| value.parse().ok())?
-    })
+    // The response head comes along; none of its lines names a kopek series.
+    kopek_testkit::Scrape::parse(&body).one(name)
 }
 
 fn post(key: String, debit: &str, credit: &str) -> pb::TransferRequest {

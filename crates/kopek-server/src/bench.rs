@@ -786,15 +786,10 @@ impl Target {
         })
     }
 
-    /// One value of the server's `/metrics` (the first series of `name`).
+    /// One value of the server's `/metrics` (the series of `name`, the first if several).
     async fn metric(&self, name: &str) -> Option<f64> {
         let page = reqwest::get(format!("{}/metrics", self.http.as_ref()?)).await.ok()?;
-        let page = page.text().await.ok()?;
-        let line = page.lines().find(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })?;
-        line.rsplit(' ').next()?.parse::<f64>().ok()
+        kopek_testkit::Scrape::parse(&page.text().await.ok()?).one(name)
     }
 
     /// CPU seconds the server used so far (user and system): from /proc for our own, from

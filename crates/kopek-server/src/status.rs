@@ -2,46 +2,10 @@
 //! (health and relays) and `/metrics` read twice, `--interval` apart, for rates.
 
 use crate::cli::StatusArgs;
+use kopek_testkit::Scrape;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-
-/// One scrape: every series (`name{labels}`) and its value.
-struct Scrape {
-    series: BTreeMap<String, f64>,
-}
-
-impl Scrape {
-    fn parse(page: &str) -> Scrape {
-        let series = page
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (name, value) = line.rsplit_once(' ')?;
-                Some((name.to_owned(), value.parse().ok()?))
-            })
-            .collect();
-        Scrape { series }
-    }
-
-    fn get(&self, series: &str) -> Option<f64> {
-        self.series.get(series).copied()
-    }
-
-    /// The series of family `name`, each with its labels (`{...}`, empty when none).
-    fn family<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
-        self.series.iter().filter_map(move |(series, value)| {
-            let labels = series.strip_prefix(name)?;
-            (labels.is_empty() || labels.starts_with('{')).then_some((labels, *value))
-        })
-    }
-
-    /// The sum of the family's series whose labels pass `keep`.
-    fn sum(&self, name: &str, keep: impl Fn(&str) -> bool) -> f64 {
-        self.family(name).filter(|(labels, _)| keep(labels)).map(|(_, value)| value).sum()
-    }
-}
 
 /// The value of `label` in a `{a="x",b="y"}` label set.
 fn label<'a>(labels: &'a str, label: &str) -> Option<&'a str> {

@@ -206,34 +206,36 @@ fn the_wall_clock_is_read_only_in_the_clock() {
 
 #[test]
 fn the_surfaces_write_only_through_the_intake() {
+    // What sends a command to the engine without the intake's rules and typed answers.
+    let engine_calls =
+        ["CommandBody", "CommandResult", "submit_command", "enqueue_now", "enqueue_command"];
+    let found = surfaces_naming(&engine_calls, |text| text);
+    assert!(found.is_empty(), "send commands through kopek_intake::Intake: {found:#?}");
+}
+
+/// `path: needle` for each source file of a surface (the API crates, ingest) whose text, as
+/// `normal` gives it, holds one of `needles`.
+fn surfaces_naming(needles: &[&str], normal: impl Fn(String) -> String) -> Vec<String> {
     let root = workspace_root();
     let mut files = Vec::new();
     for surface in ["kopek-api-grpc", "kopek-api-http", "kopek-ingest"] {
         rust_files(&root.join("crates").join(surface).join("src"), &mut files);
     }
     assert!(files.len() > 20, "the walk found only {} files", files.len());
-    // What sends a command to the engine without the intake's rules and typed answers.
-    let engine_calls =
-        ["CommandBody", "CommandResult", "submit_command", "enqueue_now", "enqueue_command"];
     let mut found = Vec::new();
     for path in &files {
-        let text = std::fs::read_to_string(path).expect("read");
-        for call in engine_calls.iter().filter(|call| text.contains(**call)) {
-            found.push(format!("{}: {call}", path.strip_prefix(&root).unwrap_or(path).display()));
+        let text = normal(std::fs::read_to_string(path).expect("read"));
+        for needle in needles.iter().filter(|needle| text.contains(**needle)) {
+            found.push(format!("{}: {needle}", path.strip_prefix(&root).unwrap_or(path).display()));
         }
     }
-    assert!(found.is_empty(), "send commands through kopek_intake::Intake: {found:#?}");
+    found
 }
 
 /// What a caller may read is decided once, in `kopek_intake::access`: no surface filters by
 /// tenant or bound user itself, or reads what needs that decision straight from the store.
 #[test]
 fn the_surfaces_read_what_a_caller_may_see_through_the_intake() {
-    let root = workspace_root();
-    let mut files = Vec::new();
-    for surface in ["kopek-api-grpc", "kopek-api-http", "kopek-ingest"] {
-        rust_files(&root.join("crates").join(surface).join("src"), &mut files);
-    }
     let decisions = [
         ".sees(",
         "refuse_bound(",
@@ -250,15 +252,8 @@ fn the_surfaces_read_what_a_caller_may_see_through_the_intake() {
         "store.spending(",
         "store.list_accounts(",
     ];
-    let mut found = Vec::new();
-    for path in &files {
-        // Calls may span lines: compare without whitespace.
-        let text: String =
-            std::fs::read_to_string(path).expect("read").split_whitespace().collect();
-        for call in decisions.iter().filter(|call| text.contains(**call)) {
-            found.push(format!("{}: {call}", path.strip_prefix(&root).unwrap_or(path).display()));
-        }
-    }
+    // Calls may span lines: compare without whitespace.
+    let found = surfaces_naming(&decisions, |text| text.split_whitespace().collect());
     assert!(found.is_empty(), "read through kopek_intake::access: {found:#?}");
 }
 

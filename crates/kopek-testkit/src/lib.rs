@@ -4,11 +4,15 @@
 //! - `random`: the seeded generator (SplitMix64) that makes a workload repeatable from its
 //!   seed;
 //! - `startup`: the lines `kopek serve` prints when it is listening (the start-up contract
-//!   scripts and tests read the bound addresses from), written and read by the same code.
+//!   scripts and tests read the bound addresses from), written and read by the same code;
+//! - `process`: a `kopek serve` on random ports, started, stopped and killed;
+//! - `scrape`: a `/metrics` page read into its series.
 
 pub mod process;
 pub mod random;
+pub mod scrape;
 pub mod startup;
 
 pub use random::SplitMix;
+pub use scrape::Scrape;
 pub use startup::Listeners;

@@ -1,6 +1,7 @@
 //! The CLI against a running server: readable lines, JSON, exit codes, SIGTERM.
 
 use crate::support::*;
+use kopek_testkit::Scrape;
 
 #[tokio::test]
 async fn client_commands_move_money_and_exit_with_the_error_code() {
@@ -157,18 +158,11 @@ async fn status_summarises_a_running_server_under_load() {
     };
     // Status runs once the server has committed some of the load and checked its books (the
     // check runs every second): waited for in the metrics, not for a set time.
-    let counted = |metrics: &str, series: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|line| line.starts_with(series))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let metrics = http(&address, "GET", "/metrics", &[], None).await.body;
-        let checked = counted(&metrics, "kopek_verify_runs_total{result=\"ok\"}");
-        if checked >= 1.0 && counted(&metrics, "kopek_transfers_total") > 0.0 {
+        let metrics = Scrape::parse(&http(&address, "GET", "/metrics", &[], None).await.body);
+        let checked = metrics.get("kopek_verify_runs_total{result=\"ok\"}").unwrap_or(0.0);
+        if checked >= 1.0 && metrics.sum("kopek_transfers_total", |_| true) > 0.0 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no transfer or book check in 15 s");

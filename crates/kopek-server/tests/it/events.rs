@@ -67,10 +67,7 @@ async fn write_load(server: &Server, prefix: &str, count: usize) -> usize {
 async fn metric(server: &Server, name: &str) -> Option<f64> {
     let response = http(&server.http_address, "GET", "/metrics", &[], None).await;
     assert_eq!(response.status, 200);
-    response.body.lines().find_map(|line| {
-        let (key, value) = line.split_once(' ')?;
-        (key == name || key.starts_with(&format!("{name}{{"))).then(|| value.parse().ok())?
-    })
+    kopek_testkit::Scrape::parse(&response.body).one(name)
 }
 
 /// Waits until the relay has had every committed event confirmed.

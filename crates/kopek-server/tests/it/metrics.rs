@@ -5,9 +5,7 @@ use crate::support::{Server, http};
 
 /// The value of one series (`name{labels}`) in a Prometheus text page.
 fn value(page: &str, series: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|number| number.trim().parse().ok())
+    kopek_testkit::Scrape::parse(page).get(series)
 }
 
 #[tokio::test]
