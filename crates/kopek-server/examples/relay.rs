@@ -20,6 +20,7 @@
 use futures_util::StreamExt;
 use kopek_proto::kopek::v1 as pb;
 use kopek_proto::kopek::v1::ledger_client::LedgerClient;
+use kopek_testkit::fixtures::post;
 use kopek_testkit::process::{Launch, ServerProcess};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -60,19 +61,6 @@ async fn metric(http: &str, name: &str) -> Option<f64> {
     kopek_testkit::Scrape::parse(&body).one(name)
 }
 
-fn post(key: String, debit: &str, credit: &str) -> pb::TransferRequest {
-    pb::TransferRequest {
-        idempotency_key: key,
-        kind: pb::TransferKind::Transfer as i32,
-        action: pb::TransferAction::Post as i32,
-        debit_account_id: debit.to_owned(),
-        credit_account_id: credit.to_owned(),
-        amount_minor: 1,
-        currency: "USD".to_owned(),
-        ..Default::default()
-    }
-}
-
 async fn load(
     client: &mut LedgerClient<tonic::transport::Channel>,
     tag: &str,
@@ -84,9 +72,10 @@ async fn load(
             .iter()
             .map(|index| {
                 post(
-                    format!("{tag}-{index}"),
+                    &format!("{tag}-{index}"),
                     &format!("a{}", index % 100),
                     &format!("a{}", (index + 1) % 100),
+                    1,
                 )
             })
             .collect();

@@ -261,30 +261,7 @@ pub fn serve_refused(data: &str, http_listen: &str, extra: &[&str]) -> (i32, Str
     (code, stderr)
 }
 
-pub fn new_account(id: &str, currency: &str) -> pb::NewAccount {
-    pb::NewAccount { id: id.to_owned(), currency: currency.to_owned(), ..Default::default() }
-}
-
-pub fn post(key: &str, debit: &str, credit: &str, minor: i64) -> pb::TransferRequest {
-    pb::TransferRequest {
-        idempotency_key: key.to_owned(),
-        kind: pb::TransferKind::Transfer as i32,
-        action: pb::TransferAction::Post as i32,
-        debit_account_id: debit.to_owned(),
-        credit_account_id: credit.to_owned(),
-        amount_minor: minor,
-        currency: "USD".to_owned(),
-        ..Default::default()
-    }
-}
-
-pub fn deposit(key: &str, account: &str, minor: i64) -> pb::TransferRequest {
-    pb::TransferRequest {
-        kind: pb::TransferKind::Deposit as i32,
-        debit_account_id: String::new(),
-        ..post(key, "", account, minor)
-    }
-}
+pub use kopek_testkit::fixtures::{deposit, new_account, post};
 
 pub async fn open_accounts(client: &mut LedgerClient<Channel>, ids: &[&str]) {
     let accounts = ids.iter().map(|id| new_account(id, "USD")).collect();
