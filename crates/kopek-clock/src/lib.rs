@@ -5,6 +5,8 @@
 //! as an argument.
 
 use kopek_core::Timestamp;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,13 +39,15 @@ fn since_epoch() -> std::time::Duration {
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Timestamp;
 
-    /// Where to hear that the clock was moved by hand, for a task that sleeps until a time on
-    /// this clock (the writer waiting for a hold's expiry): a timer measures how far the wall
-    /// clock runs, but not a test's jump. `None` for a clock that only runs.
-    fn moves(&self) -> Option<watch::Receiver<Timestamp>> {
-        None
-    }
+    /// Resolves once this clock has reached `at`, for a task that waits for a time on it (the
+    /// writer waiting for a hold's expiry). The wall clock waits on a timer, so a caller reads
+    /// `now` again when it resolves (the clock may have stepped); a clock moved by hand
+    /// resolves when it is moved there.
+    fn sleep_until(&self, at: Timestamp) -> Sleep;
 }
+
+/// What `Clock::sleep_until` answers.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The wall clock.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,6 +56,12 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         now()
+    }
+
+    fn sleep_until(&self, at: Timestamp) -> Sleep {
+        let left = at.as_unix_micros().saturating_sub(now().as_unix_micros());
+        let left = Duration::from_micros(u64::try_from(left).unwrap_or(0));
+        Box::pin(tokio::time::sleep(left))
     }
 }
 
@@ -102,8 +112,17 @@ impl Clock for ManualClock {
         Timestamp::from_unix_micros(self.micros.load(Ordering::SeqCst))
     }
 
-    fn moves(&self) -> Option<watch::Receiver<Timestamp>> {
-        Some(self.moved.subscribe())
+    fn sleep_until(&self, at: Timestamp) -> Sleep {
+        // Listen first, then look: a move between the two is not missed.
+        let mut moves = self.moved.subscribe();
+        let clock = self.clone();
+        Box::pin(async move {
+            while clock.now() < at {
+                if moves.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        })
     }
 }
 
@@ -131,18 +150,32 @@ mod tests {
         clock.advance(Duration::from_millis(1_500));
         assert_eq!(shared.now().as_unix_micros(), start.as_unix_micros() + 1_500_000);
         assert!(SystemClock.now() > start, "the wall clock is past 2023");
-        assert!(SystemClock.moves().is_none(), "the wall clock is never moved by hand");
     }
 
-    #[test]
-    fn whoever_listens_hears_that_a_manual_clock_moved() {
+    /// A wait on a hand-moved clock ends when the clock is moved to its time, and not before:
+    /// not on a move short of it, nor on a step back.
+    #[tokio::test]
+    async fn a_wait_on_a_manual_clock_ends_when_it_is_moved_there() {
         let clock = ManualClock::at(Timestamp::from_unix_micros(0));
-        let mut moves = clock.moves().expect("a manual clock tells");
-        assert!(!moves.has_changed().expect("open"), "nothing moved yet");
-        clock.advance(Duration::from_secs(1));
-        assert!(moves.has_changed().expect("open"));
-        assert_eq!(*moves.borrow_and_update(), Timestamp::from_unix_micros(1_000_000));
+        let mut wait = clock.sleep_until(Timestamp::from_unix_micros(1_000_000));
+        let not_yet = Duration::from_millis(20);
+        assert!(tokio::time::timeout(not_yet, &mut wait).await.is_err(), "ended unmoved");
+        clock.advance(Duration::from_millis(999));
+        assert!(tokio::time::timeout(not_yet, &mut wait).await.is_err(), "ended short of it");
         clock.set(Timestamp::from_unix_micros(5));
-        assert!(moves.has_changed().expect("open"), "a step back is a move too");
+        assert!(tokio::time::timeout(not_yet, &mut wait).await.is_err(), "ended stepping back");
+        clock.set(Timestamp::from_unix_micros(1_000_000));
+        tokio::time::timeout(Duration::from_secs(5), &mut wait).await.expect("ended when there");
+        let past = clock.sleep_until(Timestamp::from_unix_micros(3));
+        tokio::time::timeout(Duration::from_secs(5), past).await.expect("a past time is reached");
+    }
+
+    #[tokio::test]
+    async fn a_wait_on_the_wall_clock_ends_on_its_timer() {
+        let soon = Timestamp::from_unix_micros(now().as_unix_micros() + 30_000);
+        tokio::time::timeout(Duration::from_secs(5), SystemClock.sleep_until(soon))
+            .await
+            .expect("the timer fired");
+        assert!(now() >= soon, "not before its time");
     }
 }

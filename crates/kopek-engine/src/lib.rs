@@ -191,10 +191,8 @@ impl Engine {
         let (committed, commits) = watch::channel(0);
         let recheck_at = tokio::time::Instant::now() + config.expiry_recheck;
         let clock = CommitClock::after(config.clock.clone(), None);
-        let clock_moves = config.clock.moves();
         let writer = Writer {
             clock,
-            clock_moves,
             committed,
             receiver,
             store: store.clone(),
@@ -307,9 +305,6 @@ struct Writer {
     store: Arc<dyn Store>,
     config: EngineConfig,
     clock: CommitClock,
-    /// Hears a clock moved by hand (a test's), whose jumps no timer measures: the writer then
-    /// works out again when the next hold is due. `None` on the wall clock.
-    clock_moves: Option<watch::Receiver<Timestamp>>,
     ids: Arc<Mutex<UlidGenerator>>,
     stats: Arc<EngineStats>,
     /// The earliest hold expiry known; the writer wakes then to expire holds.
@@ -369,7 +364,8 @@ impl Writer {
             if drained && in_flight.is_empty() {
                 break;
             }
-            let wake = self.wake_at();
+            let expiry = self.next_expiry.filter(|_| expire_holds && !drained);
+            let clock = &self.config.clock;
             tokio::select! {
                 biased;
                 answer = async { in_flight.front_mut().expect("a batch in flight").answer.as_mut().await },
@@ -391,13 +387,16 @@ impl Writer {
                     self.receiver.close();
                     closing = true;
                 }
-                // With no hold due it still looks now and then: another process may have
-                // placed holds, and the wall clock may have stepped.
-                () = tokio::time::sleep_until(wake), if expire_holds && !drained => {
+                // The earliest hold it knows of is due, by the engine's clock.
+                () = until_due(clock.as_ref(), expiry), if expiry.is_some() => {
                     self.expire_due().await;
                 }
-                // The next turn of the loop reads the moved clock and wakes on it.
-                () = moved(&mut self.clock_moves), if expire_holds && !drained => {}
+                // With no hold due it still looks now and then: another process may have
+                // placed holds. The recheck time is fixed when set, so a busy writer still
+                // gets to it.
+                () = tokio::time::sleep_until(self.recheck_at), if expire_holds && !drained => {
+                    self.expire_due().await;
+                }
             }
         }
         tracing::info!("write path stopped: queue closed and drained");
@@ -598,23 +597,6 @@ impl Writer {
         }
     }
 
-    /// When to look for due holds: the earliest known expiry, or the next recheck, whichever
-    /// comes first. The recheck time is fixed when set, so a busy writer still gets to it.
-    /// On a hand-moved clock no timer measures the time left: the writer wakes when the clock
-    /// is moved instead (`moved`).
-    fn wake_at(&self) -> tokio::time::Instant {
-        match self.next_expiry {
-            Some(at) => {
-                let left = until(at, self.config.clock.now());
-                if self.clock_moves.is_some() && !left.is_zero() {
-                    return self.recheck_at;
-                }
-                self.recheck_at.min(tokio::time::Instant::now() + left)
-            }
-            None => self.recheck_at,
-        }
-    }
-
     async fn expire_due(&mut self) {
         self.recheck_at = tokio::time::Instant::now() + self.config.expiry_recheck;
         let now = self.config.clock.now();
@@ -672,21 +654,12 @@ fn expire_batch(ids: Vec<TransferId>) -> Batch {
     Batch { commands: vec![command] }
 }
 
-/// Resolves when a hand-moved clock moves; never for the wall clock (or once its mover is
-/// gone).
-async fn moved(moves: &mut Option<watch::Receiver<Timestamp>>) {
-    if let Some(moves) = moves
-        && moves.changed().await.is_ok()
-    {
-        return;
+/// Resolves once `clock` reaches `expiry`; never without one.
+async fn until_due(clock: &dyn kopek_clock::Clock, expiry: Option<Timestamp>) {
+    match expiry {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    std::future::pending().await
-}
-
-/// Time left from `now` until `at`.
-fn until(at: Timestamp, now: Timestamp) -> Duration {
-    let micros = at.as_unix_micros().saturating_sub(now.as_unix_micros());
-    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
