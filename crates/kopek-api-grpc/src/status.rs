@@ -45,6 +45,5 @@ pub fn engine_status(error: EngineError) -> Status {
 }
 
 pub fn store_status(error: StoreError) -> Status {
-    tracing::error!(%error, "store read failed");
-    rejection_status(&Rejection::new(ErrorCode::Unavailable, "the ledger could not be read; retry"))
+    rejection_status(&kopek_intake::access::unavailable(error))
 }

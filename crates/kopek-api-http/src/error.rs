@@ -107,8 +107,7 @@ impl From<EngineError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        tracing::error!(%error, "store read failed");
-        ApiError::new(ErrorCode::Unavailable, "the ledger could not be read; retry")
+        ApiError::from(kopek_intake::access::unavailable(error))
     }
 }
 

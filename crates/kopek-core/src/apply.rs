@@ -857,7 +857,7 @@ fn checked(value: Option<i64>, account: &AccountId) -> Check<i64> {
 }
 
 fn not_found(id: &AccountId) -> Rejection {
-    Rejection::new(ErrorCode::AccountNotFound, format!("account {} not found", id.name()))
+    Rejection::account_not_found(id)
 }
 
 fn key_reused(key: &IdempotencyKey) -> Rejection {

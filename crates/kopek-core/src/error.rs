@@ -128,6 +128,11 @@ impl Rejection {
     pub fn invalid(message: impl Into<String>) -> Rejection {
         Rejection::new(ErrorCode::InvalidArgument, message)
     }
+
+    /// An account that is not there, or not there for the one asking: the same sentence.
+    pub fn account_not_found(id: &crate::AccountId) -> Rejection {
+        Rejection::new(ErrorCode::AccountNotFound, format!("account {} not found", id.name()))
+    }
 }
 
 impl fmt::Display for Rejection {

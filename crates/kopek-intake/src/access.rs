@@ -28,7 +28,7 @@ impl Intake {
         caller: &Principal,
         id: &AccountId,
     ) -> Result<Account, Rejection> {
-        self.account_seen(caller, id).await?.ok_or_else(|| account_not_found(id))
+        self.account_seen(caller, id).await?.ok_or_else(|| Rejection::account_not_found(id))
     }
 
     /// The account `id` names in the caller's tenant, if it exists and the caller sees it.
@@ -150,12 +150,9 @@ pub fn may_read_event_log(caller: &Principal) -> Result<(), Rejection> {
     caller.refuse_bound("read the tenant's event log")
 }
 
-pub fn account_not_found(id: &AccountId) -> Rejection {
-    Rejection::new(ErrorCode::AccountNotFound, format!("account {} not found", id.name()))
-}
-
-/// A failed read: the cause goes to the log, the caller learns only that it may retry.
-pub(crate) fn unavailable(error: StoreError) -> Rejection {
-    tracing::warn!(%error, "the intake could not read the ledger");
+/// A failed read: the cause goes to the log, the caller learns only that it may retry. Every
+/// surface answers a failed store read with it.
+pub fn unavailable(error: StoreError) -> Rejection {
+    tracing::error!(%error, "store read failed");
     Rejection::new(ErrorCode::Unavailable, "the ledger could not be read; retry")
 }
