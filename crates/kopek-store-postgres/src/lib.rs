@@ -11,6 +11,7 @@
 
 mod decode;
 mod port;
+mod search;
 mod verify;
 mod write;
 
@@ -31,7 +32,7 @@ use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
     Effect, EventBody, FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
-    StoredEvent, VerifyReport, Watermark, Webhook,
+    StoredEvent, TransferQuery, VerifyReport, Watermark, Webhook,
 };
 pub use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
@@ -51,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_fx.sql"),
     include_str!("../migrations/0008_tenant_ids.sql"),
     include_str!("../migrations/0009_event_records.sql"),
+    include_str!("../migrations/0010_search.sql"),
 ];
 /// Connections per process: the writer uses one at a time; reads use the rest.
 const POOL_CONNECTIONS_MAX: u32 = 16;

@@ -74,6 +74,10 @@ impl Store for PostgresStore {
         row.as_ref().map(transfer_from).transpose()
     }
 
+    async fn search_transfers(&self, query: &TransferQuery) -> StoreResult<Page<Transfer>> {
+        crate::search::search_transfers(self, query).await
+    }
+
     async fn entries(
         &self,
         account: &AccountId,

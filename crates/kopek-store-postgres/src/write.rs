@@ -289,22 +289,6 @@ pub(crate) async fn write_outcome(
 ) -> StoreResult<()> {
     insert_accounts(db, &outcome.accounts_opened).await?;
     update_accounts(db, &outcome.accounts_changed).await?;
-    insert_transfers(db, &outcome.transfers_inserted).await?;
-    if !outcome.transfers_updated.is_empty() {
-        let updated = &outcome.transfers_updated;
-        sqlx::query(
-            "UPDATE transfers t SET status = u.status, captured_amount = u.captured_amount, updated_at = u.updated_at \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, status, captured_amount, updated_at) \
-             WHERE t.id = u.id",
-        )
-        .bind(updated.iter().map(|t| t.id.to_string()).collect::<Vec<String>>())
-        .bind(updated.iter().map(|t| t.status.as_str().to_owned()).collect::<Vec<String>>())
-        .bind(updated.iter().map(|t| t.captured_amount).collect::<Vec<i64>>())
-        .bind(updated.iter().map(|t| t.updated_at.as_unix_micros()).collect::<Vec<i64>>())
-        .execute(&mut **db)
-        .await
-        .map_err(sql_error)?;
-    }
     if !outcome.entries.is_empty() {
         let entries = &outcome.entries;
         sqlx::query(
@@ -405,11 +389,32 @@ pub(crate) async fn write_outcome(
     }
     write_fx(db, outcome).await?;
     if !outcome.events.is_empty() {
-        // Take the outbox lock last and hold it to commit: sequences are then in commit order.
+        // Take the outbox lock last and hold it to commit: event sequences and the positions
+        // new transfers take (`transfers.position`, migration 0010) are then in commit order.
         sqlx::query("SELECT value FROM counters WHERE name = 'outbox' FOR UPDATE")
             .execute(&mut **db)
             .await
             .map_err(sql_error)?;
+    } else if !outcome.transfers_inserted.is_empty() {
+        return Err(StoreError::Invariant("new transfers without their events".to_owned()));
+    }
+    insert_transfers(db, &outcome.transfers_inserted).await?;
+    if !outcome.transfers_updated.is_empty() {
+        let updated = &outcome.transfers_updated;
+        sqlx::query(
+            "UPDATE transfers t SET status = u.status, captured_amount = u.captured_amount, updated_at = u.updated_at \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, status, captured_amount, updated_at) \
+             WHERE t.id = u.id",
+        )
+        .bind(updated.iter().map(|t| t.id.to_string()).collect::<Vec<String>>())
+        .bind(updated.iter().map(|t| t.status.as_str().to_owned()).collect::<Vec<String>>())
+        .bind(updated.iter().map(|t| t.captured_amount).collect::<Vec<i64>>())
+        .bind(updated.iter().map(|t| t.updated_at.as_unix_micros()).collect::<Vec<i64>>())
+        .execute(&mut **db)
+        .await
+        .map_err(sql_error)?;
+    }
+    if !outcome.events.is_empty() {
         let events = &outcome.events;
         sqlx::query(
             "INSERT INTO outbox (id, tenant, kind, subject_id, at, record, actor, traceparent) \

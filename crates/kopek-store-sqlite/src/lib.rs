@@ -11,6 +11,7 @@ mod open;
 mod payload;
 mod port;
 mod rows;
+mod search;
 mod verify;
 mod write;
 
@@ -32,7 +33,7 @@ use kopek_store::webhooks::{ATTEMPT_COLUMNS, DELIVERY_COLUMNS, WEBHOOK_COLUMNS};
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
     Effect, FxRevenue, Page, SpendingTotal, Store, StoreError, StoreResult, StoredEntry,
-    StoredEvent, VerifyReport, Watermark, Webhook,
+    StoredEvent, TransferQuery, VerifyReport, Watermark, Webhook,
 };
 use open::*;
 use rows::*;
@@ -75,6 +76,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_projection_position.sql"),
     include_str!("../migrations/0013_postings.sql"),
     include_str!("../migrations/0014_carried_events.sql"),
+    include_str!("../migrations/0015_search.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -429,6 +429,7 @@ pub(crate) fn open_reader(path: &Path) -> StoreResult<Connection> {
 
 pub(crate) fn migrate_connection(connection: &mut Connection) -> StoreResult<Vec<usize>> {
     register_key_hash(connection)?;
+    crate::search::register_metadata_tag(connection)?;
     let db_transaction =
         connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_error)?;
     db_transaction

@@ -25,6 +25,8 @@ async fn commit(store: &SqliteStore, batch: Batch) {
 /// Outbox rows for the events transfers rows carry (migration 0014) must be written
 /// first (`uncarry`).
 const LAYOUT_BEFORE_POSTINGS: &str = "\
+    DROP TABLE transfer_tags;
+    DROP TABLE mentions;
     DROP VIEW events;
     CREATE TABLE entries_v12 AS SELECT * FROM entries;
     DROP VIEW entries;

@@ -535,9 +535,12 @@ pub(crate) fn insert_transfers(
                 key_hash_column(transfer.tenant.as_str(), transfer.idempotency_key.as_str()),
             ])
             .map_err(sql_error)?;
-        if after[0].is_some() || after[1].is_some() {
-            numbers.insert(transfer.id, connection.last_insert_rowid());
+        let number = connection.last_insert_rowid();
+        let posted = after[0].is_some() || after[1].is_some();
+        if posted {
+            numbers.insert(transfer.id, number);
         }
+        crate::search::index_transfer(connection, transfer, number, posted)?;
     }
     let mut account_number = connection
         .prepare_cached("SELECT number FROM accounts WHERE id = ?1")

@@ -3,6 +3,7 @@
 //! skips (a backend whose server is not configured outside CI); the guard, such as a temp dir
 //! or a throwaway database, lives as long as the test.
 
+use crate::search::{SortOrder, TimeRange, TransferQuery};
 use crate::{EventBody, Store, StoreError};
 use kopek_core::memory::SequentialIds;
 use kopek_core::*;
@@ -28,6 +29,8 @@ macro_rules! conformance_tests {
             api_keys_are_kept_listed_and_revoked,
             tenants_keep_accounts_users_and_events_apart,
             conversions_keep_rates_quotes_and_their_legs,
+            transfers_are_found_by_every_filter,
+            search_pages_stay_stable_while_transfers_commit,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1073,4 +1076,244 @@ pub async fn other_tenant_after_upgrade(store: &dyn Store) {
     assert!(report.is_ok(), "{:?}", report.problems);
     run(store, at(2), 100, vec![open(&[("alice", None)])]).await;
     assert!(store.account(&alice).await.expect("read").is_some(), "ours, beside acme's");
+}
+
+/// Every page of `query`, followed to the end: the ids found, in order. Each page holds at
+/// most `limit` transfers and each one matches.
+async fn search_all(store: &dyn Store, query: &TransferQuery) -> Vec<TransferId> {
+    let mut query = query.clone();
+    let mut found = Vec::new();
+    for _ in 0..10_000 {
+        let page = store.search_transfers(&query).await.expect("search");
+        assert!(page.items.len() <= query.limit, "a page holds at most its limit");
+        for transfer in &page.items {
+            assert!(query.matches(transfer), "{query:?} answered {transfer:?}");
+        }
+        found.extend(page.items.iter().map(|transfer| transfer.id));
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return found,
+        }
+    }
+    panic!("the search never ended: {query:?}");
+}
+
+fn tagged(request: TransferRequest, pairs: &[(&str, &str)]) -> TransferRequest {
+    let mut request = request;
+    request.details.metadata =
+        pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect();
+    request
+}
+
+fn independent(transfers: Vec<TransferRequest>) -> CommandBody {
+    CommandBody::CreateTransfers { transfers, linking: Linking::Independent }
+}
+
+pub async fn transfers_are_found_by_every_filter(store: &dyn Store) {
+    let acme = Tenant::parse("acme").expect("tenant");
+    run(store, at(1), 0, vec![open(&[("a", None), ("b", None), ("c", None)])]).await;
+    run_commands(
+        store,
+        at(1),
+        10,
+        vec![Command::new(acme.clone(), kopek_core::Authority::Ledger, open(&[("a", None)]))],
+    )
+    .await;
+    let world = AccountId::world(usd());
+    let post = |kind, key_text: &str, debit: &AccountId, credit: &str, minor| {
+        movement(kind, key_text, debit.clone(), credit, minor, None, None)
+    };
+    // Commit times 2..=7, one batch each; effective times differ from commit times for two.
+    let batches = vec![
+        vec![tagged(post(TransferKind::Deposit, "d1", &world, "a", 1_000), &[("order", "o-1")])],
+        vec![
+            tagged(post(TransferKind::Deposit, "d2", &world, "b", 500), &[("order", "o-2")]),
+            tagged(
+                post(TransferKind::Payment, "p1", &id("a"), "b", 120),
+                &[("order", "o-1"), ("channel", "web")],
+            ),
+        ],
+        vec![movement(TransferKind::Transfer, "t1", id("b"), "c", 70, None, Some(at(0)))],
+        vec![movement(
+            TransferKind::Transfer,
+            "h1",
+            id("a"),
+            "c",
+            300,
+            Some(Hold { timeout_seconds: None }),
+            None,
+        )],
+        // Declined: more than `c` holds. It names its accounts all the same.
+        vec![post(TransferKind::Withdrawal, "w1", &id("c"), "a", 1_000_000)],
+        vec![tagged(post(TransferKind::Fee, "f1", &id("a"), "b", 5), &[("channel", "web")])],
+    ];
+    let mut created = Vec::new();
+    for (index, transfers) in batches.into_iter().enumerate() {
+        let seconds = i64::try_from(index).expect("small") + 2;
+        let first_id = 100 * (seconds as u128);
+        let outcome = run(store, at(seconds), first_id, vec![independent(transfers)]).await;
+        let CommandResult::Transfers(results) = &outcome.results[0] else { panic!("transfers") };
+        for result in results {
+            match result {
+                TransferResult::Committed(transfer) => created.push(transfer.id),
+                other => panic!("expected a recorded transfer, got {other:?}"),
+            }
+        }
+    }
+    let hold = created[4];
+    let capture = run(
+        store,
+        at(8),
+        900,
+        vec![independent(vec![TransferRequest {
+            movement: Movement::Capture { pending_id: hold, amount: None },
+            ..movement(TransferKind::Transfer, "c1", id("a"), "c", 0, None, None)
+        }])],
+    )
+    .await;
+    created.push(committed(&capture, 0).id);
+    // The other tenant's transfer, with the same metadata and accounts of the same names.
+    let acme_deposit = independent(vec![tagged(
+        post(TransferKind::Deposit, "d1", &world, "a", 1_000),
+        &[("order", "o-1")],
+    )]);
+    let acme_outcome = run_commands(
+        store,
+        at(9),
+        1_000,
+        vec![Command::new(acme.clone(), kopek_core::Authority::Ledger, acme_deposit)],
+    )
+    .await;
+
+    let mut every = Vec::new();
+    for id in created.iter().chain([&committed(&acme_outcome, 0).id]) {
+        every.push(store.transfer(*id).await.expect("read").expect("recorded"));
+    }
+    assert_eq!(every[5].status, TransferStatus::Declined, "w1 is declined");
+    assert_eq!(every[4].status, TransferStatus::Captured, "h1 is captured");
+    let base = TransferQuery::all(Tenant::default_tenant(), 2);
+    let check = |query: TransferQuery| {
+        let expected: Vec<TransferId> =
+            every.iter().filter(|transfer| query.matches(transfer)).map(|t| t.id).collect();
+        (query, expected)
+    };
+    let cases = vec![
+        base.clone(),
+        TransferQuery { account: Some(id("a")), ..base.clone() },
+        TransferQuery { account: Some(id("c")), ..base.clone() },
+        TransferQuery { account: Some(id("nobody")), ..base.clone() },
+        TransferQuery { metadata: vec![("order".into(), "o-1".into())], ..base.clone() },
+        TransferQuery {
+            metadata: vec![("order".into(), "o-1".into()), ("channel".into(), "web".into())],
+            ..base.clone()
+        },
+        TransferQuery {
+            metadata: vec![("channel".into(), "web".into())],
+            account: Some(id("b")),
+            ..base.clone()
+        },
+        TransferQuery { metadata: vec![("order".into(), "o-9".into())], ..base.clone() },
+        TransferQuery { idempotency_key: Some(key("p1")), ..base.clone() },
+        TransferQuery {
+            committed: TimeRange { from: Some(at(3)), until: Some(at(6)) },
+            ..base.clone()
+        },
+        TransferQuery { committed: TimeRange { from: Some(at(7)), until: None }, ..base.clone() },
+        TransferQuery { effective: TimeRange { from: None, until: Some(at(1)) }, ..base.clone() },
+        TransferQuery { effective: TimeRange { from: Some(at(4)), until: None }, ..base.clone() },
+        TransferQuery { kind: Some(TransferKind::Deposit), ..base.clone() },
+        TransferQuery { status: Some(TransferStatus::Declined), ..base.clone() },
+        TransferQuery {
+            status: Some(TransferStatus::Captured),
+            account: Some(id("c")),
+            ..base.clone()
+        },
+        TransferQuery { currency: Some(usd()), ..base.clone() },
+        TransferQuery { amount_min: Some(100), amount_max: Some(500), ..base.clone() },
+        TransferQuery { order: SortOrder::Ascending, ..base.clone() },
+        TransferQuery {
+            order: SortOrder::Ascending,
+            account: Some(id("a")),
+            limit: 1,
+            ..base.clone()
+        },
+        TransferQuery { limit: 100, ..base.clone() },
+        TransferQuery {
+            metadata: vec![("order".into(), "o-1".into())],
+            ..TransferQuery::all(acme.clone(), 5)
+        },
+        TransferQuery {
+            account: Some(id("a").in_tenant(&acme)),
+            ..TransferQuery::all(acme.clone(), 5)
+        },
+    ];
+    for query in cases {
+        let (query, mut expected) = check(query);
+        if query.order == SortOrder::Descending {
+            expected.reverse();
+        }
+        assert_eq!(search_all(store, &query).await, expected, "{query:?}");
+    }
+    // The cases above are not vacuous: each kind of filter found something and left something.
+    let deposits = TransferQuery { kind: Some(TransferKind::Deposit), ..base.clone() };
+    assert_eq!(search_all(store, &deposits).await.len(), 2);
+    let tagged_o1 =
+        TransferQuery { metadata: vec![("order".into(), "o-1".into())], ..base.clone() };
+    assert_eq!(search_all(store, &tagged_o1).await, vec![created[2], created[0]]);
+    let of_c = TransferQuery { account: Some(id("c")), ..base.clone() };
+    assert_eq!(
+        search_all(store, &of_c).await,
+        vec![created[7], created[5], created[4], created[3]],
+        "c's capture, the declined withdrawal, the hold and the transfer it received"
+    );
+    let acme_all = search_all(store, &TransferQuery::all(acme.clone(), 10)).await;
+    assert_eq!(acme_all.len(), 1, "a tenant sees its own transfers only");
+    assert_eq!(search_all(store, &base).await.len(), created.len());
+}
+
+pub async fn search_pages_stay_stable_while_transfers_commit(store: &dyn Store) {
+    run(store, at(1), 0, vec![open(&[("a", None)])]).await;
+    let deposits = |from: i64, count: i64| {
+        (from..from + count).map(|n| deposit(&format!("d{n}"), "a", 10 + n, None)).collect()
+    };
+    run(store, at(2), 100, deposits(0, 7)).await;
+    let before = search_all(store, &TransferQuery::all(Tenant::default_tenant(), 100)).await;
+    assert_eq!(before.len(), 7);
+    for order in [SortOrder::Descending, SortOrder::Ascending] {
+        let mut query = TransferQuery {
+            order,
+            account: Some(id("a")),
+            ..TransferQuery::all(Tenant::default_tenant(), 3)
+        };
+        let mut found = Vec::new();
+        let mut round = 0_i64;
+        loop {
+            let page = store.search_transfers(&query).await.expect("search");
+            found.extend(page.items.iter().map(|transfer| transfer.id));
+            // Two more transfers commit between every two pages.
+            round += 1;
+            let first = 100 + round * 2 + if order == SortOrder::Ascending { 50 } else { 0 };
+            run(store, at(2 + first), 1_000 * (first as u128), deposits(first, 2)).await;
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
+            assert!(round < 50, "paging ends");
+        }
+        let unique: std::collections::BTreeSet<_> = found.iter().collect();
+        assert_eq!(unique.len(), found.len(), "no transfer twice ({order:?})");
+        match order {
+            SortOrder::Descending => {
+                let mut expected = before.clone();
+                expected.sort_by(|a, b| b.cmp(a));
+                assert_eq!(found, before, "newest first, none of those committed meanwhile");
+            }
+            SortOrder::Ascending => {
+                let mut oldest_first = before.clone();
+                oldest_first.reverse();
+                assert_eq!(&found[..7], &oldest_first[..], "every transfer there before, in order");
+                assert!(found.len() > 7, "those committed meanwhile follow");
+            }
+        }
+    }
 }

@@ -10,9 +10,11 @@ pub mod conformance;
 pub mod keys;
 pub mod record;
 pub mod rows;
+pub mod search;
 pub mod webhooks;
 
 pub use keys::{ApiKey, AuditEntry, AuditQuery};
+pub use search::{SortOrder, TimeRange, TransferQuery};
 pub use webhooks::{Attempt, AttemptResult, Delivery, DeliveryStatus, Webhook};
 
 use async_trait::async_trait;
@@ -223,6 +225,9 @@ pub trait Store: Send + Sync + 'static {
         tenant: &Tenant,
         key: &IdempotencyKey,
     ) -> StoreResult<Option<Transfer>>;
+    /// One page of the transfers `query` selects, in commit order or its reverse; the cursor
+    /// is a position (`search` says what a page may hold).
+    async fn search_transfers(&self, query: &TransferQuery) -> StoreResult<Page<Transfer>>;
     /// An account's entries in commit order, after the cursor `after` (exclusive).
     async fn entries(
         &self,

@@ -20,6 +20,8 @@ pub const ACCOUNT_COLUMNS: &str = "id, currency, owner, kind, overdraft_limit, s
 pub const TRANSFER_COLUMNS: &str = "id, tenant, idempotency_key, fingerprint, kind, action, debit_account, \
      credit_account, amount, currency, pending_id, status, error_code, error_message, expires_at, \
      captured_amount, category, description, metadata, effective_at, committed_at, updated_at, quote_id, fx";
+/// How many columns `TRANSFER_COLUMNS` names: a query may select more after them.
+pub const TRANSFER_COLUMN_COUNT: usize = 24;
 pub const ENTRY_COLUMNS: &str = "sequence, account_id, transfer_id, direction, amount, currency, balance_after, effective_at, committed_at";
 pub const USER_COLUMNS: &str = "id, name, created_at, tenant";
 pub const EVENT_COLUMNS: &str = "sequence, id, tenant, kind, subject_id, at, payload, traceparent";
@@ -461,5 +463,13 @@ impl RawOrder {
             created_at: at(self.created_at),
             updated_at: at(self.updated_at),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_transfer_column_count_is_the_columns_named() {
+        assert_eq!(super::TRANSFER_COLUMNS.split(',').count(), super::TRANSFER_COLUMN_COUNT);
     }
 }

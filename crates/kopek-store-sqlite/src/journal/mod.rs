@@ -37,7 +37,7 @@ use kopek_store::record as frame;
 use kopek_store::{
     ApiKey, Attempt, AttemptResult, AuditEntry, AuditQuery, Committed, Consumed, Decide, Delivery,
     FxRevenue, JournalProgress, Page, PendingCommit, SpendingTotal, Store, StoreError, StoreResult,
-    StoredEntry, StoredEvent, VerifyReport, Watermark, Webhook,
+    StoredEntry, StoredEvent, TransferQuery, VerifyReport, Watermark, Webhook,
 };
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -1493,6 +1493,11 @@ impl Store for JournalStore {
     ) -> StoreResult<Option<Transfer>> {
         self.caught_up().await?;
         self.projection.transfer_by_key(tenant, key).await
+    }
+
+    async fn search_transfers(&self, query: &TransferQuery) -> StoreResult<Page<Transfer>> {
+        self.caught_up().await?;
+        self.projection.search_transfers(query).await
     }
 
     async fn entries(

@@ -1,0 +1,29 @@
+-- Transfer search (docs/api.md, "Searching transfers"): the indexes a search reads its
+-- candidates from, both narrow `WITHOUT ROWID` tables of two integers, like `postings`.
+--
+-- `transfer_tags`: one row per metadata pair of a transfer, keyed by the pair's 64-bit tag
+-- (`kopek_metadata_tag`: XXH3-64 of tenant, key and value); the pair is compared on the row
+-- found. Every pair is indexed; a transfer has at most 32 (`METADATA_ENTRIES_MAX`).
+CREATE TABLE transfer_tags (
+    tag    INTEGER NOT NULL,
+    number INTEGER NOT NULL,            -- transfers.number
+    PRIMARY KEY (tag, number)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO transfer_tags (tag, number)
+SELECT kopek_metadata_tag(t.tenant, m.key, m.value), t.number
+FROM transfers t, json_each(t.metadata) m
+WHERE t.metadata <> '{}';
+
+-- `mentions`: the accounts of a transfer that has no postings (a hold, a void, a declined
+-- transfer), so an account's transfers are its postings and its mentions. The sequence is
+-- the transfer's number times two, in the same order as postings' sequences.
+CREATE TABLE mentions (
+    account  INTEGER NOT NULL,          -- accounts.number
+    sequence INTEGER NOT NULL,          -- transfers.number * 2
+    PRIMARY KEY (account, sequence)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO mentions (account, sequence)
+SELECT a.number, t.number * 2
+FROM transfers t
+JOIN accounts a ON a.id = t.debit_account OR a.id = t.credit_account
+WHERE t.debit_balance_after IS NULL AND t.credit_balance_after IS NULL;
