@@ -26,8 +26,9 @@ pub fn required_scope(path: &str) -> Option<Scope> {
         | ("grpc.reflection.v1alpha.ServerReflection", _) => None,
         (
             "kopek.v1.Ledger",
-            "GetAccount" | "GetAccounts" | "ListAccounts" | "GetTransfer" | "ListEntries"
-            | "GetBalance" | "StreamEvents" | "GetSpending" | "ListRates" | "GetQuote" | "Convert",
+            "GetAccount" | "GetAccounts" | "ListAccounts" | "GetTransfer" | "ListTransfers"
+            | "ListEntries" | "GetBalance" | "StreamEvents" | "GetSpending" | "ListRates"
+            | "GetQuote" | "Convert",
         )
         | ("payment.v1.PaymentService", "GetPayment" | "GetAccountBalance") => Some(Scope::Read),
         (

@@ -188,6 +188,34 @@ pub fn account(account: &Account) -> pb::Account {
     }
 }
 
+/// A search's kind filter as the intake reads it: none for UNSPECIFIED, the kind's name, or
+/// the unknown number (which the intake refuses, naming it).
+pub fn kind_filter(value: i32) -> Option<String> {
+    if value == pb::TransferKind::Unspecified as i32 {
+        return None;
+    }
+    let kind = TransferKind::ALL.into_iter().find(|kind| kind_to_proto(*kind) as i32 == value);
+    Some(kind.map_or_else(|| value.to_string(), |kind| kind.as_str().to_owned()))
+}
+
+/// A search's status filter as the intake reads it (as `kind_filter`).
+pub fn status_filter(value: i32) -> Option<String> {
+    if value == pb::TransferStatus::Unspecified as i32 {
+        return None;
+    }
+    let status = [
+        TransferStatus::Posted,
+        TransferStatus::Pending,
+        TransferStatus::Captured,
+        TransferStatus::Voided,
+        TransferStatus::Expired,
+        TransferStatus::Declined,
+    ]
+    .into_iter()
+    .find(|status| transfer_status(*status) as i32 == value);
+    Some(status.map_or_else(|| value.to_string(), |status| status.as_str().to_owned()))
+}
+
 fn transfer_status(status: TransferStatus) -> pb::TransferStatus {
     match status {
         TransferStatus::Posted => pb::TransferStatus::Posted,

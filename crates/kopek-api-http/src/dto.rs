@@ -109,6 +109,14 @@ pub struct AccountListDto {
     pub next_cursor: Option<String>,
 }
 
+/// A page of a transfer search.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct TransferListDto {
+    pub transfers: Vec<TransferDto>,
+    /// Pass as `cursor` for the next page; null once no transfer can follow.
+    pub next_cursor: Option<String>,
+}
+
 pub use kopek_intake::json::{HoldDto, NewTransferDto};
 
 #[derive(Clone, Debug, Default, Deserialize, ToSchema)]

@@ -129,7 +129,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(rest::get_account, rest::update_account))
         .routes(routes!(rest::get_balance))
         .routes(routes!(rest::list_entries))
-        .routes(routes!(rest::create_transfer, rest::find_transfer))
+        .routes(routes!(rest::create_transfer, rest::search_transfers))
         .routes(routes!(rest::create_batch))
         .routes(routes!(rest::capture))
         .routes(routes!(rest::void))

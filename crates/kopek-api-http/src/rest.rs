@@ -19,6 +19,7 @@ use kopek_core::{
 };
 use kopek_intake::access::{self, TransferLookup};
 use kopek_intake::account::{AccountInput, account_request};
+use kopek_intake::search::SearchInput;
 use kopek_intake::{Action, Batch, TransferInput, fields};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -461,27 +462,57 @@ pub async fn get_transfer(
     Ok(Json(dto::transfer(&transfer)))
 }
 
+/// The filters of a transfer search (`docs/api.md`, "Searching transfers"); every one is
+/// optional and they combine with AND. Metadata filters are `metadata.KEY=VALUE`, any number.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct FindTransferQuery {
+#[allow(dead_code)] // documents the parameters; the handler reads the pairs themselves
+pub struct SearchTransfersQuery {
+    /// Debited or credited (holds, voids and declined transfers name it too).
+    pub account: Option<String>,
     /// The key the transfer was created with.
-    pub idempotency_key: String,
+    pub idempotency_key: Option<String>,
+    /// Committed at or after this time (RFC 3339).
+    pub after: Option<String>,
+    /// Committed strictly before this time.
+    pub before: Option<String>,
+    /// Effective at or after this time.
+    pub effective_after: Option<String>,
+    /// Effective strictly before this time.
+    pub effective_before: Option<String>,
+    /// transfer, deposit, withdrawal, payment, purchase, fee, reversal or fx_leg.
+    pub kind: Option<String>,
+    /// posted, pending, captured, voided, expired or declined.
+    pub status: Option<String>,
+    pub currency: Option<String>,
+    /// At least this amount, in `currency` (required with it).
+    pub min_amount: Option<String>,
+    /// At most this amount, in `currency`.
+    pub max_amount: Option<String>,
+    /// `desc` (newest first, the default) or `asc`.
+    pub order: Option<String>,
+    /// At most 1000; default 100. A page may hold fewer while `next_cursor` is set.
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(
-    get, path = "/v1/transfers", tag = "transfers", params(FindTransferQuery),
-    responses((status = 200, body = TransferDto), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+    get, path = "/v1/transfers", tag = "transfers", params(SearchTransfersQuery),
+    responses((status = 200, body = TransferListDto), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody))
 )]
-pub async fn find_transfer(
+pub async fn search_transfers(
     State(state): State<AppState>,
     caller: Caller,
-    Params(query): Params<FindTransferQuery>,
-) -> ApiResult<Json<TransferDto>> {
-    let key = IdempotencyKey::parse(&query.idempotency_key)?;
-    let transfer = state.intake.visible_transfer(&caller.0, TransferLookup::Key(&key)).await?;
-    let transfer = transfer
-        .ok_or_else(|| ApiError::not_found(format!("no transfer with idempotency key {key}")))?;
-    Ok(Json(dto::transfer(&transfer)))
+    Params(pairs): Params<Vec<(String, String)>>,
+) -> ApiResult<Json<TransferListDto>> {
+    let input =
+        SearchInput::from_pairs(pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())))?;
+    let page = state.intake.search_transfers(&caller.0, &input).await?;
+    Ok(Json(TransferListDto {
+        transfers: page.transfers.iter().map(dto::transfer).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 // ---- users ----

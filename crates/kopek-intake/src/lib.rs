@@ -23,6 +23,7 @@ pub mod contract;
 pub mod conversion;
 pub mod fields;
 pub mod json;
+pub mod search;
 pub mod wire;
 
 mod batch;

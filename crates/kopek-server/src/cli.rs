@@ -27,6 +27,9 @@ pub enum Command {
     /// Manage accounts on a running server.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Find transfers on a running server.
+    #[command(subcommand)]
+    Transfers(TransfersCommand),
     /// Move AMOUNT from the outside world (world:<CUR>) into ACCOUNT.
     Deposit(MoneyArgs),
     /// Move AMOUNT out of ACCOUNT to the outside world (world:<CUR>).
@@ -502,6 +505,61 @@ pub enum AccountsCommand {
     Create(CreateAccountArgs),
     /// Show an account.
     Get(BalanceArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransfersCommand {
+    /// List the transfers that match every filter given, newest first (docs/api.md,
+    /// "Searching transfers"). Prints the next page's `--cursor` on stderr while more may
+    /// follow.
+    List(ListTransfersArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListTransfersArgs {
+    /// Debited or credited by this account (holds and declined transfers too).
+    #[arg(long)]
+    pub account: Option<String>,
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Committed at or after this time (RFC 3339).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// Committed strictly before this time (RFC 3339).
+    #[arg(long)]
+    pub before: Option<String>,
+    #[arg(long)]
+    pub effective_after: Option<String>,
+    #[arg(long)]
+    pub effective_before: Option<String>,
+    /// transfer, deposit, withdrawal, payment, purchase, fee, reversal or fx_leg.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// posted, pending, captured, voided, expired or declined.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub currency: Option<String>,
+    /// At least this amount, in major units of `--currency`.
+    #[arg(long)]
+    pub min_amount: Option<String>,
+    /// At most this amount, in major units of `--currency`.
+    #[arg(long)]
+    pub max_amount: Option<String>,
+    /// KEY=VALUE that must be in the transfer's metadata; repeat for more.
+    #[arg(long = "metadata", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Oldest first instead of newest first.
+    #[arg(long)]
+    pub ascending: bool,
+    /// Transfers per page (default 100, at most 1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// The cursor a previous page printed.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Args, Debug)]

@@ -2,7 +2,8 @@
 //! JSON with `--json`), and exit non-zero with the error code on a rejection.
 
 use crate::cli::{
-    AccountsCommand, BalanceArgs, ClientArgs, CreateAccountArgs, MoneyArgs, TransferArgs,
+    AccountsCommand, BalanceArgs, ClientArgs, CreateAccountArgs, ListTransfersArgs, MoneyArgs,
+    TransferArgs,
 };
 use crate::rest_shape;
 use kopek_core::{Amount, Currency, format_minor};
@@ -315,6 +316,87 @@ async fn post(
         );
     }
     Ok(())
+}
+
+/// `kopek transfers list`: one page of a search, a line per transfer (or the REST page object
+/// with `--json`), and the next page's cursor on stderr.
+pub async fn list_transfers(args: ListTransfersArgs) -> Result<(), Failure> {
+    let enumerated =
+        |flag: &str, text: &Option<String>, prefix: &str, known: fn(&str) -> Option<i32>| {
+            let Some(text) = text.as_deref().filter(|text| !text.is_empty()) else { return Ok(0) };
+            let value =
+                known(&format!("{prefix}{}", text.to_uppercase())).filter(|value| *value != 0);
+            value.ok_or_else(|| Failure::Rejected {
+                code: "INVALID_ARGUMENT".to_owned(),
+                message: format!("--{flag} '{text}' is not one kopek knows"),
+            })
+        };
+    let kind = enumerated("kind", &args.kind, "TRANSFER_KIND_", |name| {
+        pb::TransferKind::from_str_name(name).map(|kind| kind as i32)
+    })?;
+    let status = enumerated("status", &args.status, "TRANSFER_STATUS_", |name| {
+        pb::TransferStatus::from_str_name(name).map(|status| status as i32)
+    })?;
+    let mut metadata = std::collections::HashMap::new();
+    for pair in &args.metadata {
+        let (key, value) = pair.split_once('=').ok_or_else(|| Failure::Rejected {
+            code: "INVALID_ARGUMENT".to_owned(),
+            message: format!("--metadata '{pair}' is not KEY=VALUE"),
+        })?;
+        metadata.insert(key.to_owned(), value.to_owned());
+    }
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    let request = pb::ListTransfersRequest {
+        account_id: text(&args.account),
+        idempotency_key: text(&args.idempotency_key),
+        committed_after: text(&args.after),
+        committed_before: text(&args.before),
+        effective_after: text(&args.effective_after),
+        effective_before: text(&args.effective_before),
+        kind,
+        status,
+        currency: text(&args.currency),
+        min_amount: text(&args.min_amount),
+        max_amount: text(&args.max_amount),
+        metadata,
+        ascending: args.ascending,
+        page_size: args.limit.unwrap_or(0),
+        page_token: text(&args.cursor),
+    };
+    let mut client = connect(&args.client).await?;
+    let page = client.list_transfers(request).await?.into_inner();
+    let next_cursor = (!page.next_page_token.is_empty()).then_some(&page.next_page_token);
+    if args.client.json {
+        let transfers: Vec<_> = page.transfers.iter().map(rest_shape::transfer).collect();
+        println!("{}", json!({"transfers": transfers, "next_cursor": next_cursor}));
+        return Ok(());
+    }
+    for transfer in &page.transfers {
+        let shown = rest_shape::transfer(transfer);
+        println!(
+            "{} {} {} {} {} {} {} -> {} key {}",
+            transfer.committed_at,
+            transfer.id,
+            shown.kind,
+            shown.status,
+            transfer.amount,
+            transfer.currency,
+            or_dash(&transfer.debit_account_id),
+            or_dash(&transfer.credit_account_id),
+            transfer.idempotency_key,
+        );
+    }
+    if page.transfers.is_empty() {
+        eprintln!("no transfers on this page");
+    }
+    if let Some(cursor) = next_cursor {
+        eprintln!("more may follow: --cursor {cursor}");
+    }
+    Ok(())
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
 }
 
 fn balance_line(balance: Option<&pb::Balance>, currency: &str) -> String {

@@ -10,7 +10,7 @@ mod serve;
 mod status;
 
 use clap::Parser;
-use cli::{Cli, Command};
+use cli::{Cli, Command, TransfersCommand};
 use std::process::ExitCode;
 
 /// mimalloc instead of the system allocator: the write path allocates and frees many small
@@ -52,6 +52,10 @@ async fn run(command: Command) -> ExitCode {
         Command::Verify(args) => return verify(args).await,
         Command::Bench(args) => return report(bench::run(*args).await),
         Command::Accounts(command) => client::run_accounts(command).await,
+        Command::Transfers(TransfersCommand::List(args)) => {
+            let json = args.client.json;
+            client::list_transfers(args).await.map_err(|failure| (failure, json))
+        }
         Command::Deposit(args) => {
             let json = args.client.json;
             client::deposit_or_withdraw(client::Flow::Deposit, args)

@@ -17,6 +17,7 @@ use kopek_events::subscriptions::{NewWebhook, SubscribeError, subscribe};
 use kopek_events::targets::Targets;
 use kopek_events::{EventDocument, Feed};
 use kopek_intake::access::{self, TransferLookup};
+use kopek_intake::search::SearchInput;
 use kopek_intake::{Batch, Intake, fields, wire};
 use kopek_proto::kopek::v1 as pb;
 use kopek_store::StoredEvent;
@@ -123,6 +124,13 @@ impl pb::ledger_server::Ledger for LedgerService {
         request: Request<pb::GetTransferRequest>,
     ) -> Result<Response<pb::GetTransferResponse>, Status> {
         transfers::get_transfer(self, request).await
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<pb::ListTransfersRequest>,
+    ) -> Result<Response<pb::ListTransfersResponse>, Status> {
+        transfers::list_transfers(self, request).await
     }
 
     async fn list_entries(

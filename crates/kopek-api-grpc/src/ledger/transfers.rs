@@ -87,6 +87,40 @@ pub(super) async fn get_transfer(
     }
 }
 
+pub(super) async fn list_transfers(
+    service: &LedgerService,
+    request: Request<pb::ListTransfersRequest>,
+) -> Result<Response<pb::ListTransfersResponse>, Status> {
+    let caller = principal(&request)?;
+    let request = request.into_inner();
+    let text = |value: String| (!value.is_empty()).then_some(value);
+    let mut metadata: Vec<(String, String)> = request.metadata.into_iter().collect();
+    metadata.sort();
+    let input = SearchInput {
+        account: text(request.account_id),
+        idempotency_key: text(request.idempotency_key),
+        after: text(request.committed_after),
+        before: text(request.committed_before),
+        effective_after: text(request.effective_after),
+        effective_before: text(request.effective_before),
+        kind: convert::kind_filter(request.kind),
+        status: convert::status_filter(request.status),
+        currency: text(request.currency),
+        min_amount: text(request.min_amount),
+        max_amount: text(request.max_amount),
+        metadata,
+        order: Some(if request.ascending { "asc" } else { "desc" }.to_owned()),
+        limit: usize::try_from(request.page_size).ok(),
+        cursor: text(request.page_token),
+    };
+    let page = service.intake.search_transfers(&caller, &input).await;
+    let page = page.map_err(|r| rejection_status(&r))?;
+    Ok(Response::new(pb::ListTransfersResponse {
+        transfers: page.transfers.iter().map(convert::transfer).collect(),
+        next_page_token: page.next_cursor.unwrap_or_default(),
+    }))
+}
+
 #[expect(
     clippy::async_yields_async,
     reason = "starting a message's work resolves to the future of its answer (pipeline::Started)"

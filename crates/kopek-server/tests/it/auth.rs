@@ -577,11 +577,9 @@ async fn a_tenant_sees_and_moves_only_its_own_ledger() {
         get_as(address, &globex, &format!("/v1/transfers/{acme_transfer}")).await.status,
         404
     );
-    assert_eq!(
-        get_as(address, &globex, "/v1/transfers?idempotency_key=shared-key").await.status,
-        404,
-        "no replay probe"
-    );
+    let probe = get_as(address, &globex, "/v1/transfers?idempotency_key=shared-key").await;
+    assert_eq!(probe.status, 200, "{}", probe.body);
+    assert_eq!(probe.json()["transfers"], serde_json::json!([]), "no replay probe");
     let listed = get_as(address, &globex, "/v1/accounts").await.json();
     let ids: Vec<&str> = listed["accounts"]
         .as_array()
@@ -831,4 +829,57 @@ async fn a_key_bound_to_a_user_sees_and_moves_only_that_users_accounts() {
         .await
         .expect_err("refused");
     assert_eq!(status.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_key_bound_to_a_user_searches_transfers_through_its_accounts_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path());
+    crate::search::ledger(&server).await;
+    drop(server);
+    let bound = create_key_with(dir.path(), "read", &["--user", "u1"]);
+    let admin = create_key_with(dir.path(), "admin", &[]);
+    let server = Server::start_with(dir.path(), &["--auth", "required"]);
+    let as_key = |key: &str| format!("Bearer {key}");
+    let opened = http(
+        &server.http_address,
+        "POST",
+        "/v1/accounts",
+        &[("Idempotency-Key", "u1a"), ("Authorization", &as_key(&admin))],
+        Some(&serde_json::json!({"id": "u1-wallet", "currency": "USD", "owner": "u1"}).to_string()),
+    )
+    .await;
+    assert_eq!(opened.status, 201, "{}", opened.body);
+    let funded = http(
+        &server.http_address,
+        "POST",
+        "/v1/transfers",
+        &[("Idempotency-Key", "u1d"), ("Authorization", &as_key(&admin))],
+        Some(&serde_json::json!({"kind": "deposit", "credit_account_id": "u1-wallet", "amount": "3.00", "currency": "USD"}).to_string()),
+    )
+    .await;
+    assert_eq!(funded.status, 201, "{}", funded.body);
+    let get = |path: &str| {
+        let authorization = as_key(&bound);
+        let address = server.http_address.clone();
+        let path = path.to_owned();
+        async move { http(&address, "GET", &path, &[("Authorization", &authorization)], None).await }
+    };
+    let everything = get("/v1/transfers").await;
+    assert_eq!(everything.status, 403, "{}", everything.body);
+    assert_eq!(everything.json()["error"]["code"], "PERMISSION_DENIED");
+    let others = get("/v1/transfers?account=alice").await;
+    assert_eq!(
+        (others.status, others.json()["transfers"].clone()),
+        (200, serde_json::json!([])),
+        "not its user's"
+    );
+    let own = get("/v1/transfers?account=u1-wallet").await.json();
+    let keys: Vec<&str> = own["transfers"]
+        .as_array()
+        .expect("transfers")
+        .iter()
+        .map(|t| t["idempotency_key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["u1d"]);
 }

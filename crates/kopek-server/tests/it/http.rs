@@ -389,7 +389,9 @@ async fn rest_writes_are_idempotent_and_errors_are_json_with_fitting_statuses() 
 
     let alice = get(&server, "/v1/accounts/alice", &[]).await.json();
     assert_eq!(alice["balance"]["posted"], "84.50");
-    let found = get(&server, "/v1/transfers?idempotency_key=d1", &[]).await.json();
+    let page = get(&server, "/v1/transfers?idempotency_key=d1", &[]).await.json();
+    assert_eq!(page["transfers"].as_array().map(Vec::len), Some(1), "{page}");
+    let found = &page["transfers"][0];
     assert_eq!(found["id"], created.json()["id"]);
     assert_eq!(
         get(&server, &format!("/v1/transfers/{}", found["id"].as_str().expect("id")), &[])

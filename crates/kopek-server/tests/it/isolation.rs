@@ -119,7 +119,7 @@ fn routes(victim: &Victim) -> Vec<Route> {
             "/v1/fx/quotes".into(),
             Some(r#"{"from":"USD","to":"EUR","amount":"1.00"}"#),
         ),
-        route("GET", "/v1/transfers", "/v1/transfers?idempotency_key=v-pay".into(), None),
+        route("GET", "/v1/transfers", "/v1/transfers?account=victim-acct".into(), None),
         route("POST", "/v1/transfers", "/v1/transfers".into(), Some(pay)),
         route(
             "POST",
@@ -316,7 +316,13 @@ async fn every_route_and_method_keeps_tenants_users_and_keys_apart() {
         other_user: create_key_with(dir.path(), "write", &["--user", "ua2"]),
     };
     // The victim's own admin sees the marker where the data is: the detector can fire.
-    for path in ["/v1/events", "/v1/accounts/victim-acct", "/v1/webhooks", "/v1/users/ua1"] {
+    for path in [
+        "/v1/events",
+        "/v1/accounts/victim-acct",
+        "/v1/transfers?account=victim-acct",
+        "/v1/webhooks",
+        "/v1/users/ua1",
+    ] {
         let authorization = bearer(&admin);
         let own = http(&address, "GET", path, &[("Authorization", &authorization)], None).await;
         assert!(own.body.contains(SECRET), "{path} shows no marker to its owner: {}", own.body);
@@ -561,6 +567,14 @@ fn grpc_table() -> Vec<(&'static str, bool, Call)> {
             false,
             unary!(LedgerClient, get_transfer, |ids| pb::GetTransferRequest {
                 lookup: Some(pb::get_transfer_request::Lookup::Id(ids.transfer.clone()))
+            }),
+        ),
+        (
+            "/kopek.v1.Ledger/ListTransfers",
+            false,
+            unary!(LedgerClient, list_transfers, |_ids| pb::ListTransfersRequest {
+                account_id: "victim-acct".into(),
+                ..Default::default()
             }),
         ),
         (

@@ -20,6 +20,7 @@ mod metrics;
 mod payment;
 mod python;
 mod schemathesis;
+mod search;
 mod security;
 mod stream;
 mod support;

@@ -13,6 +13,9 @@ mod ledger;
 #[path = "../it/payment.rs"]
 mod payment;
 #[cfg(kopek_postgres_tests)]
+#[path = "../it/search.rs"]
+mod search;
+#[cfg(kopek_postgres_tests)]
 #[path = "../it/stream.rs"]
 mod stream;
 // Shared with `it`, which uses all of it.
