@@ -3,6 +3,7 @@
 //! `shared/spec/http-compat.md`, WebSocket feeds, the embedded web UI at `/`, and the probes
 //! `/healthz` and `/readyz`.
 
+mod archive;
 pub mod auth;
 pub mod compat;
 pub mod dto;
@@ -117,6 +118,7 @@ impl utoipa::Modify for BearerAuth {
         (name = "events", description = "The outbox event log"),
         (name = "fx", description = "Exchange rates, quotes, price checks, liquidity positions and spread"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "operations", description = "Backups of the embedded store"),
     )
 )]
 struct ApiDoc;
@@ -150,6 +152,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(fx::convert))
         .routes(routes!(fx::positions))
         .routes(routes!(fx::spread))
+        .routes(routes!(rest::backup))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .with_state(state.clone())

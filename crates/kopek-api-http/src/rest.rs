@@ -640,3 +640,27 @@ pub async fn list_events(
         .collect();
     Ok(Json(EventPageDto { events, next_cursor }))
 }
+
+// ---- operations ----
+
+#[utoipa::path(
+    get, path = "/v1/admin/backup", tag = "operations",
+    responses(
+        (status = 200, description = "A tar archive of a consistent backup of the embedded store, manifest last (restore it with `kopek restore`)", content_type = "application/x-tar"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn backup(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let taken = state.intake.backup(&caller.0).await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(8);
+    tokio::task::spawn_blocking(move || crate::archive::stream_tar(taken, sender));
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-tar"),
+            (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"kopek-backup.tar\""),
+        ],
+        body,
+    )
+        .into_response())
+}

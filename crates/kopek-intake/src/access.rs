@@ -150,6 +150,31 @@ pub fn may_read_event_log(caller: &Principal) -> Result<(), Rejection> {
     caller.refuse_bound("read the tenant's event log")
 }
 
+/// Whether the caller may take a backup: it holds every tenant's ledger, so only an admin key
+/// of the default tenant that is bound to no user (the operator's; the scope is checked where
+/// the call is admitted), or any caller with authentication off.
+pub fn may_take_backup(caller: &Principal) -> Result<(), Rejection> {
+    caller.refuse_bound("take a backup")?;
+    if caller.tenant != kopek_core::Tenant::default_tenant() {
+        return Err(Rejection::new(
+            ErrorCode::PermissionDenied,
+            "a backup holds every tenant's ledger: only the default tenant's admin key takes one",
+        ));
+    }
+    Ok(())
+}
+
+impl Intake {
+    /// A consistent backup of the whole ledger, taken while it serves (`Store::backup`).
+    pub async fn backup(&self, caller: &Principal) -> Result<kopek_store::TakenBackup, Rejection> {
+        may_take_backup(caller)?;
+        self.store().backup().await.map_err(|error| match error {
+            StoreError::Unavailable(reason) => Rejection::new(ErrorCode::Unavailable, reason),
+            other => unavailable(other),
+        })
+    }
+}
+
 /// A failed read: the cause goes to the log, the caller learns only that it may retry. Every
 /// surface answers a failed store read with it.
 pub fn unavailable(error: StoreError) -> Rejection {

@@ -185,6 +185,54 @@ pub fn read(dir: &Path, mut frame: impl FnMut(Frame)) -> Result<ReadChain, Journ
     Ok(read)
 }
 
+/// Copies the valid chain of the journal in `from` into `to`, which must hold no segment:
+/// each segment's bytes up to the end of its last valid frame, taken from the very bytes that
+/// were checked, so a frame being appended while the copy runs is either whole in the copy or
+/// not in it at all. Frames are only ever appended, so this is safe beside a running writer
+/// (`kopek backup`); the copy is made durable before it returns. Returns the last frame's
+/// sequence (0: none).
+pub fn copy_chain(from: &Path, to: &Path) -> Result<u64, JournalError> {
+    std::fs::create_dir_all(to)?;
+    if !segment_indexes(to)?.is_empty() {
+        return Err(JournalError::Io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} already holds a journal", to.display()),
+        )));
+    }
+    let (mut last_sequence, mut last_checksum) = (0u64, 0u128);
+    if !from.is_dir() {
+        return Ok(0);
+    }
+    let mut bytes = Vec::new();
+    for index in segment_indexes(from)? {
+        read_segment(&segment_path(from, index), &mut bytes)?;
+        let mut offset = 0usize;
+        let stopped = loop {
+            match check_frame(&bytes, offset, last_sequence + 1, last_checksum) {
+                Checked::Valid { length, checksum } => {
+                    last_sequence += 1;
+                    last_checksum = checksum;
+                    offset += HEADER_BYTES + length;
+                }
+                Checked::End => break false,
+                Checked::Invalid(_) => break true,
+            }
+        };
+        if offset > 0 {
+            let mut copy = File::create(segment_path(to, index))?;
+            copy.write_all(&bytes[..offset])?;
+            // The rest is zeros, as in a segment the writer preallocated.
+            copy.set_len(bytes.len() as u64)?;
+            copy.sync_all()?;
+        }
+        if stopped || offset == 0 {
+            break;
+        }
+    }
+    sync_directory(to)?;
+    Ok(last_sequence)
+}
+
 /// What `read` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadChain {

@@ -272,3 +272,35 @@ fn transplant(from: &Path, to: &Path, index: usize) -> (PathBuf, u64, Vec<u8>) {
     patch(&path, offset, &frame);
     (path, offset, frame)
 }
+
+#[test]
+fn a_copy_of_the_chain_opens_with_every_frame_and_appends_on() {
+    let (from, to) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let copy = to.path().join("journal");
+    write(from.path(), 400, 20);
+    assert!(segment_indexes(from.path()).expect("segments").len() > 2, "spans segments");
+    assert_eq!(copy_chain(from.path(), &copy).expect("copy"), 20);
+    let (mut journal, recovery, frames) = open(&copy, 400);
+    assert_eq!((recovery.last_sequence, recovery.torn_tail), (20, None));
+    let payloads: Vec<Vec<u8>> = frames.into_iter().map(|frame| frame.payload).collect();
+    assert_eq!(payloads, (1..=20).map(payload).collect::<Vec<_>>());
+    assert_eq!(journal.append(&payload(21)).expect("append"), 21, "the copy goes on");
+    assert!(copy_chain(from.path(), &copy).is_err(), "never over a journal");
+}
+
+#[test]
+fn a_frame_half_written_when_the_copy_reads_it_ends_the_copy() {
+    let (from, to) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let copy = to.path().join("journal");
+    write(from.path(), 4_096, 12);
+    // Frame 7's payload is not all there yet, while frame 8 already is: what a reader may
+    // see of a segment being appended to. Only frames 1 to 6 may be copied.
+    let (path, offset, sequence) = layout(from.path())[6].clone();
+    assert_eq!(sequence, 7);
+    patch(&path, offset + HEADER_BYTES as u64, b"\0\0\0");
+    assert_eq!(copy_chain(from.path(), &copy).expect("copy"), 6);
+    let (_, recovery, frames) = open(&copy, 4_096);
+    assert_eq!(recovery.last_sequence, 6);
+    assert_eq!(recovery.torn_tail, None, "the copy holds no torn frame to cut");
+    assert_eq!(frames.len(), 6);
+}

@@ -90,6 +90,9 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
     let loaded = tokio_util::sync::CancellationToken::new();
     let queries =
         tokio::spawn(query_load(ledger.clone(), plan.account_ids(args.surface), loaded.clone()));
+    let searches = args.search.then(|| {
+        tokio::spawn(search_load(ledger.clone(), plan.account_ids(args.surface), loaded.clone()))
+    });
     let cpu_before = server.cpu_seconds().await;
     let threads_before = server.thread_cpu();
     let started = Instant::now();
@@ -106,6 +109,10 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
     };
     loaded.cancel();
     let query_latencies = queries.await.unwrap_or_default();
+    let search = match searches {
+        Some(task) => Some(task.await.unwrap_or_default()),
+        None => None,
+    };
     let rss = server.rss().await;
     let projection = server.projection_catch_up().await;
     // Taken after the catch-up, so the projection's work for this load is counted.
@@ -139,6 +146,7 @@ async fn bench(args: &BenchArgs, server: &Target) -> anyhow::Result<Report> {
         elapsed,
         latency: Latencies::of(tally.latencies.into_inner().unwrap_or_default()),
         query: Latencies::of(query_latencies),
+        search: search.map(SearchLatencies::of),
         rss_idle,
         rss,
         cpu_seconds,
@@ -681,6 +689,78 @@ async fn query_load(
     latencies
 }
 
+/// The searches `--search` runs in turn, each a page of 100: what an operator's console asks
+/// of a busy ledger. `kind=deposit` is the rare filter (only the setup deposits), so it reads
+/// the most candidates per page.
+const SEARCHES: [&str; 5] =
+    ["account", "newest", "account_oldest_posted", "committed_after", "rare_kind"];
+
+/// Searches transfers, one at a time, until the load ends: each shape's latencies.
+async fn search_load(
+    mut ledger: Ledger,
+    ids: Vec<String>,
+    loaded: tokio_util::sync::CancellationToken,
+) -> Vec<(&'static str, f64)> {
+    let mut random = SplitMix::new(0x5ea7c4);
+    let mut latencies = Vec::new();
+    let started = kopek_clock::now();
+    let mut turn = 0;
+    while !loaded.is_cancelled() {
+        let shape = SEARCHES[turn % SEARCHES.len()];
+        turn += 1;
+        let account = ids[random.index(ids.len())].clone();
+        let mut request = pb::ListTransfersRequest { page_size: 100, ..Default::default() };
+        match shape {
+            "account" => request.account_id = account,
+            "account_oldest_posted" => {
+                request.account_id = account;
+                request.status = pb::TransferStatus::Posted as i32;
+                request.ascending = true;
+            }
+            "committed_after" => {
+                let since = kopek_clock::now().as_unix_micros() - started.as_unix_micros();
+                let back = i64::try_from(random.index(usize::try_from(since.max(1)).unwrap_or(1)))
+                    .unwrap_or(0);
+                let at = kopek_core::Timestamp::from_unix_micros(started.as_unix_micros() + back);
+                request.committed_after = at.to_rfc3339();
+            }
+            "rare_kind" => request.kind = pb::TransferKind::Deposit as i32,
+            _ => {}
+        }
+        let sent_at = Instant::now();
+        if ledger.list_transfers(request).await.is_ok() {
+            latencies.push((shape, sent_at.elapsed().as_secs_f64()));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(QUERY_PAUSE) => {}
+            () = loaded.cancelled() => break,
+        }
+    }
+    latencies
+}
+
+/// Search latencies, all together and by shape.
+struct SearchLatencies {
+    all: Latencies,
+    by_shape: Vec<(&'static str, Latencies)>,
+}
+
+impl SearchLatencies {
+    fn of(samples: Vec<(&'static str, f64)>) -> SearchLatencies {
+        let by_shape = SEARCHES
+            .iter()
+            .map(|shape| {
+                let of_shape = samples.iter().filter(|(s, _)| s == shape).map(|(_, t)| *t);
+                (*shape, Latencies::of(of_shape.collect()))
+            })
+            .collect();
+        SearchLatencies {
+            all: Latencies::of(samples.into_iter().map(|(_, seconds)| seconds).collect()),
+            by_shape,
+        }
+    }
+}
+
 /// Every bench account's posted balance against the plan: exact, account by account.
 async fn check_balances(
     mut ledger: Ledger,
@@ -924,6 +1004,8 @@ struct Report {
     /// Batch and request latency: the same requests, per the two report lines.
     latency: Latencies,
     query: Latencies,
+    /// With `--search`: the transfer searches' latencies.
+    search: Option<SearchLatencies>,
     rss_idle: Option<u64>,
     rss: Option<u64>,
     /// CPU seconds the server used during the load.
@@ -989,6 +1071,10 @@ impl Report {
                 "batch_latency_ms": latencies(&self.latency),
                 "request_latency_ms": latencies(&self.latency),
                 "query_latency_ms": latencies(&self.query),
+                "search_latency_ms": self.search.as_ref().map(|search| json!({
+                    "all": latencies(&search.all),
+                    "by_shape": search.by_shape.iter().map(|(shape, set)| json!({"shape": shape, "latency": latencies(set)})).collect::<Vec<_>>(),
+                })),
                 "rss_idle_bytes": self.rss_idle,
                 "rss_bytes": self.rss,
                 "server_cpu_seconds": self.cpu_seconds,
@@ -1024,6 +1110,23 @@ impl Report {
             self.query.at(50.0),
             self.query.at(99.0)
         );
+        if let Some(search) = &self.search {
+            println!(
+                "search latency p50 = {:.2} ms  p99 = {:.2} ms  p100 = {:.2} ms  ({} pages of 100)",
+                search.all.at(50.0),
+                search.all.at(99.0),
+                search.all.at(100.0),
+                search.all.sorted.len()
+            );
+            for (shape, set) in &search.by_shape {
+                println!(
+                    "  {shape}: p50 = {:.2} ms  p99 = {:.2} ms  ({} searches)",
+                    set.at(50.0),
+                    set.at(99.0),
+                    set.sorted.len()
+                );
+            }
+        }
         println!(
             "rss = {} bytes   datafile = {} bytes",
             optional(self.rss),

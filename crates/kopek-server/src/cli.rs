@@ -24,6 +24,11 @@ pub enum Command {
     Migrate(StoreArgs),
     /// Recompute the books from the stored rows; exit 1 with a report on any mismatch.
     Verify(VerifyArgs),
+    /// Take a consistent backup of the embedded store into OUT_DIR while the server runs:
+    /// from the data directory beside it, or from the server at `--addr` over HTTP.
+    Backup(BackupArgs),
+    /// Restore a backup into an empty data directory; `kopek verify` then checks it.
+    Restore(RestoreArgs),
     /// Manage accounts on a running server.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -443,6 +448,10 @@ pub struct BenchArgs {
     /// Check every bench balance against the plan and run the books check afterwards.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub verify: bool,
+    /// While the load runs, also search transfers (`ListTransfers`, pages of 100) one at a
+    /// time and report their latency (docs/performance.md, "Search under load").
+    #[arg(long)]
+    pub search: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -475,6 +484,32 @@ pub enum Distribution {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Where the backup goes: a new or empty directory.
+    pub out_dir: PathBuf,
+    /// Take it from the server whose HTTP listener is at this URL (e.g.
+    /// `http://127.0.0.1:8080`; needs an admin key with `--auth required`) instead of
+    /// reading `--data-dir` on this machine.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// API key for `--addr`.
+    #[arg(long, env = "KOPEK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The embedded store's directory, read beside a running server.
+    #[arg(long, env = "KOPEK_DATA_DIR", default_value = "./kopek-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// A directory `kopek backup` wrote.
+    pub backup_dir: PathBuf,
+    /// The data directory to restore into: it must hold no ledger.
+    #[arg(long, env = "KOPEK_DATA_DIR")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! The `kopek` binary: the ledger server and its command-line client.
 
 mod admin;
+mod backup;
 mod bench;
 mod cli;
 mod client;
@@ -50,6 +51,8 @@ async fn run(command: Command) -> ExitCode {
         Command::Status(args) => return status::run(args).await,
         Command::Rates(command) => return rates::run(command).await,
         Command::Verify(args) => return verify(args).await,
+        Command::Backup(args) => return report(backup::take(args).await),
+        Command::Restore(args) => return report(backup::restore(args).await),
         Command::Bench(args) => return report(bench::run(*args).await),
         Command::Accounts(command) => client::run_accounts(command).await,
         Command::Transfers(TransfersCommand::List(args)) => {

@@ -5,6 +5,7 @@
 //! write lock; reads run on a small pool of read-only connections in blocking tasks and, in
 //! WAL mode, never wait for the writer.
 
+pub mod backup;
 mod carried;
 mod journal;
 mod open;

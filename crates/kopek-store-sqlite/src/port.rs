@@ -76,6 +76,10 @@ impl Store for SqliteStore {
         self.read(move |connection| transfer_by_key_in(connection, &tenant, &key)).await
     }
 
+    async fn backup(&self) -> StoreResult<kopek_store::TakenBackup> {
+        crate::backup::take_beside(self.path()).await
+    }
+
     async fn search_transfers(&self, query: &TransferQuery) -> StoreResult<Page<Transfer>> {
         let query = query.clone();
         self.read(move |connection| crate::search::search_transfers(connection, &query)).await

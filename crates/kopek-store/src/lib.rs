@@ -171,6 +171,23 @@ pub struct FxRevenue {
     pub entries: u64,
 }
 
+/// A backup a store took into a directory of its own (`Store::backup`), as the files in it
+/// (relative paths, the manifest last). The directory is removed when this is dropped: the
+/// caller copies or streams the files first.
+#[derive(Debug)]
+pub struct TakenBackup {
+    pub dir: std::path::PathBuf,
+    pub files: Vec<String>,
+}
+
+impl Drop for TakenBackup {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), %error, "could not remove a backup's copy");
+        }
+    }
+}
+
 /// What `verify` checked and every problem it found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -265,6 +282,14 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_orders(&self, limit: usize) -> StoreResult<Vec<Order>>;
     /// Recomputes the books from the rows: see `VerifyReport`.
     async fn verify(&self) -> StoreResult<VerifyReport>;
+    /// Takes a consistent backup of the whole ledger, every tenant's, while it serves. The
+    /// embedded store does (`kopek backup`); a database server is backed up with its own
+    /// tools (`docs/storage.md`).
+    async fn backup(&self) -> StoreResult<TakenBackup> {
+        Err(StoreError::Unavailable(
+            "this store is backed up with its database's own tools (docs/storage.md)".to_owned(),
+        ))
+    }
     /// The checks too long for the periodic books check, for `kopek verify`: a journal-first
     /// store's journal against its projection. Answers the problems found.
     async fn verify_history(&self) -> StoreResult<Vec<String>> {

@@ -147,6 +147,8 @@ fn routes(victim: &Victim) -> Vec<Route> {
         route("GET", "/v1/users/{id}", "/v1/users/ua1".into(), None),
         route("GET", "/v1/users/{id}/spending", "/v1/users/ua1/spending".into(), None),
         route("GET", "/v1/webhooks", "/v1/webhooks".into(), None),
+        // Every tenant's ledger: another tenant's admin key is refused.
+        route("GET", "/v1/admin/backup", "/v1/admin/backup".into(), None),
         route(
             "POST",
             "/v1/webhooks",

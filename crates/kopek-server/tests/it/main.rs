@@ -2,6 +2,7 @@
 //! by tonic clients and the CLI.
 
 mod auth;
+mod backup;
 mod bank;
 mod bench;
 mod bounds;

@@ -1495,6 +1495,10 @@ impl Store for JournalStore {
         self.projection.transfer_by_key(tenant, key).await
     }
 
+    async fn backup(&self) -> StoreResult<kopek_store::TakenBackup> {
+        crate::backup::take_beside(self.projection.path()).await
+    }
+
     async fn search_transfers(&self, query: &TransferQuery) -> StoreResult<Page<Transfer>> {
         self.caught_up().await?;
         self.projection.search_transfers(query).await
