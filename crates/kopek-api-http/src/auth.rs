@@ -43,6 +43,7 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         | "/v1/users"
         | "/v1/users/{id}"
         | "/v1/users/{id}/spending"
+        | "/v1/orders/{id}"
         | "/v1/events"
         | "/v1/fx/rates"
         | "/v1/fx/quotes"

@@ -303,6 +303,43 @@ pub fn user(user: Option<&User>, id: &str, accounts: &[Account]) -> UserDto {
     }
 }
 
+/// An order (placed through the HTTP contract's Part B) as kopek's own API shows it: with its
+/// currency, its payment and, once it FAILED, why.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct OrderDto {
+    pub id: String,
+    pub user_id: String,
+    pub amount: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// PENDING, PAID or FAILED.
+    pub status: String,
+    /// Why the payment failed, e.g. `INSUFFICIENT_FUNDS`; null unless FAILED.
+    pub failure: Option<crate::error::ErrorDetail>,
+    /// The payment transfer: posted when PAID, declined (and recorded) when FAILED.
+    pub payment_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn order(order: &kopek_core::Order) -> OrderDto {
+    OrderDto {
+        id: order.id.name().to_owned(),
+        user_id: order.user.name().to_owned(),
+        amount: kopek_core::format_minor(order.amount, order.currency),
+        amount_minor: order.amount,
+        currency: order.currency.code().to_owned(),
+        status: order.status.as_str().to_owned(),
+        failure: order.failure.as_ref().map(|failure| crate::error::ErrorDetail {
+            code: failure.code.to_string(),
+            message: failure.message.clone(),
+        }),
+        payment_id: order.payment_id.map(|id| id.to_string()),
+        created_at: order.created_at.to_rfc3339(),
+        updated_at: order.updated_at.to_rfc3339(),
+    }
+}
+
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct SpendingTotalDto {
     /// The transfers' category; empty for transfers without one.

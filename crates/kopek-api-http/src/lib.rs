@@ -152,6 +152,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(fx::convert))
         .routes(routes!(fx::positions))
         .routes(routes!(fx::spread))
+        .routes(routes!(rest::get_order))
         .routes(routes!(rest::backup))
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -641,6 +641,24 @@ pub async fn list_events(
     Ok(Json(EventPageDto { events, next_cursor }))
 }
 
+// ---- orders ----
+
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "users",
+    params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = OrderDto), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn get_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    Segments(id): Segments<String>,
+) -> ApiResult<Json<OrderDto>> {
+    let not_found = || ApiError::not_found(format!("order {id} not found"));
+    let order_id = kopek_core::OrderId::parse(&id).map_err(|_| not_found())?;
+    let order = state.intake.visible_order(&caller.0, &order_id).await?.ok_or_else(not_found)?;
+    Ok(Json(dto::order(&order)))
+}
+
 // ---- operations ----
 
 #[utoipa::path(

@@ -1083,6 +1083,7 @@ pub async fn other_tenant_after_upgrade(store: &dyn Store) {
 async fn search_all(store: &dyn Store, query: &TransferQuery) -> Vec<TransferId> {
     let mut query = query.clone();
     let mut found = Vec::new();
+    store.settle().await.expect("settle");
     for _ in 0..10_000 {
         let page = store.search_transfers(&query).await.expect("search");
         assert!(page.items.len() <= query.limit, "a page holds at most its limit");
@@ -1288,6 +1289,7 @@ pub async fn search_pages_stay_stable_while_transfers_commit(store: &dyn Store) 
         let mut found = Vec::new();
         let mut round = 0_i64;
         loop {
+            store.settle().await.expect("settle");
             let page = store.search_transfers(&query).await.expect("search");
             found.extend(page.items.iter().map(|transfer| transfer.id));
             // Two more transfers commit between every two pages.

@@ -243,8 +243,15 @@ pub trait Store: Send + Sync + 'static {
         key: &IdempotencyKey,
     ) -> StoreResult<Option<Transfer>>;
     /// One page of the transfers `query` selects, in commit order or its reverse; the cursor
-    /// is a position (`search` says what a page may hold).
+    /// is a position (`search` says what a page may hold). A store whose queries run behind
+    /// its commits (the journal store's projection) answers without waiting for them, unless
+    /// the query names an idempotency key; `settle` waits.
     async fn search_transfers(&self, query: &TransferQuery) -> StoreResult<Page<Transfer>>;
+    /// Waits until every read, searches included, sees every write acknowledged so far. Only a
+    /// store whose queries run behind its commits waits.
+    async fn settle(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// An account's entries in commit order, after the cursor `after` (exclusive).
     async fn entries(
         &self,

@@ -859,6 +859,7 @@ async fn a_key_bound_to_a_user_searches_transfers_through_its_accounts_only() {
     )
     .await;
     assert_eq!(funded.status, 201, "{}", funded.body);
+    crate::support::settled(&server).await;
     let get = |path: &str| {
         let authorization = as_key(&bound);
         let address = server.http_address.clone();

@@ -60,6 +60,7 @@ async fn restore_and_compare(
     assert!(out.contains("ok: the books balance"), "{out}");
 
     let server = Server::start(&data_dir);
+    settled(&server).await;
     let held = transfers_held(&server.http_address).await;
     let by_key: BTreeMap<&str, &(String, usize, usize, i64)> =
         acknowledged.iter().map(|entry| (entry.0.as_str(), entry)).collect();

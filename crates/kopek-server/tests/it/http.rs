@@ -204,6 +204,22 @@ async fn part_b_top_up_orders_paid_and_failed_and_live_status() {
     let failed = post(&server, "/orders/orders", &me, json!({"amount": 1000})).await.json();
     let failed_id = failed["id"].as_str().expect("id").to_owned();
     wait_for_status(&server, "42", &failed_id, "FAILED").await;
+    // The contract's order is {id, amount, status}; kopek's own API and the event say why.
+    let order = get(&server, &format!("/v1/orders/{failed_id}"), &[]).await.json();
+    assert_eq!((order["status"].clone(), order["user_id"].clone()), (json!("FAILED"), json!("42")));
+    assert_eq!(order["failure"]["code"], "INSUFFICIENT_FUNDS", "{order}");
+    assert!(order["payment_id"].is_string(), "the declined payment is recorded: {order}");
+    let events = get(&server, "/v1/events?after=0&limit=1000", &[]).await.json();
+    let failed_event = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|event| event["type"] == "OrderFailed" && event.to_string().contains(&failed_id))
+        .cloned()
+        .unwrap_or_default();
+    assert!(failed_event.to_string().contains("INSUFFICIENT_FUNDS"), "{failed_event}");
+    let paid = get(&server, &format!("/v1/orders/{paid_id}"), &[]).await.json();
+    assert_eq!((paid["status"].clone(), paid["failure"].clone()), (json!("PAID"), Value::Null));
     assert_eq!(
         get(&server, "/payments/account/balance", &me).await.json(),
         json!({"balance": 301}),

@@ -208,6 +208,7 @@ fn routes(victim: &Victim) -> Vec<Route> {
         ),
         route("GET", "/orders/orders", "/orders/orders?user_id=ua1".into(), None),
         route("GET", "/orders/orders/{id}", format!("/orders/orders/{o}?user_id=ua1"), None),
+        route("GET", "/v1/orders/{id}", format!("/v1/orders/{o}"), None),
         route("GET", "/v1/ws", "/v1/ws?after=0".into(), None),
         route("GET", "/ws/orders/{id}", format!("/ws/orders/{o}"), None),
         route("GET", "/orders/ws/orders/{id}", format!("/orders/ws/orders/{o}"), None),
@@ -318,6 +319,7 @@ async fn every_route_and_method_keeps_tenants_users_and_keys_apart() {
         other_user: create_key_with(dir.path(), "write", &["--user", "ua2"]),
     };
     // The victim's own admin sees the marker where the data is: the detector can fire.
+    crate::support::settled(&server).await;
     for path in [
         "/v1/events",
         "/v1/accounts/victim-acct",

@@ -77,6 +77,8 @@ pub(crate) async fn ledger(server: &Server) {
         let created = post(server, "/v1/transfers", key, body).await;
         assert!(created.status == 201 || created.status == 402, "{key}: {}", created.body);
     }
+    // Searches answer from the projection without waiting for it (docs/api.md).
+    settled(server).await;
 }
 
 #[tokio::test]

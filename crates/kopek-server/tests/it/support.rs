@@ -421,3 +421,22 @@ pub fn postgres_or_skip(data_dir: &Path) -> Option<String> {
     }
     Some(PgDatabase::for_dir(data_dir).url.clone())
 }
+
+/// Waits until the server's searches see every write it acknowledged: a journal-first
+/// server's projection has taken in every committed frame (`kopek_projection_lag_frames` is
+/// 0). A server without a projection has nothing to wait for.
+pub async fn settled(server: &Server) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = http(&server.http_address, "GET", "/metrics", &[], None).await.body;
+        match kopek_testkit::Scrape::parse(&page).get("kopek_projection_lag_frames") {
+            None => return,
+            Some(lag) if lag == 0.0 => return,
+            Some(lag) => assert!(
+                std::time::Instant::now() < deadline,
+                "the projection is still {lag} frames behind after 30 s"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -1499,8 +1499,24 @@ impl Store for JournalStore {
         crate::backup::take_beside(self.projection.path()).await
     }
 
+    async fn settle(&self) -> StoreResult<()> {
+        self.caught_up().await
+    }
+
     async fn search_transfers(&self, query: &TransferQuery) -> StoreResult<Page<Transfer>> {
-        self.caught_up().await?;
+        // A search answers from the projection as it stands, without waiting for it: under a
+        // full write load it runs seconds behind the last acknowledged frame, and an operator's
+        // search should not wait that long. Positions are given in frame order as frames are
+        // projected, so a cursor stays stable all the same. A lookup by idempotency key is the
+        // read-after-write case (did my transfer commit?): it waits, as reads by id do.
+        if query.idempotency_key.is_some() {
+            self.caught_up().await?;
+        } else if let Some(reason) = self.shared.stopped() {
+            return Err(StoreError::Unavailable(format!(
+                "the query projection stopped ({reason}); restart kopek: the journal holds every \
+                 acknowledged write"
+            )));
+        }
         self.projection.search_transfers(query).await
     }
 
