@@ -80,23 +80,53 @@ impl Span {
 }
 
 /// The smallest position whose transfer committed at or after `at` (one past the last row if
-/// none did). Commit times grow with positions, so a binary search over the rows finds it.
+/// none did). Commit times grow with positions, so a search over the rows finds it: each probe
+/// guesses where `at` falls between the two rows known around it (commit times grow about
+/// evenly, so a few probes do), every other probe halves the range, so even uneven times take
+/// no more than twice a binary search's probes.
 fn first_position_at(connection: &Connection, at: Timestamp, span: Span) -> StoreResult<i64> {
-    let mut probe = connection
+    let mut statement = connection
         .prepare_cached(
             "SELECT number, committed_at FROM transfers WHERE number >= ?1 ORDER BY number LIMIT 1",
         )
         .map_err(sql_error)?;
-    let (mut low, mut high) = (span.low, span.high);
-    while low < high {
-        let middle = low + (high - low) / 2;
-        let found: Option<(i64, i64)> = probe
-            .query_row([middle], |row| Ok((row.get(0)?, row.get(1)?)))
+    let mut probe = |number: i64| -> StoreResult<Option<(i64, i64)>> {
+        statement
+            .query_row([number], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()
-            .map_err(sql_error)?;
-        match found {
-            Some((number, committed)) if committed < at.as_unix_micros() => low = number + 1,
-            _ => high = middle,
+            .map_err(sql_error)
+    };
+    let at = at.as_unix_micros();
+    let (mut low, mut high) = (span.low, span.high);
+    // A row known to commit before `at`, and one known to commit at or after it.
+    let (mut before, mut after): (Option<(i64, i64)>, Option<(i64, i64)>) = (None, None);
+    if let Some((number, committed)) = probe(high - 1)? {
+        if committed < at {
+            return Ok(high);
+        }
+        after = Some((number, committed));
+    }
+    let mut guess = true;
+    while low < high {
+        let middle = match (guess, before, after) {
+            (true, Some((n0, c0)), Some((n1, c1))) if c1 > c0 => {
+                let offset = i128::from(at - c0) * i128::from(n1 - n0) / i128::from(c1 - c0);
+                let middle = (i128::from(n0) + offset).clamp(i128::from(low), i128::from(high - 1));
+                i64::try_from(middle).unwrap_or(low)
+            }
+            _ => low + (high - low) / 2,
+        };
+        guess = !guess;
+        match probe(middle)? {
+            Some((number, committed)) if committed < at => {
+                low = number + 1;
+                before = Some((number, committed));
+            }
+            Some((number, committed)) => {
+                high = middle;
+                after = Some((number, committed));
+            }
+            None => high = middle,
         }
     }
     Ok(low)
@@ -104,7 +134,11 @@ fn first_position_at(connection: &Connection, at: Timestamp, span: Span) -> Stor
 
 fn span_of(connection: &Connection, query: &TransferQuery) -> StoreResult<Span> {
     let (first, last): (Option<i64>, Option<i64>) = connection
-        .prepare_cached("SELECT min(number), max(number) FROM transfers")
+        // Two subqueries: SQLite reads a lone min() or max() of the key from the B-tree's
+        // edge, but both in one select scan the whole table.
+        .prepare_cached(
+            "SELECT (SELECT min(number) FROM transfers), (SELECT max(number) FROM transfers)",
+        )
         .and_then(|mut statement| statement.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
         .map_err(sql_error)?;
     let (Some(first), Some(last)) = (first, last) else {
@@ -163,37 +197,49 @@ impl Sql {
     }
 }
 
-/// Appends the select of at most `SCAN_ROWS_MAX` candidate positions, as column `n`, in the
-/// query's order. `None` when a named account does not exist: nothing can match.
-fn candidates(
+/// Which index a search reads its candidates from.
+enum Driver {
+    /// The rows themselves, in number order.
+    Table,
+    /// The numbers an index gives, in order (at most `SCAN_ROWS_MAX`).
+    Index(Vec<i64>),
+}
+
+/// The candidates of `query` within `span`, from the narrowest index its filters allow.
+/// `None` when a named account does not exist: nothing can match.
+fn driver(
     connection: &Connection,
     query: &TransferQuery,
     span: Span,
-    sql: &mut Sql,
-) -> StoreResult<Option<()>> {
-    let direction = match query.order {
-        SortOrder::Ascending => "ASC",
-        SortOrder::Descending => "DESC",
-    };
+) -> StoreResult<Option<Driver>> {
+    let direction = direction(query.order);
     let budget = to_sql_int(SCAN_ROWS_MAX);
-    if let Some(key) = &query.idempotency_key {
-        sql.push("SELECT number AS n FROM transfers WHERE key_hash = ")
-            .bind(key_hash_column(query.tenant.as_str(), key.as_str()))
-            .push(" AND number >= ")
-            .bind(span.low)
-            .push(" AND number < ")
-            .bind(span.high)
-            .push(&format!(" ORDER BY number {direction} LIMIT "))
-            .bind(budget);
+    let (sql, params): (String, Vec<Value>) = if let Some(key) = &query.idempotency_key {
+        (
+            format!(
+                "SELECT number FROM transfers WHERE key_hash = ?1 AND number >= ?2 AND number < ?3 \
+                 ORDER BY number {direction} LIMIT ?4"
+            ),
+            vec![
+                key_hash_column(query.tenant.as_str(), key.as_str()).into(),
+                span.low.into(),
+                span.high.into(),
+                budget.into(),
+            ],
+        )
     } else if let Some((key, value)) = query.metadata.first() {
-        sql.push("SELECT number AS n FROM transfer_tags WHERE tag = ")
-            .bind(metadata_tag(query.tenant.as_str(), key, value))
-            .push(" AND number >= ")
-            .bind(span.low)
-            .push(" AND number < ")
-            .bind(span.high)
-            .push(&format!(" ORDER BY number {direction} LIMIT "))
-            .bind(budget);
+        (
+            format!(
+                "SELECT number FROM transfer_tags WHERE tag = ?1 AND number >= ?2 AND number < ?3 \
+                 ORDER BY number {direction} LIMIT ?4"
+            ),
+            vec![
+                metadata_tag(query.tenant.as_str(), key, value).into(),
+                span.low.into(),
+                span.high.into(),
+                budget.into(),
+            ],
+        )
     } else if let Some(account) = &query.account {
         let number: Option<i64> = connection
             .prepare_cached("SELECT number FROM accounts WHERE id = ?1")
@@ -202,37 +248,45 @@ fn candidates(
             })
             .map_err(sql_error)?;
         let Some(number) = number else { return Ok(None) };
-        // Both arms are read in `sequence` order (a mention's sequence is its number times two,
-        // a posting's that plus its side), so SQLite merges them and stops at the limit.
-        sql.push("SELECT sequence / 2 AS n FROM (SELECT sequence FROM postings WHERE account = ")
-            .bind(number)
-            .push(" AND sequence >= ")
-            .bind(span.low.saturating_mul(2))
-            .push(" AND sequence < ")
-            .bind(span.high.saturating_mul(2))
-            .push(" UNION ALL SELECT sequence FROM mentions WHERE account = ")
-            .bind(number)
-            .push(" AND sequence >= ")
-            .bind(span.low.saturating_mul(2))
-            .push(" AND sequence < ")
-            .bind(span.high.saturating_mul(2))
-            .push(&format!(" ORDER BY sequence {direction} LIMIT "))
-            .bind(budget)
-            .push(")");
+        // Both arms are read in `sequence` order (a mention's sequence is its transfer's number
+        // times two, a posting's that plus its side), so SQLite merges them and stops at the
+        // limit.
+        (
+            format!(
+                "SELECT sequence / 2 FROM (SELECT sequence FROM postings WHERE account = ?1 \
+                 AND sequence >= ?2 AND sequence < ?3 UNION ALL SELECT sequence FROM mentions \
+                 WHERE account = ?1 AND sequence >= ?2 AND sequence < ?3 \
+                 ORDER BY sequence {direction} LIMIT ?4)"
+            ),
+            vec![
+                number.into(),
+                span.low.saturating_mul(2).into(),
+                span.high.saturating_mul(2).into(),
+                budget.into(),
+            ],
+        )
     } else {
-        sql.push("SELECT number AS n FROM transfers WHERE number >= ")
-            .bind(span.low)
-            .push(" AND number < ")
-            .bind(span.high)
-            .push(&format!(" ORDER BY number {direction} LIMIT "))
-            .bind(budget);
-    }
-    Ok(Some(()))
+        return Ok(Some(Driver::Table));
+    };
+    let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
+    let numbers = statement
+        .query_map(rusqlite::params_from_iter(params), |row| row.get(0))
+        .map_err(sql_error)?
+        .collect::<Result<Vec<i64>, _>>()
+        .map_err(sql_error)?;
+    Ok(Some(Driver::Index(numbers)))
 }
 
-/// Appends every filter, checked on the candidate's row `t`.
+fn direction(order: SortOrder) -> &'static str {
+    match order {
+        SortOrder::Ascending => "ASC",
+        SortOrder::Descending => "DESC",
+    }
+}
+
+/// Appends every filter, checked on the candidate's row `t`, after a `WHERE` clause.
 fn filters(query: &TransferQuery, sql: &mut Sql) {
-    sql.push(" WHERE t.tenant = ").bind(query.tenant.to_string());
+    sql.push(" AND t.tenant = ").bind(query.tenant.to_string());
     if let Some(account) = &query.account {
         sql.push(" AND (t.debit_account = ")
             .bind(account.to_string())
@@ -286,61 +340,116 @@ pub(crate) fn search_transfers(
     if span.is_empty() {
         return Ok(empty);
     }
-    let mut scan = Sql::default();
-    if candidates(connection, query, span, &mut scan)?.is_none() {
-        return Ok(empty);
-    }
-    let direction = match query.order {
-        SortOrder::Ascending => "ASC",
-        SortOrder::Descending => "DESC",
+    let Some(driver) = driver(connection, query, span)? else { return Ok(empty) };
+    let (found, scanned_to) = match driver {
+        Driver::Table => table_scan(connection, query, span, limit)?,
+        Driver::Index(numbers) => index_lookups(connection, query, &numbers, limit)?,
     };
-    let mut sql = Sql { text: format!("WITH c AS ({}) ", scan.text), params: scan.params.clone() };
-    sql.push(&format!(
-        "SELECT {}, t.number FROM c JOIN transfers AS t ON t.number = c.n",
-        prefixed_transfer_columns()
-    ));
-    filters(query, &mut sql);
-    // One extra row tells whether another page follows.
-    sql.push(&format!(" ORDER BY c.n {direction} LIMIT ")).bind(to_sql_int(limit + 1));
-    let mut statement = connection.prepare_cached(&sql.text).map_err(sql_error)?;
-    let rows = statement
-        .query_map(rusqlite::params_from_iter(&sql.params), |row| {
-            let number: i64 = row.get(TRANSFER_COLUMN_COUNT)?;
-            Ok((transfer_from_row(row)?, number))
-        })
-        .map_err(sql_error)?;
-    let mut found = Vec::with_capacity(limit + 1);
-    for row in rows {
-        let (transfer, number) = row.map_err(sql_error)?;
-        found.push((transfer.map_err(StoreError::Corrupt)?, number));
-    }
+    let mut found = found;
     let next_cursor = if found.len() > limit {
         found.truncate(limit);
         found.last().map(|(_, number)| *number)
     } else {
         // Fewer than a page matched: another page follows only if the scan stopped at its
         // budget, and then it starts after the last candidate read.
-        let mut statement = connection
-            .prepare_cached(&format!(
-                "WITH c AS ({}) SELECT count(*), {} FROM c",
-                scan.text,
-                match query.order {
-                    SortOrder::Ascending => "max(n)",
-                    SortOrder::Descending => "min(n)",
-                }
-            ))
-            .map_err(sql_error)?;
-        let (read, last): (i64, Option<i64>) = statement
-            .query_row(rusqlite::params_from_iter(&scan.params), |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .map_err(sql_error)?;
-        if read >= to_sql_int(SCAN_ROWS_MAX) { last } else { None }
+        scanned_to
     };
     Ok(Page {
         items: found.into_iter().map(|(transfer, _)| transfer).collect(),
         next_cursor: next_cursor.and_then(|number| u64::try_from(number).ok()),
     })
+}
+
+/// Up to `limit + 1` matching rows, with their numbers.
+type Found = Vec<(Transfer, i64)>;
+
+/// The rows of `span` in number order, at most `SCAN_ROWS_MAX` of them, in one statement that
+/// stops at the page's end. Numbers are given one after another, so the `SCAN_ROWS_MAX`
+/// numbers next to the cursor hold at most that many rows. Also the last number read when
+/// the budget ended the scan before the span did.
+fn table_scan(
+    connection: &Connection,
+    query: &TransferQuery,
+    span: Span,
+    limit: usize,
+) -> StoreResult<(Found, Option<i64>)> {
+    let budget = to_sql_int(SCAN_ROWS_MAX);
+    let (low, high, cut) = match query.order {
+        SortOrder::Ascending => {
+            let high = span.high.min(span.low.saturating_add(budget));
+            (span.low, high, (high < span.high).then_some(high - 1))
+        }
+        SortOrder::Descending => {
+            let low = span.low.max(span.high.saturating_sub(budget));
+            (low, span.high, (low > span.low).then_some(low))
+        }
+    };
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "SELECT {}, t.number FROM transfers AS t WHERE t.number >= ",
+        prefixed_transfer_columns()
+    ))
+    .bind(low)
+    .push(" AND t.number < ")
+    .bind(high);
+    filters(query, &mut sql);
+    sql.push(&format!(" ORDER BY t.number {} LIMIT ", direction(query.order)))
+        .bind(to_sql_int(limit + 1));
+    let found = rows(connection, &sql)?;
+    Ok((found, cut))
+}
+
+/// Each candidate's row, looked up in order and checked against every filter, until a page
+/// and one more match. Also the last candidate when every one was read and the index gave a
+/// full budget: more may follow it.
+fn index_lookups(
+    connection: &Connection,
+    query: &TransferQuery,
+    numbers: &[i64],
+    limit: usize,
+) -> StoreResult<(Found, Option<i64>)> {
+    let mut sql = Sql::default();
+    sql.push(&format!(
+        "SELECT {}, t.number FROM transfers AS t WHERE t.number = ",
+        prefixed_transfer_columns()
+    ))
+    .bind(0_i64);
+    filters(query, &mut sql);
+    let mut statement = connection.prepare_cached(&sql.text).map_err(sql_error)?;
+    let mut found = Vec::with_capacity(limit + 1);
+    let mut params = sql.params.clone();
+    for number in numbers {
+        params[0] = Value::Integer(*number);
+        let row = statement
+            .query_row(rusqlite::params_from_iter(&params), |row| {
+                Ok((transfer_from_row(row)?, row.get::<_, i64>(TRANSFER_COLUMN_COUNT)?))
+            })
+            .optional()
+            .map_err(sql_error)?;
+        if let Some((transfer, number)) = row {
+            found.push((transfer.map_err(StoreError::Corrupt)?, number));
+            if found.len() > limit {
+                return Ok((found, None));
+            }
+        }
+    }
+    let cut = (numbers.len() >= SCAN_ROWS_MAX).then(|| numbers.last().copied()).flatten();
+    Ok((found, cut))
+}
+
+fn rows(connection: &Connection, sql: &Sql) -> StoreResult<Found> {
+    let mut statement = connection.prepare_cached(&sql.text).map_err(sql_error)?;
+    let rows = statement
+        .query_map(rusqlite::params_from_iter(&sql.params), |row| {
+            Ok((transfer_from_row(row)?, row.get::<_, i64>(TRANSFER_COLUMN_COUNT)?))
+        })
+        .map_err(sql_error)?;
+    let mut found = Vec::new();
+    for row in rows {
+        let (transfer, number) = row.map_err(sql_error)?;
+        found.push((transfer.map_err(StoreError::Corrupt)?, number));
+    }
+    Ok(found)
 }
 
 /// `TRANSFER_COLUMNS`, each read from the row `t`.
@@ -357,3 +466,51 @@ fn prefixed_transfer_columns() -> &'static str {
 
 /// How many columns `TRANSFER_COLUMNS` names: the row number follows them.
 const TRANSFER_COLUMN_COUNT: usize = kopek_store::rows::TRANSFER_COLUMN_COUNT;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commit times that grow unevenly (bursts, plateaus of one batch, long pauses) and rows
+    /// numbered with a few gaps: the search finds what a scan of every row finds.
+    #[test]
+    fn the_first_position_at_a_time_is_the_one_a_scan_finds() {
+        let connection = Connection::open_in_memory().expect("open");
+        connection
+            .execute_batch("CREATE TABLE transfers (number INTEGER PRIMARY KEY, committed_at INTEGER NOT NULL)")
+            .expect("table");
+        let mut rows = Vec::new();
+        let mut time = 1_000_i64;
+        for number in 1..=5_000_i64 {
+            if number % 997 == 0 {
+                continue; // a gap in the numbers
+            }
+            time += match number {
+                n if n % 50 != 0 => 0,       // one batch: one commit time
+                n if n < 2_000 => 3,         // a burst
+                n if n < 2_100 => 1_000_000, // long pauses
+                n => n * n,                  // ever slower
+            };
+            rows.push((number, time));
+        }
+        for (number, committed) in &rows {
+            connection
+                .execute("INSERT INTO transfers VALUES (?1, ?2)", [number, committed])
+                .expect("insert");
+        }
+        let span = Span { low: 1, high: 5_001 };
+        let mut times: Vec<i64> = rows.iter().map(|(_, committed)| *committed).collect();
+        times.extend([0, 999, 1_000, time, time + 1]);
+        for at in times.into_iter().flat_map(|t| [t - 1, t, t + 1]) {
+            let expected = rows
+                .iter()
+                .find(|(_, committed)| *committed >= at)
+                .map_or(span.high, |(number, _)| *number);
+            let found = first_position_at(&connection, Timestamp::from_unix_micros(at), span)
+                .expect("search");
+            // A gap before the first match answers as that match: nothing lies between.
+            let first_at_or_after = rows.iter().map(|(n, _)| *n).find(|n| *n >= found);
+            assert_eq!(first_at_or_after.unwrap_or(span.high), expected, "at {at}");
+        }
+    }
+}

@@ -536,3 +536,14 @@ kopek_store::conformance_tests!(async {
     let store = crate::SqliteStore::open(dir.path()).expect("open store");
     Some((store, dir))
 });
+
+/// The embedded store reads at most `SCAN_ROWS_MAX` candidates per call: a search for a kind
+/// that only the newest and the oldest of `SCAN_ROWS_MAX` + 2,002 transfers have takes two calls, the first
+/// answering one match and a cursor where its scan stopped.
+#[tokio::test]
+async fn a_rare_search_answers_in_calls_of_a_bounded_scan() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = crate::SqliteStore::open(dir.path()).expect("open store");
+    let calls = kopek_store::conformance::a_rare_match_is_found_past_the_scan_budget(&store).await;
+    assert_eq!(calls, 2);
+}

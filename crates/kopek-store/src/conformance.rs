@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             conversions_keep_rates_quotes_and_their_legs,
             transfers_are_found_by_every_filter,
             search_pages_stay_stable_while_transfers_commit,
+            a_rare_match_is_found_past_the_scan_budget,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1316,6 +1317,68 @@ pub async fn search_pages_stay_stable_while_transfers_commit(store: &dyn Store) 
                 assert_eq!(&found[..7], &oldest_first[..], "every transfer there before, in order");
                 assert!(found.len() > 7, "those committed meanwhile follow");
             }
+        }
+    }
+}
+
+/// More transfers than a search reads per call (`SCAN_ROWS_MAX`), with one rare match at each
+/// end: every page's answer together is still exactly the matches, in order, both ways, from
+/// the table and from an account's index. Returns how many pages the rare search took.
+pub async fn a_rare_match_is_found_past_the_scan_budget(store: &dyn Store) -> usize {
+    run(store, at(1), 0, vec![open(&[("a", None), ("b", None)])]).await;
+    let fee = |key_text: &str| {
+        let request =
+            movement(TransferKind::Fee, key_text, AccountId::world(usd()), "b", 1, None, None);
+        CommandBody::CreateTransfers { transfers: vec![request], linking: Linking::Independent }
+    };
+    run(store, at(2), 10, vec![fee("first-fee")]).await;
+    let count = crate::search::SCAN_ROWS_MAX + 2_000;
+    for (round, chunk) in (0..count).collect::<Vec<_>>().chunks(4_000).enumerate() {
+        let deposits = chunk.iter().map(|n| deposit(&format!("bulk-{n}"), "a", 1, None)).collect();
+        let seconds = 3 + i64::try_from(round).expect("small");
+        run(store, at(seconds), 1_000_000 * (round as u128 + 1), deposits).await;
+    }
+    run(store, at(60), 90_000_000, vec![fee("last-fee")]).await;
+    let tenant = Tenant::default_tenant();
+    let fees = |order| TransferQuery {
+        kind: Some(TransferKind::Fee),
+        order,
+        ..TransferQuery::all(tenant.clone(), 100)
+    };
+    let keys = |ids: Vec<TransferId>| async move {
+        let mut keys = Vec::new();
+        for id in ids {
+            keys.push(
+                store.transfer(id).await.expect("read").expect("found").idempotency_key.to_string(),
+            );
+        }
+        keys
+    };
+    assert_eq!(
+        keys(search_all(store, &fees(SortOrder::Descending)).await).await,
+        ["last-fee", "first-fee"]
+    );
+    assert_eq!(
+        keys(search_all(store, &fees(SortOrder::Ascending)).await).await,
+        ["first-fee", "last-fee"]
+    );
+    let of_b = TransferQuery { account: Some(id("b")), ..fees(SortOrder::Descending) };
+    assert_eq!(keys(search_all(store, &of_b).await).await, ["last-fee", "first-fee"]);
+    let of_a = TransferQuery {
+        account: Some(id("a")),
+        limit: 1_000,
+        ..TransferQuery::all(tenant.clone(), 1_000)
+    };
+    assert_eq!(search_all(store, &of_a).await.len(), count, "every deposit once");
+    // How many calls the rare search took: one where nothing bounds the scan.
+    let mut query = fees(SortOrder::Descending);
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        let page = store.search_transfers(&query).await.expect("search");
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return pages,
         }
     }
 }

@@ -17,7 +17,7 @@ use kopek_core::{
 };
 
 /// Candidates the embedded store reads for one page before it answers with what it found.
-pub const SCAN_ROWS_MAX: usize = 10_000;
+pub const SCAN_ROWS_MAX: usize = 4_096;
 
 /// Which way a search walks commit order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
