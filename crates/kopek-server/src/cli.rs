@@ -34,7 +34,7 @@ pub enum Command {
     Accounts(AccountsCommand),
     /// Find transfers on a running server.
     #[command(subcommand)]
-    Transfers(TransfersCommand),
+    Transfers(Box<TransfersCommand>),
     /// Move AMOUNT from the outside world (world:<CUR>) into ACCOUNT.
     Deposit(MoneyArgs),
     /// Move AMOUNT out of ACCOUNT to the outside world (world:<CUR>).

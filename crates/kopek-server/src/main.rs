@@ -55,7 +55,8 @@ async fn run(command: Command) -> ExitCode {
         Command::Restore(args) => return report(backup::restore(args).await),
         Command::Bench(args) => return report(bench::run(*args).await),
         Command::Accounts(command) => client::run_accounts(command).await,
-        Command::Transfers(TransfersCommand::List(args)) => {
+        Command::Transfers(command) => {
+            let TransfersCommand::List(args) = *command;
             let json = args.client.json;
             client::list_transfers(args).await.map_err(|failure| (failure, json))
         }

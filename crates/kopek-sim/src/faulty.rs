@@ -137,6 +137,21 @@ impl Store for FaultyStore {
         self.inner.transfer_by_key(tenant, key).await
     }
 
+    async fn search_transfers(
+        &self,
+        query: &kopek_store::TransferQuery,
+    ) -> StoreResult<Page<Transfer>> {
+        self.inner.search_transfers(query).await
+    }
+
+    async fn settle(&self) -> StoreResult<()> {
+        self.inner.settle().await
+    }
+
+    async fn backup(&self) -> StoreResult<kopek_store::TakenBackup> {
+        self.inner.backup().await
+    }
+
     async fn entries(
         &self,
         account: &AccountId,

@@ -98,8 +98,10 @@ fn first_position_at(connection: &Connection, at: Timestamp, span: Span) -> Stor
     };
     let at = at.as_unix_micros();
     let (mut low, mut high) = (span.low, span.high);
-    // A row known to commit before `at`, and one known to commit at or after it.
-    let (mut before, mut after): (Option<(i64, i64)>, Option<(i64, i64)>) = (None, None);
+    // A row known to commit before `at`, and one known to commit at or after it: (number,
+    // commit time).
+    let mut before: Option<(i64, i64)> = None;
+    let mut after: Option<(i64, i64)> = None;
     if let Some((number, committed)) = probe(high - 1)? {
         if committed < at {
             return Ok(high);

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 const ACCOUNTS: usize = 6;
+
+/// A transfer the load sent and the server acknowledged: key, payer, payee, minor units.
+type Sent = (String, usize, usize, i64);
 const FUNDING_MINOR: i64 = 1_000_000;
 
 async fn post(address: &str, path: &str, key: &str, body: Value) -> HttpResponse {
@@ -62,9 +65,9 @@ async fn restore_and_compare(
     let server = Server::start(&data_dir);
     settled(&server).await;
     let held = transfers_held(&server.http_address).await;
-    let by_key: BTreeMap<&str, &(String, usize, usize, i64)> =
+    let by_key: BTreeMap<&str, &Sent> =
         acknowledged.iter().map(|entry| (entry.0.as_str(), entry)).collect();
-    let mut expected = vec![FUNDING_MINOR; ACCOUNTS];
+    let mut expected = [FUNDING_MINOR; ACCOUNTS];
     let mut from_load = BTreeSet::new();
     for (key, (debit, credit, amount)) in &held {
         if key.starts_with("fund-") {
@@ -117,7 +120,7 @@ async fn a_backup_taken_under_load_restores_with_every_balance() {
     }
 
     // The load: transfers one after another, each recorded once the server acknowledged it.
-    let acknowledged: Arc<Mutex<Vec<(String, usize, usize, i64)>>> = Arc::default();
+    let acknowledged: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
         let (acknowledged, stop, address) = (acknowledged.clone(), stop.clone(), address.clone());
