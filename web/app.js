@@ -118,6 +118,23 @@ function showOrder(order) {
   status.dataset.testid = "order-status";
   item.replaceChildren(element("span", `${order.amount} ${currency} · ${order.id.slice(0, 8)}`), status);
   if (order.status === "PENDING") watchOrder(order.id);
+  if (order.status === "FAILED") showReason(order.id);
+}
+
+// Why an order FAILED: the contract's order has no reason; kopek's own API has it.
+async function showReason(id) {
+  try {
+    const order = await call("GET", `/v1/orders/${encodeURIComponent(id)}`);
+    const item = orderItem(id);
+    if (!item || !order.failure) return;
+    let reason = item.querySelector(".reason");
+    if (!reason) {
+      reason = element("span", "", "reason");
+      reason.dataset.testid = "order-reason";
+      item.append(reason);
+    }
+    reason.textContent = `${order.failure.code}: ${order.failure.message}`;
+  } catch (error) { /* the status stays; the reason needs a key that reads orders */ }
 }
 
 function watchOrder(id) {
@@ -128,6 +145,7 @@ function watchOrder(id) {
     if (update.status) {
       const item = orderItem(id) && orderItem(id).querySelector(".status");
       if (item) { item.textContent = update.status; item.className = "status " + update.status.replace(/[^A-Z]/g, ""); }
+      if (update.status === "FAILED") showReason(id);
       toast(`order ${id.slice(0, 8)}: ${update.status}`, update.status !== "PAID");
       refresh();
     }

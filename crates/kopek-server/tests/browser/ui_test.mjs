@@ -98,6 +98,14 @@ try {
   await page.waitForFunction(() => document.querySelectorAll("#statement tbody tr").length === 4, null, { timeout: 20000 });
   await priceIs("100.00 USD ≈ 49.75 EUR");
 
+  // An order the balance cannot pay FAILS, and says why.
+  await page.fill("#order-amount", "100000");
+  await page.click("#order-form button");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("[data-testid=order-reason]")].some((item) => item.textContent.startsWith("INSUFFICIENT_FUNDS: balance 274.50 USD")),
+    null, { timeout: 20000 });
+  await balanceIs("274.50 USD");
+
   const width = await page.evaluate(() => document.documentElement.scrollWidth);
   check(width <= 390, `the page overflows a phone screen: ${width}px wide`);
   await page.screenshot({ path: screenshot, fullPage: true });

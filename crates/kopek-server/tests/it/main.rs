@@ -20,6 +20,7 @@ mod ledger;
 mod metrics;
 mod payment;
 mod python;
+mod readme;
 mod schemathesis;
 mod search;
 mod security;
