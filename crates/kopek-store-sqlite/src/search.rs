@@ -10,8 +10,9 @@
 //!   (holds, voids, declines), merged in position order;
 //! - otherwise the table itself, in number order.
 //!
-//! A commit-time range becomes a range of positions first (a binary search on the rows, since
-//! `committed_at` grows with `number`); an effective-time range does too at its lower end,
+//! A commit-time range becomes a range of positions first (one descent of
+//! `transfers_by_commit_time`, since `committed_at` grows with `number`); an effective-time
+//! range does too at its lower end,
 //! because a transfer takes effect at most `EFFECTIVE_AT_AHEAD_SECONDS_MAX` after its commit.
 
 use crate::*;
@@ -80,58 +81,19 @@ impl Span {
 }
 
 /// The smallest position whose transfer committed at or after `at` (one past the last row if
-/// none did). Commit times grow with positions, so a search over the rows finds it: each probe
-/// guesses where `at` falls between the two rows known around it (commit times grow about
-/// evenly, so a few probes do), every other probe halves the range, so even uneven times take
-/// no more than twice a binary search's probes.
+/// none did), from `transfers_by_commit_time`: commit times grow with positions, so it is the
+/// first row of that index at or after `at`.
 fn first_position_at(connection: &Connection, at: Timestamp, span: Span) -> StoreResult<i64> {
-    let mut statement = connection
+    let first: Option<i64> = connection
         .prepare_cached(
-            "SELECT number, committed_at FROM transfers WHERE number >= ?1 ORDER BY number LIMIT 1",
+            "SELECT number FROM transfers INDEXED BY transfers_by_commit_time \
+             WHERE committed_at >= ?1 ORDER BY committed_at, number LIMIT 1",
         )
+        .and_then(|mut statement| {
+            statement.query_row([at.as_unix_micros()], |row| row.get(0)).optional()
+        })
         .map_err(sql_error)?;
-    let mut probe = |number: i64| -> StoreResult<Option<(i64, i64)>> {
-        statement
-            .query_row([number], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()
-            .map_err(sql_error)
-    };
-    let at = at.as_unix_micros();
-    let (mut low, mut high) = (span.low, span.high);
-    // A row known to commit before `at`, and one known to commit at or after it: (number,
-    // commit time).
-    let mut before: Option<(i64, i64)> = None;
-    let mut after: Option<(i64, i64)> = None;
-    if let Some((number, committed)) = probe(high - 1)? {
-        if committed < at {
-            return Ok(high);
-        }
-        after = Some((number, committed));
-    }
-    let mut guess = true;
-    while low < high {
-        let middle = match (guess, before, after) {
-            (true, Some((n0, c0)), Some((n1, c1))) if c1 > c0 => {
-                let offset = i128::from(at - c0) * i128::from(n1 - n0) / i128::from(c1 - c0);
-                let middle = (i128::from(n0) + offset).clamp(i128::from(low), i128::from(high - 1));
-                i64::try_from(middle).unwrap_or(low)
-            }
-            _ => low + (high - low) / 2,
-        };
-        guess = !guess;
-        match probe(middle)? {
-            Some((number, committed)) if committed < at => {
-                low = number + 1;
-                before = Some((number, committed));
-            }
-            Some((number, committed)) => {
-                high = middle;
-                after = Some((number, committed));
-            }
-            None => high = middle,
-        }
-    }
-    Ok(low)
+    Ok(first.unwrap_or(span.high).clamp(span.low, span.high))
 }
 
 fn span_of(connection: &Connection, query: &TransferQuery) -> StoreResult<Span> {
@@ -474,12 +436,15 @@ mod tests {
     use super::*;
 
     /// Commit times that grow unevenly (bursts, plateaus of one batch, long pauses) and rows
-    /// numbered with a few gaps: the search finds what a scan of every row finds.
+    /// numbered with a few gaps: the index finds what a scan of every row finds.
     #[test]
     fn the_first_position_at_a_time_is_the_one_a_scan_finds() {
         let connection = Connection::open_in_memory().expect("open");
         connection
-            .execute_batch("CREATE TABLE transfers (number INTEGER PRIMARY KEY, committed_at INTEGER NOT NULL)")
+            .execute_batch(
+                "CREATE TABLE transfers (number INTEGER PRIMARY KEY, committed_at INTEGER NOT NULL);
+                 CREATE INDEX transfers_by_commit_time ON transfers (committed_at);",
+            )
             .expect("table");
         let mut rows = Vec::new();
         let mut time = 1_000_i64;
