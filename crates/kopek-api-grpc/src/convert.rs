@@ -203,16 +203,8 @@ pub fn status_filter(value: i32) -> Option<String> {
     if value == pb::TransferStatus::Unspecified as i32 {
         return None;
     }
-    let status = [
-        TransferStatus::Posted,
-        TransferStatus::Pending,
-        TransferStatus::Captured,
-        TransferStatus::Voided,
-        TransferStatus::Expired,
-        TransferStatus::Declined,
-    ]
-    .into_iter()
-    .find(|status| transfer_status(*status) as i32 == value);
+    let status =
+        TransferStatus::ALL.into_iter().find(|status| transfer_status(*status) as i32 == value);
     Some(status.map_or_else(|| value.to_string(), |status| status.as_str().to_owned()))
 }
 

@@ -385,17 +385,17 @@ impl TransferStatus {
         }
     }
 
+    pub const ALL: [TransferStatus; 6] = [
+        TransferStatus::Posted,
+        TransferStatus::Pending,
+        TransferStatus::Captured,
+        TransferStatus::Voided,
+        TransferStatus::Expired,
+        TransferStatus::Declined,
+    ];
+
     pub fn parse(text: &str) -> Option<TransferStatus> {
-        [
-            TransferStatus::Posted,
-            TransferStatus::Pending,
-            TransferStatus::Captured,
-            TransferStatus::Voided,
-            TransferStatus::Expired,
-            TransferStatus::Declined,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == text)
+        TransferStatus::ALL.into_iter().find(|status| status.as_str() == text)
     }
 }
 

@@ -115,10 +115,7 @@ impl SearchInput {
         let status = text(&self.status)
             .map(|status| {
                 TransferStatus::parse(&status).ok_or_else(|| {
-                    Rejection::invalid(format!(
-                        "status '{status}' is not one of posted, pending, captured, voided, \
-                         expired, declined"
-                    ))
+                    Rejection::invalid(format!("status '{status}' is not one of {}", statuses()))
                 })
             })
             .transpose()?;
@@ -233,6 +230,10 @@ const FILTER_NAMES: &str = "account, idempotency_key, after, before, effective_a
 
 fn twice(name: &str) -> Rejection {
     Rejection::invalid(format!("{name} is given twice"))
+}
+
+fn statuses() -> String {
+    TransferStatus::ALL.iter().map(|status| status.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 fn kinds() -> String {

@@ -52,6 +52,28 @@ fn summary(what: &str, dir: &Path, manifest: &Manifest) -> String {
     )
 }
 
+/// Unpacks the archive at `path` into `out`: regular (or sparse) files with plain relative
+/// names only (no links, no absolute paths, no `..`), as the server writes them.
+fn unpack(path: &Path, out: &Path) -> anyhow::Result<()> {
+    let mut archive = tar::Archive::new(std::fs::File::open(path)?);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.into_owned();
+        let plain = name.components().all(|part| matches!(part, std::path::Component::Normal(_)));
+        // A segment's zero tail may come as a sparse file.
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_gnu_sparse()) || !plain {
+            bail!("the archive holds {}, which is no file of a backup", name.display());
+        }
+        let target = out.join(&name);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        entry.unpack(&target)?;
+    }
+    Ok(())
+}
+
 /// `GET /v1/admin/backup` from the server at `addr`: the archive is written to disk as it
 /// arrives, unpacked into `out_dir`, and every file checked against the manifest.
 async fn download(addr: &str, api_key: Option<&str>, out_dir: &Path) -> anyhow::Result<Manifest> {
@@ -83,8 +105,7 @@ async fn download(addr: &str, api_key: Option<&str>, out_dir: &Path) -> anyhow::
     drop(archive);
     let (out, path) = (out_dir.to_owned(), archive_path.clone());
     let manifest = tokio::task::spawn_blocking(move || -> anyhow::Result<Manifest> {
-        tar::Archive::new(std::fs::File::open(&path)?)
-            .unpack(&out)
+        unpack(&path, &out)
             .with_context(|| format!("unpack the backup ({received} bytes received)"))?;
         std::fs::remove_file(&path)?;
         if !out.join(MANIFEST_FILE_NAME).is_file() {
@@ -95,4 +116,32 @@ async fn download(addr: &str, api_key: Option<&str>, out_dir: &Path) -> anyhow::
     .await
     .context("unpacking stopped")??;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An archive from a server is unpacked only as plain files inside the directory: a link
+    /// (which later reads would follow out of it) is refused.
+    #[test]
+    fn an_archive_with_a_link_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("hostile.tar");
+        let mut builder = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+        let mut file = tar::Header::new_gnu();
+        file.set_size(2);
+        file.set_cksum();
+        builder.append_data(&mut file, "kopek.sqlite3", &b"ok"[..]).expect("file");
+        let mut link = tar::Header::new_gnu();
+        link.set_entry_type(tar::EntryType::Symlink);
+        link.set_size(0);
+        builder.append_link(&mut link, "journal", "/etc").expect("link");
+        builder.into_inner().expect("finish");
+        let out = dir.path().join("out");
+        let refused = unpack(&path, &out).expect_err("a link");
+        assert!(refused.to_string().contains("journal, which is no file of a backup"), "{refused}");
+        assert!(out.join("kopek.sqlite3").is_file(), "the file before it was unpacked");
+        assert!(!out.join("journal").exists(), "no link was made");
+    }
 }

@@ -343,7 +343,12 @@ pub async fn list_transfers(args: ListTransfersArgs) -> Result<(), Failure> {
             code: "INVALID_ARGUMENT".to_owned(),
             message: format!("--metadata '{pair}' is not KEY=VALUE"),
         })?;
-        metadata.insert(key.to_owned(), value.to_owned());
+        if metadata.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(Failure::Rejected {
+                code: "INVALID_ARGUMENT".to_owned(),
+                message: format!("--metadata {key} is given twice"),
+            });
+        }
     }
     let text = |value: &Option<String>| value.clone().unwrap_or_default();
     let request = pb::ListTransfersRequest {

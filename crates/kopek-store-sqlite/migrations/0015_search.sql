@@ -14,19 +14,24 @@ SELECT kopek_metadata_tag(t.tenant, m.key, m.value), t.number
 FROM transfers t, json_each(t.metadata) m
 WHERE t.metadata <> '{}';
 
--- `mentions`: the accounts of a transfer that has no postings (a hold, a void, a declined
--- transfer), so an account's transfers are its postings and its mentions. The sequence is
--- the transfer's number times two, in the same order as postings' sequences.
+-- `mentions`: the accounts a transfer that has no postings names (a hold, a void, a declined
+-- transfer), so an account's transfers are its postings and its mentions. An account is named
+-- by the 64-bit hash of its id (`kopek_key_hash('', id)`), not its number: a transfer declined
+-- because the account did not exist yet names it all the same. The sequence is the
+-- transfer's number times two, in the same order as postings' sequences.
 CREATE TABLE mentions (
-    account  INTEGER NOT NULL,          -- accounts.number
+    account  INTEGER NOT NULL,          -- kopek_key_hash('', account id)
     sequence INTEGER NOT NULL,          -- transfers.number * 2
     PRIMARY KEY (account, sequence)
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO mentions (account, sequence)
-SELECT a.number, t.number * 2
-FROM transfers t
-JOIN accounts a ON a.id = t.debit_account OR a.id = t.credit_account
-WHERE t.debit_balance_after IS NULL AND t.credit_balance_after IS NULL;
+SELECT kopek_key_hash('', named.account), named.number * 2
+FROM (SELECT debit_account AS account, number FROM transfers
+      WHERE debit_balance_after IS NULL AND credit_balance_after IS NULL AND debit_account IS NOT NULL
+      UNION ALL
+      SELECT credit_account, number FROM transfers
+      WHERE debit_balance_after IS NULL AND credit_balance_after IS NULL AND credit_account IS NOT NULL)
+     AS named;
 
 -- Commit time, for a search's time range: it grows with the row number, so this index is only
 -- ever appended to at its right edge (one cheap insert per transfer), and a range is one

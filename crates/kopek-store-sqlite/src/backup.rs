@@ -228,6 +228,13 @@ pub fn restore(backup_dir: &Path, data_dir: &Path) -> StoreResult<Manifest> {
             data_dir.display()
         )));
     }
+    // Anything else there (a database's `-wal` file left behind) would be read with it.
+    if std::fs::read_dir(data_dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(StoreError::Unavailable(format!(
+            "{} is not empty: restore into an empty directory",
+            data_dir.display()
+        )));
+    }
     for (name, _, _) in &manifest.files {
         let (from, to) = (backup_dir.join(name), data_dir.join(name));
         if let Some(parent) = to.parent() {
@@ -247,21 +254,44 @@ pub fn restore(backup_dir: &Path, data_dir: &Path) -> StoreResult<Manifest> {
 
 /// `Store::backup` for both layouts: a backup of the ledger whose tables are at
 /// `database` into a new directory beside them, removed once the caller is done with it.
+///
+/// One copy is taken at a time: another request meanwhile is refused, so parallel backups
+/// cannot fill the ledger's own disk. The copy is made, and on failure removed, on the
+/// blocking thread itself: if the caller goes away meanwhile, the finished copy is dropped
+/// there, never removed under a copy still being written. Copies a crash left behind are
+/// removed before the next one.
 pub(crate) async fn take_beside(database: &Path) -> StoreResult<kopek_store::TakenBackup> {
+    static TAKING: Mutex<()> = Mutex::new(());
     let data_dir = database
         .parent()
         .ok_or_else(|| StoreError::Unavailable("the database has no directory".to_owned()))?
         .to_owned();
-    let dir = data_dir.join(format!(".backup-{}", kopek_store::wall_clock().as_unix_micros()));
-    // Dropped on failure too: a partial copy is removed.
-    let mut taken = kopek_store::TakenBackup { dir: dir.clone(), files: Vec::new() };
-    let manifest = tokio::task::spawn_blocking(move || backup(&data_dir, &dir))
-        .await
-        .map_err(|error| StoreError::Unavailable(format!("the backup stopped: {error}")))??;
-    taken.files = manifest.files.into_iter().map(|(name, _, _)| name).collect();
-    taken.files.push(MANIFEST_FILE_NAME.to_owned());
-    Ok(taken)
+    tokio::task::spawn_blocking(move || {
+        let Ok(_one_at_a_time) = TAKING.try_lock() else {
+            return Err(StoreError::Unavailable(
+                "a backup is being taken already; retry when it is done".to_owned(),
+            ));
+        };
+        for entry in std::fs::read_dir(&data_dir).map_err(io("list", &data_dir))?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(BACKUP_COPY_PREFIX) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = data_dir
+            .join(format!("{BACKUP_COPY_PREFIX}{}", kopek_store::wall_clock().as_unix_micros()));
+        // Dropped on failure: a partial copy is removed.
+        let mut taken = kopek_store::TakenBackup { dir: dir.clone(), files: Vec::new() };
+        let manifest = backup(&data_dir, &dir)?;
+        taken.files = manifest.files.into_iter().map(|(name, _, _)| name).collect();
+        taken.files.push(MANIFEST_FILE_NAME.to_owned());
+        Ok(taken)
+    })
+    .await
+    .map_err(|error| StoreError::Unavailable(format!("the backup stopped: {error}")))?
 }
+
+/// The name a copy for `Store::backup` starts with, in the data directory.
+const BACKUP_COPY_PREFIX: &str = ".backup-";
 
 /// The journal frame the tables in `path` hold up to.
 fn projection_mark_of(path: &Path) -> StoreResult<u64> {

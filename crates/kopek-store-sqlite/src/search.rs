@@ -38,16 +38,19 @@ pub(crate) fn index_transfer(
     }
     if !posted {
         let mut insert = connection
-            .prepare_cached(
-                "INSERT OR IGNORE INTO mentions (account, sequence) \
-                 SELECT number, ?2 FROM accounts WHERE id = ?1",
-            )
+            .prepare_cached("INSERT OR IGNORE INTO mentions (account, sequence) VALUES (?1, ?2)")
             .map_err(sql_error)?;
         for account in [&transfer.debit_account, &transfer.credit_account].into_iter().flatten() {
-            insert.execute(rusqlite::params![account.as_str(), number * 2]).map_err(sql_error)?;
+            insert.execute([account_tag(account), number * 2]).map_err(sql_error)?;
         }
     }
     Ok(())
+}
+
+/// How `mentions` names an account: the hash of its id (a key in its tenant), which needs no
+/// account row: a transfer declined because the account did not exist yet names it too.
+fn account_tag(account: &AccountId) -> i64 {
+    key_hash_column("", account.as_str())
 }
 
 /// Registers `kopek_metadata_tag(tenant, key, value)` on a connection that migrates:
@@ -170,12 +173,7 @@ enum Driver {
 }
 
 /// The candidates of `query` within `span`, from the narrowest index its filters allow.
-/// `None` when a named account does not exist: nothing can match.
-fn driver(
-    connection: &Connection,
-    query: &TransferQuery,
-    span: Span,
-) -> StoreResult<Option<Driver>> {
+fn driver(connection: &Connection, query: &TransferQuery, span: Span) -> StoreResult<Driver> {
     let direction = direction(query.order);
     let budget = to_sql_int(SCAN_ROWS_MAX);
     let (sql, params): (String, Vec<Value>) = if let Some(key) = &query.idempotency_key {
@@ -205,13 +203,13 @@ fn driver(
             ],
         )
     } else if let Some(account) = &query.account {
+        // An account that does not exist has no postings, but declined transfers may name it.
         let number: Option<i64> = connection
             .prepare_cached("SELECT number FROM accounts WHERE id = ?1")
             .and_then(|mut statement| {
                 statement.query_row([account.as_str()], |row| row.get(0)).optional()
             })
             .map_err(sql_error)?;
-        let Some(number) = number else { return Ok(None) };
         // Both arms are read in `sequence` order (a mention's sequence is its transfer's number
         // times two, a posting's that plus its side), so SQLite merges them and stops at the
         // limit.
@@ -219,18 +217,19 @@ fn driver(
             format!(
                 "SELECT sequence / 2 FROM (SELECT sequence FROM postings WHERE account = ?1 \
                  AND sequence >= ?2 AND sequence < ?3 UNION ALL SELECT sequence FROM mentions \
-                 WHERE account = ?1 AND sequence >= ?2 AND sequence < ?3 \
+                 WHERE account = ?5 AND sequence >= ?2 AND sequence < ?3 \
                  ORDER BY sequence {direction} LIMIT ?4)"
             ),
             vec![
-                number.into(),
+                number.map_or(Value::Null, Value::Integer),
                 span.low.saturating_mul(2).into(),
                 span.high.saturating_mul(2).into(),
                 budget.into(),
+                account_tag(account).into(),
             ],
         )
     } else {
-        return Ok(Some(Driver::Table));
+        return Ok(Driver::Table);
     };
     let mut statement = connection.prepare_cached(&sql).map_err(sql_error)?;
     let numbers = statement
@@ -238,7 +237,7 @@ fn driver(
         .map_err(sql_error)?
         .collect::<Result<Vec<i64>, _>>()
         .map_err(sql_error)?;
-    Ok(Some(Driver::Index(numbers)))
+    Ok(Driver::Index(numbers))
 }
 
 fn direction(order: SortOrder) -> &'static str {
@@ -304,8 +303,7 @@ pub(crate) fn search_transfers(
     if span.is_empty() {
         return Ok(empty);
     }
-    let Some(driver) = driver(connection, query, span)? else { return Ok(empty) };
-    let (found, scanned_to) = match driver {
+    let (found, scanned_to) = match driver(connection, query, span)? {
         Driver::Table => table_scan(connection, query, span, limit)?,
         Driver::Index(numbers) => index_lookups(connection, query, &numbers, limit)?,
     };

@@ -32,6 +32,7 @@ macro_rules! conformance_tests {
             transfers_are_found_by_every_filter,
             search_pages_stay_stable_while_transfers_commit,
             a_rare_match_is_found_past_the_scan_budget,
+            an_account_opened_later_finds_the_transfer_declined_before,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1381,4 +1382,22 @@ pub async fn a_rare_match_is_found_past_the_scan_budget(store: &dyn Store) -> us
             None => return pages,
         }
     }
+}
+
+/// A transfer declined because its account did not exist yet names that account: once the
+/// account is opened, a search by it finds the decline with its own transfers.
+pub async fn an_account_opened_later_finds_the_transfer_declined_before(store: &dyn Store) {
+    run(store, at(1), 0, vec![open(&[("a", None)]), deposit("d1", "a", 100, None)]).await;
+    let declined = run(store, at(2), 100, vec![transfer("early", "a", "later", 10, None)]).await;
+    let declined = committed(&declined, 0);
+    assert_eq!(declined.status, TransferStatus::Declined, "the account does not exist yet");
+    let of_later = TransferQuery {
+        account: Some(id("later")),
+        ..TransferQuery::all(Tenant::default_tenant(), 10)
+    };
+    assert_eq!(search_all(store, &of_later).await, vec![declined.id], "before it opens");
+    run(store, at(3), 200, vec![open(&[("later", None)]), deposit("d2", "later", 5, None)]).await;
+    let found = search_all(store, &of_later).await;
+    assert_eq!(found.len(), 2, "its deposit and the decline: {found:?}");
+    assert_eq!(found[1], declined.id);
 }
