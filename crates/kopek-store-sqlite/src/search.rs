@@ -12,8 +12,9 @@
 //!
 //! A commit-time range becomes a range of positions first (one descent of
 //! `transfers_by_commit_time`, since `committed_at` grows with `number`); an effective-time
-//! range does too at its lower end,
-//! because a transfer takes effect at most `EFFECTIVE_AT_AHEAD_SECONDS_MAX` after its commit.
+//! range does too at its lower end, because a transfer takes effect at most
+//! `EFFECTIVE_AT_AHEAD_SECONDS_MAX` after its commit. The table is read in one statement that
+//! stops at the page's end; an index's candidates are looked up one by one until it does.
 
 use crate::*;
 use kopek_core::limits::EFFECTIVE_AT_AHEAD_SECONDS_MAX;
