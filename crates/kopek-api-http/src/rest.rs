@@ -464,7 +464,7 @@ pub async fn get_transfer(
 
 /// The filters of a transfer search (`docs/api.md`, "Searching transfers"); every one is
 /// optional and they combine with AND. Metadata filters are `metadata.KEY=VALUE`, any number.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents the parameters; the handler reads the pairs themselves
 pub struct SearchTransfersQuery {

@@ -690,46 +690,79 @@ async fn query_load(
 }
 
 /// The searches `--search` runs in turn, each a page of 100: what an operator's console asks
-/// of a busy ledger. `kind=deposit` is the rare filter (only the setup deposits), so it reads
-/// the most candidates per page.
-const SEARCHES: [&str; 5] =
-    ["account", "newest", "account_oldest_posted", "committed_after", "rare_kind"];
+/// of a busy ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Search {
+    /// A random bench account's newest transfers.
+    Account,
+    /// Every transfer, newest first.
+    Newest,
+    /// An account's oldest posted transfers (`status=posted&order=asc`).
+    AccountOldestPosted,
+    /// The newest since a random moment of the run: a commit-time range.
+    CommittedAfter,
+    /// `kind=deposit`, which only the setup made: the scan reads its whole budget.
+    RareKind,
+}
 
-/// Searches transfers, one at a time, until the load ends: each shape's latencies.
-async fn search_load(
-    mut ledger: Ledger,
-    ids: Vec<String>,
-    loaded: tokio_util::sync::CancellationToken,
-) -> Vec<(&'static str, f64)> {
-    let mut random = SplitMix::new(0x5ea7c4);
-    let mut latencies = Vec::new();
-    let started = kopek_clock::now();
-    let mut turn = 0;
-    while !loaded.is_cancelled() {
-        let shape = SEARCHES[turn % SEARCHES.len()];
-        turn += 1;
-        let account = ids[random.index(ids.len())].clone();
+impl Search {
+    const ALL: [Search; 5] = [
+        Search::Account,
+        Search::Newest,
+        Search::AccountOldestPosted,
+        Search::CommittedAfter,
+        Search::RareKind,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Search::Account => "account",
+            Search::Newest => "newest",
+            Search::AccountOldestPosted => "account_oldest_posted",
+            Search::CommittedAfter => "committed_after",
+            Search::RareKind => "rare_kind",
+        }
+    }
+
+    /// The request: `account` for the account shapes, a commit time from `since`.
+    fn request(self, account: String, since: kopek_core::Timestamp) -> pb::ListTransfersRequest {
         let mut request = pb::ListTransfersRequest { page_size: 100, ..Default::default() };
-        match shape {
-            "account" => request.account_id = account,
-            "account_oldest_posted" => {
+        match self {
+            Search::Account => request.account_id = account,
+            Search::Newest => {}
+            Search::AccountOldestPosted => {
                 request.account_id = account;
                 request.status = pb::TransferStatus::Posted as i32;
                 request.ascending = true;
             }
-            "committed_after" => {
-                let since = kopek_clock::now().as_unix_micros() - started.as_unix_micros();
-                let back = i64::try_from(random.index(usize::try_from(since.max(1)).unwrap_or(1)))
-                    .unwrap_or(0);
-                let at = kopek_core::Timestamp::from_unix_micros(started.as_unix_micros() + back);
-                request.committed_after = at.to_rfc3339();
-            }
-            "rare_kind" => request.kind = pb::TransferKind::Deposit as i32,
-            _ => {}
+            Search::CommittedAfter => request.committed_after = since.to_rfc3339(),
+            Search::RareKind => request.kind = pb::TransferKind::Deposit as i32,
         }
+        request
+    }
+}
+
+/// Searches transfers, one at a time, until the load ends: each search's latency.
+async fn search_load(
+    mut ledger: Ledger,
+    ids: Vec<String>,
+    loaded: tokio_util::sync::CancellationToken,
+) -> Vec<(Search, f64)> {
+    let mut random = SplitMix::new(0x5ea7c4);
+    let mut latencies = Vec::new();
+    let started = kopek_clock::now().as_unix_micros();
+    for search in Search::ALL.into_iter().cycle() {
+        if loaded.is_cancelled() {
+            break;
+        }
+        let account = ids[random.index(ids.len())].clone();
+        let run_so_far =
+            usize::try_from(kopek_clock::now().as_unix_micros() - started).unwrap_or(0);
+        let back = i64::try_from(random.index(run_so_far.max(1))).unwrap_or(0);
+        let since = kopek_core::Timestamp::from_unix_micros(started + back);
         let sent_at = Instant::now();
-        if ledger.list_transfers(request).await.is_ok() {
-            latencies.push((shape, sent_at.elapsed().as_secs_f64()));
+        if ledger.list_transfers(search.request(account, since)).await.is_ok() {
+            latencies.push((search, sent_at.elapsed().as_secs_f64()));
         }
         tokio::select! {
             () = tokio::time::sleep(QUERY_PAUSE) => {}
@@ -739,19 +772,19 @@ async fn search_load(
     latencies
 }
 
-/// Search latencies, all together and by shape.
+/// Search latencies, all together and by search.
 struct SearchLatencies {
     all: Latencies,
     by_shape: Vec<(&'static str, Latencies)>,
 }
 
 impl SearchLatencies {
-    fn of(samples: Vec<(&'static str, f64)>) -> SearchLatencies {
-        let by_shape = SEARCHES
+    fn of(samples: Vec<(Search, f64)>) -> SearchLatencies {
+        let by_shape = Search::ALL
             .iter()
-            .map(|shape| {
-                let of_shape = samples.iter().filter(|(s, _)| s == shape).map(|(_, t)| *t);
-                (*shape, Latencies::of(of_shape.collect()))
+            .map(|search| {
+                let of_shape = samples.iter().filter(|(s, _)| s == search).map(|(_, t)| *t);
+                (search.name(), Latencies::of(of_shape.collect()))
             })
             .collect();
         SearchLatencies {

@@ -407,6 +407,17 @@ impl JournalStore {
         (self.shared.committed.load(Ordering::Acquire), *self.shared.projected.borrow())
     }
 
+    /// Fails once the projection stopped: its tables will not take in another frame.
+    fn projection_running(&self) -> StoreResult<()> {
+        match self.shared.stopped() {
+            None => Ok(()),
+            Some(reason) => Err(StoreError::Unavailable(format!(
+                "the query projection stopped ({reason}); restart kopek: the journal holds every \
+                 acknowledged write"
+            ))),
+        }
+    }
+
     /// Waits until the projection holds every frame acknowledged before the call.
     async fn caught_up(&self) -> StoreResult<()> {
         let target = self.shared.committed.load(Ordering::Acquire);
@@ -414,12 +425,7 @@ impl JournalStore {
         if *projected.borrow() >= target {
             return Ok(());
         }
-        if let Some(reason) = self.shared.stopped() {
-            return Err(StoreError::Unavailable(format!(
-                "the query projection stopped ({reason}); restart kopek: the journal holds every \
-                 acknowledged write"
-            )));
-        }
+        self.projection_running()?;
         match tokio::time::timeout(READ_WAIT_MAX, projected.wait_for(|mark| *mark >= target)).await
         {
             Ok(Ok(_)) => Ok(()),
@@ -1511,11 +1517,8 @@ impl Store for JournalStore {
         // read-after-write case (did my transfer commit?): it waits, as reads by id do.
         if query.idempotency_key.is_some() {
             self.caught_up().await?;
-        } else if let Some(reason) = self.shared.stopped() {
-            return Err(StoreError::Unavailable(format!(
-                "the query projection stopped ({reason}); restart kopek: the journal holds every \
-                 acknowledged write"
-            )));
+        } else {
+            self.projection_running()?;
         }
         self.projection.search_transfers(query).await
     }
