@@ -164,6 +164,10 @@ pub struct TransferDto {
     pub updated_at: String,
     /// For a leg of a cross-currency transfer: its conversion (quote, terms, rate, path).
     pub fx: Option<crate::fx::TransferFxDto>,
+    /// Only when asked for (`include=entries`): the debit and credit entries, in commit
+    /// order; none for a hold, a void or a declined transfer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<EntryDto>>,
 }
 
 pub fn transfer(transfer: &Transfer) -> TransferDto {
@@ -193,6 +197,7 @@ pub fn transfer(transfer: &Transfer) -> TransferDto {
         committed_at: transfer.committed_at.to_rfc3339(),
         updated_at: transfer.updated_at.to_rfc3339(),
         fx: transfer.fx.as_deref().map(crate::fx::transfer_fx_dto),
+        entries: None,
     }
 }
 

@@ -154,6 +154,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(fx::spread))
         .routes(routes!(rest::get_order))
         .routes(routes!(rest::backup))
+        .routes(routes!(rest::import))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .with_state(state.clone())

@@ -22,6 +22,7 @@ use kopek_intake::account::{AccountInput, account_request};
 use kopek_intake::search::SearchInput;
 use kopek_intake::{Action, Batch, TransferInput, fields};
 use serde::Deserialize;
+use std::collections::HashMap;
 use utoipa::IntoParams;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -495,6 +496,8 @@ pub struct SearchTransfersQuery {
     pub limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `entries`: each transfer comes with its debit and credit entries.
+    pub include: Option<String>,
 }
 
 #[utoipa::path(
@@ -509,10 +512,24 @@ pub async fn search_transfers(
     let input =
         SearchInput::from_pairs(pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())))?;
     let page = state.intake.search_transfers(&caller.0, &input).await?;
-    Ok(Json(TransferListDto {
-        transfers: page.transfers.iter().map(dto::transfer).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    let mut entries: Option<HashMap<TransferId, Vec<EntryDto>>> = page.entries.map(|entries| {
+        let mut of_transfer: HashMap<TransferId, Vec<EntryDto>> = HashMap::new();
+        for stored in &entries {
+            of_transfer.entry(stored.entry.transfer_id).or_default().push(dto::entry(stored));
+        }
+        of_transfer
+    });
+    let transfers = page
+        .transfers
+        .iter()
+        .map(|transfer| TransferDto {
+            entries: entries
+                .as_mut()
+                .map(|entries| entries.remove(&transfer.id).unwrap_or_default()),
+            ..dto::transfer(transfer)
+        })
+        .collect();
+    Ok(Json(TransferListDto { transfers, next_cursor: page.next_cursor }))
 }
 
 // ---- users ----
@@ -660,6 +677,60 @@ pub async fn get_order(
 }
 
 // ---- operations ----
+
+/// A call of `POST /v1/admin/import`: records as `kopek export` writes them, one per line
+/// of its file (`{"account": {...}}`, `{"transfer": {...}}`), replayed in order.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportDto {
+    /// At most 1000.
+    pub records: Vec<kopek_intake::import::ImportRecord>,
+}
+
+/// What became of one record: `created`, `existing` (the same is here already) or `skipped`
+/// (with the reason); `id` is its id in this ledger.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ImportedDto {
+    pub outcome: &'static str,
+    pub id: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ImportResultDto {
+    pub results: Vec<ImportedDto>,
+}
+
+#[utoipa::path(
+    post, path = "/v1/admin/import", tag = "operations", request_body = ImportDto,
+    responses(
+        (status = 200, description = "Every record replayed (docs/storage.md, \"Export and import\")", body = ImportResultDto),
+        (status = 400, description = "A record that cannot be loaded as it was; the ones before it are loaded", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<ImportDto>,
+) -> ApiResult<Json<ImportResultDto>> {
+    use kopek_intake::import::Imported;
+    let answers = state.intake.import(&caller.0, request.records).await?;
+    let results = answers
+        .into_iter()
+        .map(|answer| match answer {
+            Imported::Created(id) => ImportedDto { outcome: "created", id: Some(id), reason: None },
+            Imported::Existing(id) => {
+                ImportedDto { outcome: "existing", id: Some(id), reason: None }
+            }
+            Imported::Skipped(reason) => {
+                ImportedDto { outcome: "skipped", id: None, reason: Some(reason) }
+            }
+        })
+        .collect();
+    Ok(Json(ImportResultDto { results }))
+}
 
 #[utoipa::path(
     get, path = "/v1/admin/backup", tag = "operations",

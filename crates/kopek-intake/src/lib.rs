@@ -22,6 +22,7 @@ pub mod account;
 pub mod contract;
 pub mod conversion;
 pub mod fields;
+pub mod import;
 pub mod json;
 pub mod search;
 pub mod wire;

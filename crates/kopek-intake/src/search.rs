@@ -10,8 +10,8 @@ use kopek_core::{
     AccountId, Amount, Currency, IdempotencyKey, Rejection, Tenant, Timestamp, Transfer,
     TransferKind, TransferStatus, limits,
 };
-use kopek_store::Page;
 use kopek_store::search::{SortOrder, TimeRange, TransferQuery};
+use kopek_store::{Page, StoredEntry};
 
 /// The prefix of a metadata filter's name on REST and in the CLI: `metadata.KEY=VALUE`.
 pub const METADATA_PREFIX: &str = "metadata.";
@@ -38,6 +38,8 @@ pub struct SearchInput {
     pub order: Option<String>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
+    /// `entries`: each transfer comes with its entries (`kopek export` reads them so).
+    pub include: Option<String>,
 }
 
 impl SearchInput {
@@ -75,6 +77,7 @@ impl SearchInput {
                 "max_amount" => &mut input.max_amount,
                 "order" => &mut input.order,
                 "cursor" => &mut input.cursor,
+                "include" => &mut input.include,
                 other => {
                     return Err(Rejection::invalid(format!(
                         "unknown filter '{other}'; transfers are searched by {}",
@@ -196,6 +199,8 @@ impl SearchInput {
 pub struct TransferPage {
     pub transfers: Vec<Transfer>,
     pub next_cursor: Option<String>,
+    /// With `include=entries`: the entries of these transfers, in commit order.
+    pub entries: Option<Vec<StoredEntry>>,
 }
 
 impl Intake {
@@ -208,25 +213,45 @@ impl Intake {
         input: &SearchInput,
     ) -> Result<TransferPage, Rejection> {
         let query = input.query(&caller.tenant)?;
+        let with_entries = match given(input.include.as_deref()) {
+            None => false,
+            Some("entries") => true,
+            Some(other) => {
+                return Err(Rejection::invalid(format!(
+                    "include '{other}' is not known; a search includes only entries"
+                )));
+            }
+        };
         match &query.account {
             None => caller.refuse_bound("search transfers without naming one of its accounts")?,
             Some(account) if caller.user.is_some() => {
                 if self.account_seen(caller, account).await?.is_none() {
-                    return Ok(TransferPage { transfers: Vec::new(), next_cursor: None });
+                    let entries = with_entries.then(Vec::new);
+                    return Ok(TransferPage { transfers: Vec::new(), next_cursor: None, entries });
                 }
             }
             Some(_) => {}
         }
         let Page { items, next_cursor } =
             self.store().search_transfers(&query).await.map_err(unavailable)?;
-        Ok(TransferPage { transfers: items, next_cursor: next_cursor.map(|c| c.to_string()) })
+        let entries = if with_entries {
+            let ids: Vec<_> = items.iter().map(|transfer| transfer.id).collect();
+            Some(self.store().transfer_entries(&ids).await.map_err(unavailable)?)
+        } else {
+            None
+        };
+        Ok(TransferPage {
+            transfers: items,
+            next_cursor: next_cursor.map(|c| c.to_string()),
+            entries,
+        })
     }
 }
 
 /// The names `from_pairs` knows, for its refusal.
 const FILTER_NAMES: &str = "account, idempotency_key, after, before, effective_after, \
      effective_before, kind, status, currency, min_amount, max_amount, metadata.KEY, order, \
-     limit and cursor";
+     limit, cursor and include";
 
 fn twice(name: &str) -> Rejection {
     Rejection::invalid(format!("{name} is given twice"))

@@ -29,6 +29,12 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup into an empty data directory; `kopek verify` then checks it.
     Restore(RestoreArgs),
+    /// Write the ledger's accounts, transfers (with their entries) and events as JSON Lines,
+    /// or its transfers as CSV: from the server at `--addr`, or from a store on this machine.
+    Export(ExportArgs),
+    /// Load a file `kopek export` wrote (JSON Lines), refusing one whose books do not
+    /// balance; loading it again changes nothing.
+    Import(ImportArgs),
     /// Manage accounts on a running server.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -501,6 +507,54 @@ pub struct BackupArgs {
     /// The embedded store's directory, read beside a running server.
     #[arg(long, env = "KOPEK_DATA_DIR", default_value = "./kopek-data")]
     pub data_dir: PathBuf,
+}
+
+/// Where `kopek export` reads and `kopek import` writes: a running server, or a store on this
+/// machine that no server has open.
+#[derive(Args, Debug, Clone)]
+pub struct LedgerArgs {
+    /// The server whose HTTP listener is at this URL (e.g. `http://127.0.0.1:8080`; needs an
+    /// admin key with `--auth required`), instead of opening the store here.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// API key for `--addr`.
+    #[arg(long, env = "KOPEK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON object a line: the header, accounts, transfers, events, the end.
+    Jsonl,
+    /// Transfers only, one a row, with a header row.
+    Csv,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// The file to write (replaced); default: standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// Only transfers and events committed at or after this time (RFC 3339).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// Only transfers and events committed strictly before this time (RFC 3339).
+    #[arg(long)]
+    pub before: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A JSON Lines file `kopek export` wrote.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
 }
 
 #[derive(Args, Debug)]

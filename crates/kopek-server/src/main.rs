@@ -5,6 +5,7 @@ mod backup;
 mod bench;
 mod cli;
 mod client;
+mod export;
 mod rates;
 mod rest_shape;
 mod serve;
@@ -53,6 +54,8 @@ async fn run(command: Command) -> ExitCode {
         Command::Verify(args) => return verify(args).await,
         Command::Backup(args) => return report(backup::take(args).await),
         Command::Restore(args) => return report(backup::restore(args).await),
+        Command::Export(args) => return report(export::export(args).await),
+        Command::Import(args) => return report(export::import(args).await),
         Command::Bench(args) => return report(bench::run(*args).await),
         Command::Accounts(command) => client::run_accounts(command).await,
         Command::Transfers(command) => {

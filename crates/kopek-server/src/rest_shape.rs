@@ -120,5 +120,6 @@ pub fn transfer(transfer: &pb::Transfer) -> TransferDto {
             payee_account_id: fx.payee_account_id.clone(),
             terms: fx.terms.as_ref().map(terms).unwrap_or_else(|| terms(&Default::default())),
         }),
+        entries: None,
     }
 }

@@ -161,6 +161,10 @@ impl Store for FaultyStore {
         self.inner.entries(account, after, limit).await
     }
 
+    async fn transfer_entries(&self, ids: &[TransferId]) -> StoreResult<Vec<StoredEntry>> {
+        self.inner.transfer_entries(ids).await
+    }
+
     async fn balance_before(
         &self,
         account: &AccountId,

@@ -107,6 +107,24 @@ impl Store for PostgresStore {
         Ok(Page { items, next_cursor })
     }
 
+    async fn transfer_entries(&self, ids: &[TransferId]) -> StoreResult<Vec<StoredEntry>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(TransferId::to_string).collect();
+        let query = format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE transfer_id = ANY($1) ORDER BY sequence"
+        );
+        sqlx::query(&query)
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(entry_from)
+            .collect()
+    }
+
     async fn balance_before(
         &self,
         account: &AccountId,

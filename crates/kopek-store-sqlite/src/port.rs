@@ -115,6 +115,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn transfer_entries(&self, ids: &[TransferId]) -> StoreResult<Vec<StoredEntry>> {
+        let ids: Vec<String> = ids.iter().map(TransferId::to_string).collect();
+        self.read(move |connection| {
+            // A transfer row carries both its entries (migration 0013): the view `entries`
+            // would find them only through `postings`, which is keyed by account.
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT number * 2, debit_account, id, 'debit', amount, currency, \
+                            debit_balance_after, effective_at, committed_at \
+                     FROM transfers WHERE id = ?1 AND debit_balance_after IS NOT NULL \
+                     UNION ALL \
+                     SELECT number * 2 + 1, credit_account, id, 'credit', amount, currency, \
+                            credit_balance_after, effective_at, committed_at \
+                     FROM transfers WHERE id = ?1 AND credit_balance_after IS NOT NULL",
+                )
+                .map_err(sql_error)?;
+            let mut entries = Vec::with_capacity(ids.len() * 2);
+            for id in &ids {
+                let rows = statement.query_map([id], entry_from_row).map_err(sql_error)?;
+                for row in rows {
+                    entries.push(decoded(row)?);
+                }
+            }
+            entries.sort_by_key(|entry| entry.sequence);
+            Ok(entries)
+        })
+        .await
+    }
+
     async fn balance_before(
         &self,
         account: &AccountId,

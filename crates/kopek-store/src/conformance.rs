@@ -4,7 +4,7 @@
 //! or a throwaway database, lives as long as the test.
 
 use crate::search::{SortOrder, TimeRange, TransferQuery};
-use crate::{EventBody, Store, StoreError};
+use crate::{EventBody, Store, StoreError, StoredEntry};
 use kopek_core::memory::SequentialIds;
 use kopek_core::*;
 
@@ -1272,6 +1272,28 @@ pub async fn transfers_are_found_by_every_filter(store: &dyn Store) {
     let acme_all = search_all(store, &TransferQuery::all(acme.clone(), 10)).await;
     assert_eq!(acme_all.len(), 1, "a tenant sees its own transfers only");
     assert_eq!(search_all(store, &base).await.len(), created.len());
+
+    // A transfer's entries are those its accounts' statements hold for it.
+    let mut statements = Vec::new();
+    for name in ["a", "b", "c", "world:USD"] {
+        statements.extend(store.entries(&id(name), None, 100).await.expect("statement").items);
+    }
+    for transfer in &every[..created.len()] {
+        let mut expected: Vec<StoredEntry> = statements
+            .iter()
+            .filter(|entry| entry.entry.transfer_id == transfer.id)
+            .cloned()
+            .collect();
+        expected.sort_by_key(|entry| entry.sequence);
+        let found = store.transfer_entries(&[transfer.id]).await.expect("entries");
+        assert_eq!(found, expected, "entries of {}", transfer.idempotency_key);
+        let moved = matches!(transfer.status, TransferStatus::Posted)
+            || transfer.action == kopek_core::Action::Capture;
+        assert_eq!(found.len(), if moved { 2 } else { 0 }, "{}", transfer.idempotency_key);
+    }
+    let both = store.transfer_entries(&[created[7], created[0]]).await.expect("entries");
+    assert_eq!(both.len(), 4, "two transfers' entries in one call");
+    assert!(both.windows(2).all(|pair| pair[0].sequence < pair[1].sequence), "commit order");
 }
 
 pub async fn search_pages_stay_stable_while_transfers_commit(store: &dyn Store) {

@@ -259,6 +259,9 @@ pub trait Store: Send + Sync + 'static {
         after: Option<u64>,
         limit: usize,
     ) -> StoreResult<Page<StoredEntry>>;
+    /// The entries of these transfers (a posted transfer's debit and credit; none for a hold,
+    /// a void or a declined transfer), in commit order. Unknown ids have none.
+    async fn transfer_entries(&self, ids: &[TransferId]) -> StoreResult<Vec<StoredEntry>>;
     /// The posted balance from entries effective strictly before `before`; `None` if the
     /// account does not exist.
     async fn balance_before(

@@ -112,6 +112,7 @@ pub(super) async fn list_transfers(
         order: Some(if request.ascending { "asc" } else { "desc" }.to_owned()),
         limit: usize::try_from(request.page_size).ok(),
         cursor: text(request.page_token),
+        include: None,
     };
     let page = service.intake.search_transfers(&caller, &input).await;
     let page = page.map_err(|r| rejection_status(&r))?;

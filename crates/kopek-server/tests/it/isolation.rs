@@ -149,6 +149,15 @@ fn routes(victim: &Victim) -> Vec<Route> {
         route("GET", "/v1/webhooks", "/v1/webhooks".into(), None),
         // Every tenant's ledger: another tenant's admin key is refused.
         route("GET", "/v1/admin/backup", "/v1/admin/backup".into(), None),
+        // Records naming the victim's hold and account act, for another tenant, on its own.
+        route(
+            "POST",
+            "/v1/admin/import",
+            "/v1/admin/import".into(),
+            Some(&format!(
+                r#"{{"records":[{{"account":{{"id":"victim-acct","currency":"USD","kind":"user","overdraft_limit_minor":0}}}},{{"transfer":{{"id":"{h}","idempotency_key":"v-hold","kind":"transfer","action":"capture","status":"posted","amount_minor":500,"currency":"USD","pending_id":"{h}","effective_at":"2026-01-01T00:00:00Z"}}}}]}}"#
+            )),
+        ),
         route(
             "POST",
             "/v1/webhooks",

@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod disk;
 mod events;
+mod export;
 mod fx;
 mod health;
 mod http;

@@ -4,6 +4,9 @@
 //! but for one test that says so (and fails in CI, where PostgreSQL must be tested).
 
 #[cfg(kopek_postgres_tests)]
+#[path = "../it/export.rs"]
+mod export;
+#[cfg(kopek_postgres_tests)]
 #[path = "../it/http.rs"]
 mod http;
 #[cfg(kopek_postgres_tests)]

@@ -1533,6 +1533,11 @@ impl Store for JournalStore {
         self.projection.entries(account, after, limit).await
     }
 
+    async fn transfer_entries(&self, ids: &[TransferId]) -> StoreResult<Vec<StoredEntry>> {
+        self.caught_up().await?;
+        self.projection.transfer_entries(ids).await
+    }
+
     async fn balance_before(
         &self,
         account: &AccountId,
