@@ -1,6 +1,7 @@
-// The kopek console: a user's account, top-ups, transfers, cross-currency transfers at a
-// locked quote, orders with live status, the statement and a live event log, all over kopek's
-// own HTTP API and WebSockets.
+// The wallet: a user's account, top-ups, transfers, cross-currency transfers at a locked
+// quote, orders with live status, the statement and a live event log, all over kopek's own
+// HTTP API and WebSockets. It also holds what the operator console (console.js) shares: the
+// API key, `call`, `element` and the errors shown until dismissed.
 "use strict";
 
 const currency = window.KOPEK_CURRENCY || "USD";
@@ -25,12 +26,28 @@ function element(tag, text, className) {
 
 function orderItem(id) { return document.querySelector(`[data-order="${CSS.escape(id)}"]`); }
 
+// Good news passes; an error stays on screen until it is dismissed.
 function toast(text, bad) {
+  if (bad) return showError(text);
   const box = $("toast");
   box.textContent = text;
-  box.className = "show" + (bad ? " bad" : "");
+  box.className = "show";
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => { box.className = ""; }, 3500);
+}
+
+// What a call throws while the key card asks for a key: the card says it already.
+const KEY_NEEDED = "an API key is needed";
+
+function showError(text) {
+  if (text === KEY_NEEDED) return;
+  const item = element("div", undefined, "error");
+  item.dataset.testid = "error";
+  const dismiss = element("button", "Dismiss", "secondary");
+  dismiss.type = "button";
+  dismiss.addEventListener("click", () => item.remove());
+  item.append(element("span", text), dismiss);
+  $("errors").append(item);
 }
 
 function askForKey(message) {
@@ -55,7 +72,7 @@ async function call(method, path, body, headers) {
   });
   if (response.status === 401) {
     askForKey(apiKey ? "That key was refused; enter another." : "This server needs an API key.");
-    throw new Error("an API key is needed");
+    throw new Error(KEY_NEEDED);
   }
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
@@ -373,13 +390,20 @@ $("order-form").addEventListener("submit", async (event) => {
   } catch (error) { toast(error.message, true); }
 });
 
+// The key is asked for once and kept for this tab's session; the view shown asks again.
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   apiKey = $("api-key").value.trim();
   sessionStorage.setItem("kopek.key", apiKey);
   $("key-card").hidden = true;
   $("api-key").value = "";
-  selectUser(user);
+  if (startWallet.started) selectUser(user);
+  window.dispatchEvent(new Event("kopek:key"));
 });
 
-selectUser(user);
+// The wallet starts (its socket, its account) when it is first shown.
+function startWallet() {
+  if (startWallet.started) return;
+  startWallet.started = true;
+  selectUser(user);
+}

@@ -38,6 +38,7 @@ pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
         | "/v1/transfers"
         | "/v1/transfers/batch"
         | "/v1/transfers/{id}"
+        | "/v1/transfers/{id}/events"
         | "/v1/transfers/{id}/capture"
         | "/v1/transfers/{id}/void"
         | "/v1/users"

@@ -155,6 +155,7 @@ pub fn router(state: AppState, config: &HttpConfig) -> Router {
         .routes(routes!(rest::get_order))
         .routes(routes!(rest::backup))
         .routes(routes!(rest::import))
+        .routes(routes!(rest::transfer_events))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .with_state(state.clone())

@@ -463,6 +463,27 @@ pub async fn get_transfer(
     Ok(Json(dto::transfer(&transfer)))
 }
 
+#[utoipa::path(
+    get, path = "/v1/transfers/{id}/events", tag = "transfers",
+    params(("id" = String, Path, description = "Transfer id (ULID)")),
+    responses((status = 200, description = "The events about the transfer, in order: TransferPosted or TransferDeclined; a hold's HoldPlaced and HoldExpired; a capture's HoldCaptured, a void's HoldVoided", body = EventPageDto), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody))
+)]
+pub async fn transfer_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Segments(id): Segments<String>,
+) -> ApiResult<Json<EventPageDto>> {
+    let not_found = || ApiError::not_found(format!("transfer {id} not found"));
+    let transfer_id = TransferId::parse(&id).map_err(|_| not_found())?;
+    let events =
+        state.intake.transfer_events(&caller.0, transfer_id).await?.ok_or_else(not_found)?;
+    let events = events
+        .iter()
+        .map(|event| dto::event(event, &kopek_events::EventDocument::of_stored(event)))
+        .collect();
+    Ok(Json(EventPageDto { events, next_cursor: None }))
+}
+
 /// The filters of a transfer search (`docs/api.md`, "Searching transfers"); every one is
 /// optional and they combine with AND. Metadata filters are `metadata.KEY=VALUE`, any number.
 #[derive(Debug, IntoParams)]

@@ -1,4 +1,4 @@
-//! The web UI: three static files from `web/`, embedded in the binary (no CDN, no build step).
+//! The web UI: four static files from `web/`, embedded in the binary (no CDN, no build step).
 
 use axum::Router;
 use axum::http::header;
@@ -7,6 +7,7 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("../../../web/index.html");
 const SCRIPT: &str = include_str!("../../../web/app.js");
+const CONSOLE: &str = include_str!("../../../web/console.js");
 const STYLE: &str = include_str!("../../../web/style.css");
 
 /// The UI's routes; `currency` is the one its amounts are in.
@@ -20,6 +21,13 @@ pub fn router_for(currency: kopek_core::Currency) -> Router {
             "/ui/app.js",
             get(|| async {
                 ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
+            }),
+        )
+        .route(
+            "/ui/console.js",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], CONSOLE)
+                    .into_response()
             }),
         )
         .route(

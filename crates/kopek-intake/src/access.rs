@@ -91,6 +91,23 @@ impl Intake {
         Ok(seen.then_some(transfer))
     }
 
+    /// The events about a transfer the caller sees, in order; `None` if it sees no such
+    /// transfer. Events carry both accounts' balances, so, as the event log, not for a key
+    /// bound to a user.
+    pub async fn transfer_events(
+        &self,
+        caller: &Principal,
+        id: kopek_core::TransferId,
+    ) -> Result<Option<Vec<kopek_store::StoredEvent>>, Rejection> {
+        may_read_event_log(caller)?;
+        if self.visible_transfer(caller, TransferLookup::Id(id)).await?.is_none() {
+            return Ok(None);
+        }
+        let subject = id.to_string();
+        let events = self.store().events_of(caller.tenant.as_str(), &subject, 1_000).await;
+        Ok(Some(events.map_err(unavailable)?))
+    }
+
     /// The user `id` names in the caller's tenant, if the caller sees it: for a bound key,
     /// only its own user.
     pub async fn visible_user(

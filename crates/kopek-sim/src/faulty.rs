@@ -181,6 +181,15 @@ impl Store for FaultyStore {
         self.inner.next_hold_expiry().await
     }
 
+    async fn events_of(
+        &self,
+        tenant: &str,
+        subject: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        self.inner.events_of(tenant, subject, limit).await
+    }
+
     async fn last_event_sequence(&self) -> StoreResult<u64> {
         self.inner.last_event_sequence().await
     }

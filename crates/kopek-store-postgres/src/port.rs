@@ -194,6 +194,29 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn events_of(
+        &self,
+        tenant: &str,
+        subject: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE subject_id = $1 AND tenant = $2 \
+             ORDER BY sequence LIMIT $3",
+            event_columns()
+        );
+        sqlx::query(&sql)
+            .bind(subject)
+            .bind(tenant)
+            .bind(to_i64(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql_error)?
+            .iter()
+            .map(event_from)
+            .collect()
+    }
+
     async fn last_event_sequence(&self) -> StoreResult<u64> {
         let sequence: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(sequence), 0) FROM outbox")
             .fetch_one(&self.pool)

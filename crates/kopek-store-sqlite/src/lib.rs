@@ -78,6 +78,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0013_postings.sql"),
     include_str!("../migrations/0014_carried_events.sql"),
     include_str!("../migrations/0015_search.sql"),
+    include_str!("../migrations/0016_events_by_subject.sql"),
 ];
 
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;

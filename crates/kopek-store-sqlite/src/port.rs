@@ -299,6 +299,46 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn events_of(
+        &self,
+        tenant: &str,
+        subject: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let (tenant, subject) = (tenant.to_owned(), subject.to_owned());
+        self.read(move |connection| {
+            let snapshot = connection.unchecked_transaction().map_err(sql_error)?;
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM outbox WHERE subject_id = ?1 AND tenant = ?2 \
+                 ORDER BY sequence LIMIT ?3"
+            );
+            let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
+            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
+            let mut transfer = snapshot.prepare_cached(&sql).map_err(sql_error)?;
+            let mut transfer_row =
+                |id: &str| transfer.query_row([id], transfer_from_row).optional();
+            let parameters = rusqlite::params![subject, tenant, to_sql_int(limit)];
+            let mut rows = statement.query(parameters).map_err(sql_error)?;
+            let mut stored = Vec::new();
+            while let Some(row) = rows.next().map_err(sql_error)? {
+                stored.push(decoded(event_from_row(row, &mut transfer_row))?);
+            }
+            // A posted transfer's event is carried by its row (migration 0014).
+            let sql = format!(
+                "SELECT {TRANSFER_COLUMNS}, {CARRIED_COLUMNS} FROM transfers \
+                 WHERE id = ?1 AND tenant = ?2 AND event_sequence IS NOT NULL"
+            );
+            let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
+            let mut rows = statement.query([&subject, &tenant]).map_err(sql_error)?;
+            let mut carried = Vec::new();
+            while let Some(row) = rows.next().map_err(sql_error)? {
+                carried.push(decoded(carried_event_from_row(row))?);
+            }
+            Ok(merged(stored, carried, limit, |event| event.sequence))
+        })
+        .await
+    }
+
     async fn last_event_sequence(&self) -> StoreResult<u64> {
         self.read(|connection| Ok(u64::try_from(last_event_sequence_in(connection)?).unwrap_or(0)))
             .await

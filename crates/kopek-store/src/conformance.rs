@@ -1291,6 +1291,19 @@ pub async fn transfers_are_found_by_every_filter(store: &dyn Store) {
             || transfer.action == kopek_core::Action::Capture;
         assert_eq!(found.len(), if moved { 2 } else { 0 }, "{}", transfer.idempotency_key);
     }
+    // And its events: a posted transfer's one, a hold's placing and resolving.
+    let default = Tenant::default_tenant();
+    for transfer in &every[..created.len()] {
+        let id = transfer.id.to_string();
+        let events = store.events_of(default.as_str(), &id, 10).await.expect("events");
+        assert!(!events.is_empty(), "{} has events", transfer.idempotency_key);
+        assert!(events.iter().all(|event| event.subject_id == id), "{events:?}");
+        assert!(events.windows(2).all(|pair| pair[0].sequence < pair[1].sequence));
+        assert!(store.events_of("acme", &id, 10).await.expect("events").is_empty(), "tenant");
+    }
+    let posted = store.events_of(default.as_str(), &created[0].to_string(), 10).await;
+    let kinds: Vec<String> = posted.expect("events").into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["TransferPosted"]);
     let both = store.transfer_entries(&[created[7], created[0]]).await.expect("entries");
     assert_eq!(both.len(), 4, "two transfers' entries in one call");
     assert!(both.windows(2).all(|pair| pair[0].sequence < pair[1].sequence), "commit order");

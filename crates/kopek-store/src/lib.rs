@@ -281,6 +281,14 @@ pub trait Store: Send + Sync + 'static {
         sequence: u64,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>>;
+    /// The first `limit` events about one subject of `tenant` (a transfer by its id; an
+    /// account, user or order by its key), in sequence order.
+    async fn events_of(
+        &self,
+        tenant: &str,
+        subject: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>>;
     /// The sequence of the newest event (0: none), from the index: no event is read.
     async fn last_event_sequence(&self) -> StoreResult<u64>;
     async fn watermark(&self) -> StoreResult<Watermark>;

@@ -35,7 +35,7 @@ try {
   const rate = await api("PUT", "/v1/fx/rates/USD/EUR", { rate: "0.9234" });
   check(rate.status === 200, `setting a rate: ${JSON.stringify(rate)}`);
 
-  await page.goto(base + "/");
+  await page.goto(base + "/#/wallet");
   // The server requires a key: the console asks for one before anything else works.
   await page.waitForSelector("#key-card", { state: "visible", timeout: 20000 });
   check((await page.textContent("#key-message")).includes("needs an API key"), "the console says why it asks");

@@ -53,25 +53,25 @@ fn playwright(tests: &Path) -> Option<PathBuf> {
     }
 }
 
-#[tokio::test]
-async fn the_ui_works_in_a_real_browser() {
+/// Runs one of `tests/browser/*.mjs` against a server that requires API keys; its report.
+async fn run_script(script: &str, extra: &[&str], shots: &Path) -> Option<String> {
     let Some(chromium) = chromium() else {
-        return skip("no Chromium at /usr/bin/chromium (apt-get install chromium)");
+        skip("no Chromium at /usr/bin/chromium (apt-get install chromium)");
+        return None;
     };
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    let Some(node_dir) = playwright(&tests) else { return };
+    let node_dir = playwright(&tests)?;
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start_with(dir.path(), &["--auth", "required", "--fx-spread-bp", "50"]);
+    let mut flags = vec!["--auth", "required"];
+    flags.extend_from_slice(extra);
+    let server = Server::start_with(dir.path(), &flags);
     let key = server.admin_key.clone().expect("the first start prints an admin key");
-    let screenshots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
-    std::fs::create_dir_all(&screenshots).expect("screenshot dir");
-    let screenshot = screenshots.join("ui-phone.png");
-    let _ = std::fs::remove_file(&screenshot);
     let output = tokio::process::Command::new("node")
-        .arg(tests.join("ui_test.mjs"))
+        .arg(tests.join(script))
         .env("PLAYWRIGHT_DIR", node_dir.join("node_modules"))
         .env("KOPEK_HTTP_URL", format!("http://{}", server.http_address))
-        .env("SCREENSHOT_PATH", &screenshot)
+        .env("SCREENSHOT_PATH", shots.join("ui-phone.png"))
+        .env("SCREENSHOT_DIR", shots)
         .env("KOPEK_API_KEY", &key)
         .env("CHROMIUM", &chromium)
         .output()
@@ -83,7 +83,45 @@ async fn the_ui_works_in_a_real_browser() {
         String::from_utf8_lossy(&output.stderr)
     );
     println!("{report}");
-    assert!(output.status.success(), "the browser test failed:\n{report}");
-    let size = std::fs::metadata(&screenshot).map(|meta| meta.len()).unwrap_or(0);
+    assert!(output.status.success(), "the browser test {script} failed:\n{report}");
+    Some(report)
+}
+
+/// A directory for one test's screenshots, emptied.
+fn screenshots(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+fn screenshot_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_ui_works_in_a_real_browser() {
+    let shots = screenshots("wallet");
+    if run_script("ui_test.mjs", &["--fx-spread-bp", "50"], &shots).await.is_none() {
+        return;
+    }
+    let screenshot = shots.join("ui-phone.png");
+    let size = screenshot_size(&screenshot);
     assert!(size > 10_000, "the screenshot {} is missing or empty", screenshot.display());
+}
+
+/// The operator console (issue 22), at 1280x800 and 390x844: each view's main flow.
+#[tokio::test]
+async fn the_console_works_in_a_real_browser() {
+    let shots = screenshots("console");
+    if run_script("console_test.mjs", &[], &shots).await.is_none() {
+        return;
+    }
+    for view in ["accounts", "account", "transfers", "transfer", "events", "users", "wallet"] {
+        for size in ["desktop", "phone"] {
+            let screenshot = shots.join(format!("console-{view}-{size}.png"));
+            let bytes = screenshot_size(&screenshot);
+            assert!(bytes > 5_000, "the screenshot {} is missing or empty", screenshot.display());
+        }
+    }
 }

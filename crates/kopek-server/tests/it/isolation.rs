@@ -131,6 +131,7 @@ fn routes(victim: &Victim) -> Vec<Route> {
             )),
         ),
         route("GET", "/v1/transfers/{id}", format!("/v1/transfers/{t}"), None),
+        route("GET", "/v1/transfers/{id}/events", format!("/v1/transfers/{t}/events"), None),
         route(
             "POST",
             "/v1/transfers/{id}/capture",

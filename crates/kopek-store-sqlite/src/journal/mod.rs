@@ -1567,6 +1567,16 @@ impl Store for JournalStore {
         self.projection.events_after(tenant, sequence, limit).await
     }
 
+    async fn events_of(
+        &self,
+        tenant: &str,
+        subject: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        self.caught_up().await?;
+        self.projection.events_of(tenant, subject, limit).await
+    }
+
     async fn last_event_sequence(&self) -> StoreResult<u64> {
         self.caught_up().await?;
         self.projection.last_event_sequence().await
