@@ -708,13 +708,14 @@ pub struct ImportDto {
     pub records: Vec<kopek_intake::import::ImportRecord>,
 }
 
-/// What became of one record: `created`, `existing` (the same is here already) or `skipped`
-/// (with the reason); `id` is its id in this ledger.
+/// What became of one record: `created`, `existing` (the same is here already), `skipped`
+/// (with the reason) or `failed` (with the error); `id` is its id in this ledger.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ImportedDto {
     pub outcome: &'static str,
     pub id: Option<String>,
     pub reason: Option<String>,
+    pub error: Option<crate::error::ErrorDetail>,
 }
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -725,10 +726,9 @@ pub struct ImportResultDto {
 #[utoipa::path(
     post, path = "/v1/admin/import", tag = "operations", request_body = ImportDto,
     responses(
-        (status = 200, description = "Every record replayed (docs/storage.md, \"Export and import\")", body = ImportResultDto),
-        (status = 400, description = "A record that cannot be loaded as it was; the ones before it are loaded", body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 503, body = ErrorBody),
+        (status = 200, description = "One result per record, in order; a record that failed does not stop the others (docs/storage.md, \"Export and import\")", body = ImportResultDto),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
     )
 )]
 pub async fn import(
@@ -740,14 +740,20 @@ pub async fn import(
     let answers = state.intake.import(&caller.0, request.records).await?;
     let results = answers
         .into_iter()
-        .map(|answer| match answer {
-            Imported::Created(id) => ImportedDto { outcome: "created", id: Some(id), reason: None },
-            Imported::Existing(id) => {
-                ImportedDto { outcome: "existing", id: Some(id), reason: None }
-            }
-            Imported::Skipped(reason) => {
-                ImportedDto { outcome: "skipped", id: None, reason: Some(reason) }
-            }
+        .map(|answer| {
+            let (outcome, id, reason, error) = match answer {
+                Imported::Created(id) => ("created", Some(id), None, None),
+                Imported::Existing(id) => ("existing", Some(id), None, None),
+                Imported::Skipped(reason) => ("skipped", None, Some(reason), None),
+                Imported::Failed(rejection) => {
+                    let detail = crate::error::ErrorDetail {
+                        code: rejection.code.to_string(),
+                        message: rejection.message,
+                    };
+                    ("failed", None, None, Some(detail))
+                }
+            };
+            ImportedDto { outcome, id, reason, error }
         })
         .collect();
     Ok(Json(ImportResultDto { results }))

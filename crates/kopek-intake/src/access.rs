@@ -91,7 +91,8 @@ impl Intake {
         Ok(seen.then_some(transfer))
     }
 
-    /// The events about a transfer the caller sees, in order; `None` if it sees no such
+    /// The events about a transfer the caller sees, in order (at most
+    /// `EVENTS_OF_TRANSFER_MAX`; a transfer has one to three); `None` if it sees no such
     /// transfer. Events carry both accounts' balances, so, as the event log, not for a key
     /// bound to a user.
     pub async fn transfer_events(
@@ -104,8 +105,9 @@ impl Intake {
             return Ok(None);
         }
         let subject = id.to_string();
-        let events = self.store().events_of(caller.tenant.as_str(), &subject, 1_000).await;
-        Ok(Some(events.map_err(unavailable)?))
+        let events =
+            self.store().events_of(caller.tenant.as_str(), &subject, EVENTS_OF_TRANSFER_MAX);
+        Ok(Some(events.await.map_err(unavailable)?))
     }
 
     /// The user `id` names in the caller's tenant, if the caller sees it: for a bound key,
@@ -161,6 +163,9 @@ pub fn sees_user(caller: &Principal, user: &str) -> bool {
 pub fn may_follow_events(caller: &Principal) -> Result<(), Rejection> {
     caller.refuse_bound("follow the tenant's event stream")
 }
+
+/// More events than any transfer has: its posting, placing, decline or resolution.
+pub const EVENTS_OF_TRANSFER_MAX: usize = 100;
 
 /// Whether the caller may page through its tenant's event log (`/v1/events`).
 pub fn may_read_event_log(caller: &Principal) -> Result<(), Rejection> {

@@ -1,17 +1,21 @@
 //! Loading what `kopek export` wrote into a ledger (`POST /v1/admin/import`, `kopek import`;
-//! docs/storage.md, "Export and import"). Each record is replayed through the engine as
-//! the request that made it, under its own idempotency key, so loading a file twice, or into
-//! the ledger it came from, changes nothing: a replay answers the transfer already there.
+//! docs/storage.md, "Export and import"). Each record is replayed through the engine as the
+//! request that made it, under its own idempotency key, so loading a file twice, or into the
+//! ledger it came from, changes nothing: a replay answers the transfer already there.
 //!
 //! What a replay cannot make again is said, not guessed:
-//! - a declined transfer moved no money: it is skipped (its key stays free here);
-//! - a hold still pending keeps what is left of its time; one that expired is held again for
-//!   one second, and then expires here too;
-//! - a capture or void names its hold by the id this ledger gave it (the caller maps the ids);
+//! - a declined transfer and an expired hold moved no money: they are skipped (their keys
+//!   stay free here);
+//! - a hold still pending keeps what is left of its time; one captured or voided is held
+//!   without a timeout until its capture or void, later in the file, resolves it;
+//! - a capture or void names its hold by the id this ledger gave it (the caller maps ids);
 //! - the legs of a conversion are replayed as the single-currency transfers they are; a held
 //!   conversion is refused, as its legs resolve together;
-//! - accounts kopek opens itself (`orders:`, `category:`) are opened by the first transfer
-//!   that names them, as kopek opened them.
+//! - accounts kopek opens itself (`orders:<CUR>`, `category:...:<CUR>`) are opened by the first
+//!   transfer that names them, as kopek opened them.
+//!
+//! A transfer declined here is recorded declined under its key, as any declined request is:
+//! its record fails, and loading the file again fails there again.
 
 use crate::Intake;
 use crate::access::unavailable;
@@ -19,13 +23,16 @@ use kopek_auth::Principal;
 use kopek_core::apply::SERVER_PREFIXES;
 use kopek_core::{
     AccountId, AccountKind, AccountResult, Action, Amount, Currency, Details, ErrorCode, Hold,
-    IdempotencyKey, Metadata, Movement, NewAccount, Overdraft, Rejection, Timestamp, TransferId,
-    TransferKind, TransferRequest, TransferResult, TransferStatus,
+    IdempotencyKey, Linking, Metadata, Movement, NewAccount, Order, Overdraft, Rejection, Tenant,
+    Timestamp, Transfer, TransferId, TransferKind, TransferRequest, TransferResult, TransferStatus,
+    limits,
 };
 use serde::Deserialize;
 
-/// At most this many records per call.
-pub const RECORDS_MAX: usize = 1_000;
+/// At most this many records per call: a run of them is one command or one batch.
+pub const RECORDS_PER_IMPORT_MAX: usize = 1_000;
+const _: () = assert!(RECORDS_PER_IMPORT_MAX <= limits::TRANSFERS_PER_REQUEST_MAX);
+const _: () = assert!(RECORDS_PER_IMPORT_MAX <= limits::ACCOUNTS_PER_REQUEST_MAX);
 
 /// One line of an export: an account or a transfer, as the REST API answers them.
 #[derive(Clone, Debug, Deserialize)]
@@ -89,72 +96,115 @@ pub enum Imported {
     Existing(String),
     /// Not replayed, and why.
     Skipped(String),
+    /// Not loaded, and why (a transfer declined here stays recorded declined).
+    Failed(Rejection),
+}
+
+/// How a transfer record is replayed, from its action and status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Replay {
+    /// It moved no money where it was made (declined, or a hold that expired).
+    Skip(&'static str),
+    /// A hold still pending: held for what is left of its time.
+    PendingHold,
+    /// Anything else: made again as it was.
+    Again,
+}
+
+/// The replay of a record, or why its action and status do not go together.
+fn replay_of(action: Action, status: TransferStatus) -> Result<Replay, Rejection> {
+    use TransferStatus::*;
+    Ok(match (action, status) {
+        (_, Declined) => Replay::Skip("declined where it was made: it moved no money"),
+        (Action::Hold, Expired) => Replay::Skip("a hold that expired where it was made"),
+        (Action::Hold, Pending) => Replay::PendingHold,
+        (Action::Post | Action::Capture, Posted)
+        | (Action::Hold, Captured | Voided)
+        | (Action::Void, Voided) => Replay::Again,
+        (action, status) => {
+            return Err(Rejection::invalid(format!(
+                "a {} transfer is never {}",
+                action.as_str(),
+                status.as_str()
+            )));
+        }
+    })
+}
+
+/// Whether a record of `action` and `status` moved money where it was made, and so has its
+/// entries and moves money again when replayed: a posted post or capture. The check of a
+/// file before an import (`kopek import`) and the replay read records by this one rule; a
+/// pair that never goes together is refused.
+pub fn moved_money(action: &str, status: &str) -> Result<bool, Rejection> {
+    let action = Action::parse(action)
+        .ok_or_else(|| Rejection::invalid(format!("transfer action '{action}' is not known")))?;
+    let status = TransferStatus::parse(status)
+        .ok_or_else(|| Rejection::invalid(format!("transfer status '{status}' is not known")))?;
+    let replay = replay_of(action, status)?;
+    Ok(replay == Replay::Again && matches!(action, Action::Post | Action::Capture))
 }
 
 impl Intake {
-    /// Replays `records` in order, in the caller's tenant: one answer each, or the first
-    /// record that cannot be loaded as it was (the ones before it stay loaded; loading the
-    /// file again goes on from there). Each run of accounts is one command and each run of
-    /// transfers one batch, applied in order. Only a key bound to no user imports.
+    /// Replays `records` in order, in the caller's tenant: one answer each. Each run of
+    /// accounts is one command and each run of transfers one batch, applied in order, so a
+    /// record that fails does not stop the ones after it in its call. Only a key bound to
+    /// no user imports.
     pub async fn import(
         &self,
         caller: &Principal,
         records: Vec<ImportRecord>,
     ) -> Result<Vec<Imported>, Rejection> {
         caller.refuse_bound("import a ledger")?;
-        if records.len() > RECORDS_MAX {
+        if records.len() > RECORDS_PER_IMPORT_MAX {
             return Err(Rejection::invalid(format!(
-                "an import call takes at most {RECORDS_MAX} records, not {}",
+                "an import call takes at most {RECORDS_PER_IMPORT_MAX} records, not {}",
                 records.len()
             )));
         }
         let mut answers = Vec::with_capacity(records.len());
-        let mut records = records.into_iter().peekable();
-        while let Some(first) = records.next() {
-            let is_account = matches!(first, ImportRecord::Account(_));
-            let mut run = vec![first];
-            while let Some(next) =
-                records.next_if(|next| matches!(next, ImportRecord::Account(_)) == is_account)
-            {
-                run.push(next);
-            }
-            let offset = answers.len();
-            let at = |index: usize, rejection: Rejection| {
-                Rejection::new(
-                    rejection.code,
-                    format!("record {}: {}", offset + index, rejection.message),
-                )
-            };
-            let run_answers = if is_account {
-                self.import_accounts(caller, run).await
-            } else {
-                self.import_transfers(caller, run).await
-            };
-            for (index, answer) in run_answers?.into_iter().enumerate() {
-                answers.push(answer.map_err(|rejection| at(index, rejection))?);
+        let mut accounts = Vec::new();
+        let mut transfers = Vec::new();
+        for record in records {
+            match record {
+                ImportRecord::Account(account) => {
+                    if !transfers.is_empty() {
+                        answers.extend(self.import_transfers(caller, transfers).await?);
+                        transfers = Vec::new();
+                    }
+                    accounts.push(account);
+                }
+                ImportRecord::Transfer(transfer) => {
+                    if !accounts.is_empty() {
+                        answers.extend(self.import_accounts(caller, accounts).await?);
+                        accounts = Vec::new();
+                    }
+                    transfers.push(*transfer);
+                }
             }
         }
+        answers.extend(self.import_accounts(caller, accounts).await?);
+        answers.extend(self.import_transfers(caller, transfers).await?);
         Ok(answers)
     }
 
     async fn import_accounts(
         &self,
         caller: &Principal,
-        run: Vec<ImportRecord>,
-    ) -> Result<Vec<Result<Imported, Rejection>>, Rejection> {
-        let mut answers: Vec<Option<Result<Imported, Rejection>>> = Vec::with_capacity(run.len());
+        run: Vec<AccountRecord>,
+    ) -> Result<Vec<Imported>, Rejection> {
+        // Each record's answer if it is known before the command, else its place in it.
+        let mut answers: Vec<Option<Imported>> = Vec::with_capacity(run.len());
         let mut opening = Vec::new();
         for record in run {
-            let ImportRecord::Account(record) = record else { unreachable!("a run of accounts") };
-            match new_account(caller, record) {
+            match new_account(&caller.tenant, record) {
                 Ok(Some(account)) => {
                     opening.push(account);
                     answers.push(None);
                 }
-                Ok(None) => answers.push(Some(Ok(Imported::Skipped(
+                Ok(None) => answers.push(Some(Imported::Skipped(
                     "kopek opens it with the first transfer that names it".to_owned(),
-                )))),
-                Err(rejection) => answers.push(Some(Err(rejection))),
+                ))),
+                Err(rejection) => answers.push(Some(Imported::Failed(rejection))),
             }
         }
         let mut results = if opening.is_empty() {
@@ -168,15 +218,16 @@ impl Intake {
             .map(|answer| {
                 answer.unwrap_or_else(|| match results.next() {
                     Some(AccountResult::Created(account)) => {
-                        Ok(Imported::Created(account.id.name().to_owned()))
+                        Imported::Created(account.id.name().to_owned())
                     }
                     Some(AccountResult::Existed(account) | AccountResult::Updated(account)) => {
-                        Ok(Imported::Existing(account.id.name().to_owned()))
+                        Imported::Existing(account.id.name().to_owned())
                     }
-                    Some(AccountResult::Rejected(rejection)) => Err(rejection),
-                    None => {
-                        Err(Rejection::new(ErrorCode::Internal, "an account's answer is missing"))
-                    }
+                    Some(AccountResult::Rejected(rejection)) => Imported::Failed(rejection),
+                    None => Imported::Failed(Rejection::new(
+                        ErrorCode::Internal,
+                        "an account's answer is missing",
+                    )),
                 })
             })
             .collect())
@@ -185,58 +236,45 @@ impl Intake {
     async fn import_transfers(
         &self,
         caller: &Principal,
-        run: Vec<ImportRecord>,
-    ) -> Result<Vec<Result<Imported, Rejection>>, Rejection> {
+        run: Vec<TransferRecord>,
+    ) -> Result<Vec<Imported>, Rejection> {
         let now = kopek_store::wall_clock();
-        let mut records = Vec::with_capacity(run.len());
+        // Each record's answer if it is known without the ledger, else its place in the batch.
+        let mut answers: Vec<Option<Imported>> = Vec::with_capacity(run.len());
+        let mut sent = Vec::new();
         let mut requests = Vec::new();
-        // A record that cannot be read as a request ends the run there: the ones before it
-        // are sent, and it answers why.
-        let mut refused = None;
         for record in run {
-            let ImportRecord::Transfer(record) = record else { unreachable!("a run of transfers") };
-            let replay = match TransferStatus::parse(&record.status) {
-                None => Err(Rejection::invalid(format!(
-                    "transfer status '{}' is not known",
-                    record.status
-                ))),
-                Some(TransferStatus::Declined) => Ok(None),
-                Some(_) => replay_request(caller, &record, now).map(Some),
-            };
-            match replay {
+            match replay_request(&caller.tenant, &record, now) {
                 Ok(Some(request)) => {
                     requests.push(Ok(request));
-                    records.push((record, true));
+                    sent.push(record);
+                    answers.push(None);
                 }
-                Ok(None) => records.push((record, false)),
-                Err(rejection) => {
-                    refused = Some(rejection);
-                    break;
-                }
+                Ok(None) => answers.push(Some(Imported::Skipped(skip_reason(&record)))),
+                Err(rejection) => answers.push(Some(Imported::Failed(rejection))),
             }
         }
         let results = if requests.is_empty() {
             Vec::new()
         } else {
-            self.submit(caller, crate::Batch::new(requests, kopek_core::Linking::Independent)?)
-                .await?
+            self.submit(caller, crate::Batch::new(requests, Linking::Independent)?).await?
         };
-        let mut results = results.into_iter();
-        let mut answers = Vec::with_capacity(records.len());
-        for (record, sent) in records {
-            if !sent {
-                answers.push(Ok(Imported::Skipped(
-                    "declined where it was made: it moved no money, and is not replayed".to_owned(),
-                )));
-                continue;
-            }
-            let result = results.next().ok_or_else(|| {
-                Rejection::new(ErrorCode::Internal, "a transfer's answer is missing")
-            })?;
-            answers.push(self.imported(caller, &record, result).await);
+        let mut outcomes = Vec::with_capacity(sent.len());
+        for (record, result) in sent.iter().zip(results) {
+            outcomes.push(self.imported(caller, record, result).await?);
         }
-        answers.extend(refused.map(Err));
-        Ok(answers)
+        let mut outcomes = outcomes.into_iter();
+        Ok(answers
+            .into_iter()
+            .map(|answer| {
+                answer.or_else(|| outcomes.next()).unwrap_or_else(|| {
+                    Imported::Failed(Rejection::new(
+                        ErrorCode::Internal,
+                        "a transfer's answer is missing",
+                    ))
+                })
+            })
+            .collect())
     }
 
     /// What the ledger's answer to a replayed record means for the import.
@@ -246,28 +284,20 @@ impl Intake {
         record: &TransferRecord,
         result: TransferResult,
     ) -> Result<Imported, Rejection> {
-        match result {
-            TransferResult::Committed(transfer) if transfer.status == TransferStatus::Declined => {
-                let reason = transfer.error.map(|e| format!("{}: {}", e.code, e.message));
-                Err(Rejection::new(
-                    ErrorCode::InvalidArgument,
-                    format!(
-                        "transfer {} ({}) was {} where it was made, but is declined here: {}",
-                        record.id,
-                        record.idempotency_key,
-                        record.status,
-                        reason.unwrap_or_default()
-                    ),
-                ))
+        Ok(match result {
+            TransferResult::Committed(transfer) | TransferResult::Replayed(transfer)
+                if transfer.status == TransferStatus::Declined =>
+            {
+                Imported::Failed(declined_here(record, &transfer))
             }
-            TransferResult::Committed(transfer) => Ok(Imported::Created(transfer.id.to_string())),
-            TransferResult::Replayed(transfer) => Ok(Imported::Existing(transfer.id.to_string())),
+            TransferResult::Committed(transfer) => Imported::Created(transfer.id.to_string()),
+            TransferResult::Replayed(transfer) => Imported::Existing(transfer.id.to_string()),
             TransferResult::Rejected(rejection)
                 if rejection.code == ErrorCode::IdempotencyKeyReused =>
             {
-                // The key is taken here by a request that differs in what is not money (a
-                // hold's remaining time, a contract's own fields): the same movement is the
-                // same transfer.
+                // The key is taken here by a request that differs in what moves no money (a
+                // hold's timeout, a contract's own fields): the same movement is the same
+                // transfer.
                 let key = IdempotencyKey::parse(&record.idempotency_key)?;
                 let found = self
                     .store()
@@ -275,25 +305,59 @@ impl Intake {
                     .await
                     .map_err(unavailable)?;
                 match found {
-                    Some(transfer) if same_movement(&transfer, record) => {
-                        Ok(Imported::Existing(transfer.id.to_string()))
+                    Some(transfer) if transfer.status == TransferStatus::Declined => {
+                        Imported::Failed(declined_here(record, &transfer))
                     }
-                    _ => Err(rejection),
+                    Some(transfer) if same_movement(&transfer, record) => {
+                        Imported::Existing(transfer.id.to_string())
+                    }
+                    _ => Imported::Failed(rejection),
                 }
             }
-            TransferResult::Rejected(rejection) => Err(rejection),
-        }
+            TransferResult::Rejected(rejection) => Imported::Failed(rejection),
+        })
     }
 }
 
-/// The account `record` describes, in the caller's tenant; `None` for one kopek opens itself.
-fn new_account(caller: &Principal, record: AccountRecord) -> Result<Option<NewAccount>, Rejection> {
+fn skip_reason(record: &TransferRecord) -> String {
+    let replay = match (Action::parse(&record.action), TransferStatus::parse(&record.status)) {
+        (Some(action), Some(status)) => replay_of(action, status).ok(),
+        _ => None,
+    };
+    match replay {
+        Some(Replay::Skip(reason)) => format!("{reason}, and is not replayed"),
+        _ => "not replayed".to_owned(),
+    }
+}
+
+/// A record that moved money where it was made, declined here: with the decline's own code.
+fn declined_here(record: &TransferRecord, transfer: &Transfer) -> Rejection {
+    let (code, reason) = match &transfer.error {
+        Some(error) => (error.code, format!("{}: {}", error.code, error.message)),
+        None => (ErrorCode::InvalidArgument, "declined".to_owned()),
+    };
+    Rejection::new(
+        code,
+        format!(
+            "transfer {} ({}) was {} where it was made, but is declined here ({reason}); it \
+             stays recorded declined under its key",
+            record.id, record.idempotency_key, record.status
+        ),
+    )
+}
+
+/// The account `record` describes, in `tenant`; `None` for one kopek opens itself with the
+/// first transfer that names it.
+fn new_account(tenant: &Tenant, record: AccountRecord) -> Result<Option<NewAccount>, Rejection> {
+    let id = AccountId::parse(&record.id)?.in_tenant(tenant);
+    let currency = Currency::parse(&record.currency)?;
     if SERVER_PREFIXES.iter().any(|prefix| record.id.starts_with(prefix)) {
+        kopek_opened(tenant, &id, currency)?;
         return Ok(None);
     }
     Ok(Some(NewAccount {
-        id: AccountId::parse_reference(&record.id)?.in_tenant(&caller.tenant),
-        currency: Currency::parse(&record.currency)?,
+        id,
+        currency,
         owner: record.owner,
         kind: AccountKind::parse(&record.kind).ok_or_else(|| {
             Rejection::invalid(format!("account kind '{}' is not known", record.kind))
@@ -306,27 +370,59 @@ fn new_account(caller: &Principal, record: AccountRecord) -> Result<Option<NewAc
     }))
 }
 
-/// The request that makes `record` again, at `now`.
+/// The account kopek opens itself that `id` names, in `currency` (the tenant's shop account
+/// of orders, or a spending category's), as kopek opens it; anything else with their
+/// prefixes is refused.
+fn kopek_opened(
+    tenant: &Tenant,
+    id: &AccountId,
+    currency: Currency,
+) -> Result<NewAccount, Rejection> {
+    if *id == Order::shop_account(tenant, currency) {
+        return Ok(Order::shop_new_account(tenant, currency));
+    }
+    let category = format!("category:{}", tenant.qualifier());
+    let suffix = format!(":{currency}");
+    if id.name().starts_with(&category) && id.name().ends_with(&suffix) {
+        return Ok(NewAccount {
+            id: id.clone(),
+            currency,
+            owner: None,
+            kind: AccountKind::System,
+            overdraft: Overdraft::NONE,
+            metadata: Metadata::default(),
+        });
+    }
+    Err(Rejection::invalid(format!(
+        "account {} is not one kopek opens itself in {currency} in this tenant",
+        id.name()
+    )))
+}
+
+/// The request that makes `record` again, at `now`; `None` when it is not replayed.
 fn replay_request(
-    caller: &Principal,
+    tenant: &Tenant,
     record: &TransferRecord,
     now: Timestamp,
-) -> Result<TransferRequest, Rejection> {
-    let tenant = &caller.tenant;
+) -> Result<Option<TransferRequest>, Rejection> {
     let kind = TransferKind::parse(&record.kind).ok_or_else(|| {
         Rejection::invalid(format!("transfer kind '{}' is not known", record.kind))
     })?;
     let action = Action::parse(&record.action).ok_or_else(|| {
         Rejection::invalid(format!("transfer action '{}' is not known", record.action))
     })?;
+    let status = TransferStatus::parse(&record.status).ok_or_else(|| {
+        Rejection::invalid(format!("transfer status '{}' is not known", record.status))
+    })?;
+    let replay = replay_of(action, status)?;
+    if let Replay::Skip(_) = replay {
+        return Ok(None);
+    }
     let account = |text: &Option<String>, side: &str| -> Result<AccountId, Rejection> {
         let text = text.as_deref().ok_or_else(|| {
             Rejection::invalid(format!("transfer {} has no {side} account", record.id))
         })?;
-        Ok(AccountId::parse_reference(text)?.in_tenant(tenant))
-    };
-    let currency = || -> Result<Currency, Rejection> {
-        Currency::parse(record.currency.as_deref().unwrap_or_default())
+        Ok(AccountId::parse(text)?.in_tenant(tenant))
     };
     let pending = || -> Result<TransferId, Rejection> {
         let text = record.pending_id.as_deref().unwrap_or_default();
@@ -343,14 +439,16 @@ fn replay_request(
                     record.id
                 )));
             }
-            let hold = (action == Action::Hold).then(|| Hold {
-                timeout_seconds: record.expires_at.as_deref().map(|at| remaining(at, now)),
-            });
+            let hold = match replay {
+                Replay::PendingHold => Some(Hold { timeout_seconds: remaining(record, now)? }),
+                _ if action == Action::Hold => Some(Hold { timeout_seconds: None }),
+                _ => None,
+            };
             Movement::Move {
                 debit_account: account(&record.debit_account_id, "debit")?,
                 credit_account: account(&record.credit_account_id, "credit")?,
                 amount: record.amount_minor,
-                currency: currency()?,
+                currency: Currency::parse(record.currency.as_deref().unwrap_or_default())?,
                 hold,
             }
         }
@@ -360,24 +458,15 @@ fn replay_request(
         },
         Action::Void => Movement::Void { pending_id: pending()? },
     };
-    let open_if_missing = match &movement {
-        Movement::Move { debit_account, credit_account, currency, .. } => {
-            [debit_account, credit_account]
-                .into_iter()
-                .filter(|id| SERVER_PREFIXES.iter().any(|prefix| id.name().starts_with(prefix)))
-                .map(|id| NewAccount {
-                    id: id.clone(),
-                    currency: *currency,
-                    owner: None,
-                    kind: AccountKind::System,
-                    overdraft: Overdraft::NONE,
-                    metadata: Metadata::default(),
-                })
-                .collect()
+    let mut open_if_missing = Vec::new();
+    if let Movement::Move { debit_account, credit_account, currency, .. } = &movement {
+        for id in [debit_account, credit_account] {
+            if SERVER_PREFIXES.iter().any(|prefix| id.name().starts_with(prefix)) {
+                open_if_missing.push(kopek_opened(tenant, id, *currency)?);
+            }
         }
-        _ => Vec::new(),
-    };
-    Ok(TransferRequest {
+    }
+    Ok(Some(TransferRequest {
         idempotency_key: IdempotencyKey::parse(&record.idempotency_key)?,
         kind,
         movement,
@@ -391,21 +480,24 @@ fn replay_request(
         })?),
         open_if_missing,
         fingerprint_extra: String::new(),
-    })
+    }))
 }
 
-/// Whole seconds from `now` until `expires_at`, at least one: a hold that expired where it
-/// was made expires here a second after it is held again.
-fn remaining(expires_at: &str, now: Timestamp) -> u32 {
-    let Ok(at) = Timestamp::parse_rfc3339(expires_at) else {
-        return 1;
-    };
+/// A pending hold's timeout: whole seconds from `now` until it expires, at least one (it
+/// expires here a second later when its time has passed meanwhile); none if it never expires.
+fn remaining(record: &TransferRecord, now: Timestamp) -> Result<Option<u32>, Rejection> {
+    let Some(text) = record.expires_at.as_deref() else { return Ok(None) };
+    let at = Timestamp::parse_rfc3339(text).map_err(|error| {
+        Rejection::invalid(format!("transfer {} expires_at: {error}", record.id))
+    })?;
     let seconds = (at.as_unix_micros() - now.as_unix_micros()) / 1_000_000;
-    u32::try_from(seconds.max(1)).unwrap_or(u32::MAX)
+    let most = i64::from(limits::HOLD_TIMEOUT_SECONDS_MAX);
+    Ok(Some(u32::try_from(seconds.clamp(1, most)).unwrap_or(1)))
 }
 
-/// Whether `transfer` moves what `record` moved: kind, action, accounts, amount, currency.
-fn same_movement(transfer: &kopek_core::Transfer, record: &TransferRecord) -> bool {
+/// Whether `transfer` moves what `record` moved: kind, action, accounts, amount, currency,
+/// and for a capture or void the hold it resolves.
+fn same_movement(transfer: &Transfer, record: &TransferRecord) -> bool {
     let name = |id: &Option<AccountId>| id.as_ref().map(|id| id.name().to_owned());
     transfer.kind.as_str() == record.kind
         && transfer.action.as_str() == record.action
@@ -413,19 +505,20 @@ fn same_movement(transfer: &kopek_core::Transfer, record: &TransferRecord) -> bo
         && name(&transfer.credit_account) == record.credit_account_id
         && transfer.amount == record.amount_minor
         && transfer.currency.map(|c| c.code().to_owned()) == record.currency
+        && transfer.pending_id.map(|id| id.to_string()) == record.pending_id
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn record(action: &str, expires_at: Option<&str>) -> TransferRecord {
+    fn record(action: &str, status: &str, expires_at: Option<&str>) -> TransferRecord {
         TransferRecord {
             id: "01J00000000000000000000000".into(),
             idempotency_key: "k-1".into(),
             kind: "transfer".into(),
             action: action.into(),
-            status: "pending".into(),
+            status: status.into(),
             debit_account_id: Some("a".into()),
             credit_account_id: Some("orders:USD".into()),
             amount_minor: 250,
@@ -440,36 +533,67 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_hold_keeps_what_is_left_of_its_time_and_an_expired_one_a_second() {
-        let now = Timestamp::parse_rfc3339("2026-01-02T00:00:00Z").expect("time");
-        let caller = Principal::anonymous();
-        let hold = |expires: &str| {
-            let request = replay_request(&caller, &record("hold", Some(expires)), now).expect("ok");
-            match request.movement {
-                Movement::Move { hold: Some(hold), .. } => hold.timeout_seconds,
-                other => panic!("a hold, not {other:?}"),
-            }
-        };
-        assert_eq!(hold("2026-01-02T00:01:00Z"), Some(60));
-        assert_eq!(hold("2026-01-01T00:00:00Z"), Some(1));
+    fn now() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-01-02T00:00:00Z").expect("time")
+    }
+
+    fn timeout(record: &TransferRecord) -> Option<u32> {
+        let request = replay_request(&Tenant::default_tenant(), record, now()).expect("ok");
+        match request.expect("replayed").movement {
+            Movement::Move { hold: Some(hold), .. } => hold.timeout_seconds,
+            other => panic!("a hold, not {other:?}"),
+        }
     }
 
     #[test]
-    fn a_replay_keeps_the_key_and_opens_the_accounts_kopek_opens_itself() {
-        let now = Timestamp::parse_rfc3339("2026-01-02T00:00:00Z").expect("time");
-        let request =
-            replay_request(&Principal::anonymous(), &record("post", None), now).expect("ok");
+    fn a_pending_hold_keeps_what_is_left_of_its_time_and_a_resolved_one_waits() {
+        assert_eq!(timeout(&record("hold", "pending", Some("2026-01-02T00:01:00Z"))), Some(60));
+        assert_eq!(timeout(&record("hold", "pending", Some("2026-01-01T00:00:00Z"))), Some(1));
+        assert_eq!(timeout(&record("hold", "pending", None)), None);
+        // Its capture comes later in the file, whenever the hold was to expire.
+        assert_eq!(timeout(&record("hold", "captured", Some("2026-01-01T00:00:00Z"))), None);
+        let tenant = Tenant::default_tenant();
+        let bad = record("hold", "pending", Some("tomorrow"));
+        assert!(replay_request(&tenant, &bad, now()).is_err(), "an unreadable expiry");
+        for (action, status) in [("hold", "expired"), ("post", "declined"), ("void", "declined")] {
+            let skipped = replay_request(&tenant, &record(action, status, None), now());
+            assert!(skipped.expect("ok").is_none(), "{action} {status} moved no money");
+        }
+    }
+
+    #[test]
+    fn an_action_and_a_status_that_never_go_together_are_refused() {
+        let tenant = Tenant::default_tenant();
+        for (action, status) in [("post", "pending"), ("hold", "posted"), ("capture", "voided")] {
+            let refused = replay_request(&tenant, &record(action, status, None), now());
+            let message = refused.expect_err("refused").message;
+            assert!(message.contains("is never"), "{action} {status}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_replay_keeps_the_key_and_opens_only_the_accounts_kopek_opens_itself() {
+        let tenant = Tenant::default_tenant();
+        let request = replay_request(&tenant, &record("post", "posted", None), now());
+        let request = request.expect("ok").expect("replayed");
         assert_eq!(request.idempotency_key.as_str(), "k-1");
         assert_eq!(request.open_if_missing.len(), 1, "orders:USD, not a");
-        assert_eq!(request.open_if_missing[0].id.name(), "orders:USD");
-        assert_eq!(request.details.description, "d");
-        let mut leg = record("hold", None);
+        assert_eq!(
+            request.open_if_missing[0],
+            Order::shop_new_account(&tenant, Currency::parse("USD").expect("USD"))
+        );
+        // The shop's account of another currency, or an id kopek never opens, is refused.
+        let mut other = record("post", "posted", None);
+        other.credit_account_id = Some("orders:EUR".into());
+        assert!(replay_request(&tenant, &other, now()).is_err());
+        other.credit_account_id = Some("orders:anything".into());
+        assert!(replay_request(&tenant, &other, now()).is_err());
+        let mut leg = record("hold", "pending", None);
         leg.fx = Some(serde::de::IgnoredAny);
-        let refused = replay_request(&Principal::anonymous(), &leg, now).expect_err("refused");
+        let refused = replay_request(&tenant, &leg, now()).expect_err("refused");
         assert!(refused.message.contains("held conversion"), "{}", refused.message);
-        let mut capture = record("capture", None);
+        let mut capture = record("capture", "posted", None);
         capture.pending_id = Some("nonsense".into());
-        assert!(replay_request(&Principal::anonymous(), &capture, now).is_err());
+        assert!(replay_request(&tenant, &capture, now()).is_err());
     }
 }

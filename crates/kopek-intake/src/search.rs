@@ -236,7 +236,13 @@ impl Intake {
             self.store().search_transfers(&query).await.map_err(unavailable)?;
         let entries = if with_entries {
             let ids: Vec<_> = items.iter().map(|transfer| transfer.id).collect();
-            Some(self.store().transfer_entries(&ids).await.map_err(unavailable)?)
+            let mut entries = self.store().transfer_entries(&ids).await.map_err(unavailable)?;
+            // An entry carries its account's balance after it: a key bound to a user sees the
+            // entries of the account it searched (its user's), not the other side's.
+            if caller.user.is_some() {
+                entries.retain(|stored| query.account.as_ref() == Some(&stored.entry.account_id));
+            }
+            Some(entries)
         } else {
             None
         };

@@ -2,8 +2,9 @@
 //!
 //! Both speak the REST API: to the server at `--addr`, or to the store named by `--data-dir`
 //! (or `--database`), which they open in this process and serve to themselves on a loopback
-//! port with authentication off (whoever can open the files holds the ledger anyway). So a
-//! file is read and written by the same rules whichever way the ledger is reached.
+//! port (with no broker, and on a database in role `api`), with authentication required and
+//! an admin key of their own, revoked when they are done.
+//! So a file is read and written by the same rules whichever way the ledger is reached.
 //!
 //! An export is JSON Lines, one object a line with one key naming what it holds:
 //! `{"kopek_export": {...}}` first, then every `{"account": ...}`, every `{"transfer": ...}`
@@ -29,51 +30,92 @@ struct Ledger {
     base: String,
     client: reqwest::Client,
     api_key: Option<String>,
-    local: Option<crate::serve::App>,
+    local: Option<Local>,
 }
 
-/// The server flags of a store opened here: loopback ports, no auth.
-#[derive(Parser)]
+/// A store opened here: the server on it, and the id of the key this command made for itself.
 struct Local {
+    app: crate::serve::App,
+    key_id: String,
+    store: crate::cli::StoreArgs,
+}
+
+/// The server flags of a store opened here.
+#[derive(Parser)]
+struct LocalFlags {
     #[command(flatten)]
     serve: ServeArgs,
 }
 
+/// How long one call may take before the command gives up on the server.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl Ledger {
-    async fn open(args: &LedgerArgs) -> anyhow::Result<Ledger> {
+    async fn open(args: &LedgerArgs, purpose: &str) -> anyhow::Result<Ledger> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder().build().context("an HTTP client")?;
+        let client =
+            reqwest::Client::builder().timeout(CALL_TIMEOUT).build().context("an HTTP client")?;
         if let Some(addr) = &args.addr {
             let base = addr.trim_end_matches('/').to_owned();
             return Ok(Ledger { base, client, api_key: args.api_key.clone(), local: None });
         }
+        let minted = kopek_auth::mint(
+            kopek_core::Tenant::DEFAULT_NAME,
+            kopek_auth::Scope::Admin,
+            None,
+            purpose,
+            kopek_clock::now(),
+        )
+        .context("make a key for this command")?;
+        // Stored under this command's name first; `--admin-key` then finds it there.
+        let store = crate::serve::open_admin_store(&args.store).await?;
+        store.create_api_key(&minted.key).await.context("store this command's key")?;
+        drop(store);
+        // The embedded store is one process's: it runs every role. On a database, the API
+        // alone: the processes that share it do the background work.
+        let role = match crate::serve::backend(&args.store)? {
+            crate::serve::Backend::Embedded(_) => "all",
+            crate::serve::Backend::Postgres(_) => "api",
+        };
         let loopback = ["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+        let auth = ["--auth", "required", "--admin-key", &minted.token];
+        let flags = ["kopek"].into_iter().chain(loopback).chain(["--role", role]).chain(auth);
         let mut serve =
-            Local::try_parse_from(["kopek"].into_iter().chain(loopback).chain(["--auth", "off"]))
-                .context("the flags of a store opened here")?
-                .serve;
+            LocalFlags::try_parse_from(flags).context("the flags of a store opened here")?.serve;
         serve.store = args.store.clone();
         serve.metrics_listen = None;
+        serve.broker = None;
         let app = crate::serve::build(serve)
             .await
             .with_context(|| format!("open {}", crate::serve::describe(&args.store)))?;
         let address = *app.http_addresses.first().context("no HTTP listener")?;
-        Ok(Ledger { base: format!("http://{address}"), client, api_key: None, local: Some(app) })
+        let local = Local { app, key_id: minted.key.id.clone(), store: args.store.clone() };
+        Ok(Ledger {
+            base: format!("http://{address}"),
+            client,
+            api_key: Some(minted.token),
+            local: Some(local),
+        })
     }
 
-    /// Stops the store opened here, if any, after everything written reached it.
+    /// Stops the store opened here, if any, after everything written reached it, and revokes
+    /// the key this command used.
     async fn close(self) -> anyhow::Result<()> {
-        match self.local {
-            Some(app) => app.run_until(async {}).await,
-            None => Ok(()),
-        }
+        let Some(local) = self.local else { return Ok(()) };
+        local.app.run_until(async {}).await?;
+        let store = crate::serve::open_admin_store(&local.store).await?;
+        store
+            .revoke_api_key(&local.key_id, kopek_clock::now())
+            .await
+            .context("revoke this command's key")?;
+        Ok(())
     }
 
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Vec<u8>>,
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut request = self.client.request(method, &url);
@@ -81,9 +123,7 @@ impl Ledger {
             request = request.bearer_auth(key.trim());
         }
         if let Some(body) = body {
-            request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(body)?);
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         }
         let response = request.send().await.with_context(|| format!("cannot reach {url}"))?;
         let status = response.status();
@@ -101,6 +141,26 @@ impl Ledger {
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
     }
+
+    /// The server's time now, to the whole second below it (its `Date` header).
+    async fn server_time(&self) -> anyhow::Result<Timestamp> {
+        let url = format!("{}/healthz", self.base);
+        let response =
+            self.client.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
+        http_date(&response).context("the server sent no Date header")
+    }
+}
+
+/// A response's `Date` (`Sun, 06 Dec 2026 23:41:17 GMT`, RFC 9110's IMF-fixdate) as a time.
+fn http_date(response: &reqwest::Response) -> Option<Timestamp> {
+    let text = response.headers().get(reqwest::header::DATE)?.to_str().ok()?;
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else { return None };
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MONTHS.iter().position(|name| name == month)? + 1;
+    let day: u32 = day.parse().ok()?;
+    Timestamp::parse_rfc3339(&format!("{year}-{month:02}-{day:02}T{time}Z")).ok()
 }
 
 /// A line on standard error that counts, rewritten at most five times a second, when it is a
@@ -173,7 +233,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
         None => Box::new(std::io::stdout()),
     };
     let mut out = BufWriter::new(out);
-    let ledger = Ledger::open(&args.ledger).await?;
+    let ledger = Ledger::open(&args.ledger, "kopek export").await?;
     let written = write_export(&ledger, &mut out, &args, (after, before)).await;
     let closed = ledger.close().await;
     let counts = written?;
@@ -195,6 +255,13 @@ async fn write_export(
     let mut counts = Counts::default();
     let mut progress = Progress::new();
     let csv = args.format == ExportFormat::Csv;
+    // The cut: transfers and events committed before the server's time now, read after every
+    // account is (so each account a transfer names is in the file, and a read of the accounts
+    // waits for the store's projection to hold them all).
+    let cut = ledger.server_time().await?;
+    let before = Some(before.map_or(cut, |before| before.min(cut)));
+    let (after_text, before_text) =
+        (after.map(Timestamp::to_rfc3339), before.map(Timestamp::to_rfc3339));
     let line = |out: &mut dyn Write, value: Value| -> anyhow::Result<()> {
         serde_json::to_writer(&mut *out, &value)?;
         out.write_all(b"\n").context("write the export")
@@ -205,8 +272,9 @@ async fn write_export(
         let header = json!({"kopek_export": {
             "version": FORMAT_VERSION,
             "exported_at": kopek_store::wall_clock().to_rfc3339(),
-            "after": args.after,
+            "after": after_text,
             "before": args.before,
+            "cut_at": cut.to_rfc3339(),
         }});
         line(out, header)?;
         let mut cursor: Option<String> = None;
@@ -230,7 +298,7 @@ async fn write_export(
     let mut cursor: Option<String> = None;
     loop {
         let mut path = format!("/v1/transfers?order=asc&limit={PAGE}&include=entries");
-        for (name, value) in [("after", &args.after), ("before", &args.before), ("cursor", &cursor)]
+        for (name, value) in [("after", &after_text), ("before", &before_text), ("cursor", &cursor)]
         {
             if let Some(value) = value {
                 path.push_str(&format!("&{name}={}", encode(value)));
@@ -266,9 +334,14 @@ async fn write_export(
                 }
             }
             progress.show(|| counts.line("exporting"));
+            // Events come in commit order: once one is past the cut, the rest are too.
+            let past =
+                page["events"].as_array().and_then(|events| events.last()).is_some_and(|event| {
+                    event["at"].as_str().and_then(|at| Timestamp::parse_rfc3339(at).ok()) >= before
+                });
             match page["next_cursor"].as_u64() {
-                Some(next) => sequence = next,
-                None => break,
+                Some(next) if !past => sequence = next,
+                _ => break,
             }
         }
         let end = json!({"end": {
@@ -348,8 +421,9 @@ fn csv_row(fields: impl Iterator<Item = String>) -> String {
     row
 }
 
-/// What the first reading of a file found: whether its books balance, and what the second
-/// reading needs.
+/// What reading a file found so far: whether its books balance, and what loading it needs.
+/// The check before an import reads the whole file with it; the load reads every line with
+/// a second one before sending it, so a file changed in between is refused, not loaded.
 #[derive(Default)]
 struct Checked {
     /// Accounts by id: their currency.
@@ -357,13 +431,25 @@ struct Checked {
     /// Each account's balance after the last entry read.
     balances: HashMap<String, i64>,
     /// Holds met so far, by their id in the file.
-    holds: HashSet<String>,
+    holds: HashMap<String, HoldSeen>,
     /// Accounts not active, and their status.
     statuses: Vec<(String, String)>,
     counts: Counts,
+    /// The first problems, and how many there were.
     problems: Vec<String>,
-    /// Transfers and events limited to a time range: balances do not start from zero.
-    ranged: bool,
+    problem_count: usize,
+    /// Transfers from a time on: an account's balance does not start from zero.
+    from_a_time: bool,
+    /// Whether the end line was read.
+    ended: bool,
+}
+
+/// What a capture of a hold must move: the hold's accounts, currency and at most its amount.
+struct HoldSeen {
+    debit: Value,
+    credit: Value,
+    currency: Value,
+    amount: i64,
 }
 
 /// Problems past this many are counted, not listed.
@@ -371,63 +457,162 @@ const PROBLEMS_SHOWN: usize = 20;
 
 impl Checked {
     fn problem(&mut self, line: usize, text: impl Into<String>) {
-        self.problems.push(format!("line {line}: {}", text.into()));
+        self.problem_count += 1;
+        if self.problems.len() < PROBLEMS_SHOWN {
+            self.problems.push(format!("line {line}: {}", text.into()));
+        }
+    }
+
+    /// Reads one line of the file.
+    fn line(&mut self, number: usize, text: &str) {
+        if text.trim().is_empty() {
+            return;
+        }
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(error) => return self.problem(number, format!("not JSON: {error}")),
+        };
+        if self.ended {
+            return self.problem(number, "a line after the end line");
+        }
+        let Some((kind, record)) =
+            value.as_object().filter(|object| object.len() == 1).and_then(|o| o.iter().next())
+        else {
+            return self.problem(number, "not one record (an object with one key)");
+        };
+        match (number, kind.as_str()) {
+            (1, "kopek_export") => {
+                if record["version"].as_u64() != Some(FORMAT_VERSION) {
+                    let version = &record["version"];
+                    let text =
+                        format!("export version {version}; this kopek reads {FORMAT_VERSION}");
+                    return self.problem(number, text);
+                }
+                self.from_a_time = !record["after"].is_null();
+            }
+            (1, _) => self.problem(number, "not the header of a file kopek export wrote"),
+            (_, "account") => self.account(number, record),
+            (_, "transfer") => {
+                self.transfer(number, record);
+                self.counts.transfers += 1;
+            }
+            (_, "event") => self.counts.events += 1,
+            (_, "end") => {
+                self.ended = true;
+                let read = [self.counts.accounts, self.counts.transfers, self.counts.events];
+                let said = ["accounts", "transfers", "events"].map(|name| record[name].as_u64());
+                if said != read.map(Some) {
+                    let holds = self.counts.line("");
+                    self.problem(
+                        number,
+                        format!("the end line counts {record}, but the file holds{holds}"),
+                    );
+                }
+            }
+            (_, other) => self.problem(number, format!("a record of kind '{other}'")),
+        }
+    }
+
+    fn account(&mut self, line: usize, record: &Value) {
+        let id = record["id"].as_str().unwrap_or_default().to_owned();
+        let currency = record["currency"].as_str().unwrap_or_default().to_owned();
+        if self.currencies.insert(id.clone(), currency).is_some() {
+            self.problem(line, format!("account {id} is there twice"));
+        }
+        if let Some(status) = record["status"].as_str().filter(|status| *status != "active") {
+            self.statuses.push((id, status.to_owned()));
+        }
+        self.counts.accounts += 1;
     }
 
     fn transfer(&mut self, line: usize, transfer: &Value) {
         let id = transfer["id"].as_str().unwrap_or("?").to_owned();
-        match transfer["action"].as_str() {
-            Some("hold") => {
-                self.holds.insert(id.clone());
+        let (action, status) = (
+            transfer["action"].as_str().unwrap_or_default(),
+            transfer["status"].as_str().unwrap_or_default(),
+        );
+        // The rule the replay follows: what moved money has its entries and moves it again.
+        let moved = match kopek_intake::import::moved_money(action, status) {
+            Ok(moved) => moved,
+            Err(rejection) => {
+                return self.problem(line, format!("transfer {id}: {}", rejection.message));
             }
-            Some("capture" | "void") => {
+        };
+        let Some(entries) = transfer["entries"].as_array() else {
+            return self.problem(line, format!("transfer {id} comes without its entries"));
+        };
+        let amount = transfer["amount_minor"].as_i64().unwrap_or(0);
+        match action {
+            "hold" if status != "declined" => {
+                let seen = HoldSeen {
+                    debit: transfer["debit_account_id"].clone(),
+                    credit: transfer["credit_account_id"].clone(),
+                    currency: transfer["currency"].clone(),
+                    amount,
+                };
+                self.holds.insert(id.clone(), seen);
+            }
+            "capture" | "void" if status != "declined" => {
                 let hold = transfer["pending_id"].as_str().unwrap_or_default();
-                if !self.holds.contains(hold) {
-                    self.problem(
+                match self.holds.get(hold) {
+                    None => self.problem(
                         line,
                         format!("transfer {id} resolves hold {hold}, which no earlier line holds"),
-                    );
+                    ),
+                    Some(seen)
+                        if action == "capture"
+                            && (seen.debit != transfer["debit_account_id"]
+                                || seen.credit != transfer["credit_account_id"]
+                                || seen.currency != transfer["currency"]
+                                || amount > seen.amount) =>
+                    {
+                        let text = format!(
+                            "capture {id} moves other accounts, another currency or more than \
+                             hold {hold}"
+                        );
+                        self.problem(line, text);
+                    }
+                    Some(_) => {}
                 }
             }
             _ => {}
         }
-        let Some(entries) = transfer["entries"].as_array() else {
-            self.problem(line, format!("transfer {id} comes without its entries"));
-            return;
-        };
-        let moved = transfer["status"] == "posted" || transfer["action"] == "capture";
-        if moved && transfer["amount_minor"].as_i64().unwrap_or(0) > 0 && entries.len() < 2 {
-            self.problem(
-                line,
-                format!("transfer {id} moved money but has {} entries", entries.len()),
-            );
-        }
-        let mut sums: HashMap<&str, (i128, i128)> = HashMap::new();
-        for entry in entries {
-            let account = entry["account_id"].as_str().unwrap_or_default();
-            let currency = entry["currency"].as_str().unwrap_or_default();
-            let (Some(amount), Some(after)) =
-                (entry["amount_minor"].as_i64(), entry["balance_after_minor"].as_i64())
-            else {
-                self.problem(line, format!("transfer {id}: an entry without its amounts"));
-                continue;
-            };
-            if entry["transfer_id"].as_str() != Some(id.as_str()) || amount <= 0 {
-                self.problem(
-                    line,
-                    format!("transfer {id}: an entry of another transfer, or not positive"),
-                );
-                continue;
-            }
-            // The transfer's own amount is what a replay moves: its entries must say the same.
-            if transfer["amount_minor"].as_i64() != Some(amount) {
+        if !moved {
+            if !entries.is_empty() {
                 self.problem(
                     line,
                     format!(
-                        "transfer {id} moves {} but its entry on {account} {amount}",
-                        transfer["amount_minor"]
+                        "transfer {id} is {action} {status}: it moved no money, yet has entries"
                     ),
                 );
+            }
+            return;
+        }
+        let sides = [("debit", "debit_account_id", -1), ("credit", "credit_account_id", 1)];
+        if entries.len() != 2 || amount <= 0 {
+            return self.problem(
+                line,
+                format!(
+                    "transfer {id} moved money: it has a debit and a credit entry of its amount"
+                ),
+            );
+        }
+        for (entry, (direction, account_field, sign)) in entries.iter().zip(sides) {
+            let account = entry["account_id"].as_str().unwrap_or_default();
+            let well_formed = entry["transfer_id"].as_str() == Some(id.as_str())
+                && entry["direction"] == direction
+                && entry["amount_minor"].as_i64() == Some(amount)
+                && entry["currency"] == transfer["currency"]
+                && transfer[account_field].as_str() == Some(account);
+            if !well_formed {
+                self.problem(
+                    line,
+                    format!(
+                        "transfer {id}: its {direction} entry does not move its amount on its \
+                         {direction} account"
+                    ),
+                );
+                continue;
             }
             match self.currencies.get(account) {
                 None => {
@@ -439,56 +624,50 @@ impl Checked {
                     );
                     continue;
                 }
-                Some(own) if own != currency => {
-                    self.problem(line, format!("transfer {id}: an entry in {currency} on {account}, an account in {own}"));
+                Some(own) if Some(own.as_str()) != entry["currency"].as_str() => {
+                    self.problem(
+                        line,
+                        format!(
+                            "transfer {id} moves {} on {account}, an account in {own}",
+                            entry["currency"]
+                        ),
+                    );
                     continue;
                 }
                 Some(_) => {}
             }
-            let named = match entry["direction"].as_str() {
-                Some("debit") => transfer["debit_account_id"].as_str(),
-                _ => transfer["credit_account_id"].as_str(),
+            let Some(after) = entry["balance_after_minor"].as_i64() else {
+                self.problem(line, format!("transfer {id}: an entry without its balance after"));
+                continue;
             };
-            if named.is_some_and(|named| named != account)
-                || transfer["currency"].as_str() != Some(currency)
-            {
-                self.problem(
-                    line,
-                    format!(
-                        "transfer {id} names other accounts or another currency than its entries"
-                    ),
-                );
-            }
-            let (delta, side) = match entry["direction"].as_str() {
-                Some("credit") => (amount, &mut sums.entry(currency).or_default().1),
-                Some("debit") => (-amount, &mut sums.entry(currency).or_default().0),
-                other => {
-                    self.problem(line, format!("transfer {id}: an entry's direction is {other:?}"));
-                    continue;
-                }
-            };
-            *side += i128::from(amount);
+            let delta = sign * amount;
             let before = match self.balances.get(account) {
                 Some(balance) => Some(*balance),
-                None if self.ranged => after.checked_sub(delta),
+                None if self.from_a_time => after.checked_sub(delta),
                 None => Some(0),
             };
             if before.and_then(|before| before.checked_add(delta)) != Some(after) {
+                let before = before.map_or("?".to_owned(), |balance| balance.to_string());
                 self.problem(
                     line,
                     format!(
-                        "transfer {id}: {account} goes from {} by {delta} to {after}: the lines before it are missing or changed",
-                        before.map_or("?".to_owned(), |b| b.to_string())
+                        "transfer {id}: {account} goes from {before} by {delta} to {after}: the \
+                         lines before it are missing or changed"
                     ),
                 );
             }
             self.balances.insert(account.to_owned(), after);
         }
-        for (currency, (debits, credits)) in sums {
-            if debits != credits {
-                self.problem(line, format!("transfer {id} debits {debits} and credits {credits} {currency}: it does not balance"));
-            }
+    }
+
+    /// The refusal of a file with problems, or none.
+    fn refusal(&self, path: &std::path::Path, what: &str) -> anyhow::Result<()> {
+        if self.problem_count == 0 {
+            return Ok(());
         }
+        let more = self.problem_count - self.problems.len();
+        let more = if more > 0 { format!("\n  and {more} more") } else { String::new() };
+        bail!("{} is refused; {what}:\n  {}{more}", path.display(), self.problems.join("\n  "))
     }
 }
 
@@ -496,91 +675,15 @@ impl Checked {
 fn check_file(path: &std::path::Path) -> anyhow::Result<Checked> {
     let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut checked = Checked::default();
-    let mut end: Option<(usize, Value)> = None;
     for (index, text) in std::io::BufReader::new(file).lines().enumerate() {
-        let number = index + 1;
-        let text = text.with_context(|| format!("read {} line {number}", path.display()))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} line {number} is not JSON", path.display()))?;
-        if end.is_some() {
-            checked.problem(number, "a line after the end line");
-            break;
-        }
-        let Some((kind, record)) =
-            value.as_object().filter(|o| o.len() == 1).and_then(|o| o.iter().next())
-        else {
-            checked.problem(number, "not one record (an object with one key)");
-            continue;
-        };
-        if number == 1 {
-            if kind != "kopek_export" {
-                bail!(
-                    "{} is not a file kopek export wrote: it does not begin with its header",
-                    path.display()
-                );
-            }
-            if record["version"].as_u64() != Some(FORMAT_VERSION) {
-                bail!(
-                    "{} is of export version {}, and this kopek reads {FORMAT_VERSION}",
-                    path.display(),
-                    record["version"]
-                );
-            }
-            checked.ranged = !record["after"].is_null() || !record["before"].is_null();
-            continue;
-        }
-        match kind.as_str() {
-            "account" => {
-                let id = record["id"].as_str().unwrap_or_default().to_owned();
-                let currency = record["currency"].as_str().unwrap_or_default().to_owned();
-                if checked.currencies.insert(id.clone(), currency).is_some() {
-                    checked.problem(number, format!("account {id} is there twice"));
-                }
-                if let Some(status) = record["status"].as_str().filter(|s| *s != "active") {
-                    checked.statuses.push((id, status.to_owned()));
-                }
-                checked.counts.accounts += 1;
-            }
-            "transfer" => {
-                checked.transfer(number, record);
-                checked.counts.transfers += 1;
-            }
-            "event" => checked.counts.events += 1,
-            "end" => end = Some((number, record.clone())),
-            other => checked.problem(number, format!("a record of kind '{other}'")),
-        }
+        let text = text.with_context(|| format!("read {} line {}", path.display(), index + 1))?;
+        checked.line(index + 1, &text);
     }
-    match end {
-        None => {
-            checked.problems.push("the file stops before its end line: it was cut short".to_owned())
-        }
-        Some((number, counts)) => {
-            let read = [checked.counts.accounts, checked.counts.transfers, checked.counts.events];
-            let said = ["accounts", "transfers", "events"].map(|name| counts[name].as_u64());
-            if said != read.map(Some) {
-                checked.problem(
-                    number,
-                    format!(
-                        "the end line counts {counts}, but the file holds {}",
-                        checked.counts.line("").trim()
-                    ),
-                );
-            }
-        }
+    if !checked.ended {
+        checked.problem_count += 1;
+        checked.problems.push("the file stops before its end line: it was cut short".to_owned());
     }
-    if !checked.problems.is_empty() {
-        let shown = checked.problems.iter().take(PROBLEMS_SHOWN).cloned().collect::<Vec<_>>();
-        let more = checked.problems.len().saturating_sub(PROBLEMS_SHOWN);
-        let more = if more > 0 { format!("\n  and {more} more") } else { String::new() };
-        bail!(
-            "{} is refused; nothing was imported:\n  {}{more}",
-            path.display(),
-            shown.join("\n  ")
-        );
-    }
+    checked.refusal(path, "nothing was imported")?;
     Ok(checked)
 }
 
@@ -589,9 +692,13 @@ fn check_file(path: &std::path::Path) -> anyhow::Result<Checked> {
 struct Call {
     records: Vec<Value>,
     lines: Vec<usize>,
+    bytes: usize,
     /// File ids of the holds in this call: a capture of one waits for the next call.
     holds: HashSet<String>,
 }
+
+/// A call's body stays well under the server's 4 MiB.
+const CALL_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 #[derive(Default)]
 struct Tally {
@@ -606,15 +713,15 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let checked = tokio::task::spawn_blocking(move || check_file(&path))
         .await
         .context("the check stopped")??;
-    let ledger = Ledger::open(&args.ledger).await?;
+    let ledger = Ledger::open(&args.ledger, "kopek import").await?;
     let loaded = load(&ledger, &args.file, &checked).await;
     let closed = ledger.close().await;
     let tally = loaded?;
     closed?;
     eprintln!(
         "imported {}: accounts {} created, {} already there, {} opened by their transfers; \
-         transfers {} created, {} already there, {} declined where they were made (not replayed); \
-         {} events not replayed (this ledger writes its own)",
+         transfers {} created, {} already there, {} not replayed (declined, or holds that \
+         expired, where they were made); {} events not replayed (this ledger writes its own)",
         args.file.display(),
         tally.created[0],
         tally.existing[0],
@@ -634,20 +741,21 @@ async fn load(ledger: &Ledger, path: &std::path::Path, checked: &Checked) -> any
     let mut holds: HashMap<String, String> = HashMap::new();
     let mut call = Call::default();
     let mut progress = Progress::new();
-    let mut sent = Counts::default();
+    let mut again = Checked::default();
     for (index, text) in std::io::BufReader::new(file).lines().enumerate() {
         let text = text?;
+        again.line(index + 1, &text);
+        again.refusal(path, "it changed since it was checked; the lines before it are imported")?;
         if text.trim().is_empty() {
             continue;
         }
         let mut value: Value = serde_json::from_str(&text)?;
         if let Some(transfer) = value.get_mut("transfer") {
-            let waits =
-                transfer["pending_id"].as_str().is_some_and(|hold| call.holds.contains(hold));
-            if waits {
+            let hold = transfer["pending_id"].as_str().map(str::to_owned);
+            if hold.as_ref().is_some_and(|hold| call.holds.contains(hold)) {
                 send(ledger, std::mem::take(&mut call), &mut holds, &mut tally).await?;
             }
-            if let Some(hold) = transfer["pending_id"].as_str().map(str::to_owned) {
+            if let Some(hold) = hold {
                 let here = holds
                     .get(&hold)
                     .with_context(|| format!("line {}: hold {hold} was not imported", index + 1))?;
@@ -659,34 +767,31 @@ async fn load(ledger: &Ledger, path: &std::path::Path, checked: &Checked) -> any
             if let Some(object) = transfer.as_object_mut() {
                 object.remove("entries");
             }
-            sent.transfers += 1;
-        } else if value.get("account").is_some() {
-            sent.accounts += 1;
-        } else {
+        } else if value.get("account").is_none() {
             continue;
+        }
+        let bytes = value.to_string().len();
+        if call.records.len() == PAGE || call.bytes + bytes > CALL_BYTES_MAX {
+            send(ledger, std::mem::take(&mut call), &mut holds, &mut tally).await?;
+            progress.show(|| format!("importing: line {}", index + 1));
         }
         call.records.push(value);
         call.lines.push(index + 1);
-        if call.records.len() == PAGE {
-            send(ledger, std::mem::take(&mut call), &mut holds, &mut tally).await?;
-            progress.show(|| sent.line("importing"));
-        }
+        call.bytes += bytes;
     }
     send(ledger, call, &mut holds, &mut tally).await?;
     for (id, status) in &checked.statuses {
-        ledger
-            .call(
-                reqwest::Method::PATCH,
-                &format!("/v1/accounts/{}", encode(id)),
-                Some(&json!({"status": status})),
-            )
-            .await
-            .with_context(|| format!("set account {id} {status}"))?;
+        let body = serde_json::to_vec(&json!({"status": status}))?;
+        let path = format!("/v1/accounts/{}", encode(id));
+        let set = ledger.call(reqwest::Method::PATCH, &path, Some(body)).await;
+        set.with_context(|| format!("set account {id} {status}"))?;
     }
     progress.done();
     Ok(tally)
 }
 
+/// One call of `POST /v1/admin/import`; a record that failed ends the import after the call,
+/// with every failure and its line.
 async fn send(
     ledger: &Ledger,
     call: Call,
@@ -696,30 +801,23 @@ async fn send(
     if call.records.is_empty() {
         return Ok(());
     }
-    let body = json!({"records": call.records});
-    let answer = ledger.call(reqwest::Method::POST, "/v1/admin/import", Some(&body)).await.map_err(|error| {
-        // "record N: ..." names the record in this call: say its line.
-        let text = error.to_string();
-        let line = text
-            .split_once("record ")
-            .and_then(|(_, rest)| rest.split_once(':'))
-            .and_then(|(number, _)| number.parse::<usize>().ok())
-            .and_then(|number| call.lines.get(number));
-        match line {
-            Some(line) => anyhow::anyhow!("line {line}: {text}; the lines before it are imported, and importing the file again goes on from there"),
-            None => error,
-        }
-    })?;
+    let body = serde_json::to_vec(&json!({"records": call.records}))?;
+    let answer = ledger.call(reqwest::Method::POST, "/v1/admin/import", Some(body)).await?;
     let results = answer["results"].as_array().context("an import's answer")?;
     if results.len() != call.records.len() {
         bail!("the import answered {} results for {} records", results.len(), call.records.len());
     }
-    for (record, result) in call.records.iter().zip(results) {
+    let mut failures = Vec::new();
+    for ((record, result), line) in call.records.iter().zip(results).zip(&call.lines) {
         let side = usize::from(record.get("transfer").is_some());
         match result["outcome"].as_str() {
             Some("created") => tally.created[side] += 1,
             Some("existing") => tally.existing[side] += 1,
-            _ => tally.skipped[side] += 1,
+            Some("skipped") => tally.skipped[side] += 1,
+            _ => {
+                let error = &result["error"];
+                failures.push(format!("line {line}: {}: {}", error["code"], error["message"]));
+            }
         }
         let transfer = &record["transfer"];
         if transfer["action"] == "hold"
@@ -727,6 +825,16 @@ async fn send(
         {
             holds.insert(file_id.to_owned(), here.to_owned());
         }
+    }
+    if let (Some(first), Some(last)) = (call.lines.first(), call.lines.last())
+        && !failures.is_empty()
+    {
+        bail!(
+            "{} of lines {first} to {last} did not load:\n  {}\nthe other lines up to {last} \
+             are loaded; nothing after it was sent",
+            failures.len(),
+            failures.join("\n  ")
+        );
     }
     Ok(())
 }

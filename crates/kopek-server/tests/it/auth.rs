@@ -883,4 +883,17 @@ async fn a_key_bound_to_a_user_searches_transfers_through_its_accounts_only() {
         .map(|t| t["idempotency_key"].as_str().expect("key"))
         .collect();
     assert_eq!(keys, ["u1d"]);
+    // With its entries: its own account's, not the other side's balance after.
+    let with_entries = get("/v1/transfers?account=u1-wallet&include=entries").await.json();
+    let entries = with_entries["transfers"][0]["entries"].as_array().expect("entries").clone();
+    let accounts: Vec<&str> =
+        entries.iter().map(|e| e["account_id"].as_str().expect("account")).collect();
+    assert_eq!(accounts, ["u1-wallet"], "{with_entries}");
+    assert_eq!(entries[0]["balance_after"], "3.00");
+    // An admin sees both.
+    let authorization = as_key(&admin);
+    let path = "/v1/transfers?account=u1-wallet&include=entries";
+    let headers = [("Authorization", authorization.as_str())];
+    let all = http(&server.http_address, "GET", path, &headers, None).await.json();
+    assert_eq!(all["transfers"][0]["entries"].as_array().map(Vec::len), Some(2), "{all}");
 }
