@@ -6,17 +6,11 @@
 // opens a transfer's page (entries, metadata, events, replay key); the live event log reads as
 // sentences; a user's orders show why one failed. Every view: no page or console error, no
 // horizontal overflow, a screenshot. Run by `browser::the_console_works_in_a_real_browser`.
-import { createRequire } from "node:module";
+import { check, launch } from "./chromium.mjs";
 
-const require = createRequire(process.env.PLAYWRIGHT_DIR + "/");
-const { chromium } = require("playwright-core");
 const base = process.env.KOPEK_HTTP_URL;
 const shots = process.env.SCREENSHOT_DIR;
 const key = process.env.KOPEK_API_KEY;
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
 
 const headers = { Authorization: `Bearer ${key}`, "Content-Type": "application/json" };
 let keys = 0;
@@ -51,12 +45,7 @@ await api("POST", "/v1/users", { id: "u1", name: "Uma", currency: "USD" });
 await api("POST", "/v1/transfers", { kind: "deposit", credit_account_id: "user:u1:USD", amount: "10.00", currency: "USD" });
 for (const amount of [3, 100]) await api("POST", "/orders/orders", { amount }, { "X-User-ID": "u1" });
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--no-first-run", "--disable-sync", "--disable-quic"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const problems = [];

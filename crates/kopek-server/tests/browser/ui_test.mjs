@@ -3,23 +3,12 @@
 // and see it become PAID live (over a WebSocket that carries the key), convert and send to
 // another currency at a locked quote, then save a screenshot.
 // Run by the Rust test `browser::the_ui_works_in_a_real_browser`, which sets the variables.
-import { createRequire } from "node:module";
+import { check, launch } from "./chromium.mjs";
 
-const require = createRequire(process.env.PLAYWRIGHT_DIR + "/");
-const { chromium } = require("playwright-core");
 const base = process.env.KOPEK_HTTP_URL;
 const screenshot = process.env.SCREENSHOT_PATH;
 
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--no-first-run", "--disable-sync", "--disable-quic"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
   const problems = [];

@@ -170,15 +170,23 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A used ledger (`used_ledger`) served from `root/source`, exported over HTTP to
+/// `root/ledger.jsonl`: the server, the file, and what the export said.
+async fn exported_ledger(root: &Path) -> (Server, std::path::PathBuf, String) {
+    let source = Server::start(&made(root, "source"));
+    used_ledger(&source).await;
+    let file = root.join("ledger.jsonl");
+    let url = format!("http://{}", source.http_address);
+    let said = kopek(&["export", "--addr", &url, "--output", file.to_str().expect("utf-8")]);
+    (source, file, said)
+}
+
 #[tokio::test]
 async fn an_export_imports_into_a_new_ledger_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let source = Server::start(&made(dir.path(), "source"));
-    used_ledger(&source).await;
-    let file = dir.path().join("ledger.jsonl");
+    let (source, file, said) = exported_ledger(dir.path()).await;
     let (file_arg, source_url) =
         (file.to_str().expect("utf-8"), format!("http://{}", source.http_address));
-    let said = kopek(&["export", "--addr", &source_url, "--output", file_arg]);
     assert!(said.contains("exported 5 accounts, 11 transfers"), "{said}");
 
     // The file: a header, the accounts, the transfers with their entries, the events, the end.
@@ -256,11 +264,7 @@ async fn an_export_imports_into_a_new_ledger_once() {
 #[tokio::test]
 async fn a_file_that_does_not_balance_or_is_cut_short_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let source = Server::start(&made(dir.path(), "source"));
-    used_ledger(&source).await;
-    let file = dir.path().join("ledger.jsonl");
-    let source_url = format!("http://{}", source.http_address);
-    kopek(&["export", "--addr", &source_url, "-o", file.to_str().expect("utf-8")]);
+    let (_source, file, _) = exported_ledger(dir.path()).await;
     let text = std::fs::read_to_string(&file).expect("read");
     let target = Server::start(&made(dir.path(), "target"));
     let target_url = format!("http://{}", target.http_address);
@@ -301,11 +305,8 @@ async fn a_file_that_does_not_balance_or_is_cut_short_is_refused() {
 #[tokio::test]
 async fn a_transfer_declined_on_replay_fails_every_run() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let source = Server::start(&made(dir.path(), "source"));
-    used_ledger(&source).await;
-    let file = dir.path().join("ledger.jsonl");
+    let (_source, file, _) = exported_ledger(dir.path()).await;
     let file_arg = file.to_str().expect("utf-8");
-    kopek(&["export", "--addr", &format!("http://{}", source.http_address), "-o", file_arg]);
     let target = Server::start(&made(dir.path(), "target"));
     post(&target, "/v1/accounts", "a", json!({"id": "alice", "currency": "USD"})).await;
     let frozen = http(
@@ -341,11 +342,8 @@ async fn export_and_import_open_a_data_directory_themselves() {
         return; // the data directory is the embedded store's
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let source = Server::start(&made(dir.path(), "source"));
-    used_ledger(&source).await;
-    let file = dir.path().join("ledger.jsonl");
+    let (source, file, _) = exported_ledger(dir.path()).await;
     let file_arg = file.to_str().expect("utf-8");
-    kopek(&["export", "--addr", &format!("http://{}", source.http_address), "-o", file_arg]);
     let expected = balances(&source).await;
     drop(source);
     let copy = dir.path().join("copy");
