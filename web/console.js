@@ -7,6 +7,7 @@
 
 const views = ["accounts", "account", "transfers", "transfer", "events", "users", "wallet"];
 const PAGE = 50;
+const accountList = { loaded: [], cursor: null, owner: null };
 
 function path(...parts) { return parts.map(encodeURIComponent).join("/"); }
 function link(text, href, className) {
@@ -77,7 +78,10 @@ function route() {
       || (view === "transfer" && anchor.dataset.view === "transfers");
     anchor.classList.toggle("current", current);
   });
-  if (view === "accounts") showAccounts();
+  if (view === "accounts") {
+    accountList.loaded = []; // each visit reads the accounts as they are now
+    showAccounts();
+  }
   if (view === "account") showAccount(parts[1]);
   if (view === "transfers") showTransfers(params);
   if (view === "transfer") showTransfer(parts[1]);
@@ -90,8 +94,7 @@ window.addEventListener("kopek:key", route);
 
 // ---- accounts ----
 
-const accountList = { loaded: [], cursor: null, owner: null };
-
+// Reads the first page again when the owner changed or nothing is loaded; then paints.
 async function showAccounts() {
   const owner = $("accounts-owner").value.trim();
   if (accountList.owner !== owner || !accountList.loaded.length) {
@@ -135,6 +138,7 @@ function paintAccounts() {
 
 $("accounts-form").addEventListener("submit", (event) => {
   event.preventDefault();
+  accountList.loaded = [];
   showAccounts();
 });
 ["accounts-search", "accounts-currency", "accounts-kind", "accounts-status"].forEach((id) =>
