@@ -142,6 +142,24 @@ impl Ledger {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// A time the server's clock has just passed: the first whole second its `Date` header
+    /// shows after the one it showed first (so at most a second's wait). Whatever committed
+    /// before it committed before this call returned.
+    async fn time_passed(&self) -> anyhow::Result<Timestamp> {
+        let first = self.server_time().await?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.server_time().await?;
+            if now > first {
+                return Ok(now);
+            }
+            if Instant::now() > deadline {
+                bail!("the server's clock did not move on in 5 s (its Date header)");
+            }
+        }
+    }
+
     /// The server's time now, to the whole second below it (its `Date` header).
     async fn server_time(&self) -> anyhow::Result<Timestamp> {
         let url = format!("{}/healthz", self.base);
@@ -258,7 +276,7 @@ async fn write_export(
     // The cut: transfers and events committed before the server's time now, read after every
     // account is (so each account a transfer names is in the file, and a read of the accounts
     // waits for the store's projection to hold them all).
-    let cut = ledger.server_time().await?;
+    let cut = ledger.time_passed().await?;
     let before = Some(before.map_or(cut, |before| before.min(cut)));
     let (after_text, before_text) =
         (after.map(Timestamp::to_rfc3339), before.map(Timestamp::to_rfc3339));
