@@ -351,7 +351,7 @@ fn declined_here(record: &TransferRecord, transfer: &Transfer) -> Rejection {
 fn new_account(tenant: &Tenant, record: AccountRecord) -> Result<Option<NewAccount>, Rejection> {
     let id = AccountId::parse(&record.id)?.in_tenant(tenant);
     let currency = Currency::parse(&record.currency)?;
-    if SERVER_PREFIXES.iter().any(|prefix| record.id.starts_with(prefix)) {
+    if kopek_opens(&id) {
         kopek_opened(tenant, &id, currency)?;
         return Ok(None);
     }
@@ -368,6 +368,11 @@ fn new_account(tenant: &Tenant, record: AccountRecord) -> Result<Option<NewAccou
         },
         metadata: record.metadata,
     }))
+}
+
+/// Whether `id` has a prefix of the accounts kopek opens itself (`SERVER_PREFIXES`).
+fn kopek_opens(id: &AccountId) -> bool {
+    SERVER_PREFIXES.iter().any(|prefix| id.name().starts_with(prefix))
 }
 
 /// The account kopek opens itself that `id` names, in `currency` (the tenant's shop account
@@ -461,7 +466,7 @@ fn replay_request(
     let mut open_if_missing = Vec::new();
     if let Movement::Move { debit_account, credit_account, currency, .. } = &movement {
         for id in [debit_account, credit_account] {
-            if SERVER_PREFIXES.iter().any(|prefix| id.name().starts_with(prefix)) {
+            if kopek_opens(id) {
                 open_if_missing.push(kopek_opened(tenant, id, *currency)?);
             }
         }

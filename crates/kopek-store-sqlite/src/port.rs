@@ -268,33 +268,15 @@ impl Store for SqliteStore {
                 return Ok(Vec::new());
             };
             let parameters = rusqlite::params![after, i64::try_from(last).unwrap_or(i64::MAX), tenant];
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM outbox WHERE {filter} sequence > ?1 \
-                 AND sequence <= ?2 ORDER BY sequence"
-            );
-            let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
-            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
-            let mut transfer = snapshot.prepare_cached(&sql).map_err(sql_error)?;
-            let mut transfer_row =
-                |id: &str| transfer.query_row([id], transfer_from_row).optional();
-            let mut rows = statement.query(parameters).map_err(sql_error)?;
-            let mut stored = Vec::new();
-            while let Some(row) = rows.next().map_err(sql_error)? {
-                stored.push(decoded(event_from_row(row, &mut transfer_row))?);
-            }
-            // The events transfers rows carry (migration 0014), in the same order.
-            let sql = format!(
-                "SELECT {TRANSFER_COLUMNS}, {CARRIED_COLUMNS} FROM transfers \
-                 WHERE {filter} event_sequence > ?1 AND event_sequence <= ?2 \
-                 ORDER BY event_sequence"
-            );
-            let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
-            let mut rows = statement.query(parameters).map_err(sql_error)?;
-            let mut carried = Vec::new();
-            while let Some(row) = rows.next().map_err(sql_error)? {
-                carried.push(decoded(carried_event_from_row(row))?);
-            }
-            Ok(merged(stored, carried, limit, |event| event.sequence))
+            events_in_both_tables(
+                &snapshot,
+                &format!("{filter} sequence > ?1 AND sequence <= ?2 ORDER BY sequence"),
+                &format!(
+                    "{filter} event_sequence > ?1 AND event_sequence <= ?2 ORDER BY event_sequence"
+                ),
+                parameters,
+                limit,
+            )
         })
         .await
     }
@@ -308,33 +290,15 @@ impl Store for SqliteStore {
         let (tenant, subject) = (tenant.to_owned(), subject.to_owned());
         self.read(move |connection| {
             let snapshot = connection.unchecked_transaction().map_err(sql_error)?;
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM outbox WHERE subject_id = ?1 AND tenant = ?2 \
-                 ORDER BY sequence LIMIT ?3"
-            );
-            let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
-            let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
-            let mut transfer = snapshot.prepare_cached(&sql).map_err(sql_error)?;
-            let mut transfer_row =
-                |id: &str| transfer.query_row([id], transfer_from_row).optional();
-            let parameters = rusqlite::params![subject, tenant, to_sql_int(limit)];
-            let mut rows = statement.query(parameters).map_err(sql_error)?;
-            let mut stored = Vec::new();
-            while let Some(row) = rows.next().map_err(sql_error)? {
-                stored.push(decoded(event_from_row(row, &mut transfer_row))?);
-            }
-            // A posted transfer's event is carried by its row (migration 0014).
-            let sql = format!(
-                "SELECT {TRANSFER_COLUMNS}, {CARRIED_COLUMNS} FROM transfers \
-                 WHERE id = ?1 AND tenant = ?2 AND event_sequence IS NOT NULL"
-            );
-            let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
-            let mut rows = statement.query([&subject, &tenant]).map_err(sql_error)?;
-            let mut carried = Vec::new();
-            while let Some(row) = rows.next().map_err(sql_error)? {
-                carried.push(decoded(carried_event_from_row(row))?);
-            }
-            Ok(merged(stored, carried, limit, |event| event.sequence))
+            // A posted transfer's event is carried by its row, found by the transfer's id.
+            events_in_both_tables(
+                &snapshot,
+                "subject_id = ?1 AND tenant = ?2 ORDER BY sequence LIMIT ?3",
+                "id = ?1 AND tenant = ?2 AND event_sequence IS NOT NULL \
+                 ORDER BY event_sequence LIMIT ?3",
+                rusqlite::params![subject, tenant, to_sql_int(limit)],
+                limit,
+            )
         })
         .await
     }
@@ -962,4 +926,36 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// The first `limit` events, in sequence order, of the two tables that hold them: outbox rows
+/// (`WHERE outbox_where`) and the `TransferPosted` events transfers rows carry (migration
+/// 0014; `WHERE carried_where`), both selected with `parameters`, in one snapshot.
+fn events_in_both_tables(
+    snapshot: &rusqlite::Transaction<'_>,
+    outbox_where: &str,
+    carried_where: &str,
+    parameters: &[&dyn rusqlite::ToSql],
+    limit: usize,
+) -> StoreResult<Vec<StoredEvent>> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM outbox WHERE {outbox_where}");
+    let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
+    let sql = format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1");
+    let mut transfer = snapshot.prepare_cached(&sql).map_err(sql_error)?;
+    let mut transfer_row = |id: &str| transfer.query_row([id], transfer_from_row).optional();
+    let mut rows = statement.query(parameters).map_err(sql_error)?;
+    let mut stored = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        stored.push(decoded(event_from_row(row, &mut transfer_row))?);
+    }
+    let sql = format!(
+        "SELECT {TRANSFER_COLUMNS}, {CARRIED_COLUMNS} FROM transfers WHERE {carried_where}"
+    );
+    let mut statement = snapshot.prepare_cached(&sql).map_err(sql_error)?;
+    let mut rows = statement.query(parameters).map_err(sql_error)?;
+    let mut carried = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        carried.push(decoded(carried_event_from_row(row))?);
+    }
+    Ok(merged(stored, carried, limit, |event| event.sequence))
 }
